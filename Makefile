@@ -1,0 +1,48 @@
+# rollout — see README.md. `make test` and `make demo` need root on Debian
+# (systemd-nspawn test hosts); `make deps` installs what they need.
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+GO ?= go
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+
+.PHONY: build install test unit e2e bench demo lint deps clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/rollout ./cmd/rollout
+
+install:
+	$(GO) install -ldflags "$(LDFLAGS)" ./cmd/rollout
+
+# Everything: lint, unit tests with the race detector, then the real-host tests.
+test: deps lint unit e2e
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+# Real hosts: boots systemd-nspawn containers (root). One package at a time:
+# they share the machine's testbed.
+e2e: deps
+	$(GO) test -count=1 -p 1 -timeout 30m ./e2e/...
+
+bench: deps
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 20m ./e2e/
+
+demo: deps build
+	$(GO) run ./e2e/cmd/demo
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@2026.2.2
+	$(STATICCHECK) ./...
+
+# Debian packages the testbed needs (idempotent; quiet when present).
+deps:
+	@if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null || ! command -v ip >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container debootstrap iproute2 >/dev/null; \
+	fi
+	@$(GO) mod download
+
+clean:
+	rm -rf bin

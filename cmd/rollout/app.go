@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rollout-dev/rollout/deployer"
+	"github.com/rollout-dev/rollout/sshexec"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes, mapped from errors in one place (exitCode).
+const (
+	exitOK          = 0
+	exitFailed      = 1   // the rollout failed on some host
+	exitUsage       = 2   // bad flags or config
+	exitPreflight   = 3   // a check before any change failed; nothing changed
+	exitInterrupted = 130 // Ctrl-C or SIGTERM
+)
+
+// usageError marks errors in flags or config.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func exitCode(err error, interrupted bool, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "rollout:", err)
+	var ue usageError
+	var se *deployer.StepError
+	switch {
+	case interrupted:
+		return exitInterrupted
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &se) && (se.Step == deployer.StepPreflight || (se.Step == deployer.StepHook && se.Host == "local")):
+		return exitPreflight
+	default:
+		return exitFailed
+	}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:      "rollout",
+		Usage:     "zero-downtime rolling restarts of systemd instances behind Nginx, over SSH",
+		Version:   version,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		// Never let urfave/cli call os.Exit: deferred cleanup must run.
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError:   onUsageError,
+		Commands: []*cli.Command{
+			{
+				Name:  "deploy",
+				Usage: "roll a release through every host, one instance at a time",
+				Description: `Examples:
+   rollout deploy --version v2
+   rollout deploy --version "$GITHUB_SHA" --parallel 2
+   rollout deploy --dry-run --version v2     # print every step, change nothing`,
+				Flags:        append(overrideFlags(), &cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"}),
+				Action:       deployAction,
+				OnUsageError: onUsageError,
+			},
+			{
+				Name:  "plan",
+				Usage: "print every step a deploy would take, with the exact remote commands; changes nothing",
+				Description: `Examples:
+   rollout plan --version v2
+   rollout plan --version v2 --output json`,
+				Flags:        overrideFlags(),
+				Action:       planAction,
+				OnUsageError: onUsageError,
+			},
+		},
+	}
+}
+
+func onUsageError(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+
+// overrideFlags override the config file; each has a ROLLOUT_* variable.
+func overrideFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "rollout.yaml", EnvVars: []string{"ROLLOUT_CONFIG"}, Usage: "config file"},
+		&cli.StringFlag{Name: "version", EnvVars: []string{"ROLLOUT_VERSION"}, Usage: "release version (passed to hooks as ROLLOUT_VERSION)"},
+		&cli.StringSliceFlag{Name: "hosts", EnvVars: []string{"ROLLOUT_HOSTS"}, Usage: "hosts, replacing the config's (comma-separated)"},
+		&cli.StringFlag{Name: "user", EnvVars: []string{"ROLLOUT_SSH_USER"}, Usage: "SSH user"},
+		&cli.IntFlag{Name: "ssh-port", EnvVars: []string{"ROLLOUT_SSH_PORT"}, Usage: "SSH port"},
+		&cli.StringFlag{Name: "key", EnvVars: []string{"ROLLOUT_SSH_KEY_FILE"}, Usage: "SSH private key file"},
+		&cli.StringFlag{Name: "known-hosts", EnvVars: []string{"ROLLOUT_KNOWN_HOSTS_FILE"}, Usage: "known_hosts file"},
+		&cli.BoolFlag{Name: "accept-new", EnvVars: []string{"ROLLOUT_ACCEPT_NEW"}, Usage: "trust and record unknown host keys (a changed key is still refused)"},
+		&cli.IntFlag{Name: "parallel", EnvVars: []string{"ROLLOUT_PARALLEL"}, Usage: "hosts deployed at once"},
+		&cli.IntFlag{Name: "min-serving", EnvVars: []string{"ROLLOUT_MIN_SERVING"}, Usage: "instances per host that must keep serving (default: all others)"},
+		&cli.DurationFlag{Name: "drain-timeout", EnvVars: []string{"ROLLOUT_DRAIN_TIMEOUT"}, Usage: "longest wait for in-flight requests"},
+		&cli.DurationFlag{Name: "health-timeout", EnvVars: []string{"ROLLOUT_HEALTH_TIMEOUT"}, Usage: "longest wait for a restarted instance to be healthy"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", EnvVars: []string{"ROLLOUT_OUTPUT"}, Usage: "text or json"},
+	}
+}
+
+// loadConfig reads the config file and applies flags and ROLLOUT_* variables.
+func loadConfig(c *cli.Context) (*deployer.Config, error) {
+	cfg, err := deployer.LoadConfig(c.String("config"))
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if c.IsSet("hosts") {
+		var hosts []string
+		for _, h := range c.StringSlice("hosts") {
+			for _, part := range strings.Split(h, ",") {
+				if part = strings.TrimSpace(part); part != "" {
+					hosts = append(hosts, part)
+				}
+			}
+		}
+		cfg.Hosts = hosts
+	}
+	if c.IsSet("user") {
+		cfg.SSH.User = c.String("user")
+	}
+	if c.IsSet("ssh-port") {
+		cfg.SSH.Port = c.Int("ssh-port")
+	}
+	if c.IsSet("key") {
+		cfg.SSH.Key = c.String("key")
+	}
+	if c.IsSet("known-hosts") {
+		cfg.SSH.KnownHosts = c.String("known-hosts")
+	}
+	if c.IsSet("accept-new") {
+		cfg.SSH.AcceptNew = c.Bool("accept-new")
+	}
+	if c.IsSet("parallel") {
+		cfg.Parallel = c.Int("parallel")
+	}
+	if c.IsSet("min-serving") {
+		cfg.SetMinServing(c.Int("min-serving"))
+	}
+	if c.IsSet("drain-timeout") {
+		cfg.DrainTimeout = c.Duration("drain-timeout")
+	}
+	if c.IsSet("health-timeout") {
+		cfg.Health.Timeout = c.Duration("health-timeout")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, usageError{fmt.Errorf("%s: %w", c.String("config"), err)}
+	}
+	switch c.String("output") {
+	case "text", "json":
+	default:
+		return nil, usageError{fmt.Errorf("--output must be text or json, got %q", c.String("output"))}
+	}
+	return cfg, nil
+}
+
+func releaseVersion(c *cli.Context) (string, error) {
+	v := c.String("version")
+	if v == "" {
+		return "", usageError{errors.New("--version (or ROLLOUT_VERSION) is required: the release being deployed")}
+	}
+	if strings.ContainsAny(v, "\x00\n") || len(v) > 200 {
+		return "", usageError{fmt.Errorf("--version %q: must be one line of at most 200 bytes", v)}
+	}
+	return v, nil
+}
+
+func planAction(c *cli.Context) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	v, err := releaseVersion(c)
+	if err != nil {
+		return err
+	}
+	p := deployer.BuildPlan(cfg, v)
+	if c.String("output") == "json" {
+		return p.WriteJSON(c.App.Writer)
+	}
+	return p.WriteText(c.App.Writer)
+}
+
+func deployAction(c *cli.Context) error {
+	if c.Bool("dry-run") {
+		return planAction(c)
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	v, err := releaseVersion(c)
+	if err != nil {
+		return err
+	}
+	out := newPrinter(c.App.Writer, c.App.ErrWriter, c.String("output") == "json")
+	d := &deployer.Deployer{
+		Config:  cfg,
+		Version: v,
+		Connect: func(ctx context.Context, host string) (deployer.Conn, error) {
+			return sshexec.Dial(ctx, sshConfig(cfg, host))
+		},
+		Events: out.event,
+		Stdout: c.App.ErrWriter,
+		Stderr: c.App.ErrWriter,
+	}
+	rep, err := d.Deploy(c.Context)
+	out.report(rep, err)
+	return err
+}
+
+func sshConfig(cfg *deployer.Config, host string) sshexec.Config {
+	sc := sshexec.Config{
+		Host:            host,
+		Port:            cfg.SSH.Port,
+		User:            cfg.SSH.User,
+		UseAgent:        true,
+		KnownHostsFiles: []string{cfg.SSH.KnownHosts},
+		AcceptNew:       cfg.SSH.AcceptNew,
+		ConnectTimeout:  cfg.SSH.ConnectTimeout,
+	}
+	if cfg.SSH.Key != "" {
+		sc.KeyFiles = []string{cfg.SSH.Key}
+	} else if home, err := os.UserHomeDir(); err == nil {
+		for _, k := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
+			if p := filepath.Join(home, ".ssh", k); fileExists(p) {
+				sc.KeyFiles = append(sc.KeyFiles, p)
+			}
+		}
+	}
+	return sc
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// printer shows progress on stderr (or JSON events on stdout) and the final
+// summary.
+type printer struct {
+	stdout, stderr io.Writer
+	json           bool
+}
+
+func newPrinter(stdout, stderr io.Writer, json bool) *printer {
+	return &printer{stdout: stdout, stderr: stderr, json: json}
+}
+
+func (p *printer) event(e deployer.Event) {
+	if p.json {
+		writeJSONLine(p.stdout, map[string]any{"type": "step", "event": e})
+		return
+	}
+	if e.Status == "start" {
+		return
+	}
+	where := e.Host
+	if where == "" {
+		where = "local"
+	}
+	if e.Port != 0 {
+		where = fmt.Sprintf("%s:%d", e.Host, e.Port)
+	}
+	line := fmt.Sprintf("%s %-22s %-11s %-4s %6s", e.Time.Format("15:04:05.000"), where, e.Step, e.Status, e.Duration.Round(time.Millisecond))
+	if e.Message != "" {
+		line += "  " + e.Message
+	}
+	fmt.Fprintln(p.stderr, line)
+}
+
+func (p *printer) report(rep *deployer.Report, err error) {
+	if p.json {
+		writeJSONLine(p.stdout, map[string]any{"type": "summary", "report": rep, "error": errString(err)})
+		return
+	}
+	// What the app said: the thing PM2 hides.
+	var merr interface{ WrappedErrors() []error }
+	errs := []error{err}
+	if errors.As(err, &merr) {
+		errs = merr.WrappedErrors()
+	}
+	for _, e := range errs {
+		var se *deployer.StepError
+		if errors.As(e, &se) && se.Output != "" {
+			fmt.Fprintf(p.stderr, "\n%s:%d did not come up; what it said since the restart:\n%s\n", se.Host, se.Port, indentLines(se.Output, "  | "))
+		}
+	}
+	if rep == nil {
+		return
+	}
+	tw := tabwriter.NewWriter(p.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nHOST\tOUTCOME\tRESTARTED\tLEFT OUT OF NGINX\tTIME\tERROR\n")
+	for _, h := range rep.Hosts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Outcome, ports(h.Restarted), ports(h.LeftOut), h.Duration.Round(time.Millisecond), h.Error)
+	}
+	tw.Flush()
+	result := "ok"
+	if err != nil {
+		result = "FAILED"
+	}
+	fmt.Fprintf(p.stdout, "deploy %s: %s in %s\n", rep.Version, result, rep.Duration.Round(time.Millisecond))
+}
+
+func ports(ps []int) string {
+	if len(ps) == 0 {
+		return "-"
+	}
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = fmt.Sprint(p)
+	}
+	return strings.Join(s, ",")
+}
+
+func indentLines(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return prefix + strings.Join(lines, "\n"+prefix)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

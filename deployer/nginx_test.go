@@ -1,0 +1,99 @@
+package deployer
+
+import (
+	"strings"
+	"testing"
+)
+
+const upstreamFile = `# managed by hand, down flags by rollout
+upstream other {
+    server 127.0.0.1:3000;
+}
+
+upstream my_app {
+    least_conn;
+    server 127.0.0.1:3000;
+    server 127.0.0.1:3001 weight=2;   # the big one
+    server 127.0.0.1:3002 down;
+    server 10.0.0.9:3003;
+    keepalive 16;
+}
+`
+
+func TestUpstreamServers(t *testing.T) {
+	got, err := upstreamServers([]byte(upstreamFile), "my_app", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]bool{3000: false, 3001: false, 3002: true}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for p, d := range want {
+		if got[p] != d {
+			t.Errorf("port %d down=%v, want %v", p, got[p], d)
+		}
+	}
+}
+
+func TestSetServerDown(t *testing.T) {
+	tests := []struct {
+		name    string
+		port    int
+		down    bool
+		changed string // the line that must appear
+		wantErr string
+	}{
+		{name: "drain", port: 3000, down: true, changed: "    server 127.0.0.1:3000 down;\n"},
+		{name: "drain keeps params and comment", port: 3001, down: true, changed: "    server 127.0.0.1:3001 weight=2 down;   # the big one\n"},
+		{name: "undrain", port: 3002, down: false, changed: "    server 127.0.0.1:3002;\n"},
+		{name: "already down", port: 3002, down: true, changed: "    server 127.0.0.1:3002 down;\n"},
+		{name: "missing port", port: 3009, down: true, wantErr: `upstream "my_app" has no line "server 127.0.0.1:3009;"`},
+		{name: "other address is not ours", port: 3003, down: true, wantErr: "no line"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := setServerDown([]byte(upstreamFile), "my_app", "127.0.0.1", tt.port, tt.down)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(got), tt.changed) {
+				t.Errorf("missing %q in\n%s", tt.changed, got)
+			}
+			// Only that line changes; the other upstream is untouched.
+			if gotLines, wantLines := strings.Count(string(got), "\n"), strings.Count(upstreamFile, "\n"); gotLines != wantLines {
+				t.Errorf("line count %d, want %d", gotLines, wantLines)
+			}
+			if !strings.Contains(string(got), "upstream other {\n    server 127.0.0.1:3000;\n}") {
+				t.Errorf("other upstream changed:\n%s", got)
+			}
+		})
+	}
+}
+
+func TestSetServerDownRoundTrip(t *testing.T) {
+	down, err := setServerDown([]byte(upstreamFile), "my_app", "127.0.0.1", 3000, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := setServerDown(down, "my_app", "127.0.0.1", 3000, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(up) != upstreamFile {
+		t.Errorf("drain then undrain changed the file:\n%s", up)
+	}
+}
+
+func TestUpstreamMissing(t *testing.T) {
+	_, err := upstreamServers([]byte(upstreamFile), "nope", "127.0.0.1")
+	if err == nil || !strings.Contains(err.Error(), `upstream "nope" not found`) {
+		t.Fatalf("err = %v", err)
+	}
+}

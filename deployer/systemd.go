@@ -1,0 +1,119 @@
+package deployer
+
+import (
+	"bufio"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// unitState is what systemd says about one instance.
+type unitState struct {
+	ID        string
+	Load      string // LoadState: loaded, not-found, ...
+	Active    string // ActiveState: active, activating, failed, inactive, ...
+	Sub       string // SubState: running, auto-restart, dead, ...
+	MainPID   int
+	StartedAt uint64 // ExecMainStartTimestampMonotonic, µs
+	Restarts  int    // NRestarts
+}
+
+// running reports whether systemd considers the instance up.
+func (u unitState) running() bool { return u.Active == "active" && u.MainPID > 0 }
+
+func (u unitState) String() string {
+	s := fmt.Sprintf("%s/%s", u.Active, u.Sub)
+	if u.MainPID > 0 {
+		s += fmt.Sprintf(" pid %d", u.MainPID)
+	}
+	if u.Restarts > 0 {
+		s += fmt.Sprintf(", restarted %d times by systemd", u.Restarts)
+	}
+	return s
+}
+
+const unitProps = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts"
+
+// parseUnitStates parses `systemctl show -p unitProps UNIT...` output:
+// KEY=VALUE lines, one block per unit, blocks separated by blank lines.
+func parseUnitStates(out string) (map[string]unitState, error) {
+	states := map[string]unitState{}
+	var cur unitState
+	flush := func() {
+		if cur.ID != "" {
+			states[strings.TrimSuffix(cur.ID, ".service")] = cur
+		}
+		cur = unitState{}
+	}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			flush()
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("unexpected systemctl show line %q", line)
+		}
+		var err error
+		switch k {
+		case "Id":
+			cur.ID = v
+		case "LoadState":
+			cur.Load = v
+		case "ActiveState":
+			cur.Active = v
+		case "SubState":
+			cur.Sub = v
+		case "MainPID":
+			cur.MainPID, err = strconv.Atoi(v)
+		case "ExecMainStartTimestampMonotonic":
+			cur.StartedAt, err = strconv.ParseUint(v, 10, 64)
+		case "NRestarts":
+			cur.Restarts, err = strconv.Atoi(v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("systemctl show %s: %w", k, err)
+		}
+	}
+	flush()
+	return states, sc.Err()
+}
+
+// unitLogFiles finds where a unit writes its stdout and stderr from its
+// unit file (`systemctl cat` output): StandardOutput= and StandardError=
+// with file:, append: or truncate: paths, the specifiers %i, %I, %n, %N, %p
+// and %% expanded for the instance. The last assignment of each wins, as in
+// systemd.
+func unitLogFiles(catOutput, unit string) []string {
+	prefix, instance, _ := strings.Cut(unit, "@")
+	expand := strings.NewReplacer("%%", "%", "%i", instance, "%I", instance,
+		"%n", unit+".service", "%N", unit, "%p", prefix)
+	last := map[string]string{}
+	inService := false
+	for _, line := range strings.Split(catOutput, "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			inService = line == "[Service]"
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !inService || !ok || (k != "StandardOutput" && k != "StandardError") {
+			continue
+		}
+		last[k] = ""
+		for _, kind := range []string{"file:", "append:", "truncate:"} {
+			if p, ok := strings.CutPrefix(v, kind); ok {
+				last[k] = expand.Replace(p)
+			}
+		}
+	}
+	var files []string
+	for _, k := range []string{"StandardError", "StandardOutput"} {
+		if f := last[k]; f != "" && (len(files) == 0 || files[0] != f) {
+			files = append(files, f)
+		}
+	}
+	return files
+}

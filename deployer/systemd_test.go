@@ -1,0 +1,50 @@
+package deployer
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestParseUnitStates(t *testing.T) {
+	out := "Id=my-app@3000.service\nLoadState=loaded\nActiveState=active\nSubState=running\nMainPID=110\nExecMainStartTimestampMonotonic=7285937278\nNRestarts=0\n\n" +
+		"Id=my-app@3001.service\nLoadState=loaded\nActiveState=activating\nSubState=auto-restart\nMainPID=0\nExecMainStartTimestampMonotonic=0\nNRestarts=2\n"
+	got, err := parseUnitStates(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]unitState{
+		"my-app@3000": {ID: "my-app@3000.service", Load: "loaded", Active: "active", Sub: "running", MainPID: 110, StartedAt: 7285937278},
+		"my-app@3001": {ID: "my-app@3001.service", Load: "loaded", Active: "activating", Sub: "auto-restart", Restarts: 2},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+	if !got["my-app@3000"].running() || got["my-app@3001"].running() {
+		t.Error("running() wrong")
+	}
+	if _, err := parseUnitStates("garbage"); err == nil {
+		t.Error("want error for garbage")
+	}
+}
+
+func TestUnitLogFiles(t *testing.T) {
+	cat := `# /etc/systemd/system/my-app@.service
+[Unit]
+StandardOutput=append:/not/service/section.log
+[Service]
+StandardOutput=append:/var/log/my-app/stdout-%i.log
+StandardError=append:/var/log/my-app/stderr-%i.log
+
+# /etc/systemd/system/my-app@.service.d/override.conf
+[Service]
+StandardError=file:/var/log/%p/%N.err
+`
+	got := unitLogFiles(cat, "my-app@3001")
+	want := []string{"/var/log/my-app/my-app@3001.err", "/var/log/my-app/stdout-3001.log"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if got := unitLogFiles("[Service]\nStandardOutput=journal\n", "a@1"); len(got) != 0 {
+		t.Errorf("journal unit: got %v, want none", got)
+	}
+}

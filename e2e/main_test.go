@@ -1,0 +1,80 @@
+// Package e2e holds rollout's real-host tests: they boot a testbed fleet
+// (systemd-nspawn containers with real systemd, OpenSSH and Nginx), deploy
+// examples/app to it and check what users would see. They need root.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rollout-dev/rollout/e2e/testbed"
+)
+
+// The fleet every test shares: hosts with instances on basePort..basePort+3.
+const (
+	fleetHosts = 2
+	basePort   = 3000
+	instances  = 4
+)
+
+var (
+	fleet      *testbed.Testbed
+	rolloutBin string // the rollout binary under test
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "e2e: skipped: the real-host tests need root (systemd-nspawn, network namespaces)")
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	bin, err := os.MkdirTemp("", "rollout-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(bin)
+	rolloutBin = filepath.Join(bin, "rollout")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", rolloutBin, "../cmd/rollout").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: build rollout: %v\n%s", err, out)
+		return 1
+	}
+	tb, err := testbed.Up(ctx, testbed.Options{Hosts: fleetHosts, Log: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer tb.Down(context.Background())
+	fleet = tb
+	for _, h := range tb.Hosts {
+		if err := tb.Provision(ctx, h, basePort, instances); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// resetHost gives the test a freshly booted and provisioned host, whatever
+// earlier tests did to it.
+func resetHost(t *testing.T, h *testbed.Host) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := fleet.Reboot(ctx, h); err != nil {
+		t.Fatalf("reboot %s: %v", h.Name, err)
+	}
+	if err := fleet.Provision(ctx, h, basePort, instances); err != nil {
+		t.Fatalf("provision %s: %v", h.Name, err)
+	}
+}

@@ -1,0 +1,109 @@
+package testbed
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+)
+
+//go:embed provision.sh
+var provisionScript []byte
+
+// Release is one version of examples/app: its files with an app.json of
+// these settings (see examples/app/server.js).
+type Release struct {
+	Version     string   `json:"version"`
+	BootDelayMs int      `json:"bootDelayMs"`
+	WorkMs      int      `json:"workMs"`
+	RequiredEnv []string `json:"requiredEnv"`
+	Healthy     bool     `json:"healthy"`
+}
+
+// GoodRelease is a release that starts and becomes healthy.
+func GoodRelease(version string) Release {
+	return Release{Version: version, BootDelayMs: 300, WorkMs: 5, RequiredEnv: []string{"DATABASE_URL"}, Healthy: true}
+}
+
+var versionRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+// AppDir is examples/app in this repository.
+func AppDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "examples", "app")
+}
+
+// archive builds the release as a tar: examples/app with r's app.json.
+func (r Release) archive() ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(name string, data []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o640, Size: int64(len(data))}); err != nil {
+			return err
+		}
+		_, err := tw.Write(data)
+		return err
+	}
+	for _, name := range []string{"server.js", "package.json"} {
+		data, err := os.ReadFile(filepath.Join(AppDir(), name))
+		if err != nil {
+			return nil, fmt.Errorf("release %s: %w", r.Version, err)
+		}
+		if err := add(name, data); err != nil {
+			return nil, err
+		}
+	}
+	settings, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := add("app.json", append(settings, '\n')); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// StageRelease copies r to /srv/releases/VERSION on h, owned and locked
+// down as the seed locks the app directory (root:www-data, files 0640,
+// directories 2750). It does not make it live: my-app-activate does.
+func (tb *Testbed) StageRelease(ctx context.Context, h *Host, r Release) error {
+	if !versionRE.MatchString(r.Version) {
+		return fmt.Errorf("testbed: bad release version %q", r.Version)
+	}
+	data, err := r.archive()
+	if err != nil {
+		return err
+	}
+	script := `set -e; d=/srv/releases/` + r.Version + `
+rm -rf "$d.tmp"; mkdir -p "$d.tmp"; tar -xf - -C "$d.tmp" --no-same-owner
+chown -R root:www-data "$d.tmp"
+find "$d.tmp" -type f -exec chmod 0640 {} +
+find "$d.tmp" -type d -exec chmod 2750 {} +
+rm -rf "$d"; mv "$d.tmp" "$d"`
+	_, err = tb.RunInput(ctx, h, "sudo -n sh -c '"+script+"'", bytes.NewReader(data))
+	return err
+}
+
+// Provision sets h up as the seed's team sets up a server: it stages and
+// activates release v1 and runs count instances from basePort, each enabled
+// and behind the host's Nginx upstream "my_app".
+func (tb *Testbed) Provision(ctx context.Context, h *Host, basePort, count int) error {
+	if err := tb.StageRelease(ctx, h, GoodRelease("v1")); err != nil {
+		return err
+	}
+	cmd := "sudo -n bash -s -- " + strconv.Itoa(basePort) + " " + strconv.Itoa(count)
+	if _, err := tb.RunInput(ctx, h, cmd, bytes.NewReader(provisionScript)); err != nil {
+		return fmt.Errorf("testbed: provision %s: %w", h.Name, err)
+	}
+	return nil
+}

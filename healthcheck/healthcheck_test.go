@@ -1,0 +1,103 @@
+package healthcheck
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func serverPort(t *testing.T, h http.Handler) int {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	_, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	port, _ := strconv.Atoi(p)
+	return port
+}
+
+func TestCheck(t *testing.T) {
+	ok := serverPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(200)
+	}))
+	unready := serverPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(503)
+		_, _ = w.Write([]byte("warming up"))
+	}))
+	h := HTTP{Path: "/healthz", Status: 200, AttemptTimeout: time.Second}
+	if err := h.Check(context.Background(), ok); err != nil {
+		t.Errorf("healthy instance: %v", err)
+	}
+	err := h.Check(context.Background(), unready)
+	var se *StatusError
+	if !errors.As(err, &se) || se.Got != 503 || se.Body != "warming up" {
+		t.Errorf("503 instance: got %v", err)
+	}
+	if err := (HTTP{Path: "/other", Status: 200, AttemptTimeout: time.Second}).Check(context.Background(), ok); err == nil {
+		t.Error("wrong path: want error")
+	}
+}
+
+func TestWaitBecomesHealthy(t *testing.T) {
+	var calls atomic.Int32
+	port := serverPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) < 4 {
+			w.WriteHeader(503)
+			return
+		}
+		w.WriteHeader(200)
+	}))
+	h := HTTP{Path: "/", Status: 200, AttemptTimeout: time.Second}
+	if err := h.Wait(context.Background(), port, 5*time.Second, 10*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls.Load(); got != 4 {
+		t.Errorf("attempts = %d, want 4", got)
+	}
+}
+
+func TestWaitTimeoutReportsLastCause(t *testing.T) {
+	port := serverPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
+	h := HTTP{Path: "/", Status: 200, AttemptTimeout: time.Second}
+	err := h.Wait(context.Background(), port, 200*time.Millisecond, 20*time.Millisecond, nil)
+	var se *StatusError
+	if !errors.Is(err, ErrTimeout) || !errors.As(err, &se) || se.Got != 503 {
+		t.Fatalf("got %v, want ErrTimeout holding the 503", err)
+	}
+}
+
+func TestWaitStopsWhenProcessDies(t *testing.T) {
+	// Nothing listens on a closed port; alive says the process is gone.
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	died := errors.New("process exited")
+	h := HTTP{Path: "/", Status: 200, AttemptTimeout: time.Second}
+	start := time.Now()
+	err := h.Wait(context.Background(), port, 10*time.Second, 10*time.Millisecond, func(context.Context) error { return died })
+	if !errors.Is(err, died) {
+		t.Fatalf("got %v, want the alive error", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("took %s: should stop at once", time.Since(start))
+	}
+}
+
+func TestWaitCancelled(t *testing.T) {
+	port := serverPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	err := HTTP{Path: "/", Status: 200, AttemptTimeout: time.Second}.Wait(ctx, port, 10*time.Second, 10*time.Millisecond, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
