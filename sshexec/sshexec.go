@@ -1,7 +1,15 @@
-// Package sshexec is rollout's SSH transport: one connection per host,
-// reused for every command and tunnelled dial, with host keys checked
-// against known_hosts. It runs commands and opens tunnels; it knows nothing
-// about deployments, and callers build commands with Quote.
+// Package sshexec is rollout's SSH transport, built on golang.org/x/crypto/ssh.
+//
+// It owns: dialling a host (directly or through a bastion), client
+// authentication with key files and ssh-agent, host key checking against
+// known_hosts (with trust-on-first-use when asked), keepalives, running
+// remote commands one session each on a shared connection, tunnelled TCP
+// dials, and POSIX shell quoting (Quote, QuoteCommand) from which callers
+// build every remote command.
+//
+// It does not own: what commands mean (deployments, systemd, Nginx), retries,
+// configuration files, flags, or printing. It never writes to the terminal,
+// never logs, and never imports other packages of rollout.
 package sshexec
 
 import (
@@ -24,53 +32,88 @@ import (
 	xknownhosts "golang.org/x/crypto/ssh/knownhosts"
 )
 
-// Config says how to reach one host.
+const (
+	defaultPort           = 22
+	defaultConnectTimeout = 10 * time.Second
+	defaultKeepAlive      = 15 * time.Second
+	maxMissedKeepAlives   = 3
+	// maxOutput caps what Run keeps of a command's stdout, and separately of
+	// its stderr; the rest is read and dropped.
+	maxOutput = 4 << 20
+	// maxExitStderr is how much of the end of stderr an ExitError keeps.
+	maxExitStderr = 2 << 10
+)
+
+// Config says how to reach and authenticate to one host.
 type Config struct {
-	Host            string
-	Port            int // 22 when 0
-	User            string
-	KeyFiles        []string // private keys; "~/" is expanded
-	UseAgent        bool     // also offer the keys of the agent at SSH_AUTH_SOCK
-	KnownHostsFiles []string // missing files count as empty
-	// AcceptNew trusts an unknown host's key and records it in the first
-	// known_hosts file. A changed key is refused all the same.
-	AcceptNew      bool
-	ConnectTimeout time.Duration // TCP and handshake; 10s when 0
-	KeepAlive      time.Duration // keepalive interval; 15s when 0
+	Host string // address or name to dial
+	Port int    // 22 when 0
+	User string
+
+	// KeyFiles are private key paths; "~/" is expanded. An encrypted key is
+	// an error unless Passphrase is set, which is then called with the
+	// file's path.
+	KeyFiles   []string
+	Passphrase func(file string) ([]byte, error)
+	UseAgent   bool // also offer the keys of the agent at SSH_AUTH_SOCK, if any
+
+	// KnownHostsFiles are checked for the host's key; "~/" is expanded and
+	// missing files count as empty.
+	KnownHostsFiles []string
+	// AcceptNew trusts an unknown host's key and appends it to the first
+	// KnownHostsFiles entry. A changed key is refused all the same.
+	AcceptNew bool
+	// InsecureIgnoreHostKey skips host key checking entirely: anyone on
+	// the path can impersonate the host. Never the default; callers must
+	// warn loudly when they set it.
+	InsecureIgnoreHostKey bool
+
+	ConnectTimeout time.Duration // TCP dial and handshake; 10s when 0
+	// KeepAlive is how often to send keepalive@openssh.com; the connection
+	// is closed when one fails or three go unanswered. 15s when 0, none
+	// when negative.
+	KeepAlive time.Duration
+	// ProxyJump, if set, is a connected bastion to dial the host through.
+	ProxyJump *Client
 }
 
-// Client is a connection to one host, safe for concurrent use.
+// Client is an authenticated connection to one host. It is safe for
+// concurrent use; every command gets its own session.
 type Client struct {
-	label string
-	conn  *ssh.Client
-	done  chan struct{}
-	once  sync.Once
+	host string // "host:port"
+	conn *ssh.Client
+	done chan struct{}
+	once sync.Once
 }
 
-// HostKeyError is a host key that is unknown or differs from known_hosts.
+// HostKeyError is a host key that known_hosts does not vouch for.
 type HostKeyError struct {
-	Host        string
+	Host        string // "host:port"
+	Fingerprint string // SHA256:... of the key the host presented
 	KeyType     string
-	Fingerprint string // SHA256:...
-	Changed     bool   // known_hosts has another key for the host
-	Files       []string
+	Changed     bool   // true: known_hosts has a different key; false: unknown host
+	File        string // changed: file:line of the known key; unknown: the files searched
 }
 
 func (e *HostKeyError) Error() string {
 	if e.Changed {
-		return fmt.Sprintf("HOST KEY CHANGED for %s: it presented %s %s, which differs from %s; possible man-in-the-middle, refusing to connect",
-			e.Host, e.KeyType, e.Fingerprint, strings.Join(e.Files, ", "))
+		return fmt.Sprintf("HOST KEY CHANGED for %s: it presented %s key %s, which differs from the key in %s; possible man-in-the-middle; refusing to connect",
+			e.Host, e.KeyType, e.Fingerprint, e.File)
 	}
-	return fmt.Sprintf("unknown host %s: its %s key %s is not in %s; verify the fingerprint and add it, or use --accept-new",
-		e.Host, e.KeyType, e.Fingerprint, strings.Join(e.Files, ", "))
+	files := e.File
+	if files == "" {
+		files = "none configured"
+	}
+	return fmt.Sprintf("host %s (%s key %s) not in known_hosts (%s); verify the fingerprint and add it, or use --accept-new",
+		e.Host, e.KeyType, e.Fingerprint, files)
 }
 
-// ExitError is a remote command that ran and exited non-zero.
+// ExitError is a remote command that ran and did not exit 0.
 type ExitError struct {
 	Cmd    string
 	Code   int    // -1 when killed by a signal
-	Signal string // the signal, when killed by one
-	Stderr string // its last 2 KB, trimmed
+	Signal string // the signal's name ("KILL"), when killed by one
+	Stderr string // the end of its stderr (about 2 KB), trimmed
 }
 
 func (e *ExitError) Error() string {
@@ -78,189 +121,201 @@ func (e *ExitError) Error() string {
 	if len(cmd) > 80 {
 		cmd = cmd[:77] + "..."
 	}
-	msg := fmt.Sprintf("command exited %d", e.Code)
+	msg := fmt.Sprintf("command exited %d: %s", e.Code, cmd)
 	if e.Signal != "" {
-		msg = "command killed by signal " + e.Signal
+		msg = fmt.Sprintf("command killed by signal %s: %s", e.Signal, cmd)
 	}
-	msg += ": " + cmd
 	if e.Stderr != "" {
 		msg += ": " + e.Stderr
 	}
 	return msg
 }
 
-// Result is what a command printed.
+// Result is what a command printed and how it ended.
 type Result struct {
-	Stdout, Stderr []byte
-	ExitCode       int
+	Stdout, Stderr []byte // each capped at 4 MiB
+	ExitCode       int    // -1 when there was no exit status (signal, cancel, transport error)
 	Duration       time.Duration
 }
 
-// maxOutput caps what Run keeps of a command's stdout and of its stderr.
-const maxOutput = 4 << 20
-
-// Dial connects and authenticates to cfg's host.
+// Dial connects to cfg's host, checks its host key and authenticates.
+// A host key problem is a *HostKeyError.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Port == 0 {
-		cfg.Port = 22
+		cfg.Port = defaultPort
 	}
-	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = 10 * time.Second
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = defaultConnectTimeout
 	}
 	if cfg.KeepAlive == 0 {
-		cfg.KeepAlive = 15 * time.Second
+		cfg.KeepAlive = defaultKeepAlive
 	}
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	label := cfg.User + "@" + addr
+	who := cfg.User + "@" + addr
+	if cfg.Host == "" || cfg.User == "" {
+		return nil, fmt.Errorf("ssh %s: host and user are required", who)
+	}
 
-	auth, closeAgent, err := authMethods(cfg)
+	auth, closeAgent, err := authMethod(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("ssh %s: %w", label, err)
+		return nil, fmt.Errorf("ssh %s: %w", who, err)
 	}
 	defer closeAgent()
-	hostKeys, algos, err := hostKeyCallback(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("ssh %s: %w", label, err)
-	}
-	var keyErr error
-	clientCfg := &ssh.ClientConfig{
-		User: cfg.User,
-		Auth: auth,
-		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
-			keyErr = hostKeys(host, remote, key)
-			return keyErr
-		},
-		HostKeyAlgorithms: algos(addr),
-		Timeout:           cfg.ConnectTimeout,
+	clientCfg := &ssh.ClientConfig{User: cfg.User, Auth: []ssh.AuthMethod{auth}}
+	if cfg.InsecureIgnoreHostKey {
+		clientCfg.HostKeyCallback = ssh.InsecureIgnoreHostKey()
+	} else if clientCfg.HostKeyCallback, clientCfg.HostKeyAlgorithms, err = hostKeyCheck(cfg, addr); err != nil {
+		return nil, fmt.Errorf("ssh %s: %w", who, err)
 	}
 
 	dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
-	raw, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("ssh %s: %w", label, err)
+	var raw net.Conn
+	if cfg.ProxyJump != nil {
+		raw, err = cfg.ProxyJump.DialContext(dctx, "tcp", addr)
+	} else {
+		raw, err = (&net.Dialer{}).DialContext(dctx, "tcp", addr)
 	}
-	// Bound the handshake by the same deadline, and by ctx.
-	deadline, _ := dctx.Deadline()
-	_ = raw.SetDeadline(deadline)
-	stopWatch := context.AfterFunc(dctx, func() { raw.Close() })
+	if err != nil {
+		return nil, fmt.Errorf("ssh %s: %w", who, err)
+	}
+	// The handshake can't take a context: closing the conn ends it.
+	stop := context.AfterFunc(dctx, func() { raw.Close() })
 	c, chans, reqs, err := ssh.NewClientConn(raw, addr, clientCfg)
-	stopWatch()
+	if !stop() && err == nil {
+		c.Close()
+		err = dctx.Err()
+	}
 	if err != nil {
 		raw.Close()
 		var hke *HostKeyError
-		if errors.As(keyErr, &hke) {
+		switch {
+		case errors.As(err, &hke):
 			return nil, hke
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("ssh %s: %w", who, ctx.Err())
+		case dctx.Err() != nil:
+			return nil, fmt.Errorf("ssh %s: no handshake within %s: %w", who, cfg.ConnectTimeout, dctx.Err())
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			return nil, fmt.Errorf("ssh %s: authentication failed (keys: %s; agent: %t): %w",
+				who, strings.Join(cfg.KeyFiles, ", "), cfg.UseAgent, err)
 		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("ssh %s: %w", label, ctx.Err())
-		}
-		return nil, fmt.Errorf("ssh %s: %w", label, err)
+		return nil, fmt.Errorf("ssh %s: %w", who, err)
 	}
-	_ = raw.SetDeadline(time.Time{})
-	cl := &Client{label: label, conn: ssh.NewClient(c, chans, reqs), done: make(chan struct{})}
-	go cl.keepAlive(cfg.KeepAlive)
+	cl := &Client{host: addr, conn: ssh.NewClient(c, chans, reqs), done: make(chan struct{})}
+	if cfg.KeepAlive > 0 {
+		go cl.keepAlive(cfg.KeepAlive)
+	}
 	return cl, nil
 }
 
-func authMethods(cfg Config) ([]ssh.AuthMethod, func(), error) {
+// authMethod offers the key files' signers, then the agent's, in a single
+// publickey method (x/crypto tries each method name only once).
+func authMethod(cfg Config) (ssh.AuthMethod, func(), error) {
 	var signers []ssh.Signer
 	for _, f := range cfg.KeyFiles {
 		path := expandHome(f)
 		pem, err := os.ReadFile(path)
 		if err != nil {
-			return nil, func() {}, fmt.Errorf("read key: %w", err)
+			return nil, nil, fmt.Errorf("read key: %w", err)
 		}
 		s, err := ssh.ParsePrivateKey(pem)
 		var missing *ssh.PassphraseMissingError
 		if errors.As(err, &missing) {
-			return nil, func() {}, fmt.Errorf("key %s is passphrase-protected: add it to ssh-agent (ssh-add %s)", path, path)
+			if cfg.Passphrase == nil {
+				return nil, nil, fmt.Errorf("key %s is passphrase-protected: add it to ssh-agent (ssh-add %s)", path, path)
+			}
+			pass, perr := cfg.Passphrase(path)
+			if perr != nil {
+				return nil, nil, fmt.Errorf("passphrase for key %s: %w", path, perr)
+			}
+			s, err = ssh.ParsePrivateKeyWithPassphrase(pem, pass)
+			clear(pass)
 		}
 		if err != nil {
-			return nil, func() {}, fmt.Errorf("parse key %s: %w", path, err)
+			return nil, nil, fmt.Errorf("parse key %s: %w", path, err)
 		}
 		signers = append(signers, s)
 	}
+	var ag agent.ExtendedAgent
 	closeAgent := func() {}
-	var methods []ssh.AuthMethod
-	if len(signers) > 0 {
-		methods = append(methods, ssh.PublicKeys(signers...))
-	}
 	if sock := os.Getenv("SSH_AUTH_SOCK"); cfg.UseAgent && sock != "" {
 		if conn, err := net.Dial("unix", sock); err == nil {
-			closeAgent = func() { conn.Close() }
-			methods = append(methods, ssh.PublicKeysCallback(agent.NewClient(conn).Signers))
+			ag, closeAgent = agent.NewClient(conn), func() { conn.Close() }
 		}
 	}
-	if len(methods) == 0 {
-		return nil, closeAgent, errors.New("no SSH key: give a key file or run ssh-agent")
+	if len(signers) == 0 && ag == nil {
+		return nil, nil, errors.New("no SSH key: give a key file or run ssh-agent")
 	}
-	return methods, closeAgent, nil
+	return ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
+		if ag == nil {
+			return signers, nil
+		}
+		fromAgent, err := ag.Signers()
+		if err != nil {
+			return signers, nil // the key files may still do
+		}
+		return append(append([]ssh.Signer(nil), signers...), fromAgent...), nil
+	}), closeAgent, nil
 }
 
-// hostKeyCallback checks keys against the known_hosts files, and returns
-// the host key algorithms to offer for an address: only those known_hosts
-// has, so a server with several key types presents one we can verify.
-func hostKeyCallback(cfg Config) (ssh.HostKeyCallback, func(string) []string, error) {
-	var files []string
+// hostKeyCheck returns the callback checking keys against known_hosts, and
+// the host key algorithms to ask addr for: those known_hosts has for it, so
+// a host with several key types presents one we can check (nil when the
+// host is unknown, to accept any).
+func hostKeyCheck(cfg Config, addr string) (ssh.HostKeyCallback, []string, error) {
+	var all, present []string
 	for _, f := range cfg.KnownHostsFiles {
 		p := expandHome(f)
+		all = append(all, p)
 		if _, err := os.Stat(p); err == nil {
-			files = append(files, p)
+			present = append(present, p)
 		}
 	}
-	display := make([]string, len(cfg.KnownHostsFiles))
-	for i, f := range cfg.KnownHostsFiles {
-		display[i] = expandHome(f)
-	}
-	none := func(string) []string { return nil }
 	var db *knownhosts.HostKeyDB
-	if len(files) > 0 {
+	var algos []string
+	if len(present) > 0 {
 		var err error
-		if db, err = knownhosts.NewDB(files...); err != nil {
-			return nil, none, fmt.Errorf("read known_hosts: %w", err)
+		if db, err = knownhosts.NewDB(present...); err != nil {
+			return nil, nil, fmt.Errorf("read known_hosts: %w", err)
 		}
-	}
-	algos := none
-	if db != nil {
-		algos = db.HostKeyAlgorithms
+		algos = db.HostKeyAlgorithms(addr)
 	}
 	cb := func(host string, remote net.Addr, key ssh.PublicKey) error {
-		hke := &HostKeyError{Host: host, KeyType: key.Type(), Fingerprint: ssh.FingerprintSHA256(key), Files: display}
+		hke := &HostKeyError{Host: host, Fingerprint: ssh.FingerprintSHA256(key), KeyType: key.Type(), File: strings.Join(all, ", ")}
 		if db != nil {
 			err := db.HostKeyCallback()(host, remote, key)
-			if err == nil {
-				return nil
-			}
 			var ke *xknownhosts.KeyError
-			if !errors.As(err, &ke) {
-				return err
+			if err == nil || !errors.As(err, &ke) {
+				return err // accepted, or revoked or malformed
 			}
 			if len(ke.Want) > 0 {
-				hke.Changed = true
+				hke.Changed, hke.File = true, fmt.Sprintf("%s:%d", ke.Want[0].Filename, ke.Want[0].Line)
 				return hke
 			}
 		}
-		if !cfg.AcceptNew || len(cfg.KnownHostsFiles) == 0 {
+		if !cfg.AcceptNew || len(all) == 0 {
 			return hke
 		}
-		return appendKnownHost(expandHome(cfg.KnownHostsFiles[0]), host, remote, key)
+		return appendKnownHost(all[0], host, key)
 	}
 	return cb, algos, nil
 }
 
-func appendKnownHost(file, host string, remote net.Addr, key ssh.PublicKey) error {
+func appendKnownHost(file, host string, key ssh.PublicKey) error {
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-		return fmt.Errorf("record host key: %w", err)
+		return fmt.Errorf("record host key of %s: %w", host, err)
 	}
 	f, err := os.OpenFile(file, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
-		return fmt.Errorf("record host key: %w", err)
+		return fmt.Errorf("record host key of %s: %w", host, err)
 	}
-	defer f.Close()
-	line := knownhosts.Line([]string{knownhosts.Normalize(host)}, key)
-	if _, err := fmt.Fprintln(f, line); err != nil {
-		return fmt.Errorf("record host key: %w", err)
+	_, err = fmt.Fprintln(f, knownhosts.Line([]string{host}, key))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("record host key of %s in %s: %w", host, file, err)
 	}
 	return nil
 }
@@ -274,7 +329,8 @@ func expandHome(p string) string {
 	return p
 }
 
-// keepAlive closes the connection after three unanswered keepalives.
+// keepAlive closes the connection when a keepalive fails or
+// maxMissedKeepAlives in a row go unanswered for a period each.
 func (c *Client) keepAlive(every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -285,20 +341,20 @@ func (c *Client) keepAlive(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		res := make(chan error, 1)
+		reply := make(chan error, 1)
 		go func() {
 			_, _, err := c.conn.SendRequest("keepalive@openssh.com", true, nil)
-			res <- err
+			reply <- err
 		}()
 		select {
-		case err := <-res:
+		case err := <-reply:
 			if err != nil {
 				c.Close()
 				return
 			}
 			missed = 0
 		case <-time.After(every):
-			if missed++; missed >= 3 {
+			if missed++; missed >= maxMissedKeepAlives {
 				c.Close()
 				return
 			}
@@ -308,10 +364,11 @@ func (c *Client) keepAlive(every time.Duration) {
 	}
 }
 
-// Host is the "user@host:port" label used in messages.
-func (c *Client) Host() string { return c.label }
+// Host is the "host:port" label used in messages.
+func (c *Client) Host() string { return c.host }
 
-// Close closes the connection.
+// Close closes the connection; commands still running on it fail. Closing
+// again does nothing.
 func (c *Client) Close() error {
 	var err error
 	c.once.Do(func() {
@@ -321,93 +378,135 @@ func (c *Client) Close() error {
 	return err
 }
 
-// Run runs cmd in a new session, with stdin if not nil. A command that
-// exits non-zero returns its Result and an *ExitError. If ctx ends first,
-// the command is sent SIGKILL, its session closed, and the error wraps
-// ctx.Err(). At most 4 MiB of stdout and of stderr are kept.
+// Run runs cmd in a new session, with stdin if not nil, and returns what
+// it printed: at most 4 MiB of stdout and 4 MiB of stderr are kept. A
+// command that exits non-zero returns its Result and an *ExitError. If ctx
+// ends first, the command is sent SIGKILL, its session closed, and the error
+// wraps ctx.Err().
 func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader) (Result, error) {
 	var stdout, stderr capped
 	t0 := time.Now()
 	err := c.run(ctx, cmd, stdin, &stdout, &stderr)
 	res := Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Duration: time.Since(t0)}
 	var ee *ExitError
-	if errors.As(err, &ee) {
+	switch {
+	case errors.As(err, &ee):
 		res.ExitCode = ee.Code
-		ee.Stderr = lastBytes(strings.TrimSpace(string(res.Stderr)), 2048)
+		ee.Stderr = tail(strings.TrimSpace(string(res.Stderr)), maxExitStderr)
+	case err != nil:
+		res.ExitCode = -1
 	}
 	return res, err
 }
 
-// Stream runs cmd, copying its output to stdout and stderr as it comes.
+// Stream is Run without stdin, copying the command's output to stdout and
+// stderr (nil discards) as it comes; neither is written to after Stream
+// returns. An *ExitError has no Stderr.
 func (c *Client) Stream(ctx context.Context, cmd string, stdout, stderr io.Writer) error {
 	return c.run(ctx, cmd, nil, stdout, stderr)
 }
 
 func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("run on %s: %w", c.label, err)
+		return fmt.Errorf("run on %s: %w", c.host, err)
 	}
 	s, err := c.conn.NewSession()
 	if err != nil {
-		return fmt.Errorf("run on %s: new session: %w", c.label, err)
+		return fmt.Errorf("run on %s: new session: %w", c.host, err)
 	}
 	defer s.Close()
-	s.Stdin, s.Stdout, s.Stderr = stdin, stdout, stderr
+	g := &gate{}
+	defer g.shut()
+	s.Stdin, s.Stdout, s.Stderr = stdin, g.writer(stdout), g.writer(stderr)
 	if err := s.Start(cmd); err != nil {
-		return fmt.Errorf("run on %s: %w", c.label, err)
+		return fmt.Errorf("run on %s: %w", c.host, err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Wait() }()
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		_ = s.Signal(ssh.SIGKILL)
-		s.Close()
-		return fmt.Errorf("run on %s: %w", c.label, ctx.Err())
+		_ = s.Signal(ssh.SIGKILL) // best effort: servers may ignore it
+		_ = s.Close()
+		return fmt.Errorf("run on %s: %w", c.host, ctx.Err())
 	}
 	var exit *ssh.ExitError
 	switch {
 	case errors.As(err, &exit):
-		ee := &ExitError{Cmd: cmd, Code: exit.ExitStatus()}
 		if sig := exit.Signal(); sig != "" {
-			ee.Code, ee.Signal = -1, sig
+			return &ExitError{Cmd: cmd, Code: -1, Signal: sig}
 		}
-		return ee
+		return &ExitError{Cmd: cmd, Code: exit.ExitStatus()}
 	case err != nil:
-		return fmt.Errorf("run on %s: %w", c.label, err)
+		return fmt.Errorf("run on %s: %w", c.host, err)
 	}
 	return nil
 }
 
-// DialContext opens a TCP connection from the host to addr (a tunnel
-// through the SSH connection), for health checks of the host's loopback.
+// DialContext opens a TCP connection from the host to addr, tunnelled
+// through the SSH connection (direct-tcpip): for instance to reach
+// 127.0.0.1:PORT on the host, as an http.Transport's DialContext.
 func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
+	type dialed struct {
 		conn net.Conn
 		err  error
 	}
-	ch := make(chan result, 1)
+	ch := make(chan dialed, 1)
 	go func() {
 		conn, err := c.conn.Dial(network, addr)
-		ch <- result{conn, err}
+		ch <- dialed{conn, err}
 	}()
 	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, fmt.Errorf("dial %s via %s: %w", addr, c.label, r.err)
+	case d := <-ch:
+		if d.err != nil {
+			return nil, fmt.Errorf("dial %s via %s: %w", addr, c.host, d.err)
 		}
-		return r.conn, nil
+		return d.conn, nil
 	case <-ctx.Done():
 		go func() {
-			if r := <-ch; r.conn != nil {
-				r.conn.Close()
+			if d := <-ch; d.conn != nil {
+				d.conn.Close()
 			}
 		}()
-		return nil, fmt.Errorf("dial %s via %s: %w", addr, c.label, ctx.Err())
+		return nil, fmt.Errorf("dial %s via %s: %w", addr, c.host, ctx.Err())
 	}
 }
 
-// capped is a buffer that keeps the first maxOutput bytes.
+// gate serialises a session's stdout and stderr writes and, once shut,
+// drops them, so no write reaches the caller's writers after run returns.
+type gate struct {
+	mu     sync.Mutex
+	closed bool
+}
+
+func (g *gate) shut() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+func (g *gate) writer(w io.Writer) io.Writer {
+	if w == nil {
+		w = io.Discard
+	}
+	return gatedWriter{g, w}
+}
+
+type gatedWriter struct {
+	g *gate
+	w io.Writer
+}
+
+func (gw gatedWriter) Write(p []byte) (int, error) {
+	gw.g.mu.Lock()
+	defer gw.g.mu.Unlock()
+	if gw.g.closed {
+		return len(p), nil
+	}
+	return gw.w.Write(p)
+}
+
+// capped is a buffer that keeps the first maxOutput bytes written to it.
 type capped struct{ bytes.Buffer }
 
 func (b *capped) Write(p []byte) (int, error) {
@@ -417,30 +516,25 @@ func (b *capped) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func lastBytes(s string, n int) string {
+func tail(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
 	return "..." + s[len(s)-n:]
 }
 
-// Quote quotes s for a POSIX shell: unchanged when made only of safe
-// characters, else in single quotes.
+// Quote quotes s as one word for a POSIX shell: unchanged when made only of
+// [A-Za-z0-9_@%+=:,./-], else in single quotes.
 func Quote(s string) string {
 	if s == "" {
 		return "''"
 	}
-	safe := true
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_@%+=:,./-", r)) {
-			safe = false
-			break
+			return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 		}
 	}
-	if safe {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return s
 }
 
 // QuoteCommand quotes each argument and joins them with spaces.

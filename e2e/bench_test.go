@@ -1,0 +1,183 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollout-dev/rollout/e2e/testbed"
+	"github.com/rollout-dev/rollout/internal/loadgen"
+)
+
+// The seed article's deploy script, run over SSH as its users run it.
+const seedScript = `for port in 3000 3001 3002 3003; do
+  echo "Deploying to port $port..."
+  sudo systemctl restart my-app@$port
+  sleep 2
+done`
+
+// BenchmarkDeploy compares, on the same host under 400 req/s of GETs and
+// POSTs through its Nginx, the seed's restart-and-sleep script with rollout,
+// and prints requests, failures and seconds for both, and rollout's time
+// per instance against the app's own boot-to-healthy time. Run it with
+// `make bench` (-benchtime 1x: one deploy of each).
+func BenchmarkDeploy(b *testing.B) {
+	h := fleet.Hosts[0]
+	for b.Loop() {
+		seed := benchSeedScript(b, h)
+		roll, perInstance, boot := benchRollout(b, h)
+		overhead := perInstance - boot
+		b.ReportMetric(float64(roll.res.Failed), "rollout_failed")
+		b.ReportMetric(float64(seed.res.Failed), "seed_failed")
+		b.ReportMetric(float64(overhead.Milliseconds()), "overhead_ms/instance")
+		fmt.Printf("seed script: requests=%d failed=%d seconds=%.1f nginx_no_live_upstreams=%d (%s)\n",
+			seed.res.Requests, seed.res.Failed, seed.seconds, seed.noLive, seed.res)
+		fmt.Printf("rollout:     requests=%d failed=%d seconds=%.1f (%s)\n", roll.res.Requests, roll.res.Failed, roll.seconds, roll.res)
+		fmt.Printf("rollout per instance: %s; the app's own boot-to-healthy: %s; overhead: %s (min_healthy 0 in this run)\n",
+			perInstance.Round(time.Millisecond), boot.Round(time.Millisecond), overhead.Round(time.Millisecond))
+		fmt.Printf("bench: rollout failed=%d requests=%d seconds=%.1f overhead_ms_per_instance=%d; seed_script failed=%d requests=%d seconds=%.1f\n",
+			roll.res.Failed, roll.res.Requests, roll.seconds, overhead.Milliseconds(), seed.res.Failed, seed.res.Requests, seed.seconds)
+	}
+}
+
+type benchRun struct {
+	res     loadgen.Result
+	seconds float64
+	noLive  int
+}
+
+// loadHost runs fn under 400 req/s through h's Nginx.
+func loadHost(b *testing.B, h *testbed.Host, fn func()) benchRun {
+	b.Helper()
+	g, err := loadgen.Start(context.Background(), loadgen.Config{URL: "http://" + h.Addr, Rate: 400, PostEvery: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	t0 := time.Now()
+	fn()
+	secs := time.Since(t0).Seconds()
+	time.Sleep(500 * time.Millisecond)
+	return benchRun{res: g.Stop(), seconds: secs}
+}
+
+func noLiveUpstreams(b *testing.B, h *testbed.Host) int {
+	out, _ := fleet.Run(context.Background(), h, "sudo -n grep -c 'no live upstreams' /var/log/nginx/error.log || true")
+	n, _ := strconv.Atoi(strings.TrimSpace(out))
+	return n
+}
+
+func benchSeedScript(b *testing.B, h *testbed.Host) benchRun {
+	resetHostB(b, h)
+	before := noLiveUpstreams(b, h)
+	r := loadHost(b, h, func() {
+		if out, err := fleet.Run(context.Background(), h, seedScript); err != nil {
+			b.Fatalf("seed script: %v\n%s", err, out)
+		}
+	})
+	r.noLive = noLiveUpstreams(b, h) - before
+	return r
+}
+
+// benchRollout deploys v2 to h with rollout under load, and returns the
+// load's figures, rollout's mean time per instance (capacity check to
+// undrain) and the app's own mean boot-to-healthy time in the same run
+// (restart to healthy, as rollout measured it).
+func benchRollout(b *testing.B, h *testbed.Host) (benchRun, time.Duration, time.Duration) {
+	resetHostB(b, h)
+	if err := fleet.StageRelease(context.Background(), h, testbed.GoodRelease("v2")); err != nil {
+		b.Fatal(err)
+	}
+	cfg := fleetConfigB(b)
+	var events []byte
+	r := loadHost(b, h, func() {
+		cmd := exec.Command(rolloutBin, "deploy", "-c", cfg, "--version", "v2", "--hosts", h.Addr, "--output", "json")
+		var err error
+		if events, err = cmd.Output(); err != nil {
+			b.Fatalf("rollout: %v\n%s", err, events)
+		}
+	})
+	type event struct {
+		Type  string `json:"type"`
+		Event struct {
+			Port     int       `json:"port"`
+			Step     string    `json:"step"`
+			Status   string    `json:"status"`
+			Time     time.Time `json:"time"`
+			Duration int64     `json:"duration_ns"`
+		} `json:"event"`
+	}
+	start := map[int]time.Time{}
+	var total, boot time.Duration
+	n := 0
+	sc := bufio.NewScanner(strings.NewReader(string(events)))
+	for sc.Scan() {
+		var e event
+		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Type != "step" || e.Event.Port == 0 {
+			continue
+		}
+		ev := e.Event
+		switch {
+		case ev.Step == "capacity" && ev.Status == "start":
+			start[ev.Port] = ev.Time
+		case (ev.Step == "restart" || ev.Step == "wait-active" || ev.Step == "health") && ev.Status == "ok":
+			boot += time.Duration(ev.Duration)
+		case ev.Step == "undrain" && ev.Status == "ok":
+			total += ev.Time.Sub(start[ev.Port])
+			n++
+		}
+	}
+	if n == 0 {
+		b.Fatalf("no instance finished:\n%s", events)
+	}
+	return r, total / time.Duration(n), boot / time.Duration(n)
+}
+
+func resetHostB(b *testing.B, h *testbed.Host) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := fleet.Reboot(ctx, h); err != nil {
+		b.Fatal(err)
+	}
+	if err := fleet.Provision(ctx, h, basePort, instances); err != nil {
+		b.Fatal(err)
+	}
+	// Let the fresh instances settle before measuring.
+	client := &http.Client{Timeout: 2 * time.Second}
+	for i := 0; i < 50; i++ {
+		if resp, err := client.Get("http://" + h.Addr + "/"); err == nil {
+			resp.Body.Close()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func fleetConfigB(b *testing.B) string {
+	f, err := os.CreateTemp("", "rollout-bench-*.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.Remove(f.Name()) })
+	fmt.Fprintf(f, `app: my-app
+hosts: [%s]
+ssh: {user: deploy, key: %s, known_hosts: %s}
+base_port: %d
+instances: %d
+nginx: {upstream_file: /etc/nginx/conf.d/my-app-upstream.conf, upstream: my_app}
+health: {path: /healthz, timeout: 10s, min_healthy: 0s}
+drain_timeout: 10s
+hooks:
+  host_before: ['sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"']
+`, fleet.Hosts[0].Addr, fleet.KeyFile, fleet.KnownHosts, basePort, instances)
+	f.Close()
+	return f.Name()
+}
