@@ -471,10 +471,16 @@ func (h *hostRun) instance(ctx context.Context, port int) (err error) {
 			return
 		}
 		// Decide on the way out, even if ctx was cancelled: back into
-		// Nginx only if healthy now.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		// Nginx only if healthy. An instance interrupted while booting gets
+		// health.timeout (at most 30s) to come up; a failed one is not
+		// waited for.
+		wait := min(h.cfg.Health.Timeout, 30*time.Second)
+		if err != nil && ctx.Err() == nil {
+			wait = h.cfg.Health.AttemptTimeout
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait+10*time.Second)
 		defer cancel()
-		if cerr := h.health.Check(cctx, port); cerr != nil {
+		if cerr := h.health.Wait(cctx, port, wait, h.cfg.Health.Interval, nil); cerr != nil {
 			h.leftOut = append(h.leftOut, port)
 			h.emit(port, StepUndrain, "skip", time.Time{}, "left out of nginx: "+cerr.Error())
 			var se *StepError

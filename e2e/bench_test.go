@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -150,14 +149,6 @@ func resetHostB(b *testing.B, h *testbed.Host) {
 	}
 	if err := fleet.Provision(ctx, h, basePort, instances); err != nil {
 		b.Fatal(err)
-	}
-	// Let the fresh instances settle before measuring.
-	client := &http.Client{Timeout: 2 * time.Second}
-	for i := 0; i < 50; i++ {
-		if resp, err := client.Get("http://" + h.Addr + "/"); err == nil {
-			resp.Body.Close()
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/skeema/knownhosts"
 	"golang.org/x/crypto/ssh"
@@ -392,7 +393,6 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader) (Result, 
 	switch {
 	case errors.As(err, &ee):
 		res.ExitCode = ee.Code
-		ee.Stderr = tail(strings.TrimSpace(string(res.Stderr)), maxExitStderr)
 	case err != nil:
 		res.ExitCode = -1
 	}
@@ -401,7 +401,7 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader) (Result, 
 
 // Stream is Run without stdin, copying the command's output to stdout and
 // stderr (nil discards) as it comes; neither is written to after Stream
-// returns. An *ExitError has no Stderr.
+// returns.
 func (c *Client) Stream(ctx context.Context, cmd string, stdout, stderr io.Writer) error {
 	return c.run(ctx, cmd, nil, stdout, stderr)
 }
@@ -415,9 +415,10 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 		return fmt.Errorf("run on %s: new session: %w", c.host, err)
 	}
 	defer s.Close()
-	g := &gate{}
+	g, errTail := &gate{}, &tailBuffer{}
 	defer g.shut()
-	s.Stdin, s.Stdout, s.Stderr = stdin, g.writer(stdout), g.writer(stderr)
+	s.Stdin, s.Stdout = stdin, g.writer(stdout)
+	s.Stderr = g.writer(io.MultiWriter(orDiscard(stderr), errTail))
 	if err := s.Start(cmd); err != nil {
 		return fmt.Errorf("run on %s: %w", c.host, err)
 	}
@@ -433,10 +434,11 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	var exit *ssh.ExitError
 	switch {
 	case errors.As(err, &exit):
+		ee := &ExitError{Cmd: cmd, Code: exit.ExitStatus(), Stderr: errTail.String()}
 		if sig := exit.Signal(); sig != "" {
-			return &ExitError{Cmd: cmd, Code: -1, Signal: sig}
+			ee.Code, ee.Signal = -1, sig
 		}
-		return &ExitError{Cmd: cmd, Code: exit.ExitStatus()}
+		return ee
 	case err != nil:
 		return fmt.Errorf("run on %s: %w", c.host, err)
 	}
@@ -485,11 +487,13 @@ func (g *gate) shut() {
 	g.mu.Unlock()
 }
 
-func (g *gate) writer(w io.Writer) io.Writer {
+func (g *gate) writer(w io.Writer) io.Writer { return gatedWriter{g, orDiscard(w)} }
+
+func orDiscard(w io.Writer) io.Writer {
 	if w == nil {
-		w = io.Discard
+		return io.Discard
 	}
-	return gatedWriter{g, w}
+	return w
 }
 
 type gatedWriter struct {
@@ -516,11 +520,28 @@ func (b *capped) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func tail(s string, n int) string {
-	if len(s) <= n {
+// tailBuffer keeps the end of what is written to it, for ExitError.Stderr.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if keep := maxExitStderr + 256; len(t.b) > 2*keep { // slack for trimmed space
+		t.b = append([]byte(nil), t.b[len(t.b)-keep:]...)
+	}
+	return len(p), nil
+}
+
+// String is the last maxExitStderr bytes, trimmed, "..." first if cut.
+func (t *tailBuffer) String() string {
+	s := strings.TrimSpace(string(t.b))
+	if len(s) <= maxExitStderr {
 		return s
 	}
-	return "..." + s[len(s)-n:]
+	s = s[len(s)-maxExitStderr:]
+	for len(s) > 0 && !utf8.RuneStart(s[0]) {
+		s = s[1:]
+	}
+	return "..." + s
 }
 
 // Quote quotes s as one word for a POSIX shell: unchanged when made only of

@@ -12,6 +12,9 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"time"
+
+	"github.com/rollout-dev/rollout/healthcheck"
 )
 
 //go:embed provision.sh
@@ -104,6 +107,25 @@ func (tb *Testbed) Provision(ctx context.Context, h *Host, basePort, count int) 
 	cmd := "sudo -n bash -s -- " + strconv.Itoa(basePort) + " " + strconv.Itoa(count)
 	if _, err := tb.RunInput(ctx, h, cmd, bytes.NewReader(provisionScript)); err != nil {
 		return fmt.Errorf("testbed: provision %s: %w", h.Name, err)
+	}
+	return tb.waitServing(ctx, h, basePort, count)
+}
+
+// waitServing waits until every instance answers /healthz, asking each on
+// its own port through SSH, never through Nginx: a request Nginx sends to
+// an instance still booting marks it failed for fail_timeout, which would
+// poison whatever is measured next.
+func (tb *Testbed) waitServing(ctx context.Context, h *Host, basePort, count int) error {
+	c, err := tb.Dial(ctx, h, "deploy")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	check := healthcheck.HTTP{Dial: c.DialContext, Path: "/healthz", Status: 200, AttemptTimeout: 2 * time.Second}
+	for port := basePort; port < basePort+count; port++ {
+		if err := check.Wait(ctx, port, 60*time.Second, 50*time.Millisecond, nil); err != nil {
+			return fmt.Errorf("testbed: %s instance %d not serving after provisioning: %w", h.Name, port, err)
+		}
 	}
 	return nil
 }

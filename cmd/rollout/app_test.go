@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runCLI runs rollout with args and returns stdout, stderr and exit code.
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := newApp(&stdout, &stderr).RunContext(context.Background(), append([]string{"rollout"}, args...))
+	code := exitCode(err, false, &stderr)
+	return stdout.String(), stderr.String(), code
+}
+
+// Every example config plans, in text and JSON.
+func TestPlanEveryExample(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example configs found")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			out, errOut, code := runCLI(t, "plan", "-c", f, "--version", "v2")
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			for _, want := range []string{"nothing below has been run", "systemctl restart --", "undrain"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("plan lacks %q", want)
+				}
+			}
+			out, _, code = runCLI(t, "deploy", "--dry-run", "-c", f, "--version", "v2", "--output", "json")
+			if code != exitOK || !strings.HasPrefix(out, "{") || !strings.Contains(out, `"name": "drain"`) {
+				t.Errorf("dry-run json: exit %d\n%s", code, out)
+			}
+		})
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("app: my-app\nhelth: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown flag", []string{"plan", "--nope"}, exitUsage, "flag provided but not defined"},
+		{"missing config", []string{"plan", "-c", "/nonexistent.yaml", "--version", "v1"}, exitUsage, "read config"},
+		{"bad config names file and line", []string{"plan", "-c", bad, "--version", "v1"}, exitUsage, bad + `:2: unknown key "helth"`},
+		{"missing version", []string{"plan", "-c", "../../examples/rollout.yaml"}, exitUsage, "--version (or ROLLOUT_VERSION) is required"},
+		{"bad output", []string{"plan", "-c", "../../examples/rollout.yaml", "--version", "v1", "-o", "yaml"}, exitUsage, "--output must be text or json"},
+		{"bad host override", []string{"plan", "-c", "../../examples/rollout.yaml", "--version", "v1", "--hosts", "a;b"}, exitUsage, `hosts[0]: must be a host name`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errOut, code := runCLI(t, tt.args...)
+			if code != tt.code || !strings.Contains(errOut, tt.want) {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and %q", code, errOut, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+// Flags override the file.
+func TestFlagsOverrideConfig(t *testing.T) {
+	out, errOut, code := runCLI(t, "plan", "-c", "../../examples/rollout.yaml", "--version", "v7", "--hosts", "10.9.9.9", "--output", "json")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, `"host": "10.9.9.9"`) || strings.Contains(out, "10.213.0.11") || !strings.Contains(out, "ROLLOUT_VERSION=v7") {
+		t.Errorf("overrides not applied:\n%.400s", out)
+	}
+}
