@@ -92,7 +92,11 @@ func (h HTTP) Wait(ctx context.Context, port int, timeout, interval time.Duratio
 		if err == nil {
 			return nil
 		}
-		last = err
+		// An attempt cut short by the overall deadline says nothing about
+		// the instance: keep the cause of the last real attempt.
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
 		if alive != nil && ctx.Err() == nil {
 			if dead = alive(ctx); dead != nil && ctx.Err() == nil {
 				return dead

@@ -101,3 +101,22 @@ func TestWaitCancelled(t *testing.T) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
 }
+
+// The last attempt, cut short by the deadline, must not hide the real cause
+// seen before it.
+func TestWaitKeepsRealCauseWhenLastAttemptIsCut(t *testing.T) {
+	var calls atomic.Int32
+	port := serverPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) > 2 {
+			<-r.Context().Done() // hangs past the deadline
+			return
+		}
+		w.WriteHeader(503)
+	}))
+	h := HTTP{Path: "/", Status: 200, AttemptTimeout: 5 * time.Second}
+	err := h.Wait(context.Background(), port, 300*time.Millisecond, 10*time.Millisecond, nil)
+	var se *StatusError
+	if !errors.Is(err, ErrTimeout) || !errors.As(err, &se) || se.Got != 503 {
+		t.Fatalf("got %v, want ErrTimeout holding the 503", err)
+	}
+}
