@@ -64,8 +64,8 @@ type Result struct {
 	ByMethod       map[string]int // started per method
 	FailedByMethod map[string]int
 	// Resent counts, by kind, requests that failed on a reused keep-alive
-	// connection before any response byte and were sent once more, as
-	// browsers do (Nginx closes idle keep-alive connections
+	// connection before any response byte and were sent once more on a
+	// new connection, as browsers do (Nginx closes idle keep-alive connections
 	// when it reloads). A resend that fails again counts in Failed.
 	Resent  map[string]int
 	Elapsed time.Duration // time spent sending (ticks), not draining
@@ -103,6 +103,7 @@ func joinCounts(m map[string]int, kv, sep string) string {
 type Generator struct {
 	cfg     Config
 	client  *http.Client
+	fresh   *http.Client // new connection per request: for resends
 	getURL  string
 	echoURL string
 	runID   string
@@ -139,9 +140,13 @@ func Start(ctx context.Context, cfg Config) (*Generator, error) {
 	tr.DisableKeepAlives = false
 	tr.DialContext = (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext
 
+	freshTr := tr.Clone()
+	freshTr.DisableKeepAlives = true
+
 	g := &Generator{
 		cfg:     cfg,
 		client:  &http.Client{Transport: tr},
+		fresh:   &http.Client{Transport: freshTr},
 		getURL:  base + cfg.Path,
 		echoURL: base + "/echo",
 		runID:   "lg-" + hex.EncodeToString(id),
@@ -354,7 +359,7 @@ func (g *Generator) do(seq int64, method string) {
 
 // send sends one request. If it fails on a reused keep-alive connection
 // before any response byte arrived, the server cannot have answered it, and
-// it is sent once more, as browsers do; the resend is
+// it is sent once more on a new connection, as browsers do; the resend is
 // counted by the kind of the first failure.
 func (g *Generator) send(ctx context.Context, method, target, id string, body []byte, resend bool) (*http.Response, error) {
 	var rd io.Reader
@@ -374,10 +379,11 @@ func (g *Generator) send(ctx context.Context, method, target, id string, body []
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	client := g.client
 	if resend {
-		req.Close = true
+		client = g.fresh
 	}
-	resp, err := g.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil && !resend && reused && !gotByte && ctx.Err() == nil {
 		g.mu.Lock()
 		g.res.Resent[classify(err)]++
