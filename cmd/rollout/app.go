@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -130,6 +131,13 @@ func loadConfig(c *cli.Context) (*deployer.Config, error) {
 	}
 	if c.IsSet("user") {
 		cfg.SSH.User = c.String("user")
+	}
+	if cfg.SSH.User == "" {
+		u, err := user.Current()
+		if err != nil {
+			return nil, usageError{fmt.Errorf("ssh.user is not set and the current user is unknown: %w", err)}
+		}
+		cfg.SSH.User = u.Username
 	}
 	if c.IsSet("ssh-port") {
 		cfg.SSH.Port = c.Int("ssh-port")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -79,5 +80,27 @@ func TestFlagsOverrideConfig(t *testing.T) {
 	}
 	if !strings.Contains(out, `"host": "10.9.9.9"`) || strings.Contains(out, "10.213.0.11") || !strings.Contains(out, "ROLLOUT_VERSION=v7") {
 		t.Errorf("overrides not applied:\n%.400s", out)
+	}
+}
+
+// Without ssh.user, rollout connects as the current user, as ssh does.
+func TestUserDefaultsToCurrentUser(t *testing.T) {
+	cfgFile := filepath.Join(t.TempDir(), "rollout.yaml")
+	cfg := "app: my-app\nhosts: [10.9.9.9]\nbase_port: 3000\ninstances: 2\nnginx: {upstream_file: /etc/nginx/conf.d/u.conf, upstream: u}\n"
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	me, err := user.Current()
+	if err != nil {
+		t.Skip(err)
+	}
+	out, errOut, code := runCLI(t, "plan", "-c", cfgFile, "--version", "v1")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	// root runs commands directly; anyone else through sudo -n.
+	wantSudo := me.Username != "root"
+	if got := strings.Contains(out, "sudo -n sh -c"); got != wantSudo {
+		t.Errorf("user %s: sudo in plan = %v, want %v", me.Username, got, wantSudo)
 	}
 }
