@@ -8,7 +8,7 @@ import (
 	"net"
 	"os"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,26 +17,29 @@ import (
 )
 
 // Config is a rollout.yaml: the fleet, how to reach it, and how to roll it.
+// Every value that ends up in a remote command is checked by Validate.
 type Config struct {
-	App          string
-	UnitTemplate string // e.g. "my-app@{port}"
+	App string
+	// UnitTemplate is the systemd template instance with one {port}, e.g.
+	// "my-app@{port}"; empty means "<App>@{port}".
+	UnitTemplate string
 	Hosts        []string
 	SSH          SSHConfig
-	Sudo         string // auto, true or false
+	Sudo         string // "auto", "true" or "false"
 	Nginx        NginxConfig
 	Health       HealthConfig
 	DrainTimeout time.Duration
-	Logs         []string // log file templates; {port} is the instance's port
+	Logs         []string // absolute paths; {port} is the instance's port
 	Hooks        Hooks
-	Parallel     int
+	Parallel     int // hosts deployed at once
 
 	ports      []int
-	minServing *int
+	minServing *int // nil: all the other instances of a host
 }
 
 // SSHConfig says how to reach the hosts.
 type SSHConfig struct {
-	User           string
+	User           string // empty: the current OS user, resolved by the caller
 	Port           int
 	Key            string
 	KnownHosts     string
@@ -44,11 +47,11 @@ type SSHConfig struct {
 	ConnectTimeout time.Duration
 }
 
-// NginxConfig names the upstream rollout drains instances from.
+// NginxConfig names the upstream that instances are drained from.
 type NginxConfig struct {
 	UpstreamFile  string
 	Upstream      string
-	ServerAddress string
+	ServerAddress string // the ADDR of "server ADDR:PORT;" lines
 	TestCommand   string
 	ReloadCommand string
 	PIDFile       string
@@ -65,35 +68,66 @@ type HealthConfig struct {
 }
 
 // Hooks are commands run around the deploy: locally (Before, After) and on
-// each host (HostBefore, HostAfter).
+// each host around its instances (HostBefore, HostAfter).
 type Hooks struct {
-	Before, After, HostBefore, HostAfter []string
+	Before     []string
+	After      []string
+	HostBefore []string
+	HostAfter  []string
 }
 
-// Ports are the instances' ports, in order.
-func (c *Config) Ports() []int { return c.ports }
+// DefaultConfig is a config holding every default; App, Hosts, the ports
+// and the Nginx upstream are left for the file to give.
+func DefaultConfig() *Config {
+	return &Config{
+		SSH:  SSHConfig{Port: 22, KnownHosts: "~/.ssh/known_hosts", ConnectTimeout: 10 * time.Second},
+		Sudo: "auto",
+		Nginx: NginxConfig{
+			ServerAddress: "127.0.0.1",
+			TestCommand:   "nginx -t",
+			ReloadCommand: "systemctl reload nginx",
+			PIDFile:       "/run/nginx.pid",
+		},
+		Health: HealthConfig{Path: "/healthz", Status: 200, Timeout: 30 * time.Second,
+			AttemptTimeout: 2 * time.Second, Interval: 50 * time.Millisecond, MinHealthy: 2 * time.Second},
+		DrainTimeout: 30 * time.Second,
+		Parallel:     1,
+	}
+}
 
-// SetPorts replaces the instances' ports.
-func (c *Config) SetPorts(ports []int) { c.ports = ports }
+// Ports returns the instances' ports, in order.
+func (c *Config) Ports() []int { return slices.Clone(c.ports) }
 
-// MinServing is how many instances of a host must keep serving while one is
-// restarted: by default all the others.
+// SetPorts replaces the instances' ports; call Validate afterwards.
+func (c *Config) SetPorts(ports []int) { c.ports = slices.Clone(ports) }
+
+// MinServing is how many instances of a host must keep serving while one
+// is restarted; by default all the others.
 func (c *Config) MinServing() int {
 	if c.minServing != nil {
 		return *c.minServing
 	}
-	return len(c.ports) - 1
+	return max(len(c.ports)-1, 0)
 }
 
-// SetMinServing overrides MinServing.
+// SetMinServing overrides MinServing (0 included); call Validate afterwards.
 func (c *Config) SetMinServing(n int) { c.minServing = &n }
 
-// UnitName is the systemd unit of the instance on port.
-func (c *Config) UnitName(port int) string {
-	return strings.Replace(c.UnitTemplate, "{port}", strconv.Itoa(port), 1)
+// Unit is the systemd unit of the instance on port.
+func (c *Config) Unit(port int) string {
+	tmpl := c.UnitTemplate
+	if tmpl == "" {
+		tmpl = c.App + "@{port}"
+	}
+	return strings.Replace(tmpl, "{port}", strconv.Itoa(port), 1)
 }
 
-// UseSudo says whether privileged commands go through `sudo -n`.
+// UnitName is Unit.
+func (c *Config) UnitName(port int) string { return c.Unit(port) }
+
+// UseSudo says whether privileged remote commands go through `sudo -n`:
+// with sudo auto, whenever the SSH user is not root (an empty user counts
+// as not root).
 func (c *Config) UseSudo() bool {
 	switch c.Sudo {
 	case "true":
@@ -104,7 +138,7 @@ func (c *Config) UseSudo() bool {
 	return c.SSH.User != "root"
 }
 
-// LogFiles are the configured log files of the instance on port.
+// LogFiles returns the configured log files of the instance on port.
 func (c *Config) LogFiles(port int) []string {
 	var files []string
 	for _, l := range c.Logs {
@@ -113,7 +147,7 @@ func (c *Config) LogFiles(port int) []string {
 	return files
 }
 
-// LoadConfig reads and validates a rollout.yaml.
+// LoadConfig reads and checks the config file at path.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -122,532 +156,390 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(path, data)
 }
 
-// ParseConfig parses and validates a config; errors name the file, line
-// and key ("rollout.yaml:12: health.timeout: ...").
+// ParseConfig parses and checks a config; name is the file's name in
+// errors. It reports every problem, in line order, each as
+// "name:line: key: problem".
 func ParseConfig(name string, data []byte) (*Config, error) {
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%s: the config is empty", name)
+	root, err := document(name, data)
+	if err != nil {
+		return nil, err
+	}
+	p := &parser{file: name, nodes: map[string]*yaml.Node{}, lines: map[string]int{}, bad: map[string]bool{}}
+	c := p.config(root)
+	for _, pr := range c.problems() {
+		if !p.skip(pr) {
+			p.errs = append(p.errs, &configError{file: name, line: p.lineOf(pr.key), key: pr.key, err: pr.err})
 		}
-		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, fmt.Errorf("%s:%d: only one YAML document is allowed", name, extra.Line)
-	}
-	p := &parser{file: name}
-	cfg := p.config(doc.Content[0])
 	if len(p.errs) > 0 {
-		return nil, p.err()
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return cfg, nil
-}
-
-// fieldError is one problem, located.
-type fieldError struct {
-	line int
-	msg  string
-}
-
-type parser struct {
-	file string
-	errs []fieldError
-}
-
-func (p *parser) errorf(n *yaml.Node, key, format string, args ...any) {
-	line := 0
-	if n != nil {
-		line = n.Line
-	}
-	p.errs = append(p.errs, fieldError{line: line, msg: key + ": " + fmt.Sprintf(format, args...)})
-}
-
-func (p *parser) err() error {
-	sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].line < p.errs[j].line })
-	var errs []error
-	for _, e := range p.errs {
-		if e.line > 0 {
-			errs = append(errs, fmt.Errorf("%s:%d: %s", p.file, e.line, e.msg))
-		} else {
-			errs = append(errs, fmt.Errorf("%s: %s", p.file, e.msg))
+		slices.SortStableFunc(p.errs, func(a, b *configError) int { return a.line - b.line })
+		errs := make([]error, len(p.errs))
+		for i, e := range p.errs {
+			errs[i] = e
 		}
+		return nil, errors.Join(errs...)
+	}
+	if c.UnitTemplate == "" {
+		c.UnitTemplate = c.App + "@{port}"
+	}
+	return c, nil
+}
+
+// Validate checks the whole config, e.g. again after flags changed it. It
+// reports every problem, one per line, as "key: problem".
+func (c *Config) Validate() error {
+	var errs []error
+	for _, pr := range c.problems() {
+		errs = append(errs, &configError{key: pr.key, err: pr.err})
 	}
 	return errors.Join(errs...)
 }
 
-// mapping checks n is a mapping with only known keys and returns its values
-// by key.
-func (p *parser) mapping(n *yaml.Node, path string, known ...string) map[string]*yaml.Node {
-	out := map[string]*yaml.Node{}
+// configError is one problem, located as precisely as known.
+type configError struct {
+	file string
+	line int
+	key  string // dotted path, e.g. "hosts[1]" or "health.timeout"
+	err  error
+}
+
+func (e *configError) Error() string {
+	var b strings.Builder
+	if e.file != "" {
+		b.WriteString(e.file)
+		if e.line > 0 {
+			fmt.Fprintf(&b, ":%d", e.line)
+		}
+		b.WriteString(": ")
+	}
+	if e.key != "" {
+		b.WriteString(e.key + ": ")
+	}
+	b.WriteString(e.err.Error())
+	return b.String()
+}
+
+func (e *configError) Unwrap() error { return e.err }
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// document returns the root node of the file's only YAML document.
+func document(name string, data []byte) (*yaml.Node, error) {
+	syntax := func(err error) error {
+		if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			// yaml.v3 counts lines from 0 in parser errors (not in
+			// scanner errors); these are all its parser errors.
+			switch m[2] {
+			case "did not find expected <document start>", "did not find expected node content",
+				"did not find expected '-' indicator", "did not find expected key",
+				"did not find expected ',' or ']'", "did not find expected ',' or '}'",
+				"found undefined tag handle", "found duplicate %YAML directive",
+				"found incompatible YAML document", "found duplicate %TAG directive":
+				line++
+			}
+			return &configError{file: name, line: line, err: errors.New(m[2])}
+		}
+		return &configError{file: name, err: errors.New(strings.TrimPrefix(err.Error(), "yaml: "))}
+	}
+	empty := &configError{file: name, err: errors.New("the file is empty; it needs at least app, hosts, ports and nginx")}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil, empty
+	} else if err != nil {
+		return nil, syntax(err)
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil {
+		return nil, &configError{file: name, line: next.Line, err: errors.New("only one YAML document is allowed")}
+	} else if !errors.Is(err, io.EOF) {
+		return nil, syntax(err)
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
+		return nil, empty
+	}
+	return doc.Content[0], nil
+}
+
+// parser turns the YAML tree into a Config, noting each key's node and line
+// and which keys had the wrong type.
+type parser struct {
+	file  string
+	errs  []*configError
+	nodes map[string]*yaml.Node // by key path
+	lines map[string]int        // by key path: the key's line, or the list item's
+	bad   map[string]bool       // key paths that had the wrong type
+}
+
+func (p *parser) fail(key string, err error) {
+	p.bad[key] = true
+	p.errs = append(p.errs, &configError{file: p.file, line: p.lineOf(key), key: key, err: err})
+}
+
+// lineOf is the line of key, or of its closest ancestor in the file.
+func (p *parser) lineOf(key string) int {
+	for key != "" {
+		if line, ok := p.lines[key]; ok {
+			return line
+		}
+		key = key[:max(strings.LastIndexAny(key, ".["), 0)]
+	}
+	return 0
+}
+
+// skip says whether a validation problem only repeats a type error.
+func (p *parser) skip(pr problem) bool {
+	if p.bad[""] {
+		return true // the file is not a mapping: nothing else is worth saying
+	}
+	related := func(a, b string) bool {
+		return a == b || strings.HasPrefix(b, a+".") || strings.HasPrefix(b, a+"[")
+	}
+	for b := range p.bad {
+		for _, key := range append([]string{pr.key}, pr.deps...) {
+			if related(b, key) || related(key, b) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// mapping records the children of the mapping at path, reporting unknown and
+// repeated keys. It returns false if path is absent or not a mapping.
+func (p *parser) mapping(path string, known ...string) bool {
+	n, ok := p.nodes[path]
+	if !ok {
+		return false
+	}
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, orTop(path), "must be a mapping of keys")
-		return out
+		p.fail(path, fmt.Errorf("must be a mapping of keys, got %s", describe(n)))
+		return false
+	}
+	where := path
+	if where == "" {
+		where = "the top level"
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		if !contains(known, k.Value) {
-			msg := fmt.Sprintf("unknown key %q (in %s)", k.Value, orTop(path))
+		key := k.Value
+		if path != "" {
+			key = path + "." + k.Value
+		}
+		switch first, dup := p.lines[key]; {
+		case !slices.Contains(known, k.Value):
+			msg := fmt.Sprintf("unknown key %q (in %s)", k.Value, where)
 			if s := closest(k.Value, known); s != "" {
 				msg += fmt.Sprintf("; did you mean %q?", s)
 			}
-			p.errs = append(p.errs, fieldError{line: k.Line, msg: msg})
-			continue
+			p.errs = append(p.errs, &configError{file: p.file, line: k.Line, err: errors.New(msg)})
+		case dup:
+			p.errs = append(p.errs, &configError{file: p.file, line: k.Line, key: key, err: fmt.Errorf("given twice (first on line %d)", first)})
+		default:
+			p.nodes[key], p.lines[key] = deref(v), k.Line
 		}
-		if _, dup := out[k.Value]; dup {
-			p.errorf(k, join(path, k.Value), "given twice")
-		}
-		out[k.Value] = v
 	}
-	return out
+	return true
 }
 
-func orTop(path string) string {
-	if path == "" {
-		return "the top level"
-	}
-	return path
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-func (p *parser) str(n *yaml.Node, key string, dst *string) {
-	if n == nil {
-		return
-	}
-	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
-		p.errorf(n, key, "must be a string")
-		return
-	}
-	*dst = n.Value
-}
-
-func (p *parser) integer(n *yaml.Node, key string, dst *int) {
-	if n == nil {
-		return
-	}
-	v, err := strconv.Atoi(n.Value)
-	if n.Kind != yaml.ScalarNode || err != nil {
-		p.errorf(n, key, "must be a whole number, got %q", n.Value)
-		return
-	}
-	*dst = v
-}
-
-func (p *parser) boolean(n *yaml.Node, key string, dst *bool) {
-	if n == nil {
-		return
-	}
-	var v bool
-	if n.Kind != yaml.ScalarNode || n.Decode(&v) != nil || n.Tag != "!!bool" {
-		p.errorf(n, key, "must be true or false, got %q", n.Value)
-		return
-	}
-	*dst = v
-}
-
-func (p *parser) duration(n *yaml.Node, key string, dst *time.Duration) {
-	if n == nil {
-		return
-	}
-	d, err := time.ParseDuration(n.Value)
-	if n.Kind != yaml.ScalarNode || err != nil {
-		p.errorf(n, key, "must be a duration like \"30s\", got %q", n.Value)
-		return
-	}
-	if d < 0 {
-		p.errorf(n, key, "must not be negative, got %q", n.Value)
-		return
-	}
-	*dst = d
-}
-
-func (p *parser) strings(n *yaml.Node, key string, dst *[]string) {
-	if n == nil {
-		return
+// list records the items of the list at key as key[0], key[1], ...
+func (p *parser) list(key string) (int, bool) {
+	n, ok := p.nodes[key]
+	if !ok {
+		return 0, false
 	}
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, key, "must be a list")
+		p.fail(key, fmt.Errorf("must be a list, got %s", describe(n)))
+		return 0, false
+	}
+	for i, item := range n.Content {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		p.nodes[k], p.lines[k] = deref(item), item.Line
+	}
+	return len(n.Content), true
+}
+
+func (p *parser) str(key string, dst *string) {
+	n, ok := p.nodes[key]
+	switch {
+	case !ok:
+	case n.Kind != yaml.ScalarNode || n.Tag == "!!null":
+		p.fail(key, fmt.Errorf("must be a string, got %s", describe(n)))
+	default:
+		*dst = n.Value
+	}
+}
+
+func (p *parser) strs(key string, dst *[]string) {
+	n, ok := p.list(key)
+	if !ok {
 		return
 	}
 	*dst = nil
-	for i, item := range n.Content {
-		var s string
-		p.str(item, fmt.Sprintf("%s[%d]", key, i), &s)
+	for i := range n {
+		var s string // "" for a wrong type: indexes stay those of the file
+		p.str(fmt.Sprintf("%s[%d]", key, i), &s)
 		*dst = append(*dst, s)
 	}
 }
 
-// validators whose errors need the value's line.
-func (p *parser) check(n *yaml.Node, key string, err error) {
-	if n != nil && err != nil {
-		p.errorf(n, key, "%v", err)
+func (p *parser) integer(key string, dst *int) bool {
+	n, ok := p.nodes[key]
+	if !ok {
+		return false
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(dst) != nil {
+		p.fail(key, fmt.Errorf("must be a whole number, got %s", describe(n)))
+		return false
+	}
+	return true
+}
+
+func (p *parser) boolean(key string, dst *bool) {
+	if n, ok := p.nodes[key]; ok && (n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || n.Decode(dst) != nil) {
+		p.fail(key, fmt.Errorf("must be true or false, got %s", describe(n)))
 	}
 }
 
-// DefaultConfig is a config with every default and no hosts.
-func DefaultConfig() *Config {
-	return &Config{
-		Sudo: "auto",
-		SSH:  SSHConfig{Port: 22, KnownHosts: "~/.ssh/known_hosts", ConnectTimeout: 10 * time.Second},
-		Nginx: NginxConfig{
-			ServerAddress: "127.0.0.1",
-			TestCommand:   "nginx -t",
-			ReloadCommand: "systemctl reload nginx",
-			PIDFile:       "/run/nginx.pid",
-		},
-		Health:       HealthConfig{Path: "/healthz", Status: 200, Timeout: 30 * time.Second, AttemptTimeout: 2 * time.Second, Interval: 50 * time.Millisecond, MinHealthy: 2 * time.Second},
-		DrainTimeout: 30 * time.Second,
-		Parallel:     1,
+func (p *parser) duration(key string, dst *time.Duration) {
+	n, ok := p.nodes[key]
+	if !ok {
+		return
+	}
+	_, numErr := strconv.ParseFloat(n.Value, 64)
+	d, err := time.ParseDuration(n.Value)
+	switch {
+	case n.Kind != yaml.ScalarNode || numErr == nil || err != nil:
+		p.fail(key, fmt.Errorf(`must be a duration like "30s", got %s`, describe(n)))
+	case d < 0:
+		p.fail(key, fmt.Errorf("must not be negative, got %q", n.Value))
+	default:
+		*dst = d
 	}
 }
 
 func (p *parser) config(root *yaml.Node) *Config {
 	c := DefaultConfig()
-	top := p.mapping(root, "", "app", "unit", "hosts", "ssh", "sudo", "ports", "base_port", "instances",
-		"min_serving", "nginx", "health", "drain_timeout", "logs", "hooks", "parallel")
-	p.str(top["app"], "app", &c.App)
-	p.str(top["unit"], "unit", &c.UnitTemplate)
-	p.strings(top["hosts"], "hosts", &c.Hosts)
-	for i, h := range c.Hosts {
-		p.check(top["hosts"].Content[i], fmt.Sprintf("hosts[%d]", i), validHost(h))
+	p.nodes[""] = deref(root)
+	if !p.mapping("", "app", "unit", "hosts", "ssh", "sudo", "ports", "base_port", "instances",
+		"min_serving", "nginx", "health", "drain_timeout", "logs", "hooks", "parallel") {
+		return c
 	}
-	if n := top["sudo"]; n != nil {
-		c.Sudo = strings.ToLower(n.Value)
-		if c.Sudo == "yes" || c.Sudo == "no" || !contains([]string{"auto", "true", "false"}, c.Sudo) {
-			p.errorf(n, "sudo", "must be auto, true or false, got %q", n.Value)
+	p.str("app", &c.App)
+	p.str("unit", &c.UnitTemplate)
+	p.strs("hosts", &c.Hosts)
+	if p.mapping("ssh", "user", "port", "key", "known_hosts", "accept_new", "connect_timeout") {
+		p.str("ssh.user", &c.SSH.User)
+		p.integer("ssh.port", &c.SSH.Port)
+		p.str("ssh.key", &c.SSH.Key)
+		p.str("ssh.known_hosts", &c.SSH.KnownHosts)
+		p.boolean("ssh.accept_new", &c.SSH.AcceptNew)
+		p.duration("ssh.connect_timeout", &c.SSH.ConnectTimeout)
+	}
+	if n, ok := p.nodes["sudo"]; ok {
+		var b bool
+		switch {
+		case n.Kind == yaml.ScalarNode && n.Tag == "!!bool" && n.Decode(&b) == nil:
+			c.Sudo = strconv.FormatBool(b)
+		case n.Kind == yaml.ScalarNode && n.Tag == "!!str" && slices.Contains([]string{"auto", "true", "false"}, n.Value):
+			c.Sudo = n.Value
+		default:
+			p.fail("sudo", fmt.Errorf("must be auto, true or false, got %s", describe(n)))
 		}
 	}
-	if n := top["ssh"]; n != nil {
-		m := p.mapping(n, "ssh", "user", "port", "key", "known_hosts", "accept_new", "connect_timeout")
-		p.str(m["user"], "ssh.user", &c.SSH.User)
-		p.integer(m["port"], "ssh.port", &c.SSH.Port)
-		p.str(m["key"], "ssh.key", &c.SSH.Key)
-		p.str(m["known_hosts"], "ssh.known_hosts", &c.SSH.KnownHosts)
-		p.boolean(m["accept_new"], "ssh.accept_new", &c.SSH.AcceptNew)
-		p.duration(m["connect_timeout"], "ssh.connect_timeout", &c.SSH.ConnectTimeout)
+	p.ports(c)
+	var minServing int
+	if p.integer("min_serving", &minServing) {
+		c.minServing = &minServing
 	}
-	p.ports(c, top)
-	if n := top["min_serving"]; n != nil {
-		var v int
-		p.integer(n, "min_serving", &v)
-		c.minServing = &v
-		if v < 0 || (len(c.ports) > 0 && v > len(c.ports)-1) {
-			p.errorf(n, "min_serving", "must be 0..%d (the other instances of a host), got %d", max(len(c.ports)-1, 0), v)
-		}
+	if p.mapping("nginx", "upstream_file", "upstream", "server_address", "test_command", "reload_command", "pid_file") {
+		p.str("nginx.upstream_file", &c.Nginx.UpstreamFile)
+		p.str("nginx.upstream", &c.Nginx.Upstream)
+		p.str("nginx.server_address", &c.Nginx.ServerAddress)
+		p.str("nginx.test_command", &c.Nginx.TestCommand)
+		p.str("nginx.reload_command", &c.Nginx.ReloadCommand)
+		p.str("nginx.pid_file", &c.Nginx.PIDFile)
 	}
-	if n := top["nginx"]; n != nil {
-		m := p.mapping(n, "nginx", "upstream_file", "upstream", "server_address", "test_command", "reload_command", "pid_file")
-		p.str(m["upstream_file"], "nginx.upstream_file", &c.Nginx.UpstreamFile)
-		p.str(m["upstream"], "nginx.upstream", &c.Nginx.Upstream)
-		p.str(m["server_address"], "nginx.server_address", &c.Nginx.ServerAddress)
-		p.str(m["test_command"], "nginx.test_command", &c.Nginx.TestCommand)
-		p.str(m["reload_command"], "nginx.reload_command", &c.Nginx.ReloadCommand)
-		p.str(m["pid_file"], "nginx.pid_file", &c.Nginx.PIDFile)
-		for key, err := range c.Nginx.problems() {
-			p.check(m[strings.TrimPrefix(key, "nginx.")], key, err)
-		}
+	if p.mapping("health", "path", "status", "timeout", "attempt_timeout", "interval", "min_healthy") {
+		p.str("health.path", &c.Health.Path)
+		p.integer("health.status", &c.Health.Status)
+		p.duration("health.timeout", &c.Health.Timeout)
+		p.duration("health.attempt_timeout", &c.Health.AttemptTimeout)
+		p.duration("health.interval", &c.Health.Interval)
+		p.duration("health.min_healthy", &c.Health.MinHealthy)
 	}
-	if n := top["health"]; n != nil {
-		m := p.mapping(n, "health", "path", "status", "timeout", "attempt_timeout", "interval", "min_healthy")
-		p.str(m["path"], "health.path", &c.Health.Path)
-		p.integer(m["status"], "health.status", &c.Health.Status)
-		p.duration(m["timeout"], "health.timeout", &c.Health.Timeout)
-		p.duration(m["attempt_timeout"], "health.attempt_timeout", &c.Health.AttemptTimeout)
-		p.duration(m["interval"], "health.interval", &c.Health.Interval)
-		p.duration(m["min_healthy"], "health.min_healthy", &c.Health.MinHealthy)
-		for key, err := range c.Health.problems() {
-			p.check(m[strings.TrimPrefix(key, "health.")], key, err)
-		}
+	p.duration("drain_timeout", &c.DrainTimeout)
+	p.strs("logs", &c.Logs)
+	if p.mapping("hooks", "before", "after", "host_before", "host_after") {
+		p.strs("hooks.before", &c.Hooks.Before)
+		p.strs("hooks.after", &c.Hooks.After)
+		p.strs("hooks.host_before", &c.Hooks.HostBefore)
+		p.strs("hooks.host_after", &c.Hooks.HostAfter)
 	}
-	p.duration(top["drain_timeout"], "drain_timeout", &c.DrainTimeout)
-	p.strings(top["logs"], "logs", &c.Logs)
-	for i, l := range c.Logs {
-		p.check(top["logs"].Content[i], fmt.Sprintf("logs[%d]", i), validPath(strings.ReplaceAll(l, "{port}", "0")))
-	}
-	if n := top["hooks"]; n != nil {
-		m := p.mapping(n, "hooks", "before", "after", "host_before", "host_after")
-		p.strings(m["before"], "hooks.before", &c.Hooks.Before)
-		p.strings(m["after"], "hooks.after", &c.Hooks.After)
-		p.strings(m["host_before"], "hooks.host_before", &c.Hooks.HostBefore)
-		p.strings(m["host_after"], "hooks.host_after", &c.Hooks.HostAfter)
-	}
-	p.integer(top["parallel"], "parallel", &c.Parallel)
-	if c.UnitTemplate == "" && c.App != "" {
-		c.UnitTemplate = c.App + "@{port}"
-	}
-	// Single-value checks, located at their keys.
-	p.check(top["app"], "app", validApp(c.App))
-	p.check(top["unit"], "unit", validUnit(c.UnitTemplate))
-	p.check(top["parallel"], "parallel", positive(c.Parallel))
-	p.check(top["drain_timeout"], "drain_timeout", positiveDuration(c.DrainTimeout))
-	if m := top["ssh"]; m != nil {
-		p.check(m, "ssh.user", validUser(c.SSH.User))
-		p.check(m, "ssh.port", validPort(c.SSH.Port))
-	}
+	p.integer("parallel", &c.Parallel)
 	return c
 }
 
-func (p *parser) ports(c *Config, top map[string]*yaml.Node) {
-	list, base, count := top["ports"], top["base_port"], top["instances"]
+// ports reads either ports or base_port and instances; Validate checks the
+// resulting list.
+func (p *parser) ports(c *Config) {
+	_, hasList := p.nodes["ports"]
+	_, hasBase := p.nodes["base_port"]
+	inst, hasCount := p.nodes["instances"]
 	switch {
-	case list != nil && (base != nil || count != nil):
-		p.errorf(list, "ports", "give either ports or base_port and instances, not both")
-	case list != nil:
-		if list.Kind != yaml.SequenceNode {
-			p.errorf(list, "ports", "must be a list of ports")
-			return
-		}
-		seen := map[int]bool{}
-		for i, item := range list.Content {
-			var port int
-			key := fmt.Sprintf("ports[%d]", i)
-			p.integer(item, key, &port)
-			if err := validPort(port); err != nil {
-				p.check(item, key, err)
-				continue
-			}
-			if seen[port] {
-				p.errorf(item, key, "port %d is listed twice", port)
-			}
-			seen[port] = true
+	case hasList && (hasBase || hasCount):
+		p.fail("ports", errors.New("give either ports or base_port with instances, not both"))
+	case hasList:
+		n, _ := p.list("ports")
+		for i := range n {
+			var port int // 0 for a wrong type: indexes stay those of the file
+			p.integer(fmt.Sprintf("ports[%d]", i), &port)
 			c.ports = append(c.ports, port)
 		}
-	case base != nil || count != nil:
-		if base == nil || count == nil {
-			n := base
-			if n == nil {
-				n = count
-			}
-			p.errorf(n, "base_port", "base_port and instances go together")
-			return
-		}
-		if count.Value == "auto" {
-			p.errorf(count, "instances", "instances: auto is not supported yet, give a number")
-			return
-		}
-		var b, n int
-		p.integer(base, "base_port", &b)
-		p.integer(count, "instances", &n)
-		if n < 1 {
-			p.errorf(count, "instances", "must be at least 1, got %d", n)
-			return
-		}
-		if err := validPort(b); err != nil {
-			p.check(base, "base_port", err)
-			return
-		}
-		if b+n-1 > 65535 {
-			p.errorf(count, "instances", "base_port %d + %d instances runs past port 65535", b, n)
-			return
-		}
-		for i := 0; i < n; i++ {
-			c.ports = append(c.ports, b+i)
-		}
-	}
-}
-
-// Validate checks the whole config, e.g. again after flags changed it.
-// Errors name the key.
-func (c *Config) Validate() error {
-	var errs []error
-	add := func(key string, err error) {
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", key, err))
-		}
-	}
-	add("app", validApp(c.App))
-	add("unit", validUnit(c.UnitTemplate))
-	if len(c.Hosts) == 0 {
-		add("hosts", errors.New("required: at least one host"))
-	}
-	seen := map[string]bool{}
-	for i, h := range c.Hosts {
-		add(fmt.Sprintf("hosts[%d]", i), validHost(h))
-		if seen[h] {
-			add(fmt.Sprintf("hosts[%d]", i), fmt.Errorf("host %q is listed twice", h))
-		}
-		seen[h] = true
-	}
-	add("ssh.user", validUser(c.SSH.User))
-	add("ssh.port", validPort(c.SSH.Port))
-	if len(c.ports) == 0 {
-		add("ports", errors.New("required: a list of ports, or base_port and instances"))
-	}
-	for i, p := range c.ports {
-		add(fmt.Sprintf("ports[%d]", i), validPort(p))
-	}
-	if c.minServing != nil && (*c.minServing < 0 || *c.minServing > len(c.ports)-1) {
-		add("min_serving", fmt.Errorf("must be 0..%d (the other instances of a host), got %d", max(len(c.ports)-1, 0), *c.minServing))
-	}
-	if !contains([]string{"auto", "true", "false"}, c.Sudo) {
-		add("sudo", fmt.Errorf("must be auto, true or false, got %q", c.Sudo))
-	}
-	for _, key := range sortedProblemKeys(c.Nginx.problems()) {
-		add(key, c.Nginx.problems()[key])
-	}
-	for _, key := range sortedProblemKeys(c.Health.problems()) {
-		add(key, c.Health.problems()[key])
-	}
-	add("drain_timeout", positiveDuration(c.DrainTimeout))
-	add("parallel", positive(c.Parallel))
-	for i, l := range c.Logs {
-		add(fmt.Sprintf("logs[%d]", i), validPath(strings.ReplaceAll(l, "{port}", "0")))
-	}
-	for _, hooks := range [][]string{c.Hooks.Before, c.Hooks.After, c.Hooks.HostBefore, c.Hooks.HostAfter} {
-		for _, h := range hooks {
-			if strings.TrimSpace(h) == "" || strings.ContainsRune(h, 0) {
-				add("hooks", fmt.Errorf("a hook is empty or holds a NUL byte"))
+	case !hasCount && hasBase:
+		p.fail("base_port", errors.New("needs instances too"))
+	case hasCount && !hasBase:
+		p.fail("instances", errors.New("needs base_port too"))
+	case hasCount && inst.Kind == yaml.ScalarNode && inst.Value == "auto":
+		p.fail("instances", errors.New("auto is not supported yet, give a number"))
+	case hasCount:
+		var base, count int
+		okBase, okCount := p.integer("base_port", &base), p.integer("instances", &count)
+		switch {
+		case !okBase || !okCount:
+		case validPort(base) != nil:
+			p.fail("base_port", validPort(base))
+		case count < 1:
+			p.fail("instances", fmt.Errorf("must be at least 1, got %d", count))
+		case base+count-1 > 65535:
+			p.fail("instances", fmt.Errorf("%d instances from base_port %d run past port 65535", count, base))
+		default:
+			for i := range count {
+				c.ports = append(c.ports, base+i)
 			}
 		}
 	}
-	return errors.Join(errs...)
 }
 
-func (n NginxConfig) problems() map[string]error {
-	out := map[string]error{}
-	set := func(key string, err error) {
-		if err != nil {
-			out[key] = err
-		}
+func deref(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
 	}
-	if n.UpstreamFile == "" {
-		set("nginx.upstream_file", errors.New("required: the file holding the upstream's server lines"))
-	} else {
-		set("nginx.upstream_file", validPath(n.UpstreamFile))
-	}
-	if !upstreamNameRE.MatchString(n.Upstream) {
-		set("nginx.upstream", fmt.Errorf("required: the upstream's name (letters, digits, _ . -), got %q", n.Upstream))
-	}
-	if n.ServerAddress != "localhost" && net.ParseIP(n.ServerAddress) == nil {
-		set("nginx.server_address", fmt.Errorf("must be an IP address or localhost, got %q", n.ServerAddress))
-	}
-	set("nginx.test_command", validCommand(n.TestCommand))
-	set("nginx.reload_command", validCommand(n.ReloadCommand))
-	set("nginx.pid_file", validPath(n.PIDFile))
-	return out
+	return n
 }
 
-func (h HealthConfig) problems() map[string]error {
-	out := map[string]error{}
-	if !healthPathRE.MatchString(h.Path) {
-		out["health.path"] = fmt.Errorf("must be a path like /healthz, got %q", h.Path)
+// describe names a node's value for an error message.
+func describe(n *yaml.Node) string {
+	switch {
+	case n.Kind == yaml.MappingNode:
+		return "a mapping"
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	case n.Tag == "!!null":
+		return "nothing"
 	}
-	if h.Status < 100 || h.Status > 599 {
-		out["health.status"] = fmt.Errorf("must be an HTTP status, got %d", h.Status)
-	}
-	if err := positiveDuration(h.Timeout); err != nil {
-		out["health.timeout"] = err
-	}
-	if err := positiveDuration(h.AttemptTimeout); err != nil {
-		out["health.attempt_timeout"] = err
-	} else if h.AttemptTimeout > h.Timeout {
-		out["health.attempt_timeout"] = fmt.Errorf("must not exceed health.timeout (%s), got %s", h.Timeout, h.AttemptTimeout)
-	}
-	if err := positiveDuration(h.Interval); err != nil {
-		out["health.interval"] = err
-	}
-	return out
-}
-
-func sortedProblemKeys(m map[string]error) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-var (
-	appRE          = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
-	unitRE         = regexp.MustCompile(`^[A-Za-z0-9:_.-]+@[A-Za-z0-9:_.-]*\{port\}[A-Za-z0-9:_.-]*$`)
-	hostnameRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
-	userRE         = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*$`)
-	pathRE         = regexp.MustCompile(`^/[A-Za-z0-9._/@-]+$`)
-	upstreamNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
-	healthPathRE   = regexp.MustCompile(`^/[A-Za-z0-9._~/%?&=+-]*$`)
-)
-
-func validApp(s string) error {
-	if !appRE.MatchString(s) {
-		return fmt.Errorf("required: lower-case letters, digits, _ . - (got %q)", s)
-	}
-	return nil
-}
-
-func validUnit(s string) error {
-	if !unitRE.MatchString(s) || strings.Count(s, "{port}") != 1 {
-		return fmt.Errorf("must be a template instance with one {port}, like my-app@{port}, got %q", s)
-	}
-	return nil
-}
-
-func validHost(s string) error {
-	if net.ParseIP(s) != nil || (len(s) <= 253 && hostnameRE.MatchString(s)) {
-		return nil
-	}
-	return fmt.Errorf("must be a host name or IP address, got %q", s)
-}
-
-func validUser(s string) error {
-	if s != "" && !userRE.MatchString(s) {
-		return fmt.Errorf("must be a user name, got %q", s)
-	}
-	return nil
-}
-
-func validPort(p int) error {
-	if p < 1 || p > 65535 {
-		return fmt.Errorf("must be a port 1..65535, got %d", p)
-	}
-	return nil
-}
-
-func validPath(s string) error {
-	if !pathRE.MatchString(s) || strings.Contains("/"+s+"/", "/../") {
-		return fmt.Errorf("must be an absolute path of letters, digits and . _ - / @, got %q", s)
-	}
-	return nil
-}
-
-func validCommand(s string) error {
-	if strings.TrimSpace(s) == "" || strings.ContainsAny(s, "\n\r\x00") {
-		return fmt.Errorf("must be one non-empty line, got %q", s)
-	}
-	return nil
-}
-
-func positive(n int) error {
-	if n < 1 {
-		return fmt.Errorf("must be at least 1, got %d", n)
-	}
-	return nil
-}
-
-func positiveDuration(d time.Duration) error {
-	if d <= 0 {
-		return fmt.Errorf("must be more than 0, got %s", d)
-	}
-	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return strconv.Quote(n.Value)
 }
 
 // closest returns the known key within edit distance 2 of s, if any.
@@ -679,4 +571,189 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+// problem is one invalid value; deps are the keys it was derived from.
+type problem struct {
+	key  string
+	err  error
+	deps []string
+}
+
+var (
+	appRE        = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+	unitCharsRE  = regexp.MustCompile(`^[A-Za-z0-9:_.@-]*$`)
+	hostnameRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
+	userRE       = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*$`)
+	pathRE       = regexp.MustCompile(`^/[A-Za-z0-9._/-]+$`)
+	upstreamRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	healthPathRE = regexp.MustCompile(`^/[A-Za-z0-9._~/%?&=+-]*$`)
+)
+
+func (c *Config) problems() []problem {
+	var ps []problem
+	check := func(key string, err error, deps ...string) {
+		if err != nil {
+			ps = append(ps, problem{key, err, deps})
+		}
+	}
+	check("app", match(appRE, c.App, `lower-case letters, digits, "_", "." or "-", starting with a letter or digit`))
+	if c.UnitTemplate != "" {
+		check("unit", validUnit(c.UnitTemplate))
+	}
+	if len(c.Hosts) == 0 {
+		check("hosts", errors.New("required"))
+	}
+	seen := map[string]int{}
+	for i, h := range c.Hosts {
+		key := fmt.Sprintf("hosts[%d]", i)
+		if net.ParseIP(h) == nil && (len(h) > 253 || !hostnameRE.MatchString(h)) {
+			check(key, fmt.Errorf("must be a host name or an IP address, got %q", h))
+			continue
+		}
+		id := strings.ToLower(h)
+		if ip := net.ParseIP(h); ip != nil {
+			id = ip.String()
+		}
+		if j, dup := seen[id]; dup {
+			check(key, fmt.Errorf("%q is listed twice (also hosts[%d])", h, j))
+		}
+		seen[id] = i
+	}
+	if c.SSH.User != "" {
+		check("ssh.user", match(userRE, c.SSH.User, `a user name: lower-case letters, digits, "_", "." or "-"`))
+	}
+	check("ssh.port", validPort(c.SSH.Port))
+	check("ssh.connect_timeout", positive(c.SSH.ConnectTimeout))
+	if !slices.Contains([]string{"auto", "true", "false"}, c.Sudo) {
+		check("sudo", fmt.Errorf("must be auto, true or false, got %q", c.Sudo))
+	}
+	if len(c.ports) == 0 {
+		check("ports", errors.New("required (or base_port and instances)"), "base_port", "instances")
+	}
+	ports := map[int]bool{}
+	for i, port := range c.ports {
+		key := fmt.Sprintf("ports[%d]", i)
+		if err := validPort(port); err != nil {
+			check(key, err)
+		} else if ports[port] {
+			check(key, fmt.Errorf("%d is listed twice", port))
+		}
+		ports[port] = true
+	}
+	if n := c.minServing; n != nil && len(c.ports) > 0 && (*n < 0 || *n > len(c.ports)-1) {
+		check("min_serving", fmt.Errorf("must be 0..%d (the other instances of a host), got %d", len(c.ports)-1, *n),
+			"ports", "base_port", "instances")
+	}
+	check("nginx.upstream_file", validPath(c.Nginx.UpstreamFile, false))
+	if c.Nginx.Upstream == "" {
+		check("nginx.upstream", errors.New("required"))
+	} else {
+		check("nginx.upstream", match(upstreamRE, c.Nginx.Upstream, `an upstream name: letters, digits, "_", "." or "-"`))
+	}
+	if c.Nginx.ServerAddress != "localhost" && net.ParseIP(c.Nginx.ServerAddress) == nil {
+		check("nginx.server_address", fmt.Errorf(`must be an IP address or "localhost", got %q`, c.Nginx.ServerAddress))
+	}
+	check("nginx.test_command", validCommand(c.Nginx.TestCommand))
+	check("nginx.reload_command", validCommand(c.Nginx.ReloadCommand))
+	check("nginx.pid_file", validPath(c.Nginx.PIDFile, false))
+	check("health.path", match(healthPathRE, c.Health.Path, `a path starting with "/" (letters, digits and . _ ~ / % ? & = + -)`))
+	if c.Health.Status < 100 || c.Health.Status > 599 {
+		check("health.status", fmt.Errorf("must be an HTTP status 100..599, got %d", c.Health.Status))
+	}
+	check("health.timeout", positive(c.Health.Timeout))
+	if err := positive(c.Health.AttemptTimeout); err != nil {
+		check("health.attempt_timeout", err)
+	} else if c.Health.AttemptTimeout > c.Health.Timeout {
+		check("health.attempt_timeout", fmt.Errorf("must not be longer than health.timeout (%s), got %s",
+			c.Health.Timeout, c.Health.AttemptTimeout), "health.timeout")
+	}
+	check("health.interval", positive(c.Health.Interval))
+	if c.Health.MinHealthy < 0 {
+		check("health.min_healthy", fmt.Errorf("must not be negative, got %s", c.Health.MinHealthy))
+	}
+	check("drain_timeout", positive(c.DrainTimeout))
+	for i, l := range c.Logs {
+		check(fmt.Sprintf("logs[%d]", i), validPath(l, true))
+	}
+	for _, h := range []struct {
+		key   string
+		hooks []string
+	}{{"hooks.before", c.Hooks.Before}, {"hooks.after", c.Hooks.After},
+		{"hooks.host_before", c.Hooks.HostBefore}, {"hooks.host_after", c.Hooks.HostAfter}} {
+		for i, hook := range h.hooks {
+			if strings.TrimSpace(hook) == "" || strings.ContainsRune(hook, 0) {
+				check(fmt.Sprintf("%s[%d]", h.key, i), fmt.Errorf("must be a non-empty command without NUL bytes, got %q", hook))
+			}
+		}
+	}
+	if c.Parallel < 1 {
+		check("parallel", fmt.Errorf("must be at least 1, got %d", c.Parallel))
+	}
+	return ps
+}
+
+func match(re *regexp.Regexp, s, what string) error {
+	switch {
+	case s == "":
+		return errors.New("required")
+	case !re.MatchString(s):
+		return fmt.Errorf("must be %s, got %q", what, s)
+	}
+	return nil
+}
+
+func validUnit(s string) error {
+	at := strings.Index(s, "@")
+	switch {
+	case strings.Count(s, "{port}") != 1:
+		return fmt.Errorf(`must contain {port} exactly once, like "my-app@{port}", got %q`, s)
+	case !unitCharsRE.MatchString(strings.Replace(s, "{port}", "", 1)):
+		return fmt.Errorf("may only contain letters, digits and : _ . @ - besides {port}, got %q", s)
+	case at < 1 || at > strings.Index(s, "{port}"):
+		return fmt.Errorf(`must be a systemd template instance, a name then "@" then {port}, like "my-app@{port}", got %q`, s)
+	}
+	return nil
+}
+
+func validPort(port int) error {
+	if port < 1 || port > 65535 {
+		return fmt.Errorf("must be a port 1..65535, got %d", port)
+	}
+	return nil
+}
+
+// validPath checks an absolute remote path; with portOK it may hold {port}.
+func validPath(s string, portOK bool) error {
+	bare := s
+	if portOK {
+		bare = strings.ReplaceAll(s, "{port}", "0")
+	}
+	switch {
+	case s == "":
+		return errors.New("required")
+	case !strings.HasPrefix(s, "/"):
+		return fmt.Errorf("must be an absolute path, got %q", s)
+	case !pathRE.MatchString(bare) && portOK:
+		return fmt.Errorf("may only contain letters, digits, . _ - / and {port}, got %q", s)
+	case !pathRE.MatchString(bare):
+		return fmt.Errorf("may only contain letters, digits and . _ - /, got %q", s)
+	case slices.Contains(strings.Split(s, "/"), ".."):
+		return fmt.Errorf(`must not contain ".." segments, got %q`, s)
+	}
+	return nil
+}
+
+func validCommand(s string) error {
+	if strings.TrimSpace(s) == "" || strings.ContainsAny(s, "\n\r\x00") {
+		return fmt.Errorf("must be one non-empty line, got %q", s)
+	}
+	return nil
+}
+
+func positive(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("must be more than 0, got %s", d)
+	}
+	return nil
 }

@@ -1,12 +1,17 @@
 package deployer
 
 import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 )
 
+// validConfig is also the config of plan_test.go's golden plans.
 const validConfig = `app: my-app
 hosts:
   - 10.0.0.5
@@ -26,103 +31,418 @@ hooks:
   host_before: ['sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"']
 `
 
-func TestParseConfigValid(t *testing.T) {
-	cfg, err := ParseConfig("rollout.yaml", []byte(validConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := cfg.Ports(), []int{3000, 3001, 3002, 3003}; !reflect.DeepEqual(got, want) {
-		t.Errorf("ports %v, want %v", got, want)
-	}
-	checks := []struct {
-		name      string
-		got, want any
-	}{
-		{"unit default", cfg.UnitName(3001), "my-app@3001"},
-		{"min_serving default", cfg.MinServing(), 3},
-		{"sudo for non-root", cfg.UseSudo(), true},
-		{"health timeout", cfg.Health.Timeout, 20 * time.Second},
-		{"health path default", cfg.Health.Path, "/healthz"},
-		{"drain default", cfg.DrainTimeout, 30 * time.Second},
-		{"reload default", cfg.Nginx.ReloadCommand, "systemctl reload nginx"},
-		{"hosts", cfg.Hosts, []string{"10.0.0.5", "web2.example.com"}},
-		{"hook", cfg.Hooks.HostBefore, []string{`sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"`}},
-	}
-	for _, c := range checks {
-		if !reflect.DeepEqual(c.got, c.want) {
-			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
-		}
-	}
-}
+// minimal is the smallest valid config; the error cases edit it, and add
+// lines from line 7 on.
+const minimal = `app: my-app
+hosts: [10.0.0.5, web2.example.com]
+ports: [3000, 3001, 3002]
+nginx:
+  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf
+  upstream: my_app
+`
 
-func TestParseConfigErrors(t *testing.T) {
+func intPtr(n int) *int { return &n }
+
+func TestParseConfigValid(t *testing.T) {
+	defaults := func(edit func(c *Config)) *Config {
+		c := DefaultConfig()
+		edit(c)
+		return c
+	}
 	tests := []struct {
-		name    string
-		replace [2]string // in validConfig
-		want    string
+		name string
+		load func() (*Config, error)
+		want *Config
 	}{
-		{"unknown key with suggestion", [2]string{"health:", "helth:"}, `rollout.yaml:13: unknown key "helth" (in the top level); did you mean "health"?`},
-		{"unknown nested key", [2]string{"  timeout: 20s", "  timout: 20s"}, `rollout.yaml:14: unknown key "timout" (in health); did you mean "timeout"?`},
-		{"bad duration", [2]string{"timeout: 20s", "timeout: 20"}, `rollout.yaml:14: health.timeout: must be a duration like "30s", got "20"`},
-		{"negative duration", [2]string{"timeout: 20s", "timeout: -5s"}, `rollout.yaml:14: health.timeout: must not be negative, got "-5s"`},
-		{"bad base port", [2]string{"base_port: 3000", "base_port: 70000"}, `rollout.yaml:8: base_port: must be a port 1..65535, got 70000`},
-		{"instances auto", [2]string{"instances: 4", "instances: auto"}, `rollout.yaml:9: instances: instances: auto is not supported yet, give a number`},
-		{"both port forms", [2]string{"base_port: 3000", "ports: [3000]\nbase_port: 3000"}, `rollout.yaml:8: ports: give either ports or base_port and instances, not both`},
-		{"duplicate port", [2]string{"base_port: 3000\ninstances: 4", "ports: [3000, 3001, 3000]"}, `rollout.yaml:8: ports[2]: port 3000 is listed twice`},
-		{"shell in unit", [2]string{"app: my-app", "app: my-app\nunit: my-app@{port};rm -rf /"}, `rollout.yaml:2: unit: must be a template instance with one {port}`},
-		{"relative upstream", [2]string{"/etc/nginx/conf.d/my-app-upstream.conf", "conf.d/up.conf"}, `rollout.yaml:11: nginx.upstream_file: must be an absolute path`},
-		{"dotdot upstream", [2]string{"/etc/nginx/conf.d/my-app-upstream.conf", "/etc/nginx/../shadow"}, `rollout.yaml:11: nginx.upstream_file: must be an absolute path`},
-		{"bad host", [2]string{"10.0.0.5", "'host;rm -rf /'"}, `rollout.yaml:3: hosts[0]: must be a host name or IP address, got "host;rm -rf /"`},
-		{"bad health path", [2]string{"  timeout: 20s", "  path: healthz\n  timeout: 20s"}, `rollout.yaml:14: health.path: must be a path like /healthz, got "healthz"`},
-		{"min_serving too high", [2]string{"instances: 4", "instances: 4\nmin_serving: 4"}, `rollout.yaml:10: min_serving: must be 0..3 (the other instances of a host), got 4`},
-		{"wrong type", [2]string{"  - 10.0.0.5\n  - web2.example.com", "    x: 1"}, `rollout.yaml:3: hosts: must be a list`},
-		{"missing upstream file", [2]string{"  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n", ""}, `rollout.yaml: nginx.upstream_file: required`},
+		{
+			name: "every key, ports as a list",
+			load: func() (*Config, error) { return LoadConfig("testdata/config/valid.yaml") },
+			want: &Config{
+				App:          "my-app",
+				UnitTemplate: "my-app@{port}.service",
+				Hosts:        []string{"10.0.0.5", "web2.example.com", "2001:db8::7"},
+				SSH: SSHConfig{User: "deploy", Port: 2222, Key: "~/.ssh/id_ed25519",
+					KnownHosts: "~/.ssh/known_hosts_rollout", AcceptNew: true, ConnectTimeout: 5 * time.Second},
+				Sudo: "true",
+				Nginx: NginxConfig{
+					UpstreamFile:  "/etc/nginx/conf.d/my-app-upstream.conf",
+					Upstream:      "my_app",
+					ServerAddress: "127.0.0.2",
+					TestCommand:   "/usr/sbin/nginx -t -q",
+					ReloadCommand: "/usr/sbin/nginx -s reload",
+					PIDFile:       "/var/run/nginx.pid",
+				},
+				Health: HealthConfig{Path: "/healthz?deep=1", Status: 204, Timeout: 45 * time.Second,
+					AttemptTimeout: 1500 * time.Millisecond, Interval: 100 * time.Millisecond, MinHealthy: 0},
+				DrainTimeout: time.Minute,
+				Logs:         []string{"/var/log/my-app/stderr-{port}.log", "/var/log/my-app/access.log"},
+				Hooks: Hooks{
+					Before:     []string{"make release"},
+					After:      []string{"./notify.sh"},
+					HostBefore: []string{`sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"`},
+					HostAfter:  []string{"rm -rf /srv/my-app/releases/old\necho done\n"},
+				},
+				Parallel:   2,
+				ports:      []int{3000, 3001, 3002},
+				minServing: intPtr(1),
+			},
+		},
+		{
+			name: "base_port and instances, defaults",
+			load: func() (*Config, error) { return LoadConfig("testdata/config/base_port.yaml") },
+			want: defaults(func(c *Config) {
+				c.App, c.UnitTemplate, c.Hosts = "my-app", "my-app@{port}", []string{"10.0.0.5"}
+				c.Nginx.UpstreamFile, c.Nginx.Upstream = "/etc/nginx/conf.d/my-app-upstream.conf", "my_app"
+				c.ports = []int{3000, 3001, 3002, 3003}
+			}),
+		},
+		{
+			name: "the plan tests' config",
+			load: func() (*Config, error) { return ParseConfig("rollout.yaml", []byte(validConfig)) },
+			want: defaults(func(c *Config) {
+				c.App, c.UnitTemplate, c.Hosts = "my-app", "my-app@{port}", []string{"10.0.0.5", "web2.example.com"}
+				c.SSH.User, c.SSH.Key = "deploy", "~/.ssh/id_ed25519"
+				c.Nginx.UpstreamFile, c.Nginx.Upstream = "/etc/nginx/conf.d/my-app-upstream.conf", "my_app"
+				c.Health.Timeout, c.Health.MinHealthy = 20*time.Second, time.Second
+				c.Hooks.HostBefore = []string{`sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"`}
+				c.ports = []int{3000, 3001, 3002, 3003}
+			}),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			data := strings.Replace(validConfig, tt.replace[0], tt.replace[1], 1)
-			if data == validConfig {
-				t.Fatalf("replacement %q not found", tt.replace[0])
+			got, err := tt.load()
+			if err != nil {
+				t.Fatal(err)
 			}
-			_, err := ParseConfig("rollout.yaml", []byte(data))
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("got %v\nwant %q", err, tt.want)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got\n%+v\nwant\n%+v", got, tt.want)
 			}
 		})
 	}
 }
 
-func TestParseConfigReportsEveryProblemInLineOrder(t *testing.T) {
-	data := strings.Replace(strings.Replace(validConfig, "timeout: 20s", "timeout: soon", 1), "ssh:", "shh:", 1)
-	_, err := ParseConfig("rollout.yaml", []byte(data))
-	if err == nil {
-		t.Fatal("want errors")
-	}
-	lines := strings.Split(err.Error(), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "rollout.yaml:5: unknown key \"shh\"") || !strings.HasPrefix(lines[1], "rollout.yaml:14: health.timeout") {
-		t.Errorf("got:\n%v", err)
-	}
-}
-
-func TestParseConfigEmpty(t *testing.T) {
-	if _, err := ParseConfig("rollout.yaml", nil); err == nil || !strings.Contains(err.Error(), "rollout.yaml: the config is empty") {
-		t.Errorf("got %v", err)
-	}
-}
-
-func TestValidateAfterOverrides(t *testing.T) {
-	cfg, err := ParseConfig("rollout.yaml", []byte(validConfig))
+func TestConfigMethods(t *testing.T) {
+	full, err := LoadConfig("testdata/config/valid.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.SetPorts([]int{3000, 3001})
-	cfg.SetMinServing(2)
-	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "min_serving: must be 0..1") {
-		t.Errorf("got %v", err)
+	small, err := LoadConfig("testdata/config/base_port.yaml")
+	if err != nil {
+		t.Fatal(err)
 	}
-	cfg.SetMinServing(1)
-	cfg.Hosts = append(cfg.Hosts, "10.0.0.5")
-	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), `hosts[2]: host "10.0.0.5" is listed twice`) {
-		t.Errorf("got %v", err)
+	inCode := &Config{App: "shop"} // no UnitTemplate: "<app>@{port}"
+	sudo := func(mode, user string) bool {
+		return (&Config{Sudo: mode, SSH: SSHConfig{User: user}}).UseSudo()
 	}
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{"ports, list", full.Ports(), []int{3000, 3001, 3002}},
+		{"ports, base_port", small.Ports(), []int{3000, 3001, 3002, 3003}},
+		{"min_serving given", full.MinServing(), 1},
+		{"min_serving default", small.MinServing(), 3},
+		{"unit", full.Unit(3001), "my-app@3001.service"},
+		{"unit default", small.Unit(3003), "my-app@3003"},
+		{"unit name", small.UnitName(3003), "my-app@3003"},
+		{"unit of a config built in code", inCode.Unit(80), "shop@80"},
+		{"log files", full.LogFiles(3002), []string{"/var/log/my-app/stderr-3002.log", "/var/log/my-app/access.log"}},
+		{"no log files", small.LogFiles(3000), []string(nil)},
+		{"sudo auto, deploy", sudo("auto", "deploy"), true},
+		{"sudo auto, root", sudo("auto", "root"), false},
+		{"sudo auto, unresolved user", sudo("auto", ""), true},
+		{"sudo true, root", sudo("true", "root"), true},
+		{"sudo false, deploy", sudo("false", "deploy"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !reflect.DeepEqual(tt.got, tt.want) {
+				t.Errorf("got %#v, want %#v", tt.got, tt.want)
+			}
+		})
+	}
+	t.Run("ports are a copy", func(t *testing.T) {
+		ports := []int{4000, 4001}
+		small.SetPorts(ports)
+		ports[0] = 1
+		small.Ports()[1] = 2
+		if got, want := small.Ports(), []int{4000, 4001}; !reflect.DeepEqual(got, want) {
+			t.Errorf("got %v, want %v", got, want)
+		}
+	})
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		replace []string // old, new pairs applied to minimal
+		add     string   // appended to minimal, from line 7
+		want    string
+	}{
+		// Keys.
+		{name: "unknown key with suggestion", add: "helth:\n  path: /x\n",
+			want: `rollout.yaml:7: unknown key "helth" (in the top level); did you mean "health"?`},
+		{name: "unknown key without suggestion", add: "colour: blue\n",
+			want: `rollout.yaml:7: unknown key "colour" (in the top level)`},
+		{name: "unknown nested key", add: "health:\n  timout: 5s\n",
+			want: `rollout.yaml:8: unknown key "timout" (in health); did you mean "timeout"?`},
+		{name: "unknown key in nginx", replace: []string{"  upstream: my_app\n", "  upstream: my_app\n  reload: nginx -s reload\n"},
+			want: `rollout.yaml:7: unknown key "reload" (in nginx)`},
+		{name: "key given twice", add: "app: other\n",
+			want: `rollout.yaml:7: app: given twice (first on line 1)`},
+		{name: "missing nested key", replace: []string{"  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n", ""},
+			want: `rollout.yaml:4: nginx.upstream_file: required`},
+		{name: "missing mapping", replace: []string{"nginx:\n  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n  upstream: my_app\n", ""},
+			want: "rollout.yaml: nginx.upstream_file: required\nrollout.yaml: nginx.upstream: required"},
+		{name: "missing top-level key", replace: []string{"app: my-app\n", ""},
+			want: `rollout.yaml: app: required`},
+
+		// Types.
+		{name: "string for a list", replace: []string{"hosts: [10.0.0.5, web2.example.com]", "hosts: 10.0.0.5"},
+			want: `rollout.yaml:2: hosts: must be a list, got "10.0.0.5"`},
+		{name: "list for a mapping", add: "ssh: [deploy]\n",
+			want: `rollout.yaml:7: ssh: must be a mapping of keys, got a list`},
+		{name: "mapping for a string", replace: []string{"app: my-app", "app: {name: my-app}"},
+			want: `rollout.yaml:1: app: must be a string, got a mapping`},
+		{name: "string for a number", add: "ssh:\n  port: \"22\"\n",
+			want: `rollout.yaml:8: ssh.port: must be a whole number, got "22"`},
+		{name: "string for a bool", add: "ssh:\n  accept_new: yes\n",
+			want: `rollout.yaml:8: ssh.accept_new: must be true or false, got "yes"`},
+		{name: "null", add: "logs:\n",
+			want: `rollout.yaml:7: logs: must be a list, got nothing`},
+		{name: "bad sudo", add: "sudo: sometimes\n",
+			want: `rollout.yaml:7: sudo: must be auto, true or false, got "sometimes"`},
+
+		// Durations.
+		{name: "bare number duration", add: "health:\n  timeout: 30\n",
+			want: `rollout.yaml:8: health.timeout: must be a duration like "30s", got "30"`},
+		{name: "quoted bare number duration", add: "drain_timeout: \"0\"\n",
+			want: `rollout.yaml:7: drain_timeout: must be a duration like "30s", got "0"`},
+		{name: "not a duration", add: "ssh:\n  connect_timeout: soon\n",
+			want: `rollout.yaml:8: ssh.connect_timeout: must be a duration like "30s", got "soon"`},
+		{name: "negative duration", add: "drain_timeout: -5s\n",
+			want: `rollout.yaml:7: drain_timeout: must not be negative, got "-5s"`},
+		{name: "zero duration", add: "health:\n  interval: 0s\n",
+			want: `rollout.yaml:8: health.interval: must be more than 0, got 0s`},
+		{name: "attempt longer than timeout", add: "health:\n  timeout: 1s\n  attempt_timeout: 2s\n",
+			want: `rollout.yaml:9: health.attempt_timeout: must not be longer than health.timeout (1s), got 2s`},
+		{name: "default attempt longer than timeout", add: "health:\n  timeout: 1s\n",
+			want: `rollout.yaml:7: health.attempt_timeout: must not be longer than health.timeout (1s), got 2s`},
+
+		// Ports.
+		{name: "bad port", replace: []string{"ports: [3000, 3001, 3002]", "ports: [3000, 70000]"},
+			want: `rollout.yaml:3: ports[1]: must be a port 1..65535, got 70000`},
+		{name: "port on its own line", replace: []string{"ports: [3000, 3001, 3002]", "ports:\n  - 3000\n  - x"},
+			want: `rollout.yaml:5: ports[1]: must be a whole number, got "x"`},
+		{name: "duplicate port", replace: []string{"ports: [3000, 3001, 3002]", "ports: [3000, 3001, 3000]"},
+			want: `rollout.yaml:3: ports[2]: 3000 is listed twice`},
+		{name: "both port forms", add: "base_port: 4000\ninstances: 2\n",
+			want: `rollout.yaml:3: ports: give either ports or base_port with instances, not both`},
+		{name: "neither port form", replace: []string{"ports: [3000, 3001, 3002]\n", ""},
+			want: `rollout.yaml: ports: required (or base_port and instances)`},
+		{name: "base_port alone", replace: []string{"ports: [3000, 3001, 3002]", "base_port: 3000"},
+			want: `rollout.yaml:3: base_port: needs instances too`},
+		{name: "instances auto", replace: []string{"ports: [3000, 3001, 3002]", "base_port: 3000\ninstances: auto"},
+			want: `rollout.yaml:4: instances: auto is not supported yet, give a number`},
+		{name: "no instances", replace: []string{"ports: [3000, 3001, 3002]", "base_port: 3000\ninstances: 0"},
+			want: `rollout.yaml:4: instances: must be at least 1, got 0`},
+		{name: "bad base_port", replace: []string{"ports: [3000, 3001, 3002]", "base_port: 0\ninstances: 2"},
+			want: `rollout.yaml:3: base_port: must be a port 1..65535, got 0`},
+		{name: "instances past the last port", replace: []string{"ports: [3000, 3001, 3002]", "base_port: 65535\ninstances: 2"},
+			want: `rollout.yaml:4: instances: 2 instances from base_port 65535 run past port 65535`},
+		{name: "min_serving too high", add: "min_serving: 3\n",
+			want: `rollout.yaml:7: min_serving: must be 0..2 (the other instances of a host), got 3`},
+		{name: "min_serving negative", add: "min_serving: -1\n",
+			want: `rollout.yaml:7: min_serving: must be 0..2 (the other instances of a host), got -1`},
+
+		// Values that reach a remote shell.
+		{name: "unit without {port}", add: "unit: my-app@3000\n",
+			want: `rollout.yaml:7: unit: must contain {port} exactly once, like "my-app@{port}", got "my-app@3000"`},
+		{name: "unit with two {port}", add: "unit: my-app@{port}{port}\n",
+			want: `rollout.yaml:7: unit: must contain {port} exactly once, like "my-app@{port}", got "my-app@{port}{port}"`},
+		{name: "unit with a shell metachar", add: "unit: my-app@{port};rm\n",
+			want: `rollout.yaml:7: unit: may only contain letters, digits and : _ . @ - besides {port}, got "my-app@{port};rm"`},
+		{name: "unit not a template instance", add: "unit: my-app-{port}\n",
+			want: `rollout.yaml:7: unit: must be a systemd template instance, a name then "@" then {port}, like "my-app@{port}", got "my-app-{port}"`},
+		{name: "bad app", replace: []string{"app: my-app", "app: My-App"},
+			want: `rollout.yaml:1: app: must be lower-case letters, digits, "_", "." or "-", starting with a letter or digit, got "My-App"`},
+		{name: "relative upstream file", replace: []string{"/etc/nginx/conf.d/my-app-upstream.conf", "conf.d/up.conf"},
+			want: `rollout.yaml:5: nginx.upstream_file: must be an absolute path, got "conf.d/up.conf"`},
+		{name: "upstream file with a space", replace: []string{"/etc/nginx/conf.d/my-app-upstream.conf", `"/etc/nginx/my app.conf"`},
+			want: `rollout.yaml:5: nginx.upstream_file: may only contain letters, digits and . _ - /, got "/etc/nginx/my app.conf"`},
+		{name: "upstream file with ..", replace: []string{"/etc/nginx/conf.d/my-app-upstream.conf", "/etc/nginx/../shadow"},
+			want: `rollout.yaml:5: nginx.upstream_file: must not contain ".." segments, got "/etc/nginx/../shadow"`},
+		{name: "bad upstream name", replace: []string{"upstream: my_app", "upstream: my app"},
+			want: `rollout.yaml:6: nginx.upstream: must be an upstream name: letters, digits, "_", "." or "-", got "my app"`},
+		{name: "bad server address", add: "  server_address: 127.0.0.1:80\n",
+			want: `rollout.yaml:7: nginx.server_address: must be an IP address or "localhost", got "127.0.0.1:80"`},
+		{name: "multi-line nginx command", add: "  reload_command: \"nginx -s reload\\nrm -rf /\"\n",
+			want: `rollout.yaml:7: nginx.reload_command: must be one non-empty line, got "nginx -s reload\nrm -rf /"`},
+		{name: "bad health path", add: "health:\n  path: healthz\n",
+			want: `rollout.yaml:8: health.path: must be a path starting with "/" (letters, digits and . _ ~ / % ? & = + -), got "healthz"`},
+		{name: "health path with a quote", add: "health:\n  path: /x'y\n",
+			want: `rollout.yaml:8: health.path: must be a path starting with "/" (letters, digits and . _ ~ / % ? & = + -), got "/x'y"`},
+		{name: "bad health status", add: "health:\n  status: 99\n",
+			want: `rollout.yaml:8: health.status: must be an HTTP status 100..599, got 99`},
+		{name: "bad host", replace: []string{"hosts: [10.0.0.5, web2.example.com]", "hosts: [10.0.0.5, 'host;rm -rf /']"},
+			want: `rollout.yaml:2: hosts[1]: must be a host name or an IP address, got "host;rm -rf /"`},
+		{name: "host like an option", replace: []string{"hosts: [10.0.0.5, web2.example.com]", "hosts: [-oProxyCommand=x]"},
+			want: `rollout.yaml:2: hosts[0]: must be a host name or an IP address, got "-oProxyCommand=x"`},
+		{name: "duplicate host", replace: []string{"hosts: [10.0.0.5, web2.example.com]", "hosts: [10.0.0.5, web2.example.com, 10.0.0.5]"},
+			want: `rollout.yaml:2: hosts[2]: "10.0.0.5" is listed twice (also hosts[0])`},
+		{name: "duplicate host, other spelling", replace: []string{"hosts: [10.0.0.5, web2.example.com]", "hosts:\n  - '2001:db8::1'\n  - '2001:DB8:0::1'"},
+			want: `rollout.yaml:4: hosts[1]: "2001:DB8:0::1" is listed twice (also hosts[0])`},
+		{name: "wrong type and bad value in one list", replace: []string{"hosts: [10.0.0.5, web2.example.com]", "hosts:\n  - {name: a}\n  - bad host\n  - web2.example.com"},
+			want: "rollout.yaml:3: hosts[0]: must be a string, got a mapping\nrollout.yaml:4: hosts[1]: must be a host name or an IP address, got \"bad host\""},
+		{name: "no hosts", replace: []string{"hosts: [10.0.0.5, web2.example.com]", "hosts: []"},
+			want: `rollout.yaml:2: hosts: required`},
+		{name: "bad ssh user", add: "ssh:\n  user: \"deploy;id\"\n",
+			want: `rollout.yaml:8: ssh.user: must be a user name: lower-case letters, digits, "_", "." or "-", got "deploy;id"`},
+		{name: "bad log file", add: "logs: ['/var/log/my-app/$(id)-{port}.log']\n",
+			want: `rollout.yaml:7: logs[0]: may only contain letters, digits, . _ - / and {port}, got "/var/log/my-app/$(id)-{port}.log"`},
+		{name: "empty hook", add: "hooks:\n  host_after: ['make', ' ']\n",
+			want: `rollout.yaml:8: hooks.host_after[1]: must be a non-empty command without NUL bytes, got " "`},
+		{name: "hook with NUL", add: "hooks:\n  before: [\"a\\0b\"]\n",
+			want: `rollout.yaml:8: hooks.before[0]: must be a non-empty command without NUL bytes, got "a\x00b"`},
+		{name: "parallel 0", add: "parallel: 0\n",
+			want: `rollout.yaml:7: parallel: must be at least 1, got 0`},
+
+		// The file as a whole.
+		{name: "yaml syntax", replace: []string{"hosts: [10.0.0.5, web2.example.com]", "hosts: [10.0.0.5"},
+			want: `rollout.yaml:2: did not find expected ',' or ']'`},
+		{name: "unquoted {port} in a flow list", add: "logs: [/var/log/my-app/{port}.log]\n",
+			want: `rollout.yaml:7: did not find expected ',' or ']'`},
+		{name: "bad indentation", replace: []string{"  upstream: my_app", " upstream: my_app"},
+			want: `rollout.yaml:6: did not find expected key`},
+		{name: "tab indentation", replace: []string{"nginx:\n", "nginx:\n\tpid_file: /run/nginx.pid\n"},
+			want: `rollout.yaml:5: found character that cannot start any token`},
+		{name: "two documents", add: "---\napp: other\n",
+			want: `rollout.yaml:7: only one YAML document is allowed`},
+		{name: "not a mapping", replace: []string{minimal, "- app: my-app\n"},
+			want: `rollout.yaml: must be a mapping of keys, got a list`},
+		{name: "only comments", replace: []string{minimal, "# app: my-app\n"},
+			want: `rollout.yaml: the file is empty; it needs at least app, hosts, ports and nginx`},
+		{name: "empty", replace: []string{minimal, ""},
+			want: `rollout.yaml: the file is empty; it needs at least app, hosts, ports and nginx`},
+
+		// Every problem, in line order (the file-wide one first), whatever
+		// order they are found in.
+		{
+			name: "several problems",
+			replace: []string{
+				"app: my-app", "app: My App",
+				"ports: [3000, 3001, 3002]\n", "",
+				"  upstream: my_app\n", "  upstream: my_app\nhelth: {}\n",
+			},
+			add: "drain_timeout: 30\nhosts: [again]\n",
+			want: `rollout.yaml: ports: required (or base_port and instances)
+rollout.yaml:1: app: must be lower-case letters, digits, "_", "." or "-", starting with a letter or digit, got "My App"
+rollout.yaml:6: unknown key "helth" (in the top level); did you mean "health"?
+rollout.yaml:7: drain_timeout: must be a duration like "30s", got "30"
+rollout.yaml:8: hosts: given twice (first on line 2)`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := minimal
+			for i := 0; i+1 < len(tt.replace); i += 2 {
+				if !strings.Contains(data, tt.replace[i]) {
+					t.Fatalf("%q is not in the config", tt.replace[i])
+				}
+				data = strings.Replace(data, tt.replace[i], tt.replace[i+1], 1)
+			}
+			data += tt.add
+			cfg, err := ParseConfig("rollout.yaml", []byte(data))
+			if err == nil {
+				t.Fatalf("no error, config %+v; want\n%s", cfg, tt.want)
+			}
+			if cfg != nil {
+				t.Errorf("got a config with the error")
+			}
+			if got := err.Error(); got != tt.want {
+				t.Errorf("config:\n%s\ngot:\n%s\nwant:\n%s", data, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	t.Run("missing file", func(t *testing.T) {
+		_, err := LoadConfig(filepath.Join(t.TempDir(), "rollout.yaml"))
+		if !errors.Is(err, fs.ErrNotExist) || !strings.HasPrefix(err.Error(), "read config: ") {
+			t.Errorf("got %v, want a wrapped fs.ErrNotExist", err)
+		}
+	})
+	t.Run("errors name the path", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "rollout.yaml")
+		if err := os.WriteFile(path, []byte(minimal+"parallel: -1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfig(path)
+		if got, want := err, path+":7: parallel: must be at least 1, got -1"; got == nil || got.Error() != want {
+			t.Errorf("got %v, want %s", got, want)
+		}
+	})
+}
+
+func TestValidateAfterOverrides(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(c *Config)
+		want   string // "" for valid
+		check  func(c *Config) (got, want any)
+	}{
+		{name: "fewer ports than min_serving", change: func(c *Config) { c.SetPorts([]int{3000, 3001}); c.SetMinServing(2) },
+			want: "min_serving: must be 0..1 (the other instances of a host), got 2"},
+		{name: "min_serving explicitly 0", change: func(c *Config) { c.SetMinServing(0) },
+			check: func(c *Config) (any, any) { return c.MinServing(), 0 }},
+		{name: "min_serving default follows the ports", change: func(c *Config) { c.SetPorts([]int{4000, 4001, 4002, 4003, 4004}) },
+			check: func(c *Config) (any, any) { return c.MinServing(), 4 }},
+		{name: "bad and duplicate ports", change: func(c *Config) { c.SetPorts([]int{3000, 0, 3000}) },
+			want: "ports[1]: must be a port 1..65535, got 0\nports[2]: 3000 is listed twice"},
+		{name: "no ports", change: func(c *Config) { c.SetPorts(nil) },
+			want: "ports: required (or base_port and instances)"},
+		{name: "duplicate host", change: func(c *Config) { c.Hosts = append(c.Hosts, "10.0.0.5") },
+			want: `hosts[2]: "10.0.0.5" is listed twice (also hosts[0])`},
+		{name: "bad host and user", change: func(c *Config) { c.Hosts = []string{"a b"}; c.SSH.User = "Admin" },
+			want: "hosts[0]: must be a host name or an IP address, got \"a b\"\n" +
+				`ssh.user: must be a user name: lower-case letters, digits, "_", "." or "-", got "Admin"`},
+		{name: "health timeout below the attempt timeout", change: func(c *Config) { c.Health.Timeout = time.Second },
+			want: "health.attempt_timeout: must not be longer than health.timeout (1s), got 2s"},
+		{name: "zero drain timeout", change: func(c *Config) { c.DrainTimeout = 0 },
+			want: "drain_timeout: must be more than 0, got 0s"},
+		{name: "ssh port and parallel", change: func(c *Config) { c.SSH.Port = 0; c.Parallel = 0 },
+			want: "ssh.port: must be a port 1..65535, got 0\nparallel: must be at least 1, got 0"},
+		{name: "valid overrides", change: func(c *Config) { c.Hosts = []string{"::1", "localhost"}; c.SSH.User = "root"; c.Parallel = 2 },
+			check: func(c *Config) (any, any) { return c.UseSudo(), false }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig("rollout.yaml", []byte(minimal))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.change(cfg)
+			err = cfg.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("got %v, want no error", err)
+			case tt.want != "" && (err == nil || err.Error() != tt.want):
+				t.Errorf("got:\n%v\nwant:\n%s", err, tt.want)
+			}
+			if tt.check != nil {
+				if got, want := tt.check(cfg); !reflect.DeepEqual(got, want) {
+					t.Errorf("got %v, want %v", got, want)
+				}
+			}
+		})
+	}
+	t.Run("defaults alone", func(t *testing.T) {
+		want := "app: required\nhosts: required\nports: required (or base_port and instances)\n" +
+			"nginx.upstream_file: required\nnginx.upstream: required"
+		if err := DefaultConfig().Validate(); err == nil || err.Error() != want {
+			t.Errorf("got:\n%v\nwant:\n%s", err, want)
+		}
+	})
 }

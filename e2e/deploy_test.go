@@ -376,6 +376,7 @@ func TestDrainWaitsForLongRequest(t *testing.T) {
 func TestDryRunChangesNothing(t *testing.T) {
 	cfg := fleetConfig(t, "")
 	h := fleet.Hosts[0]
+	resetHost(t, h) // a host left crash-looping by an earlier test changes by itself
 	before, upBefore := instanceStates(t, h), sha256.Sum256([]byte(upstreamFile(t, h)))
 	for _, args := range [][]string{{"deploy", "--dry-run"}, {"plan"}} {
 		out, code := rollout(t, append(args, "-c", cfg, "--version", "v9")...)
@@ -401,6 +402,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 func TestDeployWithoutSudoFailsFast(t *testing.T) {
 	cfg := fleetConfig(t, "")
 	h := fleet.Hosts[0]
+	resetHost(t, h) // a host left crash-looping by an earlier test changes by itself
 	before := instanceStates(t, h)
 	start := time.Now()
 	out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2", "--user", "nosudo")
