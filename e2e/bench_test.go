@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -53,19 +52,15 @@ type benchRun struct {
 	noLive  int
 }
 
-// loadHost runs fn under 400 req/s through h's Nginx.
-func loadHost(b *testing.B, h *testbed.Host, fn func()) benchRun {
-	b.Helper()
-	g, err := loadgen.Start(context.Background(), loadgen.Config{URL: "http://" + h.Addr, Rate: 400, PostEvery: 4})
-	if err != nil {
-		b.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
-	t0 := time.Now()
-	fn()
-	secs := time.Since(t0).Seconds()
-	time.Sleep(500 * time.Millisecond)
-	return benchRun{res: g.Stop(), seconds: secs}
+// timedLoad runs fn under 400 req/s through h's Nginx, timing fn.
+func timedLoad(b *testing.B, h *testbed.Host, fn func()) benchRun {
+	var secs float64
+	res := underLoad(b, []*testbed.Host{h}, func() {
+		t0 := time.Now()
+		fn()
+		secs = time.Since(t0).Seconds()
+	})
+	return benchRun{res: res[0], seconds: secs}
 }
 
 func noLiveUpstreams(b *testing.B, h *testbed.Host) int {
@@ -75,9 +70,9 @@ func noLiveUpstreams(b *testing.B, h *testbed.Host) int {
 }
 
 func benchSeedScript(b *testing.B, h *testbed.Host) benchRun {
-	resetHostB(b, h)
+	resetHost(b, h)
 	before := noLiveUpstreams(b, h)
-	r := loadHost(b, h, func() {
+	r := timedLoad(b, h, func() {
 		if out, err := fleet.Run(context.Background(), h, seedScript); err != nil {
 			b.Fatalf("seed script: %v\n%s", err, out)
 		}
@@ -91,13 +86,13 @@ func benchSeedScript(b *testing.B, h *testbed.Host) benchRun {
 // undrain) and the app's own mean boot-to-healthy time in the same run
 // (restart to healthy, as rollout measured it).
 func benchRollout(b *testing.B, h *testbed.Host) (benchRun, time.Duration, time.Duration) {
-	resetHostB(b, h)
+	resetHost(b, h)
 	if err := fleet.StageRelease(context.Background(), h, testbed.GoodRelease("v2")); err != nil {
 		b.Fatal(err)
 	}
-	cfg := fleetConfigB(b)
+	cfg := fleetConfig(b, "0s")
 	var events []byte
-	r := loadHost(b, h, func() {
+	r := timedLoad(b, h, func() {
 		cmd := exec.Command(rolloutBin, "deploy", "-c", cfg, "--version", "v2", "--hosts", h.Addr, "--output", "json")
 		var err error
 		if events, err = cmd.Output(); err != nil {
@@ -138,37 +133,4 @@ func benchRollout(b *testing.B, h *testbed.Host) (benchRun, time.Duration, time.
 		b.Fatalf("no instance finished:\n%s", events)
 	}
 	return r, total / time.Duration(n), boot / time.Duration(n)
-}
-
-func resetHostB(b *testing.B, h *testbed.Host) {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := fleet.Reboot(ctx, h); err != nil {
-		b.Fatal(err)
-	}
-	if err := fleet.Provision(ctx, h, basePort, instances); err != nil {
-		b.Fatal(err)
-	}
-}
-
-func fleetConfigB(b *testing.B) string {
-	f, err := os.CreateTemp("", "rollout-bench-*.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.Remove(f.Name()) })
-	fmt.Fprintf(f, `app: my-app
-hosts: [%s]
-ssh: {user: deploy, key: %s, known_hosts: %s}
-base_port: %d
-instances: %d
-nginx: {upstream_file: /etc/nginx/conf.d/my-app-upstream.conf, upstream: my_app}
-health: {path: /healthz, timeout: 10s, min_healthy: 0s}
-drain_timeout: 10s
-hooks:
-  host_before: ['sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"']
-`, fleet.Hosts[0].Addr, fleet.KeyFile, fleet.KnownHosts, basePort, instances)
-	f.Close()
-	return f.Name()
 }

@@ -17,8 +17,9 @@ import (
 	"github.com/rollout-dev/rollout/internal/loadgen"
 )
 
-// fleetConfig writes a rollout.yaml for the fleet and returns its path.
-func fleetConfig(t *testing.T, extra string) string {
+// fleetConfig writes a rollout.yaml for the fleet, with the given
+// health.min_healthy, and returns its path.
+func fleetConfig(t testing.TB, minHealthy string) string {
 	t.Helper()
 	var hosts []string
 	for _, h := range fleet.Hosts {
@@ -40,12 +41,12 @@ nginx:
 health:
   path: /healthz
   timeout: 10s
-  min_healthy: 1s
+  min_healthy: %s
 drain_timeout: 10s
 hooks:
   host_before:
     - sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"
-%s`, strings.Join(hosts, "\n"), fleet.KeyFile, fleet.KnownHosts, basePort, instances, extra)
+`, strings.Join(hosts, "\n"), fleet.KeyFile, fleet.KnownHosts, basePort, instances, minHealthy)
 	path := filepath.Join(t.TempDir(), "rollout.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -147,14 +148,14 @@ func versionsServed(t *testing.T, h *testbed.Host) map[int]string {
 	return got
 }
 
-// underLoad runs fn while the fleet takes 400 req/s of mixed GET and POST
-// through each host's Nginx, split evenly, and returns the load's results.
-func underLoad(t *testing.T, fn func()) []loadgen.Result {
+// underLoad runs fn while hosts take 400 req/s of mixed GET and POST
+// through their Nginx, split evenly, and returns each host's load results.
+func underLoad(t testing.TB, hosts []*testbed.Host, fn func()) []loadgen.Result {
 	t.Helper()
 	ctx := context.Background()
 	var gens []*loadgen.Generator
-	for _, h := range fleet.Hosts {
-		g, err := loadgen.Start(ctx, loadgen.Config{URL: "http://" + h.Addr, Rate: 400 / len(fleet.Hosts), PostEvery: 4, Timeout: 10 * time.Second})
+	for _, h := range hosts {
+		g, err := loadgen.Start(ctx, loadgen.Config{URL: "http://" + h.Addr, Rate: 400 / len(hosts), PostEvery: 4, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +167,7 @@ func underLoad(t *testing.T, fn func()) []loadgen.Result {
 	var results []loadgen.Result
 	for i, g := range gens {
 		r := g.Stop()
-		t.Logf("load on %s: %s", fleet.Hosts[i].Name, r)
+		t.Logf("load on %s: %s", hosts[i].Name, r)
 		results = append(results, r)
 	}
 	return results
@@ -193,7 +194,7 @@ func resetFleet(t *testing.T) {
 func TestDeployUnderLoadDropsNothing(t *testing.T) {
 	resetFleet(t)
 	stageEverywhere(t, testbed.GoodRelease("v2"))
-	cfg := fleetConfig(t, "")
+	cfg := fleetConfig(t, "1s")
 	before := map[string]map[int]instanceState{}
 	for _, h := range fleet.Hosts {
 		before[h.Name] = instanceStates(t, h)
@@ -201,7 +202,7 @@ func TestDeployUnderLoadDropsNothing(t *testing.T) {
 
 	var out string
 	var code int
-	results := underLoad(t, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2") })
+	results := underLoad(t, fleet.Hosts, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2") })
 	if code != 0 {
 		t.Fatalf("deploy exited %d", code)
 	}
@@ -263,13 +264,13 @@ func TestDeployUnderLoadDropsNothing(t *testing.T) {
 func failedRelease(t *testing.T, r testbed.Release, wantOutput string) {
 	resetFleet(t)
 	stageEverywhere(t, r)
-	cfg := fleetConfig(t, "")
+	cfg := fleetConfig(t, "1s")
 	first := fleet.Hosts[0]
 	before := instanceStates(t, first)
 
 	var out string
 	var code int
-	results := underLoad(t, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", r.Version) })
+	results := underLoad(t, fleet.Hosts, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", r.Version) })
 	if code != 1 {
 		t.Errorf("deploy exited %d, want 1", code)
 	}
@@ -359,7 +360,7 @@ func TestDrainWaitsForLongRequest(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
-	out, code := rollout(t, "deploy", "-c", fleetConfig(t, ""), "--version", "v2", "--hosts", h.Addr)
+	out, code := rollout(t, "deploy", "-c", fleetConfig(t, "1s"), "--version", "v2", "--hosts", h.Addr)
 	if code != 0 {
 		t.Fatalf("deploy exited %d", code)
 	}
@@ -374,7 +375,7 @@ func TestDrainWaitsForLongRequest(t *testing.T) {
 
 // plan and deploy --dry-run print every step and change nothing.
 func TestDryRunChangesNothing(t *testing.T) {
-	cfg := fleetConfig(t, "")
+	cfg := fleetConfig(t, "1s")
 	h := fleet.Hosts[0]
 	resetHost(t, h) // a host left crash-looping by an earlier test changes by itself
 	before, upBefore := instanceStates(t, h), sha256.Sum256([]byte(upstreamFile(t, h)))
@@ -400,7 +401,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 // A user without passwordless sudo fails at preflight, at once, with a
 // message that says so, and nothing changes.
 func TestDeployWithoutSudoFailsFast(t *testing.T) {
-	cfg := fleetConfig(t, "")
+	cfg := fleetConfig(t, "1s")
 	h := fleet.Hosts[0]
 	resetHost(t, h) // a host left crash-looping by an earlier test changes by itself
 	before := instanceStates(t, h)

@@ -27,8 +27,8 @@ func TestInterruptPutsInstanceBack(t *testing.T) {
 	var stdout bytes.Buffer
 	var code int
 	var progress []string
-	results := underLoad(t, func() {
-		cmd := exec.CommandContext(ctx, rolloutBin, "deploy", "-c", fleetConfig(t, ""), "--version", "v2", "--hosts", h.Addr)
+	results := underLoad(t, fleet.Hosts, func() {
+		cmd := exec.CommandContext(ctx, rolloutBin, "deploy", "-c", fleetConfig(t, "1s"), "--version", "v2", "--hosts", h.Addr)
 		cmd.Stdout = &stdout
 		stderr, err := cmd.StderrPipe()
 		if err != nil {

@@ -67,7 +67,7 @@ func run(m *testing.M) int {
 
 // resetHost gives the test a freshly booted and provisioned host, whatever
 // earlier tests did to it.
-func resetHost(t *testing.T, h *testbed.Host) {
+func resetHost(t testing.TB, h *testbed.Host) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
