@@ -494,15 +494,12 @@ func (h *hostRun) instance(ctx context.Context, port int) (err error) {
 		}
 	}()
 
-	if !st.down[port] {
-		if err := h.setDown(ctx, port, true); err != nil {
-			return fail(StepDrain, err)
-		}
-		drained = true
-	} else {
+	if st.down[port] {
 		h.emit(port, StepDrain, "skip", time.Time{}, "already out of nginx")
-		drained = true
+	} else if err := h.setDown(ctx, port, true); err != nil {
+		return fail(StepDrain, err)
 	}
+	drained = true
 
 	if err := h.waitDrained(ctx, port); err != nil {
 		return fail(StepWaitDrain, err)
