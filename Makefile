@@ -23,7 +23,7 @@ unit:
 # Real hosts: boots systemd-nspawn containers (root). One package at a time:
 # they share the machine's testbed.
 e2e: deps
-	$(GO) test -count=1 -p 1 -timeout 30m ./e2e/...
+	$(GO) test -count=1 -p 1 -timeout 60m ./e2e/...
 
 bench: deps
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 20m ./e2e/

@@ -36,7 +36,8 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: skipped: the real-host tests need root (systemd-nspawn, network namespaces)")
 		return 0
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	// Generous: Up first waits for any other testbed on this machine to finish.
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
 	bin, err := os.MkdirTemp("", "rollout-e2e-")
 	if err != nil {
