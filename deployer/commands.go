@@ -1,7 +1,12 @@
 package deployer
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"path"
 	"strconv"
 	"strings"
 
@@ -58,56 +63,105 @@ func (c commands) inspect() string {
 
 const inspectSep = "@@rollout-upstream@@"
 
-// unitFile prints the instance's unit file, to find its log files.
-func (c commands) unitFile(port int) string {
-	return "systemctl cat -- " + sshexec.Quote(c.cfg.UnitName(port))
+// unitFiles prints every instance's unit file, each followed by a
+// separator line, to find their log files.
+func (c commands) unitFiles() string {
+	var units []string
+	for _, p := range c.cfg.Ports() {
+		units = append(units, sshexec.Quote(c.cfg.UnitName(p)))
+	}
+	return "for u in " + strings.Join(units, " ") + `; do systemctl cat -- "$u"; echo ` + unitSep + "; done"
 }
+
+const unitSep = "@@rollout-unit@@"
 
 // unitState prints one instance's state.
 func (c commands) unitState(port int) string {
 	return "systemctl show -p " + unitProps + " -- " + sshexec.Quote(c.cfg.UnitName(port))
 }
 
-// writeUpstream replaces the upstream file with its new content (read from
-// stdin; the previous file is kept in .rollout/ beside it, a directory
-// nginx's "include dir/*" does not match), tests the Nginx config and restores the previous file if the test
-// fails, reloads Nginx, and waits until the workers of the old config have
-// stopped taking new requests (they finish the ones they hold).
-func (c commands) writeUpstream() string {
+// writeUpstream replaces the upstream file with new content. Its stdin is
+// the SHA-256 of the content rollout expects the file to have now, on one
+// line, then the new content (see upstreamInput): if someone else changed
+// the file meanwhile, nothing is written and it exits 67. The previous file
+// is kept in .rollout/ beside it (a directory nginx's "include dir/*" does
+// not match); the Nginx config is tested and the previous file restored if
+// the test fails (exit 65); then Nginx reloads: rollout signals its master
+// (SIGHUP, as `nginx -s reload` does, without parsing the config a second
+// time) unless nginx.reload_command is set.
+//
+// With a port to drain, it then waits until the workers of the old config
+// have stopped taking new requests (exit 66 if they have not after 4s), and
+// until no connection to that port is established (its requests in
+// flight), at most drain_timeout; it prints "drained MS", or "busy MS N"
+// when N connections are still open at the timeout.
+func (c commands) writeUpstream(drainPort int) string {
 	n := c.cfg.Nginx
+	reload := `kill -HUP "$master"`
+	if n.ReloadCommand != "" {
+		reload = n.ReloadCommand
+	}
+	// Few processes: under load every fork costs milliseconds.
+	dir, base := path.Split(n.UpstreamFile)
 	script := fmt.Sprintf(`set -eu
 f=%s
-d=$(dirname -- "$f")/.rollout
-mkdir -p -- "$d"
-prev=$d/$(basename -- "$f").prev
-new=$d/$(basename -- "$f").new
-cp -p -- "$f" "$prev"
-cp -p -- "$f" "$new"
-cat >"$new"
-mv -f -- "$new" "$f"
+d=%s
+b=%s
+IFS= read -r want
+have=$(sha256sum <"$f")
+if [ "${have%%%% *}" != "$want" ]; then
+  echo "$f was changed by someone else since rollout read it" >&2
+  exit 67
+fi
+[ -d "$d" ] || mkdir -p -- "$d"
+cp -p -- "$f" "$d/$b.new"
+cat >"$d/$b.new"
+ln -f -- "$f" "$d/$b.prev"
+mv -f -- "$d/$b.new" "$f"
 if ! out=$(%s 2>&1); then
-  mv -f -- "$prev" "$f"
+  mv -f -- "$d/$b.prev" "$f"
   printf 'nginx config test failed; restored the previous %%s\n%%s\n' "$f" "$out" >&2
   exit 65
 fi
-old=$(ps -o pid= --ppid "$(cat -- %s)" || true)
+read -r master <%s
+`, sshexec.Quote(n.UpstreamFile), sshexec.Quote(dir+".rollout"), sshexec.Quote(base), n.TestCommand, sshexec.Quote(n.PIDFile))
+	if drainPort == 0 {
+		return c.priv(script + reload)
+	}
+	script += fmt.Sprintf(`old=
+if [ -r "/proc/$master/task/$master/children" ]; then
+  read -r old <"/proc/$master/task/$master/children" || true
+else
+  old=$(ps -o pid= --ppid "$master" || true)
+fi
 %s
 i=0
-while [ "$i" -lt 200 ]; do
-  busy=0
-  for p in $old; do
-    case "$(tr '\0' ' ' 2>/dev/null </proc/$p/cmdline || true)" in
-      *"shutting down"*|"") ;;
-      *) busy=1 ;;
-    esac
-  done
-  [ "$busy" = 0 ] && exit 0
-  sleep 0.02
+while :; do
+  files=
+  for p in $old; do files="$files /proc/$p/cmdline"; done
+  [ -z "$files" ] || [ -z "$(grep -L 'shutting down' $files 2>/dev/null)" ] && break
   i=$((i+1))
+  if [ "$i" -ge 400 ]; then echo "nginx workers still on the old config after 4s" >&2; exit 66; fi
+  sleep 0.01
 done
-echo "nginx workers still on the old config after 4s" >&2
-exit 66`, sshexec.Quote(n.UpstreamFile), n.TestCommand, sshexec.Quote(n.PIDFile), n.ReloadCommand)
+conns() { ss -Htn state established %s; }
+[ -z "$(conns)" ] && { echo drained 0; exit 0; }
+t=$(date +%%s%%3N)
+while :; do
+  n=$(conns | wc -l)
+  now=$(date +%%s%%3N)
+  [ "$n" -eq 0 ] && { echo "drained $((now - t))"; exit 0; }
+  [ "$((now - t))" -ge %d ] && { echo "busy $((now - t)) $n"; exit 0; }
+  sleep 0.01
+done`, reload, sshexec.Quote("( sport = :"+strconv.Itoa(drainPort)+" )"), c.cfg.DrainTimeout.Milliseconds())
 	return c.priv(script)
+}
+
+// upstreamInput is writeUpstream's stdin: the checksum of the content the
+// file should have now, then its new content.
+func upstreamInput(current, next []byte) io.Reader {
+	sum := sha256.Sum256(current)
+	return io.MultiReader(strings.NewReader(hex.EncodeToString(sum[:])+"\n"), bytes.NewReader(next))
 }
 
 // connections prints how many connections to the instance are established
@@ -116,18 +170,24 @@ func (c commands) connections(port int) string {
 	return "ss -Htn state established " + sshexec.Quote("( sport = :"+strconv.Itoa(port)+" )") + " | wc -l"
 }
 
-// restart prints the sizes of the instance's log files (so its output since
-// the restart can be shown), then restarts it, clearing a failed state and
-// systemd's start-rate counter first.
+// restart prints the host's clock in microseconds and the sizes of the
+// instance's log files (so its output since the restart can be shown) and
+// the unit's state, then restarts it, clearing a failed state and systemd's
+// start-rate counter first, and prints its state again.
 func (c commands) restart(port int, logs []string) string {
 	unit := sshexec.Quote(c.cfg.UnitName(port))
-	script := ""
+	show := "systemctl show -p " + unitProps + " -- " + unit
+	script := "date +%s%6N\n"
 	if len(logs) > 0 {
-		script = "stat -c '%s %n' -- " + sshexec.QuoteCommand(logs...) + " 2>/dev/null || true\n"
+		script += "stat -c '%s %n' -- " + sshexec.QuoteCommand(logs...) + " 2>/dev/null || true\n"
 	}
-	script += "systemctl reset-failed -- " + unit + " 2>/dev/null || true\nsystemctl restart -- " + unit
-	return c.priv(script)
+	script += "echo " + restartSep + "\n" + show + "\necho " + restartSep + "\n" +
+		"systemctl reset-failed -- " + unit + " 2>/dev/null || true\n" +
+		"systemctl restart -- " + unit + "\n" + show
+	return c.priv("set -e\n" + script)
 }
+
+const restartSep = "@@rollout-state@@"
 
 // appOutput prints what the instance wrote to its log files since the given
 // offsets, and systemd's own journal lines for it since the restart.
@@ -144,9 +204,6 @@ func (c commands) appOutput(port int, offsets map[string]int64, sinceUsec uint64
 	}
 	return c.priv(b.String())
 }
-
-// clock prints the host's realtime clock in microseconds.
-func (c commands) clock() string { return "date +%s%6N" }
 
 // hook runs a user's hook command with the ROLLOUT_* variables set.
 func hookCommand(hook string, env []string) string {

@@ -53,7 +53,7 @@ type NginxConfig struct {
 	Upstream      string
 	ServerAddress string // the ADDR of "server ADDR:PORT;" lines
 	TestCommand   string
-	ReloadCommand string
+	ReloadCommand string // empty: send SIGHUP to the master in PIDFile
 	PIDFile       string
 }
 
@@ -85,7 +85,6 @@ func DefaultConfig() *Config {
 		Nginx: NginxConfig{
 			ServerAddress: "127.0.0.1",
 			TestCommand:   "nginx -t",
-			ReloadCommand: "systemctl reload nginx",
 			PIDFile:       "/run/nginx.pid",
 		},
 		Health: HealthConfig{Path: "/healthz", Status: 200, Timeout: 30 * time.Second,
@@ -655,7 +654,9 @@ func (c *Config) problems() []problem {
 		check("nginx.server_address", fmt.Errorf(`must be an IP address or "localhost", got %q`, c.Nginx.ServerAddress))
 	}
 	check("nginx.test_command", validCommand(c.Nginx.TestCommand))
-	check("nginx.reload_command", validCommand(c.Nginx.ReloadCommand))
+	if c.Nginx.ReloadCommand != "" { // empty: SIGHUP to the master in pid_file
+		check("nginx.reload_command", validCommand(c.Nginx.ReloadCommand))
+	}
 	check("nginx.pid_file", validPath(c.Nginx.PIDFile, false))
 	check("health.path", match(healthPathRE, c.Health.Path, `a path starting with "/" (letters, digits and . _ ~ / % ? & = + -)`))
 	if c.Health.Status < 100 || c.Health.Status > 599 {

@@ -1,7 +1,6 @@
 package deployer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -313,7 +312,15 @@ type hostRun struct {
 	cmds   commands
 	health healthcheck.HTTP
 	stop   <-chan struct{}
-	logs   map[int][]string // per port, discovered from the unit file
+	logs   map[int][]string // per port, discovered from the unit files
+
+	// upstream is the upstream file as rollout last read or wrote it.
+	upstream []byte
+	// pending is an instance that came back healthy and is still marked
+	// down: it goes back into Nginx in the same write and reload that
+	// drains the next instance, or on its own when there is none (0: no
+	// instance is pending).
+	pending int
 
 	restarted, leftOut []int
 }
@@ -338,12 +345,18 @@ func (h *hostRun) emit(port int, step, status string, t0 time.Time, msg string) 
 func (h *hostRun) stopped() bool { return h.d.stopping(h.stop) }
 
 // run deploys every instance of the host, between its hooks.
-func (h *hostRun) run(ctx context.Context) error {
+func (h *hostRun) run(ctx context.Context) (err error) {
 	for _, hook := range h.cfg.Hooks.HostBefore {
 		if err := h.hook(ctx, "before", hook); err != nil {
 			return err
 		}
 	}
+	// On every way out, an instance that came back healthy is put back.
+	defer func() {
+		if perr := h.undrainPending(ctx); perr != nil && err == nil {
+			err = perr
+		}
+	}()
 	st, err := h.inspect(ctx)
 	if err != nil {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
@@ -355,6 +368,9 @@ func (h *hostRun) run(ctx context.Context) error {
 		if err := h.instance(ctx, port); err != nil {
 			return err
 		}
+	}
+	if err := h.undrainPending(ctx); err != nil {
+		return err
 	}
 	for _, hook := range h.cfg.Hooks.HostAfter {
 		if err := h.hook(ctx, "after", hook); err != nil {
@@ -394,6 +410,7 @@ func (h *hostRun) inspect(ctx context.Context) (hostState, error) {
 		return hostState{}, errors.New("inspect: unexpected output")
 	}
 	st := hostState{upstream: []byte(upstream)}
+	h.upstream = st.upstream
 	if st.units, err = parseUnitStates(units); err != nil {
 		return st, err
 	}
@@ -408,16 +425,12 @@ func (h *hostRun) inspect(ctx context.Context) (hostState, error) {
 	return st, nil
 }
 
-// serving returns the instances that take traffic now: in the upstream,
-// running, and passing their health check.
-func (h *hostRun) serving(ctx context.Context, st hostState) map[int]bool {
+// healthy health-checks every instance at once.
+func (h *hostRun) healthy(ctx context.Context) map[int]bool {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	out := map[int]bool{}
 	for _, p := range h.cfg.Ports() {
-		if st.down[p] || !st.units[h.cfg.UnitName(p)].running() {
-			continue
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -432,38 +445,50 @@ func (h *hostRun) serving(ctx context.Context, st hostState) map[int]bool {
 	return out
 }
 
+// serving returns the instances that take traffic now, or will once the
+// pending instance is back: in the upstream as rollout last read or wrote
+// it (or pending), and passing their health check now. A changed upstream
+// file is caught when it is written, and the check is made again.
+func (h *hostRun) serving(ctx context.Context) (map[int]bool, error) {
+	down, err := upstreamServers(h.upstream, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h.cfg.Nginx.UpstreamFile, err)
+	}
+	out := h.healthy(ctx)
+	for p := range out {
+		if down[p] && p != h.pending {
+			delete(out, p)
+		}
+	}
+	return out, nil
+}
+
 // order puts instances that serve nothing now first: restarting them takes
 // nothing out of service.
 func (h *hostRun) order(ctx context.Context, st hostState) []int {
-	serving := h.serving(ctx, st)
+	serving, _ := h.serving(ctx)
+	for p := range serving {
+		if !st.units[h.cfg.UnitName(p)].running() {
+			delete(serving, p)
+		}
+	}
 	ports := append([]int(nil), h.cfg.Ports()...)
 	sort.SliceStable(ports, func(i, j int) bool { return !serving[ports[i]] && serving[ports[j]] })
 	return ports
 }
 
+// errUpstreamChanged: the upstream file changed under rollout; it was read
+// again and nothing was written.
+var errUpstreamChanged = errors.New("the upstream file was changed by someone else during the deploy")
+
 // instance rolls one instance: capacity check, drain, wait for its
-// requests, restart, wait for the new process, health, stability, undrain.
-// On every exit path a drained instance is put back if it is healthy and
-// left out if not.
+// requests, restart, wait for the new process, health, stability. On every
+// exit path a drained instance is put back if it is healthy and left out if
+// not; a healthy one goes back with the next instance's drain.
 func (h *hostRun) instance(ctx context.Context, port int) (err error) {
 	fail := func(step string, err error) error {
 		return &StepError{Host: h.host, Port: port, Step: step, Err: err}
 	}
-
-	t0 := time.Now()
-	h.emit(port, StepCapacity, "start", t0, "")
-	st, err := h.inspect(ctx)
-	if err != nil {
-		return fail(StepCapacity, err)
-	}
-	serving := h.serving(ctx, st)
-	need := max(h.cfg.MinServing(), 1)
-	if serving[port] && len(serving)-1 < need {
-		err := fmt.Errorf("%w: draining %d would leave %d serving, min_serving is %d", ErrCapacity, port, len(serving)-1, need)
-		h.emit(port, StepCapacity, "fail", t0, err.Error())
-		return fail(StepCapacity, err)
-	}
-	h.emit(port, StepCapacity, "ok", t0, fmt.Sprintf("%d serving", len(serving)))
 
 	drained := false
 	defer func() {
@@ -489,35 +514,56 @@ func (h *hostRun) instance(ctx context.Context, port int) (err error) {
 			}
 			return
 		}
-		if uerr := h.setDown(cctx, port, false); uerr != nil && err == nil {
+		if uerr := h.setDown(cctx, map[int]bool{port: false}, 0); uerr != nil && err == nil {
 			err = fail(StepUndrain, uerr)
 		}
 	}()
 
-	if st.down[port] {
-		h.emit(port, StepDrain, "skip", time.Time{}, "already out of nginx")
-	} else if err := h.setDown(ctx, port, true); err != nil {
-		return fail(StepDrain, err)
-	}
-	drained = true
+	for attempt := 0; ; attempt++ {
+		t0 := time.Now()
+		h.emit(port, StepCapacity, "start", t0, "")
+		serving, err := h.serving(ctx)
+		if err != nil {
+			return fail(StepCapacity, err)
+		}
+		need := max(h.cfg.MinServing(), 1)
+		if serving[port] && len(serving)-1 < need {
+			err := fmt.Errorf("%w: draining %d would leave %d serving, min_serving is %d", ErrCapacity, port, len(serving)-1, need)
+			h.emit(port, StepCapacity, "fail", t0, err.Error())
+			return fail(StepCapacity, err)
+		}
+		h.emit(port, StepCapacity, "ok", t0, fmt.Sprintf("%d serving", len(serving)))
 
-	if err := h.waitDrained(ctx, port); err != nil {
-		return fail(StepWaitDrain, err)
+		// One write and one reload put the pending instance back and take
+		// this one out.
+		change := map[int]bool{port: true}
+		if h.pending != 0 {
+			change[h.pending] = false
+		}
+		err = h.setDown(ctx, change, port)
+		if errors.Is(err, errUpstreamChanged) && attempt < 2 {
+			continue // read again: check capacity on the new content
+		}
+		if err != nil {
+			return fail(StepDrain, err)
+		}
+		h.pending = 0
+		drained = true
+		break
 	}
 	if h.stopped() {
 		return fail(StepRestart, ErrStopped)
 	}
 
-	before := st.units[h.cfg.UnitName(port)]
-	offsets, since, err := h.restart(ctx, port)
+	offsets, since, before, after, err := h.restart(ctx, port)
 	if err != nil {
 		return h.appFailure(ctx, port, StepRestart, err, offsets, since)
 	}
 	h.restarted = append(h.restarted, port)
 
-	t0 = time.Now()
+	t0 := time.Now()
 	h.emit(port, StepActive, "start", t0, "")
-	now, err := h.waitActive(ctx, port, before)
+	now, err := h.waitActive(ctx, port, before, after)
 	if err != nil {
 		h.emit(port, StepActive, "fail", t0, err.Error())
 		return h.appFailure(ctx, port, StepActive, err, offsets, since)
@@ -543,91 +589,156 @@ func (h *hostRun) instance(ctx context.Context, port int) (err error) {
 		h.emit(port, StepStable, "ok", t0, "")
 	}
 
-	if err := h.setDown(ctx, port, false); err != nil {
-		return fail(StepUndrain, err)
-	}
+	// Healthy: it goes back into Nginx with the next instance's drain (one
+	// reload for both), or on its own if there is no next one.
+	h.pending = port
 	drained = false
 	return nil
 }
 
-// setDown drains (down=true) or undrains the instance in Nginx.
-func (h *hostRun) setDown(ctx context.Context, port int, down bool) error {
-	step := StepUndrain
-	if down {
-		step = StepDrain
-	}
-	t0 := time.Now()
-	h.emit(port, step, "start", t0, "")
-	err := func() error {
-		res, err := h.conn.Run(ctx, "cat -- "+sshexec.Quote(h.cfg.Nginx.UpstreamFile), nil)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", h.cfg.Nginx.UpstreamFile, err)
-		}
-		next, err := setServerDown(res.Stdout, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress, port, down)
-		if err != nil {
-			return fmt.Errorf("%s: %w", h.cfg.Nginx.UpstreamFile, err)
-		}
-		if _, err := h.conn.Run(ctx, h.cmds.writeUpstream(), bytes.NewReader(next)); err != nil {
-			return explainRemote(fmt.Errorf("update %s: %w", h.cfg.Nginx.UpstreamFile, err), h.cfg)
-		}
+// undrainPending puts the pending instance back into Nginx if it is still
+// healthy, and leaves it out if not. It runs on every way out of the host,
+// even after an interrupt.
+func (h *hostRun) undrainPending(ctx context.Context) error {
+	port := h.pending
+	if port == 0 {
 		return nil
-	}()
-	if err != nil {
-		h.emit(port, step, "fail", t0, err.Error())
-		return err
 	}
-	h.emit(port, step, "ok", t0, "")
+	h.pending = 0
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.Health.AttemptTimeout+30*time.Second)
+	defer cancel()
+	if err := h.health.Wait(cctx, port, h.cfg.Health.AttemptTimeout, h.cfg.Health.Interval, nil); err != nil {
+		h.leftOut = append(h.leftOut, port)
+		h.emit(port, StepUndrain, "skip", time.Time{}, "left out of nginx: "+err.Error())
+		return &StepError{Host: h.host, Port: port, Step: StepUndrain, Err: err, LeftOut: true}
+	}
+	if err := h.setDown(cctx, map[int]bool{port: false}, 0); err != nil {
+		return &StepError{Host: h.host, Port: port, Step: StepUndrain, Err: err}
+	}
 	return nil
 }
 
-// waitDrained waits until no connection to the instance is established,
-// at most drain_timeout; then it goes on and says so.
-func (h *hostRun) waitDrained(ctx context.Context, port int) error {
-	t0 := time.Now()
-	h.emit(port, StepWaitDrain, "start", t0, "")
-	deadline := t0.Add(h.cfg.DrainTimeout)
-	interval := 20 * time.Millisecond
-	for {
-		res, err := h.conn.Run(ctx, h.cmds.connections(port), nil)
-		if err != nil {
-			h.emit(port, StepWaitDrain, "fail", t0, err.Error())
-			return fmt.Errorf("count connections: %w", err)
-		}
-		n, _ := strconv.Atoi(strings.TrimSpace(string(res.Stdout)))
-		if n == 0 {
-			h.emit(port, StepWaitDrain, "ok", t0, "no requests in flight")
-			return nil
-		}
-		if time.Now().After(deadline) {
-			h.emit(port, StepWaitDrain, "warn", t0, fmt.Sprintf("drain timeout %s: %d connections still open, restarting anyway", h.cfg.DrainTimeout, n))
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(interval):
-		}
-		interval = min(interval*2, 250*time.Millisecond)
+// setDown marks instances down (drain) or up (undrain) in the upstream
+// file, in one write and one Nginx reload, from the content rollout last
+// read or wrote. With drainPort set it also waits for that instance's
+// requests in flight (the wait-drain step). An undrain retries once on a
+// file changed by someone else; a drain returns errUpstreamChanged, for the
+// caller to check capacity again.
+func (h *hostRun) setDown(ctx context.Context, change map[int]bool, drainPort int) error {
+	ports := make([]int, 0, len(change))
+	for p := range change {
+		ports = append(ports, p)
 	}
+	sort.Ints(ports)
+	step := func(p int) string {
+		if change[p] {
+			return StepDrain
+		}
+		return StepUndrain
+	}
+	note := func(p int) string {
+		var with []string
+		for _, q := range ports {
+			if q != p {
+				with = append(with, fmt.Sprintf("%s of %d", step(q), q))
+			}
+		}
+		if len(with) == 0 {
+			return ""
+		}
+		return "one reload with the " + strings.Join(with, ", ")
+	}
+	t0 := time.Now()
+	for _, p := range ports {
+		h.emit(p, step(p), "start", t0, "")
+	}
+	var out string
+	var err error
+	for attempt := 0; ; attempt++ {
+		out, err = h.writeUpstream(ctx, change, drainPort)
+		if !errors.Is(err, errUpstreamChanged) || drainPort != 0 || attempt > 0 {
+			break
+		}
+	}
+	// A drain's script waits for the old workers, then for the requests
+	// in flight (the wait-drain step): "drained MS" or "busy MS N".
+	var status string
+	var waited time.Duration
+	var open int
+	if err == nil && drainPort != 0 {
+		var ms int
+		fmt.Sscan(strings.TrimSpace(out), &status, &ms, &open)
+		waited = time.Duration(ms) * time.Millisecond
+		if status != "drained" && status != "busy" {
+			err = fmt.Errorf("update %s: unexpected output %q", h.cfg.Nginx.UpstreamFile, out)
+		}
+	}
+	took := time.Since(t0) - waited
+	for _, p := range ports {
+		e := Event{Host: h.host, Port: p, Step: step(p), Status: "ok", Duration: took, Message: note(p)}
+		if err != nil {
+			e.Status, e.Message = "fail", err.Error()
+		}
+		h.d.emit(e)
+	}
+	switch {
+	case err != nil || drainPort == 0:
+		return err
+	case status == "busy":
+		h.d.emit(Event{Host: h.host, Port: drainPort, Step: StepWaitDrain, Status: "warn", Duration: waited,
+			Message: fmt.Sprintf("drain timeout %s: %d connections still open, restarting anyway", h.cfg.DrainTimeout, open)})
+	default:
+		h.d.emit(Event{Host: h.host, Port: drainPort, Step: StepWaitDrain, Status: "ok", Duration: waited, Message: "no requests in flight"})
+	}
+	return nil
 }
 
-// restart restarts the instance and returns where its log files ended
-// before, and the host's clock, to show its output since.
-func (h *hostRun) restart(ctx context.Context, port int) (map[string]int64, uint64, error) {
+// writeUpstream runs one write of the upstream file and returns the
+// script's output. When the file changed under rollout, it reads it again
+// and returns errUpstreamChanged.
+func (h *hostRun) writeUpstream(ctx context.Context, change map[int]bool, drainPort int) (string, error) {
+	file := h.cfg.Nginx.UpstreamFile
+	next := h.upstream
+	for p, down := range change {
+		var err error
+		if next, err = setServerDown(next, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress, p, down); err != nil {
+			return "", fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	res, err := h.conn.Run(ctx, h.cmds.writeUpstream(drainPort), upstreamInput(h.upstream, next))
+	var ee *sshexec.ExitError
+	if errors.As(err, &ee) && ee.Code == 67 {
+		cur, rerr := h.conn.Run(ctx, "cat -- "+sshexec.Quote(file), nil)
+		if rerr != nil {
+			return "", fmt.Errorf("read %s: %w", file, rerr)
+		}
+		h.upstream = cur.Stdout
+		return "", errUpstreamChanged
+	}
+	if err != nil {
+		return "", explainRemote(fmt.Errorf("update %s: %w", file, err), h.cfg)
+	}
+	h.upstream = next
+	return string(res.Stdout), nil
+}
+
+// restart restarts the instance. It returns where its log files ended
+// before and the host's clock (to show its output since), and the unit's
+// state just before and just after.
+func (h *hostRun) restart(ctx context.Context, port int) (offsets map[string]int64, since uint64, before, after unitState, err error) {
 	t0 := time.Now()
 	h.emit(port, StepRestart, "start", t0, "")
 	logs, err := h.logFiles(ctx, port)
 	if err != nil {
 		h.emit(port, StepRestart, "fail", t0, err.Error())
-		return nil, 0, err
-	}
-	var since uint64
-	if res, err := h.conn.Run(ctx, h.cmds.clock(), nil); err == nil {
-		since, _ = strconv.ParseUint(strings.TrimSpace(string(res.Stdout)), 10, 64)
+		return nil, 0, before, after, err
 	}
 	res, err := h.conn.Run(ctx, h.cmds.restart(port, logs), nil)
-	offsets := map[string]int64{}
-	for _, line := range strings.Split(string(res.Stdout), "\n") {
+	parts := strings.Split(string(res.Stdout), restartSep+"\n")
+	clock, sizes, _ := strings.Cut(parts[0], "\n")
+	since, _ = strconv.ParseUint(strings.TrimSpace(clock), 10, 64)
+	offsets = map[string]int64{}
+	for _, line := range strings.Split(sizes, "\n") {
 		size, file, ok := strings.Cut(line, " ")
 		if n, perr := strconv.ParseInt(size, 10, 64); ok && perr == nil {
 			offsets[file] = n
@@ -638,13 +749,23 @@ func (h *hostRun) restart(ctx context.Context, port int) (map[string]int64, uint
 			offsets[f] = 0
 		}
 	}
+	unit := h.cfg.UnitName(port)
+	if err == nil && len(parts) == 3 {
+		b, berr := parseUnitStates(parts[1])
+		a, aerr := parseUnitStates(parts[2])
+		if err = errors.Join(berr, aerr); err == nil {
+			before, after = b[unit], a[unit]
+		}
+	} else if err == nil {
+		err = fmt.Errorf("restart: unexpected output %q", res.Stdout)
+	}
 	if err != nil {
 		err = explainRemote(err, h.cfg)
 		h.emit(port, StepRestart, "fail", t0, err.Error())
-		return offsets, since, err
+		return offsets, since, before, after, err
 	}
 	h.emit(port, StepRestart, "ok", t0, "")
-	return offsets, since, nil
+	return offsets, since, before, after, nil
 }
 
 // logFiles are the instance's log files: from the config, or else from its
@@ -656,11 +777,17 @@ func (h *hostRun) logFiles(ctx context.Context, port int) ([]string, error) {
 	if files, ok := h.logs[port]; ok {
 		return files, nil
 	}
-	res, err := h.conn.Run(ctx, h.cmds.unitFile(port), nil)
+	// Every instance's unit file at once, the first time one is needed.
+	res, err := h.conn.Run(ctx, h.cmds.unitFiles(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("read unit file: %w", err)
+		return nil, fmt.Errorf("read unit files: %w", err)
 	}
-	h.logs[port] = unitLogFiles(string(res.Stdout), h.cfg.UnitName(port))
+	files := strings.Split(string(res.Stdout), unitSep+"\n")
+	for i, p := range h.cfg.Ports() {
+		if i < len(files) {
+			h.logs[p] = unitLogFiles(files[i], h.cfg.UnitName(p))
+		}
+	}
 	return h.logs[port], nil
 }
 
@@ -677,14 +804,11 @@ func (h *hostRun) unitState(ctx context.Context, port int) (unitState, error) {
 }
 
 // waitActive waits until systemd runs a new process for the instance (not
-// the old one): active, with another MainPID or start time.
-func (h *hostRun) waitActive(ctx context.Context, port int, before unitState) (unitState, error) {
+// the old one): active, with another MainPID or start time. u is its state
+// right after the restart.
+func (h *hostRun) waitActive(ctx context.Context, port int, before, u unitState) (unitState, error) {
 	deadline := time.Now().Add(h.cfg.Health.Timeout)
 	for {
-		u, err := h.unitState(ctx, port)
-		if err != nil {
-			return u, err
-		}
 		fresh := u.MainPID != before.MainPID || u.StartedAt != before.StartedAt
 		switch {
 		case u.running() && fresh:
@@ -698,6 +822,10 @@ func (h *hostRun) waitActive(ctx context.Context, port int, before unitState) (u
 		case <-ctx.Done():
 			return u, ctx.Err()
 		case <-time.After(h.cfg.Health.Interval):
+		}
+		var err error
+		if u, err = h.unitState(ctx, port); err != nil {
+			return u, err
 		}
 	}
 }

@@ -24,6 +24,7 @@ type HostPlan struct {
 	Host      string         `json:"host"`
 	Preflight Step           `json:"preflight"`
 	Before    []Step         `json:"before,omitempty"`
+	Inspect   Step           `json:"inspect"` // once, to order the instances
 	Instances []InstancePlan `json:"instances"`
 	After     []Step         `json:"after,omitempty"`
 }
@@ -71,25 +72,37 @@ func BuildPlan(cfg *Config, version string) *Plan {
 		for _, h := range cfg.Hooks.HostAfter {
 			hp.After = append(hp.After, Step{Name: StepHook, Does: "run after the last instance", Command: hookCommand(h, d.hookEnv(host, ""))})
 		}
-		for _, port := range cfg.Ports() {
+		hp.Inspect = Step{Name: StepCapacity, Command: c.inspect(), Does: fmt.Sprintf(
+			"read unit states and %s, and health-check every instance; instances serving nothing go first", cfg.Nginx.UpstreamFile)}
+		ports := cfg.Ports()
+		for i, port := range ports {
 			ip := InstancePlan{Port: port, Unit: cfg.UnitName(port)}
+			drain := Step{Name: StepDrain, Command: c.writeUpstream(port), Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ... down;\"", cfg.Nginx.UpstreamFile, addr, port),
+				Does: "unless someone else changed the file since it was read (then read it again and check capacity again), mark the instance down in the upstream; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests"}
+			if i > 0 {
+				prev := ports[i-1]
+				drain.Stdin = fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ...;\" (down removed) and \"server %s:%d ... down;\"", cfg.Nginx.UpstreamFile, addr, prev, addr, port)
+				drain.Does = fmt.Sprintf("unless someone else changed the file since it was read (then read it again and check capacity again), in one write and one reload put %d back (its undrain) and mark this instance down; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests", prev)
+			}
 			ip.Steps = []Step{
-				{Name: StepCapacity, Command: c.inspect(), Does: fmt.Sprintf(
-					"read unit states and %s; health-check each instance in nginx (%s); stop unless at least %d others stay serving",
-					cfg.Nginx.UpstreamFile, strings.Replace(hc, "%d", "PORT", 1), max(cfg.MinServing(), 1))},
-				{Name: StepDrain, Command: c.writeUpstream(), Stdin: fmt.Sprintf("%s with \"server %s:%d ... down;\"", cfg.Nginx.UpstreamFile, addr, port),
-					Does: "mark the instance down in the upstream; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests"},
-				{Name: StepWaitDrain, Command: c.connections(port), Does: fmt.Sprintf("repeat until 0 connections are established to :%d, at most %s", port, cfg.DrainTimeout)},
-				{Name: StepRestart, Command: c.restart(port, cfg.LogFiles(port)), Does: "note the log files' sizes, then restart the instance (log files come from the unit file when the config lists none)"},
-				{Name: StepActive, Command: c.unitState(port), Does: fmt.Sprintf("repeat until systemd runs a new process (new MainPID), at most %s; stop if it exits", cfg.Health.Timeout)},
+				{Name: StepCapacity, Does: fmt.Sprintf(
+					"health-check every instance (%s); those marked down in %s as last read do not count; stop unless at least %d others stay serving", strings.Replace(hc, "%d", "PORT", 1), cfg.Nginx.UpstreamFile, max(cfg.MinServing(), 1))},
+				drain,
+				{Name: StepWaitDrain, Does: fmt.Sprintf("in the drain script: repeat %s until 0 connections are established to :%d, at most %s", c.connections(port), port, cfg.DrainTimeout)},
+				{Name: StepRestart, Command: c.restart(port, cfg.LogFiles(port)), Does: "note the host's clock, the log files' sizes and the unit's state, restart the instance, print its state (log files come from the unit files, read once per host with " + c.unitFiles() + ", when the config lists none)"},
+				{Name: StepActive, Command: c.unitState(port), Does: fmt.Sprintf("from the state the restart printed, then repeat until systemd runs a new process (new MainPID), at most %s; stop if it exits", cfg.Health.Timeout)},
 				{Name: StepHealth, Does: fmt.Sprintf(hc+"; every %s until healthy, at most %s; stop if the process exits", port, cfg.Health.Interval, cfg.Health.Timeout)},
 			}
 			if cfg.Health.MinHealthy > 0 {
 				ip.Steps = append(ip.Steps, Step{Name: StepStable, Command: c.unitState(port), Does: fmt.Sprintf("stay healthy on the same process, not restarted by systemd, for %s", cfg.Health.MinHealthy)})
 			}
-			ip.Steps = append(ip.Steps, Step{Name: StepUndrain, Command: c.writeUpstream(),
-				Stdin: fmt.Sprintf("%s with \"server %s:%d ...;\" (down removed)", cfg.Nginx.UpstreamFile, addr, port),
-				Does:  "put the instance back in the upstream; test the nginx config; reload nginx"})
+			if i < len(ports)-1 {
+				ip.Steps = append(ip.Steps, Step{Name: StepUndrain, Does: fmt.Sprintf("back into the upstream with the drain of %d: one write, one reload", ports[i+1])})
+			} else {
+				ip.Steps = append(ip.Steps, Step{Name: StepUndrain, Command: c.writeUpstream(0),
+					Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ...;\" (down removed)", cfg.Nginx.UpstreamFile, addr, port),
+					Does:  "check it is still healthy; put the instance back in the upstream; test the nginx config; reload nginx"})
+			}
 			hp.Instances = append(hp.Instances, ip)
 		}
 		p.Hosts = append(p.Hosts, hp)
@@ -133,6 +146,8 @@ func (p *Plan) WriteText(w io.Writer) error {
 			n++
 			step("  ", n, s)
 		}
+		n++
+		step("  ", n, h.Inspect)
 		for _, inst := range h.Instances {
 			ew.printf("  instance %d (%s)\n", inst.Port, inst.Unit)
 			for j, s := range inst.Steps {
