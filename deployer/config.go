@@ -32,6 +32,11 @@ type Config struct {
 	Logs         []string // absolute paths; {port} is the instance's port
 	Hooks        Hooks
 	Parallel     int // hosts deployed at once
+	// StateDir holds, on each host, the deploy lock and the history:
+	// StateDir/App/lock and StateDir/App/history.jsonl.
+	StateDir string
+	// LockStaleAfter: a lock not refreshed for this long is stale.
+	LockStaleAfter time.Duration
 
 	ports      []int
 	minServing *int // nil: all the other instances of a host
@@ -89,8 +94,10 @@ func DefaultConfig() *Config {
 		},
 		Health: HealthConfig{Path: "/healthz", Status: 200, Timeout: 30 * time.Second,
 			AttemptTimeout: 2 * time.Second, Interval: 50 * time.Millisecond, MinHealthy: 2 * time.Second},
-		DrainTimeout: 30 * time.Second,
-		Parallel:     1,
+		DrainTimeout:   30 * time.Second,
+		Parallel:       1,
+		StateDir:       "/var/lib/rollout",
+		LockStaleAfter: time.Minute,
 	}
 }
 
@@ -422,7 +429,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	c := DefaultConfig()
 	p.nodes[""] = deref(root)
 	if !p.mapping("", "app", "unit", "hosts", "ssh", "sudo", "ports", "base_port", "instances",
-		"min_serving", "nginx", "health", "drain_timeout", "logs", "hooks", "parallel") {
+		"min_serving", "nginx", "health", "drain_timeout", "logs", "hooks", "parallel", "state_dir", "lock_stale_after") {
 		return c
 	}
 	p.str("app", &c.App)
@@ -477,6 +484,8 @@ func (p *parser) config(root *yaml.Node) *Config {
 		p.strs("hooks.host_after", &c.Hooks.HostAfter)
 	}
 	p.integer("parallel", &c.Parallel)
+	p.str("state_dir", &c.StateDir)
+	p.duration("lock_stale_after", &c.LockStaleAfter)
 	return c
 }
 
@@ -687,6 +696,12 @@ func (c *Config) problems() []problem {
 				check(fmt.Sprintf("%s[%d]", h.key, i), fmt.Errorf("must be a non-empty command without NUL bytes, got %q", hook))
 			}
 		}
+	}
+	check("state_dir", validPath(c.StateDir, false))
+	if err := positive(c.LockStaleAfter); err != nil {
+		check("lock_stale_after", err)
+	} else if c.LockStaleAfter < 3*time.Second {
+		check("lock_stale_after", fmt.Errorf("must be at least 3s (the lock is refreshed every third of it), got %s", c.LockStaleAfter))
 	}
 	if c.Parallel < 1 {
 		check("parallel", fmt.Errorf("must be at least 1, got %d", c.Parallel))

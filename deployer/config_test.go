@@ -82,7 +82,7 @@ func TestParseConfigValid(t *testing.T) {
 					HostBefore: []string{`sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"`},
 					HostAfter:  []string{"rm -rf /srv/my-app/releases/old\necho done\n"},
 				},
-				Parallel:   2,
+				Parallel: 2, StateDir: "/var/lib/rollout-state", LockStaleAfter: 90 * time.Second,
 				ports:      []int{3000, 3001, 3002},
 				minServing: intPtr(1),
 			},

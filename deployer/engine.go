@@ -42,6 +42,11 @@ type Deployer struct {
 	Events func(Event)
 	// Stdout and Stderr receive local hooks' output.
 	Stdout, Stderr io.Writer
+	// Holder is recorded in each host's deploy lock and history; the zero
+	// value means this process (NewLockInfo).
+	Holder LockInfo
+	// BreakStaleLock takes over a lock whose holder stopped refreshing it.
+	BreakStaleLock bool
 }
 
 // Event is one step's progress.
@@ -109,7 +114,10 @@ func (d *Deployer) Deploy(ctx context.Context) (*Report, error) {
 		return finish(err)
 	}
 
-	conns, err := d.preflight(ctx)
+	if d.Holder.Token == "" {
+		d.Holder = NewLockInfo("deploy", d.Version)
+	}
+	conns, locks, err := d.preflight(ctx)
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
@@ -120,6 +128,23 @@ func (d *Deployer) Deploy(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return finish(err)
 	}
+	// Every host was locked: on the way out each one gets its history line,
+	// then its lock back, whatever happened.
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		for i, l := range locks {
+			r := rep.Hosts[i]
+			entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
+				Op: "deploy", Version: d.Version, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
+			if err := AppendHistory(cctx, cfg, conns[i], entry); err != nil {
+				fmt.Fprintf(d.Stderr, "rollout: %s: %v\n", cfg.Hosts[i], err)
+			}
+			if err := l.Release(cctx); err != nil {
+				fmt.Fprintf(d.Stderr, "rollout: %v\n", err)
+			}
+		}
+	}()
 
 	stop := make(chan struct{})
 	var stopOnce sync.Once
@@ -131,6 +156,16 @@ func (d *Deployer) Deploy(ctx context.Context) (*Report, error) {
 		case <-stop:
 		}
 	}()
+	for i, l := range locks {
+		go func() {
+			select {
+			case <-l.Lost:
+				d.emit(Event{Host: cfg.Hosts[i], Step: StepLock, Status: "fail", Message: "the deploy lock was taken over by someone else: stopping"})
+				halt()
+			case <-stop:
+			}
+		}()
+	}
 
 	// Workers take hosts in config order, so with parallel 1 the hosts go
 	// one after another as listed.
@@ -206,11 +241,12 @@ func (d *Deployer) runHost(ctx context.Context, host string, conn Conn, stop <-c
 	return hr, time.Since(t0), err
 }
 
-// preflight connects to every host in parallel and checks each one; it
-// changes nothing.
-func (d *Deployer) preflight(ctx context.Context) ([]Conn, error) {
+// preflight connects to every host in parallel, checks each one and takes
+// its deploy lock; it changes nothing else. On failure no lock is kept.
+func (d *Deployer) preflight(ctx context.Context) ([]Conn, []*HostLock, error) {
 	cfg := d.Config
 	conns := make([]Conn, len(cfg.Hosts))
+	locks := make([]*HostLock, len(cfg.Hosts))
 	errs := make([]error, len(cfg.Hosts))
 	cmds := newCommands(cfg)
 	var wg sync.WaitGroup
@@ -232,6 +268,13 @@ func (d *Deployer) preflight(ctx context.Context) ([]Conn, error) {
 				return
 			}
 			d.emit(Event{Host: host, Step: StepPreflight, Status: "ok", Duration: time.Since(t0)})
+			t0 = time.Now()
+			if locks[i], err = AcquireLock(ctx, cfg, host, c, d.Holder, d.BreakStaleLock); err != nil {
+				errs[i] = &StepError{Host: host, Step: StepLock, Err: err}
+				d.emit(Event{Host: host, Step: StepLock, Status: "fail", Duration: time.Since(t0), Message: err.Error()})
+				return
+			}
+			d.emit(Event{Host: host, Step: StepLock, Status: "ok", Duration: time.Since(t0)})
 		}()
 	}
 	wg.Wait()
@@ -241,7 +284,19 @@ func (d *Deployer) preflight(ctx context.Context) ([]Conn, error) {
 			merr = multierror.Append(merr, e)
 		}
 	}
-	return conns, merr.ErrorOrNil()
+	if merr != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		for _, l := range locks {
+			if l != nil {
+				if err := l.Release(cctx); err != nil {
+					merr = multierror.Append(merr, err)
+				}
+			}
+		}
+		return conns, nil, merr
+	}
+	return conns, locks, nil
 }
 
 // explainRemote turns a sudo refusal into a message that says what to do.
@@ -777,18 +832,29 @@ func (h *hostRun) logFiles(ctx context.Context, port int) ([]string, error) {
 	if files, ok := h.logs[port]; ok {
 		return files, nil
 	}
-	// Every instance's unit file at once, the first time one is needed.
-	res, err := h.conn.Run(ctx, h.cmds.unitFiles(), nil)
+	logs, err := unitsLogFiles(ctx, h.cfg, h.conn)
+	if err != nil {
+		return nil, err
+	}
+	h.logs = logs
+	return h.logs[port], nil
+}
+
+// unitsLogFiles reads every instance's unit file at once and returns the
+// log files each one names.
+func unitsLogFiles(ctx context.Context, cfg *Config, conn Conn) (map[int][]string, error) {
+	res, err := conn.Run(ctx, newCommands(cfg).unitFiles(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("read unit files: %w", err)
 	}
 	files := strings.Split(string(res.Stdout), unitSep+"\n")
-	for i, p := range h.cfg.Ports() {
+	logs := map[int][]string{}
+	for i, p := range cfg.Ports() {
 		if i < len(files) {
-			h.logs[p] = unitLogFiles(files[i], h.cfg.UnitName(p))
+			logs[p] = unitLogFiles(files[i], cfg.UnitName(p))
 		}
 	}
-	return h.logs[port], nil
+	return logs, nil
 }
 
 func (h *hostRun) unitState(ctx context.Context, port int) (unitState, error) {

@@ -35,6 +35,8 @@ type fakeHost struct {
 	healthy  map[int]bool
 	servers  map[int]*httptest.Server
 	writes   []string // the upstream file after each write
+	locked   bool
+	history  []string
 	// failAfterRestart: the instance answers 503 once restarted.
 	failAfterRestart int
 	// onWrite runs before a write is checked (to change the file under
@@ -80,6 +82,20 @@ func (h *fakeHost) Run(_ context.Context, cmd string, stdin io.Reader) (sshexec.
 	out := func(s string) (sshexec.Result, error) { return sshexec.Result{Stdout: []byte(s)}, nil }
 	switch {
 	case strings.Contains(cmd, "nginx config test fails before any change"): // preflight
+		return out("")
+	case strings.Contains(cmd, "take() { mkdir"): // lock
+		if h.locked {
+			return out("held 1\n{}")
+		}
+		h.locked = true
+		io.Copy(io.Discard, stdin)
+		return out("acquired\n")
+	case strings.Contains(cmd, "lock.released"):
+		h.locked = false
+		return out("")
+	case strings.Contains(cmd, "history.jsonl"):
+		b, _ := io.ReadAll(stdin)
+		h.history = append(h.history, string(b))
 		return out("")
 	case strings.Contains(cmd, inspectSep):
 		var b strings.Builder
@@ -200,6 +216,9 @@ func TestDeployOneReloadPerInstance(t *testing.T) {
 	if !strings.HasPrefix(h.upstream, "# managed by hand, and by rollout\n") {
 		t.Errorf("the rest of the file was not kept:\n%s", h.upstream)
 	}
+	if h.locked || len(h.history) != 1 || !strings.Contains(h.history[0], `"outcome":"ok"`) {
+		t.Errorf("locked after the deploy: %v; history %q", h.locked, h.history)
+	}
 }
 
 func TestDeployFailureKeepsPendingInstanceServing(t *testing.T) {
@@ -217,6 +236,9 @@ func TestDeployFailureKeepsPendingInstanceServing(t *testing.T) {
 	}
 	if !strings.Contains(se.Output, "not ready") {
 		t.Errorf("the app's output is missing: %q", se.Output)
+	}
+	if h.locked || len(h.history) != 1 || !strings.Contains(h.history[0], `"outcome":"failed"`) {
+		t.Errorf("locked after the deploy: %v; history %q", h.locked, h.history)
 	}
 }
 
@@ -237,5 +259,18 @@ func TestDeployUpstreamChangedByOthers(t *testing.T) {
 	}
 	if got := downIn(t, h.upstream); fmt.Sprint(got) != "[3003]" {
 		t.Errorf("down at the end: %v, want [3003] (the hand edit, and 3001 back in)", got)
+	}
+}
+
+func TestDeployRefusedWhileLocked(t *testing.T) {
+	h := newFakeHost(t, []int{3000, 3001})
+	h.locked = true
+	_, err := fakeDeploy(t, h)
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != StepLock || !errors.Is(err, ErrLocked) {
+		t.Fatalf("err = %v, want a lock failure", err)
+	}
+	if len(h.writes) != 0 || !h.locked {
+		t.Errorf("a locked host was changed (%d writes) or unlocked", len(h.writes))
 	}
 }

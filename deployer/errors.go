@@ -8,6 +8,7 @@ import (
 // Step names, as they appear in events, errors and the plan.
 const (
 	StepPreflight = "preflight"
+	StepLock      = "lock"
 	StepHook      = "hook"
 	StepCapacity  = "capacity"
 	StepDrain     = "drain"

@@ -16,6 +16,7 @@ type unitState struct {
 	MainPID   int
 	StartedAt uint64 // ExecMainStartTimestampMonotonic, µs
 	Restarts  int    // NRestarts
+	Memory    uint64 // MemoryCurrent, bytes; 0 when systemd does not say
 }
 
 // running reports whether systemd considers the instance up.
@@ -72,6 +73,8 @@ func parseUnitStates(out string) (map[string]unitState, error) {
 			cur.StartedAt, err = strconv.ParseUint(v, 10, 64)
 		case "NRestarts":
 			cur.Restarts, err = strconv.Atoi(v)
+		case "MemoryCurrent":
+			cur.Memory, _ = strconv.ParseUint(v, 10, 64) // "[not set]" without accounting
 		}
 		if err != nil {
 			return nil, fmt.Errorf("systemctl show %s: %w", k, err)

@@ -48,7 +48,7 @@ func exitCode(err error, interrupted bool, stderr io.Writer) int {
 		return exitInterrupted
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.As(err, &se) && (se.Step == deployer.StepPreflight || (se.Step == deployer.StepHook && se.Host == "local")):
+	case errors.As(err, &se) && (se.Step == deployer.StepPreflight || se.Step == deployer.StepLock || (se.Step == deployer.StepHook && se.Host == "local")):
 		return exitPreflight
 	default:
 		return exitFailed
@@ -73,7 +73,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
    rollout deploy --version v2
    rollout deploy --version "$GITHUB_SHA" --parallel 2
    rollout deploy --dry-run --version v2     # print every step, change nothing`,
-				Flags:        append(overrideFlags(), &cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"}),
+				Flags: append(overrideFlags(),
+					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
+					&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
 				Action:       deployAction,
 				OnUsageError: onUsageError,
 			},
@@ -87,6 +89,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:       planAction,
 				OnUsageError: onUsageError,
 			},
+			statusCommand(),
+			logsCommand(),
+			historyCommand(),
+			lockCommand(),
 		},
 	}
 }
@@ -95,19 +101,25 @@ func onUsageError(_ *cli.Context, err error, _ bool) error { return usageError{e
 
 // overrideFlags override the config file; each has a ROLLOUT_* variable.
 func overrideFlags() []cli.Flag {
+	return append(connFlags(),
+		&cli.StringFlag{Name: "version", EnvVars: []string{"ROLLOUT_VERSION"}, Usage: "release version (passed to hooks as ROLLOUT_VERSION)"},
+		&cli.IntFlag{Name: "parallel", EnvVars: []string{"ROLLOUT_PARALLEL"}, Usage: "hosts deployed at once"},
+		&cli.IntFlag{Name: "min-serving", EnvVars: []string{"ROLLOUT_MIN_SERVING"}, Usage: "instances per host that must keep serving (default: all others)"},
+		&cli.DurationFlag{Name: "drain-timeout", EnvVars: []string{"ROLLOUT_DRAIN_TIMEOUT"}, Usage: "longest wait for in-flight requests"},
+		&cli.DurationFlag{Name: "health-timeout", EnvVars: []string{"ROLLOUT_HEALTH_TIMEOUT"}, Usage: "longest wait for a restarted instance to be healthy"},
+	)
+}
+
+// connFlags say where the config is and how to reach the hosts.
+func connFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "rollout.yaml", EnvVars: []string{"ROLLOUT_CONFIG"}, Usage: "config file"},
-		&cli.StringFlag{Name: "version", EnvVars: []string{"ROLLOUT_VERSION"}, Usage: "release version (passed to hooks as ROLLOUT_VERSION)"},
 		&cli.StringSliceFlag{Name: "hosts", EnvVars: []string{"ROLLOUT_HOSTS"}, Usage: "hosts, replacing the config's (comma-separated)"},
 		&cli.StringFlag{Name: "user", EnvVars: []string{"ROLLOUT_SSH_USER"}, Usage: "SSH user"},
 		&cli.IntFlag{Name: "ssh-port", EnvVars: []string{"ROLLOUT_SSH_PORT"}, Usage: "SSH port"},
 		&cli.StringFlag{Name: "key", EnvVars: []string{"ROLLOUT_SSH_KEY_FILE"}, Usage: "SSH private key file"},
 		&cli.StringFlag{Name: "known-hosts", EnvVars: []string{"ROLLOUT_KNOWN_HOSTS_FILE"}, Usage: "known_hosts file"},
 		&cli.BoolFlag{Name: "accept-new", EnvVars: []string{"ROLLOUT_ACCEPT_NEW"}, Usage: "trust and record unknown host keys (a changed key is still refused)"},
-		&cli.IntFlag{Name: "parallel", EnvVars: []string{"ROLLOUT_PARALLEL"}, Usage: "hosts deployed at once"},
-		&cli.IntFlag{Name: "min-serving", EnvVars: []string{"ROLLOUT_MIN_SERVING"}, Usage: "instances per host that must keep serving (default: all others)"},
-		&cli.DurationFlag{Name: "drain-timeout", EnvVars: []string{"ROLLOUT_DRAIN_TIMEOUT"}, Usage: "longest wait for in-flight requests"},
-		&cli.DurationFlag{Name: "health-timeout", EnvVars: []string{"ROLLOUT_HEALTH_TIMEOUT"}, Usage: "longest wait for a restarted instance to be healthy"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", EnvVars: []string{"ROLLOUT_OUTPUT"}, Usage: "text or json"},
 	}
 }
@@ -220,9 +232,10 @@ func deployAction(c *cli.Context) error {
 		Connect: func(ctx context.Context, host string) (deployer.Conn, error) {
 			return sshexec.Dial(ctx, sshConfig(cfg, host))
 		},
-		Events: out.event,
-		Stdout: c.App.ErrWriter,
-		Stderr: c.App.ErrWriter,
+		Events:         out.event,
+		Stdout:         c.App.ErrWriter,
+		Stderr:         c.App.ErrWriter,
+		BreakStaleLock: c.Bool("break-stale-lock"),
 	}
 	rep, err := d.Deploy(c.Context)
 	out.report(rep, err)

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rollout-dev/rollout/deployer"
+	"github.com/rollout-dev/rollout/sshexec"
+)
+
+// errNotServing: status found an instance that is down or unhealthy.
+var errNotServing = errors.New("not every instance is serving")
+
+func connector(cfg *deployer.Config) func(context.Context, string) (deployer.Conn, error) {
+	return func(ctx context.Context, host string) (deployer.Conn, error) {
+		return sshexec.Dial(ctx, sshConfig(cfg, host))
+	}
+}
+
+// hostErrors joins the per-host errors, nil when there are none.
+func hostErrors(errs []error) error { return errors.Join(errs...) }
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show every instance: systemd state, PID, uptime, memory, restarts, in Nginx or not, health",
+		Description: `Exits 1 when any instance is down, out of Nginx or unhealthy, or a host cannot
+be read, so a cron job or systemd timer can alert on it. Hosts are queried in
+parallel; nothing is changed.
+
+Examples:
+   rollout status
+   rollout status --output json          # for a dashboard
+   rollout status --hosts 10.0.0.5`,
+		Flags:        connFlags(),
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			hosts := make([]deployer.HostStatus, len(cfg.Hosts))
+			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, host string, conn deployer.Conn) error {
+				for i, h := range cfg.Hosts {
+					if h == host {
+						hosts[i] = deployer.Status(ctx, cfg, host, conn)
+					}
+				}
+				return nil
+			})
+			for i, err := range errs {
+				if err != nil {
+					hosts[i] = deployer.HostStatus{Host: cfg.Hosts[i], Error: err.Error()}
+				}
+			}
+			if c.String("output") == "json" {
+				writeJSONLine(c.App.Writer, map[string]any{"hosts": hosts})
+			} else {
+				writeStatus(c.App.Writer, hosts)
+			}
+			bad := 0
+			for _, h := range hosts {
+				if h.Error != "" {
+					bad++
+				}
+				for _, i := range h.Instances {
+					if !i.OK() {
+						bad++
+					}
+				}
+			}
+			if bad > 0 {
+				return fmt.Errorf("%w: %d problem(s)", errNotServing, bad)
+			}
+			return nil
+		},
+	}
+}
+
+func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tPORT\tSTATE\tPID\tUPTIME\tMEMORY\tRESTARTS\tNGINX\tHEALTH")
+	for _, h := range hosts {
+		if h.Error != "" {
+			fmt.Fprintf(tw, "%s\t-\tunreachable\t\t\t\t\t\t%s\n", h.Host, h.Error)
+		}
+		for _, i := range h.Instances {
+			nginx := "in"
+			if !i.InNginx {
+				nginx = "OUT"
+			}
+			health := "ok"
+			if !i.Healthy {
+				health = "FAIL: " + i.Health
+			}
+			pid, uptime, mem := "-", "-", "-"
+			if i.PID > 0 {
+				pid = fmt.Sprint(i.PID)
+				uptime = i.Uptime.Round(time.Second).String()
+			}
+			if i.Memory > 0 {
+				mem = fmt.Sprintf("%.1f MiB", float64(i.Memory)/(1<<20))
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s/%s\t%s\t%s\t%s\t%d\t%s\t%s\n", h.Host, i.Port, i.State, i.Sub, pid, uptime, mem, i.Restarts, nginx, health)
+		}
+	}
+	tw.Flush()
+}
+
+func logsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "logs",
+		Usage: "print the instances' output (journal and log files) from every host, each line prefixed host:port",
+		Description: `The journal of each instance's unit and its log files (the config's "logs",
+or else the unit file's StandardOutput=/StandardError= files). --since applies
+to the journal; log files show their last --lines lines.
+
+Examples:
+   rollout logs
+   rollout logs --port 3001 --lines 50
+   rollout logs --since "10 min ago"
+   rollout logs --follow                  # until Ctrl-C`,
+		Flags: append(connFlags(),
+			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep streaming new lines until Ctrl-C"},
+			&cli.IntSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only these instances"},
+			&cli.StringFlag{Name: "since", Usage: `journal lines since, in journalctl's syntax ("10 min ago", "2026-11-25 09:00")`},
+			&cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Value: 20, Usage: "last lines of each journal and log file"}),
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			o := deployer.LogsOptions{Ports: c.IntSlice("port"), Lines: c.Int("lines"), Since: c.String("since"), Follow: c.Bool("follow")}
+			if err := o.Validate(cfg); err != nil {
+				return usageError{err}
+			}
+			out := deployer.NewLineWriter(c.App.Writer)
+			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, host string, conn deployer.Conn) error {
+				s, ok := conn.(deployer.Streamer)
+				if !ok {
+					return errors.New("connection cannot stream")
+				}
+				err := deployer.Logs(ctx, cfg, host, conn, s, o, out)
+				if err != nil && o.Follow {
+					fmt.Fprintf(c.App.ErrWriter, "rollout: %s: stopped following: %v\n", host, err)
+				}
+				return err
+			})
+			if c.Context.Err() != nil {
+				return nil // Ctrl-C ends --follow
+			}
+			return hostErrors(errs)
+		},
+	}
+}
+
+func historyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "history",
+		Usage: "show the deploys recorded on every host: who, when, which version, how it ended",
+		Description: `Every deploy appends one line to state_dir/APP/history.jsonl on each host.
+
+Examples:
+   rollout history
+   rollout history --lines 5 --output json`,
+		Flags:        append(connFlags(), &cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Value: 20, Usage: "last entries"}),
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			n := c.Int("lines")
+			if n < 1 {
+				return usageError{fmt.Errorf("--lines must be at least 1, got %d", n)}
+			}
+			per := make([][]deployer.HistoryEntry, len(cfg.Hosts))
+			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, host string, conn deployer.Conn) error {
+				for i, h := range cfg.Hosts {
+					if h == host {
+						var err error
+						per[i], err = deployer.ReadHistory(ctx, cfg, host, conn, n)
+						return err
+					}
+				}
+				return nil
+			})
+			entries := deployer.MergeHistory(per, n*len(cfg.Hosts))
+			if c.String("output") == "json" {
+				for _, e := range entries {
+					writeJSONLine(c.App.Writer, e)
+				}
+			} else {
+				tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "TIME\tHOST\tOP\tVERSION\tOUTCOME\tBY\tTOOK\tERROR")
+				for _, e := range entries {
+					by := e.User + "@" + e.From
+					if e.RunURL != "" {
+						by += " " + e.RunURL
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Host, e.Op, e.Version, e.Outcome, by, e.Duration.Round(time.Millisecond), e.Error)
+				}
+				tw.Flush()
+			}
+			return hostErrors(errs)
+		},
+	}
+}
+
+func lockCommand() *cli.Command {
+	show := func(c *cli.Context, states []deployer.LockState) {
+		if c.String("output") == "json" {
+			writeJSONLine(c.App.Writer, map[string]any{"locks": states})
+			return
+		}
+		tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "HOST\tLOCK\tHOLDER\tREFRESHED")
+		for _, s := range states {
+			switch {
+			case !s.Held:
+				fmt.Fprintf(tw, "%s\tfree\t\t\n", s.Host)
+			default:
+				state := "held"
+				if s.Stale {
+					state = "STALE"
+				}
+				holder := "?"
+				if s.Holder != nil {
+					holder = s.Holder.String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\n", s.Host, state, holder, s.Age)
+			}
+		}
+		tw.Flush()
+	}
+	run := func(c *cli.Context, fn func(ctx context.Context, cfg *deployer.Config, host string, conn deployer.Conn) (deployer.LockState, error)) error {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		states := make([]deployer.LockState, len(cfg.Hosts))
+		errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, host string, conn deployer.Conn) error {
+			for i, h := range cfg.Hosts {
+				if h == host {
+					var err error
+					states[i], err = fn(ctx, cfg, host, conn)
+					return err
+				}
+			}
+			return nil
+		})
+		for i := range states {
+			states[i].Host = cfg.Hosts[i]
+		}
+		show(c, states)
+		return hostErrors(errs)
+	}
+	return &cli.Command{
+		Name:  "lock",
+		Usage: "show or release the deploy lock on every host",
+		Description: `A deploy takes a lock on each host before it changes anything and refreshes
+it while it works; a second deploy fails at once and names the holder. A lock
+whose holder stopped refreshing it for lock_stale_after (a crashed laptop, a
+cancelled CI job) is stale.
+
+Examples:
+   rollout lock status
+   rollout lock release                 # stale locks only
+   rollout lock release --force         # also a lock that is still refreshed`,
+		Subcommands: []*cli.Command{
+			{
+				Name: "status", Usage: "show each host's lock: free, held (by whom, refreshed when) or stale",
+				Description: "Examples:\n   rollout lock status\n   rollout lock status --output json",
+				Flags:       connFlags(), OnUsageError: onUsageError,
+				Action: func(c *cli.Context) error { return run(c, deployer.LockStatus) },
+			},
+			{
+				Name: "release", Usage: "remove the lock on every host: a stale one, or any with --force",
+				Description:  "Examples:\n   rollout lock release\n   rollout lock release --force --hosts 10.0.0.5",
+				Flags:        append(connFlags(), &cli.BoolFlag{Name: "force", Usage: "also release a lock whose holder is still refreshing it"}),
+				OnUsageError: onUsageError,
+				Action: func(c *cli.Context) error {
+					force := c.Bool("force")
+					err := run(c, func(ctx context.Context, cfg *deployer.Config, host string, conn deployer.Conn) (deployer.LockState, error) {
+						st, err := deployer.ReleaseLock(ctx, cfg, host, conn, force)
+						if err == nil && st.Held {
+							fmt.Fprintf(c.App.ErrWriter, "released the lock on %s held by %s\n", host, holderName(st))
+							st.Held, st.Holder, st.Stale, st.Age = false, nil, false, 0
+						}
+						return st, err
+					})
+					return err
+				},
+			},
+		},
+	}
+}
+
+func holderName(st deployer.LockState) string {
+	if st.Holder == nil {
+		return "an unknown holder"
+	}
+	return st.Holder.String()
+}

@@ -1,0 +1,182 @@
+package deployer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/rollout-dev/rollout/sshexec"
+)
+
+// Streamer runs a command and streams its output until it ends or ctx is
+// done. *sshexec.Client is one.
+type Streamer interface {
+	Stream(ctx context.Context, cmd string, stdout, stderr io.Writer) error
+}
+
+// LogsOptions select what `rollout logs` shows.
+type LogsOptions struct {
+	Ports  []int  // empty: every instance
+	Lines  int    // last lines of each source
+	Since  string // journal only, in journalctl's --since syntax
+	Follow bool
+}
+
+var sinceRE = regexp.MustCompile(`^[0-9A-Za-z:+. -]{1,40}$`)
+
+// Validate checks the options against the config.
+func (o LogsOptions) Validate(cfg *Config) error {
+	for _, p := range o.Ports {
+		if !slices.Contains(cfg.Ports(), p) {
+			return fmt.Errorf("--port %d is not one of the instances (%v)", p, cfg.Ports())
+		}
+	}
+	if o.Lines < 1 || o.Lines > 100000 {
+		return fmt.Errorf("--lines must be 1..100000, got %d", o.Lines)
+	}
+	if o.Since != "" && !sinceRE.MatchString(o.Since) {
+		return fmt.Errorf("--since %q: use journalctl's syntax, e.g. \"10 min ago\", \"2026-11-25 09:00\" or \"today\"", o.Since)
+	}
+	return nil
+}
+
+// logSource is one stream of an instance's output.
+type logSource struct {
+	port int
+	cmd  string
+}
+
+func (c commands) logSources(port int, files []string, o LogsOptions) []logSource {
+	journal := "journalctl --no-pager -o short-iso -n " + strconv.Itoa(o.Lines) + " -u " + sshexec.Quote(c.cfg.UnitName(port))
+	if o.Since != "" {
+		journal += " --since " + sshexec.Quote(o.Since)
+	}
+	if o.Follow {
+		journal += " -f"
+	}
+	srcs := []logSource{{port, c.priv(journal)}}
+	for _, f := range files {
+		tail := "tail -n " + strconv.Itoa(o.Lines)
+		if o.Follow {
+			tail += " -F"
+		}
+		srcs = append(srcs, logSource{port, c.priv(tail + " -- " + sshexec.Quote(f) + " 2>/dev/null")})
+	}
+	return srcs
+}
+
+// Logs writes the instances' output on one host, each line prefixed with
+// host:port: their journal and their log files (from the config, or else
+// their unit files). With Follow it streams until ctx is done.
+func Logs(ctx context.Context, cfg *Config, host string, conn Conn, s Streamer, o LogsOptions, out *LineWriter) error {
+	ports := o.Ports
+	if len(ports) == 0 {
+		ports = cfg.Ports()
+	}
+	files := map[int][]string{}
+	if len(cfg.Logs) == 0 {
+		var err error
+		if files, err = unitsLogFiles(ctx, cfg, conn); err != nil {
+			return err
+		}
+	}
+	c := newCommands(cfg)
+	var srcs []logSource
+	for _, p := range ports {
+		fs := cfg.LogFiles(p)
+		if len(fs) == 0 {
+			fs = files[p]
+		}
+		srcs = append(srcs, c.logSources(p, fs, o)...)
+	}
+	run := func(src logSource) error {
+		w := out.Prefixed(fmt.Sprintf("%s:%d ", host, src.port))
+		defer w.Flush()
+		err := s.Stream(ctx, src.cmd, w, w)
+		var ee *sshexec.ExitError
+		if errors.As(err, &ee) && ee.Code == 1 && !o.Follow {
+			return nil // tail of a missing file
+		}
+		return err
+	}
+	if !o.Follow {
+		for _, src := range srcs {
+			if err := run(src); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, len(srcs))
+	var wg sync.WaitGroup
+	for i, src := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = run(src)
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+// LineWriter writes whole lines from many streams to one writer.
+type LineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// NewLineWriter writes to w.
+func NewLineWriter(w io.Writer) *LineWriter { return &LineWriter{w: w} }
+
+// Prefixed returns a writer that prefixes each of its lines.
+func (l *LineWriter) Prefixed(prefix string) *PrefixWriter {
+	return &PrefixWriter{l: l, prefix: []byte(prefix)}
+}
+
+// PrefixWriter buffers a partial line until its end.
+type PrefixWriter struct {
+	l      *LineWriter
+	prefix []byte
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (p *PrefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		p.emit(p.buf[:i+1])
+		p.buf = p.buf[i+1:]
+	}
+}
+
+// Flush writes a last partial line.
+func (p *PrefixWriter) Flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.buf) > 0 {
+		p.emit(append(p.buf, '\n'))
+		p.buf = nil
+	}
+}
+
+func (p *PrefixWriter) emit(line []byte) {
+	p.l.mu.Lock()
+	defer p.l.mu.Unlock()
+	_, _ = p.l.w.Write(append(append([]byte{}, p.prefix...), line...))
+}

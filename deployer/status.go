@@ -1,0 +1,150 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rollout-dev/rollout/healthcheck"
+	"github.com/rollout-dev/rollout/sshexec"
+)
+
+// InstanceStatus is one instance as systemd, Nginx and its health check
+// see it.
+type InstanceStatus struct {
+	Port     int           `json:"port"`
+	Unit     string        `json:"unit"`
+	State    string        `json:"state"` // ActiveState: active, activating, failed, inactive
+	Sub      string        `json:"sub"`   // SubState: running, auto-restart, dead
+	PID      int           `json:"pid"`
+	Uptime   time.Duration `json:"uptime_ns"`
+	Memory   uint64        `json:"memory_bytes"`
+	Restarts int           `json:"restarts"` // by systemd (NRestarts)
+	InNginx  bool          `json:"in_nginx"`
+	Healthy  bool          `json:"healthy"`
+	Health   string        `json:"health,omitempty"` // why not healthy
+}
+
+// OK: running, in Nginx and healthy.
+func (i InstanceStatus) OK() bool { return i.State == "active" && i.InNginx && i.Healthy }
+
+// HostStatus is one host's instances, or why they could not be read.
+type HostStatus struct {
+	Host      string           `json:"host"`
+	Error     string           `json:"error,omitempty"`
+	Instances []InstanceStatus `json:"instances"`
+}
+
+// OK: every instance is OK.
+func (h HostStatus) OK() bool {
+	if h.Error != "" {
+		return false
+	}
+	for _, i := range h.Instances {
+		if !i.OK() {
+			return false
+		}
+	}
+	return true
+}
+
+const statusSep = "@@rollout-status@@"
+
+// statusCommand prints every instance's state, the host's monotonic clock
+// and the upstream file; it changes nothing and needs no sudo.
+func (c commands) status() string {
+	var units []string
+	for _, p := range c.cfg.Ports() {
+		units = append(units, sshexec.Quote(c.cfg.UnitName(p)))
+	}
+	return "systemctl show -p " + unitProps + ",MemoryCurrent -- " + strings.Join(units, " ") +
+		" && echo " + statusSep + " && cat /proc/uptime && echo " + statusSep +
+		" && cat -- " + sshexec.Quote(c.cfg.Nginx.UpstreamFile)
+}
+
+// Status reads every instance of a host: systemd's view, the upstream
+// file, and a health check of each through the connection, all at once.
+func Status(ctx context.Context, cfg *Config, host string, conn Conn) HostStatus {
+	hs := HostStatus{Host: host}
+	check := healthcheck.HTTP{Dial: conn.DialContext, Path: cfg.Health.Path, Status: cfg.Health.Status, AttemptTimeout: cfg.Health.AttemptTimeout}
+	health := map[int]error{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, p := range cfg.Ports() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := check.Check(ctx, p)
+			mu.Lock()
+			health[p] = err
+			mu.Unlock()
+		}()
+	}
+	res, err := conn.Run(ctx, newCommands(cfg).status(), nil)
+	wg.Wait()
+	if err != nil {
+		hs.Error = fmt.Sprintf("read state: %v", err)
+		return hs
+	}
+	parts := strings.Split(string(res.Stdout), statusSep+"\n")
+	if len(parts) != 3 {
+		hs.Error = fmt.Sprintf("read state: unexpected output %q", res.Stdout)
+		return hs
+	}
+	units, err := parseUnitStates(parts[0])
+	if err != nil {
+		hs.Error = err.Error()
+		return hs
+	}
+	var now uint64 // µs since boot, systemd's monotonic clock
+	if f := strings.Fields(parts[1]); len(f) > 0 {
+		if secs, err := strconv.ParseFloat(f[0], 64); err == nil {
+			now = uint64(secs * 1e6)
+		}
+	}
+	servers, err := upstreamServers([]byte(parts[2]), cfg.Nginx.Upstream, cfg.Nginx.ServerAddress)
+	if err != nil {
+		hs.Error = fmt.Sprintf("%s: %v", cfg.Nginx.UpstreamFile, err)
+	}
+	for _, p := range cfg.Ports() {
+		u := units[cfg.UnitName(p)]
+		down, listed := servers[p]
+		is := InstanceStatus{Port: p, Unit: cfg.UnitName(p), State: u.Active, Sub: u.Sub, PID: u.MainPID,
+			Memory: u.Memory, Restarts: u.Restarts, InNginx: listed && !down, Healthy: health[p] == nil}
+		if u.running() && u.StartedAt > 0 && now > u.StartedAt {
+			is.Uptime = time.Duration(now-u.StartedAt) * time.Microsecond
+		}
+		if health[p] != nil {
+			is.Health = health[p].Error()
+		}
+		hs.Instances = append(hs.Instances, is)
+	}
+	return hs
+}
+
+// EachHost connects to every host at once and runs fn on each; it returns
+// one error per host (nil where fn succeeded).
+func EachHost(ctx context.Context, cfg *Config, connect func(context.Context, string) (Conn, error), fn func(ctx context.Context, host string, conn Conn) error) []error {
+	errs := make([]error, len(cfg.Hosts))
+	var wg sync.WaitGroup
+	for i, host := range cfg.Hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := connect(ctx, host)
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: %w", host, err)
+				return
+			}
+			defer conn.Close()
+			if err := fn(ctx, host, conn); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", host, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}
