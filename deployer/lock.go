@@ -95,7 +95,9 @@ func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 // the holder's last refresh.
 type lockCommands struct{ c commands }
 
-func (l lockCommands) dir() string { return strings.TrimRight(l.c.cfg.StateDir, "/") + "/" + l.c.cfg.App }
+func (l lockCommands) dir() string {
+	return strings.TrimRight(l.c.cfg.StateDir, "/") + "/" + l.c.cfg.App
+}
 
 // acquire takes the lock with the info on stdin, or prints the current
 // holder. With breakStale, a lock older than staleSec is moved aside and
