@@ -49,6 +49,12 @@ type SSHConfig struct {
 	Key            string
 	KnownHosts     string
 	AcceptNew      bool
+	// ConfigFile is an OpenSSH client config (~/.ssh/config); a missing
+	// file is fine.
+	ConfigFile string
+	// Jump is a bastion, [user@]host[:port] (or an alias of ConfigFile),
+	// for every host; several, comma-separated, are hopped in order.
+	Jump string
 	ConnectTimeout time.Duration
 }
 
@@ -85,7 +91,7 @@ type Hooks struct {
 // and the Nginx upstream are left for the file to give.
 func DefaultConfig() *Config {
 	return &Config{
-		SSH:  SSHConfig{Port: 22, KnownHosts: "~/.ssh/known_hosts", ConnectTimeout: 10 * time.Second},
+		SSH:  SSHConfig{Port: 22, KnownHosts: "~/.ssh/known_hosts", ConnectTimeout: 10 * time.Second, ConfigFile: "~/.ssh/config"},
 		Sudo: "auto",
 		Nginx: NginxConfig{
 			ServerAddress: "127.0.0.1",
@@ -435,12 +441,14 @@ func (p *parser) config(root *yaml.Node) *Config {
 	p.str("app", &c.App)
 	p.str("unit", &c.UnitTemplate)
 	p.strs("hosts", &c.Hosts)
-	if p.mapping("ssh", "user", "port", "key", "known_hosts", "accept_new", "connect_timeout") {
+	if p.mapping("ssh", "user", "port", "key", "known_hosts", "accept_new", "connect_timeout", "config", "jump") {
 		p.str("ssh.user", &c.SSH.User)
 		p.integer("ssh.port", &c.SSH.Port)
 		p.str("ssh.key", &c.SSH.Key)
 		p.str("ssh.known_hosts", &c.SSH.KnownHosts)
 		p.boolean("ssh.accept_new", &c.SSH.AcceptNew)
+		p.str("ssh.config", &c.SSH.ConfigFile)
+		p.str("ssh.jump", &c.SSH.Jump)
 		p.duration("ssh.connect_timeout", &c.SSH.ConnectTimeout)
 	}
 	if n, ok := p.nodes["sudo"]; ok {
@@ -632,6 +640,14 @@ func (c *Config) problems() []problem {
 		check("ssh.user", match(userRE, c.SSH.User, `a user name: lower-case letters, digits, "_", "." or "-"`))
 	}
 	check("ssh.port", validPort(c.SSH.Port))
+	if c.SSH.Jump != "" {
+		for _, hop := range strings.Split(c.SSH.Jump, ",") {
+			if _, _, _, err := ParseJump(hop); err != nil {
+				check("ssh.jump", err)
+				break
+			}
+		}
+	}
 	check("ssh.connect_timeout", positive(c.SSH.ConnectTimeout))
 	if !slices.Contains([]string{"auto", "true", "false"}, c.Sudo) {
 		check("sudo", fmt.Errorf("must be auto, true or false, got %q", c.Sudo))
@@ -772,4 +788,22 @@ func positive(d time.Duration) error {
 		return fmt.Errorf("must be more than 0, got %s", d)
 	}
 	return nil
+}
+
+var jumpRE = regexp.MustCompile(`^(?:([a-z_][a-z0-9_.-]*)@)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?$`)
+
+// ParseJump splits one bastion hop, [user@]host[:port]; user and port are
+// empty and 0 when not given.
+func ParseJump(hop string) (user, host string, port int, err error) {
+	m := jumpRE.FindStringSubmatch(strings.TrimSpace(hop))
+	if m == nil {
+		return "", "", 0, fmt.Errorf("a bastion must be [user@]host[:port], got %q", hop)
+	}
+	if m[3] != "" {
+		port, _ = strconv.Atoi(m[3])
+		if err := validPort(port); err != nil {
+			return "", "", 0, fmt.Errorf("bastion %q: %w", hop, err)
+		}
+	}
+	return m[1], strings.Trim(m[2], "[]"), port, nil
 }

@@ -56,11 +56,17 @@ type Config struct {
 	// file's path.
 	KeyFiles   []string
 	Passphrase func(file string) ([]byte, error)
+	// KeyPEMs are private keys given as data (e.g. from a CI secret), never
+	// written anywhere.
+	KeyPEMs    [][]byte
 	UseAgent   bool // also offer the keys of the agent at SSH_AUTH_SOCK, if any
 
 	// KnownHostsFiles are checked for the host's key; "~/" is expanded and
 	// missing files count as empty.
 	KnownHostsFiles []string
+	// KnownHostsData is known_hosts content given as data (e.g. from a CI
+	// secret), checked like the files; it is kept in memory only.
+	KnownHostsData []byte
 	// AcceptNew trusts an unknown host's key and appends it to the first
 	// KnownHostsFiles entry. A changed key is refused all the same.
 	AcceptNew bool
@@ -238,6 +244,17 @@ func authMethod(cfg Config) (ssh.AuthMethod, func(), error) {
 		}
 		signers = append(signers, s)
 	}
+	for i, pem := range cfg.KeyPEMs {
+		s, err := ssh.ParsePrivateKey(pem)
+		if err != nil {
+			var missing *ssh.PassphraseMissingError
+			if errors.As(err, &missing) {
+				return nil, nil, fmt.Errorf("key %d given as data is passphrase-protected: give it without a passphrase", i+1)
+			}
+			return nil, nil, fmt.Errorf("parse key %d given as data: %w", i+1, err)
+		}
+		signers = append(signers, s)
+	}
 	var ag agent.ExtendedAgent
 	closeAgent := func() {}
 	if sock := os.Getenv("SSH_AUTH_SOCK"); cfg.UseAgent && sock != "" {
@@ -273,6 +290,15 @@ func hostKeyCheck(cfg Config, addr string) (ssh.HostKeyCallback, []string, error
 			present = append(present, p)
 		}
 	}
+	dataPath := ""
+	if len(cfg.KnownHostsData) > 0 {
+		path, cleanup, err := memFile("known_hosts", cfg.KnownHostsData)
+		if err != nil {
+			return nil, nil, fmt.Errorf("known hosts given as data: %w", err)
+		}
+		defer cleanup() // NewDB has read it by then
+		present, dataPath = append(present, path), path
+	}
 	var db *knownhosts.HostKeyDB
 	var algos []string
 	if len(present) > 0 {
@@ -292,6 +318,9 @@ func hostKeyCheck(cfg Config, addr string) (ssh.HostKeyCallback, []string, error
 			}
 			if len(ke.Want) > 0 {
 				hke.Changed, hke.File = true, fmt.Sprintf("%s:%d", ke.Want[0].Filename, ke.Want[0].Line)
+				if ke.Want[0].Filename == dataPath {
+					hke.File = fmt.Sprintf("the known hosts given as data (line %d)", ke.Want[0].Line)
+				}
 				return hke
 			}
 		}

@@ -723,3 +723,38 @@ func shell(t *testing.T, script string) string {
 	}
 	return string(out)
 }
+
+// A CI secret: the key and known_hosts given as data, no files.
+func TestKeyAndKnownHostsAsData(t *testing.T) {
+	e := newEnv(t)
+	keyPEM, err := os.ReadFile(e.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known, err := os.ReadFile(e.knownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config()
+	cfg.KeyFiles, cfg.KnownHostsFiles = nil, nil
+	cfg.KeyPEMs, cfg.KnownHostsData = [][]byte{keyPEM}, known
+	c := dial(t, cfg)
+	if res, err := c.Run(context.Background(), "echo hi", nil); err != nil || strings.TrimSpace(string(res.Stdout)) != "hi" {
+		t.Fatalf("run: %v %q", err, res.Stdout)
+	}
+
+	// Data naming another key for the host is a changed key.
+	other := sshtest.NewEd25519Signer(t)
+	cfg.KnownHostsData = []byte(knownhosts.Line([]string{e.srv.Addr}, other.PublicKey()) + "\n")
+	_, err = sshexec.Dial(context.Background(), cfg)
+	var hke *sshexec.HostKeyError
+	if !errors.As(err, &hke) || !hke.Changed || !strings.Contains(err.Error(), "known hosts given as data (line 1)") {
+		t.Fatalf("err = %v, want a changed host key", err)
+	}
+
+	cfg.KnownHostsData = known
+	cfg.KeyPEMs = [][]byte{[]byte("not a key")}
+	if _, err := sshexec.Dial(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "key 1 given as data") {
+		t.Fatalf("err = %v, want a parse error naming the key given as data", err)
+	}
+}

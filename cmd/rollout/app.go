@@ -1,13 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/user"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,7 +11,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/rollout-dev/rollout/deployer"
-	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -120,6 +115,8 @@ func connFlags() []cli.Flag {
 		&cli.StringFlag{Name: "key", EnvVars: []string{"ROLLOUT_SSH_KEY_FILE"}, Usage: "SSH private key file"},
 		&cli.StringFlag{Name: "known-hosts", EnvVars: []string{"ROLLOUT_KNOWN_HOSTS_FILE"}, Usage: "known_hosts file"},
 		&cli.BoolFlag{Name: "accept-new", EnvVars: []string{"ROLLOUT_ACCEPT_NEW"}, Usage: "trust and record unknown host keys (a changed key is still refused)"},
+		&cli.StringFlag{Name: "ssh-config", EnvVars: []string{"ROLLOUT_SSH_CONFIG"}, Usage: "OpenSSH client config for host aliases (default ~/.ssh/config)"},
+		&cli.StringFlag{Name: "jump", EnvVars: []string{"ROLLOUT_SSH_JUMP"}, Usage: "bastion(s) to reach every host through: [user@]host[:port][,...]"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", EnvVars: []string{"ROLLOUT_OUTPUT"}, Usage: "text or json"},
 	}
 }
@@ -144,12 +141,33 @@ func loadConfig(c *cli.Context) (*deployer.Config, error) {
 	if c.IsSet("user") {
 		cfg.SSH.User = c.String("user")
 	}
+	if c.IsSet("ssh-config") {
+		cfg.SSH.ConfigFile = c.String("ssh-config")
+	}
+	if c.IsSet("jump") {
+		cfg.SSH.Jump = c.String("jump")
+	}
 	if cfg.SSH.User == "" {
-		u, err := user.Current()
+		// As ssh does: the ssh config's User for the hosts, or the current
+		// user. Hosts with different users leave it unset (sudo: auto then
+		// uses sudo -n, which works for root too).
+		d, err := newSSHDialer(cfg)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("ssh.user is not set and the current user is unknown: %w", err)}
+			return nil, usageError{err}
 		}
-		cfg.SSH.User = u.Username
+		users := map[string]bool{}
+		for _, h := range cfg.Hosts {
+			u := d.get(h, "User")
+			if u == "" {
+				u = currentUser()
+			}
+			users[u] = true
+		}
+		if len(users) == 1 {
+			for u := range users {
+				cfg.SSH.User = u
+			}
+		}
 	}
 	if c.IsSet("ssh-port") {
 		cfg.SSH.Port = c.Int("ssh-port")
@@ -226,12 +244,14 @@ func deployAction(c *cli.Context) error {
 		return err
 	}
 	out := newPrinter(c.App.Writer, c.App.ErrWriter, c.String("output") == "json")
+	dialer, err := newSSHDialer(cfg)
+	if err != nil {
+		return usageError{err}
+	}
 	d := &deployer.Deployer{
-		Config:  cfg,
-		Version: v,
-		Connect: func(ctx context.Context, host string) (deployer.Conn, error) {
-			return sshexec.Dial(ctx, sshConfig(cfg, host))
-		},
+		Config:         cfg,
+		Version:        v,
+		Connect:        dialer.Dial,
 		Events:         out.event,
 		Stdout:         c.App.ErrWriter,
 		Stderr:         c.App.ErrWriter,
@@ -241,30 +261,6 @@ func deployAction(c *cli.Context) error {
 	out.report(rep, err)
 	return err
 }
-
-func sshConfig(cfg *deployer.Config, host string) sshexec.Config {
-	sc := sshexec.Config{
-		Host:            host,
-		Port:            cfg.SSH.Port,
-		User:            cfg.SSH.User,
-		UseAgent:        true,
-		KnownHostsFiles: []string{cfg.SSH.KnownHosts},
-		AcceptNew:       cfg.SSH.AcceptNew,
-		ConnectTimeout:  cfg.SSH.ConnectTimeout,
-	}
-	if cfg.SSH.Key != "" {
-		sc.KeyFiles = []string{cfg.SSH.Key}
-	} else if home, err := os.UserHomeDir(); err == nil {
-		for _, k := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
-			if p := filepath.Join(home, ".ssh", k); fileExists(p) {
-				sc.KeyFiles = append(sc.KeyFiles, p)
-			}
-		}
-	}
-	return sc
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // printer shows progress on stderr (or JSON events on stdout) and the final
 // summary.

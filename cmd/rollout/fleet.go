@@ -11,16 +11,17 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/rollout-dev/rollout/deployer"
-	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // errNotServing: status found an instance that is down or unhealthy.
 var errNotServing = errors.New("not every instance is serving")
 
 func connector(cfg *deployer.Config) func(context.Context, string) (deployer.Conn, error) {
-	return func(ctx context.Context, host string) (deployer.Conn, error) {
-		return sshexec.Dial(ctx, sshConfig(cfg, host))
+	d, err := newSSHDialer(cfg)
+	if err != nil {
+		return func(context.Context, string) (deployer.Conn, error) { return nil, err }
 	}
+	return d.Dial
 }
 
 // hostErrors joins the per-host errors, nil when there are none.
