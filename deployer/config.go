@@ -44,17 +44,17 @@ type Config struct {
 
 // SSHConfig says how to reach the hosts.
 type SSHConfig struct {
-	User           string // empty: the current OS user, resolved by the caller
-	Port           int
-	Key            string
-	KnownHosts     string
-	AcceptNew      bool
+	User       string // empty: the current OS user, resolved by the caller
+	Port       int
+	Key        string
+	KnownHosts string
+	AcceptNew  bool
 	// ConfigFile is an OpenSSH client config (~/.ssh/config); a missing
 	// file is fine.
 	ConfigFile string
 	// Jump is a bastion, [user@]host[:port] (or an alias of ConfigFile),
 	// for every host; several, comma-separated, are hopped in order.
-	Jump string
+	Jump           string
 	ConnectTimeout time.Duration
 }
 

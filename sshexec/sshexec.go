@@ -58,8 +58,8 @@ type Config struct {
 	Passphrase func(file string) ([]byte, error)
 	// KeyPEMs are private keys given as data (e.g. from a CI secret), never
 	// written anywhere.
-	KeyPEMs    [][]byte
-	UseAgent   bool // also offer the keys of the agent at SSH_AUTH_SOCK, if any
+	KeyPEMs  [][]byte
+	UseAgent bool // also offer the keys of the agent at SSH_AUTH_SOCK, if any
 
 	// KnownHostsFiles are checked for the host's key; "~/" is expanded and
 	// missing files count as empty.
