@@ -39,6 +39,8 @@ type Config struct {
 	LockStaleAfter time.Duration
 
 	ports      []int
+	basePort   int  // when given: base_port
+	auto       bool // instances: auto, one per CPU core of each host
 	minServing *int // nil: all the other instances of a host
 }
 
@@ -105,6 +107,44 @@ func DefaultConfig() *Config {
 		StateDir:       "/var/lib/rollout",
 		LockStaleAfter: time.Minute,
 	}
+}
+
+// InstancesAuto reports instances: auto: one instance per CPU core of each
+// host, from BasePort; Ports is empty until ForHost.
+func (c *Config) InstancesAuto() bool { return c.auto }
+
+// BasePort is base_port, 0 when the config lists its ports.
+func (c *Config) BasePort() int { return c.basePort }
+
+// SetInstances sets n instances from base_port; n 0 means auto.
+func (c *Config) SetInstances(n int) error {
+	if c.basePort == 0 {
+		return errors.New("instances need base_port in the config (it lists its ports)")
+	}
+	if n < 0 || c.basePort+n-1 > 65535 {
+		return fmt.Errorf("instances must be 1..%d from base_port %d, got %d", 65536-c.basePort, c.basePort, n)
+	}
+	c.auto, c.ports = n == 0, nil
+	for i := range n {
+		c.ports = append(c.ports, c.basePort+i)
+	}
+	return nil
+}
+
+// ForCores is the config for a host with cores CPU cores: with instances:
+// auto its ports are one per core from base_port; otherwise c itself.
+func (c *Config) ForCores(cores int) *Config {
+	if !c.auto {
+		return c
+	}
+	hc := *c
+	hc.auto, hc.ports = false, nil
+	for i := range max(cores, 1) {
+		if c.basePort+i <= 65535 {
+			hc.ports = append(hc.ports, c.basePort+i)
+		}
+	}
+	return &hc
 }
 
 // Ports returns the instances' ports, in order.
@@ -518,7 +558,13 @@ func (p *parser) ports(c *Config) {
 	case hasCount && !hasBase:
 		p.fail("instances", errors.New("needs base_port too"))
 	case hasCount && inst.Kind == yaml.ScalarNode && inst.Value == "auto":
-		p.fail("instances", errors.New("auto is not supported yet, give a number"))
+		var base int
+		if p.integer("base_port", &base) {
+			if err := validPort(base); err != nil {
+				p.fail("base_port", err)
+			}
+			c.basePort, c.auto = base, true
+		}
 	case hasCount:
 		var base, count int
 		okBase, okCount := p.integer("base_port", &base), p.integer("instances", &count)
@@ -531,6 +577,7 @@ func (p *parser) ports(c *Config) {
 		case base+count-1 > 65535:
 			p.fail("instances", fmt.Errorf("%d instances from base_port %d run past port 65535", count, base))
 		default:
+			c.basePort = base
 			for i := range count {
 				c.ports = append(c.ports, base+i)
 			}
@@ -652,7 +699,7 @@ func (c *Config) problems() []problem {
 	if !slices.Contains([]string{"auto", "true", "false"}, c.Sudo) {
 		check("sudo", fmt.Errorf("must be auto, true or false, got %q", c.Sudo))
 	}
-	if len(c.ports) == 0 {
+	if len(c.ports) == 0 && !c.auto {
 		check("ports", errors.New("required (or base_port and instances)"), "base_port", "instances")
 	}
 	ports := map[int]bool{}

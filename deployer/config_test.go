@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -94,7 +95,7 @@ func TestParseConfigValid(t *testing.T) {
 			want: defaults(func(c *Config) {
 				c.App, c.UnitTemplate, c.Hosts = "my-app", "my-app@{port}", []string{"10.0.0.5"}
 				c.Nginx.UpstreamFile, c.Nginx.Upstream = "/etc/nginx/conf.d/my-app-upstream.conf", "my_app"
-				c.ports = []int{3000, 3001, 3002, 3003}
+				c.ports, c.basePort = []int{3000, 3001, 3002, 3003}, 3000
 			}),
 		},
 		{
@@ -106,7 +107,7 @@ func TestParseConfigValid(t *testing.T) {
 				c.Nginx.UpstreamFile, c.Nginx.Upstream = "/etc/nginx/conf.d/my-app-upstream.conf", "my_app"
 				c.Health.Timeout, c.Health.MinHealthy = 20*time.Second, time.Second
 				c.Hooks.HostBefore = []string{`sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"`}
-				c.ports = []int{3000, 3001, 3002, 3003}
+				c.ports, c.basePort = []int{3000, 3001, 3002, 3003}, 3000
 			}),
 		},
 	}
@@ -244,8 +245,8 @@ func TestParseConfigErrors(t *testing.T) {
 			want: `rollout.yaml: ports: required (or base_port and instances)`},
 		{name: "base_port alone", replace: []string{"ports: [3000, 3001, 3002]", "base_port: 3000"},
 			want: `rollout.yaml:3: base_port: needs instances too`},
-		{name: "instances auto", replace: []string{"ports: [3000, 3001, 3002]", "base_port: 3000\ninstances: auto"},
-			want: `rollout.yaml:4: instances: auto is not supported yet, give a number`},
+		{name: "instances auto without base_port", replace: []string{"ports: [3000, 3001, 3002]", "instances: auto"},
+			want: `rollout.yaml:3: instances: needs base_port too`},
 		{name: "no instances", replace: []string{"ports: [3000, 3001, 3002]", "base_port: 3000\ninstances: 0"},
 			want: `rollout.yaml:4: instances: must be at least 1, got 0`},
 		{name: "bad base_port", replace: []string{"ports: [3000, 3001, 3002]", "base_port: 0\ninstances: 2"},
@@ -446,4 +447,24 @@ func TestValidateAfterOverrides(t *testing.T) {
 			t.Errorf("got:\n%v\nwant:\n%s", err, want)
 		}
 	})
+}
+
+func TestInstancesAuto(t *testing.T) {
+	cfg, err := ParseConfig("rollout.yaml", []byte(strings.Replace(validConfig, "instances: 4", "instances: auto", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.InstancesAuto() || len(cfg.Ports()) != 0 || cfg.BasePort() != 3000 {
+		t.Fatalf("auto: %v ports %v base %d", cfg.InstancesAuto(), cfg.Ports(), cfg.BasePort())
+	}
+	hc := cfg.ForCores(3)
+	if hc.InstancesAuto() || fmt.Sprint(hc.Ports()) != "[3000 3001 3002]" || hc.MinServing() != 2 {
+		t.Errorf("for 3 cores: %v, min_serving %d", hc.Ports(), hc.MinServing())
+	}
+	if cfg.ForCores(0).Ports()[0] != 3000 || len(cfg.ForCores(0).Ports()) != 1 {
+		t.Error("no cores must still mean one instance")
+	}
+	if err := cfg.SetInstances(2); err != nil || fmt.Sprint(cfg.Ports()) != "[3000 3001]" || cfg.InstancesAuto() {
+		t.Errorf("SetInstances(2): %v %v", err, cfg.Ports())
+	}
 }

@@ -47,6 +47,17 @@ type Deployer struct {
 	Holder LockInfo
 	// BreakStaleLock takes over a lock whose holder stopped refreshing it.
 	BreakStaleLock bool
+	// ScaleOnly reconciles each host's instances with the config (start
+	// and add the missing ones, drain and remove the surplus ones) and
+	// restarts nothing: `rollout scale`.
+	ScaleOnly bool
+}
+
+func (d *Deployer) op() string {
+	if d.ScaleOnly {
+		return "scale"
+	}
+	return "deploy"
 }
 
 // Event is one step's progress.
@@ -81,7 +92,8 @@ type HostReport struct {
 
 // Report is what happened in one deploy.
 type Report struct {
-	Version  string        `json:"version"`
+	Op       string        `json:"op"` // deploy or scale
+	Version  string        `json:"version,omitempty"`
 	Hosts    []HostReport  `json:"hosts"`
 	Duration time.Duration `json:"duration_ns"`
 }
@@ -94,7 +106,7 @@ type Report struct {
 func (d *Deployer) Deploy(ctx context.Context) (*Report, error) {
 	start := time.Now()
 	cfg := d.Config
-	rep := &Report{Version: d.Version}
+	rep := &Report{Op: d.op(), Version: d.Version}
 	for _, h := range cfg.Hosts {
 		rep.Hosts = append(rep.Hosts, HostReport{Host: h, Outcome: HostNotStarted})
 	}
@@ -104,20 +116,25 @@ func (d *Deployer) Deploy(ctx context.Context) (*Report, error) {
 		if err != nil {
 			result = "failed"
 		}
+		if d.ScaleOnly {
+			return rep, err
+		}
 		if herr := d.localHooks(context.WithoutCancel(ctx), cfg.Hooks.After, "after", result); herr != nil && err == nil {
 			err = herr
 		}
 		return rep, err
 	}
 
-	if err := d.localHooks(ctx, cfg.Hooks.Before, "before", ""); err != nil {
-		return finish(err)
+	if !d.ScaleOnly {
+		if err := d.localHooks(ctx, cfg.Hooks.Before, "before", ""); err != nil {
+			return finish(err)
+		}
 	}
 
 	if d.Holder.Token == "" {
-		d.Holder = NewLockInfo("deploy", d.Version)
+		d.Holder = NewLockInfo(d.op(), d.Version)
 	}
-	conns, locks, err := d.preflight(ctx)
+	conns, hostCfgs, locks, err := d.preflight(ctx)
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
@@ -136,8 +153,8 @@ func (d *Deployer) Deploy(ctx context.Context) (*Report, error) {
 		for i, l := range locks {
 			r := rep.Hosts[i]
 			entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
-				Op: "deploy", Version: d.Version, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
-			if err := AppendHistory(cctx, cfg, conns[i], entry); err != nil {
+				Op: d.op(), Version: d.Version, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
+			if err := AppendHistory(cctx, hostCfgs[i], conns[i], entry); err != nil {
 				fmt.Fprintf(d.Stderr, "rollout: %s: %v\n", cfg.Hosts[i], err)
 			}
 			if err := l.Release(cctx); err != nil {
@@ -193,7 +210,7 @@ func (d *Deployer) Deploy(ctx context.Context) (*Report, error) {
 				if d.stopping(stop) {
 					return
 				}
-				hr, took, herr := d.runHost(ctx, cfg.Hosts[i], conns[i], stop)
+				hr, took, herr := d.runHost(ctx, hostCfgs[i], cfg.Hosts[i], conns[i], stop)
 				mu.Lock()
 				r := &rep.Hosts[i]
 				r.Duration, r.Restarted, r.LeftOut = took, hr.restarted, hr.leftOut
@@ -234,21 +251,21 @@ func (d *Deployer) stopping(stop <-chan struct{}) bool {
 	}
 }
 
-func (d *Deployer) runHost(ctx context.Context, host string, conn Conn, stop <-chan struct{}) (*hostRun, time.Duration, error) {
+func (d *Deployer) runHost(ctx context.Context, cfg *Config, host string, conn Conn, stop <-chan struct{}) (*hostRun, time.Duration, error) {
 	t0 := time.Now()
-	hr := d.newHostRun(host, conn, stop)
+	hr := d.newHostRun(cfg, host, conn, stop)
 	err := hr.run(ctx)
 	return hr, time.Since(t0), err
 }
 
 // preflight connects to every host in parallel, checks each one and takes
 // its deploy lock; it changes nothing else. On failure no lock is kept.
-func (d *Deployer) preflight(ctx context.Context) ([]Conn, []*HostLock, error) {
+func (d *Deployer) preflight(ctx context.Context) ([]Conn, []*Config, []*HostLock, error) {
 	cfg := d.Config
 	conns := make([]Conn, len(cfg.Hosts))
+	hostCfgs := make([]*Config, len(cfg.Hosts))
 	locks := make([]*HostLock, len(cfg.Hosts))
 	errs := make([]error, len(cfg.Hosts))
-	cmds := newCommands(cfg)
 	var wg sync.WaitGroup
 	for i, host := range cfg.Hosts {
 		wg.Add(1)
@@ -259,7 +276,10 @@ func (d *Deployer) preflight(ctx context.Context) ([]Conn, []*HostLock, error) {
 			c, err := d.Connect(ctx, host)
 			if err == nil {
 				conns[i] = c
-				_, err = c.Run(ctx, cmds.preflight(), nil)
+				hostCfgs[i], err = hostConfig(ctx, cfg, c)
+			}
+			if err == nil {
+				_, err = c.Run(ctx, newCommands(hostCfgs[i]).preflight(), nil)
 				err = explainRemote(err, cfg)
 			}
 			if err != nil {
@@ -294,9 +314,26 @@ func (d *Deployer) preflight(ctx context.Context) ([]Conn, []*HostLock, error) {
 				}
 			}
 		}
-		return conns, nil, merr
+		return conns, hostCfgs, nil, merr
 	}
-	return conns, locks, nil
+	return conns, hostCfgs, locks, nil
+}
+
+// hostConfig is the config for one host: with instances: auto, one
+// instance per CPU core it has.
+func hostConfig(ctx context.Context, cfg *Config, conn Conn) (*Config, error) {
+	if !cfg.InstancesAuto() {
+		return cfg, nil
+	}
+	res, err := conn.Run(ctx, "nproc", nil)
+	if err != nil {
+		return nil, fmt.Errorf("count CPU cores for instances: auto: %w", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(res.Stdout)))
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("count CPU cores for instances: auto: nproc said %q", res.Stdout)
+	}
+	return cfg.ForCores(n), nil
 }
 
 // explainRemote turns a sudo refusal into a message that says what to do.
@@ -325,7 +362,7 @@ func (d *Deployer) localHooks(ctx context.Context, hooks []string, when, result 
 		t0 := time.Now()
 		d.emit(Event{Step: StepHook, Status: "start", Message: "local " + when + ": " + h})
 		cmd := exec.CommandContext(ctx, "sh", "-c", h)
-		cmd.Env = append(os.Environ(), d.hookEnv("", result)...)
+		cmd.Env = append(os.Environ(), d.hookEnv(d.Config, "", result)...)
 		cmd.Stdout, cmd.Stderr = d.Stdout, d.Stderr
 		if err := cmd.Run(); err != nil {
 			err = fmt.Errorf("local %s hook %q: %w", when, h, err)
@@ -338,15 +375,15 @@ func (d *Deployer) localHooks(ctx context.Context, hooks []string, when, result 
 }
 
 // hookEnv is the ROLLOUT_* environment of a hook.
-func (d *Deployer) hookEnv(host, result string) []string {
-	ports := make([]string, 0, len(d.Config.Ports()))
-	for _, p := range d.Config.Ports() {
+func (d *Deployer) hookEnv(cfg *Config, host, result string) []string {
+	ports := make([]string, 0, len(cfg.Ports()))
+	for _, p := range cfg.Ports() {
 		ports = append(ports, strconv.Itoa(p))
 	}
 	env := []string{
-		"ROLLOUT_APP=" + d.Config.App,
+		"ROLLOUT_APP=" + cfg.App,
 		"ROLLOUT_VERSION=" + d.Version,
-		"ROLLOUT_HOSTS=" + strings.Join(d.Config.Hosts, " "),
+		"ROLLOUT_HOSTS=" + strings.Join(cfg.Hosts, " "),
 		"ROLLOUT_PORTS=" + strings.Join(ports, " "),
 	}
 	if host != "" {
@@ -376,16 +413,17 @@ type hostRun struct {
 	// drains the next instance, or on its own when there is none (0: no
 	// instance is pending).
 	pending int
+	// added are instances the scale step started on this release.
+	added map[int]bool
 
 	restarted, leftOut []int
 }
 
-func (d *Deployer) newHostRun(host string, conn Conn, stop <-chan struct{}) *hostRun {
-	cfg := d.Config
+func (d *Deployer) newHostRun(cfg *Config, host string, conn Conn, stop <-chan struct{}) *hostRun {
 	return &hostRun{
 		d: d, cfg: cfg, host: host, conn: conn, cmds: newCommands(cfg), stop: stop,
 		health: healthcheck.HTTP{Dial: conn.DialContext, Path: cfg.Health.Path, Status: cfg.Health.Status, AttemptTimeout: cfg.Health.AttemptTimeout},
-		logs:   map[int][]string{},
+		logs:   map[int][]string{}, added: map[int]bool{},
 	}
 }
 
@@ -399,8 +437,12 @@ func (h *hostRun) emit(port int, step, status string, t0 time.Time, msg string) 
 
 func (h *hostRun) stopped() bool { return h.d.stopping(h.stop) }
 
-// run deploys every instance of the host, between its hooks.
+// run deploys every instance of the host, between its hooks; first it
+// reconciles the instances with the config (see reconcile).
 func (h *hostRun) run(ctx context.Context) (err error) {
+	if h.d.ScaleOnly {
+		return h.reconcile(ctx)
+	}
 	for _, hook := range h.cfg.Hooks.HostBefore {
 		if err := h.hook(ctx, "before", hook); err != nil {
 			return err
@@ -412,6 +454,9 @@ func (h *hostRun) run(ctx context.Context) (err error) {
 			err = perr
 		}
 	}()
+	if err := h.reconcile(ctx); err != nil {
+		return err
+	}
 	st, err := h.inspect(ctx)
 	if err != nil {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
@@ -419,6 +464,11 @@ func (h *hostRun) run(ctx context.Context) (err error) {
 	for _, port := range h.order(ctx, st) {
 		if h.stopped() {
 			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: ErrStopped}
+		}
+		if h.added[port] {
+			h.emit(port, StepRestart, "skip", time.Time{}, "started on this release by the scale step")
+			h.restarted = append(h.restarted, port)
+			continue
 		}
 		if err := h.instance(ctx, port); err != nil {
 			return err
@@ -438,7 +488,7 @@ func (h *hostRun) run(ctx context.Context) (err error) {
 func (h *hostRun) hook(ctx context.Context, when, hook string) error {
 	t0 := time.Now()
 	h.emit(0, StepHook, "start", t0, when+": "+hook)
-	res, err := h.conn.Run(ctx, hookCommand(hook, h.d.hookEnv(h.host, "")), nil)
+	res, err := h.conn.Run(ctx, hookCommand(hook, h.d.hookEnv(h.cfg, h.host, "")), nil)
 	if err != nil {
 		err = fmt.Errorf("host %s hook %q: %w", when, hook, err)
 		h.emit(0, StepHook, "fail", t0, err.Error())
@@ -752,14 +802,19 @@ func (h *hostRun) setDown(ctx context.Context, change map[int]bool, drainPort in
 // script's output. When the file changed under rollout, it reads it again
 // and returns errUpstreamChanged.
 func (h *hostRun) writeUpstream(ctx context.Context, change map[int]bool, drainPort int) (string, error) {
-	file := h.cfg.Nginx.UpstreamFile
 	next := h.upstream
 	for p, down := range change {
 		var err error
 		if next, err = setServerDown(next, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress, p, down); err != nil {
-			return "", fmt.Errorf("%s: %w", file, err)
+			return "", fmt.Errorf("%s: %w", h.cfg.Nginx.UpstreamFile, err)
 		}
 	}
+	return h.writeContent(ctx, next, drainPort)
+}
+
+// writeContent replaces the upstream file with next (see writeUpstream).
+func (h *hostRun) writeContent(ctx context.Context, next []byte, drainPort int) (string, error) {
+	file := h.cfg.Nginx.UpstreamFile
 	res, err := h.conn.Run(ctx, h.cmds.writeUpstream(drainPort), upstreamInput(h.upstream, next))
 	var ee *sshexec.ExitError
 	if errors.As(err, &ee) && ee.Code == 67 {

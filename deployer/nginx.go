@@ -123,3 +123,71 @@ func removeParam(params []string, p string) []string {
 	}
 	return out
 }
+
+// addServer returns content with a "server addr:port;" line added to the
+// named upstream block, after its last server line (with its indentation),
+// or before the block's closing brace.
+func addServer(content []byte, upstream, addr string, port int) ([]byte, error) {
+	var out bytes.Buffer
+	lines := splitLines(content)
+	start, end, last := -1, -1, -1
+	for i, line := range lines {
+		text := strings.TrimRight(line, "\n")
+		switch {
+		case start < 0:
+			if m := upstreamOpenRE.FindStringSubmatch(text); m != nil && m[1] == upstream {
+				start = i
+			}
+		case end < 0 && strings.TrimSpace(text) == "}":
+			end = i
+		case end < 0 && serverLineRE.MatchString(text):
+			last = i
+		}
+	}
+	if start < 0 || end < 0 {
+		return nil, fmt.Errorf("upstream %q not found", upstream)
+	}
+	indent, at := "    ", end
+	if last >= 0 {
+		text := lines[last]
+		indent, at = text[:len(text)-len(strings.TrimLeft(text, " \t"))], last+1
+		if !strings.HasSuffix(lines[last], "\n") {
+			lines[last] += "\n"
+		}
+	}
+	for i, line := range lines {
+		if i == at {
+			fmt.Fprintf(&out, "%sserver %s:%d;\n", indent, addr, port)
+		}
+		out.WriteString(line)
+	}
+	return out.Bytes(), nil
+}
+
+// removeServer returns content without addr:port's server line in the
+// named upstream block.
+func removeServer(content []byte, upstream, addr string, port int) ([]byte, error) {
+	var out bytes.Buffer
+	inBlock, found := false, false
+	for _, line := range splitLines(content) {
+		text := strings.TrimRight(line, "\n")
+		switch {
+		case !inBlock:
+			if m := upstreamOpenRE.FindStringSubmatch(text); m != nil && m[1] == upstream {
+				inBlock = true
+			}
+		case strings.TrimSpace(text) == "}":
+			inBlock = false
+		default:
+			if m := serverLineRE.FindStringSubmatch(text); m != nil && m[2] == addr && m[3] == strconv.Itoa(port) {
+				found = true
+				continue
+			}
+		}
+		out.WriteString(line)
+	}
+	if !found {
+		return nil, fmt.Errorf("upstream %q has no line \"server %s:%d;\"", upstream, addr, port)
+	}
+	return out.Bytes(), nil
+}

@@ -97,3 +97,29 @@ func TestUpstreamMissing(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestAddRemoveServer(t *testing.T) {
+	in := "# mine\nupstream other {\n  server 127.0.0.1:9000;\n}\nupstream my_app {\n    least_conn;\n    server 127.0.0.1:3000 weight=2;\n    server 127.0.0.1:3001 down; # note\n}\n"
+	got, err := addServer([]byte(in), "my_app", "127.0.0.1", 3002)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# mine\nupstream other {\n  server 127.0.0.1:9000;\n}\nupstream my_app {\n    least_conn;\n    server 127.0.0.1:3000 weight=2;\n    server 127.0.0.1:3001 down; # note\n    server 127.0.0.1:3002;\n}\n"
+	if string(got) != want {
+		t.Errorf("add:\n%s\nwant:\n%s", got, want)
+	}
+	back, err := removeServer(got, "my_app", "127.0.0.1", 3002)
+	if err != nil || string(back) != in {
+		t.Errorf("remove: %v\n%s", err, back)
+	}
+	if _, err := removeServer([]byte(in), "my_app", "127.0.0.1", 9000); err == nil {
+		t.Error("removed a server of another upstream")
+	}
+	empty, err := addServer([]byte("upstream my_app {\n}\n"), "my_app", "127.0.0.1", 3000)
+	if err != nil || string(empty) != "upstream my_app {\n    server 127.0.0.1:3000;\n}\n" {
+		t.Errorf("add to an empty block: %v %q", err, empty)
+	}
+	if _, err := addServer([]byte(in), "nope", "127.0.0.1", 1); err == nil {
+		t.Error("added to a missing upstream")
+	}
+}

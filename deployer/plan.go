@@ -24,6 +24,7 @@ type HostPlan struct {
 	Host      string         `json:"host"`
 	Preflight Step           `json:"preflight"`
 	Before    []Step         `json:"before,omitempty"`
+	Scale     Step           `json:"scale"`   // reconcile the instances with the config
 	Inspect   Step           `json:"inspect"` // once, to order the instances
 	Instances []InstancePlan `json:"instances"`
 	After     []Step         `json:"after,omitempty"`
@@ -67,14 +68,20 @@ func BuildPlan(cfg *Config, version string) *Plan {
 			Command: c.preflight(),
 		}}
 		for _, h := range cfg.Hooks.HostBefore {
-			hp.Before = append(hp.Before, Step{Name: StepHook, Does: "run before the first instance", Command: hookCommand(h, d.hookEnv(host, ""))})
+			hp.Before = append(hp.Before, Step{Name: StepHook, Does: "run before the first instance", Command: hookCommand(h, d.hookEnv(cfg, host, ""))})
 		}
 		for _, h := range cfg.Hooks.HostAfter {
-			hp.After = append(hp.After, Step{Name: StepHook, Does: "run after the last instance", Command: hookCommand(h, d.hookEnv(host, ""))})
+			hp.After = append(hp.After, Step{Name: StepHook, Does: "run after the last instance", Command: hookCommand(h, d.hookEnv(cfg, host, ""))})
 		}
+		hp.Scale = Step{Name: StepScale, Does: fmt.Sprintf(
+			"compare the server lines of %s with the instances %s; start (systemctl enable --now), health-check and only then add each missing one; drain, stop, disable (systemctl disable --now) and remove each surplus one",
+			cfg.Nginx.UpstreamFile, instancesText(cfg))}
 		hp.Inspect = Step{Name: StepCapacity, Command: c.inspect(), Does: fmt.Sprintf(
 			"read unit states and %s, and health-check every instance; instances serving nothing go first", cfg.Nginx.UpstreamFile)}
 		ports := cfg.Ports()
+		if cfg.InstancesAuto() {
+			ports = []int{cfg.BasePort()}
+		}
 		for i, port := range ports {
 			ip := InstancePlan{Port: port, Unit: cfg.UnitName(port)}
 			drain := Step{Name: StepDrain, Command: c.writeUpstream(port), Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ... down;\"", cfg.Nginx.UpstreamFile, addr, port),
@@ -147,6 +154,8 @@ func (p *Plan) WriteText(w io.Writer) error {
 			step("  ", n, s)
 		}
 		n++
+		step("  ", n, h.Scale)
+		n++
 		step("  ", n, h.Inspect)
 		for _, inst := range h.Instances {
 			ew.printf("  instance %d (%s)\n", inst.Port, inst.Unit)
@@ -176,4 +185,11 @@ func (e *errWriter) printf(format string, args ...any) {
 	if e.err == nil {
 		_, e.err = fmt.Fprintf(e.w, format, args...)
 	}
+}
+
+func instancesText(cfg *Config) string {
+	if cfg.InstancesAuto() {
+		return fmt.Sprintf("(auto: one per CPU core, counted with nproc when connected, ports from %d; the steps below are shown for the first)", cfg.BasePort())
+	}
+	return fmt.Sprint(cfg.Ports())
 }

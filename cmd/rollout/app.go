@@ -84,6 +84,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:       planAction,
 				OnUsageError: onUsageError,
 			},
+			scaleCommand(),
 			statusCommand(),
 			logsCommand(),
 			historyCommand(),
@@ -325,7 +326,7 @@ func (p *printer) report(rep *deployer.Report, err error) {
 	if err != nil {
 		result = "FAILED"
 	}
-	fmt.Fprintf(p.stdout, "deploy %s: %s in %s\n", rep.Version, result, rep.Duration.Round(time.Millisecond))
+	fmt.Fprintf(p.stdout, "%s: %s in %s\n", strings.TrimSpace(rep.Op+" "+rep.Version), result, rep.Duration.Round(time.Millisecond))
 }
 
 func ports(ps []int) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -309,4 +310,49 @@ func holderName(st deployer.LockState) string {
 		return "an unknown holder"
 	}
 	return st.Holder.String()
+}
+
+func scaleCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "scale",
+		Usage: "run N instances per host (or one per CPU core), adding and removing instances without dropping requests",
+		Description: `A missing instance is enabled, started, health-checked and only then added to
+the Nginx upstream; a surplus one is drained (its requests finish), stopped,
+disabled and removed from the upstream. Instances are base_port, base_port+1,
+… Nothing else restarts. Set the same instances in rollout.yaml: every deploy
+reconciles the hosts with it too.
+
+Examples:
+   rollout scale --instances 2
+   rollout scale --instances auto        # one per CPU core of each host`,
+		Flags: append(connFlags(),
+			&cli.StringFlag{Name: "instances", Required: true, EnvVars: []string{"ROLLOUT_INSTANCES"}, Usage: "instances per host: a number, or auto (one per CPU core)"},
+			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			n := 0 // auto
+			if v := c.String("instances"); v != "auto" {
+				if n, err = strconv.Atoi(v); err != nil || n < 1 {
+					return usageError{fmt.Errorf("--instances must be a number of at least 1, or auto; got %q", v)}
+				}
+			}
+			if err := cfg.SetInstances(n); err != nil {
+				return usageError{err}
+			}
+			dialer, err := newSSHDialer(cfg)
+			if err != nil {
+				return usageError{err}
+			}
+			out := newPrinter(c.App.Writer, c.App.ErrWriter, c.String("output") == "json")
+			d := &deployer.Deployer{Config: cfg, Connect: dialer.Dial, Events: out.event,
+				Stdout: c.App.ErrWriter, Stderr: c.App.ErrWriter, ScaleOnly: true, BreakStaleLock: c.Bool("break-stale-lock")}
+			rep, err := d.Deploy(c.Context)
+			out.report(rep, err)
+			return err
+		},
+	}
 }

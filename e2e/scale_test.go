@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rollout-dev/rollout/e2e/testbed"
+)
+
+// checkInstances checks that h runs exactly n instances from basePort:
+// each one active, enabled and in the upstream (not down); the ports above
+// them inactive, disabled and out of the upstream.
+func checkInstances(t *testing.T, h *testbed.Host, n int) {
+	t.Helper()
+	up := upstreamFile(t, h)
+	for port := basePort; port < basePort+max(n, instances); port++ {
+		unit := fmt.Sprintf("my-app@%d", port)
+		out, _ := fleet.Run(context.Background(), h, "systemctl is-active "+unit+"; systemctl is-enabled "+unit+" 2>/dev/null || true")
+		state := strings.Fields(out)
+		line := fmt.Sprintf("server 127.0.0.1:%d;", port)
+		if port < basePort+n {
+			if len(state) < 2 || state[0] != "active" || state[1] != "enabled" || !strings.Contains(up, line) {
+				t.Errorf("%s should serve: %q, upstream:\n%s", unit, out, up)
+			}
+		} else if len(state) < 1 || state[0] == "active" || (len(state) > 1 && state[1] == "enabled") || strings.Contains(up, fmt.Sprintf("127.0.0.1:%d", port)) {
+			t.Errorf("%s should be gone: %q, upstream:\n%s", unit, out, up)
+		}
+	}
+	if strings.Contains(up, "down") {
+		t.Errorf("an instance is left down:\n%s", up)
+	}
+	nginxTestPasses(t, h)
+}
+
+func TestScaleDownAndUpUnderLoad(t *testing.T) {
+	h := fleet.Hosts[0]
+	resetHost(t, h)
+	defer resetHost(t, h)
+	cfg := oneHostConfig(t, "")
+	for _, n := range []int{2, 4} {
+		var out string
+		var code int
+		res := underLoad(t, []*testbed.Host{h}, func() {
+			out, code = rollout(t, "scale", "-c", cfg, "--instances", strconv.Itoa(n))
+		})
+		if code != 0 {
+			t.Fatalf("scale to %d exited %d", n, code)
+		}
+		if res[0].Failed != 0 {
+			t.Errorf("scale to %d: %d failed requests (%v)", n, res[0].Failed, res[0].Failures)
+		}
+		if !strings.Contains(out, "scale") {
+			t.Errorf("no scale steps in the output")
+		}
+		checkInstances(t, h, n)
+	}
+	// Nothing to do: says so and changes nothing.
+	if out, code := rollout(t, "scale", "-c", cfg, "--instances", "4"); code != 0 || !strings.Contains(out, "already 4 instances") {
+		t.Errorf("scale to the current count exited %d", code)
+	}
+}
+
+// instances: auto runs one instance per CPU core of the host, and a deploy
+// reconciles the host with it.
+func TestInstancesAuto(t *testing.T) {
+	h := fleet.Hosts[0]
+	resetHost(t, h)
+	defer resetHost(t, h)
+	out, err := fleet.Run(context.Background(), h, "nproc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cores, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := oneHostConfig(t, "")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), fmt.Sprintf("instances: %d", instances), "instances: auto", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := rollout(t, "plan", "-c", path, "--version", "v1"); code != 0 || !strings.Contains(out, "one per CPU core") {
+		t.Errorf("plan with instances: auto exited %d", code)
+	}
+	res := underLoad(t, []*testbed.Host{h}, func() {
+		if _, code := rollout(t, "deploy", "-c", path, "--version", "v1"); code != 0 {
+			t.Errorf("deploy with instances: auto exited %d", code)
+		}
+	})
+	if res[0].Failed != 0 {
+		t.Errorf("%d failed requests (%v)", res[0].Failed, res[0].Failures)
+	}
+	checkInstances(t, h, cores)
+}
