@@ -65,6 +65,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// Never let urfave/cli call os.Exit: deferred cleanup must run.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   onUsageError,
+		// Completion asks the binary itself: see completion.go.
+		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			{
 				Name:  "deploy",
@@ -87,6 +89,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:       planAction,
 				OnUsageError: onUsageError,
 			},
+			versionCommand(),
+			completionCommand(),
 		},
 	}
 }
