@@ -228,6 +228,7 @@ func deployAction(c *cli.Context) error {
 	}
 	rep, err := d.Deploy(c.Context)
 	out.report(rep, err)
+	notifyDeploy(c.Context, cfg, rep, err, os.Getenv, c.App.ErrWriter)
 	return err
 }
 
