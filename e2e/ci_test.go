@@ -144,3 +144,41 @@ func TestCIFailedDeploy(t *testing.T) {
 		t.Errorf("webhook text wrong")
 	}
 }
+
+// A webhook that never answers: the deploy still succeeds, and rollout
+// gives up on the webhook after notify.timeout with a warning.
+func TestCIHangingWebhook(t *testing.T) {
+	release := make(chan struct{})
+	got := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		got <- struct{}{}
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release) // before the server closes
+	h := fleet.Hosts[0]
+	cfg := fleetConfig(t, "0s")
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString("notify: {url_env: HANGING_HOOK, timeout: 1s}\n")
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HANGING_HOOK", srv.URL+"/hook/SECRETKEY456")
+	out, code := rollout(t, "deploy", "-c", cfg, "--version", "v1", "--hosts", h.Addr)
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	want := "rollout: warning: notify slack webhook: no answer within 1s: context deadline exceeded (the deploy's result is unchanged)\n"
+	if !strings.HasSuffix(out, want) || strings.Contains(out, "SECRETKEY456") {
+		t.Errorf("output does not end with %q", want)
+	}
+	select {
+	case <-got:
+	default:
+		t.Errorf("the webhook was never called")
+	}
+}
