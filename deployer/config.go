@@ -25,6 +25,8 @@ type Config struct {
 	UnitTemplate string
 	Hosts        []string
 	SSH          SSHConfig
+	// Notify is the notify: section; nil: no notifications.
+	Notify       *NotifyConfig
 	Sudo         string // "auto", "true" or "false"
 	Nginx        NginxConfig
 	Health       HealthConfig
@@ -475,7 +477,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	c := DefaultConfig()
 	p.nodes[""] = deref(root)
 	if !p.mapping("", "app", "unit", "hosts", "ssh", "sudo", "ports", "base_port", "instances",
-		"min_serving", "nginx", "health", "drain_timeout", "logs", "hooks", "parallel", "state_dir", "lock_stale_after") {
+		"min_serving", "nginx", "health", "drain_timeout", "logs", "hooks", "parallel", "state_dir", "lock_stale_after", "notify") {
 		return c
 	}
 	p.str("app", &c.App)
@@ -491,6 +493,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		p.str("ssh.jump", &c.SSH.Jump)
 		p.duration("ssh.connect_timeout", &c.SSH.ConnectTimeout)
 	}
+	p.notify(c)
 	if n, ok := p.nodes["sudo"]; ok {
 		var b bool
 		switch {
@@ -696,6 +699,7 @@ func (c *Config) problems() []problem {
 		}
 	}
 	check("ssh.connect_timeout", positive(c.SSH.ConnectTimeout))
+	c.Notify.problems(check)
 	if !slices.Contains([]string{"auto", "true", "false"}, c.Sudo) {
 		check("sudo", fmt.Errorf("must be auto, true or false, got %q", c.Sudo))
 	}

@@ -80,6 +80,11 @@ const (
 	HostNotStarted  = "not started"
 )
 
+// StepHost events bracket one host's run (after the preflight): "start",
+// then "ok", "fail", or "skip" when it stopped before its next instance,
+// with the host's whole time. Output groups a host's lines by them.
+const StepHost = "host"
+
 // HostReport is what happened on one host.
 type HostReport struct {
 	Host      string        `json:"host"`
@@ -253,9 +258,19 @@ func (d *Deployer) stopping(stop <-chan struct{}) bool {
 
 func (d *Deployer) runHost(ctx context.Context, cfg *Config, host string, conn Conn, stop <-chan struct{}) (*hostRun, time.Duration, error) {
 	t0 := time.Now()
+	d.emit(Event{Host: host, Step: StepHost, Status: "start"})
 	hr := d.newHostRun(cfg, host, conn, stop)
 	err := hr.run(ctx)
-	return hr, time.Since(t0), err
+	took := time.Since(t0)
+	e := Event{Host: host, Step: StepHost, Status: "ok", Duration: took}
+	if err != nil {
+		e.Status, e.Message = "fail", err.Error()
+		if errors.Is(err, ErrStopped) {
+			e.Status = "skip"
+		}
+	}
+	d.emit(e)
+	return hr, took, err
 }
 
 // preflight connects to every host in parallel, checks each one and takes

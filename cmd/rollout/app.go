@@ -4,9 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -60,6 +59,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// Never let urfave/cli call os.Exit: deferred cleanup must run.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   onUsageError,
+		// Completion asks the binary itself: see completion.go.
+		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			{
 				Name:  "deploy",
@@ -89,6 +90,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			logsCommand(),
 			historyCommand(),
 			lockCommand(),
+			versionCommand(),
+			completionCommand(),
 		},
 	}
 }
@@ -244,7 +247,7 @@ func deployAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	out := newPrinter(c.App.Writer, c.App.ErrWriter, c.String("output") == "json")
+	out := newPrinter(c.App.Writer, c.App.ErrWriter, outputOptionsFor(c.String("output"), cfg.Parallel, c.App.ErrWriter, os.Getenv))
 	dialer, err := newSSHDialer(cfg)
 	if err != nil {
 		return usageError{err}
@@ -260,94 +263,6 @@ func deployAction(c *cli.Context) error {
 	}
 	rep, err := d.Deploy(c.Context)
 	out.report(rep, err)
+	notifyDeploy(c.Context, cfg, rep, err, os.Getenv, c.App.ErrWriter)
 	return err
-}
-
-// printer shows progress on stderr (or JSON events on stdout) and the final
-// summary.
-type printer struct {
-	stdout, stderr io.Writer
-	json           bool
-}
-
-func newPrinter(stdout, stderr io.Writer, json bool) *printer {
-	return &printer{stdout: stdout, stderr: stderr, json: json}
-}
-
-func (p *printer) event(e deployer.Event) {
-	if p.json {
-		writeJSONLine(p.stdout, map[string]any{"type": "step", "event": e})
-		return
-	}
-	if e.Status == "start" {
-		return
-	}
-	where := e.Host
-	if where == "" {
-		where = "local"
-	}
-	if e.Port != 0 {
-		where = fmt.Sprintf("%s:%d", e.Host, e.Port)
-	}
-	line := fmt.Sprintf("%s %-22s %-11s %-4s %6s", e.Time.Format("15:04:05.000"), where, e.Step, e.Status, e.Duration.Round(time.Millisecond))
-	if e.Message != "" {
-		line += "  " + e.Message
-	}
-	fmt.Fprintln(p.stderr, line)
-}
-
-func (p *printer) report(rep *deployer.Report, err error) {
-	if p.json {
-		writeJSONLine(p.stdout, map[string]any{"type": "summary", "report": rep, "error": errString(err)})
-		return
-	}
-	// What the app said: the thing PM2 hides.
-	var merr interface{ WrappedErrors() []error }
-	errs := []error{err}
-	if errors.As(err, &merr) {
-		errs = merr.WrappedErrors()
-	}
-	for _, e := range errs {
-		var se *deployer.StepError
-		if errors.As(e, &se) && se.Output != "" {
-			fmt.Fprintf(p.stderr, "\n%s:%d did not come up; what it said since the restart:\n%s\n", se.Host, se.Port, indentLines(se.Output, "  | "))
-		}
-	}
-	if rep == nil {
-		return
-	}
-	tw := tabwriter.NewWriter(p.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "\nHOST\tOUTCOME\tRESTARTED\tLEFT OUT OF NGINX\tTIME\tERROR\n")
-	for _, h := range rep.Hosts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Outcome, ports(h.Restarted), ports(h.LeftOut), h.Duration.Round(time.Millisecond), h.Error)
-	}
-	tw.Flush()
-	result := "ok"
-	if err != nil {
-		result = "FAILED"
-	}
-	fmt.Fprintf(p.stdout, "%s: %s in %s\n", strings.TrimSpace(rep.Op+" "+rep.Version), result, rep.Duration.Round(time.Millisecond))
-}
-
-func ports(ps []int) string {
-	if len(ps) == 0 {
-		return "-"
-	}
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = fmt.Sprint(p)
-	}
-	return strings.Join(s, ",")
-}
-
-func indentLines(s, prefix string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return prefix + strings.Join(lines, "\n"+prefix)
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }

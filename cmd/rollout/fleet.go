@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -347,7 +348,7 @@ Examples:
 			if err != nil {
 				return usageError{err}
 			}
-			out := newPrinter(c.App.Writer, c.App.ErrWriter, c.String("output") == "json")
+			out := newPrinter(c.App.Writer, c.App.ErrWriter, outputOptionsFor(c.String("output"), cfg.Parallel, c.App.ErrWriter, os.Getenv))
 			d := &deployer.Deployer{Config: cfg, Connect: dialer.Dial, Events: out.event,
 				Stdout: c.App.ErrWriter, Stderr: c.App.ErrWriter, ScaleOnly: true, BreakStaleLock: c.Bool("break-stale-lock")}
 			rep, err := d.Deploy(c.Context)

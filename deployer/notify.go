@@ -1,0 +1,68 @@
+package deployer
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// NotifyConfig is the notify: section: where a summary is posted after
+// each deploy. The webhook URL is a secret (a Slack webhook URL or a
+// Telegram bot token), so the file only names the environment variable
+// that holds it.
+type NotifyConfig struct {
+	URLEnv         string // the environment variable holding the URL
+	Format         string // "slack" ({"text"}) or "telegram" (sendMessage)
+	TelegramChatID string
+	Timeout        time.Duration // the whole post, connection included
+}
+
+// Notify formats.
+const (
+	NotifySlack    = "slack"
+	NotifyTelegram = "telegram"
+)
+
+func defaultNotify() *NotifyConfig {
+	return &NotifyConfig{URLEnv: "ROLLOUT_NOTIFY_URL", Format: NotifySlack, Timeout: 5 * time.Second}
+}
+
+var (
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	chatIDRE  = regexp.MustCompile(`^(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$`)
+)
+
+// notify reads the notify: section, if there is one.
+func (p *parser) notify(c *Config) {
+	if !p.mapping("notify", "url_env", "format", "telegram_chat_id", "timeout") {
+		return
+	}
+	c.Notify = defaultNotify()
+	p.str("notify.url_env", &c.Notify.URLEnv)
+	p.str("notify.format", &c.Notify.Format)
+	p.str("notify.telegram_chat_id", &c.Notify.TelegramChatID)
+	p.duration("notify.timeout", &c.Notify.Timeout)
+}
+
+func (n *NotifyConfig) problems(check func(key string, err error, deps ...string)) {
+	if n == nil {
+		return
+	}
+	check("notify.url_env", match(envNameRE, n.URLEnv, "an environment variable name (letters, digits, _)"))
+	switch n.Format {
+	case NotifySlack:
+		if n.TelegramChatID != "" {
+			check("notify.telegram_chat_id", errors.New(`only goes with format: telegram`), "notify.format")
+		}
+	case NotifyTelegram:
+		check("notify.telegram_chat_id", match(chatIDRE, n.TelegramChatID, `a Telegram chat id ("-100123…") or "@channelname"`), "notify.format")
+	default:
+		check("notify.format", fmt.Errorf("must be slack or telegram, got %q", n.Format))
+	}
+	if err := positive(n.Timeout); err != nil {
+		check("notify.timeout", err)
+	} else if n.Timeout > time.Minute {
+		check("notify.timeout", fmt.Errorf("must be at most 1m (a notification never holds up the deploy for long), got %s", n.Timeout))
+	}
+}
