@@ -39,6 +39,8 @@ type Config struct {
 	StateDir string
 	// LockStaleAfter: a lock not refreshed for this long is stale.
 	LockStaleAfter time.Duration
+	// Setup is what `rollout setup` prepares on a bare host.
+	Setup SetupConfig
 
 	ports      []int
 	basePort   int  // when given: base_port
@@ -477,7 +479,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	c := DefaultConfig()
 	p.nodes[""] = deref(root)
 	if !p.mapping("", "app", "unit", "hosts", "ssh", "sudo", "ports", "base_port", "instances",
-		"min_serving", "nginx", "health", "drain_timeout", "logs", "hooks", "parallel", "state_dir", "lock_stale_after", "notify") {
+		"min_serving", "nginx", "health", "drain_timeout", "logs", "hooks", "parallel", "state_dir", "lock_stale_after", "notify", "setup") {
 		return c
 	}
 	p.str("app", &c.App)
@@ -535,6 +537,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		p.strs("hooks.host_after", &c.Hooks.HostAfter)
 	}
 	p.integer("parallel", &c.Parallel)
+	p.setup(c)
 	p.str("state_dir", &c.StateDir)
 	p.duration("lock_stale_after", &c.LockStaleAfter)
 	return c
@@ -764,6 +767,7 @@ func (c *Config) problems() []problem {
 			}
 		}
 	}
+	ps = append(ps, c.setupProblems()...)
 	check("state_dir", validPath(c.StateDir, false))
 	if err := positive(c.LockStaleAfter); err != nil {
 		check("lock_stale_after", err)

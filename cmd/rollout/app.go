@@ -86,6 +86,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				OnUsageError: onUsageError,
 			},
 			scaleCommand(),
+			setupCommand(),
+			renderCommand(),
 			statusCommand(),
 			logsCommand(),
 			historyCommand(),

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rollout-dev/rollout/deployer"
+)
+
+func renderCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "render",
+		Usage: "print the files `rollout setup` writes (unit, Nginx upstream and site, env file), without connecting",
+		Description: `With instances: auto the upstream is shown for one instance; setup writes one
+per CPU core of each host.
+
+Examples:
+   rollout render
+   rollout render -c staging.yaml --output json`,
+		Flags:        connFlags(),
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			ports := cfg.Ports()
+			if cfg.InstancesAuto() {
+				ports = []int{cfg.BasePort()}
+			}
+			files := deployer.Render(cfg, ports)
+			if c.String("output") == "json" {
+				writeJSONLine(c.App.Writer, map[string]any{"files": files})
+				return nil
+			}
+			for _, f := range files {
+				note := ""
+				if f.Keep {
+					note = " (written only if missing; an existing one is kept)"
+				}
+				fmt.Fprintf(c.App.Writer, "==> %s  %s %s%s\n%s\n", f.Path, f.Owner, f.Mode, note, f.Content)
+			}
+			return nil
+		},
+	}
+}
+
+func setupCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "setup",
+		Usage: "prepare bare hosts: service user, directories, hardened template unit, Nginx upstream and site",
+		Description: `Needs systemd, Nginx and the runtime installed. Idempotent: only what differs
+is changed, and a second run reports no changes. Takes the deploy lock and
+records a history line on each host. --dry-run shows a diff per file and
+changes nothing. See the files with rollout render.
+
+Examples:
+   rollout setup --dry-run
+   rollout setup
+   rollout setup --hosts 10.0.0.9           # a new server`,
+		Flags: append(connFlags(),
+			&cli.BoolFlag{Name: "dry-run", Usage: "show what would change, as a diff per file; change nothing"},
+			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			dry := c.Bool("dry-run")
+			holder := deployer.NewLockInfo("setup", "")
+			var mu sync.Mutex
+			results := make([]*deployer.SetupResult, len(cfg.Hosts))
+			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, host string, conn deployer.Conn) (err error) {
+				t0 := time.Now()
+				if !dry {
+					lock, err := deployer.AcquireLock(ctx, cfg, host, conn, holder, c.Bool("break-stale-lock"))
+					if err != nil {
+						return err
+					}
+					defer func() {
+						cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+						defer cancel()
+						e := deployer.HistoryEntry{Time: time.Now().UTC(), User: holder.User, From: holder.From, RunURL: holder.RunURL,
+							Op: "setup", Outcome: deployer.HostOK, Duration: time.Since(t0)}
+						if err != nil {
+							e.Outcome, e.Error = deployer.HostFailed, err.Error()
+						}
+						err = errors.Join(err, deployer.AppendHistory(cctx, cfg, conn, e), lock.Release(cctx))
+					}()
+				}
+				res, err := deployer.Setup(ctx, cfg, host, conn, dry)
+				mu.Lock()
+				defer mu.Unlock()
+				for i, h := range cfg.Hosts {
+					if h == host {
+						results[i] = res
+					}
+				}
+				return err
+			})
+			if c.String("output") == "json" {
+				writeJSONLine(c.App.Writer, map[string]any{"hosts": results, "dry_run": dry, "error": errString(errors.Join(errs...))})
+			} else {
+				for i, r := range results {
+					if r == nil {
+						continue
+					}
+					verb := "changed"
+					if dry {
+						verb = "would change"
+					}
+					switch {
+					case len(r.Changes) == 0:
+						fmt.Fprintf(c.App.Writer, "%s: no changes\n", cfg.Hosts[i])
+					default:
+						fmt.Fprintf(c.App.Writer, "%s: %s:\n  - %s\n", cfg.Hosts[i], verb, strings.Join(r.Changes, "\n  - "))
+					}
+					if r.Diff != "" {
+						fmt.Fprintln(c.App.Writer, r.Diff)
+					}
+				}
+			}
+			for _, err := range errs {
+				if err != nil {
+					fmt.Fprintln(c.App.ErrWriter, "rollout:", err)
+				}
+			}
+			if err := errors.Join(errs...); err != nil {
+				return fmt.Errorf("setup failed on %d host(s)", countErrs(errs))
+			}
+			return nil
+		},
+	}
+}
+
+func countErrs(errs []error) int {
+	n := 0
+	for _, e := range errs {
+		if e != nil {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,415 @@
+package deployer
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/pmezard/go-difflib/difflib"
+
+	"github.com/rollout-dev/rollout/sshexec"
+)
+
+// SetupConfig is the setup section: how `rollout setup` prepares a host
+// the way the seed article's playbook did. Empty fields take defaults
+// derived from the app's name (see setupDefaults).
+type SetupConfig struct {
+	User        string // runs the app: a system user without a login shell
+	Group       string // can read the code (the web server's group)
+	AppDir      string // the code: root:Group, directories 2750
+	ExecStart   string
+	EnvFile     string // created empty (0600 root) if missing, never overwritten
+	LogDir      string // per-instance stdout/stderr logs
+	UploadsDir  string // optional: writable by User (2770 User:Group)
+	MemoryMax   string
+	RestartSec  time.Duration
+	StartLimit  int           // StartLimitBurst
+	StartWindow time.Duration // StartLimitIntervalSec
+	SiteFile    string        // the Nginx site proxying to the upstream
+	Listen      int
+	ServerName  string
+}
+
+func (p *parser) setup(c *Config) {
+	if !p.mapping("setup", "user", "group", "app_dir", "exec_start", "env_file", "log_dir", "uploads_dir",
+		"memory_max", "restart_sec", "start_limit_burst", "start_limit_interval", "site_file", "listen", "server_name") {
+		return
+	}
+	s := &c.Setup
+	p.str("setup.user", &s.User)
+	p.str("setup.group", &s.Group)
+	p.str("setup.app_dir", &s.AppDir)
+	p.str("setup.exec_start", &s.ExecStart)
+	p.str("setup.env_file", &s.EnvFile)
+	p.str("setup.log_dir", &s.LogDir)
+	p.str("setup.uploads_dir", &s.UploadsDir)
+	p.str("setup.memory_max", &s.MemoryMax)
+	p.duration("setup.restart_sec", &s.RestartSec)
+	p.integer("setup.start_limit_burst", &s.StartLimit)
+	p.duration("setup.start_limit_interval", &s.StartWindow)
+	p.str("setup.site_file", &s.SiteFile)
+	p.integer("setup.listen", &s.Listen)
+	p.str("setup.server_name", &s.ServerName)
+}
+
+// setupDefaults fills what the setup section leaves out.
+func (c *Config) setupDefaults() SetupConfig {
+	s := c.Setup
+	def := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	def(&s.User, c.App)
+	def(&s.Group, "www-data")
+	def(&s.AppDir, "/var/www/"+c.App)
+	def(&s.ExecStart, "/usr/bin/node "+strings.TrimRight(s.AppDir, "/")+"/server.js")
+	def(&s.EnvFile, "/etc/"+c.App+"/.env")
+	def(&s.LogDir, "/var/log/"+c.App)
+	def(&s.MemoryMax, "1G")
+	def(&s.SiteFile, "/etc/nginx/conf.d/"+c.App+"-site.conf")
+	def(&s.ServerName, "_")
+	if s.RestartSec == 0 {
+		s.RestartSec = 2 * time.Second
+	}
+	if s.StartLimit == 0 {
+		s.StartLimit = 3
+	}
+	if s.StartWindow == 0 {
+		s.StartWindow = time.Minute
+	}
+	if s.Listen == 0 {
+		s.Listen = 80
+	}
+	return s
+}
+
+var (
+	memoryRE     = regexp.MustCompile(`^[0-9]+[KMGT]?$|^[0-9]{1,2}%$|^infinity$`)
+	serverNameRE = regexp.MustCompile(`^[A-Za-z0-9_.*-]+( [A-Za-z0-9_.*-]+)*$`)
+	execRE       = regexp.MustCompile(`^/[A-Za-z0-9_./-]+( [A-Za-z0-9_./=:,+@-]+)*$`)
+)
+
+func (c *Config) setupProblems() []problem {
+	var ps []problem
+	check := func(key string, err error) {
+		if err != nil {
+			ps = append(ps, problem{key: key, err: err})
+		}
+	}
+	if match(appRE, c.App, "") != nil {
+		return nil // reported as app; the defaults derive from it
+	}
+	s := c.setupDefaults()
+	check("setup.user", match(userRE, s.User, `a user name: lower-case letters, digits, "_", "." or "-"`))
+	check("setup.group", match(userRE, s.Group, `a group name: lower-case letters, digits, "_", "." or "-"`))
+	for key, v := range map[string]string{"setup.app_dir": s.AppDir, "setup.env_file": s.EnvFile, "setup.log_dir": s.LogDir, "setup.site_file": s.SiteFile} {
+		check(key, validPath(v, false))
+	}
+	if s.UploadsDir != "" {
+		check("setup.uploads_dir", validPath(s.UploadsDir, false))
+	}
+	check("setup.exec_start", match(execRE, s.ExecStart, "an absolute program path and plain arguments (letters, digits and . _ / = : , + @ -)"))
+	check("setup.memory_max", match(memoryRE, s.MemoryMax, `a size like 512M or 1G, a percentage, or infinity`))
+	if s.RestartSec < 0 || s.StartWindow < 0 {
+		check("setup.restart_sec", errors.New("must not be negative"))
+	}
+	if s.StartLimit < 1 {
+		check("setup.start_limit_burst", fmt.Errorf("must be at least 1, got %d", s.StartLimit))
+	}
+	check("setup.listen", validPort(s.Listen))
+	check("setup.server_name", match(serverNameRE, s.ServerName, "server names separated by spaces"))
+	return ps
+}
+
+// ManagedFile is a file setup writes.
+type ManagedFile struct {
+	Path    string `json:"path"`
+	Owner   string `json:"owner"` // user:group
+	Mode    string `json:"mode"`  // octal, as stat %a prints it
+	Content string `json:"content"`
+	// Keep: an existing file is left as it is (the upstream rollout edits,
+	// the env file holding secrets).
+	Keep bool `json:"keep,omitempty"`
+}
+
+// unitFile is the template unit's path: my-app@{port} -> my-app@.service.
+func (c *Config) unitFile() string {
+	tmpl := c.UnitTemplate
+	if tmpl == "" {
+		tmpl = c.App + "@{port}"
+	}
+	return "/etc/systemd/system/" + strings.Replace(strings.TrimSuffix(tmpl, ".service"), "{port}", "", 1) + ".service"
+}
+
+var unitTmpl = template.Must(template.New("unit").Parse(`# Written by rollout setup: edit rollout.yaml's setup section, not this file.
+[Unit]
+Description={{.App}} instance on port %i
+After=network.target
+StartLimitIntervalSec={{.StartWindow}}
+StartLimitBurst={{.StartLimit}}
+
+[Service]
+Type=simple
+User={{.User}}
+Group={{.User}}
+SupplementaryGroups={{.Group}}
+Environment=NODE_ENV=production PORT=%i
+EnvironmentFile={{.EnvFile}}
+WorkingDirectory={{.AppDir}}
+ExecStart={{.ExecStart}}
+Restart=on-failure
+RestartSec={{.RestartSec}}
+MemoryMax={{.MemoryMax}}
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+ReadWritePaths={{.LogDir}}{{if .UploadsDir}} {{.UploadsDir}}{{end}}
+StandardOutput=append:{{.LogDir}}/stdout-%i.log
+StandardError=append:{{.LogDir}}/stderr-%i.log
+
+[Install]
+WantedBy=multi-user.target
+`))
+
+var siteTmpl = template.Must(template.New("site").Parse(`# Written by rollout setup: edit rollout.yaml's setup section, not this file.
+server {
+    listen {{.Listen}};
+    server_name {{.ServerName}};
+    location / {
+        proxy_pass http://{{.Upstream}};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+    }
+}
+`))
+
+// Render returns the files setup manages, for the given instances.
+func Render(cfg *Config, ports []int) []ManagedFile {
+	s := cfg.setupDefaults()
+	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+	var unit, site, up bytes.Buffer
+	_ = unitTmpl.Execute(&unit, map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
+		"AppDir": s.AppDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartSec), "MemoryMax": s.MemoryMax,
+		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit})
+	_ = siteTmpl.Execute(&site, map[string]any{"Listen": s.Listen, "ServerName": s.ServerName, "Upstream": cfg.Nginx.Upstream})
+	fmt.Fprintf(&up, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
+	for _, p := range ports {
+		fmt.Fprintf(&up, "    server %s:%d;\n", cfg.Nginx.ServerAddress, p)
+	}
+	up.WriteString("}\n")
+	return []ManagedFile{
+		{Path: cfg.unitFile(), Owner: "root:root", Mode: "644", Content: unit.String()},
+		{Path: cfg.Nginx.UpstreamFile, Owner: "root:root", Mode: "644", Content: up.String(), Keep: true},
+		{Path: s.SiteFile, Owner: "root:root", Mode: "644", Content: site.String()},
+		{Path: s.EnvFile, Owner: "root:root", Mode: "600", Content: "", Keep: true},
+	}
+}
+
+// managedDir is a directory setup makes sure of.
+type managedDir struct{ path, owner, mode string }
+
+func setupDirs(cfg *Config) []managedDir {
+	s := cfg.setupDefaults()
+	dirs := []managedDir{
+		{s.AppDir, "root:" + s.Group, "2750"},
+		{s.LogDir, s.User + ":" + s.User, "755"},
+		{dirOf(s.EnvFile), "root:root", "750"},
+	}
+	if s.UploadsDir != "" {
+		dirs = append(dirs, managedDir{s.UploadsDir, s.User + ":" + s.Group, "2770"})
+	}
+	return dirs
+}
+
+func dirOf(p string) string { return p[:strings.LastIndex(p, "/")] }
+
+// SetupResult is what setup did, or would do, on one host.
+type SetupResult struct {
+	Host    string   `json:"host"`
+	Changes []string `json:"changes"`
+	Diff    string   `json:"diff,omitempty"` // with DryRun
+}
+
+const setupSep = "@@rollout-setup@@"
+
+// setupInspect prints, for the user and each managed directory and file,
+// what is there: "user UID GROUPS", then per path "PATH OWNER MODE" and a
+// file's content in base64 (or "PATH missing").
+func (c commands) setupInspect(files []ManagedFile, dirs []managedDir, unit func(int) string, ports []int) string {
+	s := c.cfg.setupDefaults()
+	var b strings.Builder
+	fmt.Fprintf(&b, "echo \"user $(id -u %s 2>/dev/null || echo none) $(id -nG %s 2>/dev/null | tr ' ' ,)\"\n", sshexec.Quote(s.User), sshexec.Quote(s.User))
+	for _, d := range dirs {
+		fmt.Fprintf(&b, "echo %s; stat -c '%%U:%%G %%a' -- %s 2>/dev/null || echo missing\n", setupSep, sshexec.Quote(d.path))
+	}
+	for _, f := range files {
+		fmt.Fprintf(&b, "echo %s; if [ -e %s ]; then stat -c '%%U:%%G %%a' -- %s; base64 -w0 -- %s; echo; else echo missing; fi\n",
+			setupSep, sshexec.Quote(f.Path), sshexec.Quote(f.Path), sshexec.Quote(f.Path))
+	}
+	var units []string
+	for _, p := range ports {
+		units = append(units, sshexec.Quote(unit(p)))
+	}
+	fmt.Fprintf(&b, "echo %s; systemctl is-enabled -- %s 2>/dev/null || true", setupSep, strings.Join(units, " "))
+	return c.priv(b.String())
+}
+
+// Setup prepares a host: the service user, the directories, the unit, the
+// Nginx upstream and site, the env file; then enables the instances (and
+// starts them when the app directory holds a release). Only what differs
+// is changed; a second run changes nothing. With dryRun nothing changes
+// and the result holds a unified diff of every file that would.
+func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool) (*SetupResult, error) {
+	res := &SetupResult{Host: host}
+	if !strings.HasSuffix(cfg.unitFile(), "@.service") {
+		return nil, errors.New(`setup writes a template unit: unit must end with "@{port}"`)
+	}
+	cfg, err := hostConfig(ctx, cfg, conn)
+	if err != nil {
+		return nil, err
+	}
+	s := cfg.setupDefaults()
+	cmds := newCommands(cfg)
+	ports := cfg.Ports()
+	files := Render(cfg, ports)
+	dirs := setupDirs(cfg)
+	out, err := conn.Run(ctx, cmds.setupInspect(files, dirs, cfg.UnitName, ports), nil)
+	if err != nil {
+		return nil, explainRemote(fmt.Errorf("inspect: %w", err), cfg)
+	}
+	parts := strings.Split(string(out.Stdout), setupSep+"\n")
+	if len(parts) != 1+len(dirs)+len(files)+1 {
+		return nil, fmt.Errorf("inspect: unexpected output %q", out.Stdout)
+	}
+	var script strings.Builder
+	script.WriteString("set -e\n")
+	var stdin bytes.Buffer
+
+	// The user.
+	user := strings.Fields(strings.TrimSpace(parts[0]))
+	if len(user) < 2 || user[1] == "none" {
+		res.Changes = append(res.Changes, "create system user "+s.User)
+		fmt.Fprintf(&script, "useradd --system --no-create-home --shell /usr/sbin/nologin --user-group %s\n", sshexec.Quote(s.User))
+	}
+	if len(user) < 3 || !strings.Contains(","+user[2]+",", ","+s.Group+",") {
+		res.Changes = append(res.Changes, fmt.Sprintf("add %s to group %s", s.User, s.Group))
+		fmt.Fprintf(&script, "usermod -aG %s %s\n", sshexec.Quote(s.Group), sshexec.Quote(s.User))
+	}
+	// The directories.
+	for i, d := range dirs {
+		have := strings.TrimSpace(parts[1+i])
+		if have == d.owner+" "+d.mode {
+			continue
+		}
+		if have == "missing" {
+			res.Changes = append(res.Changes, fmt.Sprintf("create %s (%s %s)", d.path, d.owner, d.mode))
+		} else {
+			res.Changes = append(res.Changes, fmt.Sprintf("%s: %s -> %s %s", d.path, have, d.owner, d.mode))
+		}
+		fmt.Fprintf(&script, "install -d -o %s -g %s -m %s -- %s\nchown %s -- %s\nchmod %s -- %s\n",
+			sshexec.Quote(strings.Split(d.owner, ":")[0]), sshexec.Quote(strings.Split(d.owner, ":")[1]), d.mode, sshexec.Quote(d.path),
+			sshexec.Quote(d.owner), sshexec.Quote(d.path), d.mode, sshexec.Quote(d.path))
+	}
+	// The files, each through stdin, in order.
+	var diff strings.Builder
+	unitChanged, nginxChanged := false, false
+	var restore strings.Builder // puts the nginx files back if nginx -t fails
+	var prevs []string
+	for i, f := range files {
+		lines := strings.SplitN(strings.TrimSpace(parts[1+len(dirs)+i]), "\n", 2)
+		exists := lines[0] != "missing"
+		var old []byte
+		if exists && len(lines) == 2 {
+			if old, err = base64.StdEncoding.DecodeString(strings.TrimSpace(lines[1])); err != nil {
+				return nil, fmt.Errorf("inspect %s: %w", f.Path, err)
+			}
+		}
+		if exists && f.Keep {
+			continue
+		}
+		meta := f.Owner + " " + f.Mode
+		if exists && string(old) == f.Content && lines[0] == meta {
+			continue
+		}
+		switch {
+		case !exists:
+			res.Changes = append(res.Changes, "write "+f.Path)
+		case string(old) != f.Content:
+			res.Changes = append(res.Changes, "update "+f.Path)
+		default:
+			res.Changes = append(res.Changes, fmt.Sprintf("%s: %s -> %s", f.Path, lines[0], meta))
+		}
+		if dryRun {
+			d, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(string(old)), B: difflib.SplitLines(f.Content),
+				FromFile: host + ":" + f.Path, ToFile: host + ":" + f.Path + " (rollout setup)", Context: 3})
+			diff.WriteString(d)
+		}
+		owner := strings.Split(f.Owner, ":")
+		n := len(f.Content)
+		// head -c reads exactly this file's bytes from the shared stdin.
+		fmt.Fprintf(&script, "t=$(mktemp -- %s.rollout.XXXXXX)\nhead -c %d >\"$t\"\nchown %s:%s -- \"$t\"\nchmod %s -- \"$t\"\n",
+			sshexec.Quote(f.Path), n, sshexec.Quote(owner[0]), sshexec.Quote(owner[1]), f.Mode)
+		if strings.HasPrefix(f.Path, "/etc/nginx/") || f.Path == cfg.Nginx.UpstreamFile || f.Path == s.SiteFile {
+			nginxChanged = true
+			if exists {
+				fmt.Fprintf(&script, "cp -p -- %s %s.rollout-prev\n", sshexec.Quote(f.Path), sshexec.Quote(f.Path))
+				fmt.Fprintf(&restore, "mv -f -- %s.rollout-prev %s\n", sshexec.Quote(f.Path), sshexec.Quote(f.Path))
+				prevs = append(prevs, sshexec.Quote(f.Path+".rollout-prev"))
+			} else {
+				fmt.Fprintf(&restore, "rm -f -- %s\n", sshexec.Quote(f.Path))
+			}
+		}
+		if f.Path == cfg.unitFile() {
+			unitChanged = true
+		}
+		fmt.Fprintf(&script, "mv -f -- \"$t\" %s\n", sshexec.Quote(f.Path))
+		stdin.WriteString(f.Content)
+	}
+	if unitChanged {
+		script.WriteString("systemctl daemon-reload\n")
+	}
+	if nginxChanged {
+		reload := "kill -HUP \"$(cat -- " + sshexec.Quote(cfg.Nginx.PIDFile) + ")\""
+		if cfg.Nginx.ReloadCommand != "" {
+			reload = cfg.Nginx.ReloadCommand
+		}
+		fmt.Fprintf(&script, "if ! out=$(%s 2>&1); then\n%s  printf 'nginx config test failed; restored the previous files\\n%%s\\n' \"$out\" >&2\n  exit 65\nfi\n",
+			cfg.Nginx.TestCommand, restore.String())
+		if len(prevs) > 0 {
+			fmt.Fprintf(&script, "rm -f -- %s\n", strings.Join(prevs, " "))
+		}
+		fmt.Fprintf(&script, "if [ -s %s ]; then %s; fi\n", sshexec.Quote(cfg.Nginx.PIDFile), reload)
+	}
+	// The instances: enabled; started when a release is in place.
+	enabled := strings.Fields(parts[len(parts)-1])
+	var toEnable []string
+	for i, p := range ports {
+		if i >= len(enabled) || enabled[i] != "enabled" {
+			toEnable = append(toEnable, sshexec.Quote(cfg.UnitName(p)))
+		}
+	}
+	if len(toEnable) > 0 {
+		res.Changes = append(res.Changes, "enable "+strings.Join(toEnable, " ")+" (started if "+s.AppDir+" holds a release)")
+		fmt.Fprintf(&script, "systemctl enable -- %s\nif [ -n \"$(ls -A -- %s)\" ]; then systemctl start -- %s; fi\n",
+			strings.Join(toEnable, " "), sshexec.Quote(s.AppDir), strings.Join(toEnable, " "))
+	}
+	res.Diff = diff.String()
+	if dryRun || len(res.Changes) == 0 {
+		return res, nil
+	}
+	if _, err := conn.Run(ctx, cmds.priv(script.String()), &stdin); err != nil {
+		return res, explainRemote(fmt.Errorf("apply: %w", err), cfg)
+	}
+	return res, nil
+}
