@@ -21,20 +21,20 @@ import (
 // the way the seed article's playbook did. Empty fields take defaults
 // derived from the app's name (see setupDefaults).
 type SetupConfig struct {
-	User        string // runs the app: a system user without a login shell
-	Group       string // can read the code (the web server's group)
-	AppDir      string // the code: root:Group, directories 2750
-	ExecStart   string
-	EnvFile     string // created empty (0600 root) if missing, never overwritten
-	LogDir      string // per-instance stdout/stderr logs
-	UploadsDir  string // optional: writable by User (2770 User:Group)
-	MemoryMax   string
-	RestartSec  time.Duration
-	StartLimit  int           // StartLimitBurst
-	StartWindow time.Duration // StartLimitIntervalSec
-	SiteFile    string        // the Nginx site proxying to the upstream
-	Listen      int
-	ServerName  string
+	User         string // runs the app: a system user without a login shell
+	Group        string // can read the code (the web server's group)
+	AppDir       string // the code: root:Group, directories 2750
+	ExecStart    string
+	EnvFile      string // created empty (0600 root) if missing, never overwritten
+	LogDir       string // per-instance stdout/stderr logs
+	UploadsDir   string // optional: writable by User (2770 User:Group)
+	MemoryMax    string
+	RestartDelay time.Duration
+	StartLimit   int           // StartLimitBurst
+	StartWindow  time.Duration // StartLimitIntervalSec
+	SiteFile     string        // the Nginx site proxying to the upstream
+	Listen       int
+	ServerName   string
 }
 
 func (p *parser) setup(c *Config) {
@@ -51,7 +51,7 @@ func (p *parser) setup(c *Config) {
 	p.str("setup.log_dir", &s.LogDir)
 	p.str("setup.uploads_dir", &s.UploadsDir)
 	p.str("setup.memory_max", &s.MemoryMax)
-	p.duration("setup.restart_sec", &s.RestartSec)
+	p.duration("setup.restart_sec", &s.RestartDelay)
 	p.integer("setup.start_limit_burst", &s.StartLimit)
 	p.duration("setup.start_limit_interval", &s.StartWindow)
 	p.str("setup.site_file", &s.SiteFile)
@@ -76,8 +76,8 @@ func (c *Config) setupDefaults() SetupConfig {
 	def(&s.MemoryMax, "1G")
 	def(&s.SiteFile, "/etc/nginx/conf.d/"+c.App+"-site.conf")
 	def(&s.ServerName, "_")
-	if s.RestartSec == 0 {
-		s.RestartSec = 2 * time.Second
+	if s.RestartDelay == 0 {
+		s.RestartDelay = 2 * time.Second
 	}
 	if s.StartLimit == 0 {
 		s.StartLimit = 3
@@ -118,7 +118,7 @@ func (c *Config) setupProblems() []problem {
 	}
 	check("setup.exec_start", match(execRE, s.ExecStart, "an absolute program path and plain arguments (letters, digits and . _ / = : , + @ -)"))
 	check("setup.memory_max", match(memoryRE, s.MemoryMax, `a size like 512M or 1G, a percentage, or infinity`))
-	if s.RestartSec < 0 || s.StartWindow < 0 {
+	if s.RestartDelay < 0 || s.StartWindow < 0 {
 		check("setup.restart_sec", errors.New("must not be negative"))
 	}
 	if s.StartLimit < 1 {
@@ -200,7 +200,7 @@ func Render(cfg *Config, ports []int) []ManagedFile {
 	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
 	var unit, site, up bytes.Buffer
 	_ = unitTmpl.Execute(&unit, map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
-		"AppDir": s.AppDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartSec), "MemoryMax": s.MemoryMax,
+		"AppDir": s.AppDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartDelay), "MemoryMax": s.MemoryMax,
 		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit})
 	_ = siteTmpl.Execute(&site, map[string]any{"Listen": s.Listen, "ServerName": s.ServerName, "Upstream": cfg.Nginx.Upstream})
 	fmt.Fprintf(&up, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
