@@ -547,18 +547,28 @@ func (h *hostRun) inspect(ctx context.Context) (hostState, error) {
 
 // healthy health-checks every instance at once.
 func (h *hostRun) healthy(ctx context.Context) map[int]bool {
+	out := map[int]bool{}
+	for p, err := range checkAll(ctx, h.health, h.cfg.Ports()) {
+		if err == nil {
+			out[p] = true
+		}
+	}
+	return out
+}
+
+// checkAll health-checks the ports at once.
+func checkAll(ctx context.Context, check healthcheck.HTTP, ports []int) map[int]error {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	out := map[int]bool{}
-	for _, p := range h.cfg.Ports() {
+	out := map[int]error{}
+	for _, p := range ports {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if h.health.Check(ctx, p) == nil {
-				mu.Lock()
-				out[p] = true
-				mu.Unlock()
-			}
+			err := check.Check(ctx, p)
+			mu.Lock()
+			out[p] = err
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()

@@ -70,21 +70,14 @@ func (c commands) status() string {
 func Status(ctx context.Context, cfg *Config, host string, conn Conn) HostStatus {
 	hs := HostStatus{Host: host}
 	check := healthcheck.HTTP{Dial: conn.DialContext, Path: cfg.Health.Path, Status: cfg.Health.Status, AttemptTimeout: cfg.Health.AttemptTimeout}
-	health := map[int]error{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, p := range cfg.Ports() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := check.Check(ctx, p)
-			mu.Lock()
-			health[p] = err
-			mu.Unlock()
-		}()
-	}
+	var health map[int]error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		health = checkAll(ctx, check, cfg.Ports())
+	}()
 	res, err := conn.Run(ctx, newCommands(cfg).status(), nil)
-	wg.Wait()
+	<-done
 	if err != nil {
 		hs.Error = fmt.Sprintf("read state: %v", err)
 		return hs
@@ -125,9 +118,10 @@ func Status(ctx context.Context, cfg *Config, host string, conn Conn) HostStatus
 	return hs
 }
 
-// EachHost connects to every host at once and runs fn on each; it returns
-// one error per host (nil where fn succeeded).
-func EachHost(ctx context.Context, cfg *Config, connect func(context.Context, string) (Conn, error), fn func(ctx context.Context, host string, conn Conn) error) []error {
+// EachHost connects to every host at once and runs fn on each (i is the
+// host's index in cfg.Hosts); it returns one error per host, nil where fn
+// succeeded.
+func EachHost(ctx context.Context, cfg *Config, connect func(context.Context, string) (Conn, error), fn func(ctx context.Context, i int, host string, conn Conn) error) []error {
 	errs := make([]error, len(cfg.Hosts))
 	var wg sync.WaitGroup
 	for i, host := range cfg.Hosts {
@@ -140,7 +134,7 @@ func EachHost(ctx context.Context, cfg *Config, connect func(context.Context, st
 				return
 			}
 			defer conn.Close()
-			if err := fn(ctx, host, conn); err != nil {
+			if err := fn(ctx, i, host, conn); err != nil {
 				errs[i] = fmt.Errorf("%s: %w", host, err)
 			}
 		}()

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,19 +57,7 @@ hooks:
 // code.
 func rollout(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, rolloutBin, args...)
-	cmd.Env = append(os.Environ(), "NO_COLOR=1")
-	out, err := cmd.CombinedOutput()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run rollout: %v", err)
-	}
-	t.Logf("rollout %s (exit %d):\n%s", strings.Join(args, " "), code, out)
-	return string(out), code
+	return rolloutEnv(t, nil, args...)
 }
 
 // instanceState is what a host says about one instance.

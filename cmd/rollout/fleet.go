@@ -49,12 +49,8 @@ Examples:
 				return err
 			}
 			hosts := make([]deployer.HostStatus, len(cfg.Hosts))
-			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, host string, conn deployer.Conn) error {
-				for i, h := range cfg.Hosts {
-					if h == host {
-						hosts[i] = deployer.Status(ctx, cfg, host, conn)
-					}
-				}
+			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) error {
+				hosts[i] = deployer.Status(ctx, cfg, host, conn)
 				return nil
 			})
 			for i, err := range errs {
@@ -145,7 +141,7 @@ Examples:
 				return usageError{err}
 			}
 			out := deployer.NewLineWriter(c.App.Writer)
-			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, host string, conn deployer.Conn) error {
+			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, _ int, host string, conn deployer.Conn) error {
 				s, ok := conn.(deployer.Streamer)
 				if !ok {
 					return errors.New("connection cannot stream")
@@ -185,15 +181,9 @@ Examples:
 				return usageError{fmt.Errorf("--lines must be at least 1, got %d", n)}
 			}
 			per := make([][]deployer.HistoryEntry, len(cfg.Hosts))
-			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, host string, conn deployer.Conn) error {
-				for i, h := range cfg.Hosts {
-					if h == host {
-						var err error
-						per[i], err = deployer.ReadHistory(ctx, cfg, host, conn, n)
-						return err
-					}
-				}
-				return nil
+			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
+				per[i], err = deployer.ReadHistory(ctx, cfg, host, conn, n)
+				return err
 			})
 			entries := deployer.MergeHistory(per, n*len(cfg.Hosts))
 			if c.String("output") == "json" {
@@ -249,15 +239,9 @@ func lockCommand() *cli.Command {
 			return err
 		}
 		states := make([]deployer.LockState, len(cfg.Hosts))
-		errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, host string, conn deployer.Conn) error {
-			for i, h := range cfg.Hosts {
-				if h == host {
-					var err error
-					states[i], err = fn(ctx, cfg, host, conn)
-					return err
-				}
-			}
-			return nil
+		errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
+			states[i], err = fn(ctx, cfg, host, conn)
+			return err
 		})
 		for i := range states {
 			states[i].Host = cfg.Hosts[i]

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -75,9 +74,8 @@ Examples:
 			}
 			dry := c.Bool("dry-run")
 			holder := deployer.NewLockInfo("setup", "")
-			var mu sync.Mutex
 			results := make([]*deployer.SetupResult, len(cfg.Hosts))
-			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, host string, conn deployer.Conn) (err error) {
+			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
 				t0 := time.Now()
 				if !dry {
 					lock, err := deployer.AcquireLock(ctx, cfg, host, conn, holder, c.Bool("break-stale-lock"))
@@ -95,14 +93,7 @@ Examples:
 						err = errors.Join(err, deployer.AppendHistory(cctx, cfg, conn, e), lock.Release(cctx))
 					}()
 				}
-				res, err := deployer.Setup(ctx, cfg, host, conn, dry)
-				mu.Lock()
-				defer mu.Unlock()
-				for i, h := range cfg.Hosts {
-					if h == host {
-						results[i] = res
-					}
-				}
+				results[i], err = deployer.Setup(ctx, cfg, host, conn, dry)
 				return err
 			})
 			if c.String("output") == "json" {
