@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/rollout-dev/rollout/sshexec"
@@ -58,18 +59,44 @@ func (h *hostRun) reconcile(ctx context.Context) error {
 			return err
 		}
 	}
+	removed := 0
 	for _, p := range surplus {
 		if h.stopped() {
 			return &StepError{Host: h.host, Port: p, Step: StepScale, Err: ErrStopped}
 		}
+		ours, err := h.isInstance(ctx, p)
+		if err != nil {
+			return &StepError{Host: h.host, Port: p, Step: StepScale, Err: err}
+		}
+		if !ours {
+			h.emit(p, StepScale, "warn", time.Time{}, fmt.Sprintf("%s:%d is in the upstream but %s is neither running nor enabled: not one of ours, left alone",
+				h.cfg.Nginx.ServerAddress, p, h.cfg.UnitName(p)))
+			continue
+		}
 		if err := h.removeInstance(ctx, p); err != nil {
 			return err
 		}
+		removed++
 	}
-	if len(surplus) == 0 && len(h.added) == 0 && h.d.ScaleOnly {
+	if removed == 0 && len(h.added) == 0 && h.d.ScaleOnly {
 		h.emit(0, StepScale, "ok", time.Time{}, fmt.Sprintf("already %d instances", len(want)))
 	}
 	return nil
+}
+
+// isInstance reports whether the port's unit is one of the app's
+// instances: running (or trying to) or enabled. A server line without one
+// is someone else's.
+func (h *hostRun) isInstance(ctx context.Context, port int) (bool, error) {
+	unit := sshexec.Quote(h.cfg.UnitName(port))
+	res, err := h.conn.Run(ctx, "systemctl is-active -- "+unit+"; systemctl is-enabled -- "+unit+" 2>/dev/null; true", nil)
+	if err != nil {
+		return false, fmt.Errorf("state of %s: %w", h.cfg.UnitName(port), err)
+	}
+	f := strings.Fields(string(res.Stdout))
+	active := len(f) > 0 && f[0] != "inactive" && f[0] != "unknown"
+	enabled := len(f) > 1 && f[1] == "enabled"
+	return active || enabled, nil
 }
 
 func (h *hostRun) addInstance(ctx context.Context, port int) error {

@@ -58,9 +58,17 @@ func TestScaleDownAndUpUnderLoad(t *testing.T) {
 		}
 		checkInstances(t, h, n)
 	}
-	// Nothing to do: says so and changes nothing.
-	if out, code := rollout(t, "scale", "-c", cfg, "--instances", "4"); code != 0 || !strings.Contains(out, "already 4 instances") {
-		t.Errorf("scale to the current count exited %d", code)
+	// A server line whose unit is neither running nor enabled is not one
+	// of the app's instances: it is left alone.
+	if out, err := fleet.Run(context.Background(), h, `sudo -n sed -i 's/^}$/    server 127.0.0.1:3999;\n}/' /etc/nginx/conf.d/my-app-upstream.conf && sudo -n nginx -t 2>&1`); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, code := rollout(t, "scale", "-c", cfg, "--instances", "4")
+	if code != 0 || !strings.Contains(out, "not one of ours, left alone") || !strings.Contains(out, "already 4 instances") {
+		t.Errorf("scale with a foreign server line exited %d", code)
+	}
+	if !strings.Contains(upstreamFile(t, h), "server 127.0.0.1:3999;") {
+		t.Errorf("the foreign server line was removed")
 	}
 }
 
