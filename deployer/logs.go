@@ -33,6 +33,9 @@ var sinceRE = regexp.MustCompile(`^[0-9A-Za-z:+. -]{1,40}$`)
 // Validate checks the options against the config.
 func (o LogsOptions) Validate(cfg *Config) error {
 	for _, p := range o.Ports {
+		if cfg.InstancesAuto() && p >= cfg.BasePort() && p <= 65535 {
+			continue // one per core: known once connected
+		}
 		if !slices.Contains(cfg.Ports(), p) {
 			return fmt.Errorf("--port %d is not one of the instances (%v)", p, cfg.Ports())
 		}
@@ -75,13 +78,16 @@ func (c commands) logSources(port int, files []string, o LogsOptions) []logSourc
 // host:port: their journal and their log files (from the config, or else
 // their unit files). With Follow it streams until ctx is done.
 func Logs(ctx context.Context, cfg *Config, host string, conn Conn, s Streamer, o LogsOptions, out *LineWriter) error {
+	cfg, err := hostConfig(ctx, cfg, conn)
+	if err != nil {
+		return err
+	}
 	ports := o.Ports
 	if len(ports) == 0 {
 		ports = cfg.Ports()
 	}
 	files := map[int][]string{}
 	if len(cfg.Logs) == 0 {
-		var err error
 		if files, err = unitsLogFiles(ctx, cfg, conn); err != nil {
 			return err
 		}

@@ -69,6 +69,11 @@ func (c commands) status() string {
 // file, and a health check of each through the connection, all at once.
 func Status(ctx context.Context, cfg *Config, host string, conn Conn) HostStatus {
 	hs := HostStatus{Host: host}
+	cfg, err := hostConfig(ctx, cfg, conn)
+	if err != nil {
+		hs.Error = err.Error()
+		return hs
+	}
 	check := healthcheck.HTTP{Dial: conn.DialContext, Path: cfg.Health.Path, Status: cfg.Health.Status, AttemptTimeout: cfg.Health.AttemptTimeout}
 	var health map[int]error
 	done := make(chan struct{})
@@ -76,8 +81,9 @@ func Status(ctx context.Context, cfg *Config, host string, conn Conn) HostStatus
 		defer close(done)
 		health = checkAll(ctx, check, cfg.Ports())
 	}()
-	res, err := conn.Run(ctx, newCommands(cfg).status(), nil)
+	res, rerr := conn.Run(ctx, newCommands(cfg).status(), nil)
 	<-done
+	err = rerr
 	if err != nil {
 		hs.Error = fmt.Sprintf("read state: %v", err)
 		return hs

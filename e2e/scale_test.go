@@ -106,4 +106,10 @@ func TestInstancesAuto(t *testing.T) {
 		t.Errorf("%d failed requests (%v)", res[0].Failed, res[0].Failures)
 	}
 	checkInstances(t, h, cores)
+	if out, code := rollout(t, "status", "-c", path); code != 0 || strings.Count(out, "active/running") != cores {
+		t.Errorf("status with instances: auto exited %d, want %d instances running", code, cores)
+	}
+	if out, code := rollout(t, "logs", "-c", path, "--port", strconv.Itoa(basePort+cores-1), "--lines", "1"); code != 0 || !strings.Contains(out, fmt.Sprintf("%s:%d ", h.Addr, basePort+cores-1)) {
+		t.Errorf("logs with instances: auto exited %d", code)
+	}
 }
