@@ -277,3 +277,37 @@ func TestDeployLock(t *testing.T) {
 		t.Errorf("%d successful deploys in the history, want 3:\n%s", ok, out)
 	}
 }
+
+// A host that drops while following: rollout says so and keeps following
+// the others.
+func TestLogsFollowSurvivesAHostDropping(t *testing.T) {
+	gone, stays := fleet.Hosts[1], fleet.Hosts[0]
+	defer resetHost(t, gone)
+	cfg := fleetConfig(t, "0s")
+	var stdout, stderr syncBuffer
+	cmd := exec.Command(rolloutBin, "logs", "-c", cfg, "--follow", "--port", "3001", "--lines", "1")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, "both hosts' lines", 20*time.Second, func() bool {
+		return strings.Contains(stdout.String(), gone.Addr+":3001 ") && strings.Contains(stdout.String(), stays.Addr+":3001 ")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := fleet.Reboot(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the dropped host to be reported", 60*time.Second, func() bool {
+		return strings.Contains(stderr.String(), gone.Addr+": stopped following")
+	})
+	// The other host is still followed.
+	activateAndRestart(t, stays, testbed.GoodRelease("v5"), "3001")
+	defer resetHost(t, stays)
+	waitFor(t, "the remaining host's new line", 20*time.Second, func() bool {
+		return strings.Contains(stdout.String(), stays.Addr+":3001 my-app v5 listening")
+	})
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Wait()
+}
