@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/pem"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -179,5 +183,53 @@ func TestSSHSecretsFromEnvironment(t *testing.T) {
 	}
 	if strings.Contains(out, "PRIVATE KEY") {
 		t.Errorf("the key was printed")
+	}
+}
+
+// An encrypted key: rollout asks for its passphrase on the terminal.
+func TestPassphraseAskedOnTheTerminal(t *testing.T) {
+	h := fleet.Hosts[0]
+	pemBytes, err := os.ReadFile(fleet.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := ssh.ParseRawPrivateKey(pemBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(raw, "", []byte("correct horse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	encrypted := writeTemp(t, "id_encrypted", string(pem.EncodeToMemory(block)))
+	cfg := bareConfig(t, h.Addr, "  user: deploy\n  key: "+encrypted+"\n  known_hosts: "+fleet.KnownHosts)
+
+	// Without a terminal (a new session has none) it says what to do.
+	plain := exec.Command(rolloutBin, "status", "-c", cfg)
+	plain.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if b, err := plain.CombinedOutput(); err == nil || !strings.Contains(string(b), "no terminal to ask for the passphrase") {
+		t.Errorf("without a terminal: %v\n%s", err, b)
+	}
+
+	cmd := exec.Command(rolloutBin, "status", "-c", cfg)
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	tty, err := pty.Start(cmd) // the pty is the command's controlling terminal
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var out syncBuffer
+	go io.Copy(&out, tty)
+	waitFor(t, "the passphrase prompt", 20*time.Second, func() bool {
+		return strings.Contains(out.String(), "Enter passphrase for key "+encrypted)
+	})
+	if _, err := tty.Write([]byte("correct horse\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("status with the passphrase typed: %v\n%s", err, out.String())
+	}
+	if strings.Count(out.String(), "active/running") != instances || strings.Contains(out.String(), "correct horse") {
+		t.Errorf("status output (the passphrase must not echo):\n%s", out.String())
 	}
 }
