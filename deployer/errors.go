@@ -5,21 +5,6 @@ import (
 	"fmt"
 )
 
-// Step names, as they appear in events, errors and the plan.
-const (
-	StepPreflight = "preflight"
-	StepLock      = "lock"
-	StepHook      = "hook"
-	StepCapacity  = "capacity"
-	StepDrain     = "drain"
-	StepWaitDrain = "wait-drain"
-	StepRestart   = "restart"
-	StepActive    = "wait-active"
-	StepHealth    = "health"
-	StepStable    = "stable"
-	StepUndrain   = "undrain"
-)
-
 var (
 	// ErrStopped: the host stopped before its next instance because
 	// another host failed or the deploy was interrupted.
@@ -37,7 +22,7 @@ var (
 type StepError struct {
 	Host string
 	Port int
-	Step string
+	Step StepName
 	Err  error
 	// Output is what the app and systemd said since the restart, when the
 	// failure is the app's.

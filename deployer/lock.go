@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // LockInfo says who holds a host's deploy lock.
@@ -90,69 +88,10 @@ var ErrLocked = errors.New("deploy lock held")
 
 func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 
-// lockCommands build the lock's remote scripts. The lock is a directory
-// (mkdir is atomic) holding the holder's info; its modification time is
-// the holder's last refresh.
-type lockCommands struct{ c commands }
-
-func (l lockCommands) dir() string {
-	return strings.TrimRight(l.c.cfg.StateDir, "/") + "/" + l.c.cfg.App
-}
-
-// acquire takes the lock with the info on stdin, or prints the current
-// holder. With breakStale, a lock older than staleSec is moved aside and
-// taken.
-func (l lockCommands) acquire(breakStale bool) string {
-	stale := int(l.c.cfg.LockStaleAfter / time.Second)
-	brk := "false"
-	if breakStale {
-		brk = "true"
-	}
-	return l.c.priv(fmt.Sprintf(`set -eu
-d=%s
-mkdir -p -- "$d"
-take() { mkdir -- "$d/lock" 2>/dev/null || return 1; cat >"$d/lock/info"; echo acquired; exit 0; }
-take || true
-age=$(( $(date +%%s) - $(stat -c %%Y -- "$d/lock" 2>/dev/null || date +%%s) ))
-if %s && [ "$age" -gt %d ]; then
-  mv -- "$d/lock" "$d/lock.broken.$$" 2>/dev/null && rm -rf -- "$d/lock.broken.$$"
-  take || true
-fi
-echo "held $age"
-cat -- "$d/lock/info" 2>/dev/null || true`, sshexec.Quote(l.dir()), brk, stale))
-}
-
-// refresh touches the lock if it is still this holder's.
-func (l lockCommands) refresh(token string) string {
-	return l.c.priv(fmt.Sprintf(`d=%s
-grep -qF -- %s "$d/lock/info" 2>/dev/null || { echo "the deploy lock is no longer ours" >&2; exit 1; }
-touch -- "$d/lock"`, sshexec.Quote(l.dir()), sshexec.Quote(token)))
-}
-
-// release removes the lock: only this holder's, or any with an empty
-// token (rollout lock release).
-func (l lockCommands) release(token string) string {
-	check := ""
-	if token != "" {
-		check = fmt.Sprintf(`grep -qF -- %s "$d/lock/info" 2>/dev/null || exit 0
-`, sshexec.Quote(token))
-	}
-	return l.c.priv(fmt.Sprintf(`d=%s
-[ -d "$d/lock" ] || exit 0
-%smv -- "$d/lock" "$d/lock.released.$$" && rm -rf -- "$d/lock.released.$$"`, sshexec.Quote(l.dir()), check))
-}
-
-// status prints "free", or "held AGE" and the holder's info.
-func (l lockCommands) status() string {
-	return fmt.Sprintf(`d=%s
-[ -d "$d/lock" ] || { echo free; exit 0; }
-echo "held $(( $(date +%%s) - $(stat -c %%Y -- "$d/lock" 2>/dev/null || date +%%s) ))"
-cat -- "$d/lock/info" 2>/dev/null || true`, sshexec.Quote(l.dir()))
-}
-
-// parseLockState reads the output of acquire or status.
-func parseLockState(host, out string, staleAfter time.Duration) (LockState, bool, error) {
-	st := LockState{Host: host}
+// parseLockState reads the output of lock-acquire.sh or lock-status.sh;
+// the caller sets the state's Host.
+func parseLockState(out string, staleAfter time.Duration) (LockState, bool, error) {
+	var st LockState
 	first, rest, _ := strings.Cut(strings.TrimSpace(out), "\n")
 	switch {
 	case first == "acquired":
@@ -178,13 +117,12 @@ func parseLockState(host, out string, staleAfter time.Duration) (LockState, bool
 // HostLock is a lock this process holds on one host; it refreshes it until
 // released.
 type HostLock struct {
-	host  string
-	conn  Conn
-	cmds  lockCommands
-	token string
-	stop  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	host   string
+	remote remote
+	token  string
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
 	// Lost is closed if a refresh finds the lock taken over.
 	Lost chan struct{}
 }
@@ -194,23 +132,19 @@ type HostLock struct {
 // over. The lock is refreshed every third of lock_stale_after until
 // Release.
 func AcquireLock(ctx context.Context, cfg *Config, host string, conn Conn, info LockInfo, breakStale bool) (*HostLock, error) {
-	lc := lockCommands{newCommands(cfg)}
-	b, err := json.Marshal(info)
-	if err != nil {
-		return nil, err
-	}
-	res, err := conn.Run(ctx, lc.acquire(breakStale), strings.NewReader(string(b)+"\n"))
-	if err != nil {
-		return nil, explainRemote(fmt.Errorf("take the deploy lock in %s: %w", lc.dir(), err), cfg)
-	}
-	st, ok, err := parseLockState(host, string(res.Stdout), cfg.LockStaleAfter)
+	return acquireLock(ctx, cfg, host, newSSHRemote(cfg, conn), info, breakStale)
+}
+
+func acquireLock(ctx context.Context, cfg *Config, host string, r remote, info LockInfo, breakStale bool) (*HostLock, error) {
+	st, ok, err := r.AcquireLock(ctx, info, breakStale)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
+		st.Host = host
 		return nil, &LockedError{State: st}
 	}
-	l := &HostLock{host: host, conn: conn, cmds: lc, token: info.Token,
+	l := &HostLock{host: host, remote: r, token: info.Token,
 		stop: make(chan struct{}), done: make(chan struct{}), Lost: make(chan struct{})}
 	go l.refresh(cfg.LockStaleAfter / 3)
 	return l, nil
@@ -226,10 +160,9 @@ func (l *HostLock) refresh(every time.Duration) {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), every)
-			_, err := l.conn.Run(ctx, l.cmds.refresh(l.token), nil)
+			err := l.remote.RefreshLock(ctx, l.token)
 			cancel()
-			var ee *sshexec.ExitError
-			if errors.As(err, &ee) {
+			if errors.Is(err, errLockLost) {
 				close(l.Lost)
 				return
 			}
@@ -243,7 +176,7 @@ func (l *HostLock) Release(ctx context.Context) error {
 	l.once.Do(func() {
 		close(l.stop)
 		<-l.done
-		if _, rerr := l.conn.Run(ctx, l.cmds.release(l.token), nil); rerr != nil {
+		if rerr := l.remote.ReleaseLock(ctx, l.token); rerr != nil {
 			err = fmt.Errorf("release the deploy lock on %s: %w", l.host, rerr)
 		}
 	})
@@ -252,28 +185,28 @@ func (l *HostLock) Release(ctx context.Context) error {
 
 // LockStatus reads a host's lock.
 func LockStatus(ctx context.Context, cfg *Config, host string, conn Conn) (LockState, error) {
-	lc := lockCommands{newCommands(cfg)}
-	res, err := conn.Run(ctx, lc.c.priv(lc.status()), nil)
-	if err != nil {
-		return LockState{Host: host}, explainRemote(fmt.Errorf("read the deploy lock: %w", err), cfg)
-	}
-	st, _, err := parseLockState(host, string(res.Stdout), cfg.LockStaleAfter)
+	st, err := newSSHRemote(cfg, conn).LockStatus(ctx)
+	st.Host = host
 	return st, err
 }
 
 // ReleaseLock removes a host's lock whoever holds it: a stale one always,
 // a fresh one only with force.
 func ReleaseLock(ctx context.Context, cfg *Config, host string, conn Conn, force bool) (LockState, error) {
-	st, err := LockStatus(ctx, cfg, host, conn)
+	return releaseLock(ctx, host, newSSHRemote(cfg, conn), force)
+}
+
+func releaseLock(ctx context.Context, host string, r remote, force bool) (LockState, error) {
+	st, err := r.LockStatus(ctx)
+	st.Host = host
 	if err != nil || !st.Held {
 		return st, err
 	}
 	if !st.Stale && !force {
 		return st, fmt.Errorf("%w (use --force to release it anyway)", &LockedError{State: st})
 	}
-	lc := lockCommands{newCommands(cfg)}
-	if _, err := conn.Run(ctx, lc.release(""), nil); err != nil {
-		return st, explainRemote(fmt.Errorf("release the deploy lock: %w", err), cfg)
+	if err := r.ReleaseLock(ctx, ""); err != nil {
+		return st, fmt.Errorf("release the deploy lock: %w", err)
 	}
 	return st, nil
 }

@@ -24,7 +24,7 @@ func TestParseLockState(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st, ok, err := parseLockState("web1", tt.out, time.Minute)
+			st, ok, err := parseLockState(tt.out, time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -42,7 +42,7 @@ func TestParseLockState(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := parseLockState("web1", "sudo: a password is required\n", time.Minute); err == nil {
+	if _, _, err := parseLockState("sudo: a password is required\n", time.Minute); err == nil {
 		t.Error("unexpected output was accepted")
 	}
 }

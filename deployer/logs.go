@@ -55,21 +55,23 @@ type logSource struct {
 	cmd  string
 }
 
-func (c commands) logSources(port int, files []string, o LogsOptions) []logSource {
-	journal := "journalctl --no-pager -o short-iso -n " + strconv.Itoa(o.Lines) + " -u " + sshexec.Quote(c.cfg.UnitName(port))
+// cmdLogSources are the commands that print (or follow) an instance's
+// journal and log files.
+func (r sshRemote) cmdLogSources(port int, files []string, o LogsOptions) []logSource {
+	journal := []string{"journalctl", "--no-pager", "-o", "short-iso", "-n", strconv.Itoa(o.Lines), "-u", r.cfg.UnitName(port)}
 	if o.Since != "" {
-		journal += " --since " + sshexec.Quote(o.Since)
+		journal = append(journal, "--since", o.Since)
 	}
 	if o.Follow {
-		journal += " -f"
+		journal = append(journal, "-f")
 	}
-	srcs := []logSource{{port, c.priv(journal)}}
+	srcs := []logSource{{port, privileged(r.sudo, journal...)}}
 	for _, f := range files {
-		tail := "tail -n " + strconv.Itoa(o.Lines)
+		tail := []string{"tail", "-n", strconv.Itoa(o.Lines)}
 		if o.Follow {
-			tail += " -F"
+			tail = append(tail, "-F")
 		}
-		srcs = append(srcs, logSource{port, c.priv(tail + " -- " + sshexec.Quote(f) + " 2>/dev/null")})
+		srcs = append(srcs, logSource{port, privileged(r.sudo, append(tail, "--", f)...) + " 2>/dev/null"})
 	}
 	return srcs
 }
@@ -78,28 +80,29 @@ func (c commands) logSources(port int, files []string, o LogsOptions) []logSourc
 // host:port: their journal and their log files (from the config, or else
 // their unit files). With Follow it streams until ctx is done.
 func Logs(ctx context.Context, cfg *Config, host string, conn Conn, s Streamer, o LogsOptions, out *LineWriter) error {
-	cfg, err := hostConfig(ctx, cfg, conn)
+	r := newSSHRemote(cfg, conn)
+	cfg, err := resolveHost(ctx, cfg, r)
 	if err != nil {
 		return err
 	}
+	r = newSSHRemote(cfg, conn)
 	ports := o.Ports
 	if len(ports) == 0 {
 		ports = cfg.Ports()
 	}
 	files := map[int][]string{}
 	if len(cfg.Logs) == 0 {
-		if files, err = unitsLogFiles(ctx, cfg, conn); err != nil {
+		if files, err = r.LogFiles(ctx, cfg.Ports()); err != nil {
 			return err
 		}
 	}
-	c := newCommands(cfg)
 	var srcs []logSource
 	for _, p := range ports {
 		fs := cfg.LogFiles(p)
 		if len(fs) == 0 {
 			fs = files[p]
 		}
-		srcs = append(srcs, c.logSources(p, fs, o)...)
+		srcs = append(srcs, r.cmdLogSources(p, fs, o)...)
 	}
 	run := func(src logSource) error {
 		w := out.Prefixed(fmt.Sprintf("%s:%d ", host, src.port))

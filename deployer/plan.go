@@ -4,8 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 )
+
+// appOutputLines is how many lines of each log file and of the journal are
+// shown for an instance that does not come up.
+const appOutputLines = 20
 
 // Plan is every step a deploy takes, in order, with the exact remote
 // commands. Building it does no I/O; `rollout plan` and `deploy --dry-run`
@@ -23,11 +28,13 @@ type Plan struct {
 type HostPlan struct {
 	Host      string         `json:"host"`
 	Preflight Step           `json:"preflight"`
+	Lock      Step           `json:"lock"`
 	Before    []Step         `json:"before,omitempty"`
 	Scale     Step           `json:"scale"`   // reconcile the instances with the config
 	Inspect   Step           `json:"inspect"` // once, to order the instances
 	Instances []InstancePlan `json:"instances"`
 	After     []Step         `json:"after,omitempty"`
+	History   Step           `json:"history"` // on every way out, with the lock's release
 }
 
 // InstancePlan is one instance's steps.
@@ -39,52 +46,72 @@ type InstancePlan struct {
 
 // Step is one step: what it does, and the remote command it runs, if any.
 type Step struct {
-	Name    string `json:"name"`
-	Does    string `json:"does"`
-	Command string `json:"command,omitempty"`
-	Stdin   string `json:"stdin,omitempty"`
-	Local   bool   `json:"local,omitempty"`
+	Name    StepName `json:"name"`
+	Does    string   `json:"does"`
+	Command string   `json:"command,omitempty"`
+	Stdin   string   `json:"stdin,omitempty"`
+	Local   bool     `json:"local,omitempty"`
+	// Also are the other commands the step may run, as Does says when.
+	Also []string `json:"also,omitempty"`
 }
 
 // BuildPlan returns the plan of deploying version with cfg. Instances are
 // listed in port order; at run time, instances already out of service go
 // first.
 func BuildPlan(cfg *Config, version string) *Plan {
-	c := newCommands(cfg)
+	c := newSSHRemote(cfg, nil)
 	p := &Plan{App: cfg.App, Version: version, Parallel: max(cfg.Parallel, 1)}
-	d := &Deployer{Config: cfg, Version: version}
 	for _, h := range cfg.Hooks.Before {
 		p.Before = append(p.Before, Step{Name: StepHook, Does: "run locally before the deploy", Command: h, Local: true})
 	}
 	for _, h := range cfg.Hooks.After {
 		p.After = append(p.After, Step{Name: StepHook, Does: "run locally after the deploy (ROLLOUT_RESULT=ok|failed)", Command: h, Local: true})
 	}
-	hc := fmt.Sprintf("GET http://127.0.0.1:%%d%s through the SSH connection, want %d", cfg.Health.Path, cfg.Health.Status)
 	addr := cfg.Nginx.ServerAddress
+	hc := fmt.Sprintf("GET http://%s%s through the SSH connection, want %d", net.JoinHostPort(addr, "%d"), cfg.Health.Path, cfg.Health.Status)
+	ports := cfg.Ports()
+	if cfg.InstancesAuto() {
+		ports = []int{cfg.BasePort()}
+	}
 	for _, host := range cfg.Hosts {
 		hp := HostPlan{Host: host, Preflight: Step{
 			Name:    StepPreflight,
 			Does:    "connect; check sudo, the units, the upstream file and that the nginx config passes its test (changes nothing; every host must pass before any host changes)",
-			Command: c.preflight(),
+			Command: c.cmdPreflight(ports),
 		}}
+		if cfg.InstancesAuto() {
+			hp.Preflight.Does = "connect; count the CPU cores (instances: auto) first; " + strings.TrimPrefix(hp.Preflight.Does, "connect; ")
+			hp.Preflight.Also = []string{c.cmdCores()}
+		}
+		hp.Lock = Step{Name: StepLock, Command: c.cmdAcquireLock(false), Stdin: "who holds it: user, machine, CI run, version, pid, a token (JSON)",
+			Does: fmt.Sprintf("take the deploy lock (atomically, or stop naming its holder; --break-stale-lock takes over one not refreshed for %s); refresh it every %s; release it on every way out",
+				cfg.LockStaleAfter, cfg.LockStaleAfter/3),
+			Also: []string{c.cmdRefreshLock("TOKEN"), c.cmdReleaseLock("TOKEN")}}
+		env := hookEnv(cfg, version, cfg.Ports(), host, "")
 		for _, h := range cfg.Hooks.HostBefore {
-			hp.Before = append(hp.Before, Step{Name: StepHook, Does: "run before the first instance", Command: hookCommand(h, d.hookEnv(cfg, host, ""))})
+			hp.Before = append(hp.Before, Step{Name: StepHook, Does: "run before the first instance", Command: c.cmdHook(h, env)})
 		}
 		for _, h := range cfg.Hooks.HostAfter {
-			hp.After = append(hp.After, Step{Name: StepHook, Does: "run after the last instance", Command: hookCommand(h, d.hookEnv(cfg, host, ""))})
+			hp.After = append(hp.After, Step{Name: StepHook, Does: "run after the last instance", Command: c.cmdHook(h, env)})
 		}
-		hp.Scale = Step{Name: StepScale, Does: fmt.Sprintf(
-			"compare the server lines of %s with the instances %s; start (systemctl enable --now), health-check and only then add each missing one; drain, stop, disable (systemctl disable --now) and remove each surplus one",
-			cfg.Nginx.UpstreamFile, instancesText(cfg))}
-		hp.Inspect = Step{Name: StepCapacity, Command: c.inspect(), Does: fmt.Sprintf(
+		hp.History = Step{Name: StepHistory, Command: c.cmdAppendHistory(), Stdin: "one JSON line: who, when, version, outcome, restarted and left-out instances, error",
+			Does: "on every way out, before releasing the lock: append this deploy to the host's history (rollout history)"}
+		first := ports[0]
+		hp.Scale = Step{Name: StepScale, Command: c.cmdReadUpstream(), Does: fmt.Sprintf(
+			"compare the server lines of %s with the instances %s; start, health-check and only then add each missing one; drain, stop, disable and remove each surplus one whose unit runs or is enabled (the commands are shown for %d)",
+			cfg.Nginx.UpstreamFile, instancesText(cfg), first),
+			Also: []string{c.cmdStart(first), c.cmdUnitState(first), c.cmdIsInstance(first), c.cmdStop(first), c.cmdWriteUpstream(nil)}}
+		hp.Inspect = Step{Name: StepCapacity, Command: c.cmdInspect(cfg.Ports()), Does: fmt.Sprintf(
 			"read unit states and %s, and health-check every instance; instances serving nothing go first", cfg.Nginx.UpstreamFile)}
-		ports := cfg.Ports()
-		if cfg.InstancesAuto() {
-			ports = []int{cfg.BasePort()}
-		}
 		for i, port := range ports {
 			ip := InstancePlan{Port: port, Unit: cfg.UnitName(port)}
-			drain := Step{Name: StepDrain, Command: c.writeUpstream(port), Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ... down;\"", cfg.Nginx.UpstreamFile, addr, port),
+			restart := Step{Name: StepRestart, Command: c.cmdRestart(port, cfg.LogFiles(port)),
+				Does: "note the host's clock, the log files' sizes and the unit's state, restart the instance, print its state"}
+			if len(cfg.Logs) == 0 {
+				restart.Does += "; the log files come from the unit files' StandardOutput=/StandardError=, read once per host first"
+				restart.Also = []string{c.cmdUnitFiles(cfg.Ports())}
+			}
+			drain := Step{Name: StepDrain, Command: c.cmdWriteUpstream([]int{port}), Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ... down;\"", cfg.Nginx.UpstreamFile, addr, port),
 				Does: "unless someone else changed the file since it was read (then read it again and check capacity again), mark the instance down in the upstream; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests"}
 			if i > 0 {
 				prev := ports[i-1]
@@ -95,18 +122,27 @@ func BuildPlan(cfg *Config, version string) *Plan {
 				{Name: StepCapacity, Does: fmt.Sprintf(
 					"health-check every instance (%s); those marked down in %s as last read do not count; stop unless at least %d others stay serving", strings.Replace(hc, "%d", "PORT", 1), cfg.Nginx.UpstreamFile, max(cfg.MinServing(), 1))},
 				drain,
-				{Name: StepWaitDrain, Does: fmt.Sprintf("in the drain script: repeat %s until 0 connections are established to :%d, at most %s", c.connections(port), port, cfg.DrainTimeout)},
-				{Name: StepRestart, Command: c.restart(port, cfg.LogFiles(port)), Does: "note the host's clock, the log files' sizes and the unit's state, restart the instance, print its state (log files come from the unit files, read once per host with " + c.unitFiles() + ", when the config lists none)"},
-				{Name: StepActive, Command: c.unitState(port), Does: fmt.Sprintf("from the state the restart printed, then repeat until systemd runs a new process (new MainPID), at most %s; stop if it exits", cfg.Health.Timeout)},
+				{Name: StepWaitDrain, Does: fmt.Sprintf("in the drain script: repeat ss -Htn state established '( sport = :%d )' until no connection is established to :%d, at most %s", port, port, cfg.DrainTimeout)},
+				restart,
+				{Name: StepActive, Command: c.cmdUnitState(port), Does: fmt.Sprintf("from the state the restart printed, then repeat until systemd runs a new process (new MainPID), at most %s; stop if it exits", cfg.Health.Timeout)},
 				{Name: StepHealth, Does: fmt.Sprintf(hc+"; every %s until healthy, at most %s; stop if the process exits", port, cfg.Health.Interval, cfg.Health.Timeout)},
 			}
 			if cfg.Health.MinHealthy > 0 {
-				ip.Steps = append(ip.Steps, Step{Name: StepStable, Command: c.unitState(port), Does: fmt.Sprintf("stay healthy on the same process, not restarted by systemd, for %s", cfg.Health.MinHealthy)})
+				ip.Steps = append(ip.Steps, Step{Name: StepStable, Command: c.cmdUnitState(port), Does: fmt.Sprintf("stay healthy on the same process, not restarted by systemd, for %s", cfg.Health.MinHealthy)})
 			}
+			// What the app said, when it does not come up.
+			fail := &ip.Steps[len(ip.Steps)-1]
+			fail.Does += fmt.Sprintf("; if the instance does not come up, show its state and what it and systemd said since the restart (the last %d lines), and leave it out of nginx", appOutputLines)
+			var offsets []string
+			for _, f := range cfg.LogFiles(port) {
+				offsets = append(offsets, "SIZE", f)
+			}
+			fail.Does += " (SINCE and SIZE are the clock and the log files' sizes that the restart noted)"
+			fail.Also = append(fail.Also, c.appOutputCommand(port, appOutputLines, "SINCE", offsets))
 			if i < len(ports)-1 {
 				ip.Steps = append(ip.Steps, Step{Name: StepUndrain, Does: fmt.Sprintf("back into the upstream with the drain of %d: one write, one reload", ports[i+1])})
 			} else {
-				ip.Steps = append(ip.Steps, Step{Name: StepUndrain, Command: c.writeUpstream(0),
+				ip.Steps = append(ip.Steps, Step{Name: StepUndrain, Command: c.cmdWriteUpstream(nil),
 					Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ...;\" (down removed)", cfg.Nginx.UpstreamFile, addr, port),
 					Does:  "check it is still healthy; put the instance back in the upstream; test the nginx config; reload nginx"})
 			}
@@ -141,6 +177,9 @@ func (p *Plan) WriteText(w io.Writer) error {
 		if s.Stdin != "" {
 			ew.printf("%s   stdin: %s\n", indent, s.Stdin)
 		}
+		for _, cmd := range s.Also {
+			ew.printf("%s   also $ %s\n", indent, strings.ReplaceAll(cmd, "\n", "\n"+indent+"     "))
+		}
 	}
 	for i, s := range p.Before {
 		step("", i+1, s)
@@ -149,6 +188,8 @@ func (p *Plan) WriteText(w io.Writer) error {
 		ew.printf("\nhost %s\n", h.Host)
 		n := 1
 		step("  ", n, h.Preflight)
+		n++
+		step("  ", n, h.Lock)
 		for _, s := range h.Before {
 			n++
 			step("  ", n, s)
@@ -166,6 +207,7 @@ func (p *Plan) WriteText(w io.Writer) error {
 		for j, s := range h.After {
 			step("  ", n+j+1, s)
 		}
+		step("  ", n+len(h.After)+1, h.History)
 	}
 	if len(p.After) > 0 {
 		ew.printf("\n")

@@ -52,11 +52,11 @@ func TestPlanGolden(t *testing.T) {
 	if len(back.Hosts) != 2 || len(back.Hosts[1].Instances) != 4 {
 		t.Fatalf("plan has %d hosts", len(back.Hosts))
 	}
-	var names []string
+	var names []StepName
 	for _, s := range back.Hosts[1].Instances[3].Steps {
 		names = append(names, s.Name)
 	}
-	want := []string{StepCapacity, StepDrain, StepWaitDrain, StepRestart, StepActive, StepHealth, StepStable, StepUndrain}
+	want := []StepName{StepCapacity, StepDrain, StepWaitDrain, StepRestart, StepActive, StepHealth, StepStable, StepUndrain}
 	if len(names) != len(want) {
 		t.Fatalf("steps %v, want %v", names, want)
 	}

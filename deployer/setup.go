@@ -246,8 +246,8 @@ const setupSep = "@@rollout-setup@@"
 // setupInspect prints, for the user and each managed directory and file,
 // what is there: "user UID GROUPS", then per path "PATH OWNER MODE" and a
 // file's content in base64 (or "PATH missing").
-func (c commands) setupInspect(files []ManagedFile, dirs []managedDir, unit func(int) string, ports []int) string {
-	s := c.cfg.setupDefaults()
+func (r sshRemote) cmdSetupInspect(files []ManagedFile, dirs []managedDir, unit func(int) string, ports []int) string {
+	s := r.cfg.setupDefaults()
 	var b strings.Builder
 	fmt.Fprintf(&b, "echo \"user $(id -u %s 2>/dev/null || echo none) $(id -nG %s 2>/dev/null | tr ' ' ,)\"\n", sshexec.Quote(s.User), sshexec.Quote(s.User))
 	for _, d := range dirs {
@@ -262,7 +262,7 @@ func (c commands) setupInspect(files []ManagedFile, dirs []managedDir, unit func
 		units = append(units, sshexec.Quote(unit(p)))
 	}
 	fmt.Fprintf(&b, "echo %s; systemctl is-enabled -- %s 2>/dev/null || true", setupSep, strings.Join(units, " "))
-	return c.priv(b.String())
+	return r.privScript(b.String())
 }
 
 // Setup prepares a host: the service user, the directories, the unit, the
@@ -275,16 +275,16 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 	if !strings.HasSuffix(cfg.unitFile(), "@.service") {
 		return nil, errors.New(`setup writes a template unit: unit must end with "@{port}"`)
 	}
-	cfg, err := hostConfig(ctx, cfg, conn)
+	cfg, err := resolveHost(ctx, cfg, newSSHRemote(cfg, conn))
 	if err != nil {
 		return nil, err
 	}
 	s := cfg.setupDefaults()
-	cmds := newCommands(cfg)
+	r := newSSHRemote(cfg, conn)
 	ports := cfg.Ports()
 	files := Render(cfg, ports)
 	dirs := setupDirs(cfg)
-	out, err := conn.Run(ctx, cmds.setupInspect(files, dirs, cfg.UnitName, ports), nil)
+	out, err := conn.Run(ctx, r.cmdSetupInspect(files, dirs, cfg.UnitName, ports), nil)
 	if err != nil {
 		return nil, explainRemote(fmt.Errorf("inspect: %w", err), cfg)
 	}
@@ -408,7 +408,7 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 	if dryRun || len(res.Changes) == 0 {
 		return res, nil
 	}
-	if _, err := conn.Run(ctx, cmds.priv(script.String()), &stdin); err != nil {
+	if _, err := conn.Run(ctx, r.privScript(script.String()), &stdin); err != nil {
 		return res, explainRemote(fmt.Errorf("apply: %w", err), cfg)
 	}
 	return res, nil

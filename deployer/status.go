@@ -3,13 +3,8 @@ package deployer
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/rollout-dev/rollout/healthcheck"
-	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // InstanceStatus is one instance as systemd, Nginx and its health check
@@ -51,70 +46,42 @@ func (h HostStatus) OK() bool {
 	return true
 }
 
-const statusSep = "@@rollout-status@@"
-
-// statusCommand prints every instance's state, the host's monotonic clock
-// and the upstream file; it changes nothing and needs no sudo.
-func (c commands) status() string {
-	var units []string
-	for _, p := range c.cfg.Ports() {
-		units = append(units, sshexec.Quote(c.cfg.UnitName(p)))
-	}
-	return "systemctl show -p " + unitProps + ",MemoryCurrent -- " + strings.Join(units, " ") +
-		" && echo " + statusSep + " && cat /proc/uptime && echo " + statusSep +
-		" && cat -- " + sshexec.Quote(c.cfg.Nginx.UpstreamFile)
-}
-
 // Status reads every instance of a host: systemd's view, the upstream
 // file, and a health check of each through the connection, all at once.
 func Status(ctx context.Context, cfg *Config, host string, conn Conn) HostStatus {
+	return hostStatus(ctx, cfg, host, newSSHRemote(cfg, conn))
+}
+
+func hostStatus(ctx context.Context, cfg *Config, host string, r remote) HostStatus {
 	hs := HostStatus{Host: host}
-	cfg, err := hostConfig(ctx, cfg, conn)
+	cfg, err := resolveHost(ctx, cfg, r)
 	if err != nil {
 		hs.Error = err.Error()
 		return hs
 	}
-	check := healthcheck.HTTP{Dial: conn.DialContext, Path: cfg.Health.Path, Status: cfg.Health.Status, AttemptTimeout: cfg.Health.AttemptTimeout}
 	var health map[int]error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		health = checkAll(ctx, check, cfg.Ports())
+		health = checkAll(ctx, newHealthCheck(cfg, r), cfg.Ports())
 	}()
-	res, rerr := conn.Run(ctx, newCommands(cfg).status(), nil)
+	st, err := r.Inspect(ctx, cfg.Ports())
 	<-done
-	err = rerr
 	if err != nil {
 		hs.Error = fmt.Sprintf("read state: %v", err)
 		return hs
 	}
-	parts := strings.Split(string(res.Stdout), statusSep+"\n")
-	if len(parts) != 3 {
-		hs.Error = fmt.Sprintf("read state: unexpected output %q", res.Stdout)
-		return hs
-	}
-	units, err := parseUnitStates(parts[0])
-	if err != nil {
-		hs.Error = err.Error()
-		return hs
-	}
-	var now uint64 // µs since boot, systemd's monotonic clock
-	if f := strings.Fields(parts[1]); len(f) > 0 {
-		if secs, err := strconv.ParseFloat(f[0], 64); err == nil {
-			now = uint64(secs * 1e6)
-		}
-	}
-	servers, err := upstreamServers([]byte(parts[2]), cfg.Nginx.Upstream, cfg.Nginx.ServerAddress)
+	servers, err := upstreamServers(st.upstream, cfg.Nginx.Upstream, cfg.Nginx.ServerAddress)
 	if err != nil {
 		hs.Error = fmt.Sprintf("%s: %v", cfg.Nginx.UpstreamFile, err)
 	}
 	for _, p := range cfg.Ports() {
-		u := units[cfg.UnitName(p)]
+		u := st.units[p]
 		down, listed := servers[p]
 		is := InstanceStatus{Port: p, Unit: cfg.UnitName(p), State: u.Active, Sub: u.Sub, PID: u.MainPID,
 			Memory: u.Memory, Restarts: u.Restarts, InNginx: listed && !down, Healthy: health[p] == nil}
-		if u.running() && u.StartedAt > 0 && now > u.StartedAt {
-			is.Uptime = time.Duration(now-u.StartedAt) * time.Microsecond
+		if u.running() && u.StartedAt > 0 && st.uptime > u.StartedAt {
+			is.Uptime = time.Duration(st.uptime-u.StartedAt) * time.Microsecond
 		}
 		if health[p] != nil {
 			is.Health = health[p].Error()

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/sethvargo/go-retry"
@@ -21,10 +22,13 @@ import (
 // before the deadline; the error also holds the last failed attempt's cause.
 var ErrTimeout = errors.New("not healthy before the deadline")
 
-// HTTP checks instances at http://127.0.0.1:PORT/PATH.
+// HTTP checks instances at http://HOST:PORT/PATH.
 type HTTP struct {
 	// Dial opens connections; net.Dialer.DialContext when nil.
-	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Host is the address the instances listen on, as the balancer
+	// reaches them; 127.0.0.1 when empty.
+	Host   string
 	Path   string // e.g. "/healthz"
 	Status int    // expected status, e.g. 200
 	// AttemptTimeout caps one request.
@@ -60,7 +64,11 @@ func (h HTTP) Check(ctx context.Context, port int) error {
 			return http.ErrUseLastResponse
 		},
 	}
-	url := fmt.Sprintf("http://127.0.0.1:%d%s", port, h.Path)
+	host := h.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	url := "http://" + net.JoinHostPort(host, strconv.Itoa(port)) + h.Path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return fmt.Errorf("health check %s: %w", url, err)

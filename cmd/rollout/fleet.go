@@ -334,8 +334,8 @@ Examples:
 			}
 			out := newPrinter(c.App.Writer, c.App.ErrWriter, outputOptionsFor(c.String("output"), cfg.Parallel, c.App.ErrWriter, os.Getenv))
 			d := &deployer.Deployer{Config: cfg, Connect: dialer.Dial, Events: out.event,
-				Stdout: c.App.ErrWriter, Stderr: c.App.ErrWriter, ScaleOnly: true, BreakStaleLock: c.Bool("break-stale-lock")}
-			rep, err := d.Deploy(c.Context)
+				Stdout: c.App.ErrWriter, Stderr: c.App.ErrWriter, BreakStaleLock: c.Bool("break-stale-lock")}
+			rep, err := d.Scale(c.Context)
 			out.report(rep, err)
 			return err
 		},

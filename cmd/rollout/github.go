@@ -23,7 +23,7 @@ func (p *printer) githubGroup(e deployer.Event) {
 	if p.opt.JSON {
 		return
 	}
-	if e.Status == "start" {
+	if e.Status == deployer.StatusStart {
 		if p.opt.Parallel > 1 {
 			p.group[e.Host] = &bytes.Buffer{}
 			return
@@ -86,7 +86,7 @@ func jobSummary(rep *deployer.Report, err error) string {
 		fmt.Fprintf(&b, "### rollout %s `%s`: %s in %s\n\n", op, strings.ReplaceAll(rep.Version, "`", "'"), result, rep.Duration.Round(time.Millisecond))
 		b.WriteString("| host | outcome | restarted | left out | time | error |\n|---|---|---|---|---|---|\n")
 		for _, h := range rep.Hosts {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", mdCell(h.Host), mdCell(h.Outcome), ports(h.Restarted), ports(h.LeftOut), h.Duration.Round(time.Millisecond), mdCell(h.Error))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", mdCell(h.Host), mdCell(string(h.Outcome)), ports(h.Restarted), ports(h.LeftOut), h.Duration.Round(time.Millisecond), mdCell(h.Error))
 		}
 	} else {
 		fmt.Fprintf(&b, "### rollout deploy: %s\n", result)

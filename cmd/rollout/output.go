@@ -78,7 +78,7 @@ func (p *printer) event(e deployer.Event) {
 		p.githubGroup(e)
 		return
 	}
-	if e.Status == "start" {
+	if e.Status == deployer.StatusStart {
 		return
 	}
 	line := p.line(e)
@@ -90,7 +90,7 @@ func (p *printer) event(e deployer.Event) {
 }
 
 // ANSI colours of step statuses.
-var statusColor = map[string]string{"ok": "32", "fail": "31", "warn": "33", "skip": "2"}
+var statusColor = map[deployer.StepStatus]string{deployer.StatusOK: "32", deployer.StatusFail: "31", deployer.StatusWarn: "33", deployer.StatusSkip: "2"}
 
 // line is one progress line: time, where, step, status, duration, message.
 func (p *printer) line(e deployer.Event) string {
@@ -114,11 +114,11 @@ func (p *printer) line(e deployer.Event) string {
 
 // appFailure is what an app said after a restart that failed.
 type appFailure struct {
-	Host   string `json:"host"`
-	Port   int    `json:"port"`
-	Step   string `json:"step"`
-	Error  string `json:"error"`
-	Output string `json:"output"`
+	Host   string            `json:"host"`
+	Port   int               `json:"port"`
+	Step   deployer.StepName `json:"step"`
+	Error  string            `json:"error"`
+	Output string            `json:"output"`
 }
 
 // failures are the deploy's errors, one per failed host (or the one error

@@ -1,0 +1,252 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/rollout-dev/rollout/sshexec"
+)
+
+// Conn is one host's connection: commands and tunnelled dials share it.
+// *sshexec.Client is one.
+type Conn interface {
+	// Run runs a shell command; a non-zero exit is an *sshexec.ExitError.
+	Run(ctx context.Context, cmd string, stdin io.Reader) (sshexec.Result, error)
+	// DialContext opens a TCP connection from the host (to its loopback).
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	Close() error
+}
+
+var _ Conn = (*sshexec.Client)(nil)
+
+// Deployer rolls a release through the fleet (Deploy), or reconciles each
+// host's instances with the config (Scale).
+type Deployer struct {
+	Config  *Config
+	Version string
+	// Connect opens a connection to a host.
+	Connect func(ctx context.Context, host string) (Conn, error)
+	// Events receives progress; it must not block for long.
+	Events func(Event)
+	// Stdout and Stderr receive local hooks' output.
+	Stdout, Stderr io.Writer
+	// Holder is recorded in each host's deploy lock and history; the zero
+	// value means this process (NewLockInfo).
+	Holder LockInfo
+	// BreakStaleLock takes over a lock whose holder stopped refreshing it.
+	BreakStaleLock bool
+
+	// remote is how the engine works on a connected host: over SSH unless
+	// a test gives a fake.
+	remote func(cfg *Config, conn Conn) remote
+}
+
+// The operations a Deployer runs.
+const (
+	opDeploy = "deploy"
+	opScale  = "scale"
+)
+
+// Deploy runs the rollout: connect to every host (and count its cores for
+// instances: auto), the local before-hooks, a preflight and the deploy lock
+// on every host (nothing changes anywhere unless every host passes), then
+// the hosts, at most Config.Parallel at a time, each instance strictly one
+// at a time. On the first failure no further instance is started on any
+// host. The error aggregates every host's failure; the report says what
+// happened on each.
+func (d *Deployer) Deploy(ctx context.Context) (*Report, error) {
+	return d.run(ctx, opDeploy)
+}
+
+// Scale reconciles each host's instances with the config, as a deploy
+// does first, and restarts nothing: missing instances are started,
+// health-checked and only then added to the upstream; surplus ones are
+// drained, stopped and removed. No hooks run.
+func (d *Deployer) Scale(ctx context.Context) (*Report, error) {
+	return d.run(ctx, opScale)
+}
+
+func (d *Deployer) run(ctx context.Context, op string) (*Report, error) {
+	start := time.Now()
+	cfg := d.Config
+	rep := &Report{Op: op, Version: d.Version}
+	for _, h := range cfg.Hosts {
+		rep.Hosts = append(rep.Hosts, HostReport{Host: h, Outcome: HostNotStarted})
+	}
+	if d.Holder.Token == "" {
+		d.Holder = NewLockInfo(op, d.Version)
+	}
+	sessions, err := d.connect(ctx)
+	defer closeSessions(sessions)
+	if err == nil && op == opDeploy {
+		err = d.localHooks(ctx, cfg.Hooks.Before, "before", "", sessions)
+	}
+	if err == nil {
+		err = d.preflight(ctx, sessions)
+	}
+	if err == nil {
+		err = d.roll(ctx, op, sessions, rep)
+	}
+	rep.Duration = time.Since(start)
+	if op == opDeploy {
+		result := "ok"
+		if err != nil {
+			result = "failed"
+		}
+		if herr := d.localHooks(context.WithoutCancel(ctx), cfg.Hooks.After, "after", result, sessions); herr != nil && err == nil {
+			err = herr
+		}
+	}
+	return rep, err
+}
+
+// roll runs every host (their locks held) and, on the way out, writes each
+// host's history line and releases its lock, whatever happened.
+func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep *Report) error {
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		for _, s := range sessions {
+			r := rep.Hosts[s.index]
+			entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
+				Op: op, Version: d.Version, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
+			if err := s.remote.AppendHistory(cctx, entry); err != nil {
+				fmt.Fprintf(d.Stderr, "rollout: %s: %v\n", s.host, err)
+			}
+			if err := s.lock.Release(cctx); err != nil {
+				fmt.Fprintf(d.Stderr, "rollout: %v\n", err)
+			}
+		}
+	}()
+
+	// stop is closed on the first failure, on an interrupt, or when a lock
+	// was taken over: no host starts another instance after it.
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }) }
+	defer halt()
+	go func() {
+		select {
+		case <-ctx.Done():
+			halt()
+		case <-stop:
+		}
+	}()
+	for _, s := range sessions {
+		go func() {
+			select {
+			case <-s.lock.Lost:
+				d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Message: "the deploy lock was taken over by someone else: stopping"})
+				halt()
+			case <-stop:
+			}
+		}()
+	}
+
+	// Workers take hosts in config order, so with parallel 1 the hosts go
+	// one after another as listed.
+	var (
+		mu   sync.Mutex
+		errs *multierror.Error
+		wg   sync.WaitGroup
+		next = make(chan *session)
+	)
+	go func() {
+		defer close(next)
+		for _, s := range sessions {
+			select {
+			case next <- s:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	for range min(max(d.Config.Parallel, 1), len(sessions)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range next {
+				if stopped(stop) {
+					return
+				}
+				hr, took, herr := d.runHost(ctx, op, s, stop)
+				mu.Lock()
+				r := &rep.Hosts[s.index]
+				r.Duration, r.Restarted, r.LeftOut = took, hr.restarted, hr.leftOut
+				switch {
+				case herr == nil:
+					r.Outcome = HostOK
+				case errors.Is(herr, ErrStopped) && ctx.Err() != nil:
+					r.Outcome, r.Error = HostInterrupted, herr.Error()
+				case errors.Is(herr, ErrStopped):
+					r.Outcome, r.Error = HostStopped, herr.Error()
+				case ctx.Err() != nil:
+					r.Outcome, r.Error = HostInterrupted, herr.Error()
+					errs = multierror.Append(errs, herr)
+				default:
+					r.Outcome, r.Error = HostFailed, herr.Error()
+					errs = multierror.Append(errs, herr)
+					halt()
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errs.ErrorOrNil(); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s interrupted: %w", op, ctx.Err())
+	}
+	return nil
+}
+
+func stopped(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// runHost runs one host between its StepHost events.
+func (d *Deployer) runHost(ctx context.Context, op string, s *session, stop <-chan struct{}) (*hostRun, time.Duration, error) {
+	t0 := time.Now()
+	d.emit(Event{Host: s.host, Step: StepHost, Status: StatusStart})
+	hr := newHostRun(d, s, stop)
+	var err error
+	if op == opScale {
+		err = hr.scale(ctx)
+	} else {
+		err = hr.deploy(ctx)
+	}
+	took := time.Since(t0)
+	e := Event{Host: s.host, Step: StepHost, Status: StatusOK, Duration: took}
+	if err != nil {
+		e.Status, e.Message = StatusFail, err.Error()
+		if errors.Is(err, ErrStopped) {
+			e.Status = StatusSkip
+		}
+	}
+	d.emit(e)
+	return hr, took, err
+}
+
+func (d *Deployer) emit(e Event) {
+	if d.Events == nil {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	d.Events(e)
+}

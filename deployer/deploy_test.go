@@ -1,0 +1,248 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// downIn returns the ports marked down in an upstream file.
+func downIn(t *testing.T, content string) []int {
+	t.Helper()
+	servers, err := upstreamServers([]byte(content), "my_app", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down []int
+	for p, d := range servers {
+		if d {
+			down = append(down, p)
+		}
+	}
+	sort.Ints(down)
+	return down
+}
+
+// serversIn returns the ports with a server line in an upstream file.
+func serversIn(t *testing.T, content string) []int {
+	t.Helper()
+	servers, err := upstreamServers([]byte(content), "my_app", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ports []int
+	for p := range servers {
+		ports = append(ports, p)
+	}
+	sort.Ints(ports)
+	return ports
+}
+
+const fourInstances = "base_port: 3000\ninstances: 4\n"
+
+func TestDeployOneReloadPerInstance(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	d, _ := fakeDeployer(t, fourInstances, h)
+	rep, err := d.Deploy(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rep.Hosts[0].Restarted; fmt.Sprint(got) != "[3000 3001 3002 3003]" {
+		t.Errorf("restarted %v", got)
+	}
+	// 4 instances: a drain, 3 undrain+drain writes, the last undrain; each
+	// drain waits for the drained instance's requests.
+	want := [][]int{{3000}, {3001}, {3002}, {3003}, nil}
+	if len(h.writes) != len(want) {
+		t.Fatalf("%d upstream writes, want %d", len(h.writes), len(want))
+	}
+	for i, w := range h.writes {
+		if got := downIn(t, w); fmt.Sprint(got) != fmt.Sprint(want[i]) {
+			t.Errorf("after write %d, down %v, want %v", i+1, got, want[i])
+		}
+		if got := h.drained[i]; fmt.Sprint(got) != fmt.Sprint(want[i]) {
+			t.Errorf("write %d waited for %v, want %v", i+1, got, want[i])
+		}
+	}
+	if !strings.HasPrefix(h.upstream, "# managed by hand, and by rollout\nupstream my_app {\n    keepalive 8;\n") {
+		t.Errorf("the rest of the file was not kept:\n%s", h.upstream)
+	}
+	if h.locked || len(h.history) != 1 || h.history[0].Outcome != HostOK || h.history[0].Version != "v2" {
+		t.Errorf("locked after the deploy: %v; history %+v", h.locked, h.history)
+	}
+}
+
+func TestDeployFailureKeepsPendingInstanceServing(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	h.failAfterRestart = 3002
+	d, _ := fakeDeployer(t, fourInstances, h)
+	rep, err := d.Deploy(testCtx(t))
+	var se *StepError
+	if !errors.As(err, &se) || se.Port != 3002 || se.Step != StepHealth || !se.LeftOut {
+		t.Fatalf("err = %v, want a health failure of 3002, left out", err)
+	}
+	// 3001 came back healthy and went back in with 3002's drain; 3002
+	// stays out; 3003 was never touched.
+	if got := downIn(t, h.upstream); fmt.Sprint(got) != "[3002]" {
+		t.Errorf("down at the end: %v, want [3002]", got)
+	}
+	if slices.Contains(h.ops, "restart 3003") {
+		t.Errorf("3003 was restarted after 3002 failed: %v", h.ops)
+	}
+	if !strings.Contains(se.Output, "FATAL: not ready") || !strings.Contains(se.Output, "systemd: my-app@3002 is active/running") {
+		t.Errorf("the app's output is missing: %q", se.Output)
+	}
+	if r := rep.Hosts[0]; r.Outcome != HostFailed || fmt.Sprint(r.LeftOut) != "[3002]" {
+		t.Errorf("report %+v", r)
+	}
+	if h.locked || len(h.history) != 1 || h.history[0].Outcome != HostFailed {
+		t.Errorf("locked after the deploy: %v; history %+v", h.locked, h.history)
+	}
+}
+
+func TestDeployUpstreamChangedByOthers(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	// Before rollout's third write, someone marks 3003 down by hand: that
+	// write must be refused, the file read again, capacity checked again
+	// (3003 no longer serves, so 3002 may not be drained with all others
+	// required), and the hand edit kept.
+	h.onWrite = func(n int) {
+		if n == 2 {
+			h.upstream = strings.Replace(h.upstream, "127.0.0.1:3003;", "127.0.0.1:3003 down;", 1)
+		}
+	}
+	d, _ := fakeDeployer(t, fourInstances, h)
+	_, err := d.Deploy(testCtx(t))
+	if !errors.Is(err, ErrCapacity) {
+		t.Fatalf("err = %v, want a capacity failure", err)
+	}
+	if got := downIn(t, h.upstream); fmt.Sprint(got) != "[3003]" {
+		t.Errorf("down at the end: %v, want [3003] (the hand edit, and 3001 back in)", got)
+	}
+}
+
+func TestDeployRefusedWhileLocked(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001)
+	h.locked = true
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\n", h)
+	_, err := d.Deploy(testCtx(t))
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != StepLock || !errors.Is(err, ErrLocked) {
+		t.Fatalf("err = %v, want a lock failure", err)
+	}
+	if len(h.writes) != 0 || len(h.ops) != 0 || !h.locked {
+		t.Errorf("a locked host was changed (%d writes, %v) or unlocked", len(h.writes), h.ops)
+	}
+}
+
+// A failure on one host stops the others before their next instance, and
+// no host is left locked.
+func TestDeployStopsOtherHostsOnFailure(t *testing.T) {
+	web1 := newFakeRemote(t, 3000, 3001)
+	web1.failAfterRestart = 3000
+	web2 := newFakeRemote(t, 3000, 3001)
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\n", web1, web2)
+	rep, err := d.Deploy(testCtx(t))
+	if err == nil {
+		t.Fatal("the deploy passed")
+	}
+	if len(web2.ops) != 0 || len(web2.writes) != 0 {
+		t.Errorf("web2 was changed after web1 failed: %v", web2.ops)
+	}
+	if rep.Hosts[0].Outcome != HostFailed || rep.Hosts[1].Outcome != HostNotStarted {
+		t.Errorf("outcomes %s, %s", rep.Hosts[0].Outcome, rep.Hosts[1].Outcome)
+	}
+	if web1.locked || web2.locked {
+		t.Error("a host was left locked")
+	}
+}
+
+// An interrupt between instances puts the instance that came back healthy
+// into Nginx again and starts no other.
+func TestDeployInterruptedPutsPendingBack(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	d, _ := fakeDeployer(t, "ports: [3000, 3001, 3002]\n", h)
+	events := d.Events
+	d.Events = func(e Event) {
+		events(e)
+		if e.Port == 3000 && e.Step == StepHealth && e.Status == StatusOK {
+			cancel()
+		}
+	}
+	rep, err := d.Deploy(ctx)
+	if err == nil {
+		t.Fatal("an interrupted deploy passed")
+	}
+	if got := downIn(t, h.upstream); len(got) != 0 {
+		t.Errorf("down after the interrupt: %v, want none", got)
+	}
+	if fmt.Sprint(h.ops) != "[restart 3000]" {
+		t.Errorf("ops %v, want only 3000 restarted", h.ops)
+	}
+	if rep.Hosts[0].Outcome != HostInterrupted {
+		t.Errorf("outcome %s", rep.Hosts[0].Outcome)
+	}
+}
+
+// Instances out of service go first: restarting them takes nothing out.
+func TestDeployRestartsInstancesOutOfServiceFirst(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002)
+	h.units[3002].healthy = false
+	h.failAfterRestart = -1
+	d, _ := fakeDeployer(t, "ports: [3000, 3001, 3002]\nmin_serving: 1\n", h)
+	// 3002 comes back healthy once restarted.
+	d.Events = func(e Event) {
+		if e.Step == StepRestart && e.Status == StatusOK {
+			h.mu.Lock()
+			h.units[e.Port].healthy = true
+			h.mu.Unlock()
+		}
+	}
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.ops) == 0 || h.ops[0] != "restart 3002" {
+		t.Errorf("ops %v, want 3002 first", h.ops)
+	}
+}
+
+// With instances: auto, hooks get the ports each host resolved to.
+func TestHooksGetResolvedPorts(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002)
+	h.cores = 3
+	dir := t.TempDir()
+	d, _ := fakeDeployer(t, "base_port: 3000\ninstances: auto\nhooks:\n  before: ['echo \"$ROLLOUT_PORTS\" > "+dir+"/ports']\n  host_before: ['true']\n", h)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	got := readFile(t, dir+"/ports")
+	if got != "3000 3001 3002\n" {
+		t.Errorf("local hook's ROLLOUT_PORTS = %q, want \"3000 3001 3002\"", got)
+	}
+	if len(h.hooks) != 1 || !slices.Contains(h.hooks[0], "ROLLOUT_PORTS=3000 3001 3002") || !slices.Contains(h.hooks[0], "ROLLOUT_HOST=web1") {
+		t.Errorf("host hook env %v", h.hooks)
+	}
+}
+
+// The health check asks for the address Nginx sends requests to.
+func TestHealthCheckDialsServerAddress(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001)
+	h.upstream = strings.ReplaceAll(h.upstream, "127.0.0.1:", "10.0.0.5:")
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nnginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app, server_address: 10.0.0.5}\n", h)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.dials) == 0 {
+		t.Fatal("no health check was made")
+	}
+	for _, a := range h.dials {
+		if a != "10.0.0.5" {
+			t.Fatalf("a health check dialled %s, want 10.0.0.5 (nginx.server_address)", a)
+		}
+	}
+}

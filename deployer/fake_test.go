@@ -1,0 +1,313 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeRemote is a host in memory: units, the upstream file, the lock and
+// the history, and one HTTP server per instance on loopback for the health
+// checks. It implements remote with no shell at all, and records what the
+// engine did to it.
+type fakeRemote struct {
+	t        *testing.T
+	mu       sync.Mutex
+	units    map[int]*fakeUnit
+	upstream string
+	cores    int
+	// writes is the upstream file after each write; drained the ports
+	// each write waited for.
+	writes  []string
+	drained [][]int
+	ops     []string // "restart 3000", "start 3004", "stop 3003", ...
+	locked  bool
+	history []HistoryEntry
+	hooks   [][]string // the env of each hook run
+	dials   []string   // the addresses health checks dialled
+
+	// failAfterRestart: the instance answers 503 once restarted (or
+	// started).
+	failAfterRestart int
+	// onWrite runs before a write is checked (to change the file under
+	// rollout).
+	onWrite func(n int)
+}
+
+type fakeUnit struct {
+	pid     int
+	active  bool
+	enabled bool
+	healthy bool
+	srv     *httptest.Server
+}
+
+// newFakeRemote is a host running ports, each in the upstream.
+func newFakeRemote(t *testing.T, ports ...int) *fakeRemote {
+	r := &fakeRemote{t: t, units: map[int]*fakeUnit{}, cores: 2}
+	var b strings.Builder
+	b.WriteString("# managed by hand, and by rollout\nupstream my_app {\n    keepalive 8;\n")
+	for _, p := range ports {
+		fmt.Fprintf(&b, "    server 127.0.0.1:%d;\n", p)
+		r.unit(p).active, r.unit(p).enabled, r.unit(p).healthy = true, true, true
+	}
+	b.WriteString("}\n")
+	r.upstream = b.String()
+	return r
+}
+
+// unit returns the port's unit, making an inactive one with its server.
+func (r *fakeRemote) unit(port int) *fakeUnit {
+	if u, ok := r.units[port]; ok {
+		return u
+	}
+	u := &fakeUnit{pid: 100 + len(r.units)}
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		r.mu.Lock()
+		ok := u.active && u.healthy
+		r.mu.Unlock()
+		if !ok {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		}
+	}))
+	r.t.Cleanup(u.srv.Close)
+	r.units[port] = u
+	return u
+}
+
+func (r *fakeRemote) state(port int) unitState {
+	u, ok := r.units[port]
+	if !ok || !u.active {
+		return unitState{ID: fmt.Sprintf("my-app@%d.service", port), Load: "loaded", Active: "inactive", Sub: "dead"}
+	}
+	return unitState{ID: fmt.Sprintf("my-app@%d.service", port), Load: "loaded", Active: "active", Sub: "running",
+		MainPID: u.pid, StartedAt: uint64(u.pid)}
+}
+
+func (r *fakeRemote) log(format string, args ...any) {
+	r.ops = append(r.ops, fmt.Sprintf(format, args...))
+}
+
+func (r *fakeRemote) Cores(context.Context) (int, error) { return r.cores, nil }
+
+func (r *fakeRemote) Preflight(context.Context, []int) error { return nil }
+
+func (r *fakeRemote) Inspect(_ context.Context, ports []int) (hostState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := hostState{units: map[int]unitState{}, uptime: 1e9, upstream: []byte(r.upstream)}
+	for _, p := range ports {
+		st.units[p] = r.state(p)
+	}
+	return st, nil
+}
+
+func (r *fakeRemote) ReadUpstream(context.Context) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return []byte(r.upstream), nil
+}
+
+func (r *fakeRemote) WriteUpstream(_ context.Context, have, next []byte, drained []int) (drainWait, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.onWrite != nil {
+		r.onWrite(len(r.writes))
+	}
+	if string(have) != r.upstream {
+		return drainWait{}, errUpstreamChanged
+	}
+	r.upstream = string(next)
+	r.writes = append(r.writes, r.upstream)
+	r.drained = append(r.drained, slices.Clone(drained))
+	return drainWait{}, nil
+}
+
+func (r *fakeRemote) UnitState(_ context.Context, port int) (unitState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state(port), nil
+}
+
+func (r *fakeRemote) Restart(_ context.Context, port int, _ []string) (restartMark, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log("restart %d", port)
+	before := r.state(port)
+	u := r.unit(port)
+	u.pid += 1000
+	u.active = true
+	if port == r.failAfterRestart {
+		u.healthy = false
+	}
+	return restartMark{clock: 1, before: before, after: r.state(port)}, nil
+}
+
+func (r *fakeRemote) LogFiles(_ context.Context, ports []int) (map[int][]string, error) {
+	logs := map[int][]string{}
+	for _, p := range ports {
+		logs[p] = []string{fmt.Sprintf("/var/log/my-app/stderr-%d.log", p)}
+	}
+	return logs, nil
+}
+
+func (r *fakeRemote) AppOutput(_ context.Context, port int, _ restartMark, _ int) (string, error) {
+	return fmt.Sprintf("==> /var/log/my-app/stderr-%d.log <==\nFATAL: not ready\n", port), nil
+}
+
+func (r *fakeRemote) IsInstance(_ context.Context, port int) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u, ok := r.units[port]
+	return ok && (u.active || u.enabled), nil
+}
+
+func (r *fakeRemote) Start(_ context.Context, port int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log("start %d", port)
+	u := r.unit(port)
+	u.active, u.enabled, u.healthy = true, true, port != r.failAfterRestart
+	return nil
+}
+
+func (r *fakeRemote) Stop(_ context.Context, port int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log("stop %d", port)
+	u := r.unit(port)
+	u.active, u.enabled = false, false
+	return nil
+}
+
+func (r *fakeRemote) Hook(_ context.Context, command string, env []string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log("hook %s", command)
+	r.hooks = append(r.hooks, env)
+	return "", nil
+}
+
+// DialContext reaches the instance's test server, whatever address the
+// health check asked for; it notes the address.
+func (r *fakeRemote) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, p, _ := net.SplitHostPort(addr)
+	var port int
+	fmt.Sscan(p, &port)
+	r.mu.Lock()
+	r.dials = append(r.dials, host)
+	u, ok := r.units[port]
+	r.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("connection refused: %s", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, u.srv.Listener.Addr().String())
+}
+
+func (r *fakeRemote) AcquireLock(context.Context, LockInfo, bool) (LockState, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.locked {
+		return LockState{Held: true, Age: time.Second}, false, nil
+	}
+	r.locked = true
+	return LockState{}, true, nil
+}
+
+func (r *fakeRemote) RefreshLock(context.Context, string) error { return nil }
+
+func (r *fakeRemote) ReleaseLock(context.Context, string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.locked = false
+	return nil
+}
+
+func (r *fakeRemote) LockStatus(context.Context) (LockState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return LockState{Held: r.locked}, nil
+}
+
+func (r *fakeRemote) AppendHistory(_ context.Context, e HistoryEntry) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.history = append(r.history, e)
+	return nil
+}
+
+func (r *fakeRemote) ReadHistory(context.Context, int) ([]HistoryEntry, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.history), nil
+}
+
+// fakeDeployer deploys (or scales) to the fake hosts, named web1, web2, ...
+// with the config given in YAML after the test's defaults.
+func fakeDeployer(t *testing.T, yaml string, hosts ...*fakeRemote) (*Deployer, *[]Event) {
+	t.Helper()
+	var names []string
+	for i := range hosts {
+		names = append(names, fmt.Sprintf("web%d", i+1))
+	}
+	head := "app: my-app\nhosts: [" + strings.Join(names, ", ") + "]\nssh: {user: deploy}\ndrain_timeout: 1s\n"
+	if !strings.Contains(yaml, "nginx:") {
+		head += "nginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app}\n"
+	}
+	if !strings.Contains(yaml, "health:") {
+		head += "health: {timeout: 1s, attempt_timeout: 200ms, interval: 10ms, min_healthy: 0s}\n"
+	}
+	cfg, err := ParseConfig("rollout.yaml", []byte(head+yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*fakeRemote{}
+	for i, h := range hosts {
+		byName[names[i]] = h
+	}
+	var mu sync.Mutex
+	events := &[]Event{}
+	d := &Deployer{Config: cfg, Version: "v2",
+		Connect: func(_ context.Context, host string) (Conn, error) { return fakeHostConn{host: host}, nil },
+		Events: func(e Event) {
+			mu.Lock()
+			*events = append(*events, e)
+			mu.Unlock()
+		},
+		Stdout: new(strings.Builder), Stderr: new(strings.Builder)}
+	d.remote = func(_ *Config, c Conn) remote { return byName[c.(fakeHostConn).host] }
+	return d, events
+}
+
+// fakeHostConn is the connection to a fake host: the engine only closes
+// it, and the test's remote finds the host by its name.
+type fakeHostConn struct {
+	Conn
+	host string
+}
+
+func (fakeHostConn) Close() error { return nil }
+
+func readFile(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

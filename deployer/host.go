@@ -1,0 +1,195 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rollout-dev/rollout/healthcheck"
+)
+
+// hostRun deploys (or scales) one host: its hooks, the reconcile of its
+// instances, then each instance in turn.
+type hostRun struct {
+	d      *Deployer
+	cfg    *Config
+	host   string
+	remote remote
+	health healthcheck.HTTP
+	stop   <-chan struct{}
+	logs   map[int][]string // per port, from the unit files, read once
+
+	// upstream is the upstream file as rollout last read or wrote it.
+	upstream []byte
+	// pending are instances that came back healthy and are still marked
+	// down: they go back into Nginx in the same write and reload that
+	// drains the next instance, or on their own when there is none.
+	pending []int
+	// added are instances the reconcile started on this release.
+	added map[int]bool
+
+	restarted, leftOut []int
+}
+
+func newHostRun(d *Deployer, s *session, stop <-chan struct{}) *hostRun {
+	return &hostRun{
+		d: d, cfg: s.cfg, host: s.host, remote: s.remote, stop: stop,
+		health: newHealthCheck(s.cfg, s.remote), added: map[int]bool{},
+	}
+}
+
+// newHealthCheck checks instances at nginx.server_address:PORT, the socket
+// Nginx sends requests to, through the host's connection.
+func newHealthCheck(cfg *Config, r remote) healthcheck.HTTP {
+	return healthcheck.HTTP{Dial: r.DialContext, Host: cfg.Nginx.ServerAddress, Path: cfg.Health.Path,
+		Status: cfg.Health.Status, AttemptTimeout: cfg.Health.AttemptTimeout}
+}
+
+func (h *hostRun) emit(port int, step StepName, status StepStatus, t0 time.Time, msg string) {
+	e := Event{Host: h.host, Port: port, Step: step, Status: status, Message: msg}
+	if status != StatusStart && !t0.IsZero() {
+		e.Duration = time.Since(t0)
+	}
+	h.d.emit(e)
+}
+
+func (h *hostRun) stopped() bool { return stopped(h.stop) }
+
+// deploy runs the host's before-hooks, reconciles its instances with the
+// config, restarts every instance (those serving nothing first), and runs
+// its after-hooks.
+func (h *hostRun) deploy(ctx context.Context) (err error) {
+	for _, hook := range h.cfg.Hooks.HostBefore {
+		if err := h.hook(ctx, "before", hook); err != nil {
+			return err
+		}
+	}
+	// On every way out, an instance that came back healthy is put back.
+	defer func() {
+		if perr := h.undrainPending(ctx); perr != nil && err == nil {
+			err = perr
+		}
+	}()
+	if _, err := h.reconcile(ctx); err != nil {
+		return err
+	}
+	st, err := h.remote.Inspect(ctx, h.cfg.Ports())
+	if err != nil {
+		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
+	}
+	if err := h.checkUpstream(st.upstream); err != nil {
+		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
+	}
+	for _, port := range h.order(ctx, st) {
+		if h.stopped() {
+			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: ErrStopped}
+		}
+		if h.added[port] {
+			h.emit(port, StepRestart, StatusSkip, time.Time{}, "started on this release by the scale step")
+			h.restarted = append(h.restarted, port)
+			continue
+		}
+		if err := h.instance(ctx, port); err != nil {
+			return err
+		}
+	}
+	if err := h.undrainPending(ctx); err != nil {
+		return err
+	}
+	for _, hook := range h.cfg.Hooks.HostAfter {
+		if err := h.hook(ctx, "after", hook); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scale reconciles the host's instances and restarts nothing.
+func (h *hostRun) scale(ctx context.Context) error {
+	changed, err := h.reconcile(ctx)
+	if err == nil && !changed {
+		h.emit(0, StepScale, StatusOK, time.Time{}, fmt.Sprintf("already %d instances", len(h.cfg.Ports())))
+	}
+	return err
+}
+
+// checkUpstream takes the upstream file as read and checks that it has a
+// server line for every instance.
+func (h *hostRun) checkUpstream(content []byte) error {
+	h.upstream = content
+	servers, err := upstreamServers(content, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress)
+	if err != nil {
+		return fmt.Errorf("%s: %w", h.cfg.Nginx.UpstreamFile, err)
+	}
+	for _, p := range h.cfg.Ports() {
+		if _, ok := servers[p]; !ok {
+			return fmt.Errorf("%s: upstream %q has no line \"server %s:%d;\"", h.cfg.Nginx.UpstreamFile, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress, p)
+		}
+	}
+	return nil
+}
+
+// healthy health-checks every instance at once.
+func (h *hostRun) healthy(ctx context.Context) map[int]bool {
+	out := map[int]bool{}
+	for p, err := range checkAll(ctx, h.health, h.cfg.Ports()) {
+		if err == nil {
+			out[p] = true
+		}
+	}
+	return out
+}
+
+// checkAll health-checks the ports at once.
+func checkAll(ctx context.Context, check healthcheck.HTTP, ports []int) map[int]error {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	out := map[int]error{}
+	for _, p := range ports {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := check.Check(ctx, p)
+			mu.Lock()
+			out[p] = err
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// serving returns the instances that take traffic now, or will once the
+// pending ones are back: in the upstream as rollout last read or wrote it
+// (or pending), and passing their health check now. A changed upstream
+// file is caught when it is written, and the check is made again.
+func (h *hostRun) serving(ctx context.Context) (map[int]bool, error) {
+	down, err := upstreamServers(h.upstream, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h.cfg.Nginx.UpstreamFile, err)
+	}
+	out := h.healthy(ctx)
+	for p := range out {
+		if down[p] && !slices.Contains(h.pending, p) {
+			delete(out, p)
+		}
+	}
+	return out, nil
+}
+
+// order puts instances that serve nothing now first: restarting them takes
+// nothing out of service.
+func (h *hostRun) order(ctx context.Context, st hostState) []int {
+	serving, _ := h.serving(ctx)
+	for p := range serving {
+		if !st.units[p].running() {
+			delete(serving, p)
+		}
+	}
+	ports := h.cfg.Ports()
+	sort.SliceStable(ports, func(i, j int) bool { return !serving[ports[i]] && serving[ports[j]] })
+	return ports
+}

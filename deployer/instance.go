@@ -1,0 +1,284 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// instance rolls one instance: capacity check, drain, wait for its
+// requests, restart, wait for the new process, health, stability. On every
+// way out a drained instance is put back if it is healthy and left out if
+// not; a healthy one goes back with the next instance's drain.
+func (h *hostRun) instance(ctx context.Context, port int) (err error) {
+	fail := func(step StepName, err error) error {
+		return &StepError{Host: h.host, Port: port, Step: step, Err: err}
+	}
+
+	drained := false
+	defer func() {
+		if drained {
+			err = h.afterFailure(ctx, port, err)
+		}
+	}()
+
+	if err := h.drain(ctx, port); err != nil {
+		return err
+	}
+	drained = true
+	if h.stopped() {
+		return fail(StepRestart, ErrStopped)
+	}
+
+	mark, err := h.restart(ctx, port)
+	if err != nil {
+		return h.appFailure(ctx, port, StepRestart, err, mark)
+	}
+	h.restarted = append(h.restarted, port)
+
+	t0 := time.Now()
+	h.emit(port, StepActive, StatusStart, t0, "")
+	now, err := h.waitActive(ctx, port, mark.before, mark.after)
+	if err != nil {
+		h.emit(port, StepActive, StatusFail, t0, err.Error())
+		return h.appFailure(ctx, port, StepActive, err, mark)
+	}
+	h.emit(port, StepActive, StatusOK, t0, fmt.Sprintf("pid %d", now.MainPID))
+
+	t0 = time.Now()
+	h.emit(port, StepHealth, StatusStart, t0, "")
+	alive := func(ctx context.Context) error { return h.stillSame(ctx, port, now) }
+	if err := h.health.Wait(ctx, port, h.cfg.Health.Timeout, h.cfg.Health.Interval, alive); err != nil {
+		h.emit(port, StepHealth, StatusFail, t0, err.Error())
+		return h.appFailure(ctx, port, StepHealth, err, mark)
+	}
+	h.emit(port, StepHealth, StatusOK, t0, "")
+
+	if h.cfg.Health.MinHealthy > 0 {
+		t0 = time.Now()
+		h.emit(port, StepStable, StatusStart, t0, "")
+		if err := h.waitStable(ctx, port, now); err != nil {
+			h.emit(port, StepStable, StatusFail, t0, err.Error())
+			return h.appFailure(ctx, port, StepStable, err, mark)
+		}
+		h.emit(port, StepStable, StatusOK, t0, "")
+	}
+
+	// Healthy: it goes back into Nginx with the next instance's drain (one
+	// reload for both), or on its own if there is no next one.
+	h.pending = append(h.pending, port)
+	drained = false
+	return nil
+}
+
+// drain checks capacity and takes the instance out of Nginx, putting the
+// pending ones back in the same write; then waits for its requests. A file
+// changed by someone else is read again and capacity checked again.
+func (h *hostRun) drain(ctx context.Context, port int) error {
+	for attempt := 0; ; attempt++ {
+		t0 := time.Now()
+		h.emit(port, StepCapacity, StatusStart, t0, "")
+		serving, err := h.serving(ctx)
+		if err != nil {
+			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: err}
+		}
+		need := max(h.cfg.MinServing(), 1)
+		if serving[port] && len(serving)-1 < need {
+			err := fmt.Errorf("%w: draining %d would leave %d serving, min_serving is %d", ErrCapacity, port, len(serving)-1, need)
+			h.emit(port, StepCapacity, StatusFail, t0, err.Error())
+			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: err}
+		}
+		h.emit(port, StepCapacity, StatusOK, t0, fmt.Sprintf("%d serving", len(serving)))
+
+		err = h.apply(ctx, upstreamChange{drain: []int{port}, undrain: h.pending})
+		if errors.Is(err, errUpstreamChanged) && attempt < 2 {
+			continue // read again: check capacity on the new content
+		}
+		if err != nil {
+			return &StepError{Host: h.host, Port: port, Step: StepDrain, Err: err}
+		}
+		h.pending = nil
+		return nil
+	}
+}
+
+// afterFailure decides, on the way out of a drained instance that did not
+// finish (even if ctx was cancelled), whether it goes back into Nginx:
+// only if healthy. An instance interrupted while booting gets
+// health.timeout (at most 30s) to come up; a failed one is not waited for.
+func (h *hostRun) afterFailure(ctx context.Context, port int, err error) error {
+	wait := min(h.cfg.Health.Timeout, 30*time.Second)
+	if err != nil && ctx.Err() == nil {
+		wait = h.cfg.Health.AttemptTimeout
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait+10*time.Second)
+	defer cancel()
+	if cerr := h.health.Wait(cctx, port, wait, h.cfg.Health.Interval, nil); cerr != nil {
+		h.leftOut = append(h.leftOut, port)
+		h.emit(port, StepUndrain, StatusSkip, time.Time{}, "left out of nginx: "+cerr.Error())
+		var se *StepError
+		if errors.As(err, &se) {
+			se.LeftOut = true
+		}
+		return err
+	}
+	if uerr := h.apply(cctx, upstreamChange{undrain: []int{port}}); uerr != nil && err == nil {
+		return &StepError{Host: h.host, Port: port, Step: StepUndrain, Err: uerr}
+	}
+	return err
+}
+
+// undrainPending puts the pending instances back into Nginx if they are
+// still healthy, and leaves out those that are not. It runs on every way
+// out of the host, even after an interrupt.
+func (h *hostRun) undrainPending(ctx context.Context) error {
+	if len(h.pending) == 0 {
+		return nil
+	}
+	ports := h.pending
+	h.pending = nil
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.Health.AttemptTimeout+30*time.Second)
+	defer cancel()
+	var back []int
+	var errs []error
+	for _, port := range ports {
+		if herr := h.health.Wait(cctx, port, h.cfg.Health.AttemptTimeout, h.cfg.Health.Interval, nil); herr != nil {
+			h.leftOut = append(h.leftOut, port)
+			h.emit(port, StepUndrain, StatusSkip, time.Time{}, "left out of nginx: "+herr.Error())
+			errs = append(errs, &StepError{Host: h.host, Port: port, Step: StepUndrain, Err: herr, LeftOut: true})
+			continue
+		}
+		back = append(back, port)
+	}
+	if len(back) > 0 {
+		if uerr := h.apply(cctx, upstreamChange{undrain: back}); uerr != nil {
+			errs = append(errs, &StepError{Host: h.host, Port: back[0], Step: StepUndrain, Err: uerr})
+		}
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return errors.Join(errs...)
+}
+
+// restart restarts the instance and says where its output starts.
+func (h *hostRun) restart(ctx context.Context, port int) (restartMark, error) {
+	t0 := time.Now()
+	h.emit(port, StepRestart, StatusStart, t0, "")
+	logs, err := h.logFiles(ctx, port)
+	if err != nil {
+		h.emit(port, StepRestart, StatusFail, t0, err.Error())
+		return restartMark{}, err
+	}
+	mark, err := h.remote.Restart(ctx, port, logs)
+	if err != nil {
+		h.emit(port, StepRestart, StatusFail, t0, err.Error())
+		return mark, err
+	}
+	h.emit(port, StepRestart, StatusOK, t0, "")
+	return mark, nil
+}
+
+// logFiles are the instance's log files: from the config, or else from its
+// unit file's StandardOutput=/StandardError=, read once for every instance.
+func (h *hostRun) logFiles(ctx context.Context, port int) ([]string, error) {
+	if files := h.cfg.LogFiles(port); len(files) > 0 {
+		return files, nil
+	}
+	if h.logs == nil {
+		logs, err := h.remote.LogFiles(ctx, h.cfg.Ports())
+		if err != nil {
+			return nil, err
+		}
+		h.logs = logs
+	}
+	return h.logs[port], nil
+}
+
+// waitActive waits until systemd runs a new process for the instance (not
+// the old one): active, with another MainPID or start time. u is its state
+// right after the restart.
+func (h *hostRun) waitActive(ctx context.Context, port int, before, u unitState) (unitState, error) {
+	deadline := time.Now().Add(h.cfg.Health.Timeout)
+	for {
+		fresh := u.MainPID != before.MainPID || u.StartedAt != before.StartedAt
+		switch {
+		case u.running() && fresh:
+			return u, nil
+		case u.Active == "failed" || u.Sub == "auto-restart" || (u.Active == "inactive" && fresh):
+			return u, fmt.Errorf("%w: systemd reports %s", ErrExited, u)
+		case time.Now().After(deadline):
+			return u, fmt.Errorf("not active after %s: systemd reports %s", h.cfg.Health.Timeout, u)
+		}
+		select {
+		case <-ctx.Done():
+			return u, ctx.Err()
+		case <-time.After(h.cfg.Health.Interval):
+		}
+		var err error
+		if u, err = h.remote.UnitState(ctx, port); err != nil {
+			return u, err
+		}
+	}
+}
+
+// stillSame fails if the process that became active is gone: it exited,
+// or systemd restarted it.
+func (h *hostRun) stillSame(ctx context.Context, port int, was unitState) error {
+	u, err := h.remote.UnitState(ctx, port)
+	if err != nil {
+		return nil // cannot tell; let the health check decide
+	}
+	switch {
+	case u.MainPID != was.MainPID || u.Restarts != was.Restarts:
+		return fmt.Errorf("%w: systemd reports %s (was pid %d)", ErrRestarted, u, was.MainPID)
+	case !u.running():
+		return fmt.Errorf("%w: systemd reports %s", ErrExited, u)
+	}
+	return nil
+}
+
+// waitStable requires the instance to stay healthy, on the same process,
+// for min_healthy.
+func (h *hostRun) waitStable(ctx context.Context, port int, was unitState) error {
+	end := time.Now().Add(h.cfg.Health.MinHealthy)
+	tick := min(max(h.cfg.Health.MinHealthy/4, h.cfg.Health.Interval), time.Second)
+	for {
+		if err := h.stillSame(ctx, port, was); err != nil {
+			return err
+		}
+		if err := h.health.Check(ctx, port); err != nil {
+			return fmt.Errorf("unhealthy within min_healthy %s: %w", h.cfg.Health.MinHealthy, err)
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(tick, left)):
+		}
+	}
+}
+
+// appFailure builds the error for an instance that did not come up, with
+// what the app and systemd said since the restart.
+func (h *hostRun) appFailure(ctx context.Context, port int, step StepName, cause error, mark restartMark) error {
+	se := &StepError{Host: h.host, Port: port, Step: step, Err: cause}
+	if ctx.Err() != nil {
+		return se
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var out string
+	if u, err := h.remote.UnitState(cctx, port); err == nil {
+		out = fmt.Sprintf("systemd: %s is %s\n", h.cfg.UnitName(port), u)
+	}
+	if said, err := h.remote.AppOutput(cctx, port, mark, appOutputLines); err == nil {
+		out += said
+	}
+	se.Output = out
+	return se
+}

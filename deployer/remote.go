@@ -1,0 +1,97 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+)
+
+// remote is everything rollout does on one host, each a typed operation.
+// sshRemote does them over the host's SSH connection with the scripts in
+// scripts/; the engine's unit tests use a fake. Ports are validated ints
+// and every other value comes from the validated config.
+type remote interface {
+	// Cores counts the host's CPU cores (for instances: auto).
+	Cores(ctx context.Context) (int, error)
+	// Preflight checks that the host can be deployed to, changing nothing:
+	// sudo works without a password, the instances' units are installed,
+	// the Nginx config passes its test and the upstream file is readable.
+	Preflight(ctx context.Context, ports []int) error
+	// Inspect reads the instances' states, the host's monotonic clock and
+	// the upstream file; it needs no root.
+	Inspect(ctx context.Context, ports []int) (hostState, error)
+	// ReadUpstream reads the upstream file.
+	ReadUpstream(ctx context.Context) ([]byte, error)
+	// WriteUpstream replaces the upstream file, whose content rollout last
+	// saw as have, with next; tests the Nginx config (putting the previous
+	// file back if it fails) and reloads Nginx. With drained ports it then
+	// waits for the old workers and for those ports' requests in flight.
+	// A file changed by someone else meanwhile is errUpstreamChanged, and
+	// nothing was written.
+	WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error)
+	// UnitState reads one instance's state.
+	UnitState(ctx context.Context, port int) (unitState, error)
+	// Restart restarts an instance and says where its output starts.
+	Restart(ctx context.Context, port int, logs []string) (restartMark, error)
+	// LogFiles reads the log files that the instances' unit files name.
+	LogFiles(ctx context.Context, ports []int) (map[int][]string, error)
+	// AppOutput is what an instance and systemd said since mark: the last
+	// lines of its log files and journal.
+	AppOutput(ctx context.Context, port int, mark restartMark, lines int) (string, error)
+	// IsInstance reports whether the port's unit runs (or tries to) or is
+	// enabled: whether it is one of the app's instances.
+	IsInstance(ctx context.Context, port int) (bool, error)
+	// Start enables and starts an instance; Stop stops and disables it.
+	Start(ctx context.Context, port int) error
+	Stop(ctx context.Context, port int) error
+	// Hook runs a user's command on the host with env set; it returns the
+	// command's output.
+	Hook(ctx context.Context, command string, env []string) (string, error)
+	// DialContext opens a TCP connection from the host (health checks).
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// AcquireLock takes the deploy lock with info, or returns its state.
+	AcquireLock(ctx context.Context, info LockInfo, breakStale bool) (LockState, bool, error)
+	// RefreshLock touches the lock if it is still held with token, or
+	// fails with errLockLost.
+	RefreshLock(ctx context.Context, token string) error
+	// ReleaseLock removes the lock if held with token; any lock when token
+	// is empty.
+	ReleaseLock(ctx context.Context, token string) error
+	// LockStatus reads the lock.
+	LockStatus(ctx context.Context) (LockState, error)
+	// AppendHistory adds one entry to the host's deploy history.
+	AppendHistory(ctx context.Context, e HistoryEntry) error
+	// ReadHistory returns the host's last n entries, oldest first.
+	ReadHistory(ctx context.Context, n int) ([]HistoryEntry, error)
+}
+
+// hostState is one inspection of a host.
+type hostState struct {
+	units    map[int]unitState // by port
+	uptime   uint64            // µs since boot: systemd's monotonic clock
+	upstream []byte
+}
+
+// drainWait is how the wait for drained instances' requests ended.
+type drainWait struct {
+	waited time.Duration
+	open   int // connections still open at drain_timeout; 0 when drained
+}
+
+// restartMark is where an instance's output starts after its restart, and
+// its state just before and just after it.
+type restartMark struct {
+	clock         uint64           // the host's clock, µs since the epoch
+	offsets       map[string]int64 // log file -> size before the restart
+	before, after unitState
+}
+
+var (
+	// errUpstreamChanged: the upstream file changed under rollout; nothing
+	// was written.
+	errUpstreamChanged = errors.New("the upstream file was changed by someone else during the deploy")
+	// errLockLost: the deploy lock is no longer this holder's.
+	errLockLost = errors.New("the deploy lock is no longer ours")
+)

@@ -1,0 +1,423 @@
+package deployer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rollout-dev/rollout/sshexec"
+)
+
+// sshRemote is a remote over one SSH connection. Its cmd* methods build
+// every command it runs, and the plan prints exactly those.
+type sshRemote struct {
+	cfg  *Config
+	conn Conn
+	sudo bool
+}
+
+var _ remote = sshRemote{}
+
+func newSSHRemote(cfg *Config, conn Conn) sshRemote {
+	return sshRemote{cfg: cfg, conn: conn, sudo: cfg.UseSudo()}
+}
+
+func (r sshRemote) units(ports []int) []string {
+	units := make([]string, len(ports))
+	for i, p := range ports {
+		units[i] = r.cfg.UnitName(p)
+	}
+	return units
+}
+
+func (r sshRemote) cmdCores() string { return "nproc" }
+
+func (r sshRemote) cmdPreflight(ports []int) string {
+	n := r.cfg.Nginx
+	return script("preflight", true, r.sudo, append([]string{n.TestCommand, n.UpstreamFile}, r.units(ports)...)...)
+}
+
+func (r sshRemote) cmdInspect(ports []int) string {
+	return script("inspect", false, r.sudo, append([]string{unitProps + ",MemoryCurrent", r.cfg.Nginx.UpstreamFile}, r.units(ports)...)...)
+}
+
+func (r sshRemote) cmdReadUpstream() string {
+	return "cat -- " + sshexec.Quote(r.cfg.Nginx.UpstreamFile)
+}
+
+func (r sshRemote) cmdWriteUpstream(drained []int) string {
+	n := r.cfg.Nginx
+	args := []string{n.UpstreamFile, n.TestCommand, n.ReloadCommand, n.PIDFile, strconv.FormatInt(r.cfg.DrainTimeout.Milliseconds(), 10)}
+	for _, p := range drained {
+		args = append(args, strconv.Itoa(p))
+	}
+	return script("write-upstream", true, r.sudo, args...)
+}
+
+func (r sshRemote) cmdUnitState(port int) string {
+	return sshexec.QuoteCommand("systemctl", "show", "-p", unitProps, "--", r.cfg.UnitName(port))
+}
+
+func (r sshRemote) cmdRestart(port int, logs []string) string {
+	return script("restart", true, r.sudo, append([]string{r.cfg.UnitName(port), unitProps}, logs...)...)
+}
+
+func (r sshRemote) cmdUnitFiles(ports []int) string {
+	return script("unit-files", false, r.sudo, r.units(ports)...)
+}
+
+func (r sshRemote) cmdAppOutput(port int, mark restartMark, lines int) string {
+	since := ""
+	if mark.clock > 0 {
+		since = fmt.Sprintf("%d.%06d", mark.clock/1e6, mark.clock%1e6)
+	}
+	files := make([]string, 0, len(mark.offsets))
+	for f := range mark.offsets {
+		files = append(files, f)
+	}
+	sort.Strings(files)
+	var offsets []string
+	for _, f := range files {
+		offsets = append(offsets, strconv.FormatInt(mark.offsets[f], 10), f)
+	}
+	return r.appOutputCommand(port, lines, since, offsets)
+}
+
+// appOutputCommand runs app-output.sh; offsets are pairs of a byte offset
+// and a log file.
+func (r sshRemote) appOutputCommand(port, lines int, since string, offsets []string) string {
+	args := append([]string{r.cfg.UnitName(port), strconv.Itoa(lines), since}, offsets...)
+	return script("app-output", true, r.sudo, args...)
+}
+
+func (r sshRemote) cmdIsInstance(port int) string {
+	return script("is-instance", false, r.sudo, r.cfg.UnitName(port))
+}
+
+func (r sshRemote) cmdStart(port int) string {
+	return privileged(r.sudo, "systemctl", "enable", "--now", "--", r.cfg.UnitName(port))
+}
+
+func (r sshRemote) cmdStop(port int) string {
+	return privileged(r.sudo, "systemctl", "disable", "--now", "--", r.cfg.UnitName(port))
+}
+
+func (r sshRemote) cmdHook(command string, env []string) string {
+	return "env " + sshexec.QuoteCommand(env...) + " sh -c " + sshexec.Quote(command)
+}
+
+func (r sshRemote) lockDir() string {
+	return strings.TrimRight(r.cfg.StateDir, "/") + "/" + r.cfg.App
+}
+
+func (r sshRemote) historyFile() string { return r.lockDir() + "/history.jsonl" }
+
+func (r sshRemote) cmdAcquireLock(breakStale bool) string {
+	return script("lock-acquire", true, r.sudo, r.lockDir(), strconv.Itoa(int(r.cfg.LockStaleAfter/time.Second)), strconv.FormatBool(breakStale))
+}
+
+func (r sshRemote) cmdRefreshLock(token string) string {
+	return script("lock-refresh", true, r.sudo, r.lockDir(), token)
+}
+
+func (r sshRemote) cmdReleaseLock(token string) string {
+	return script("lock-release", true, r.sudo, r.lockDir(), token)
+}
+
+func (r sshRemote) cmdLockStatus() string {
+	return script("lock-status", true, r.sudo, r.lockDir())
+}
+
+func (r sshRemote) cmdAppendHistory() string {
+	return script("history-append", true, r.sudo, r.historyFile())
+}
+
+func (r sshRemote) cmdReadHistory(n int) string {
+	return script("history-read", true, r.sudo, r.historyFile(), strconv.Itoa(n))
+}
+
+// run runs a command. A failure names what it was doing (not the whole
+// script) and, when sudo refused, says what to do.
+func (r sshRemote) run(ctx context.Context, what, cmd string, stdin io.Reader) (sshexec.Result, error) {
+	res, err := r.conn.Run(ctx, cmd, stdin)
+	var ee *sshexec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		short := *ee
+		short.Cmd = what
+		err = explainRemote(&short, r.cfg)
+	case err != nil:
+		err = fmt.Errorf("%s: %w", what, err)
+	}
+	return res, err
+}
+
+// exitCode is the remote exit code of err, or -1.
+func exitCode(err error) int {
+	var ee *sshexec.ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	return -1
+}
+
+// explainRemote turns a sudo refusal into a message that says what to do.
+func explainRemote(err error, cfg *Config) error {
+	var ee *sshexec.ExitError
+	if errors.As(err, &ee) && strings.Contains(ee.Stderr, "sudo:") {
+		return fmt.Errorf("sudo -n refused for user %q (rollout needs passwordless sudo for systemctl, nginx and the upstream file, or connect as root with sudo: false): %w", cfg.SSH.User, err)
+	}
+	return err
+}
+
+func (r sshRemote) Cores(ctx context.Context) (int, error) {
+	res, err := r.run(ctx, "nproc", r.cmdCores(), nil)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(res.Stdout)))
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("nproc said %q", res.Stdout)
+	}
+	return n, nil
+}
+
+func (r sshRemote) Preflight(ctx context.Context, ports []int) error {
+	_, err := r.run(ctx, "preflight", r.cmdPreflight(ports), nil)
+	return err
+}
+
+func (r sshRemote) Inspect(ctx context.Context, ports []int) (hostState, error) {
+	res, err := r.run(ctx, "inspect", r.cmdInspect(ports), nil)
+	if err != nil {
+		return hostState{}, err
+	}
+	parts := sections(res.Stdout)
+	upstream, ok := parts["upstream"]
+	if !ok {
+		return hostState{}, fmt.Errorf("inspect: unexpected output %q", res.Stdout)
+	}
+	st := hostState{upstream: []byte(upstream)}
+	if f := strings.Fields(parts["uptime"]); len(f) > 0 {
+		if secs, err := strconv.ParseFloat(f[0], 64); err == nil {
+			st.uptime = uint64(secs * 1e6)
+		}
+	}
+	units, err := parseUnitStates(parts["units"])
+	if err != nil {
+		return st, fmt.Errorf("inspect: %w", err)
+	}
+	st.units = map[int]unitState{}
+	for _, p := range ports {
+		st.units[p] = units[r.cfg.UnitName(p)]
+	}
+	return st, nil
+}
+
+func (r sshRemote) ReadUpstream(ctx context.Context) ([]byte, error) {
+	res, err := r.run(ctx, "read "+r.cfg.Nginx.UpstreamFile, r.cmdReadUpstream(), nil)
+	return res.Stdout, err
+}
+
+func (r sshRemote) WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error) {
+	sum := sha256.Sum256(have)
+	stdin := io.MultiReader(strings.NewReader(hex.EncodeToString(sum[:])+"\n"), bytes.NewReader(next))
+	file := r.cfg.Nginx.UpstreamFile
+	res, err := r.run(ctx, "write-upstream", r.cmdWriteUpstream(drained), stdin)
+	if exitCode(err) == exitChanged {
+		return drainWait{}, errUpstreamChanged
+	}
+	if err != nil {
+		return drainWait{}, fmt.Errorf("update %s: %w", file, err)
+	}
+	if len(drained) == 0 {
+		return drainWait{}, nil
+	}
+	// "drained MS" or "busy MS OPEN"
+	var status string
+	var ms, open int
+	fmt.Sscan(strings.TrimSpace(string(res.Stdout)), &status, &ms, &open)
+	if status != "drained" && status != "busy" {
+		return drainWait{}, fmt.Errorf("update %s: unexpected output %q", file, res.Stdout)
+	}
+	return drainWait{waited: time.Duration(ms) * time.Millisecond, open: open}, nil
+}
+
+func (r sshRemote) UnitState(ctx context.Context, port int) (unitState, error) {
+	res, err := r.run(ctx, "state of "+r.cfg.UnitName(port), r.cmdUnitState(port), nil)
+	if err != nil {
+		return unitState{}, err
+	}
+	states, err := parseUnitStates(string(res.Stdout))
+	if err != nil {
+		return unitState{}, err
+	}
+	return states[r.cfg.UnitName(port)], nil
+}
+
+func (r sshRemote) Restart(ctx context.Context, port int, logs []string) (restartMark, error) {
+	res, err := r.run(ctx, "restart "+r.cfg.UnitName(port), r.cmdRestart(port, logs), nil)
+	parts := sections(res.Stdout)
+	mark := restartMark{offsets: map[string]int64{}}
+	mark.clock, _ = strconv.ParseUint(strings.TrimSpace(parts["clock"]), 10, 64)
+	for _, line := range strings.Split(parts["sizes"], "\n") {
+		size, file, ok := strings.Cut(line, " ")
+		if n, perr := strconv.ParseInt(size, 10, 64); ok && perr == nil {
+			mark.offsets[file] = n
+		}
+	}
+	for _, f := range logs {
+		if _, ok := mark.offsets[f]; !ok {
+			mark.offsets[f] = 0
+		}
+	}
+	if err != nil {
+		return mark, err
+	}
+	before, bok := parts["before"]
+	after, aok := parts["after"]
+	if !bok || !aok {
+		return mark, fmt.Errorf("restart: unexpected output %q", res.Stdout)
+	}
+	b, berr := parseUnitStates(before)
+	a, aerr := parseUnitStates(after)
+	if err := errors.Join(berr, aerr); err != nil {
+		return mark, fmt.Errorf("restart: %w", err)
+	}
+	unit := r.cfg.UnitName(port)
+	mark.before, mark.after = b[unit], a[unit]
+	return mark, nil
+}
+
+func (r sshRemote) LogFiles(ctx context.Context, ports []int) (map[int][]string, error) {
+	res, err := r.run(ctx, "read unit files", r.cmdUnitFiles(ports), nil)
+	if err != nil {
+		return nil, err
+	}
+	parts := sections(res.Stdout)
+	logs := map[int][]string{}
+	for _, p := range ports {
+		unit := r.cfg.UnitName(p)
+		logs[p] = unitLogFiles(parts[unit], unit)
+	}
+	return logs, nil
+}
+
+func (r sshRemote) AppOutput(ctx context.Context, port int, mark restartMark, lines int) (string, error) {
+	res, err := r.run(ctx, "app output", r.cmdAppOutput(port, mark, lines), nil)
+	if err != nil && len(res.Stdout) == 0 {
+		return "", err
+	}
+	return string(res.Stdout), nil
+}
+
+func (r sshRemote) IsInstance(ctx context.Context, port int) (bool, error) {
+	res, err := r.run(ctx, "state of "+r.cfg.UnitName(port), r.cmdIsInstance(port), nil)
+	if err != nil {
+		return false, err
+	}
+	f := strings.Fields(string(res.Stdout))
+	active := len(f) > 0 && f[0] != "inactive" && f[0] != "unknown"
+	enabled := len(f) > 1 && f[1] == "enabled"
+	return active || enabled, nil
+}
+
+func (r sshRemote) Start(ctx context.Context, port int) error {
+	_, err := r.run(ctx, "enable and start "+r.cfg.UnitName(port), r.cmdStart(port), nil)
+	return err
+}
+
+func (r sshRemote) Stop(ctx context.Context, port int) error {
+	_, err := r.run(ctx, "stop and disable "+r.cfg.UnitName(port), r.cmdStop(port), nil)
+	return err
+}
+
+func (r sshRemote) Hook(ctx context.Context, command string, env []string) (string, error) {
+	res, err := r.conn.Run(ctx, r.cmdHook(command, env), nil) // the user's command: its own words
+	return string(res.Stdout) + string(res.Stderr), err
+}
+
+func (r sshRemote) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return r.conn.DialContext(ctx, network, addr)
+}
+
+func (r sshRemote) AcquireLock(ctx context.Context, info LockInfo, breakStale bool) (LockState, bool, error) {
+	b, err := json.Marshal(info)
+	if err != nil {
+		return LockState{}, false, err
+	}
+	res, err := r.run(ctx, "lock-acquire", r.cmdAcquireLock(breakStale), bytes.NewReader(append(b, '\n')))
+	if err != nil {
+		return LockState{}, false, fmt.Errorf("take the deploy lock in %s: %w", r.lockDir(), err)
+	}
+	return parseLockState(string(res.Stdout), r.cfg.LockStaleAfter)
+}
+
+func (r sshRemote) RefreshLock(ctx context.Context, token string) error {
+	_, err := r.run(ctx, "lock-refresh", r.cmdRefreshLock(token), nil)
+	if exitCode(err) == exitLockLost {
+		return errLockLost
+	}
+	return err
+}
+
+func (r sshRemote) ReleaseLock(ctx context.Context, token string) error {
+	_, err := r.run(ctx, "lock-release", r.cmdReleaseLock(token), nil)
+	return err
+}
+
+func (r sshRemote) LockStatus(ctx context.Context) (LockState, error) {
+	res, err := r.run(ctx, "lock-status", r.cmdLockStatus(), nil)
+	if err != nil {
+		return LockState{}, fmt.Errorf("read the deploy lock: %w", err)
+	}
+	st, _, err := parseLockState(string(res.Stdout), r.cfg.LockStaleAfter)
+	return st, err
+}
+
+func (r sshRemote) AppendHistory(ctx context.Context, e HistoryEntry) error {
+	e.Host = ""
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if _, err := r.run(ctx, "history-append", r.cmdAppendHistory(), bytes.NewReader(append(b, '\n'))); err != nil {
+		return fmt.Errorf("append to the history %s: %w", r.historyFile(), err)
+	}
+	return nil
+}
+
+func (r sshRemote) ReadHistory(ctx context.Context, n int) ([]HistoryEntry, error) {
+	res, err := r.run(ctx, "history-read", r.cmdReadHistory(n), nil)
+	if err != nil {
+		return nil, fmt.Errorf("read the history %s: %w", r.historyFile(), err)
+	}
+	var out []HistoryEntry
+	for _, line := range strings.Split(string(res.Stdout), "\n") {
+		var e HistoryEntry
+		if strings.TrimSpace(line) == "" || json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// privScript runs a script that rollout writes on the fly (setup's, which
+// depends on what the host has) as root, like script.
+func (r sshRemote) privScript(body string) string {
+	if r.sudo {
+		return "sudo -n sh -c " + sshexec.Quote(body)
+	}
+	return "sh -c " + sshexec.Quote(body)
+}

@@ -1,0 +1,22 @@
+#!/bin/sh
+# app-output: print what an instance said since its restart: the last LINES
+# lines its log files got past the given byte offsets, then systemd's
+# journal lines for its unit since SINCE (seconds since the epoch, with
+# microseconds; empty: the last LINES lines).
+#
+# usage: app-output.sh UNIT LINES SINCE [OFFSET FILE]...
+unit=$1
+lines=$2
+since=$3
+shift 3
+while [ "$#" -ge 2 ]; do
+  echo "==> $2 <=="
+  tail -c "+$(($1 + 1))" -- "$2" 2>/dev/null | tail -n "$lines"
+  shift 2
+done
+echo "==> journal <=="
+if [ -n "$since" ]; then
+  journalctl --no-pager -o short-precise -n "$lines" -u "$unit" --since "@$since"
+else
+  journalctl --no-pager -o short-precise -n "$lines" -u "$unit"
+fi

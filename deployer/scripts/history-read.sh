@@ -1,0 +1,5 @@
+#!/bin/sh
+# history-read: print the last LINES lines of the deploy history, if any.
+#
+# usage: history-read.sh FILE LINES
+[ ! -e "$1" ] || tail -n "$2" -- "$1"

@@ -1,0 +1,105 @@
+#!/bin/sh
+# write-upstream: replace the upstream file, test the Nginx config, reload
+# Nginx, and optionally wait for drained instances' requests to finish.
+#
+# stdin: the SHA-256 (hex) of the content rollout expects the file to have
+#        now, on one line, then the new content. If someone else changed the
+#        file since rollout read it, nothing is written (EX_CHANGED).
+#
+# The previous file is kept in .rollout/ beside it (a directory that
+# "include dir/*" does not match) and is put back if the config test fails
+# (EX_NGINX_TEST). Nginx reloads by SIGHUP to its master (what
+# `nginx -s reload` does, without parsing the config a second time) unless
+# RELOAD_COMMAND is given.
+#
+# With PORTs to drain, it then waits until the workers of the old config
+# stop taking new requests (EX_OLD_WORKERS after 4s), and until no
+# connection to those ports is established (their requests in flight), at
+# most DRAIN_TIMEOUT_MS; it prints "drained MS", or "busy MS N" when N
+# connections are still open at the timeout.
+#
+# usage: write-upstream.sh UPSTREAM_FILE TEST_COMMAND RELOAD_COMMAND PID_FILE DRAIN_TIMEOUT_MS [PORT...]
+# exit:  0 written and reloaded; EX_* below
+set -eu
+readonly EX_NGINX_TEST=65
+readonly EX_OLD_WORKERS=66
+readonly EX_CHANGED=67
+
+f=$1
+test_command=$2
+reload_command=$3
+pid_file=$4
+drain_timeout_ms=$5
+shift 5
+d=$(dirname -- "$f")/.rollout
+b=$(basename -- "$f")
+
+IFS= read -r want
+have=$(sha256sum <"$f")
+if [ "${have%% *}" != "$want" ]; then
+  echo "$f was changed by someone else since rollout read it" >&2
+  exit "$EX_CHANGED"
+fi
+[ -d "$d" ] || mkdir -p -- "$d"
+cp -p -- "$f" "$d/$b.new"
+cat >"$d/$b.new"
+ln -f -- "$f" "$d/$b.prev"
+mv -f -- "$d/$b.new" "$f"
+if ! out=$(eval "$test_command" 2>&1); then
+  mv -f -- "$d/$b.prev" "$f"
+  printf 'nginx config test failed; restored the previous %s\n%s\n' "$f" "$out" >&2
+  exit "$EX_NGINX_TEST"
+fi
+read -r master <"$pid_file"
+
+reload() {
+  if [ -n "$reload_command" ]; then
+    eval "$reload_command"
+  else
+    kill -HUP "$master"
+  fi
+}
+
+if [ "$#" -eq 0 ]; then
+  reload
+  exit 0
+fi
+
+# Few processes from here on: under load every fork costs milliseconds.
+old=
+if [ -r "/proc/$master/task/$master/children" ]; then
+  read -r old <"/proc/$master/task/$master/children" || true
+else
+  old=$(ps -o pid= --ppid "$master" || true)
+fi
+reload
+i=0
+while :; do
+  files=
+  for p in $old; do files="$files /proc/$p/cmdline"; done
+  # Done when every old worker is shutting down or gone (grep -L lists
+  # the others). SC2086: one word per file.
+  # shellcheck disable=SC2086,SC2143
+  [ -z "$files" ] || [ -z "$(grep -L 'shutting down' $files 2>/dev/null)" ] && break
+  i=$((i + 1))
+  if [ "$i" -ge 400 ]; then
+    echo "nginx workers still on the old config after 4s" >&2
+    exit "$EX_OLD_WORKERS"
+  fi
+  sleep 0.01
+done
+
+filter=
+for port in "$@"; do
+  filter="${filter:+$filter or }sport = :$port"
+done
+conns() { ss -Htn state established "( $filter )"; }
+[ -z "$(conns)" ] && { echo drained 0; exit 0; }
+t=$(date +%s%3N)
+while :; do
+  n=$(conns | wc -l)
+  now=$(date +%s%3N)
+  [ "$n" -eq 0 ] && { echo "drained $((now - t))"; exit 0; }
+  [ "$((now - t))" -ge "$drain_timeout_ms" ] && { echo "busy $((now - t)) $n"; exit 0; }
+  sleep 0.01
+done

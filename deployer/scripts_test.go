@@ -1,0 +1,196 @@
+package deployer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Every exit code a script declares is the Go side's constant of the same
+// name, and every constant is declared by some script.
+func TestScriptExitCodesAgree(t *testing.T) {
+	goSide := map[string]int{"EX_NGINX_TEST": exitNginxTest, "EX_OLD_WORKERS": exitOldWorkers, "EX_CHANGED": exitChanged, "EX_LOCK_LOST": exitLockLost}
+	declRE := regexp.MustCompile(`(?m)^readonly (EX_[A-Z_]+)=([0-9]+)$`)
+	seen := map[string]bool{}
+	files, err := fs.Glob(scriptFiles, "scripts/*.sh")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scripts: %v", err)
+	}
+	for _, f := range files {
+		b, _ := scriptFiles.ReadFile(f)
+		for _, m := range declRE.FindAllStringSubmatch(string(b), -1) {
+			code, _ := strconv.Atoi(m[2])
+			want, ok := goSide[m[1]]
+			if !ok || want != code {
+				t.Errorf("%s: %s=%d, the Go side has %d (known: %v)", f, m[1], code, want, ok)
+			}
+			seen[m[1]] = true
+		}
+	}
+	for name := range goSide {
+		if !seen[name] {
+			t.Errorf("%s is declared by no script", name)
+		}
+	}
+}
+
+// runScript runs a script locally the way a host would, with its
+// positional parameters and stdin.
+func runScript(t *testing.T, name, stdin string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", script(name, false, false, args...))
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out.String() + errb.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.String() + errb.String(), 0
+}
+
+func sha(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestWriteUpstreamScript(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "up.conf")
+	const before, after = "upstream a {\n    server 127.0.0.1:3000;\n}\n", "upstream a {\n    server 127.0.0.1:3000 down;\n}\n"
+	write := func(s string) {
+		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A master without workers: nothing to wait for after the reload.
+	sleep := exec.Command("sleep", "60")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleep.Process.Kill(); sleep.Wait() })
+	pidFile := filepath.Join(dir, "nginx.pid")
+	os.WriteFile(pidFile, []byte(strconv.Itoa(sleep.Process.Pid)+"\n"), 0o644)
+	reloaded := filepath.Join(dir, "reloaded")
+	reload := "touch " + reloaded
+
+	t.Run("changed by someone else", func(t *testing.T) {
+		write(before)
+		out, code := runScript(t, "write-upstream", sha("something else")+"\n"+after, file, "true", reload, pidFile, "1000")
+		if code != exitChanged || readFile(t, file) != before || !strings.Contains(out, "changed by someone else") {
+			t.Errorf("exit %d, %q; file %q", code, out, readFile(t, file))
+		}
+	})
+	t.Run("config test fails", func(t *testing.T) {
+		write(before)
+		os.Remove(reloaded)
+		out, code := runScript(t, "write-upstream", sha(before)+"\n"+after, file, "echo bad config; false", reload, pidFile, "1000")
+		if code != exitNginxTest || readFile(t, file) != before || !strings.Contains(out, "bad config") {
+			t.Errorf("exit %d, %q; file %q", code, out, readFile(t, file))
+		}
+		if _, err := os.Stat(reloaded); err == nil {
+			t.Error("reloaded after a failed test")
+		}
+	})
+	t.Run("written and reloaded", func(t *testing.T) {
+		write(before)
+		os.Remove(reloaded)
+		out, code := runScript(t, "write-upstream", sha(before)+"\n"+after, file, "true", reload, pidFile, "1000")
+		if code != 0 || out != "" || readFile(t, file) != after {
+			t.Errorf("exit %d, %q; file %q", code, out, readFile(t, file))
+		}
+		if readFile(t, filepath.Join(dir, ".rollout", "up.conf.prev")) != before {
+			t.Error("the previous file was not kept in .rollout/")
+		}
+		if _, err := os.Stat(reloaded); err != nil {
+			t.Error("not reloaded")
+		}
+	})
+	if _, err := exec.LookPath("ss"); err != nil {
+		t.Skip("ss (iproute2) is not installed")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	t.Run("drained", func(t *testing.T) {
+		write(before)
+		out, code := runScript(t, "write-upstream", sha(before)+"\n"+after, file, "true", "true", pidFile, "1000", port)
+		if code != 0 || out != "drained 0\n" {
+			t.Errorf("exit %d, %q", code, out)
+		}
+	})
+	t.Run("busy at the drain timeout", func(t *testing.T) {
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		server, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer server.Close()
+		write(before)
+		t0 := time.Now()
+		out, code := runScript(t, "write-upstream", sha(before)+"\n"+after, file, "true", "true", pidFile, "300", port)
+		var ms, open int
+		if n, _ := fmt.Sscanf(out, "busy %d %d", &ms, &open); code != 0 || n != 2 || open != 1 || ms < 300 {
+			t.Errorf("exit %d, %q, want busy after 300ms with 1 connection open", code, out)
+		}
+		if time.Since(t0) > 5*time.Second {
+			t.Errorf("took %s", time.Since(t0))
+		}
+	})
+}
+
+func TestLockScripts(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "my-app")
+	out, _ := runScript(t, "lock-acquire", `{"token":"abc"}`+"\n", dir, "60", "false")
+	if out != "acquired\n" {
+		t.Fatalf("acquire: %q", out)
+	}
+	out, _ = runScript(t, "lock-acquire", `{"token":"def"}`+"\n", dir, "60", "true")
+	if st, ok, err := parseLockState(out, time.Minute); err != nil || ok || !st.Held || st.Stale || st.Holder == nil || st.Holder.Token != "abc" {
+		t.Fatalf("second acquire: %q -> %+v %v %v", out, st, ok, err)
+	}
+	if _, code := runScript(t, "lock-refresh", "", dir, "abc"); code != 0 {
+		t.Errorf("refresh by the holder: exit %d", code)
+	}
+	if _, code := runScript(t, "lock-refresh", "", dir, "def"); code != exitLockLost {
+		t.Errorf("refresh by another: exit %d, want %d", code, exitLockLost)
+	}
+	runScript(t, "lock-release", "", dir, "def") // not the holder: nothing happens
+	if out, _ := runScript(t, "lock-status", "", dir); !strings.HasPrefix(out, "held ") {
+		t.Errorf("status after another's release: %q", out)
+	}
+	runScript(t, "lock-release", "", dir, "abc")
+	if out, _ := runScript(t, "lock-status", "", dir); out != "free\n" {
+		t.Errorf("status after release: %q", out)
+	}
+}
+
+func TestSections(t *testing.T) {
+	got := sections([]byte("ignored\n@@rollout@@ a\none\ntwo\n@@rollout@@ b\n@@rollout@@ c\nthree"))
+	if len(got) != 3 || got["a"] != "one\ntwo\n" || got["b"] != "" || got["c"] != "three" {
+		t.Errorf("sections %q", got)
+	}
+}

@@ -1,0 +1,145 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// session is one host of a deploy: its connection, its config (with
+// instances: auto, its ports resolved from its cores), the remote that
+// works on it, and, once the preflight passed, its deploy lock.
+type session struct {
+	index int // in Config.Hosts, and in the report
+	host  string
+	cfg   *Config
+	conn  Conn
+	// t0 is when its preflight started.
+	t0     time.Time
+	remote remote
+	lock   *HostLock
+}
+
+func (d *Deployer) newRemote(cfg *Config, conn Conn) remote {
+	if d.remote != nil {
+		return d.remote(cfg, conn)
+	}
+	return newSSHRemote(cfg, conn)
+}
+
+// connect opens a session to every host at once and resolves each one's
+// instances; it changes nothing. It returns every session it opened (to be
+// closed) and the failures.
+func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
+	cfg := d.Config
+	sessions := make([]*session, len(cfg.Hosts))
+	errs := make([]error, len(cfg.Hosts))
+	var wg sync.WaitGroup
+	for i, host := range cfg.Hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := &session{index: i, host: host, t0: time.Now()}
+			d.emit(Event{Host: host, Step: StepPreflight, Status: StatusStart})
+			conn, err := d.Connect(ctx, host)
+			if err == nil {
+				s.conn = conn
+				sessions[i] = s
+				s.cfg, err = resolveHost(ctx, cfg, d.newRemote(cfg, conn))
+			}
+			if err != nil {
+				errs[i] = &StepError{Host: host, Step: StepPreflight, Err: err}
+				d.emit(Event{Host: host, Step: StepPreflight, Status: StatusFail, Duration: time.Since(s.t0), Message: err.Error()})
+				return
+			}
+			s.remote = d.newRemote(s.cfg, conn)
+		}()
+	}
+	wg.Wait()
+	var opened []*session
+	for _, s := range sessions {
+		if s != nil {
+			opened = append(opened, s)
+		}
+	}
+	return opened, joinErrors(errs)
+}
+
+// resolveHost is the config for one host: with instances: auto, one
+// instance per CPU core it has.
+func resolveHost(ctx context.Context, cfg *Config, r remote) (*Config, error) {
+	if !cfg.InstancesAuto() {
+		return cfg, nil
+	}
+	n, err := r.Cores(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("count CPU cores for instances: auto: %w", err)
+	}
+	return cfg.ForCores(n), nil
+}
+
+// preflight checks every host at once and takes its deploy lock; it
+// changes nothing else. On any failure no lock is kept.
+func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
+	errs := make([]error, len(sessions))
+	var wg sync.WaitGroup
+	for i, s := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.remote.Preflight(ctx, s.cfg.Ports()); err != nil {
+				errs[i] = &StepError{Host: s.host, Step: StepPreflight, Err: err}
+				d.emit(Event{Host: s.host, Step: StepPreflight, Status: StatusFail, Duration: time.Since(s.t0), Message: err.Error()})
+				return
+			}
+			d.emit(Event{Host: s.host, Step: StepPreflight, Status: StatusOK, Duration: time.Since(s.t0)})
+			t0 := time.Now()
+			lock, err := acquireLock(ctx, s.cfg, s.host, s.remote, d.Holder, d.BreakStaleLock)
+			if err != nil {
+				errs[i] = &StepError{Host: s.host, Step: StepLock, Err: err}
+				d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
+				return
+			}
+			s.lock = lock
+			d.emit(Event{Host: s.host, Step: StepLock, Status: StatusOK, Duration: time.Since(t0)})
+		}()
+	}
+	wg.Wait()
+	err := joinErrors(errs)
+	if err == nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	var merr *multierror.Error
+	merr = multierror.Append(merr, err)
+	for _, s := range sessions {
+		if s.lock != nil {
+			if rerr := s.lock.Release(cctx); rerr != nil {
+				merr = multierror.Append(merr, rerr)
+			}
+			s.lock = nil
+		}
+	}
+	return merr.ErrorOrNil()
+}
+
+func closeSessions(sessions []*session) {
+	for _, s := range sessions {
+		s.conn.Close()
+	}
+}
+
+// joinErrors aggregates the non-nil errors, or returns nil.
+func joinErrors(errs []error) error {
+	var merr *multierror.Error
+	for _, e := range errs {
+		if e != nil {
+			merr = multierror.Append(merr, e)
+		}
+	}
+	return merr.ErrorOrNil()
+}
