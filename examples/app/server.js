@@ -10,6 +10,8 @@
 //                line (the "silent death" PM2 hides)
 //   healthy      false: /healthz answers 503 forever (a release that starts
 //                but never becomes ready)
+//
+// It listens on BIND_ADDRESS (default 127.0.0.1), port PORT.
 'use strict';
 
 const fs = require('fs');
@@ -19,6 +21,7 @@ const path = require('path');
 const settings = JSON.parse(fs.readFileSync(path.join(__dirname, 'app.json'), 'utf8'));
 const version = String(settings.version || 'dev');
 const port = Number(process.env.PORT);
+const bindAddress = process.env.BIND_ADDRESS || '127.0.0.1';
 const bootDelayMs = Number(process.env.BOOT_DELAY_MS || settings.bootDelayMs || 0);
 const workMs = Number(process.env.WORK_MS || settings.workMs || 0);
 
@@ -63,7 +66,7 @@ const server = http.createServer((req, res) => {
 });
 
 setTimeout(() => {
-  server.listen(port, '127.0.0.1', () => {
-    console.log(`my-app ${version} listening on 127.0.0.1:${port} (boot ${bootDelayMs} ms)`);
+  server.listen(port, bindAddress, () => {
+    console.log(`my-app ${version} listening on ${bindAddress}:${port} (boot ${bootDelayMs} ms)`);
   });
 }, bootDelayMs);
