@@ -12,31 +12,25 @@ import (
 
 // downIn returns the ports marked down in an upstream file.
 func downIn(t *testing.T, content string) []int {
-	t.Helper()
-	servers, err := upstreamServers([]byte(content), "my_app", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var down []int
-	for p, d := range servers {
-		if d {
-			down = append(down, p)
-		}
-	}
-	sort.Ints(down)
-	return down
+	return upstreamPorts(t, content, true)
 }
 
 // serversIn returns the ports with a server line in an upstream file.
 func serversIn(t *testing.T, content string) []int {
+	return upstreamPorts(t, content, false)
+}
+
+func upstreamPorts(t *testing.T, content string, downOnly bool) []int {
 	t.Helper()
 	servers, err := upstreamServers([]byte(content), "my_app", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ports []int
-	for p := range servers {
-		ports = append(ports, p)
+	for p, down := range servers {
+		if down || !downOnly {
+			ports = append(ports, p)
+		}
 	}
 	sort.Ints(ports)
 	return ports

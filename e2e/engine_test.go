@@ -66,14 +66,7 @@ func TestLocalHooksGetResolvedPorts(t *testing.T) {
 	h := fleet.Hosts[0]
 	resetHost(t, h)
 	defer resetHost(t, h)
-	out, err := fleet.Run(context.Background(), h, "nproc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cores, err := strconv.Atoi(strings.TrimSpace(out))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cores := hostCores(t, h)
 	got := filepath.Join(t.TempDir(), "ports")
 	path := oneHostConfig(t, "")
 	b, err := os.ReadFile(path)

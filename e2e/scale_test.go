@@ -78,14 +78,7 @@ func TestInstancesAuto(t *testing.T) {
 	h := fleet.Hosts[0]
 	resetHost(t, h)
 	defer resetHost(t, h)
-	out, err := fleet.Run(context.Background(), h, "nproc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cores, err := strconv.Atoi(strings.TrimSpace(out))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cores := hostCores(t, h)
 	path := oneHostConfig(t, "")
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -112,4 +105,18 @@ func TestInstancesAuto(t *testing.T) {
 	if out, code := rollout(t, "logs", "-c", path, "--port", strconv.Itoa(basePort+cores-1), "--lines", "1"); code != 0 || !strings.Contains(out, fmt.Sprintf("%s:%d ", h.Addr, basePort+cores-1)) {
 		t.Errorf("logs with instances: auto exited %d", code)
 	}
+}
+
+// hostCores is how many CPU cores h has, as instances: auto counts them.
+func hostCores(t *testing.T, h *testbed.Host) int {
+	t.Helper()
+	out, err := fleet.Run(context.Background(), h, "nproc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cores, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cores
 }
