@@ -85,7 +85,7 @@ func TestParseConfigValid(t *testing.T) {
 					HostAfter:  []string{"rm -rf /srv/my-app/releases/old\necho done\n"},
 				},
 				Parallel: 2, StateDir: "/var/lib/rollout-state", LockStaleAfter: 90 * time.Second,
-				ports:      []int{3000, 3001, 3002},
+				Instances:  Instances{List: []int{3000, 3001, 3002}},
 				minServing: intPtr(1),
 			},
 		},
@@ -95,7 +95,7 @@ func TestParseConfigValid(t *testing.T) {
 			want: defaults(func(c *Config) {
 				c.App, c.UnitTemplate, c.Hosts = "my-app", "my-app@{port}", []string{"10.0.0.5"}
 				c.Nginx.UpstreamFile, c.Nginx.Upstream = "/etc/nginx/conf.d/my-app-upstream.conf", "my_app"
-				c.ports, c.basePort = []int{3000, 3001, 3002, 3003}, 3000
+				c.Instances = Instances{Base: 3000, Count: 4}
 			}),
 		},
 		{
@@ -107,7 +107,7 @@ func TestParseConfigValid(t *testing.T) {
 				c.Nginx.UpstreamFile, c.Nginx.Upstream = "/etc/nginx/conf.d/my-app-upstream.conf", "my_app"
 				c.Health.Timeout, c.Health.MinHealthy = 20*time.Second, time.Second
 				c.Hooks.HostBefore = []string{`sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"`}
-				c.ports, c.basePort = []int{3000, 3001, 3002, 3003}, 3000
+				c.Instances = Instances{Base: 3000, Count: 4}
 			}),
 		},
 	}

@@ -33,16 +33,20 @@ var (
 	chatIDRE  = regexp.MustCompile(`^(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$`)
 )
 
-// notify reads the notify: section, if there is one.
-func (p *parser) notify(c *Config) {
-	if !p.mapping("notify", "url_env", "format", "telegram_chat_id", "timeout") {
-		return
+// notifySection is the notify: section; without one c.Notify stays nil.
+func notifySection(c *Config) field {
+	n := defaultNotify()
+	fields := []field{
+		str("url_env", &n.URLEnv),
+		str("format", &n.Format),
+		str("telegram_chat_id", &n.TelegramChatID),
+		duration("timeout", &n.Timeout),
 	}
-	c.Notify = defaultNotify()
-	p.str("notify.url_env", &c.Notify.URLEnv)
-	p.str("notify.format", &c.Notify.Format)
-	p.str("notify.telegram_chat_id", &c.Notify.TelegramChatID)
-	p.duration("notify.timeout", &c.Notify.Timeout)
+	return one("notify", func(p *parser, key string) {
+		if p.fields(key, fields) {
+			c.Notify = n
+		}
+	})
 }
 
 func (n *NotifyConfig) problems(check func(key string, err error, deps ...string)) {

@@ -37,26 +37,24 @@ type SetupConfig struct {
 	ServerName   string
 }
 
-func (p *parser) setup(c *Config) {
-	if !p.mapping("setup", "user", "group", "app_dir", "exec_start", "env_file", "log_dir", "uploads_dir",
-		"memory_max", "restart_sec", "start_limit_burst", "start_limit_interval", "site_file", "listen", "server_name") {
-		return
-	}
-	s := &c.Setup
-	p.str("setup.user", &s.User)
-	p.str("setup.group", &s.Group)
-	p.str("setup.app_dir", &s.AppDir)
-	p.str("setup.exec_start", &s.ExecStart)
-	p.str("setup.env_file", &s.EnvFile)
-	p.str("setup.log_dir", &s.LogDir)
-	p.str("setup.uploads_dir", &s.UploadsDir)
-	p.str("setup.memory_max", &s.MemoryMax)
-	p.duration("setup.restart_sec", &s.RestartDelay)
-	p.integer("setup.start_limit_burst", &s.StartLimit)
-	p.duration("setup.start_limit_interval", &s.StartWindow)
-	p.str("setup.site_file", &s.SiteFile)
-	p.integer("setup.listen", &s.Listen)
-	p.str("setup.server_name", &s.ServerName)
+// setupSection is the setup: section.
+func setupSection(s *SetupConfig) field {
+	return section("setup",
+		str("user", &s.User),
+		str("group", &s.Group),
+		str("app_dir", &s.AppDir),
+		str("exec_start", &s.ExecStart),
+		str("env_file", &s.EnvFile),
+		str("log_dir", &s.LogDir),
+		str("uploads_dir", &s.UploadsDir),
+		str("memory_max", &s.MemoryMax),
+		duration("restart_sec", &s.RestartDelay),
+		integer("start_limit_burst", &s.StartLimit),
+		duration("start_limit_interval", &s.StartWindow),
+		str("site_file", &s.SiteFile),
+		integer("listen", &s.Listen),
+		str("server_name", &s.ServerName),
+	)
 }
 
 // setupDefaults fills what the setup section leaves out.

@@ -153,7 +153,7 @@ func (d *sshDialer) Dial(ctx context.Context, alias string) (deployer.Conn, erro
 	}
 	var via *sshexec.Client
 	for _, hop := range d.jumps(alias) {
-		user, host, port, err := deployer.ParseJump(hop)
+		user, host, port, err := sshexec.ParseJump(hop)
 		if err != nil {
 			closeAll()
 			return nil, err

@@ -1,0 +1,259 @@
+package deployer
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rollout-dev/rollout/sshexec"
+)
+
+// problem is one invalid value; deps are the keys it was derived from.
+type problem struct {
+	key  string
+	err  error
+	deps []string
+}
+
+// checks are the problems found so far, in the order found.
+type checks []problem
+
+// add notes err, if not nil, as a problem of key.
+func (cs *checks) add(key string, err error, deps ...string) {
+	if err != nil {
+		*cs = append(*cs, problem{key, err, deps})
+	}
+}
+
+var (
+	appRE        = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+	unitCharsRE  = regexp.MustCompile(`^[A-Za-z0-9:_.@-]*$`)
+	hostnameRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
+	userRE       = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*$`)
+	pathRE       = regexp.MustCompile(`^/[A-Za-z0-9._/-]+$`)
+	upstreamRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	healthPathRE = regexp.MustCompile(`^/[A-Za-z0-9._~/%?&=+-]*$`)
+)
+
+// problems are the config's invalid values, section by section.
+func (c *Config) problems() []problem {
+	var cs checks
+	cs.add("app", match(appRE, c.App, `lower-case letters, digits, "_", "." or "-", starting with a letter or digit`))
+	if c.UnitTemplate != "" {
+		cs.add("unit", validUnit(c.UnitTemplate))
+	}
+	c.checkHosts(&cs)
+	c.SSH.check(&cs)
+	c.Notify.problems(cs.add)
+	if !slices.Contains([]string{"auto", "true", "false"}, c.Sudo) {
+		cs.add("sudo", fmt.Errorf("must be auto, true or false, got %q", c.Sudo))
+	}
+	c.checkPorts(&cs)
+	c.Nginx.check(&cs)
+	c.Health.check(&cs)
+	cs.add("drain_timeout", positive(c.DrainTimeout))
+	for i, l := range c.Logs {
+		cs.add(fmt.Sprintf("logs[%d]", i), validPath(l, true))
+	}
+	c.Hooks.check(&cs)
+	cs = append(cs, c.setupProblems()...)
+	cs.add("state_dir", validPath(c.StateDir, false))
+	if err := positive(c.LockStaleAfter); err != nil {
+		cs.add("lock_stale_after", err)
+	} else if c.LockStaleAfter < 3*time.Second {
+		cs.add("lock_stale_after", fmt.Errorf("must be at least 3s (the lock is refreshed every third of it), got %s", c.LockStaleAfter))
+	}
+	if c.Parallel < 1 {
+		cs.add("parallel", fmt.Errorf("must be at least 1, got %d", c.Parallel))
+	}
+	return cs
+}
+
+// checkHosts checks that there are hosts, each a host name or an IP
+// address, none listed twice.
+func (c *Config) checkHosts(cs *checks) {
+	if len(c.Hosts) == 0 {
+		cs.add("hosts", errors.New("required"))
+	}
+	seen := map[string]int{}
+	for i, h := range c.Hosts {
+		key := fmt.Sprintf("hosts[%d]", i)
+		if net.ParseIP(h) == nil && (len(h) > 253 || !hostnameRE.MatchString(h)) {
+			cs.add(key, fmt.Errorf("must be a host name or an IP address, got %q", h))
+			continue
+		}
+		id := strings.ToLower(h)
+		if ip := net.ParseIP(h); ip != nil {
+			id = ip.String()
+		}
+		if j, dup := seen[id]; dup {
+			cs.add(key, fmt.Errorf("%q is listed twice (also hosts[%d])", h, j))
+		}
+		seen[id] = i
+	}
+}
+
+// check checks how the hosts are reached: user, port, bastions, timeout.
+func (s SSHConfig) check(cs *checks) {
+	if s.User != "" {
+		cs.add("ssh.user", match(userRE, s.User, `a user name: lower-case letters, digits, "_", "." or "-"`))
+	}
+	cs.add("ssh.port", validPort(s.Port))
+	if s.Jump != "" {
+		for _, hop := range strings.Split(s.Jump, ",") {
+			if _, _, _, err := sshexec.ParseJump(hop); err != nil {
+				cs.add("ssh.jump", err)
+				break
+			}
+		}
+	}
+	cs.add("ssh.connect_timeout", positive(s.ConnectTimeout))
+}
+
+// checkPorts checks the instances' ports and min_serving against them.
+func (c *Config) checkPorts(cs *checks) {
+	ports := c.Ports()
+	if len(ports) == 0 && !c.Instances.Auto {
+		cs.add("ports", errors.New("required (or base_port and instances)"), "base_port", "instances")
+	}
+	seen := map[int]bool{}
+	for i, port := range ports {
+		key := fmt.Sprintf("ports[%d]", i)
+		if err := validPort(port); err != nil {
+			cs.add(key, err)
+		} else if seen[port] {
+			cs.add(key, fmt.Errorf("%d is listed twice", port))
+		}
+		seen[port] = true
+	}
+	if n := c.minServing; n != nil && len(ports) > 0 && (*n < 0 || *n > len(ports)-1) {
+		cs.add("min_serving", fmt.Errorf("must be 0..%d (the other instances of a host), got %d", len(ports)-1, *n),
+			"ports", "base_port", "instances")
+	}
+}
+
+// check checks the upstream and the commands and files of Nginx.
+func (n NginxConfig) check(cs *checks) {
+	cs.add("nginx.upstream_file", validPath(n.UpstreamFile, false))
+	if n.Upstream == "" {
+		cs.add("nginx.upstream", errors.New("required"))
+	} else {
+		cs.add("nginx.upstream", match(upstreamRE, n.Upstream, `an upstream name: letters, digits, "_", "." or "-"`))
+	}
+	if n.ServerAddress != "localhost" && net.ParseIP(n.ServerAddress) == nil {
+		cs.add("nginx.server_address", fmt.Errorf(`must be an IP address or "localhost", got %q`, n.ServerAddress))
+	}
+	cs.add("nginx.test_command", validCommand(n.TestCommand))
+	if n.ReloadCommand != "" { // empty: SIGHUP to the master in pid_file
+		cs.add("nginx.reload_command", validCommand(n.ReloadCommand))
+	}
+	cs.add("nginx.pid_file", validPath(n.PIDFile, false))
+}
+
+// check checks the health check's path, status and timings.
+func (h HealthConfig) check(cs *checks) {
+	cs.add("health.path", match(healthPathRE, h.Path, `a path starting with "/" (letters, digits and . _ ~ / % ? & = + -)`))
+	if h.Status < 100 || h.Status > 599 {
+		cs.add("health.status", fmt.Errorf("must be an HTTP status 100..599, got %d", h.Status))
+	}
+	cs.add("health.timeout", positive(h.Timeout))
+	if err := positive(h.AttemptTimeout); err != nil {
+		cs.add("health.attempt_timeout", err)
+	} else if h.AttemptTimeout > h.Timeout {
+		cs.add("health.attempt_timeout", fmt.Errorf("must not be longer than health.timeout (%s), got %s",
+			h.Timeout, h.AttemptTimeout), "health.timeout")
+	}
+	cs.add("health.interval", positive(h.Interval))
+	if h.MinHealthy < 0 {
+		cs.add("health.min_healthy", fmt.Errorf("must not be negative, got %s", h.MinHealthy))
+	}
+}
+
+// check checks that every hook is a command.
+func (h Hooks) check(cs *checks) {
+	for _, hook := range []struct {
+		key      string
+		commands []string
+	}{{"hooks.before", h.Before}, {"hooks.after", h.After}, {"hooks.host_before", h.HostBefore}, {"hooks.host_after", h.HostAfter}} {
+		for i, cmd := range hook.commands {
+			if strings.TrimSpace(cmd) == "" || strings.ContainsRune(cmd, 0) {
+				cs.add(fmt.Sprintf("%s[%d]", hook.key, i), fmt.Errorf("must be a non-empty command without NUL bytes, got %q", cmd))
+			}
+		}
+	}
+}
+
+// match checks that s is given and matches re; what describes re.
+func match(re *regexp.Regexp, s, what string) error {
+	switch {
+	case s == "":
+		return errors.New("required")
+	case !re.MatchString(s):
+		return fmt.Errorf("must be %s, got %q", what, s)
+	}
+	return nil
+}
+
+// validUnit checks a unit template: a systemd template instance with one
+// {port}.
+func validUnit(s string) error {
+	at := strings.Index(s, "@")
+	switch {
+	case strings.Count(s, "{port}") != 1:
+		return fmt.Errorf(`must contain {port} exactly once, like "my-app@{port}", got %q`, s)
+	case !unitCharsRE.MatchString(strings.Replace(s, "{port}", "", 1)):
+		return fmt.Errorf("may only contain letters, digits and : _ . @ - besides {port}, got %q", s)
+	case at < 1 || at > strings.Index(s, "{port}"):
+		return fmt.Errorf(`must be a systemd template instance, a name then "@" then {port}, like "my-app@{port}", got %q`, s)
+	}
+	return nil
+}
+
+// validPort checks a TCP port.
+func validPort(port int) error {
+	if port < 1 || port > maxPort {
+		return fmt.Errorf("must be a port 1..65535, got %d", port)
+	}
+	return nil
+}
+
+// validPath checks an absolute remote path; with portOK it may hold {port}.
+func validPath(s string, portOK bool) error {
+	bare := s
+	if portOK {
+		bare = strings.ReplaceAll(s, "{port}", "0")
+	}
+	switch {
+	case s == "":
+		return errors.New("required")
+	case !strings.HasPrefix(s, "/"):
+		return fmt.Errorf("must be an absolute path, got %q", s)
+	case !pathRE.MatchString(bare) && portOK:
+		return fmt.Errorf("may only contain letters, digits, . _ - / and {port}, got %q", s)
+	case !pathRE.MatchString(bare):
+		return fmt.Errorf("may only contain letters, digits and . _ - /, got %q", s)
+	case slices.Contains(strings.Split(s, "/"), ".."):
+		return fmt.Errorf(`must not contain ".." segments, got %q`, s)
+	}
+	return nil
+}
+
+// validCommand checks a remote command: one line, not blank.
+func validCommand(s string) error {
+	if strings.TrimSpace(s) == "" || strings.ContainsAny(s, "\n\r\x00") {
+		return fmt.Errorf("must be one non-empty line, got %q", s)
+	}
+	return nil
+}
+
+// positive checks that a duration is more than 0.
+func positive(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("must be more than 0, got %s", d)
+	}
+	return nil
+}
