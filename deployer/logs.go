@@ -71,7 +71,8 @@ func (r sshRemote) cmdLogSources(port int, files []string, o LogsOptions) []logS
 		if o.Follow {
 			tail = append(tail, "-F")
 		}
-		srcs = append(srcs, logSource{port, privileged(r.sudo, append(tail, "--", f)...) + " 2>/dev/null"})
+		// Quiet about a missing file, not about sudo.
+		srcs = append(srcs, logSource{port, r.privScript(sshexec.QuoteCommand(append(tail, "--", f)...) + " 2>/dev/null")})
 	}
 	return srcs
 }
