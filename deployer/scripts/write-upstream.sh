@@ -31,8 +31,9 @@ reload_command=$3
 pid_file=$4
 drain_timeout_ms=$5
 shift 5
-d=$(dirname -- "$f")/.rollout
-b=$(basename -- "$f")
+# Few processes: under load every fork costs milliseconds.
+d=${f%/*}/.rollout
+b=${f##*/}
 
 IFS= read -r want
 have=$(sha256sum <"$f")
@@ -65,7 +66,6 @@ if [ "$#" -eq 0 ]; then
   exit 0
 fi
 
-# Few processes from here on: under load every fork costs milliseconds.
 old=
 if [ -r "/proc/$master/task/$master/children" ]; then
   read -r old <"/proc/$master/task/$master/children" || true
