@@ -101,7 +101,7 @@ func BuildPlan(cfg *Config, version string) *Plan {
 			"compare the server lines of %s with the instances %s; start, health-check and only then add each missing one; drain, stop, disable and remove each surplus one whose unit runs or is enabled (the commands are shown for %d)",
 			cfg.Nginx.UpstreamFile, instancesText(cfg), first),
 			Also: []string{c.cmdStart(first), c.cmdUnitState(first), c.cmdIsInstance(first), c.cmdStop(first), c.cmdWriteUpstream(nil)}}
-		hp.Inspect = Step{Name: StepCapacity, Command: c.cmdInspect(cfg.Ports()), Does: fmt.Sprintf(
+		hp.Inspect = Step{Name: StepCapacity, Command: c.cmdInspect(ports), Does: fmt.Sprintf(
 			"read unit states and %s, and health-check every instance; instances serving nothing go first", cfg.Nginx.UpstreamFile)}
 		for i, port := range ports {
 			ip := InstancePlan{Port: port, Unit: cfg.UnitName(port)}
@@ -109,7 +109,7 @@ func BuildPlan(cfg *Config, version string) *Plan {
 				Does: "note the host's clock, the log files' sizes and the unit's state, restart the instance, print its state"}
 			if len(cfg.Logs) == 0 {
 				restart.Does += "; the log files come from the unit files' StandardOutput=/StandardError=, read once per host first"
-				restart.Also = []string{c.cmdUnitFiles(cfg.Ports())}
+				restart.Also = []string{c.cmdUnitFiles(ports)}
 			}
 			drain := Step{Name: StepDrain, Command: c.cmdWriteUpstream([]int{port}), Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ... down;\"", cfg.Nginx.UpstreamFile, addr, port),
 				Does: "unless someone else changed the file since it was read (then read it again and check capacity again), mark the instance down in the upstream; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests"}
