@@ -3,6 +3,7 @@ package healthcheck
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -118,5 +119,28 @@ func TestWaitKeepsRealCauseWhenLastAttemptIsCut(t *testing.T) {
 	var se *StatusError
 	if !errors.Is(err, ErrTimeout) || !errors.As(err, &se) || se.Got != 503 {
 		t.Fatalf("got %v, want ErrTimeout holding the 503", err)
+	}
+}
+
+// The check goes to Host (the address the balancer uses), 127.0.0.1 by
+// default, and IPv6 addresses are bracketed.
+func TestCheckDialsHost(t *testing.T) {
+	port := serverPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for _, tt := range []struct{ host, want string }{
+		{"", "127.0.0.1"}, {"10.0.0.5", "10.0.0.5"}, {"::1", "[::1]"}, {"localhost", "localhost"},
+	} {
+		var dialled string
+		h := HTTP{Host: tt.host, Path: "/", Status: 200, AttemptTimeout: time.Second,
+			Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				dialled = addr
+				var d net.Dialer
+				return d.DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", port))
+			}}
+		if err := h.Check(context.Background(), port); err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("%s:%d", tt.want, port); dialled != want {
+			t.Errorf("Host %q dialled %q, want %q", tt.host, dialled, want)
+		}
 	}
 }
