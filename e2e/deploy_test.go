@@ -371,7 +371,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("%v exited %d", args, code)
 		}
-		for _, want := range []string{"systemctl restart -- my-app@3003", "nothing below has been run", "host " + h.Addr, "instance 3000 (my-app@3000)", "my-app-activate"} {
+		for _, want := range []string{"rollout-restart my-app@3003", "nothing below has been run", "host " + h.Addr, "instance 3000 (my-app@3000)", "my-app-activate"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%v output lacks %q", args, want)
 			}

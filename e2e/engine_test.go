@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rollout-dev/rollout/e2e/testbed"
 	"github.com/rollout-dev/rollout/sshexec"
@@ -41,10 +42,22 @@ nginx -s reload`, h.Addr)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The restarted instances boot; status checks them where Nginx does.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, code := rollout(t, "status", "-c", path)
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the instances are not serving on %s after 30s:\n%s", h.Addr, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	var out string
 	var code int
 	res := underLoad(t, []*testbed.Host{h}, func() {
-		out, code = rollout(t, "deploy", "-c", path, "--version", "v2")
+		out, code = rollout(t, "deploy", "-c", path, "--version", "v1")
 	})
 	if code != 0 {
 		t.Fatalf("deploy with server_address %s exited %d:\n%s", h.Addr, code, out)
@@ -78,7 +91,7 @@ func TestLocalHooksGetResolvedPorts(t *testing.T) {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, code := rollout(t, "deploy", "-c", path, "--version", "v2"); code != 0 {
+	if out, code := rollout(t, "deploy", "-c", path, "--version", "v1"); code != 0 {
 		t.Fatalf("deploy exited %d:\n%s", code, out)
 	}
 	var ports []string
