@@ -38,6 +38,9 @@ const (
 	defaultConnectTimeout = 10 * time.Second
 	defaultKeepAlive      = 15 * time.Second
 	maxMissedKeepAlives   = 3
+	// probeTimeout bounds the keepalive that tells a broken connection
+	// from a command that failed.
+	probeTimeout = 3 * time.Second
 	// maxOutput caps what Run keeps of a command's stdout, and separately of
 	// its stderr; the rest is read and dropped.
 	maxOutput = 4 << 20
@@ -91,7 +94,14 @@ type Client struct {
 	conn *ssh.Client
 	done chan struct{}
 	once sync.Once
+	// broken is closed when the connection ends, for whatever reason.
+	broken chan struct{}
 }
+
+// ErrConnectionLost: the SSH connection to the host broke (closed by the
+// other end, reset, or keepalives unanswered) while a command or a dial was
+// under way; whether a command ran to its end is unknown.
+var ErrConnectionLost = errors.New("lost the SSH connection")
 
 // HostKeyError is a host key that known_hosts does not vouch for.
 type HostKeyError struct {
@@ -209,7 +219,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		return nil, fmt.Errorf("ssh %s: %w", who, err)
 	}
-	cl := &Client{host: addr, conn: ssh.NewClient(c, chans, reqs), done: make(chan struct{})}
+	cl := &Client{host: addr, conn: ssh.NewClient(c, chans, reqs), done: make(chan struct{}), broken: make(chan struct{})}
+	go func() {
+		_ = cl.conn.Wait()
+		close(cl.broken)
+	}()
 	if cfg.KeepAlive > 0 {
 		go cl.keepAlive(cfg.KeepAlive)
 	}
@@ -394,6 +408,32 @@ func (c *Client) keepAlive(every time.Duration) {
 	}
 }
 
+// lost tells whether err, from a command or a dial, came from a broken
+// connection: if so it returns err as an ErrConnectionLost, else nil. When
+// the connection still looks up, a keepalive asks the other end (at most
+// probeTimeout); one that fails closes the connection for good.
+func (c *Client) lost(err error) error {
+	select {
+	case <-c.broken:
+	default:
+		reply := make(chan error, 1)
+		go func() {
+			_, _, err := c.conn.SendRequest("keepalive@openssh.com", true, nil)
+			reply <- err
+		}()
+		select {
+		case perr := <-reply:
+			if perr == nil {
+				return nil
+			}
+		case <-time.After(probeTimeout):
+		case <-c.broken:
+		}
+		c.Close()
+	}
+	return fmt.Errorf("%w to %s: %w", ErrConnectionLost, c.host, err)
+}
+
 // Host is the "host:port" label used in messages.
 func (c *Client) Host() string { return c.host }
 
@@ -441,6 +481,9 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	}
 	s, err := c.conn.NewSession()
 	if err != nil {
+		if lerr := c.lost(err); lerr != nil {
+			return lerr
+		}
 		return fmt.Errorf("run on %s: new session: %w", c.host, err)
 	}
 	defer s.Close()
@@ -449,6 +492,9 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	s.Stdin, s.Stdout = stdin, g.writer(stdout)
 	s.Stderr = g.writer(io.MultiWriter(orDiscard(stderr), errTail))
 	if err := s.Start(cmd); err != nil {
+		if lerr := c.lost(err); lerr != nil {
+			return lerr
+		}
 		return fmt.Errorf("run on %s: %w", c.host, err)
 	}
 	done := make(chan error, 1)
@@ -469,6 +515,9 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 		}
 		return ee
 	case err != nil:
+		if lerr := c.lost(err); lerr != nil {
+			return lerr
+		}
 		return fmt.Errorf("run on %s: %w", c.host, err)
 	}
 	return nil
@@ -489,6 +538,12 @@ func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Con
 	}()
 	select {
 	case d := <-ch:
+		var refused *ssh.OpenChannelError
+		if d.err != nil && !errors.As(d.err, &refused) {
+			if lerr := c.lost(d.err); lerr != nil {
+				return nil, fmt.Errorf("dial %s: %w", addr, lerr)
+			}
+		}
 		if d.err != nil {
 			return nil, fmt.Errorf("dial %s via %s: %w", addr, c.host, d.err)
 		}

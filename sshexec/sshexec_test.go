@@ -758,3 +758,50 @@ func TestKeyAndKnownHostsAsData(t *testing.T) {
 		t.Fatalf("err = %v, want a parse error naming the key given as data", err)
 	}
 }
+
+// A connection dropped under a running command, a new command or a dial is
+// ErrConnectionLost; a command that fails, or a dial the host refuses, on a
+// live connection is not.
+func TestConnectionLost(t *testing.T) {
+	e := newEnv(t)
+	c := dial(t, e.config())
+	ctx := context.Background()
+	if _, err := c.Run(ctx, "exit 3", nil); errors.Is(err, sshexec.ErrConnectionLost) {
+		t.Fatalf("a failing command on a live connection: %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	if _, err := c.DialContext(ctx, "tcp", closed); err == nil || errors.Is(err, sshexec.ErrConnectionLost) {
+		t.Fatalf("a refused dial on a live connection: %v", err)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Run(ctx, "sleep 10", nil)
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	e.srv.DropConnections()
+	select {
+	case err := <-done:
+		if !errors.Is(err, sshexec.ErrConnectionLost) || !strings.Contains(err.Error(), "lost the SSH connection to 127.0.0.1:") {
+			t.Fatalf("a command under a dropped connection: %v", err)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("the command did not end when its connection dropped")
+	}
+	if _, err := c.Run(ctx, "true", nil); !errors.Is(err, sshexec.ErrConnectionLost) {
+		t.Errorf("a command on the dropped connection: %v", err)
+	}
+	if _, err := c.DialContext(ctx, "tcp", closed); !errors.Is(err, sshexec.ErrConnectionLost) {
+		t.Errorf("a dial on the dropped connection: %v", err)
+	}
+	// A new connection works: the server is still there.
+	if _, err := dial(t, e.config()).Run(ctx, "true", nil); err != nil {
+		t.Errorf("a new connection: %v", err)
+	}
+}

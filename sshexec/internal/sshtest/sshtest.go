@@ -113,6 +113,17 @@ func (s *Server) SilenceKeepAlives() {
 	s.mu.Unlock()
 }
 
+// DropConnections closes every connection the server has, as if sshd's
+// session for it were killed; the server goes on accepting new ones.
+func (s *Server) DropConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+}
+
 // Close stops the server and drops its connections.
 func (s *Server) Close() {
 	s.ln.Close()
