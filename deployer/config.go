@@ -56,6 +56,12 @@ type SSHConfig struct {
 	// for every host; several, comma-separated, are hopped in order.
 	Jump           string
 	ConnectTimeout time.Duration
+	// KeepAlive is how often a keepalive asks each host whether the
+	// connection is up; three unanswered ones close it.
+	KeepAlive time.Duration
+	// Reconnect is how long rollout tries to reconnect to a host whose
+	// connection broke before it gives up on the host.
+	Reconnect time.Duration
 }
 
 // NginxConfig names the upstream that instances are drained from.
@@ -91,7 +97,8 @@ type Hooks struct {
 // and the Nginx upstream are left for the file to give.
 func DefaultConfig() *Config {
 	return &Config{
-		SSH:  SSHConfig{Port: 22, KnownHosts: "~/.ssh/known_hosts", ConnectTimeout: 10 * time.Second, ConfigFile: "~/.ssh/config"},
+		SSH: SSHConfig{Port: 22, KnownHosts: "~/.ssh/known_hosts", ConnectTimeout: 10 * time.Second, ConfigFile: "~/.ssh/config",
+			KeepAlive: 10 * time.Second, Reconnect: 30 * time.Second},
 		Sudo: "auto",
 		Nginx: NginxConfig{
 			ServerAddress: "127.0.0.1",

@@ -478,6 +478,8 @@ func schema(c *Config) []field {
 			str("config", &c.SSH.ConfigFile),
 			str("jump", &c.SSH.Jump),
 			duration("connect_timeout", &c.SSH.ConnectTimeout),
+			duration("keepalive", &c.SSH.KeepAlive),
+			duration("reconnect", &c.SSH.Reconnect),
 		),
 		sudo(&c.Sudo),
 		instances(&c.Instances),

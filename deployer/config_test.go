@@ -63,7 +63,7 @@ func TestParseConfigValid(t *testing.T) {
 				UnitTemplate: "my-app@{port}.service",
 				Hosts:        []string{"10.0.0.5", "web2.example.com", "2001:db8::7"},
 				SSH: SSHConfig{User: "deploy", Port: 2222, Key: "~/.ssh/id_ed25519",
-					KnownHosts: "~/.ssh/known_hosts_rollout", AcceptNew: true, ConnectTimeout: 5 * time.Second,
+					KnownHosts: "~/.ssh/known_hosts_rollout", AcceptNew: true, ConnectTimeout: 5 * time.Second, KeepAlive: 5 * time.Second, Reconnect: 20 * time.Second,
 					ConfigFile: "~/.ssh/config_rollout", Jump: "ops@bastion.example.com:2200"},
 				Sudo: "true",
 				Nginx: NginxConfig{

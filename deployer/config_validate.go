@@ -112,6 +112,12 @@ func (s SSHConfig) check(cs *checks) {
 		}
 	}
 	cs.add("ssh.connect_timeout", positive(s.ConnectTimeout))
+	if s.KeepAlive < time.Second || s.KeepAlive > 10*time.Minute {
+		cs.add("ssh.keepalive", fmt.Errorf("must be 1s..10m, got %s", s.KeepAlive))
+	}
+	if s.Reconnect < 0 || s.Reconnect > 10*time.Minute {
+		cs.add("ssh.reconnect", fmt.Errorf("must be 0s (never) ..10m, got %s", s.Reconnect))
+	}
 }
 
 // checkPorts checks the instances' ports and min_serving against them.

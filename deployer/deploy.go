@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,14 +115,19 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 		defer cancel()
 		for _, s := range sessions {
-			r := rep.Hosts[s.index]
+			r := &rep.Hosts[s.index]
 			entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
 				Op: op, Version: d.Version, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
-			if err := s.remote.AppendHistory(cctx, entry); err != nil {
-				fmt.Fprintf(d.Stderr, "rollout: %s: %v\n", s.host, err)
+			herr := s.remote.AppendHistory(cctx, entry)
+			if herr != nil {
+				fmt.Fprintf(d.Stderr, "rollout: %s: %v\n", s.host, herr)
 			}
-			if err := s.lock.Release(cctx); err != nil {
-				fmt.Fprintf(d.Stderr, "rollout: %v\n", err)
+			lerr := s.lock.Release(cctx)
+			if lerr != nil {
+				fmt.Fprintf(d.Stderr, "rollout: %v\n", lerr)
+			}
+			if errors.Is(herr, ErrUnreachable) || errors.Is(lerr, ErrUnreachable) || r.Next != "" {
+				r.Next = d.nextStep(op, s, r, lerr != nil)
 			}
 		}
 	}()
@@ -187,6 +193,11 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 					r.Outcome, r.Error = HostInterrupted, herr.Error()
 				case errors.Is(herr, ErrStopped):
 					r.Outcome, r.Error = HostStopped, herr.Error()
+				case errors.Is(herr, ErrUnreachable):
+					r.Outcome, r.Error = HostFailed, herr.Error()
+					r.Next = "unreachable" // worded once the lock's fate is known
+					errs = multierror.Append(errs, herr)
+					halt()
 				case ctx.Err() != nil:
 					r.Outcome, r.Error = HostInterrupted, herr.Error()
 					errs = multierror.Append(errs, herr)
@@ -249,4 +260,24 @@ func (d *Deployer) emit(e Event) {
 		e.Time = time.Now()
 	}
 	d.Events(e)
+}
+
+// nextStep says how to put a host right after rollout lost it: which
+// instances may be out of Nginx, whether its lock stayed, and the command
+// that converges it.
+func (d *Deployer) nextStep(op string, s *session, r *HostReport, lockKept bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s could not be reached again", s.host)
+	if len(r.LeftOut) > 0 {
+		fmt.Fprintf(&b, "; instances %v may be marked down in %s", r.LeftOut, s.cfg.Nginx.UpstreamFile)
+	}
+	if lockKept {
+		b.WriteString("; its deploy lock is still held by this run")
+	}
+	cmd := "rollout deploy --version " + d.Version
+	if op == opScale {
+		cmd = "rollout scale"
+	}
+	fmt.Fprintf(&b, ". Once it answers, run `%s` again from this machine: it takes this run's lock over at once (its process is gone), puts every instance back and restarts each once more", cmd)
+	return b.String()
 }

@@ -71,6 +71,8 @@ type HostReport struct {
 	LeftOut   []int         `json:"left_out,omitempty"`
 	Duration  time.Duration `json:"duration_ns"`
 	Error     string        `json:"error,omitempty"`
+	// Next is what to do to put the host right, when rollout could not.
+	Next string `json:"next,omitempty"`
 }
 
 // Report is what happened in one deploy or scale.

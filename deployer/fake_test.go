@@ -213,7 +213,7 @@ func (r *fakeRemote) DialContext(ctx context.Context, network, addr string) (net
 	return d.DialContext(ctx, network, u.srv.Listener.Addr().String())
 }
 
-func (r *fakeRemote) AcquireLock(context.Context, LockInfo, bool) (LockState, bool, error) {
+func (r *fakeRemote) AcquireLock(context.Context, LockInfo, bool, string) (LockState, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.locked {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // instance rolls one instance: capacity check, drain, wait for its
@@ -267,8 +269,8 @@ func (h *hostRun) waitStable(ctx context.Context, port int, was unitState) error
 // what the app and systemd said since the restart.
 func (h *hostRun) appFailure(ctx context.Context, port int, step StepName, cause error, mark restartMark) error {
 	se := &StepError{Host: h.host, Port: port, Step: step, Err: cause}
-	if ctx.Err() != nil {
-		return se
+	if ctx.Err() != nil || errors.Is(cause, ErrUnreachable) || errors.Is(cause, sshexec.ErrConnectionLost) {
+		return se // not the app's doing: nothing of its to show
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()

@@ -12,19 +12,23 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
 // LockInfo says who holds a host's deploy lock.
 type LockInfo struct {
-	Op      string    `json:"op"` // deploy, lock
-	Version string    `json:"version,omitempty"`
-	User    string    `json:"user"`
-	From    string    `json:"from"`              // the controller's host name
-	RunURL  string    `json:"run_url,omitempty"` // the CI run, when in GitHub Actions
-	PID     int       `json:"pid"`
-	Since   time.Time `json:"since"`
-	Token   string    `json:"token"` // tells this holder from a later one
+	Op      string `json:"op"` // deploy, lock
+	Version string `json:"version,omitempty"`
+	User    string `json:"user"`
+	From    string `json:"from"`              // the controller's host name
+	RunURL  string `json:"run_url,omitempty"` // the CI run, when in GitHub Actions
+	PID     int    `json:"pid"`
+	// BootID tells one boot of the controller's machine from another
+	// (Linux): with From and PID it says whether the holder still runs.
+	BootID string    `json:"boot_id,omitempty"`
+	Since  time.Time `json:"since"`
+	Token  string    `json:"token"` // tells this holder from a later one
 }
 
 func (i LockInfo) String() string {
@@ -49,7 +53,7 @@ func NewLockInfo(op, version string) LockInfo {
 		name = a
 	}
 	from, _ := os.Hostname()
-	info := LockInfo{Op: op, Version: version, User: name, From: from, PID: os.Getpid(), Since: time.Now().UTC()}
+	info := LockInfo{Op: op, Version: version, User: name, From: from, PID: os.Getpid(), BootID: bootID(), Since: time.Now().UTC()}
 	if s, r, id := os.Getenv("GITHUB_SERVER_URL"), os.Getenv("GITHUB_REPOSITORY"), os.Getenv("GITHUB_RUN_ID"); s != "" && r != "" && id != "" {
 		info.RunURL = s + "/" + r + "/actions/runs/" + id
 	}
@@ -88,13 +92,47 @@ var ErrLocked = errors.New("deploy lock held")
 
 func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 
+// bootID is this machine's boot ID, or "" where there is none to read.
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// deadHere reports whether the holder is a process of this machine, in
+// this boot, that no longer runs: its lock is stale at once.
+func (i LockInfo) deadHere() bool {
+	from, _ := os.Hostname()
+	if i.BootID == "" || i.BootID != bootID() || i.From != from || i.PID <= 0 || i.PID == os.Getpid() {
+		return false
+	}
+	err := syscall.Kill(i.PID, 0)
+	return errors.Is(err, syscall.ESRCH)
+}
+
 // parseLockState reads the output of lock-acquire.sh or lock-status.sh;
-// the caller sets the state's Host.
+// the caller sets the state's Host. A lock taken over is acquired, with
+// the previous holder in the state.
 func parseLockState(out string, staleAfter time.Duration) (LockState, bool, error) {
 	var st LockState
 	first, rest, _ := strings.Cut(strings.TrimSpace(out), "\n")
 	switch {
 	case first == "acquired":
+		return st, true, nil
+	case strings.HasPrefix(first, "took-over "):
+		prev, last, _ := strings.Cut(rest, "\n")
+		if strings.TrimSpace(last) != "acquired" {
+			return parseLockState(last, staleAfter) // someone else was quicker
+		}
+		secs, _ := strconv.Atoi(strings.TrimPrefix(first, "took-over "))
+		st.Held, st.Age = true, time.Duration(secs)*time.Second
+		st.Stale = st.Age > staleAfter
+		var info LockInfo
+		if json.Unmarshal([]byte(prev), &info) == nil {
+			st.Holder = &info
+		}
 		return st, true, nil
 	case first == "free":
 		return st, false, nil
@@ -108,6 +146,7 @@ func parseLockState(out string, staleAfter time.Duration) (LockState, bool, erro
 		var info LockInfo
 		if json.Unmarshal([]byte(rest), &info) == nil {
 			st.Holder = &info
+			st.Stale = st.Stale || info.deadHere()
 		}
 		return st, false, nil
 	}
@@ -125,6 +164,9 @@ type HostLock struct {
 	once   sync.Once
 	// Lost is closed if a refresh finds the lock taken over.
 	Lost chan struct{}
+	// TookOver is the lock this one replaced (stale, or its holder gone),
+	// nil when the lock was free.
+	TookOver *LockState
 }
 
 // AcquireLock takes the deploy lock on a host, atomically, or fails with a
@@ -136,16 +178,24 @@ func AcquireLock(ctx context.Context, cfg *Config, host string, conn Conn, info 
 }
 
 func acquireLock(ctx context.Context, cfg *Config, host string, r remote, info LockInfo, breakStale bool) (*HostLock, error) {
-	st, ok, err := r.AcquireLock(ctx, info, breakStale)
+	st, ok, err := r.AcquireLock(ctx, info, breakStale, "")
+	if err == nil && !ok && st.Holder != nil && st.Holder.deadHere() {
+		// A deploy from this machine that died (killed, or its laptop's
+		// terminal closed): no need to wait for its lock to go stale.
+		st, ok, err = r.AcquireLock(ctx, info, false, st.Holder.Token)
+	}
 	if err != nil {
 		return nil, err
 	}
+	st.Host = host
 	if !ok {
-		st.Host = host
 		return nil, &LockedError{State: st}
 	}
 	l := &HostLock{host: host, remote: r, token: info.Token,
 		stop: make(chan struct{}), done: make(chan struct{}), Lost: make(chan struct{})}
+	if st.Held {
+		l.TookOver = &st
+	}
 	go l.refresh(cfg.LockStaleAfter / 3)
 	return l, nil
 }
@@ -209,4 +259,21 @@ func releaseLock(ctx context.Context, host string, r remote, force bool) (LockSt
 		return st, fmt.Errorf("release the deploy lock: %w", err)
 	}
 	return st, nil
+}
+
+// TakeOverMessage says whose lock was taken over, and why.
+func (l *HostLock) TakeOverMessage() string {
+	st := l.TookOver
+	if st == nil {
+		return ""
+	}
+	holder := "an unknown holder"
+	why := fmt.Sprintf("stale: not refreshed for %s", st.Age.Round(time.Second))
+	if st.Holder != nil {
+		holder = st.Holder.String()
+		if st.Holder.deadHere() {
+			why = fmt.Sprintf("its process %d on this machine is gone", st.Holder.PID)
+		}
+	}
+	return fmt.Sprintf("took over the deploy lock of %s (%s)", holder, why)
 }

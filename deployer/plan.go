@@ -83,8 +83,8 @@ func BuildPlan(cfg *Config, version string) *Plan {
 			hp.Preflight.Does = "connect; count the CPU cores (instances: auto) first; " + strings.TrimPrefix(hp.Preflight.Does, "connect; ")
 			hp.Preflight.Also = []string{c.cmdCores()}
 		}
-		hp.Lock = Step{Name: StepLock, Command: c.cmdAcquireLock(false), Stdin: "who holds it: user, machine, CI run, version, pid, a token (JSON)",
-			Does: fmt.Sprintf("take the deploy lock (atomically, or stop naming its holder; --break-stale-lock takes over one not refreshed for %s); refresh it every %s; release it on every way out",
+		hp.Lock = Step{Name: StepLock, Command: c.cmdAcquireLock(false, ""), Stdin: "who holds it: user, machine, CI run, version, pid, a token (JSON)",
+			Does: fmt.Sprintf("take the deploy lock (atomically, or stop naming its holder; a lock whose holder is a process of this machine that is gone is taken over at once, and with --break-stale-lock one not refreshed for %s); refresh it every %s; release it on every way out",
 				cfg.LockStaleAfter, cfg.LockStaleAfter/3),
 			Also: []string{c.cmdRefreshLock("TOKEN"), c.cmdReleaseLock("TOKEN")}}
 		env := hookEnv(cfg, version, cfg.Ports(), host, "")

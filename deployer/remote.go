@@ -52,7 +52,10 @@ type remote interface {
 	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// AcquireLock takes the deploy lock with info, or returns its state.
-	AcquireLock(ctx context.Context, info LockInfo, breakStale bool) (LockState, bool, error)
+	// With breakStale it takes over a stale lock; with takeOver, the lock
+	// of the holder with that token (one known to be dead). A lock taken
+	// over is acquired with its previous holder in the state.
+	AcquireLock(ctx context.Context, info LockInfo, breakStale bool, takeOver string) (LockState, bool, error)
 	// RefreshLock touches the lock if it is still held with token, or
 	// fails with errLockLost.
 	RefreshLock(ctx context.Context, token string) error

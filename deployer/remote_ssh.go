@@ -122,8 +122,12 @@ func (r sshRemote) lockDir() string {
 
 func (r sshRemote) historyFile() string { return r.lockDir() + "/history.jsonl" }
 
-func (r sshRemote) cmdAcquireLock(breakStale bool) string {
-	return script("lock-acquire", true, r.sudo, r.lockDir(), strconv.Itoa(int(r.cfg.LockStaleAfter/time.Second)), strconv.FormatBool(breakStale))
+func (r sshRemote) cmdAcquireLock(breakStale bool, takeOver string) string {
+	args := []string{r.lockDir(), strconv.Itoa(int(r.cfg.LockStaleAfter / time.Second)), strconv.FormatBool(breakStale)}
+	if takeOver != "" {
+		args = append(args, takeOver)
+	}
+	return script("lock-acquire", true, r.sudo, args...)
 }
 
 func (r sshRemote) cmdRefreshLock(token string) string {
@@ -351,12 +355,12 @@ func (r sshRemote) DialContext(ctx context.Context, network, addr string) (net.C
 	return r.conn.DialContext(ctx, network, addr)
 }
 
-func (r sshRemote) AcquireLock(ctx context.Context, info LockInfo, breakStale bool) (LockState, bool, error) {
+func (r sshRemote) AcquireLock(ctx context.Context, info LockInfo, breakStale bool, takeOver string) (LockState, bool, error) {
 	b, err := json.Marshal(info)
 	if err != nil {
 		return LockState{}, false, err
 	}
-	res, err := r.run(ctx, "lock-acquire", r.cmdAcquireLock(breakStale), bytes.NewReader(append(b, '\n')))
+	res, err := r.run(ctx, "lock-acquire", r.cmdAcquireLock(breakStale, takeOver), bytes.NewReader(append(b, '\n')))
 	if err != nil {
 		return LockState{}, false, fmt.Errorf("take the deploy lock in %s: %w", r.lockDir(), err)
 	}

@@ -186,6 +186,49 @@ func TestLockScripts(t *testing.T) {
 	if out, _ := runScript(t, "lock-status", "", dir); out != "free\n" {
 		t.Errorf("status after release: %q", out)
 	}
+
+	// A fresh lock whose holder is known to be dead is taken over at once,
+	// naming the previous holder; another's token takes nothing.
+	runScript(t, "lock-acquire", `{"token":"abc","pid":7}`+"\n", dir, "60", "false")
+	out, _ = runScript(t, "lock-acquire", `{"token":"ghi"}`+"\n", dir, "60", "false", "zzz")
+	if _, ok, _ := parseLockState(out, time.Minute); ok {
+		t.Fatalf("took over with the wrong token: %q", out)
+	}
+	out, _ = runScript(t, "lock-acquire", `{"token":"ghi"}`+"\n", dir, "60", "false", "abc")
+	st, ok, err := parseLockState(out, time.Minute)
+	if err != nil || !ok || st.Holder == nil || st.Holder.Token != "abc" || st.Holder.PID != 7 {
+		t.Fatalf("take over: %q -> %+v %v %v", out, st, ok, err)
+	}
+	if out, _ := runScript(t, "lock-status", "", dir); !strings.Contains(out, `"ghi"`) {
+		t.Errorf("status after the take over: %q", out)
+	}
+}
+
+// A holder of this machine and boot whose process is gone is dead; one
+// that runs, or of another machine, is not.
+func TestLockHolderDeadHere(t *testing.T) {
+	host, _ := os.Hostname()
+	if bootID() == "" {
+		t.Skip("no boot id on this system")
+	}
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		info LockInfo
+		dead bool
+	}{
+		{LockInfo{From: host, BootID: bootID(), PID: gone.Process.Pid}, true},
+		{LockInfo{From: host, BootID: bootID(), PID: os.Getppid()}, false},
+		{LockInfo{From: host, BootID: "another-boot", PID: gone.Process.Pid}, false},
+		{LockInfo{From: "another-machine", BootID: bootID(), PID: gone.Process.Pid}, false},
+		{LockInfo{From: host, PID: gone.Process.Pid}, false},
+	} {
+		if got := tt.info.deadHere(); got != tt.dead {
+			t.Errorf("%+v: dead here %v, want %v", tt.info, got, tt.dead)
+		}
+	}
 }
 
 func TestSections(t *testing.T) {

@@ -11,14 +11,16 @@ import (
 
 // session is one host of a deploy: its connection, its config (with
 // instances: auto, its ports resolved from its cores), the remote that
-// works on it, and, once the preflight passed, its deploy lock.
+// works on it (and reconnects when the connection breaks), and, once the
+// preflight passed, its deploy lock.
 type session struct {
 	index int // in Config.Hosts, and in the report
 	host  string
 	cfg   *Config
-	conn  Conn
+	conn  Conn // the first connection; rc holds the current one
 	// t0 is when its preflight started.
 	t0     time.Time
+	rc     *reconnecting
 	remote remote
 	lock   *HostLock
 }
@@ -55,7 +57,8 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 				d.emit(Event{Host: host, Step: StepPreflight, Status: StatusFail, Duration: time.Since(s.t0), Message: err.Error()})
 				return
 			}
-			s.remote = d.newRemote(s.cfg, conn)
+			s.rc = d.newReconnecting(s)
+			s.remote = s.rc
 		}()
 	}
 	wg.Wait()
@@ -104,7 +107,11 @@ func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
 				return
 			}
 			s.lock = lock
-			d.emit(Event{Host: s.host, Step: StepLock, Status: StatusOK, Duration: time.Since(t0)})
+			e := Event{Host: s.host, Step: StepLock, Status: StatusOK, Duration: time.Since(t0)}
+			if msg := lock.TakeOverMessage(); msg != "" {
+				e.Status, e.Message = StatusWarn, msg
+			}
+			d.emit(e)
 		}()
 	}
 	wg.Wait()
@@ -129,7 +136,11 @@ func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
 
 func closeSessions(sessions []*session) {
 	for _, s := range sessions {
-		s.conn.Close()
+		if s.rc != nil {
+			s.rc.close()
+		} else {
+			s.conn.Close()
+		}
 	}
 }
 

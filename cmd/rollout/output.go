@@ -172,6 +172,11 @@ func (p *printer) report(rep *deployer.Report, err error) {
 	}
 	tw.Flush()
 	fmt.Fprintf(p.stdout, "%s: %s in %s\n", strings.TrimSpace(rep.Op+" "+rep.Version), p.result(err, isTerminal(p.stdout)), rep.Duration.Round(time.Millisecond))
+	for _, h := range rep.Hosts {
+		if h.Next != "" {
+			fmt.Fprintf(p.stdout, "next: %s\n", h.Next)
+		}
+	}
 }
 
 // result is "ok" or "FAILED", coloured on a terminal.

@@ -82,6 +82,9 @@ Examples:
 					if err != nil {
 						return err
 					}
+					if msg := lock.TakeOverMessage(); msg != "" {
+						fmt.Fprintf(c.App.ErrWriter, "rollout: %s: %s\n", host, msg)
+					}
 					defer func() {
 						cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 						defer cancel()

@@ -77,6 +77,7 @@ func (d *sshDialer) hostConfig(alias, user string, port int) sshexec.Config {
 		UseAgent:       true,
 		AcceptNew:      cfg.SSH.AcceptNew,
 		ConnectTimeout: cfg.SSH.ConnectTimeout,
+		KeepAlive:      cfg.SSH.KeepAlive,
 		Passphrase:     askPassphrase,
 		KnownHostsData: d.knownHosts,
 	}
