@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // fakeRemote is a host in memory: units, the upstream file, the lock and
@@ -40,6 +42,21 @@ type fakeRemote struct {
 	// onWrite runs before a write is checked (to change the file under
 	// rollout).
 	onWrite func(n int)
+	// lose makes the next calls of the named operations fail as if the
+	// connection broke; unreachable makes every call fail so, and every
+	// connect too. connects counts the connections made.
+	lose        map[string]int
+	unreachable bool
+	connects    int
+}
+
+// fault is the lost connection an operation fails with, if any; r.mu held.
+func (r *fakeRemote) fault(op string) error {
+	if r.unreachable || r.lose[op] > 0 {
+		r.lose[op]--
+		return fmt.Errorf("%s on web: %w", op, sshexec.ErrConnectionLost)
+	}
+	return nil
 }
 
 type fakeUnit struct {
@@ -52,7 +69,7 @@ type fakeUnit struct {
 
 // newFakeRemote is a host running ports, each in the upstream.
 func newFakeRemote(t *testing.T, ports ...int) *fakeRemote {
-	r := &fakeRemote{t: t, units: map[int]*fakeUnit{}, cores: 2}
+	r := &fakeRemote{t: t, units: map[int]*fakeUnit{}, cores: 2, lose: map[string]int{}}
 	var b strings.Builder
 	b.WriteString("# managed by hand, and by rollout\nupstream my_app {\n    keepalive 8;\n")
 	for _, p := range ports {
@@ -119,6 +136,9 @@ func (r *fakeRemote) ReadUpstream(context.Context) ([]byte, error) {
 func (r *fakeRemote) WriteUpstream(_ context.Context, have, next []byte, drained []int) (drainWait, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.fault("WriteUpstream"); err != nil {
+		return drainWait{}, err
+	}
 	if r.onWrite != nil {
 		r.onWrite(len(r.writes))
 	}
@@ -134,12 +154,18 @@ func (r *fakeRemote) WriteUpstream(_ context.Context, have, next []byte, drained
 func (r *fakeRemote) UnitState(_ context.Context, port int) (unitState, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.fault("UnitState"); err != nil {
+		return unitState{}, err
+	}
 	return r.state(port), nil
 }
 
 func (r *fakeRemote) Restart(_ context.Context, port int, _ []string) (restartMark, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.fault("Restart"); err != nil {
+		return restartMark{}, err
+	}
 	r.log("restart %d", port)
 	before := r.state(port)
 	u := r.unit(port)
@@ -205,7 +231,11 @@ func (r *fakeRemote) DialContext(ctx context.Context, network, addr string) (net
 	r.mu.Lock()
 	r.dials = append(r.dials, host)
 	u, ok := r.units[port]
+	err := r.fault("DialContext")
 	r.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, fmt.Errorf("connection refused: %s", addr)
 	}
@@ -228,6 +258,9 @@ func (r *fakeRemote) RefreshLock(context.Context, string) error { return nil }
 func (r *fakeRemote) ReleaseLock(context.Context, string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.fault("ReleaseLock"); err != nil {
+		return err
+	}
 	r.locked = false
 	return nil
 }
@@ -241,6 +274,9 @@ func (r *fakeRemote) LockStatus(context.Context) (LockState, error) {
 func (r *fakeRemote) AppendHistory(_ context.Context, e HistoryEntry) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.fault("AppendHistory"); err != nil {
+		return err
+	}
 	r.history = append(r.history, e)
 	return nil
 }
@@ -259,7 +295,10 @@ func fakeDeployer(t *testing.T, yaml string, hosts ...*fakeRemote) (*Deployer, *
 	for i := range hosts {
 		names = append(names, fmt.Sprintf("web%d", i+1))
 	}
-	head := "app: my-app\nhosts: [" + strings.Join(names, ", ") + "]\nssh: {user: deploy}\ndrain_timeout: 1s\n"
+	head := "app: my-app\nhosts: [" + strings.Join(names, ", ") + "]\ndrain_timeout: 1s\n"
+	if !strings.Contains(yaml, "ssh:") {
+		head += "ssh: {user: deploy}\n"
+	}
 	if !strings.Contains(yaml, "nginx:") {
 		head += "nginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app}\n"
 	}
@@ -277,7 +316,16 @@ func fakeDeployer(t *testing.T, yaml string, hosts ...*fakeRemote) (*Deployer, *
 	var mu sync.Mutex
 	events := &[]Event{}
 	d := &Deployer{Config: cfg, Version: "v2",
-		Connect: func(_ context.Context, host string) (Conn, error) { return fakeHostConn{host: host}, nil },
+		Connect: func(_ context.Context, host string) (Conn, error) {
+			h := byName[host]
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.unreachable {
+				return nil, fmt.Errorf("dial %s: connection timed out", host)
+			}
+			h.connects++
+			return fakeHostConn{host: host}, nil
+		},
 		Events: func(e Event) {
 			mu.Lock()
 			*events = append(*events, e)

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -45,7 +46,8 @@ func newHostRun(d *Deployer, s *session, stop <-chan struct{}) *hostRun {
 // Nginx sends requests to, through the host's connection.
 func newHealthCheck(cfg *Config, r remote) healthcheck.HTTP {
 	return healthcheck.HTTP{Dial: r.DialContext, Host: cfg.Nginx.ServerAddress, Path: cfg.Health.Path,
-		Status: cfg.Health.Status, AttemptTimeout: cfg.Health.AttemptTimeout}
+		Status: cfg.Health.Status, AttemptTimeout: cfg.Health.AttemptTimeout,
+		Permanent: func(err error) bool { return errors.Is(err, ErrUnreachable) }}
 }
 
 func (h *hostRun) emit(port int, step StepName, status StepStatus, t0 time.Time, msg string) {

@@ -229,6 +229,9 @@ func (h *hostRun) waitActive(ctx context.Context, port int, before, u unitState)
 // or systemd restarted it.
 func (h *hostRun) stillSame(ctx context.Context, port int, was unitState) error {
 	u, err := h.remote.UnitState(ctx, port)
+	if errors.Is(err, ErrUnreachable) {
+		return err
+	}
 	if err != nil {
 		return nil // cannot tell; let the health check decide
 	}
@@ -251,6 +254,12 @@ func (h *hostRun) waitStable(ctx context.Context, port int, was unitState) error
 			return err
 		}
 		if err := h.health.Check(ctx, port); err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return fmt.Errorf("interrupted while it had to stay healthy for %s: %w", h.cfg.Health.MinHealthy, ctx.Err())
+			case errors.Is(err, ErrUnreachable):
+				return err
+			}
 			return fmt.Errorf("unhealthy within min_healthy %s: %w", h.cfg.Health.MinHealthy, err)
 		}
 		left := time.Until(end)

@@ -89,11 +89,15 @@ func (rc *reconnecting) reconnect(ctx context.Context, gen int, cause error) err
 	t0 := time.Now()
 	rc.d.emit(Event{Host: rc.host, Step: StepSSH, Status: StatusWarn,
 		Message: fmt.Sprintf("lost the connection (%v); reconnecting for at most %s", cause, budget)})
+	// Not bound by the caller's deadline (one health check's, say): the
+	// way out of the instance needs the host back, within the budget.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget+rc.cfg.SSH.ConnectTimeout)
+	defer cancel()
 	var conn Conn
 	var last error
 	if budget > 0 {
 		backoff := retry.WithMaxDuration(budget, retry.WithCappedDuration(2*time.Second, retry.NewExponential(250*time.Millisecond)))
-		_ = retry.Do(ctx, backoff, func(ctx context.Context) error {
+		_ = retry.Do(cctx, backoff, func(ctx context.Context) error {
 			var err error
 			if conn, err = rc.d.Connect(ctx, rc.host); err != nil {
 				last = err

@@ -33,6 +33,9 @@ type HTTP struct {
 	Status int    // expected status, e.g. 200
 	// AttemptTimeout caps one request.
 	AttemptTimeout time.Duration
+	// Permanent, when set, says which failures retrying cannot cure (the
+	// way to the instance is gone): Wait returns them at once.
+	Permanent func(error) bool
 }
 
 // StatusError is a health response with an unexpected status.
@@ -99,6 +102,10 @@ func (h HTTP) Wait(ctx context.Context, port int, timeout, interval time.Duratio
 		err := h.Check(ctx, port)
 		if err == nil {
 			return nil
+		}
+		if h.Permanent != nil && h.Permanent(err) {
+			dead = err
+			return err
 		}
 		// An attempt cut short by the overall deadline says nothing about
 		// the instance: keep the cause of the last real attempt.

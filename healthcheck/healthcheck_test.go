@@ -144,3 +144,19 @@ func TestCheckDialsHost(t *testing.T) {
 		}
 	}
 }
+
+// A failure that Permanent names ends the wait at once, with that error.
+func TestWaitStopsOnPermanentFailure(t *testing.T) {
+	gone := errors.New("the way to the instance is gone")
+	h := HTTP{Path: "/", Status: 200, AttemptTimeout: time.Second,
+		Dial: func(context.Context, string, string) (net.Conn, error) { return nil, gone },
+		Permanent: func(err error) bool { return errors.Is(err, gone) }}
+	start := time.Now()
+	err := h.Wait(context.Background(), 3000, 10*time.Second, 10*time.Millisecond, nil)
+	if !errors.Is(err, gone) || errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v, want the permanent failure", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("took %s: should stop at once", time.Since(start))
+	}
+}
