@@ -149,7 +149,7 @@ func TestCheckDialsHost(t *testing.T) {
 func TestWaitStopsOnPermanentFailure(t *testing.T) {
 	gone := errors.New("the way to the instance is gone")
 	h := HTTP{Path: "/", Status: 200, AttemptTimeout: time.Second,
-		Dial: func(context.Context, string, string) (net.Conn, error) { return nil, gone },
+		Dial:      func(context.Context, string, string) (net.Conn, error) { return nil, gone },
 		Permanent: func(err error) bool { return errors.Is(err, gone) }}
 	start := time.Now()
 	err := h.Wait(context.Background(), 3000, 10*time.Second, 10*time.Millisecond, nil)
