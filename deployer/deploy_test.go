@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // downIn returns the ports marked down in an upstream file.
@@ -238,5 +240,38 @@ func TestHealthCheckDialsServerAddress(t *testing.T) {
 		if a != "10.0.0.5" {
 			t.Fatalf("a health check dialled %s, want 10.0.0.5 (nginx.server_address)", a)
 		}
+	}
+}
+
+// An upstream block that is not in the file stops the deploy at the
+// preflight: no hook has run, no lock was taken, nothing changed.
+func TestPreflightMissingUpstreamBlock(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001)
+	h.upstream = strings.Replace(h.upstream, "upstream my_app {", "upstream other_app {", 1)
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nhooks: {host_before: ['activate']}\n", h)
+	_, err := d.Deploy(testCtx(t))
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != StepPreflight || !strings.Contains(err.Error(), `upstream "my_app" not found`) {
+		t.Fatalf("err = %v, want a preflight failure naming the upstream", err)
+	}
+	if len(h.ops) != 0 || len(h.writes) != 0 || h.locked || len(h.history) != 0 {
+		t.Errorf("changed the host: ops %v, %d writes, locked %v", h.ops, len(h.writes), h.locked)
+	}
+}
+
+// sudo's warnings are not refusals: a script's own failure is its own
+// headline; a real refusal says what to do.
+func TestSudoRefusalOrWarning(t *testing.T) {
+	cfg := &Config{SSH: SSHConfig{User: "deploy"}}
+	warn := &sshexec.ExitError{Code: exitNginxBroken, Stderr: "sudo: unable to resolve host web1: Name or service not known\nnginx config test fails before any change:\nnginx: [emerg] unexpected \"}\""}
+	if got := explainRemote(warn, cfg).Error(); strings.Contains(got, "refused") {
+		t.Errorf("a warning was called a refusal: %s", got)
+	}
+	if got := scriptMessage(warn); !strings.HasPrefix(got, "nginx config test fails before any change:") || strings.Contains(got, "resolve host") {
+		t.Errorf("headline %q", got)
+	}
+	refusal := &sshexec.ExitError{Code: 1, Stderr: "sudo: a password is required"}
+	if got := explainRemote(refusal, cfg).Error(); !strings.Contains(got, `sudo -n refused for user "deploy"`) {
+		t.Errorf("a refusal was not explained: %s", got)
 	}
 }

@@ -115,7 +115,11 @@ func (r *fakeRemote) log(format string, args ...any) {
 
 func (r *fakeRemote) Cores(context.Context) (int, error) { return r.cores, nil }
 
-func (r *fakeRemote) Preflight(context.Context, []int) error { return nil }
+func (r *fakeRemote) Preflight(context.Context, []int) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return []byte(r.upstream), nil
+}
 
 func (r *fakeRemote) Inspect(_ context.Context, ports []int) (hostState, error) {
 	r.mu.Lock()

@@ -82,7 +82,7 @@ func (h *hostRun) deploy(ctx context.Context) (err error) {
 	if err != nil {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
 	}
-	if err := h.checkUpstream(st.upstream); err != nil {
+	if err := h.adoptUpstream(st.upstream); err != nil {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
 	}
 	for _, port := range h.order(ctx, st) {
@@ -118,9 +118,9 @@ func (h *hostRun) scale(ctx context.Context) error {
 	return err
 }
 
-// checkUpstream takes the upstream file as read and checks that it has a
+// adoptUpstream takes the upstream file as read and checks that it has a
 // server line for every instance.
-func (h *hostRun) checkUpstream(content []byte) error {
+func (h *hostRun) adoptUpstream(content []byte) error {
 	h.upstream = content
 	servers, err := upstreamServers(content, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress)
 	if err != nil {

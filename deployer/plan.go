@@ -76,7 +76,7 @@ func BuildPlan(cfg *Config, version string) *Plan {
 	for _, host := range cfg.Hosts {
 		hp := HostPlan{Host: host, Preflight: Step{
 			Name:    StepPreflight,
-			Does:    "connect; check sudo, the units, the upstream file and that the nginx config passes its test (changes nothing; every host must pass before any host changes)",
+			Does:    "connect; check sudo, the units, that the nginx config passes its test, and that the upstream file has the upstream block (instances without a server line are started and added first) (changes nothing; every host must pass before any host changes, any host hook runs or any lock is taken)",
 			Command: c.cmdPreflight(ports),
 		}}
 		if cfg.InstancesAuto() {

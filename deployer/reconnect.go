@@ -125,8 +125,9 @@ func (rc *reconnecting) Cores(ctx context.Context) (n int, err error) {
 	return n, err
 }
 
-func (rc *reconnecting) Preflight(ctx context.Context, ports []int) error {
-	return rc.do(ctx, func(r remote) error { return r.Preflight(ctx, ports) })
+func (rc *reconnecting) Preflight(ctx context.Context, ports []int) (b []byte, err error) {
+	err = rc.do(ctx, func(r remote) error { b, err = r.Preflight(ctx, ports); return err })
+	return b, err
 }
 
 func (rc *reconnecting) Inspect(ctx context.Context, ports []int) (st hostState, err error) {

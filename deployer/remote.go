@@ -16,8 +16,9 @@ type remote interface {
 	Cores(ctx context.Context) (int, error)
 	// Preflight checks that the host can be deployed to, changing nothing:
 	// sudo works without a password, the instances' units are installed,
-	// the Nginx config passes its test and the upstream file is readable.
-	Preflight(ctx context.Context, ports []int) error
+	// the Nginx config passes its test and the upstream file is readable;
+	// it returns the upstream file.
+	Preflight(ctx context.Context, ports []int) ([]byte, error)
 	// Inspect reads the instances' states, the host's monotonic clock and
 	// the upstream file; it needs no root.
 	Inspect(ctx context.Context, ports []int) (hostState, error)

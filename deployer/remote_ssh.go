@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -175,10 +176,17 @@ func exitCode(err error) int {
 	return -1
 }
 
+// sudoRefusals are what sudo -n says when it will not run a command; its
+// warnings ("unable to resolve host") are not refusals.
+var sudoRefusals = []string{"a password is required", "a terminal is required", "no tty present",
+	"is not in the sudoers file", "is not allowed to execute", "you must have a tty", "not allowed to run sudo"}
+
 // explainRemote turns a sudo refusal into a message that says what to do.
 func explainRemote(err error, cfg *Config) error {
 	var ee *sshexec.ExitError
-	if errors.As(err, &ee) && strings.Contains(ee.Stderr, "sudo:") {
+	if errors.As(err, &ee) && ee.Code == 1 && slices.ContainsFunc(sudoRefusals, func(s string) bool {
+		return strings.Contains(ee.Stderr, "sudo: "+s) || strings.Contains(ee.Stderr, s)
+	}) && strings.Contains(ee.Stderr, "sudo") {
 		return fmt.Errorf("sudo -n refused for user %q (rollout needs passwordless sudo for systemctl, nginx and the upstream file, or connect as root with sudo: false): %w", cfg.SSH.User, err)
 	}
 	return err
@@ -196,9 +204,31 @@ func (r sshRemote) Cores(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-func (r sshRemote) Preflight(ctx context.Context, ports []int) error {
-	_, err := r.run(ctx, "preflight", r.cmdPreflight(ports), nil)
-	return err
+func (r sshRemote) Preflight(ctx context.Context, ports []int) ([]byte, error) {
+	res, err := r.run(ctx, "preflight", r.cmdPreflight(ports), nil)
+	switch code := exitCode(err); code {
+	case exitUnitMissing, exitNginxBroken, exitUpstreamUnreadable:
+		// The script's own words are the headline; sudo's warnings
+		// before them (e.g. "unable to resolve host") are not.
+		return nil, errors.New(scriptMessage(err))
+	}
+	return res.Stdout, err
+}
+
+// scriptMessage is what a script said on stderr: its last lines, after
+// whatever sudo printed before it ran.
+func scriptMessage(err error) string {
+	var ee *sshexec.ExitError
+	if !errors.As(err, &ee) {
+		return err.Error()
+	}
+	var lines []string
+	for _, l := range strings.Split(ee.Stderr, "\n") {
+		if !strings.HasPrefix(l, "sudo: ") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
 }
 
 func (r sshRemote) Inspect(ctx context.Context, ports []int) (hostState, error) {

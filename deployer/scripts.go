@@ -22,6 +22,10 @@ const (
 	exitOldWorkers = 66 // EX_OLD_WORKERS: Nginx's old workers still take requests
 	exitChanged    = 67 // EX_CHANGED: the upstream file changed under rollout; nothing written
 	exitLockLost   = 68 // EX_LOCK_LOST: the deploy lock is no longer ours
+
+	exitUnitMissing        = 69 // EX_UNIT_MISSING: an instance's unit is not installed
+	exitNginxBroken        = 70 // EX_NGINX_BROKEN: nginx -t fails before any change
+	exitUpstreamUnreadable = 71 // EX_UPSTREAM_UNREADABLE: the upstream file cannot be read
 )
 
 // sectionMark starts each part of a script's output: "@@rollout@@ NAME".

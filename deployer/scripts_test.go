@@ -21,7 +21,8 @@ import (
 // Every exit code a script declares is the Go side's constant of the same
 // name, and every constant is declared by some script.
 func TestScriptExitCodesAgree(t *testing.T) {
-	goSide := map[string]int{"EX_NGINX_TEST": exitNginxTest, "EX_OLD_WORKERS": exitOldWorkers, "EX_CHANGED": exitChanged, "EX_LOCK_LOST": exitLockLost}
+	goSide := map[string]int{"EX_NGINX_TEST": exitNginxTest, "EX_OLD_WORKERS": exitOldWorkers, "EX_CHANGED": exitChanged, "EX_LOCK_LOST": exitLockLost,
+		"EX_UNIT_MISSING": exitUnitMissing, "EX_NGINX_BROKEN": exitNginxBroken, "EX_UPSTREAM_UNREADABLE": exitUpstreamUnreadable}
 	declRE := regexp.MustCompile(`(?m)^readonly (EX_[A-Z_]+)=([0-9]+)$`)
 	seen := map[string]bool{}
 	files, err := fs.Glob(scriptFiles, "scripts/*.sh")

@@ -93,12 +93,21 @@ func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.remote.Preflight(ctx, s.cfg.Ports()); err != nil {
+			upstream, err := s.remote.Preflight(ctx, s.cfg.Ports())
+			var missing []int
+			if err == nil {
+				missing, err = checkUpstream(s.cfg, upstream)
+			}
+			if err != nil {
 				errs[i] = &StepError{Host: s.host, Step: StepPreflight, Err: err}
 				d.emit(Event{Host: s.host, Step: StepPreflight, Status: StatusFail, Duration: time.Since(s.t0), Message: err.Error()})
 				return
 			}
-			d.emit(Event{Host: s.host, Step: StepPreflight, Status: StatusOK, Duration: time.Since(s.t0)})
+			e := Event{Host: s.host, Step: StepPreflight, Status: StatusOK, Duration: time.Since(s.t0)}
+			if len(missing) > 0 {
+				e.Message = fmt.Sprintf("upstream %q has no server line for %v: they will be started, checked and added first", s.cfg.Nginx.Upstream, missing)
+			}
+			d.emit(e)
 			t0 := time.Now()
 			lock, err := acquireLock(ctx, s.cfg, s.host, s.remote, d.Holder, d.BreakStaleLock)
 			if err != nil {
@@ -107,11 +116,11 @@ func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
 				return
 			}
 			s.lock = lock
-			e := Event{Host: s.host, Step: StepLock, Status: StatusOK, Duration: time.Since(t0)}
+			le := Event{Host: s.host, Step: StepLock, Status: StatusOK, Duration: time.Since(t0)}
 			if msg := lock.TakeOverMessage(); msg != "" {
-				e.Status, e.Message = StatusWarn, msg
+				le.Status, le.Message = StatusWarn, msg
 			}
-			d.emit(e)
+			d.emit(le)
 		}()
 	}
 	wg.Wait()
@@ -153,4 +162,21 @@ func joinErrors(errs []error) error {
 		}
 	}
 	return merr.ErrorOrNil()
+}
+
+// checkUpstream checks, before any change, that the upstream file has the
+// configured upstream block and that it parses; it returns the instances
+// that have no server line in it yet (the reconcile adds them).
+func checkUpstream(cfg *Config, content []byte) ([]int, error) {
+	servers, err := upstreamServers(content, cfg.Nginx.Upstream, cfg.Nginx.ServerAddress)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (rollout edits the server lines of that block)", cfg.Nginx.UpstreamFile, err)
+	}
+	var missing []int
+	for _, p := range cfg.Ports() {
+		if _, ok := servers[p]; !ok {
+			missing = append(missing, p)
+		}
+	}
+	return missing, nil
 }
