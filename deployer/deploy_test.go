@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rollout-dev/rollout/sshexec"
 )
@@ -273,5 +274,32 @@ func TestSudoRefusalOrWarning(t *testing.T) {
 	refusal := &sshexec.ExitError{Code: 1, Stderr: "sudo: a password is required"}
 	if got := explainRemote(refusal, cfg).Error(); !strings.Contains(got, `sudo -n refused for user "deploy"`) {
 		t.Errorf("a refusal was not explained: %s", got)
+	}
+}
+
+// A release that crashes until systemd gives up is reported with the state
+// it ends in, the start limit named, not with the first one seen.
+func TestDeployCrashLoopReportsStartLimit(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001)
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\n", h)
+	d.Events = func(e Event) {
+		if e.Port == 3000 && e.Step == StepRestart && e.Status == StatusOK {
+			loop := unitState{ID: "my-app@3000.service", Active: "activating", Sub: "auto-restart", Restarts: 1}
+			failed := unitState{ID: "my-app@3000.service", Active: "failed", Sub: "failed", Restarts: 3,
+				Result: "start-limit-hit", StartLimitBurst: 3, StartLimitInterval: time.Minute}
+			h.mu.Lock()
+			h.units[3000].states = []unitState{loop, loop, loop, failed}
+			h.units[3000].healthy = false
+			h.mu.Unlock()
+		}
+	}
+	_, err := d.Deploy(testCtx(t))
+	var se *StepError
+	if !errors.As(err, &se) || se.Port != 3000 || !errors.Is(err, ErrRestarted) {
+		t.Fatalf("err = %v, want 3000 restarted by systemd", err)
+	}
+	want := "hit the start limit (StartLimitBurst=3 in 1m0s)"
+	if !strings.Contains(err.Error(), "later systemd reports failed/failed") || !strings.Contains(err.Error(), want) || !strings.Contains(se.Output, want) {
+		t.Errorf("error %q, output %q: want the final state and %q", err, se.Output, want)
 	}
 }

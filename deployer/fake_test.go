@@ -65,6 +65,9 @@ type fakeUnit struct {
 	enabled bool
 	healthy bool
 	srv     *httptest.Server
+	// states, when set, are what systemd reports next, one per reading
+	// (the last one stays): a crash loop, say.
+	states []unitState
 }
 
 // newFakeRemote is a host running ports, each in the upstream.
@@ -101,6 +104,13 @@ func (r *fakeRemote) unit(port int) *fakeUnit {
 }
 
 func (r *fakeRemote) state(port int) unitState {
+	if u, ok := r.units[port]; ok && len(u.states) > 0 {
+		s := u.states[0]
+		if len(u.states) > 1 {
+			u.states = u.states[1:]
+		}
+		return s
+	}
 	u, ok := r.units[port]
 	if !ok || !u.active {
 		return unitState{ID: fmt.Sprintf("my-app@%d.service", port), Load: "loaded", Active: "inactive", Sub: "dead"}

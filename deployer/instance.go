@@ -118,7 +118,11 @@ func (h *hostRun) afterFailure(ctx context.Context, port int, err error) error {
 	defer cancel()
 	if cerr := h.health.Wait(cctx, port, wait, h.cfg.Health.Interval, nil); cerr != nil {
 		h.leftOut = append(h.leftOut, port)
-		h.emit(port, StepUndrain, StatusSkip, time.Time{}, "left out of nginx: "+cerr.Error())
+		why := fmt.Sprintf("left out of nginx: checked again for %s, still not healthy", wait)
+		if errors.Is(cerr, ErrUnreachable) {
+			why = "left out of nginx: " + cerr.Error()
+		}
+		h.emit(port, StepUndrain, StatusSkip, time.Time{}, why)
 		var se *StepError
 		if errors.As(err, &se) {
 			se.LeftOut = true
@@ -211,7 +215,7 @@ func (h *hostRun) waitActive(ctx context.Context, port int, before, u unitState)
 		case u.Active == "failed" || u.Sub == "auto-restart" || (u.Active == "inactive" && fresh):
 			return u, fmt.Errorf("%w: systemd reports %s", ErrExited, u)
 		case time.Now().After(deadline):
-			return u, fmt.Errorf("not active after %s: systemd reports %s", h.cfg.Health.Timeout, u)
+			return u, fmt.Errorf("not active within health.timeout %s: systemd reports %s", h.cfg.Health.Timeout, u)
 		}
 		select {
 		case <-ctx.Done():
@@ -274,18 +278,51 @@ func (h *hostRun) waitStable(ctx context.Context, port int, was unitState) error
 	}
 }
 
+// settleTimeout bounds the wait for systemd to be done with a unit whose
+// process died: its restarts, then running again or given up on.
+const settleTimeout = 10 * time.Second
+
+// settle reads the unit's state; if its process died (cause), it waits
+// until systemd is done restarting it, at most settleTimeout, and says how
+// long it waited (0: the first reading was final).
+func (h *hostRun) settle(ctx context.Context, port int, cause error) (unitState, time.Duration, error) {
+	t0 := time.Now()
+	u, err := h.remote.UnitState(ctx, port)
+	if err != nil || !(errors.Is(cause, ErrExited) || errors.Is(cause, ErrRestarted)) {
+		return u, 0, err
+	}
+	for !u.settled() && time.Since(t0) < settleTimeout {
+		select {
+		case <-ctx.Done():
+			return u, time.Since(t0), nil
+		case <-time.After(250 * time.Millisecond):
+		}
+		if next, err := h.remote.UnitState(ctx, port); err == nil {
+			u = next
+		}
+	}
+	return u, time.Since(t0), nil
+}
+
 // appFailure builds the error for an instance that did not come up, with
 // what the app and systemd said since the restart.
 func (h *hostRun) appFailure(ctx context.Context, port int, step StepName, cause error, mark restartMark) error {
 	se := &StepError{Host: h.host, Port: port, Step: step, Err: cause}
-	if ctx.Err() != nil || errors.Is(cause, ErrUnreachable) || errors.Is(cause, sshexec.ErrConnectionLost) {
+	if ctx.Err() != nil {
+		se.Err = fmt.Errorf("interrupted (%v) during %s: %w", context.Cause(ctx), step, cause)
+		return se
+	}
+	if errors.Is(cause, ErrUnreachable) || errors.Is(cause, sshexec.ErrConnectionLost) {
 		return se // not the app's doing: nothing of its to show
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout+10*time.Second)
 	defer cancel()
 	var out string
-	if u, err := h.remote.UnitState(cctx, port); err == nil {
+	if u, waited, err := h.settle(cctx, port, cause); err == nil {
 		out = fmt.Sprintf("systemd: %s is %s\n", h.cfg.UnitName(port), u)
+		if waited > 0 {
+			se.Err = fmt.Errorf("%w; %s later systemd reports %s", cause, waited.Round(time.Millisecond), u)
+		}
 	}
 	if said, err := h.remote.AppOutput(cctx, port, mark, appOutputLines); err == nil {
 		out += said

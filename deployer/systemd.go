@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // unitState is what systemd says about one instance.
@@ -17,6 +18,26 @@ type unitState struct {
 	StartedAt uint64 // ExecMainStartTimestampMonotonic, µs
 	Restarts  int    // NRestarts
 	Memory    uint64 // MemoryCurrent, bytes; 0 when systemd does not say
+	Result    string // Result: success, exit-code, start-limit-hit, ...
+	// StartLimitBurst starts within StartLimitInterval make systemd give
+	// up on the unit (Result start-limit-hit).
+	StartLimitBurst    int
+	StartLimitInterval time.Duration
+}
+
+// settled reports whether systemd is done with the unit for now: running,
+// or given up on (failed), or stopped; not between two starts.
+func (u unitState) settled() bool {
+	return u.running() || u.Active == "failed" || u.Active == "inactive"
+}
+
+// hitStartLimit says so when systemd gave up on the unit because it
+// crashed too often.
+func (u unitState) hitStartLimit() string {
+	if u.Result != "start-limit-hit" {
+		return ""
+	}
+	return fmt.Sprintf("hit the start limit (StartLimitBurst=%d in %s): systemd will not start it again until reset", u.StartLimitBurst, u.StartLimitInterval)
 }
 
 // running reports whether systemd considers the instance up.
@@ -30,10 +51,13 @@ func (u unitState) String() string {
 	if u.Restarts > 0 {
 		s += fmt.Sprintf(", restarted %d times by systemd", u.Restarts)
 	}
+	if limit := u.hitStartLimit(); limit != "" {
+		s += ", " + limit
+	}
 	return s
 }
 
-const unitProps = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts"
+const unitProps = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts,Result,StartLimitBurst,StartLimitIntervalUSec"
 
 // parseUnitStates parses `systemctl show -p unitProps UNIT...` output:
 // KEY=VALUE lines, one block per unit, blocks separated by blank lines.
@@ -73,6 +97,12 @@ func parseUnitStates(out string) (map[string]unitState, error) {
 			cur.StartedAt, err = strconv.ParseUint(v, 10, 64)
 		case "NRestarts":
 			cur.Restarts, err = strconv.Atoi(v)
+		case "Result":
+			cur.Result = v
+		case "StartLimitBurst":
+			cur.StartLimitBurst, _ = strconv.Atoi(v)
+		case "StartLimitIntervalUSec":
+			cur.StartLimitInterval = parseSystemdSpan(v)
 		case "MemoryCurrent":
 			cur.Memory, _ = strconv.ParseUint(v, 10, 64) // "[not set]" without accounting
 		}
@@ -119,4 +149,19 @@ func unitLogFiles(catOutput, unit string) []string {
 		}
 	}
 	return files
+}
+
+// parseSystemdSpan reads a time span as systemctl show prints it ("1min",
+// "10s", "1min 30s", "500ms", "infinity"); 0 when it cannot.
+func parseSystemdSpan(v string) time.Duration {
+	var total time.Duration
+	for _, f := range strings.Fields(v) {
+		f = strings.Replace(f, "min", "m", 1)
+		d, err := time.ParseDuration(f)
+		if err != nil {
+			return 0
+		}
+		total += d
+	}
+	return total
 }

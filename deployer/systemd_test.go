@@ -3,6 +3,7 @@ package deployer
 import (
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestParseUnitStates(t *testing.T) {
@@ -46,5 +47,25 @@ StandardError=file:/var/log/%p/%N.err
 	}
 	if got := unitLogFiles("[Service]\nStandardOutput=journal\n", "a@1"); len(got) != 0 {
 		t.Errorf("journal unit: got %v, want none", got)
+	}
+}
+
+func TestParseSystemdSpan(t *testing.T) {
+	for in, want := range map[string]time.Duration{"1min": time.Minute, "10s": 10 * time.Second, "1min 30s": 90 * time.Second,
+		"500ms": 500 * time.Millisecond, "1h 2min": time.Hour + 2*time.Minute, "infinity": 0, "": 0} {
+		if got := parseSystemdSpan(in); got != want {
+			t.Errorf("%q: %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestStartLimitInState(t *testing.T) {
+	states, err := parseUnitStates("Id=my-app@3000.service\nActiveState=failed\nSubState=failed\nMainPID=0\nNRestarts=3\nResult=start-limit-hit\nStartLimitBurst=3\nStartLimitIntervalUSec=1min\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := states["my-app@3000"]
+	if got := u.String(); got != "failed/failed, restarted 3 times by systemd, hit the start limit (StartLimitBurst=3 in 1m0s): systemd will not start it again until reset" || !u.settled() {
+		t.Errorf("%q (settled %v)", got, u.settled())
 	}
 }
