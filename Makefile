@@ -40,8 +40,8 @@ lint:
 
 # Debian packages the testbed and lint need (idempotent; quiet when present).
 deps:
-	@if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null || ! command -v ip >/dev/null || ! command -v shellcheck >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container debootstrap iproute2 shellcheck >/dev/null; \
+	@if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null || ! command -v ip >/dev/null || ! command -v shellcheck >/dev/null || ! command -v nft >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container debootstrap iproute2 shellcheck nftables >/dev/null; \
 	fi
 	@$(GO) mod download
 

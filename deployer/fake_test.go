@@ -257,6 +257,12 @@ func (r *fakeRemote) DialContext(ctx context.Context, network, addr string) (net
 	return d.DialContext(ctx, network, u.srv.Listener.Addr().String())
 }
 
+func (r *fakeRemote) Alive(context.Context) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return false, r.fault("Alive")
+}
+
 func (r *fakeRemote) AcquireLock(context.Context, LockInfo, bool, string) (LockState, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
 	"sync"
@@ -47,8 +48,27 @@ func newHostRun(d *Deployer, s *session, stop <-chan struct{}) *hostRun {
 func newHealthCheck(cfg *Config, r remote) healthcheck.HTTP {
 	return healthcheck.HTTP{Dial: r.DialContext, Host: cfg.Nginx.ServerAddress, Path: cfg.Health.Path,
 		Status: cfg.Health.Status, AttemptTimeout: cfg.Health.AttemptTimeout,
-		Permanent: func(err error) bool { return errors.Is(err, ErrUnreachable) }}
+		Permanent: func(err error) bool { return errors.Is(err, ErrUnreachable) },
+		Explain: func(ctx context.Context, err error) error {
+			// A check that timed out may mean the connection went silent
+			// (packets dropped, no reset): ask it before blaming the app.
+			var ne net.Error
+			if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+				return err
+			}
+			switch reconnected, aerr := r.Alive(ctx); {
+			case aerr != nil && ctx.Err() == nil:
+				return aerr
+			case reconnected:
+				return fmt.Errorf("%w: %w", errReconnected, err)
+			}
+			return err
+		}}
 }
+
+// errReconnected: a check failed because the connection had gone; rollout
+// reconnected, and the check is worth making again.
+var errReconnected = errors.New("the connection was lost and made again")
 
 func (h *hostRun) emit(port int, step StepName, status StepStatus, t0 time.Time, msg string) {
 	e := Event{Host: h.host, Port: port, Step: step, Status: status, Message: msg}

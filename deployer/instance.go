@@ -257,7 +257,7 @@ func (h *hostRun) waitStable(ctx context.Context, port int, was unitState) error
 		if err := h.stillSame(ctx, port, was); err != nil {
 			return err
 		}
-		if err := h.health.Check(ctx, port); err != nil {
+		if err := h.health.Check(ctx, port); err != nil && !errors.Is(err, errReconnected) {
 			switch {
 			case ctx.Err() != nil:
 				return fmt.Errorf("interrupted while it had to stay healthy for %s: %w", h.cfg.Health.MinHealthy, ctx.Err())
@@ -279,8 +279,12 @@ func (h *hostRun) waitStable(ctx context.Context, port int, was unitState) error
 }
 
 // settleTimeout bounds the wait for systemd to be done with a unit whose
-// process died: its restarts, then running again or given up on.
-const settleTimeout = 10 * time.Second
+// process died: its restarts, then running again (the same process for
+// settleRunning) or given up on.
+const (
+	settleTimeout = 15 * time.Second
+	settleRunning = 3 * time.Second
+)
 
 // settle reads the unit's state; if its process died (cause), it waits
 // until systemd is done restarting it, at most settleTimeout, and says how
@@ -291,15 +295,26 @@ func (h *hostRun) settle(ctx context.Context, port int, cause error) (unitState,
 	if err != nil || !(errors.Is(cause, ErrExited) || errors.Is(cause, ErrRestarted)) {
 		return u, 0, err
 	}
-	for !u.settled() && time.Since(t0) < settleTimeout {
+	// A crash loop runs between its crashes: running counts as settled
+	// only once the same process has run for settleRunning.
+	since := time.Now()
+	for time.Since(t0) < settleTimeout {
+		if u.Active == "failed" || u.Active == "inactive" || (u.running() && time.Since(since) >= settleRunning) {
+			break
+		}
 		select {
 		case <-ctx.Done():
 			return u, time.Since(t0), nil
 		case <-time.After(250 * time.Millisecond):
 		}
-		if next, err := h.remote.UnitState(ctx, port); err == nil {
-			u = next
+		next, err := h.remote.UnitState(ctx, port)
+		if err != nil {
+			continue
 		}
+		if next.MainPID != u.MainPID || !next.running() {
+			since = time.Now()
+		}
+		u = next
 	}
 	return u, time.Since(t0), nil
 }

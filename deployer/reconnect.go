@@ -192,6 +192,13 @@ func (rc *reconnecting) Hook(ctx context.Context, command string, env []string) 
 	return out, err
 }
 
+func (rc *reconnecting) Alive(ctx context.Context) (bool, error) {
+	_, gen := rc.current()
+	err := rc.do(ctx, func(r remote) error { _, err := r.Alive(ctx); return err })
+	_, now := rc.current()
+	return now != gen, err
+}
+
 func (rc *reconnecting) DialContext(ctx context.Context, network, addr string) (c net.Conn, err error) {
 	err = rc.do(ctx, func(r remote) error { c, err = r.DialContext(ctx, network, addr); return err })
 	return c, err

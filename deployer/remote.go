@@ -51,6 +51,9 @@ type remote interface {
 	Hook(ctx context.Context, command string, env []string) (string, error)
 	// DialContext opens a TCP connection from the host (health checks).
 	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	// Alive checks that the connection to the host is up; it says whether
+	// it had to reconnect, and fails when the host stays unreachable.
+	Alive(ctx context.Context) (reconnected bool, err error)
 
 	// AcquireLock takes the deploy lock with info, or returns its state.
 	// With breakStale it takes over a stale lock; with takeOver, the lock

@@ -385,6 +385,14 @@ func (r sshRemote) DialContext(ctx context.Context, network, addr string) (net.C
 	return r.conn.DialContext(ctx, network, addr)
 }
 
+// Alive asks the connection, when it can tell (*sshexec.Client can).
+func (r sshRemote) Alive(ctx context.Context) (bool, error) {
+	if c, ok := r.conn.(interface{ Alive(context.Context) error }); ok {
+		return false, c.Alive(ctx)
+	}
+	return false, nil
+}
+
 func (r sshRemote) AcquireLock(ctx context.Context, info LockInfo, breakStale bool, takeOver string) (LockState, bool, error) {
 	b, err := json.Marshal(info)
 	if err != nil {

@@ -25,12 +25,6 @@ type unitState struct {
 	StartLimitInterval time.Duration
 }
 
-// settled reports whether systemd is done with the unit for now: running,
-// or given up on (failed), or stopped; not between two starts.
-func (u unitState) settled() bool {
-	return u.running() || u.Active == "failed" || u.Active == "inactive"
-}
-
 // hitStartLimit says so when systemd gave up on the unit because it
 // crashed too often.
 func (u unitState) hitStartLimit() string {

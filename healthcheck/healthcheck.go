@@ -36,6 +36,10 @@ type HTTP struct {
 	// Permanent, when set, says which failures retrying cannot cure (the
 	// way to the instance is gone): Wait returns them at once.
 	Permanent func(error) bool
+	// Explain, when set, is given each failed attempt's error (and the
+	// caller's context, not the attempt's) and returns the error to act
+	// on: the same, or why the instance could not be reached at all.
+	Explain func(ctx context.Context, err error) error
 }
 
 // StatusError is a health response with an unexpected status.
@@ -55,6 +59,14 @@ func (e *StatusError) Error() string {
 // Check makes one request to the instance on port and returns nil if it
 // answered the expected status.
 func (h HTTP) Check(ctx context.Context, port int) error {
+	err := h.check(ctx, port)
+	if err != nil && h.Explain != nil {
+		err = h.Explain(ctx, err)
+	}
+	return err
+}
+
+func (h HTTP) check(ctx context.Context, port int) error {
 	ctx, cancel := context.WithTimeout(ctx, h.AttemptTimeout)
 	defer cancel()
 	dial := h.Dial

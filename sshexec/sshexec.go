@@ -434,6 +434,18 @@ func (c *Client) lost(err error) error {
 	return fmt.Errorf("%w to %s: %w", ErrConnectionLost, c.host, err)
 }
 
+// Alive asks the other end whether the connection is up (a keepalive, at
+// most probeTimeout): nil if it is, else an ErrConnectionLost, and the
+// connection is closed for good. A connection whose packets are silently
+// dropped is found out here in seconds, rather than when keepalives time
+// out.
+func (c *Client) Alive(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.lost(errors.New("no answer to a keepalive"))
+}
+
 // Host is the "host:port" label used in messages.
 func (c *Client) Host() string { return c.host }
 
