@@ -26,9 +26,13 @@ type unitState struct {
 }
 
 // hitStartLimit says so when systemd gave up on the unit because it
-// crashed too often.
+// crashed too often: its Result says so, or (as systemd 252 reports an
+// automatic restart refused by the limit) it failed after as many starts
+// as StartLimitBurst allows.
 func (u unitState) hitStartLimit() string {
-	if u.Result != "start-limit-hit" {
+	limit := u.Result == "start-limit-hit" ||
+		(u.Active == "failed" && u.StartLimitBurst > 0 && u.Restarts > 0 && u.Restarts+1 >= u.StartLimitBurst)
+	if !limit {
 		return ""
 	}
 	return fmt.Sprintf("hit the start limit (StartLimitBurst=%d in %s): systemd will not start it again until reset", u.StartLimitBurst, u.StartLimitInterval)

@@ -60,6 +60,11 @@ func TestParseSystemdSpan(t *testing.T) {
 }
 
 func TestStartLimitInState(t *testing.T) {
+	// systemd 252: the refused automatic restart leaves Result=exit-code.
+	states, _ := parseUnitStates("Id=my-app@3001.service\nActiveState=failed\nSubState=failed\nNRestarts=3\nResult=exit-code\nStartLimitBurst=3\nStartLimitIntervalUSec=1min\n\nId=my-app@3002.service\nActiveState=failed\nSubState=failed\nNRestarts=0\nResult=exit-code\nStartLimitBurst=3\n")
+	if states["my-app@3001"].hitStartLimit() == "" || states["my-app@3002"].hitStartLimit() != "" {
+		t.Errorf("start limit: %+v", states)
+	}
 	states, err := parseUnitStates("Id=my-app@3000.service\nActiveState=failed\nSubState=failed\nMainPID=0\nNRestarts=3\nResult=start-limit-hit\nStartLimitBurst=3\nStartLimitIntervalUSec=1min\n")
 	if err != nil {
 		t.Fatal(err)

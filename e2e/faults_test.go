@@ -384,6 +384,8 @@ func TestFaultStartLimit(t *testing.T) {
 	})
 	if code != 1 || !strings.Contains(out, "hit the start limit (StartLimitBurst=3 in 1m0s)") || !strings.Contains(out, "FATAL: required environment variable PAYMENT_API_KEY") {
 		t.Errorf("exit %d; want 1, the start limit and the app's words", code)
+		st, _ := fleet.Run(context.Background(), h, "systemctl show -p Result,NRestarts,ActiveState,SubState,StartLimitBurst,StartLimitIntervalUSec my-app@3000; journalctl -u my-app@3000 --no-pager | tail -n 8")
+		t.Logf("the unit now:\n%s", st)
 	}
 	noFailedRequests(t, res)
 }
