@@ -100,6 +100,13 @@ func jobSummary(rep *deployer.Report, err error) string {
 		fence := codeFence(f.Output)
 		fmt.Fprintf(&b, "\n**%s:%d did not come up**; what it said since the restart:\n\n%stext\n%s\n%s\n", mdCell(f.Host), f.Port, fence, strings.TrimRight(f.Output, "\n"), fence)
 	}
+	if rep != nil {
+		for _, h := range rep.Hosts {
+			if h.Next != "" {
+				fmt.Fprintf(&b, "\n**Next, for %s:** %s\n", mdCell(h.Host), mdCell(h.Next))
+			}
+		}
+	}
 	b.WriteString("\n")
 	return b.String()
 }

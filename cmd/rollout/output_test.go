@@ -195,3 +195,20 @@ func TestJSONOutput(t *testing.T) {
 		t.Errorf("app_output %+v", app)
 	}
 }
+
+// A host rollout could not get back to ends the summary with what to do,
+// in the text and in the job summary.
+func TestNextStepShown(t *testing.T) {
+	rep := &deployer.Report{Op: "deploy", Version: "v2", Duration: time.Second, Hosts: []deployer.HostReport{
+		{Host: "web1", Outcome: deployer.HostFailed, LeftOut: []int{3001}, Error: "host unreachable",
+			Next: "web1 could not be reached again; run `rollout deploy --version v2` again"},
+	}}
+	err := fmt.Errorf("host unreachable")
+	stdout, _ := render(outputOptions{}, nil, rep, err)
+	if !strings.HasSuffix(stdout, "deploy v2: FAILED in 1s\nnext: web1 could not be reached again; run `rollout deploy --version v2` again\n") {
+		t.Errorf("stdout:\n%s", stdout)
+	}
+	if sum := jobSummary(rep, err); !strings.Contains(sum, "**Next, for web1:** web1 could not be reached again") {
+		t.Errorf("job summary:\n%s", sum)
+	}
+}
