@@ -78,7 +78,10 @@ func (h *hostRun) emit(port int, step StepName, status StepStatus, t0 time.Time,
 	h.d.emit(e)
 }
 
-func (h *hostRun) stopped() bool { return stopped(h.stop) }
+// stopped reports whether the host must not start anything more: another
+// host failed, or the deploy was interrupted (seen here at once, not only
+// once the fleet has heard of it).
+func (h *hostRun) stopped(ctx context.Context) bool { return ctx.Err() != nil || stopped(h.stop) }
 
 // deploy runs the host's before-hooks, reconciles its instances with the
 // config, restarts every instance (those serving nothing first), and runs
@@ -106,7 +109,7 @@ func (h *hostRun) deploy(ctx context.Context) (err error) {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
 	}
 	for _, port := range h.order(ctx, st) {
-		if h.stopped() {
+		if h.stopped(ctx) {
 			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: ErrStopped}
 		}
 		if h.added[port] {

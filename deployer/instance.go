@@ -29,7 +29,7 @@ func (h *hostRun) instance(ctx context.Context, port int) (err error) {
 		return err
 	}
 	drained = true
-	if h.stopped() {
+	if h.stopped(ctx) {
 		return fail(StepRestart, ErrStopped)
 	}
 

@@ -40,7 +40,7 @@ func (h *hostRun) reconcile(ctx context.Context) (bool, error) {
 		if _, ok := servers[p]; ok {
 			continue
 		}
-		if h.stopped() {
+		if h.stopped(ctx) {
 			return true, &StepError{Host: h.host, Port: p, Step: StepScale, Err: ErrStopped}
 		}
 		if err := h.addInstance(ctx, p); err != nil {
@@ -49,7 +49,7 @@ func (h *hostRun) reconcile(ctx context.Context) (bool, error) {
 	}
 	removed := 0
 	for _, p := range surplus {
-		if h.stopped() {
+		if h.stopped(ctx) {
 			return true, &StepError{Host: h.host, Port: p, Step: StepScale, Err: ErrStopped}
 		}
 		ours, err := h.remote.IsInstance(ctx, p)
