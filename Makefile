@@ -5,8 +5,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 GO ?= go
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+FUZZTIME ?= 10s
 
-.PHONY: build install test unit e2e bench demo lint deps clean
+.PHONY: build install test unit fuzz e2e bench demo lint deps clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/rollout ./cmd/rollout
@@ -14,11 +15,18 @@ build:
 install:
 	$(GO) install -ldflags "$(LDFLAGS)" ./cmd/rollout
 
-# Everything: lint, unit tests with the race detector, then the real-host tests.
-test: deps lint unit e2e
+# Everything: lint, unit tests with the race detector, the fuzz tests, then
+# the real-host tests.
+test: deps lint unit fuzz e2e
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+# Each fuzz test for FUZZTIME (make fuzz FUZZTIME=5m); go test -fuzz takes
+# one at a time. Failing inputs stay in deployer/testdata/fuzz as seeds.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./deployer/
+	$(GO) test -run '^$$' -fuzz '^FuzzUpstreamEdit$$' -fuzztime $(FUZZTIME) ./deployer/
 
 # Real hosts: boots systemd-nspawn containers (root). One package at a time:
 # they share the machine's testbed.

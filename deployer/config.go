@@ -3,6 +3,7 @@ package deployer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -204,19 +205,49 @@ func (c *Config) LogFiles(port int) []string {
 	return files
 }
 
-// LoadConfig reads and checks the config file at path.
+// LoadConfig reads and checks the config file at path. A file over 1 MiB
+// is refused without being read.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if info.Size() > maxConfigSize {
+		return nil, sizeError(path, info.Size())
+	}
+	// One byte more than allowed, in case the file grew since Stat.
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > maxConfigSize {
+		size := int64(len(data))
+		if info, err := f.Stat(); err == nil {
+			size = max(size, info.Size())
+		}
+		return nil, sizeError(path, size)
 	}
 	return ParseConfig(path, data)
 }
 
-// ParseConfig parses and checks a config; name is the file's name in
-// errors. It reports every problem, in line order, each as
-// "name:line: key: problem".
+// ParseConfig parses and checks a config of at most 1 MiB; name is the
+// file's name in errors. It reports the problems in line order, each as
+// "name:line: key: problem" (the first maxErrors, then how many more).
 func ParseConfig(name string, data []byte) (*Config, error) {
+	if len(data) > maxConfigSize {
+		return nil, sizeError(name, int64(len(data)))
+	}
+	return parseConfig(name, data)
+}
+
+// parseConfig is ParseConfig without the bound on the size of data; each
+// value is still bounded.
+func parseConfig(name string, data []byte) (*Config, error) {
 	root, err := document(name, data)
 	if err != nil {
 		return nil, err
@@ -234,11 +265,12 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 }
 
 // Validate checks the whole config, e.g. again after flags changed it. It
-// reports every problem, one per line, as "key: problem".
+// reports the problems, one per line, as "key: problem" (the first
+// maxErrors, then how many more).
 func (c *Config) Validate() error {
-	var errs []error
+	var errs []*configError
 	for _, pr := range c.problems() {
 		errs = append(errs, &configError{key: pr.key, err: pr.err})
 	}
-	return errors.Join(errs...)
+	return joinProblems("", errs)
 }

@@ -10,9 +10,41 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
+
+// Bounds of a config: a real rollout.yaml is a few KB, and its longest
+// values (hooks, commands) a line or a short script.
+const (
+	maxConfigSize = 1 << 20 // bytes of the file
+	maxValueLen   = 4096    // characters of any one scalar value
+	maxQuoted     = 200     // bytes of a value quoted in an error
+	maxErrors     = 20      // problems listed; the rest are counted
+)
+
+// sizeError refuses the file named name, of size bytes.
+func sizeError(name string, size int64) error {
+	return &configError{file: name, err: fmt.Errorf("the file is %d bytes; a config is at most 1 MiB (%d bytes)", size, maxConfigSize)}
+}
+
+// quoteValue quotes a user's value for an error message: at most its first
+// maxQuoted bytes (cut on a rune boundary), then its length when cut.
+func quoteValue(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := 0 // after the last rune (or invalid byte) that fits
+	for cut < len(s) {
+		_, size := utf8.DecodeRuneInString(s[cut:])
+		if cut+size > maxQuoted {
+			break
+		}
+		cut += size
+	}
+	return fmt.Sprintf("%s…(%d bytes)", strconv.Quote(s[:cut]), len(s))
+}
 
 // configError is one problem, located as precisely as known.
 type configError struct {
@@ -91,17 +123,23 @@ type parser struct {
 	errs  []*configError
 	nodes map[string]*yaml.Node // by key path
 	lines map[string]int        // by key path: the key's line, or the list item's
-	bad   map[string]bool       // key paths that had the wrong type
+	bad   map[string]bool       // key paths that had the wrong type, or too long a value
+	// badUnder holds each bad key path and its ancestors but the top
+	// level: the key paths with a bad one at or below them.
+	badUnder map[string]bool
 }
 
 // newParser is a parser of the file named file.
 func newParser(file string) *parser {
-	return &parser{file: file, nodes: map[string]*yaml.Node{}, lines: map[string]int{}, bad: map[string]bool{}}
+	return &parser{file: file, nodes: map[string]*yaml.Node{}, lines: map[string]int{}, bad: map[string]bool{}, badUnder: map[string]bool{}}
 }
 
 // fail reports that key has the wrong type (or value).
 func (p *parser) fail(key string, err error) {
 	p.bad[key] = true
+	for k := key; k != ""; k = parent(k) {
+		p.badUnder[k] = true
+	}
 	p.errs = append(p.errs, &configError{file: p.file, line: p.lineOf(key), key: key, err: err})
 }
 
@@ -111,9 +149,34 @@ func (p *parser) lineOf(key string) int {
 		if line, ok := p.lines[key]; ok {
 			return line
 		}
-		key = key[:max(strings.LastIndexAny(key, ".["), 0)]
+		key = parent(key)
 	}
 	return 0
+}
+
+// parent is the key path of the mapping or list holding key: "health" for
+// "health.timeout", "hosts" for "hosts[1]", "" for "hosts".
+func parent(key string) string {
+	return key[:max(strings.LastIndexAny(key, ".["), 0)]
+}
+
+// node is the node at key, if given. A scalar longer than maxValueLen
+// characters is refused (once) and counts as absent: the key then has no
+// other problem.
+func (p *parser) node(key string) (*yaml.Node, bool) {
+	n, ok := p.nodes[key]
+	if !ok {
+		return nil, false
+	}
+	if n.Kind == yaml.ScalarNode && len(n.Value) > maxValueLen {
+		if chars := utf8.RuneCountInString(n.Value); chars > maxValueLen {
+			if !p.bad[key] {
+				p.fail(key, fmt.Errorf("is %d characters long; at most %d", chars, maxValueLen))
+			}
+			return nil, false
+		}
+	}
+	return n, true
 }
 
 // report adds the problems Validate finds, located in the file, except
@@ -126,17 +189,19 @@ func (p *parser) report(problems []problem) {
 	}
 }
 
-// skip says whether a validation problem only repeats a type error.
+// skip says whether a validation problem only repeats a type error: one
+// of its key or deps is a bad key, or is above or below one. It takes a
+// look-up per ancestor of each, not one per bad key: a file may have many.
 func (p *parser) skip(pr problem) bool {
 	if p.bad[""] {
 		return true // the file is not a mapping: nothing else is worth saying
 	}
-	related := func(a, b string) bool {
-		return a == b || strings.HasPrefix(b, a+".") || strings.HasPrefix(b, a+"[")
-	}
-	for b := range p.bad {
-		for _, key := range append([]string{pr.key}, pr.deps...) {
-			if related(b, key) || related(key, b) {
+	for _, key := range append([]string{pr.key}, pr.deps...) {
+		if p.badUnder[key] {
+			return true
+		}
+		for k := key; k != ""; k = parent(k) {
+			if p.bad[k] {
 				return true
 			}
 		}
@@ -144,14 +209,27 @@ func (p *parser) skip(pr problem) bool {
 	return false
 }
 
-// err joins every error found, in line order; nil if there is none.
+// err joins the errors found, in line order (the first maxErrors of
+// them); nil if there is none.
 func (p *parser) err() error {
 	slices.SortStableFunc(p.errs, func(a, b *configError) int { return a.line - b.line })
-	errs := make([]error, len(p.errs))
-	for i, e := range p.errs {
-		errs[i] = e
+	return joinProblems(p.file, p.errs)
+}
+
+// joinProblems joins the first maxErrors of errs, one per line, and then
+// counts the others in a last line naming file (if not empty).
+func joinProblems(file string, errs []*configError) error {
+	var joined []error
+	for _, e := range errs[:min(len(errs), maxErrors)] {
+		joined = append(joined, e)
 	}
-	return errors.Join(errs...)
+	switch more := len(errs) - maxErrors; {
+	case more == 1:
+		joined = append(joined, &configError{file: file, err: errors.New("and 1 more problem")})
+	case more > 1:
+		joined = append(joined, &configError{file: file, err: fmt.Errorf("and %d more problems", more)})
+	}
+	return errors.Join(joined...)
 }
 
 // mapping records the children of the mapping at path, reporting unknown and
@@ -174,7 +252,7 @@ func (p *parser) mapping(path string, known ...string) bool {
 		key := join(path, k.Value)
 		switch first, dup := p.lines[key]; {
 		case !slices.Contains(known, k.Value):
-			msg := fmt.Sprintf("unknown key %q (in %s)", k.Value, where)
+			msg := fmt.Sprintf("unknown key %s (in %s)", quoteValue(k.Value), where)
 			if s := closest(k.Value, known); s != "" {
 				msg += fmt.Sprintf("; did you mean %q?", s)
 			}
@@ -215,7 +293,7 @@ func (p *parser) list(key string) (int, bool) {
 
 // readStr reads the string at key, if given.
 func (p *parser) readStr(key string, dst *string) {
-	n, ok := p.nodes[key]
+	n, ok := p.node(key)
 	switch {
 	case !ok:
 	case n.Kind != yaml.ScalarNode || n.Tag == "!!null":
@@ -241,7 +319,7 @@ func (p *parser) readStrs(key string, dst *[]string) {
 
 // readInt reads the whole number at key; false if absent or not one.
 func (p *parser) readInt(key string, dst *int) bool {
-	n, ok := p.nodes[key]
+	n, ok := p.node(key)
 	if !ok {
 		return false
 	}
@@ -254,14 +332,14 @@ func (p *parser) readInt(key string, dst *int) bool {
 
 // readBool reads true or false at key, if given.
 func (p *parser) readBool(key string, dst *bool) {
-	if n, ok := p.nodes[key]; ok && (n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || n.Decode(dst) != nil) {
+	if n, ok := p.node(key); ok && (n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || n.Decode(dst) != nil) {
 		p.fail(key, fmt.Errorf("must be true or false, got %s", describe(n)))
 	}
 }
 
 // readDuration reads the duration at key, if given.
 func (p *parser) readDuration(key string, dst *time.Duration) {
-	n, ok := p.nodes[key]
+	n, ok := p.node(key)
 	if !ok {
 		return
 	}
@@ -271,7 +349,7 @@ func (p *parser) readDuration(key string, dst *time.Duration) {
 	case n.Kind != yaml.ScalarNode || numErr == nil || err != nil:
 		p.fail(key, fmt.Errorf(`must be a duration like "30s", got %s`, describe(n)))
 	case d < 0:
-		p.fail(key, fmt.Errorf("must not be negative, got %q", n.Value))
+		p.fail(key, fmt.Errorf("must not be negative, got %s", quoteValue(n.Value)))
 	default:
 		*dst = d
 	}
@@ -279,7 +357,7 @@ func (p *parser) readDuration(key string, dst *time.Duration) {
 
 // readSudo reads auto, true or false, the last two also as YAML booleans.
 func (p *parser) readSudo(key string, dst *string) {
-	n, ok := p.nodes[key]
+	n, ok := p.node(key)
 	if !ok {
 		return
 	}
@@ -370,7 +448,7 @@ func describe(n *yaml.Node) string {
 	case n.Tag == "!!null":
 		return "nothing"
 	}
-	return strconv.Quote(n.Value)
+	return quoteValue(n.Value)
 }
 
 // field is a key of a mapping, or a few keys read together, and how to read

@@ -6,6 +6,7 @@ import (
 	"net"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,7 +51,7 @@ func (c *Config) problems() []problem {
 	c.SSH.check(&cs)
 	c.Notify.problems(cs.add)
 	if !slices.Contains([]string{"auto", "true", "false"}, c.Sudo) {
-		cs.add("sudo", fmt.Errorf("must be auto, true or false, got %q", c.Sudo))
+		cs.add("sudo", fmt.Errorf("must be auto, true or false, got %s", quoteValue(c.Sudo)))
 	}
 	c.checkPorts(&cs)
 	c.Nginx.check(&cs)
@@ -83,7 +84,7 @@ func (c *Config) checkHosts(cs *checks) {
 	for i, h := range c.Hosts {
 		key := fmt.Sprintf("hosts[%d]", i)
 		if net.ParseIP(h) == nil && (len(h) > 253 || !hostnameRE.MatchString(h)) {
-			cs.add(key, fmt.Errorf("must be a host name or an IP address, got %q", h))
+			cs.add(key, fmt.Errorf("must be a host name or an IP address, got %s", quoteValue(h)))
 			continue
 		}
 		id := strings.ToLower(h)
@@ -91,7 +92,7 @@ func (c *Config) checkHosts(cs *checks) {
 			id = ip.String()
 		}
 		if j, dup := seen[id]; dup {
-			cs.add(key, fmt.Errorf("%q is listed twice (also hosts[%d])", h, j))
+			cs.add(key, fmt.Errorf("%s is listed twice (also hosts[%d])", quoteValue(h), j))
 		}
 		seen[id] = i
 	}
@@ -106,7 +107,7 @@ func (s SSHConfig) check(cs *checks) {
 	if s.Jump != "" {
 		for _, hop := range strings.Split(s.Jump, ",") {
 			if _, _, _, err := sshexec.ParseJump(hop); err != nil {
-				cs.add("ssh.jump", err)
+				cs.add("ssh.jump", boundQuote(err, hop))
 				break
 			}
 		}
@@ -118,6 +119,15 @@ func (s SSHConfig) check(cs *checks) {
 	if s.Reconnect < 0 || s.Reconnect > 10*time.Minute {
 		cs.add("ssh.reconnect", fmt.Errorf("must be 0s (never) ..10m, got %s", s.Reconnect))
 	}
+}
+
+// boundQuote is err, which quotes s whole, with s quoted by quoteValue
+// instead (the same error when s is short).
+func boundQuote(err error, s string) error {
+	if len(s) <= maxQuoted {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), strconv.Quote(s), quoteValue(s)))
 }
 
 // checkPorts checks the instances' ports and min_serving against them.
@@ -151,7 +161,7 @@ func (n NginxConfig) check(cs *checks) {
 		cs.add("nginx.upstream", match(upstreamRE, n.Upstream, `an upstream name: letters, digits, "_", "." or "-"`))
 	}
 	if n.ServerAddress != "localhost" && net.ParseIP(n.ServerAddress) == nil {
-		cs.add("nginx.server_address", fmt.Errorf(`must be an IP address or "localhost", got %q`, n.ServerAddress))
+		cs.add("nginx.server_address", fmt.Errorf(`must be an IP address or "localhost", got %s`, quoteValue(n.ServerAddress)))
 	}
 	cs.add("nginx.test_command", validCommand(n.TestCommand))
 	if n.ReloadCommand != "" { // empty: SIGHUP to the master in pid_file
@@ -187,7 +197,7 @@ func (h Hooks) check(cs *checks) {
 	}{{"hooks.before", h.Before}, {"hooks.after", h.After}, {"hooks.host_before", h.HostBefore}, {"hooks.host_after", h.HostAfter}} {
 		for i, cmd := range hook.commands {
 			if strings.TrimSpace(cmd) == "" || strings.ContainsRune(cmd, 0) {
-				cs.add(fmt.Sprintf("%s[%d]", hook.key, i), fmt.Errorf("must be a non-empty command without NUL bytes, got %q", cmd))
+				cs.add(fmt.Sprintf("%s[%d]", hook.key, i), fmt.Errorf("must be a non-empty command without NUL bytes, got %s", quoteValue(cmd)))
 			}
 		}
 	}
@@ -199,7 +209,7 @@ func match(re *regexp.Regexp, s, what string) error {
 	case s == "":
 		return errors.New("required")
 	case !re.MatchString(s):
-		return fmt.Errorf("must be %s, got %q", what, s)
+		return fmt.Errorf("must be %s, got %s", what, quoteValue(s))
 	}
 	return nil
 }
@@ -210,11 +220,11 @@ func validUnit(s string) error {
 	at := strings.Index(s, "@")
 	switch {
 	case strings.Count(s, "{port}") != 1:
-		return fmt.Errorf(`must contain {port} exactly once, like "my-app@{port}", got %q`, s)
+		return fmt.Errorf(`must contain {port} exactly once, like "my-app@{port}", got %s`, quoteValue(s))
 	case !unitCharsRE.MatchString(strings.Replace(s, "{port}", "", 1)):
-		return fmt.Errorf("may only contain letters, digits and : _ . @ - besides {port}, got %q", s)
+		return fmt.Errorf("may only contain letters, digits and : _ . @ - besides {port}, got %s", quoteValue(s))
 	case at < 1 || at > strings.Index(s, "{port}"):
-		return fmt.Errorf(`must be a systemd template instance, a name then "@" then {port}, like "my-app@{port}", got %q`, s)
+		return fmt.Errorf(`must be a systemd template instance, a name then "@" then {port}, like "my-app@{port}", got %s`, quoteValue(s))
 	}
 	return nil
 }
@@ -237,13 +247,13 @@ func validPath(s string, portOK bool) error {
 	case s == "":
 		return errors.New("required")
 	case !strings.HasPrefix(s, "/"):
-		return fmt.Errorf("must be an absolute path, got %q", s)
+		return fmt.Errorf("must be an absolute path, got %s", quoteValue(s))
 	case !pathRE.MatchString(bare) && portOK:
-		return fmt.Errorf("may only contain letters, digits, . _ - / and {port}, got %q", s)
+		return fmt.Errorf("may only contain letters, digits, . _ - / and {port}, got %s", quoteValue(s))
 	case !pathRE.MatchString(bare):
-		return fmt.Errorf("may only contain letters, digits and . _ - /, got %q", s)
+		return fmt.Errorf("may only contain letters, digits and . _ - /, got %s", quoteValue(s))
 	case slices.Contains(strings.Split(s, "/"), ".."):
-		return fmt.Errorf(`must not contain ".." segments, got %q`, s)
+		return fmt.Errorf(`must not contain ".." segments, got %s`, quoteValue(s))
 	}
 	return nil
 }
@@ -251,7 +261,7 @@ func validPath(s string, portOK bool) error {
 // validCommand checks a remote command: one line, not blank.
 func validCommand(s string) error {
 	if strings.TrimSpace(s) == "" || strings.ContainsAny(s, "\n\r\x00") {
-		return fmt.Errorf("must be one non-empty line, got %q", s)
+		return fmt.Errorf("must be one non-empty line, got %s", quoteValue(s))
 	}
 	return nil
 }

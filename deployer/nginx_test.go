@@ -123,3 +123,70 @@ func TestAddRemoveServer(t *testing.T) {
 		t.Error("added to a missing upstream")
 	}
 }
+
+// TestUpstreamEditKeepsBytes checks the cases the fuzz test found: a block
+// closed by a "}" that is not alone on its line, parameters written with
+// more than one blank, several directives on a line, CRLF line endings.
+func TestUpstreamEditKeepsBytes(t *testing.T) {
+	type edit func(content []byte) ([]byte, error)
+	down := func(port int, d bool) edit {
+		return func(c []byte) ([]byte, error) { return setServerDown(c, "my_app", "127.0.0.1", port, d) }
+	}
+	add := func(port int) edit {
+		return func(c []byte) ([]byte, error) { return addServer(c, "my_app", "127.0.0.1", port) }
+	}
+	remove := func(port int) edit {
+		return func(c []byte) ([]byte, error) { return removeServer(c, "my_app", "127.0.0.1", port) }
+	}
+	tests := []struct {
+		name, in string
+		edit     edit
+		want     string // the content, or the error
+	}{
+		{name: "a comment after the closing brace", edit: down(3000, true),
+			in:   "upstream my_app {\n    server 127.0.0.1:3001;\n} # end\nupstream my_app_admin {\n    server 127.0.0.1:3000;\n}\n",
+			want: `upstream "my_app" has no line "server 127.0.0.1:3000;"`},
+		{name: "the closing brace after a server", edit: down(3001, true),
+			in:   "upstream my_app {\n    server 127.0.0.1:3000; }\nupstream other {\n    server 127.0.0.1:3001;\n}\n",
+			want: `upstream "my_app" has no line "server 127.0.0.1:3001;"`},
+		{name: "drain keeps the blanks", edit: down(3000, true),
+			in:   "upstream my_app {\n\tserver 127.0.0.1:3000\tweight=5  ;\t# tabs\n}\n",
+			want: "upstream my_app {\n\tserver 127.0.0.1:3000\tweight=5 down  ;\t# tabs\n}\n"},
+		{name: "undrain keeps the blanks", edit: down(3001, false),
+			in:   "upstream my_app {\n    server 127.0.0.1:3001  down  backup;\n}\n",
+			want: "upstream my_app {\n    server 127.0.0.1:3001  backup;\n}\n"},
+		{name: "drain a server on the closing line", edit: down(3000, true),
+			in:   "upstream my_app {\n    server 127.0.0.1:3000; }\n",
+			want: "upstream my_app {\n    server 127.0.0.1:3000 down; }\n"},
+		{name: "remove a server sharing the closing line", edit: remove(3000),
+			in:   "upstream my_app {\n    server 127.0.0.1:3000; }\n",
+			want: `upstream "my_app": line 2 has more than "server 127.0.0.1:3000;" on it; put it on a line of its own`},
+		{name: "remove a server sharing its line", edit: remove(3000),
+			in:   "upstream my_app {\n    server 127.0.0.1:3000; server 127.0.0.1:3001;\n}\n",
+			want: `upstream "my_app": line 2 has more than "server 127.0.0.1:3000;" on it; put it on a line of its own`},
+		{name: "remove a port written with a leading 0", edit: remove(3000),
+			in:   "upstream my_app {\n    server 127.0.0.1:03000; # old\n    server 127.0.0.1:3001;\n}\n",
+			want: "upstream my_app {\n    server 127.0.0.1:3001;\n}\n"},
+		{name: "add before a closing brace after a server", edit: add(3001),
+			in:   "upstream my_app {\n    server 127.0.0.1:3000; }\n",
+			want: "upstream my_app {\n    server 127.0.0.1:3001;\n    server 127.0.0.1:3000; }\n"},
+		{name: "add with CRLF", edit: add(3001),
+			in:   "upstream my_app {\r\n  server 127.0.0.1:3000;\r\n}\r\n",
+			want: "upstream my_app {\r\n  server 127.0.0.1:3000;\r\n  server 127.0.0.1:3001;\r\n}\r\n"},
+		{name: "add to a block closed by }0", edit: add(3001),
+			in:   "upstream my_app{\n}0",
+			want: "upstream my_app{\n    server 127.0.0.1:3001;\n}0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := tt.edit([]byte(tt.in))
+			got := string(out)
+			if err != nil {
+				got = err.Error()
+			}
+			if got != tt.want {
+				t.Errorf("got\n%q\nwant\n%q", got, tt.want)
+			}
+		})
+	}
+}

@@ -62,7 +62,7 @@ func (n *NotifyConfig) problems(check func(key string, err error, deps ...string
 	case NotifyTelegram:
 		check("notify.telegram_chat_id", match(chatIDRE, n.TelegramChatID, `a Telegram chat id ("-100123…") or "@channelname"`), "notify.format")
 	default:
-		check("notify.format", fmt.Errorf("must be slack or telegram, got %q", n.Format))
+		check("notify.format", fmt.Errorf("must be slack or telegram, got %s", quoteValue(n.Format)))
 	}
 	if err := positive(n.Timeout); err != nil {
 		check("notify.timeout", err)

@@ -5,6 +5,9 @@ package deployer
 func closest(s string, known []string) string {
 	best, bestD := "", 3
 	for _, k := range known {
+		if abs(len(s)-len(k)) >= bestD {
+			continue // the distance is at least that: no need to compute it
+		}
 		if d := editDistance(s, k); d < bestD {
 			best, bestD = k, d
 		}
@@ -31,4 +34,12 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+// abs is the absolute value of n.
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
