@@ -42,6 +42,9 @@ type reconnecting struct {
 	gen  int // how many times it reconnected
 	conn Conn
 	r    remote
+	// gone is why the host was given up on: once it is, every operation
+	// fails with it at once, instead of trying to reconnect again.
+	gone error
 }
 
 var _ remote = (*reconnecting)(nil)
@@ -82,7 +85,10 @@ func (rc *reconnecting) do(ctx context.Context, op func(remote) error) error {
 func (rc *reconnecting) reconnect(ctx context.Context, gen int, cause error) error {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if rc.gen != gen {
+	switch {
+	case rc.gone != nil:
+		return rc.gone
+	case rc.gen != gen:
 		return nil // reconnected meanwhile
 	}
 	budget := rc.cfg.SSH.Reconnect
@@ -90,8 +96,10 @@ func (rc *reconnecting) reconnect(ctx context.Context, gen int, cause error) err
 	rc.d.emit(Event{Host: rc.host, Step: StepSSH, Status: StatusWarn,
 		Message: fmt.Sprintf("lost the connection (%v); reconnecting for at most %s", cause, budget)})
 	// Not bound by the caller's deadline (one health check's, say): the
-	// way out of the instance needs the host back, within the budget.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget+rc.cfg.SSH.ConnectTimeout)
+	// way out of the instance needs the host back, within the budget,
+	// which bounds each try too (a dial to a silent host would take
+	// ssh.connect_timeout).
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(budget, time.Second))
 	defer cancel()
 	var conn Conn
 	var last error
@@ -112,6 +120,7 @@ func (rc *reconnecting) reconnect(ctx context.Context, gen int, cause error) err
 			err = fmt.Errorf("%w (last try: %v)", err, last)
 		}
 		rc.d.emit(Event{Host: rc.host, Step: StepSSH, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
+		rc.gone = err
 		return err
 	}
 	rc.conn.Close()

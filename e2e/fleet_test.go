@@ -213,8 +213,10 @@ func TestDeployLock(t *testing.T) {
 		t.Errorf("the refused deploy does not name the holder:\n%s", b.out)
 	}
 
-	// A controller killed mid-deploy leaves its lock; it shows, turns stale,
-	// blocks deploys until released or broken.
+	// A controller killed mid-deploy on another machine (a crashed laptop)
+	// leaves its lock; it shows, turns stale, blocks deploys until released
+	// or broken. (One of this machine is stale at once: see
+	// TestFaultControllerKilled.)
 	killMidDeploy := func() {
 		t.Helper()
 		cmd := exec.Command(rolloutBin, "deploy", "-c", cfg, "--version", "v1")
@@ -226,6 +228,9 @@ func TestDeployLock(t *testing.T) {
 		waitFor(t, "the deploy to restart an instance", 30*time.Second, func() bool { return strings.Contains(out.String(), "restart     ok") })
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+		if out, err := fleet.Run(context.Background(), fleet.Hosts[0], `sudo -n sed -i 's/"from":"[^"]*"/"from":"another-laptop"/' /var/lib/rollout/my-app/lock/info`); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
 	}
 	killMidDeploy()
 	out, code := rollout(t, "lock", "status", "-c", cfg)

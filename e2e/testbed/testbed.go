@@ -248,7 +248,7 @@ func (tb *Testbed) Dial(ctx context.Context, h *Host, user string) (*sshexec.Cli
 		User:            user,
 		KeyFiles:        []string{tb.KeyFile},
 		KnownHostsFiles: []string{tb.KnownHosts},
-		ConnectTimeout:  5 * time.Second,
+		ConnectTimeout:  15 * time.Second,
 	})
 }
 
