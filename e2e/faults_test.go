@@ -388,4 +388,13 @@ func TestFaultStartLimit(t *testing.T) {
 		t.Logf("the unit now:\n%s", st)
 	}
 	noFailedRequests(t, res)
+	if up := upstreamFile(t, h); !strings.Contains(up, "127.0.0.1:3000 down;") || strings.Count(up, "down") != 1 {
+		t.Errorf("want only the failed instance out of nginx:\n%s", up)
+	}
+	// Back to the good release: the failed instance goes first and all
+	// serve it again.
+	if out, code := rollout(t, "deploy", "-c", cfg, "--version", "v1"); code != 0 {
+		t.Fatalf("the deploy back to v1 exited %d:\n%s", code, out)
+	}
+	converged(t, h, cfg, "v1", "ok")
 }
