@@ -134,6 +134,18 @@ func blockSSH(t *testing.T, h *testbed.Host, d time.Duration) {
 	<-done
 }
 
+// freshHostWithV2 is fleet.Hosts[0] freshly booted and provisioned, with
+// release v2 staged.
+func freshHostWithV2(t *testing.T) *testbed.Host {
+	t.Helper()
+	h := fleet.Hosts[0]
+	resetHost(t, h)
+	if err := fleet.StageRelease(context.Background(), h, testbed.GoodRelease("v2")); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // converged checks h after a deploy of version: every instance serves it,
 // none is marked down, the lock is free and the history's last line is
 // the deploy's, with outcome.
@@ -181,10 +193,7 @@ func TestFaultSSHKilled(t *testing.T) {
 		{"during the restart", basePort + 1, "restart", "start"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			resetHost(t, h)
-			if err := fleet.StageRelease(context.Background(), h, testbed.GoodRelease("v2")); err != nil {
-				t.Fatal(err)
-			}
+			freshHostWithV2(t)
 			cfg := faultConfig(t, "")
 			var code int
 			var events []stepEvent
@@ -206,11 +215,7 @@ func TestFaultSSHKilled(t *testing.T) {
 // The host's network goes silent for 5s (packets dropped, no reset):
 // keepalives notice it in seconds, rollout reconnects once it is back.
 func TestFaultNetworkDropShort(t *testing.T) {
-	h := fleet.Hosts[0]
-	resetHost(t, h)
-	if err := fleet.StageRelease(context.Background(), h, testbed.GoodRelease("v2")); err != nil {
-		t.Fatal(err)
-	}
+	h := freshHostWithV2(t)
 	cfg := faultConfig(t, "  keepalive: 1s\n  reconnect: 30s\n")
 	var code int
 	var events []stepEvent
@@ -232,11 +237,7 @@ func TestFaultNetworkDropShort(t *testing.T) {
 // to run; the rerun from this machine takes the dead run's lock over at
 // once and converges.
 func TestFaultNetworkDropLong(t *testing.T) {
-	h := fleet.Hosts[0]
-	resetHost(t, h)
-	if err := fleet.StageRelease(context.Background(), h, testbed.GoodRelease("v2")); err != nil {
-		t.Fatal(err)
-	}
+	h := freshHostWithV2(t)
 	cfg := faultConfig(t, "  keepalive: 1s\n  reconnect: 3s\n")
 	unblock := make(chan struct{})
 	var code int
@@ -289,11 +290,7 @@ func blockSSHUntil(t *testing.T, h *testbed.Host, done <-chan struct{}) {
 // of Nginx; a rerun from the same machine does not wait a minute for the
 // lock to go stale, says whose lock it took over, and converges.
 func TestFaultControllerKilled(t *testing.T) {
-	h := fleet.Hosts[0]
-	resetHost(t, h)
-	if err := fleet.StageRelease(context.Background(), h, testbed.GoodRelease("v2")); err != nil {
-		t.Fatal(err)
-	}
+	h := freshHostWithV2(t)
 	cfg := faultConfig(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
