@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -394,4 +395,31 @@ func TestFaultStartLimit(t *testing.T) {
 		t.Fatalf("the deploy back to v1 exited %d:\n%s", code, out)
 	}
 	converged(t, h, cfg, "v1", "ok")
+}
+
+// nginx -t failing on one host of two: the deploy stops at the preflight
+// (exit 3) naming that host, and the other host is not touched either: no
+// hook, no restart, no lock.
+func TestFaultPreflightOneHostOfTwo(t *testing.T) {
+	resetFleet(t)
+	good, bad := fleet.Hosts[0], fleet.Hosts[1]
+	if out, err := fleet.Run(context.Background(), bad, `sudo -n sh -c "echo 'this is not nginx;' >/etc/nginx/conf.d/broken.conf"`); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	defer resetHost(t, bad)
+	cfg := fleetConfig(t, "1s")
+	before, upBefore := instanceStates(t, good), upstreamFile(t, good)
+	out, code := rollout(t, "deploy", "-c", cfg, "--version", "v1")
+	if code != 3 || !strings.Contains(out, "preflight "+bad.Addr+": nginx config test fails before any change") {
+		t.Errorf("exit %d, want 3 naming %s's nginx config", code, bad.Addr)
+	}
+	if strings.Contains(out, "my-app-activate") {
+		t.Error("a host hook ran before every host passed its preflight")
+	}
+	if after := instanceStates(t, good); fmt.Sprint(after) != fmt.Sprint(before) || upstreamFile(t, good) != upBefore {
+		t.Errorf("%s changed although %s failed its preflight", good.Addr, bad.Addr)
+	}
+	if out, _ := rollout(t, "lock", "status", "-c", cfg); strings.Count(out, "free") != 2 {
+		t.Errorf("a lock was kept:\n%s", out)
+	}
 }
