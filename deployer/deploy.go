@@ -118,15 +118,14 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 			r := &rep.Hosts[s.index]
 			entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
 				Op: op, Version: d.Version, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
-			herr := s.remote.AppendHistory(cctx, entry)
-			if herr != nil {
-				fmt.Fprintf(d.Stderr, "rollout: %s: %v\n", s.host, herr)
+			if err := s.rc.AppendHistory(cctx, entry); err != nil {
+				fmt.Fprintf(d.Stderr, "rollout: %s: %v\n", s.host, err)
 			}
 			lerr := s.lock.Release(cctx)
 			if lerr != nil {
 				fmt.Fprintf(d.Stderr, "rollout: %v\n", lerr)
 			}
-			if errors.Is(herr, ErrUnreachable) || errors.Is(lerr, ErrUnreachable) || r.Next != "" {
+			if s.rc.givenUp() {
 				r.Next = d.nextStep(op, s, r, lerr != nil)
 			}
 		}
@@ -193,12 +192,7 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 					r.Outcome, r.Error = HostInterrupted, herr.Error()
 				case errors.Is(herr, ErrStopped):
 					r.Outcome, r.Error = HostStopped, herr.Error()
-				case errors.Is(herr, ErrUnreachable):
-					r.Outcome, r.Error = HostFailed, herr.Error()
-					r.Next = "unreachable" // worded once the lock's fate is known
-					errs = multierror.Append(errs, herr)
-					halt()
-				case ctx.Err() != nil:
+				case ctx.Err() != nil && !errors.Is(herr, ErrUnreachable): // a host lost is a failure, interrupted or not
 					r.Outcome, r.Error = HostInterrupted, herr.Error()
 					errs = multierror.Append(errs, herr)
 				default:

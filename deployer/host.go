@@ -38,8 +38,8 @@ type hostRun struct {
 
 func newHostRun(d *Deployer, s *session, stop <-chan struct{}) *hostRun {
 	return &hostRun{
-		d: d, cfg: s.cfg, host: s.host, remote: s.remote, stop: stop,
-		health: newHealthCheck(s.cfg, s.remote), added: map[int]bool{},
+		d: d, cfg: s.cfg, host: s.host, remote: s.rc, stop: stop,
+		health: newHealthCheck(s.cfg, s.rc), added: map[int]bool{},
 	}
 }
 

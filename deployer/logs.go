@@ -81,12 +81,11 @@ func (r sshRemote) cmdLogSources(port int, files []string, o LogsOptions) []logS
 // host:port: their journal and their log files (from the config, or else
 // their unit files). With Follow it streams until ctx is done.
 func Logs(ctx context.Context, cfg *Config, host string, conn Conn, s Streamer, o LogsOptions, out *LineWriter) error {
-	r := newSSHRemote(cfg, conn)
+	r := newSSHRemote(cfg, conn) // what it runs does not depend on the ports
 	cfg, err := resolveHost(ctx, cfg, r)
 	if err != nil {
 		return err
 	}
-	r = newSSHRemote(cfg, conn)
 	ports := o.Ports
 	if len(ports) == 0 {
 		ports = cfg.Ports()

@@ -59,6 +59,14 @@ func (rc *reconnecting) current() (remote, int) {
 	return rc.r, rc.gen
 }
 
+// givenUp reports whether rollout gave up on the host: it could not
+// reconnect within ssh.reconnect.
+func (rc *reconnecting) givenUp() bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.gone != nil
+}
+
 // close closes the current connection.
 func (rc *reconnecting) close() {
 	rc.mu.Lock()

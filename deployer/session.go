@@ -19,10 +19,9 @@ type session struct {
 	cfg   *Config
 	conn  Conn // the first connection; rc holds the current one
 	// t0 is when its preflight started.
-	t0     time.Time
-	rc     *reconnecting
-	remote remote
-	lock   *HostLock
+	t0   time.Time
+	rc   *reconnecting // the remote the engine works on the host through
+	lock *HostLock
 }
 
 func (d *Deployer) newRemote(cfg *Config, conn Conn) remote {
@@ -58,7 +57,6 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 				return
 			}
 			s.rc = d.newReconnecting(s)
-			s.remote = s.rc
 		}()
 	}
 	wg.Wait()
@@ -93,7 +91,7 @@ func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			upstream, err := s.remote.Preflight(ctx, s.cfg.Ports())
+			upstream, err := s.rc.Preflight(ctx, s.cfg.Ports())
 			var missing []int
 			if err == nil {
 				missing, err = checkUpstream(s.cfg, upstream)
@@ -109,7 +107,7 @@ func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
 			}
 			d.emit(e)
 			t0 := time.Now()
-			lock, err := acquireLock(ctx, s.cfg, s.host, s.remote, d.Holder, d.BreakStaleLock)
+			lock, err := acquireLock(ctx, s.cfg, s.host, s.rc, d.Holder, d.BreakStaleLock)
 			if err != nil {
 				errs[i] = &StepError{Host: s.host, Step: StepLock, Err: err}
 				d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})

@@ -273,12 +273,12 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 	if !strings.HasSuffix(cfg.unitFile(), "@.service") {
 		return nil, errors.New(`setup writes a template unit: unit must end with "@{port}"`)
 	}
-	cfg, err := resolveHost(ctx, cfg, newSSHRemote(cfg, conn))
+	r := newSSHRemote(cfg, conn) // what it runs does not depend on the ports
+	cfg, err := resolveHost(ctx, cfg, r)
 	if err != nil {
 		return nil, err
 	}
 	s := cfg.setupDefaults()
-	r := newSSHRemote(cfg, conn)
 	ports := cfg.Ports()
 	files := Render(cfg, ports)
 	dirs := setupDirs(cfg)

@@ -385,13 +385,8 @@ func (c *Client) keepAlive(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		reply := make(chan error, 1)
-		go func() {
-			_, _, err := c.conn.SendRequest("keepalive@openssh.com", true, nil)
-			reply <- err
-		}()
 		select {
-		case err := <-reply:
+		case err := <-c.sendKeepAlive():
 			if err != nil {
 				c.Close()
 				return
@@ -408,6 +403,17 @@ func (c *Client) keepAlive(every time.Duration) {
 	}
 }
 
+// sendKeepAlive asks the other end for an answer (OpenSSH's
+// keepalive@openssh.com); the channel gets nil when it answered.
+func (c *Client) sendKeepAlive() <-chan error {
+	reply := make(chan error, 1)
+	go func() {
+		_, _, err := c.conn.SendRequest("keepalive@openssh.com", true, nil)
+		reply <- err
+	}()
+	return reply
+}
+
 // lost tells whether err, from a command or a dial, came from a broken
 // connection: if so it returns err as an ErrConnectionLost, else nil. When
 // the connection still looks up, a keepalive asks the other end (at most
@@ -416,13 +422,8 @@ func (c *Client) lost(err error) error {
 	select {
 	case <-c.broken:
 	default:
-		reply := make(chan error, 1)
-		go func() {
-			_, _, err := c.conn.SendRequest("keepalive@openssh.com", true, nil)
-			reply <- err
-		}()
 		select {
-		case perr := <-reply:
+		case perr := <-c.sendKeepAlive():
 			if perr == nil {
 				return nil
 			}
