@@ -145,14 +145,12 @@ func (h *hostRun) scale(ctx context.Context) error {
 // server line for every instance.
 func (h *hostRun) adoptUpstream(content []byte) error {
 	h.upstream = content
-	servers, err := upstreamServers(content, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress)
+	missing, err := checkUpstream(h.cfg, content)
 	if err != nil {
-		return fmt.Errorf("%s: %w", h.cfg.Nginx.UpstreamFile, err)
+		return err
 	}
-	for _, p := range h.cfg.Ports() {
-		if _, ok := servers[p]; !ok {
-			return fmt.Errorf("%s: upstream %q has no line \"server %s:%d;\"", h.cfg.Nginx.UpstreamFile, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress, p)
-		}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s: upstream %q has no line \"server %s:%d;\"", h.cfg.Nginx.UpstreamFile, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress, missing[0])
 	}
 	return nil
 }

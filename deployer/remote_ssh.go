@@ -205,7 +205,7 @@ func (r sshRemote) Cores(ctx context.Context) (int, error) {
 
 func (r sshRemote) Preflight(ctx context.Context, ports []int) ([]byte, error) {
 	res, err := r.run(ctx, "preflight", r.cmdPreflight(ports), nil)
-	switch code := exitCode(err); code {
+	switch exitCode(err) {
 	case exitUnitMissing, exitNginxBroken, exitUpstreamUnreadable:
 		// The script's own words are the headline; sudo's warnings
 		// before them (e.g. "unable to resolve host") are not.
