@@ -39,6 +39,8 @@ type Config struct {
 	// Instances are the ports of each host's instances: ports, or
 	// base_port with instances.
 	Instances Instances
+	// Release is the release: section; nil: rollout ships no code.
+	Release *ReleaseConfig
 
 	minServing *int // nil: all the other instances of a host
 }
