@@ -34,6 +34,8 @@ func FuzzParseConfig(f *testing.F) {
 		minimal + "hooks:\n  before: [\"a\\0b\"]\n  host_after: ['make', ' ']\n",
 		minimal + "notify: {format: telegram, telegram_chat_id: \"-100\"}\nsetup:\n  listen: 8080\n  restart_sec: 5s\n",
 		minimal + "ssh:\n  jump: \"bastion, ops@b:99999\"\n",
+		minimal + "release:\n  root: /srv/my-app/\n  shared: [.env, uploads, uploads/x, ../y, /z]\n  keep: 0\n  prepare: npm ci\n  on_failure: halt\n",
+		"app: My App\nhosts: [h]\nports: [1]\nnginx: {upstream_file: /u, upstream: u}\nrelease: {}\nsetup: {exec_start: /bin/a %i}\n",
 		minimal + "---\napp: other\n",
 		"app: my-app\nhosts: [10.0.0.5]\nbase_port: 3000\ninstances: auto\nnginx: {upstream_file: /etc/u.conf, upstream: up}\n",
 		"app: &a my-app\nhosts: [*a]\nbase_port: 65535\ninstances: 2\nnginx: *a\n",

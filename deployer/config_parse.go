@@ -532,11 +532,12 @@ func instances(dst *Instances) field {
 }
 
 // config reads the file's root node into a Config holding the defaults
-// for what the file leaves out.
+// for what the file leaves out, those derived from other keys included.
 func (p *parser) config(root *yaml.Node) *Config {
 	c := DefaultConfig()
 	p.nodes[""] = deref(root)
 	p.fields("", schema(c))
+	c.releaseDefaults()
 	return c
 }
 
@@ -591,5 +592,6 @@ func schema(c *Config) []field {
 		duration("lock_stale_after", &c.LockStaleAfter),
 		notifySection(c),
 		setupSection(&c.Setup),
+		releaseSection(c),
 	}
 }

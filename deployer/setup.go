@@ -35,6 +35,8 @@ type SetupConfig struct {
 	SiteFile     string        // the Nginx site proxying to the upstream
 	Listen       int
 	ServerName   string
+
+	workDir string // the unit's WorkingDirectory, from setupDefaults
 }
 
 // setupSection is the setup: section.
@@ -57,7 +59,8 @@ func setupSection(s *SetupConfig) field {
 	)
 }
 
-// setupDefaults fills what the setup section leaves out.
+// setupDefaults fills what the setup section leaves out. With a release:
+// section the instances run from Root/instances/PORT instead of AppDir.
 func (c *Config) setupDefaults() SetupConfig {
 	s := c.Setup
 	def := func(v *string, d string) {
@@ -68,7 +71,11 @@ func (c *Config) setupDefaults() SetupConfig {
 	def(&s.User, c.App)
 	def(&s.Group, "www-data")
 	def(&s.AppDir, "/var/www/"+c.App)
-	def(&s.ExecStart, "/usr/bin/node "+strings.TrimRight(s.AppDir, "/")+"/server.js")
+	s.workDir = s.AppDir
+	if c.Release != nil {
+		s.workDir = c.Release.Root + "/instances/%i"
+	}
+	def(&s.ExecStart, "/usr/bin/node "+strings.TrimRight(s.workDir, "/")+"/server.js")
 	def(&s.EnvFile, "/etc/"+c.App+"/.env")
 	def(&s.LogDir, "/var/log/"+c.App)
 	def(&s.MemoryMax, "1G")
@@ -92,7 +99,9 @@ func (c *Config) setupDefaults() SetupConfig {
 var (
 	memoryRE     = regexp.MustCompile(`^[0-9]+[KMGT]?$|^[0-9]{1,2}%$|^infinity$`)
 	serverNameRE = regexp.MustCompile(`^[A-Za-z0-9_.*-]+( [A-Za-z0-9_.*-]+)*$`)
-	execRE       = regexp.MustCompile(`^/[A-Za-z0-9_./-]+( [A-Za-z0-9_./=:,+@-]+)*$`)
+	// execRE is a program and its arguments; "%i" (the instance's port,
+	// for systemd) may be in any of them.
+	execRE = regexp.MustCompile(`^/([A-Za-z0-9_./-]|%i)+( ([A-Za-z0-9_./=:,+@-]|%i)+)*$`)
 )
 
 func (c *Config) setupProblems() []problem {
@@ -114,7 +123,10 @@ func (c *Config) setupProblems() []problem {
 	if s.UploadsDir != "" {
 		check("setup.uploads_dir", validPath(s.UploadsDir, false))
 	}
-	check("setup.exec_start", match(execRE, s.ExecStart, "an absolute program path and plain arguments (letters, digits and . _ / = : , + @ -)"))
+	if c.Setup.ExecStart != "" || c.Release == nil || validReleaseRoot(c.Release.Root) == nil {
+		// (The default from a bad release.root is reported as release.root.)
+		check("setup.exec_start", match(execRE, s.ExecStart, "an absolute program path and plain arguments (letters, digits, . _ / = : , + @ - and %i)"))
+	}
 	check("setup.memory_max", match(memoryRE, s.MemoryMax, `a size like 512M or 1G, a percentage, or infinity`))
 	if s.RestartDelay < 0 || s.StartWindow < 0 {
 		check("setup.restart_sec", errors.New("must not be negative"))
@@ -161,7 +173,7 @@ Group={{.User}}
 SupplementaryGroups={{.Group}}
 Environment=NODE_ENV=production PORT=%i
 EnvironmentFile={{.EnvFile}}
-WorkingDirectory={{.AppDir}}
+WorkingDirectory={{.WorkDir}}
 ExecStart={{.ExecStart}}
 Restart=on-failure
 RestartSec={{.RestartSec}}
@@ -198,7 +210,7 @@ func Render(cfg *Config, ports []int) []ManagedFile {
 	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
 	var unit, site, up bytes.Buffer
 	_ = unitTmpl.Execute(&unit, map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
-		"AppDir": s.AppDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartDelay), "MemoryMax": s.MemoryMax,
+		"WorkDir": s.workDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartDelay), "MemoryMax": s.MemoryMax,
 		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit})
 	_ = siteTmpl.Execute(&site, map[string]any{"Listen": s.Listen, "ServerName": s.ServerName, "Upstream": cfg.Nginx.Upstream})
 	fmt.Fprintf(&up, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
@@ -217,13 +229,25 @@ func Render(cfg *Config, ports []int) []ManagedFile {
 // managedDir is a directory setup makes sure of.
 type managedDir struct{ path, owner, mode string }
 
+// setupDirs are the directories setup makes sure of, parents first: the
+// code's (AppDir, or with a release: section its Root and the directories
+// in it), the logs', the env file's, the uploads'.
 func setupDirs(cfg *Config) []managedDir {
 	s := cfg.setupDefaults()
-	dirs := []managedDir{
-		{s.AppDir, "root:" + s.Group, "2750"},
-		{s.LogDir, s.User + ":" + s.User, "755"},
-		{dirOf(s.EnvFile), "root:root", "750"},
+	code := []managedDir{{s.AppDir, "root:" + s.Group, "2750"}}
+	if r := cfg.Release; r != nil {
+		code = []managedDir{
+			{r.Root, "root:" + s.Group, "2750"},
+			{r.Root + "/releases", "root:" + s.Group, "2750"},
+			{r.Root + "/instances", "root:" + s.Group, "2750"},
+			{r.Root + "/shared", "root:" + s.Group, "2750"},
+			{r.Root + "/.rollout", "root:root", "700"},
+		}
 	}
+	dirs := append(code,
+		managedDir{s.LogDir, s.User + ":" + s.User, "755"},
+		managedDir{dirOf(s.EnvFile), "root:root", "750"},
+	)
 	if s.UploadsDir != "" {
 		dirs = append(dirs, managedDir{s.UploadsDir, s.User + ":" + s.Group, "2770"})
 	}

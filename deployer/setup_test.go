@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -156,5 +157,87 @@ func TestSetupChangesOnlyWhatDiffers(t *testing.T) {
 	res, err = Setup(ctx, cfg, "web1", dry, true)
 	if err != nil || strings.Join(res.Changes, "\n") != joined || len(dry.applied) != 0 || !strings.Contains(res.Diff, "+[Service]") {
 		t.Errorf("dry run: %v, ran %d commands, changes %q", err, len(dry.applied), res.Changes)
+	}
+}
+
+// TestRenderRelease checks the unit and the directories of a host whose
+// code ships as releases: each instance runs from Root/instances/PORT.
+func TestRenderRelease(t *testing.T) {
+	lines := func(unit string) (wd, exec string) {
+		for _, l := range strings.Split(unit, "\n") {
+			if v, ok := strings.CutPrefix(l, "WorkingDirectory="); ok {
+				wd = v
+			}
+			if v, ok := strings.CutPrefix(l, "ExecStart="); ok {
+				exec = v
+			}
+		}
+		return wd, exec
+	}
+	tests := []struct {
+		name, add      string
+		wantWD, wantEx string
+		wantDirs       []managedDir
+	}{
+		{name: "without release", add: "",
+			wantWD: "/var/www/my-app", wantEx: "/usr/bin/node /var/www/my-app/server.js",
+			wantDirs: []managedDir{{"/var/www/my-app", "root:www-data", "2750"}, {"/var/log/my-app", "my-app:my-app", "755"},
+				{"/etc/my-app", "root:root", "750"}}},
+		{name: "release defaults", add: "release: {}\n",
+			wantWD: "/srv/my-app/instances/%i", wantEx: "/usr/bin/node /srv/my-app/instances/%i/server.js",
+			wantDirs: []managedDir{{"/srv/my-app", "root:www-data", "2750"}, {"/srv/my-app/releases", "root:www-data", "2750"},
+				{"/srv/my-app/instances", "root:www-data", "2750"}, {"/srv/my-app/shared", "root:www-data", "2750"},
+				{"/srv/my-app/.rollout", "root:root", "700"},
+				{"/var/log/my-app", "my-app:my-app", "755"}, {"/etc/my-app", "root:root", "750"}}},
+		{name: "release root, exec_start with %i, group, uploads",
+			add: "release: {root: /opt/shop}\nsetup:\n  group: nginx\n  exec_start: /usr/bin/node --title=shop-%i /opt/shop/instances/%i/dist/main.js\n" +
+				"  uploads_dir: /opt/shop/shared/uploads\n",
+			wantWD: "/opt/shop/instances/%i", wantEx: "/usr/bin/node --title=shop-%i /opt/shop/instances/%i/dist/main.js",
+			wantDirs: []managedDir{{"/opt/shop", "root:nginx", "2750"}, {"/opt/shop/releases", "root:nginx", "2750"},
+				{"/opt/shop/instances", "root:nginx", "2750"}, {"/opt/shop/shared", "root:nginx", "2750"},
+				{"/opt/shop/.rollout", "root:root", "700"},
+				{"/var/log/my-app", "my-app:my-app", "755"}, {"/etc/my-app", "root:root", "750"},
+				{"/opt/shop/shared/uploads", "my-app:nginx", "2770"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig("rollout.yaml", []byte(validConfig+tt.add))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wd, exec := lines(Render(cfg, cfg.Ports())[0].Content)
+			if wd != tt.wantWD || exec != tt.wantEx {
+				t.Errorf("WorkingDirectory=%s\nExecStart=%s\nwant\nWorkingDirectory=%s\nExecStart=%s", wd, exec, tt.wantWD, tt.wantEx)
+			}
+			if got := setupDirs(cfg); !reflect.DeepEqual(got, tt.wantDirs) {
+				t.Errorf("dirs\n%v\nwant\n%v", got, tt.wantDirs)
+			}
+		})
+	}
+}
+
+// TestSetupExecStartPercent checks that exec_start may hold the instance's
+// port as %i, and no other systemd specifier.
+func TestSetupExecStartPercent(t *testing.T) {
+	for _, ok := range []string{"/usr/bin/node /srv/a/%i/server.js", "/srv/%i/bin/app --port=%i", "/usr/bin/app %i%i"} {
+		if _, err := ParseConfig("rollout.yaml", []byte(validConfig+"setup:\n  exec_start: "+ok+"\n")); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"/usr/bin/app %n", "/usr/bin/app %", "/usr/bin/app %%i", "/usr/bin/app %I", "/usr/bin/app i%", "%i/usr/bin/app"} {
+		_, err := ParseConfig("rollout.yaml", []byte(validConfig+"setup:\n  exec_start: \""+bad+"\"\n"))
+		if err == nil || !strings.Contains(err.Error(), "setup.exec_start: must be an absolute program path and plain arguments (letters, digits, . _ / = : , + @ - and %i)") {
+			t.Errorf("%q: got %v", bad, err)
+		}
+	}
+}
+
+// TestSetupReleaseBadRoot checks that a bad release.root is reported once,
+// not again as the exec_start derived from it.
+func TestSetupReleaseBadRoot(t *testing.T) {
+	_, err := ParseConfig("rollout.yaml", []byte(validConfig+"release: {root: \"/srv/my;app\"}\n"))
+	want := `rollout.yaml:18: release.root: may only contain letters, digits and . _ - /, got "/srv/my;app"`
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
 	}
 }
