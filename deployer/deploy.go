@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -43,6 +44,14 @@ type Deployer struct {
 	Holder LockInfo
 	// BreakStaleLock takes over a lock whose holder stopped refreshing it.
 	BreakStaleLock bool
+	// Artifact is the release a deploy ships (release: set).
+	Artifact *Artifact
+	// Force restarts instances that already run the release, are healthy
+	// and in Nginx; without it a rerun skips them (it resumes).
+	Force bool
+	// RollbackTo is the release a rollback goes to; "": the newest good
+	// one older than the current.
+	RollbackTo string
 
 	// remote is how the engine works on a connected host: over SSH unless
 	// a test gives a fake.
@@ -51,8 +60,9 @@ type Deployer struct {
 
 // The operations a Deployer runs.
 const (
-	opDeploy = "deploy"
-	opScale  = "scale"
+	opDeploy   = "deploy"
+	opScale    = "scale"
+	opRollback = "rollback"
 )
 
 // Deploy runs the rollout: connect to every host (and count its cores for
@@ -72,6 +82,16 @@ func (d *Deployer) Deploy(ctx context.Context) (*Report, error) {
 // drained, stopped and removed. No hooks run.
 func (d *Deployer) Scale(ctx context.Context) (*Report, error) {
 	return d.run(ctx, opScale)
+}
+
+// Rollback rolls the fleet back (release: set) onto an earlier release
+// already on every host, with the same gates as a deploy, and marks the
+// release it leaves BAD. See rollbackTarget for the release it picks.
+func (d *Deployer) Rollback(ctx context.Context) (*Report, error) {
+	if d.Config.Release == nil {
+		return nil, errors.New("rollback needs the release: section (rollout ships the releases it can go back to)")
+	}
+	return d.run(ctx, opRollback)
 }
 
 func (d *Deployer) run(ctx context.Context, op string) (*Report, error) {
@@ -117,7 +137,7 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		for _, s := range sessions {
 			r := &rep.Hosts[s.index]
 			entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
-				Op: op, Version: d.Version, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
+				Op: op, Version: d.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
 			if err := s.rc.AppendHistory(cctx, entry); err != nil {
 				fmt.Fprintf(d.Stderr, "rollout: %s: %v\n", s.host, err)
 			}
@@ -144,15 +164,33 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		case <-stop:
 		}
 	}()
+	var lockLost atomic.Bool
 	for _, s := range sessions {
 		go func() {
 			select {
 			case <-s.lock.Lost:
 				d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Message: "the deploy lock was taken over by someone else: stopping"})
+				lockLost.Store(true)
 				halt()
 			case <-stop:
 			}
 		}()
+	}
+
+	// With releases: the release to roll out, on every host before any
+	// instance restarts.
+	if d.Config.Release != nil && op != opScale {
+		id, err := d.chooseRelease(op, sessions)
+		if err != nil {
+			d.emit(Event{Step: StepPreflight, Status: StatusFail, Message: err.Error()})
+			return &StepError{Step: StepPreflight, Err: err}
+		}
+		rep.Release = id
+		if op == opDeploy {
+			if err := d.ship(ctx, id, sessions); err != nil {
+				return err
+			}
+		}
 	}
 
 	// Workers take hosts in config order, so with parallel 1 the hosts go
@@ -181,10 +219,10 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 				if stopped(stop) {
 					return
 				}
-				hr, took, herr := d.runHost(ctx, op, s, stop)
+				hr, took, herr := d.runHost(ctx, op, s, stop, rep.Release)
 				mu.Lock()
 				r := &rep.Hosts[s.index]
-				r.Duration, r.Restarted, r.LeftOut = took, hr.restarted, hr.leftOut
+				r.Duration, r.Restarted, r.LeftOut, r.Skipped = took, hr.restarted, hr.leftOut, hr.skipped
 				switch {
 				case herr == nil:
 					r.Outcome = HostOK
@@ -205,6 +243,18 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		}()
 	}
 	wg.Wait()
+	if rep.Release != "" {
+		var rv *revertResult
+		if errs != nil && op == opDeploy && d.Config.Release.OnFailure == OnFailureRevert && ctx.Err() == nil && !lockLost.Load() {
+			rv = &revertResult{}
+			rv.to, rv.err = d.revert(ctx, rep.Release, sessions)
+			rep.Reverted = rv.summary(ctx, d, sessions)
+			if rv.err != nil {
+				errs = multierror.Append(errs, rv.err)
+			}
+		}
+		d.record(ctx, op, rep.Release, sessions, errs.ErrorOrNil(), rv)
+	}
 	if err := errs.ErrorOrNil(); err != nil {
 		return err
 	}
@@ -224,15 +274,22 @@ func stopped(stop <-chan struct{}) bool {
 }
 
 // runHost runs one host between its StepHost events.
-func (d *Deployer) runHost(ctx context.Context, op string, s *session, stop <-chan struct{}) (*hostRun, time.Duration, error) {
+func (d *Deployer) runHost(ctx context.Context, op string, s *session, stop <-chan struct{}, release string) (*hostRun, time.Duration, error) {
 	t0 := time.Now()
 	d.emit(Event{Host: s.host, Step: StepHost, Status: StatusStart})
 	hr := newHostRun(d, s, stop)
+	s.run = hr
 	var err error
 	if op == opScale {
 		err = hr.scale(ctx)
 	} else {
+		hr.setRelease(release, s.rel)
+		hr.noHooks = op == opRollback
 		err = hr.deploy(ctx)
+	}
+	if err == nil && release != "" {
+		// The host's last instance is done: current follows.
+		err = hr.moveCurrent(ctx, release)
 	}
 	took := time.Since(t0)
 	e := Event{Host: s.host, Step: StepHost, Status: StatusOK, Duration: took}
@@ -269,8 +326,11 @@ func (d *Deployer) nextStep(op string, s *session, r *HostReport, lockKept bool)
 		b.WriteString("; its deploy lock is still held by this run")
 	}
 	cmd := "rollout deploy --version " + d.Version
-	if op == opScale {
+	switch op {
+	case opScale:
 		cmd = "rollout scale"
+	case opRollback:
+		cmd = "rollout rollback"
 	}
 	fmt.Fprintf(&b, ". Once it answers, run `%s` again from this machine: it takes this run's lock over at once (its process is gone), puts every instance back and restarts each once more", cmd)
 	return b.String()

@@ -20,6 +20,10 @@ const (
 	StepStable    StepName = "stable"
 	StepUndrain   StepName = "undrain"
 	StepHistory   StepName = "history"
+	StepUpload    StepName = "upload"  // ship the release to the host and prepare it
+	StepSwitch    StepName = "switch"  // point an instance's link at a release
+	StepRevert    StepName = "revert"  // put switched instances back on their release
+	StepRelease   StepName = "release" // record the outcome, move current, clean up
 	// StepHost events bracket one host's run (after the preflight):
 	// StatusStart, then StatusOK, StatusFail, or StatusSkip when it stopped
 	// before its next instance, with the host's whole time. Output groups a
@@ -36,7 +40,9 @@ const (
 	StatusOK    StepStatus = "ok"
 	StatusSkip  StepStatus = "skip"
 	StatusWarn  StepStatus = "warn"
-	StatusFail  StepStatus = "fail"
+	// StatusProgress events report how far a long step got (an upload).
+	StatusProgress StepStatus = "progress"
+	StatusFail     StepStatus = "fail"
 )
 
 // Event is one step's progress. Port is 0 for a step of the whole host (or
@@ -73,12 +79,20 @@ type HostReport struct {
 	Error     string        `json:"error,omitempty"`
 	// Next is what to do to put the host right, when rollout could not.
 	Next string `json:"next,omitempty"`
+	// Skipped are instances that already ran the release (a resumed
+	// deploy) and were left as they were.
+	Skipped []int `json:"skipped,omitempty"`
 }
 
 // Report is what happened in one deploy or scale.
 type Report struct {
-	Op       string        `json:"op"` // deploy or scale
-	Version  string        `json:"version,omitempty"`
+	Op      string `json:"op"` // deploy, scale or rollback
+	Version string `json:"version,omitempty"`
+	// Release is the release deployed or rolled back to (release: set).
+	Release string `json:"release,omitempty"`
+	// Reverted says where a failed release's instances went back to, or
+	// how their revert failed (release.on_failure: revert).
+	Reverted string        `json:"reverted,omitempty"`
 	Hosts    []HostReport  `json:"hosts"`
 	Duration time.Duration `json:"duration_ns"`
 }

@@ -2,7 +2,10 @@ package deployer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -48,6 +51,31 @@ type fakeRemote struct {
 	lose        map[string]int
 	unreachable bool
 	connects    int
+
+	// The release layout: releases on the host, its log, current, each
+	// instance's link and the release its process runs. Instances that
+	// run bad do not become healthy.
+	releases map[string]bool
+	relLog   []ReleaseEntry
+	current  string
+	links    map[int]string
+	runs     map[int]string
+	bad      string // a suffix of the release ID that fails
+	badPort  int    // the only instance it fails on; 0: all
+	uploads  []string // the IDs uploaded
+	workDir  string   // every unit's WorkingDirectory root; "" the release layout's
+}
+
+// withReleases puts the host in the release layout, every instance
+// running release id (logged ok).
+func (r *fakeRemote) withReleases(id string) *fakeRemote {
+	r.releases, r.links, r.runs = map[string]bool{id: true}, map[int]string{}, map[int]string{}
+	r.relLog = []ReleaseEntry{{ID: id, Version: "v1", SHA256: "sum-" + id, Outcome: ReleaseOK}}
+	r.current = id
+	for p := range r.units {
+		r.links[p], r.runs[p] = id, id
+	}
+	return r
 }
 
 // fault is the lost connection an operation fails with, if any; r.mu held.
@@ -188,6 +216,10 @@ func (r *fakeRemote) Restart(_ context.Context, port int, _ []string) (restartMa
 	if port == r.failAfterRestart {
 		u.healthy = false
 	}
+	if r.links != nil {
+		r.runs[port] = r.links[port]
+		u.healthy = port != r.failAfterRestart && !(r.bad != "" && strings.HasSuffix(r.links[port], r.bad) && (r.badPort == 0 || r.badPort == port))
+	}
 	return restartMark{clock: 1, before: before, after: r.state(port)}, nil
 }
 
@@ -305,6 +337,96 @@ func (r *fakeRemote) ReadHistory(context.Context, int) ([]HistoryEntry, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.history), nil
+}
+
+func (r *fakeRemote) ReleaseState(_ context.Context, ports []int) (releaseState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := releaseState{present: map[string]bool{}, log: slices.Clone(r.relLog), current: r.current,
+		links: map[int]string{}, running: map[int]string{}, runDir: map[int]string{}, workDir: map[int]string{}}
+	for id := range r.releases {
+		st.present[id] = true
+	}
+	for _, p := range ports {
+		st.links[p], st.running[p] = r.links[p], r.runs[p]
+		st.workDir[p] = fmt.Sprintf("/srv/my-app/instances/%d", p)
+		if r.workDir != "" {
+			st.workDir[p] = r.workDir
+		}
+	}
+	return st, nil
+}
+
+func (r *fakeRemote) Upload(_ context.Context, e ReleaseEntry, open func() (io.ReadCloser, error)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.fault("Upload"); err != nil {
+		return err
+	}
+	body, err := open()
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return err
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != e.SHA256 {
+		return fmt.Errorf("upload release %s: the release arrived damaged", e.ID)
+	}
+	if strings.Contains(string(data), "prepare fails") {
+		return fmt.Errorf("%w in release %s:\nnpm ERR! missing script: build", ErrPrepare, e.ID)
+	}
+	r.log("upload %s", e.ID)
+	r.uploads = append(r.uploads, e.ID)
+	r.releases[e.ID] = true
+	r.relLog = append(r.relLog, e)
+	return nil
+}
+
+func (r *fakeRemote) SwitchInstance(_ context.Context, port int, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.releases[id] {
+		return fmt.Errorf("release %s is not in /srv/my-app/releases", id)
+	}
+	r.log("switch %d %s", port, id)
+	r.links[port] = id
+	return nil
+}
+
+func (r *fakeRemote) RecordRelease(_ context.Context, entries []ReleaseEntry, current string, remove []string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.relLog = append(r.relLog, entries...)
+	if current != "" {
+		r.current = current
+	}
+	for _, id := range remove {
+		used := id == r.current
+		for _, l := range r.links {
+			used = used || l == id
+		}
+		if !used {
+			r.log("remove %s", id)
+			delete(r.releases, id)
+		}
+	}
+	return nil
+}
+
+// outcome is release id's latest outcome in the host's log.
+func (r *fakeRemote) outcome(id string) ReleaseOutcome {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var o ReleaseOutcome
+	for _, e := range r.relLog {
+		if e.ID == id {
+			o = e.Outcome
+		}
+	}
+	return o
 }
 
 // fakeDeployer deploys (or scales) to the fake hosts, named web1, web2, ...

@@ -16,6 +16,7 @@ type HistoryEntry struct {
 	RunURL    string        `json:"run_url,omitempty"`
 	Op        string        `json:"op"`
 	Version   string        `json:"version,omitempty"`
+	Release   string        `json:"release,omitempty"`
 	Outcome   Outcome       `json:"outcome"`
 	Duration  time.Duration `json:"duration_ns"`
 	Restarted []int         `json:"restarted,omitempty"`

@@ -34,6 +34,85 @@ type hostRun struct {
 	added map[int]bool
 
 	restarted, leftOut []int
+
+	// targets are the releases instances switch to just before their
+	// restart (release: set); nil: no switching.
+	targets map[int]string
+	// rel is what each instance ran when the run began.
+	rel releaseState
+	// switched are the instances switched so far, in order.
+	switched []int
+	// skipped are instances that already ran their target.
+	skipped []int
+	// noHooks: the host's hooks do not run (a rollback).
+	noHooks bool
+}
+
+// setRelease makes the run switch every instance to release id (when not
+// ""); rel is the host's release layout before the run.
+func (h *hostRun) setRelease(id string, rel releaseState) {
+	if id == "" {
+		return
+	}
+	h.rel = rel
+	h.targets = map[int]string{}
+	for _, p := range h.cfg.Ports() {
+		h.targets[p] = id
+	}
+}
+
+// upToDate reports whether an instance already runs its target release,
+// is in Nginx and healthy: a rerun (without --force) leaves it alone.
+func (h *hostRun) upToDate(port int, serving map[int]bool) bool {
+	id := h.targets[port]
+	return id != "" && !h.d.Force && h.rel.links[port] == id && h.rel.running[port] == id && serving[port]
+}
+
+// switchTo points the instance's link at release id.
+func (h *hostRun) switchTo(ctx context.Context, port int, id string) error {
+	t0 := time.Now()
+	h.emit(port, StepSwitch, StatusStart, t0, "")
+	if err := h.remote.SwitchInstance(ctx, port, id); err != nil {
+		h.emit(port, StepSwitch, StatusFail, t0, err.Error())
+		return &StepError{Host: h.host, Port: port, Step: StepSwitch, Err: err}
+	}
+	if !slices.Contains(h.switched, port) {
+		h.switched = append(h.switched, port)
+	}
+	h.emit(port, StepSwitch, StatusOK, t0, "release "+id)
+	return nil
+}
+
+// moveCurrent points the host's current link at release id.
+func (h *hostRun) moveCurrent(ctx context.Context, id string) error {
+	if err := h.remote.RecordRelease(ctx, nil, id, nil); err != nil {
+		return &StepError{Host: h.host, Step: StepRelease, Err: fmt.Errorf("point current at %s: %w", id, err)}
+	}
+	return nil
+}
+
+// revert restarts ports (switched by a failed run) onto their targets,
+// one at a time with the deploy's gates.
+func (h *hostRun) revert(ctx context.Context, ports []int) (err error) {
+	defer func() {
+		if perr := h.undrainPending(ctx); perr != nil && err == nil {
+			err = perr
+		}
+	}()
+	st, err := h.remote.Inspect(ctx, h.cfg.Ports())
+	if err != nil {
+		return &StepError{Host: h.host, Step: StepRevert, Err: err}
+	}
+	h.upstream = st.upstream
+	for _, port := range ports {
+		if h.targets[port] == "" {
+			return &StepError{Host: h.host, Port: port, Step: StepRevert, Err: fmt.Errorf("ran no release before this run: nothing to go back to")}
+		}
+		if err := h.instance(ctx, port); err != nil {
+			return err
+		}
+	}
+	return h.undrainPending(ctx)
 }
 
 func newHostRun(d *Deployer, s *session, stop <-chan struct{}) *hostRun {
@@ -87,7 +166,7 @@ func (h *hostRun) stopped(ctx context.Context) bool { return ctx.Err() != nil ||
 // config, restarts every instance (those serving nothing first), and runs
 // its after-hooks.
 func (h *hostRun) deploy(ctx context.Context) (err error) {
-	for _, hook := range h.cfg.Hooks.HostBefore {
+	for _, hook := range h.hostHooks(h.cfg.Hooks.HostBefore) {
 		if err := h.hook(ctx, "before", hook); err != nil {
 			return err
 		}
@@ -108,9 +187,15 @@ func (h *hostRun) deploy(ctx context.Context) (err error) {
 	if err := h.adoptUpstream(st.upstream); err != nil {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
 	}
+	serving, _ := h.serving(ctx)
 	for _, port := range h.order(ctx, st) {
 		if h.stopped(ctx) {
 			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: ErrStopped}
+		}
+		if h.upToDate(port, serving) {
+			h.emit(port, StepRestart, StatusSkip, time.Time{}, "already runs release "+h.targets[port]+", healthy and in nginx (--force restarts it)")
+			h.skipped = append(h.skipped, port)
+			continue
 		}
 		if h.added[port] {
 			h.emit(port, StepRestart, StatusSkip, time.Time{}, "started on this release by the scale step")
@@ -124,12 +209,20 @@ func (h *hostRun) deploy(ctx context.Context) (err error) {
 	if err := h.undrainPending(ctx); err != nil {
 		return err
 	}
-	for _, hook := range h.cfg.Hooks.HostAfter {
+	for _, hook := range h.hostHooks(h.cfg.Hooks.HostAfter) {
 		if err := h.hook(ctx, "after", hook); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// hostHooks are the hooks to run, none for a rollback.
+func (h *hostRun) hostHooks(hooks []string) []string {
+	if h.noHooks {
+		return nil
+	}
+	return hooks
 }
 
 // scale reconciles the host's instances and restarts nothing.

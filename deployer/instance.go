@@ -32,6 +32,11 @@ func (h *hostRun) instance(ctx context.Context, port int) (err error) {
 	if h.stopped(ctx) {
 		return fail(StepRestart, ErrStopped)
 	}
+	if id := h.targets[port]; id != "" {
+		if err := h.switchTo(ctx, port, id); err != nil {
+			return err
+		}
+	}
 
 	mark, err := h.restart(ctx, port)
 	if err != nil {

@@ -79,6 +79,11 @@ func (h *hostRun) addInstance(ctx context.Context, port int) error {
 		h.emit(port, StepScale, StatusFail, t0, err.Error())
 		return err
 	}
+	if id := h.targets[port]; id != "" {
+		if err := h.switchTo(ctx, port, id); err != nil {
+			return fail(err)
+		}
+	}
 	if err := h.remote.Start(ctx, port); err != nil {
 		return fail(h.appFailure(ctx, port, StepScale, err, restartMark{}))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -251,4 +252,23 @@ func (rc *reconnecting) AppendHistory(ctx context.Context, e HistoryEntry) error
 func (rc *reconnecting) ReadHistory(ctx context.Context, n int) (es []HistoryEntry, err error) {
 	err = rc.do(ctx, func(r remote) error { es, err = r.ReadHistory(ctx, n); return err })
 	return es, err
+}
+
+func (rc *reconnecting) ReleaseState(ctx context.Context, ports []int) (st releaseState, err error) {
+	err = rc.do(ctx, func(r remote) error { st, err = r.ReleaseState(ctx, ports); return err })
+	return st, err
+}
+
+// Upload sends the release again from its start on a new connection: the
+// upload script removes what an interrupted one left.
+func (rc *reconnecting) Upload(ctx context.Context, e ReleaseEntry, open func() (io.ReadCloser, error)) error {
+	return rc.do(ctx, func(r remote) error { return r.Upload(ctx, e, open) })
+}
+
+func (rc *reconnecting) SwitchInstance(ctx context.Context, port int, id string) error {
+	return rc.do(ctx, func(r remote) error { return r.SwitchInstance(ctx, port, id) })
+}
+
+func (rc *reconnecting) RecordRelease(ctx context.Context, entries []ReleaseEntry, current string, remove []string) error {
+	return rc.do(ctx, func(r remote) error { return r.RecordRelease(ctx, entries, current, remove) })
 }

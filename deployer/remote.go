@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"time"
 )
@@ -72,6 +73,24 @@ type remote interface {
 	AppendHistory(ctx context.Context, e HistoryEntry) error
 	// ReadHistory returns the host's last n entries, oldest first.
 	ReadHistory(ctx context.Context, n int) ([]HistoryEntry, error)
+
+	// The release layout (release: set).
+
+	// ReleaseState reads the releases on the host, its release log, and
+	// per instance its link, the release its process runs and the unit's
+	// WorkingDirectory.
+	ReleaseState(ctx context.Context, ports []int) (releaseState, error)
+	// Upload puts release e.ID in place from the gzipped tar that open
+	// opens (once per try), whose SHA-256 is e.SHA256: unpacked, its
+	// shared paths linked, prepared, and logged as e (new); on any failure
+	// nothing is left of it.
+	Upload(ctx context.Context, e ReleaseEntry, open func() (io.ReadCloser, error)) error
+	// SwitchInstance points the instance's link at release id.
+	SwitchInstance(ctx context.Context, port int, id string) error
+	// RecordRelease appends entries to the release log, points current at
+	// current (when not ""), and removes the releases in remove that
+	// neither current nor an instance names.
+	RecordRelease(ctx context.Context, entries []ReleaseEntry, current string, remove []string) error
 }
 
 // hostState is one inspection of a host.
@@ -101,4 +120,6 @@ var (
 	errUpstreamChanged = errors.New("the upstream file was changed by someone else during the deploy")
 	// errLockLost: the deploy lock is no longer this holder's.
 	errLockLost = errors.New("the deploy lock is no longer ours")
+	// ErrPrepare: release.prepare failed or timed out; nothing restarted.
+	ErrPrepare = errors.New("release.prepare failed")
 )

@@ -462,3 +462,73 @@ func (r sshRemote) privScript(body string) string {
 	}
 	return "sh -c " + sshexec.Quote(body)
 }
+
+func (r sshRemote) releaseRoot() string { return strings.TrimRight(r.cfg.Release.Root, "/") }
+
+func (r sshRemote) cmdReleaseState(ports []int) string {
+	args := []string{r.releaseRoot()}
+	for _, p := range ports {
+		args = append(args, strconv.Itoa(p), r.cfg.UnitName(p))
+	}
+	return script("release-state", true, r.sudo, args...)
+}
+
+func (r sshRemote) cmdUpload(e ReleaseEntry) string {
+	rel := r.cfg.Release
+	s := r.cfg.setupDefaults()
+	line, _ := json.Marshal(e)
+	args := []string{r.releaseRoot(), e.ID, e.SHA256, s.User, s.Group,
+		strconv.Itoa(int(rel.PrepareTimeout / time.Second)), rel.Prepare, string(line)}
+	return script("release-upload", true, r.sudo, append(args, rel.Shared...)...)
+}
+
+func (r sshRemote) cmdSwitch(port int, id string) string {
+	return script("release-switch", true, r.sudo, r.releaseRoot(), strconv.Itoa(port), id)
+}
+
+func (r sshRemote) cmdRecordRelease(entries []ReleaseEntry, current string, remove []string) string {
+	var lines []string
+	for _, e := range entries {
+		b, _ := json.Marshal(e)
+		lines = append(lines, string(b))
+	}
+	line := strings.Join(lines, "\n")
+	return script("release-record", true, r.sudo, append([]string{r.releaseRoot(), line, current}, remove...)...)
+}
+
+func (r sshRemote) ReleaseState(ctx context.Context, ports []int) (releaseState, error) {
+	res, err := r.run(ctx, "read the releases in "+r.releaseRoot(), r.cmdReleaseState(ports), nil)
+	if err != nil {
+		return releaseState{}, err
+	}
+	return parseReleaseState(res.Stdout, r.releaseRoot())
+}
+
+func (r sshRemote) Upload(ctx context.Context, e ReleaseEntry, open func() (io.ReadCloser, error)) error {
+	body, err := open()
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	_, err = r.run(ctx, "upload release "+e.ID, r.cmdUpload(e), body)
+	switch exitCode(err) {
+	case exitPrepare:
+		return fmt.Errorf("%w in release %s:\n%s", ErrPrepare, e.ID, scriptMessage(err))
+	case exitChecksum, exitShared:
+		return fmt.Errorf("upload release %s: %s", e.ID, scriptMessage(err))
+	}
+	return err
+}
+
+func (r sshRemote) SwitchInstance(ctx context.Context, port int, id string) error {
+	_, err := r.run(ctx, fmt.Sprintf("switch %s to release %s", r.cfg.UnitName(port), id), r.cmdSwitch(port, id), nil)
+	if exitCode(err) == exitNoRelease {
+		return errors.New(scriptMessage(err))
+	}
+	return err
+}
+
+func (r sshRemote) RecordRelease(ctx context.Context, entries []ReleaseEntry, current string, remove []string) error {
+	_, err := r.run(ctx, "record the release in "+r.releaseRoot(), r.cmdRecordRelease(entries, current, remove), nil)
+	return err
+}

@@ -22,6 +22,11 @@ type session struct {
 	t0   time.Time
 	rc   *reconnecting // the remote the engine works on the host through
 	lock *HostLock
+	// rel is the host's release layout as the preflight read it (release:
+	// set): what each instance ran before this run.
+	rel releaseState
+	// run is the host's run, once it started.
+	run *hostRun
 }
 
 func (d *Deployer) newRemote(cfg *Config, conn Conn) remote {
@@ -95,6 +100,11 @@ func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
 			var missing []int
 			if err == nil {
 				missing, err = checkUpstream(s.cfg, upstream)
+			}
+			if err == nil && s.cfg.Release != nil {
+				if s.rel, err = s.rc.ReleaseState(ctx, s.cfg.Ports()); err == nil {
+					err = checkLayout(s.cfg, s.rel)
+				}
 			}
 			if err != nil {
 				errs[i] = &StepError{Host: s.host, Step: StepPreflight, Err: err}

@@ -20,7 +20,7 @@ const (
 	exitOK          = 0
 	exitFailed      = 1   // the rollout failed on some host
 	exitUsage       = 2   // bad flags or config
-	exitPreflight   = 3   // a check before any change failed; nothing changed
+	exitPreflight   = 3   // a check before any change failed, or the release's upload or prepare: nothing that runs changed
 	exitInterrupted = 130 // Ctrl-C or SIGTERM
 )
 
@@ -42,7 +42,7 @@ func exitCode(err error, interrupted bool, stderr io.Writer) int {
 		return exitInterrupted
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.As(err, &se) && (se.Step == deployer.StepPreflight || se.Step == deployer.StepLock || (se.Step == deployer.StepHook && se.Host == "local")):
+	case errors.As(err, &se) && (se.Step == deployer.StepPreflight || se.Step == deployer.StepLock || se.Step == deployer.StepUpload || (se.Step == deployer.StepHook && se.Host == "local")):
 		return exitPreflight
 	default:
 		return exitFailed
@@ -68,8 +68,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Description: `Examples:
    rollout deploy --version v2
    rollout deploy --version "$GITHUB_SHA" --parallel 2
-   rollout deploy --dry-run --version v2     # print every step, change nothing`,
-				Flags: append(overrideFlags(),
+   rollout deploy --dry-run --version v2     # print every step, change nothing
+   rollout deploy --version v2 --artifact build/   # with release: ship build/ first`,
+				Flags: append(append(overrideFlags(), releaseFlags()...),
 					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
 					&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
 				Action:       deployAction,
@@ -85,6 +86,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:       planAction,
 				OnUsageError: onUsageError,
 			},
+			rollbackCommand(),
+			releasesCommand(),
 			scaleCommand(),
 			setupCommand(),
 			renderCommand(),
@@ -249,22 +252,36 @@ func deployAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	art, cleanup, err := packArtifact(c, cfg)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	d, out, err := newDeployer(c, cfg, v)
+	if err != nil {
+		return err
+	}
+	d.Artifact, d.Force = art, c.Bool("force")
+	rep, err := d.Deploy(c.Context)
+	out.report(rep, err)
+	notifyDeploy(c.Context, cfg, rep, err, os.Getenv, c.App.ErrWriter)
+	return err
+}
+
+// newDeployer is a Deployer for cfg whose events go to a printer.
+func newDeployer(c *cli.Context, cfg *deployer.Config, version string) (*deployer.Deployer, *printer, error) {
 	out := newPrinter(c.App.Writer, c.App.ErrWriter, outputOptionsFor(c.String("output"), cfg.Parallel, c.App.ErrWriter, os.Getenv))
 	dialer, err := newSSHDialer(cfg)
 	if err != nil {
-		return usageError{err}
+		return nil, nil, usageError{err}
 	}
-	d := &deployer.Deployer{
+	return &deployer.Deployer{
 		Config:         cfg,
-		Version:        v,
+		Version:        version,
 		Connect:        dialer.Dial,
 		Events:         out.event,
 		Stdout:         c.App.ErrWriter,
 		Stderr:         c.App.ErrWriter,
 		BreakStaleLock: c.Bool("break-stale-lock"),
-	}
-	rep, err := d.Deploy(c.Context)
-	out.report(rep, err)
-	notifyDeploy(c.Context, cfg, rep, err, os.Getenv, c.App.ErrWriter)
-	return err
+	}, out, nil
 }

@@ -84,6 +84,13 @@ func jobSummary(rep *deployer.Report, err error) string {
 			op = "deploy"
 		}
 		fmt.Fprintf(&b, "### rollout %s `%s`: %s in %s\n\n", op, strings.ReplaceAll(rep.Version, "`", "'"), result, rep.Duration.Round(time.Millisecond))
+		if rep.Release != "" {
+			fmt.Fprintf(&b, "Release `%s`.", rep.Release)
+			if rep.Reverted != "" {
+				fmt.Fprintf(&b, " **%s.**", mdCell(rep.Reverted))
+			}
+			b.WriteString("\n\n")
+		}
 		b.WriteString("| host | outcome | restarted | left out | time | error |\n|---|---|---|---|---|---|\n")
 		for _, h := range rep.Hosts {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", mdCell(h.Host), mdCell(string(h.Outcome)), ports(h.Restarted), ports(h.LeftOut), h.Duration.Round(time.Millisecond), mdCell(h.Error))

@@ -33,6 +33,9 @@ type outputOptions struct {
 	// Parallel > 1 buffers each host's lines in GitHub Actions so that its
 	// group is not interleaved with other hosts'.
 	Parallel int
+	// Progress prints progress lines (an upload's bytes and rate): stderr
+	// is a terminal.
+	Progress bool
 }
 
 // outputOptionsFor reads the environment: colour when stderr is a
@@ -45,6 +48,7 @@ func outputOptionsFor(format string, parallel int, stderr io.Writer, getenv func
 		GitHub:      getenv("GITHUB_ACTIONS") == "true",
 		SummaryFile: getenv("GITHUB_STEP_SUMMARY"),
 		Parallel:    parallel,
+		Progress:    isTerminal(stderr),
 	}
 }
 
@@ -78,7 +82,7 @@ func (p *printer) event(e deployer.Event) {
 		p.githubGroup(e)
 		return
 	}
-	if e.Status == deployer.StatusStart {
+	if e.Status == deployer.StatusStart || (e.Status == deployer.StatusProgress && !p.opt.Progress) {
 		return
 	}
 	line := p.line(e)
@@ -172,6 +176,12 @@ func (p *printer) report(rep *deployer.Report, err error) {
 	}
 	tw.Flush()
 	fmt.Fprintf(p.stdout, "%s: %s in %s\n", strings.TrimSpace(rep.Op+" "+rep.Version), p.result(err, isTerminal(p.stdout)), rep.Duration.Round(time.Millisecond))
+	if rep.Release != "" {
+		fmt.Fprintf(p.stdout, "release: %s\n", rep.Release)
+	}
+	if rep.Reverted != "" {
+		fmt.Fprintf(p.stdout, "%s\n", rep.Reverted)
+	}
 	for _, h := range rep.Hosts {
 		if h.Next != "" {
 			fmt.Fprintf(p.stdout, "next: %s\n", h.Next)

@@ -3,14 +3,17 @@ package testbed
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
 
@@ -43,37 +46,80 @@ func AppDir() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "examples", "app")
 }
 
-// archive builds the release as a tar: examples/app with r's app.json.
-func (r Release) archive() ([]byte, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	add := func(name string, data []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o640, Size: int64(len(data))}); err != nil {
-			return err
-		}
-		_, err := tw.Write(data)
-		return err
-	}
+// files are the release's files by name: examples/app with r's app.json.
+func (r Release) files() (map[string][]byte, error) {
+	files := map[string][]byte{}
 	for _, name := range []string{"server.js", "package.json"} {
 		data, err := os.ReadFile(filepath.Join(AppDir(), name))
 		if err != nil {
 			return nil, fmt.Errorf("release %s: %w", r.Version, err)
 		}
-		if err := add(name, data); err != nil {
-			return nil, err
-		}
+		files[name] = data
 	}
 	settings, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	if err := add("app.json", append(settings, '\n')); err != nil {
+	files["app.json"] = append(settings, '\n')
+	return files, nil
+}
+
+// archive builds the release as a tar of its files.
+func (r Release) archive() ([]byte, error) {
+	files, err := r.files()
+	if err != nil {
 		return nil, err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o640, Size: int64(len(files[name])), ModTime: time.Unix(1700000000, 0)}); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(files[name]); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// WriteDir writes the release's files into dir, as a build would: a
+// directory artifact.
+func (r Release) WriteDir(dir string) error {
+	files, err := r.files()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteTarGz writes the release as a gzipped tarball at path: a tarball
+// artifact.
+func (r Release) WriteTarGz(path string) error {
+	data, err := r.archive()
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(data); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	return os.WriteFile(path, buf.Bytes(), 0o644)
 }
 
 // StageRelease copies r to /srv/releases/VERSION on h, owned and locked

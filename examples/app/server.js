@@ -11,6 +11,10 @@
 //   healthy      false: /healthz answers 503 forever (a release that starts
 //                but never becomes ready)
 //
+// CRASH_VERSION=V in an instance's environment makes version V exit at once
+// with a FATAL line on that instance only (a host-specific problem that
+// only the new release trips over).
+//
 // It listens on BIND_ADDRESS (default 127.0.0.1), port PORT.
 'use strict';
 
@@ -30,6 +34,10 @@ for (const name of settings.requiredEnv || []) {
     console.error(`FATAL: required environment variable ${name} is not set (version ${version})`);
     process.exit(1);
   }
+}
+if (process.env.CRASH_VERSION && process.env.CRASH_VERSION === version) {
+  console.error(`FATAL: version ${version} cannot start on this instance (CRASH_VERSION=${version})`);
+  process.exit(1);
 }
 if (!Number.isInteger(port) || port <= 0 || port > 65535) {
   console.error(`FATAL: PORT must be a TCP port, got ${JSON.stringify(process.env.PORT)}`);

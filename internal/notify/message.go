@@ -19,16 +19,30 @@ func Message(app string, rep *deployer.Report, err error, link string) string {
 	if rep != nil {
 		version, took = rep.Version, rep.Duration.Round(time.Millisecond)
 	}
+	op := "deploy"
+	if rep != nil && rep.Op == "rollback" {
+		op = "rollback"
+	}
 	if err == nil && rep != nil {
 		hosts := fmt.Sprintf("%d hosts", len(rep.Hosts))
 		if len(rep.Hosts) == 1 {
 			hosts = "1 host"
 		}
-		fmt.Fprintf(&b, "✅ %s %s deployed to %s in %s", app, version, hosts, took)
+		verb := "deployed to"
+		if op == "rollback" {
+			verb = "rolled back on"
+		}
+		fmt.Fprintf(&b, "✅ %s %s %s %s in %s", app, version, verb, hosts, took)
 	} else {
-		fmt.Fprintf(&b, "❌ %s %s deploy FAILED after %s", app, version, took)
+		fmt.Fprintf(&b, "❌ %s %s %s FAILED after %s", app, version, op, took)
 	}
 	said := false
+	if rep != nil && rep.Release != "" {
+		fmt.Fprintf(&b, "\nrelease %s", rep.Release)
+	}
+	if rep != nil && rep.Reverted != "" {
+		fmt.Fprintf(&b, "\n%s", oneLine(rep.Reverted))
+	}
 	if rep != nil {
 		for _, h := range rep.Hosts {
 			fmt.Fprintf(&b, "\n%s: %s", h.Host, h.Outcome)
