@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
+	"time"
 )
 
 // appOutputLines is how many lines of each log file and of the journal are
@@ -22,6 +24,10 @@ type Plan struct {
 	Before   []Step     `json:"before,omitempty"` // local hooks
 	Hosts    []HostPlan `json:"hosts"`
 	After    []Step     `json:"after,omitempty"` // local hooks
+	// Release is the release ID a deploy ships (release: set), and
+	// OnFailure what happens when one of its instances does not come up.
+	Release   string `json:"release,omitempty"`
+	OnFailure string `json:"on_failure,omitempty"`
 }
 
 // HostPlan is one host's part of the plan.
@@ -29,12 +35,14 @@ type HostPlan struct {
 	Host      string         `json:"host"`
 	Preflight Step           `json:"preflight"`
 	Lock      Step           `json:"lock"`
+	Ship      []Step         `json:"ship,omitempty"` // release: read the layout, upload and prepare
 	Before    []Step         `json:"before,omitempty"`
 	Scale     Step           `json:"scale"`   // reconcile the instances with the config
 	Inspect   Step           `json:"inspect"` // once, to order the instances
 	Instances []InstancePlan `json:"instances"`
 	After     []Step         `json:"after,omitempty"`
-	History   Step           `json:"history"` // on every way out, with the lock's release
+	History   Step           `json:"history"`          // on every way out, with the lock's release
+	Record    *Step          `json:"record,omitempty"` // release: the release log, current, cleanup
 }
 
 // InstancePlan is one instance's steps.
@@ -94,6 +102,9 @@ func BuildPlan(cfg *Config, version string) *Plan {
 		for _, h := range cfg.Hooks.HostAfter {
 			hp.After = append(hp.After, Step{Name: StepHook, Does: "run after the last instance", Command: c.cmdHook(h, env)})
 		}
+		if cfg.Release != nil {
+			planRelease(p, &hp, c, cfg, version, ports)
+		}
 		hp.History = Step{Name: StepHistory, Command: c.cmdAppendHistory(), Stdin: "one JSON line: who, when, version, outcome, restarted and left-out instances, error",
 			Does: "on every way out, before releasing the lock: append this deploy to the host's history (rollout history)"}
 		first := ports[0]
@@ -146,11 +157,44 @@ func BuildPlan(cfg *Config, version string) *Plan {
 					Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ...;\" (down removed)", cfg.Nginx.UpstreamFile, addr, port),
 					Does:  "check it is still healthy; put the instance back in the upstream; test the nginx config; reload nginx"})
 			}
+			if cfg.Release != nil {
+				sw := Step{Name: StepSwitch, Command: c.cmdSwitch(port, p.Release),
+					Does: fmt.Sprintf("point %s/instances/%d at release %s (a new link renamed over the old one): the restart starts it on that release", cfg.Release.Root, port, p.Release)}
+				ip.Steps = slices.Insert(ip.Steps, 3, sw)
+				ip.Steps[0].Does = fmt.Sprintf("skip the instance if it already runs release %s (its link and its process's directory), is healthy and in nginx: a rerun resumes (--force restarts it); otherwise ", p.Release) + ip.Steps[0].Does
+			}
 			hp.Instances = append(hp.Instances, ip)
 		}
 		p.Hosts = append(p.Hosts, hp)
 	}
 	return p
+}
+
+// planRelease adds a deploy's release steps to a host's plan.
+func planRelease(p *Plan, hp *HostPlan, c sshRemote, cfg *Config, version string, ports []int) {
+	rel := cfg.Release
+	if p.Release == "" {
+		p.Release = ReleaseID(time.Now(), version)
+		p.OnFailure = rel.OnFailure
+	}
+	prepare := "no release.prepare"
+	if rel.Prepare != "" {
+		prepare = fmt.Sprintf("run release.prepare %q in it as %s (at most %s; its output is shown if it fails)", rel.Prepare, cfg.setupDefaults().User, rel.PrepareTimeout)
+	}
+	e := ReleaseEntry{ID: p.Release, Version: version, SHA256: "SHA256", User: "USER", Outcome: ReleaseNew}
+	hp.Ship = []Step{
+		{Name: StepPreflight, Command: c.cmdReleaseState(ports), Does: fmt.Sprintf(
+			"read the releases in %s/releases, the release log, current, and for each instance its link, the release its process runs and its unit's WorkingDirectory; stop unless every unit runs from %s/instances/%%i", rel.Root, rel.Root)},
+		{Name: StepUpload, Command: c.cmdUpload(e), Stdin: "the artifact, checked and packed locally as a gzipped tar (no absolute paths, no .. entries, no links leaving it)",
+			Does: fmt.Sprintf("unless a release with the artifact's SHA-256 is already on the host (then its ID is used for every host and nothing is uploaded): stream it into %s/releases/%s.partial (every host at once), check its SHA-256, link the shared paths %v, %s, make it root:%s (directories 2750, files 0640 or 0750), rename it into place; on any failure remove it and stop before any instance restarts (exit 3)",
+				rel.Root, p.Release, rel.Shared, prepare, cfg.setupDefaults().Group)},
+	}
+	policy := "release.on_failure: halt: stop, keep the old instances serving, leave the switched ones on the new release (a rerun resumes)"
+	if rel.OnFailure == OnFailureRevert {
+		policy = "release.on_failure: revert: when an instance does not come up, switch it and every instance already switched, on every host in reverse order, back to the release it ran before, with the same drain, health and undrain gates; mark the release BAD"
+	}
+	hp.Record = &Step{Name: StepRelease, Command: c.cmdRecordRelease([]ReleaseEntry{{ID: p.Release, Version: version, Outcome: ReleaseOK}}, p.Release, []string{"OLD_ID..."}),
+		Does: fmt.Sprintf("once the host's last instance is done, point %s/current at the release; after the whole deploy, log its outcome and remove the releases beyond the newest %d good ones (OLD_ID...), never one that current or an instance names. %s", rel.Root, rel.Keep, policy)}
 }
 
 // WriteJSON writes the plan as indented JSON.
@@ -165,6 +209,9 @@ func (p *Plan) WriteText(w io.Writer) error {
 	ew := &errWriter{w: w}
 	ew.printf("plan: deploy %s version %q to %d host(s), %d at a time; instances one at a time on each host\n", p.App, p.Version, len(p.Hosts), p.Parallel)
 	ew.printf("nothing below has been run\n")
+	if p.Release != "" {
+		ew.printf("release %s (or the release already on a host with the artifact's SHA-256); on failure: %s\n", p.Release, p.OnFailure)
+	}
 	step := func(indent string, n int, s Step) {
 		ew.printf("%s%d. %s: %s\n", indent, n, s.Name, s.Does)
 		if s.Command != "" {
@@ -190,6 +237,10 @@ func (p *Plan) WriteText(w io.Writer) error {
 		step("  ", n, h.Preflight)
 		n++
 		step("  ", n, h.Lock)
+		for _, s := range h.Ship {
+			n++
+			step("  ", n, s)
+		}
 		for _, s := range h.Before {
 			n++
 			step("  ", n, s)
@@ -207,7 +258,12 @@ func (p *Plan) WriteText(w io.Writer) error {
 		for j, s := range h.After {
 			step("  ", n+j+1, s)
 		}
-		step("  ", n+len(h.After)+1, h.History)
+		n += len(h.After) + 1
+		if h.Record != nil {
+			step("  ", n, *h.Record)
+			n++
+		}
+		step("  ", n, h.History)
 	}
 	if len(p.After) > 0 {
 		ew.printf("\n")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -283,8 +284,42 @@ func (r sshRemote) cmdSetupInspect(files []ManagedFile, dirs []managedDir, unit 
 	for _, p := range ports {
 		units = append(units, sshexec.Quote(unit(p)))
 	}
-	fmt.Fprintf(&b, "echo %s; systemctl is-enabled -- %s 2>/dev/null || true", setupSep, strings.Join(units, " "))
+	fmt.Fprintf(&b, "echo %s; systemctl is-enabled -- %s 2>/dev/null || true\n", setupSep, strings.Join(units, " "))
+	// What the app's code is: "current" (the release layout is in place),
+	// "code" (the seed's app directory holds it), or "empty".
+	code := "echo empty"
+	if r.cfg.Release != nil {
+		code = fmt.Sprintf("if [ -L %s/current ]; then echo current; elif [ -n \"$(ls -A -- %s 2>/dev/null)\" ]; then echo code; else echo empty; fi",
+			sshexec.Quote(r.releaseRoot()), sshexec.Quote(s.AppDir))
+	} else {
+		code = fmt.Sprintf("if [ -n \"$(ls -A -- %s 2>/dev/null)\" ]; then echo code; else echo empty; fi", sshexec.Quote(s.AppDir))
+	}
+	fmt.Fprintf(&b, "echo %s; %s", setupSep, code)
 	return r.privScript(b.String())
+}
+
+// migrateScript moves a host in the seed's layout to the release layout:
+// the app directory's code is copied into a first release, id, that every
+// instance's link and current name, logged ok. Running instances are not
+// touched: they run the same code from the new place at their next
+// restart. It runs before the unit file changes.
+func (r sshRemote) migrateScript(id string, ports []int, e ReleaseEntry) string {
+	s := r.cfg.setupDefaults()
+	root := r.releaseRoot()
+	rel := sshexec.Quote(root + "/releases/" + id)
+	line, _ := json.Marshal(e)
+	var b strings.Builder
+	fmt.Fprintf(&b, "rm -rf -- %s.partial\nmkdir -p -- %s.partial\ncp -a -- %s/. %s.partial/\n", rel, rel, sshexec.Quote(s.AppDir), rel)
+	fmt.Fprintf(&b, "chown -R -- %s %s.partial\nmv -T -- %s.partial %s\n", sshexec.Quote("root:"+s.Group), rel, rel, rel)
+	for _, p := range ports {
+		link := sshexec.Quote(fmt.Sprintf("%s/instances/%d", root, p))
+		tmp := sshexec.Quote(fmt.Sprintf("%s/instances/.%d.tmp", root, p))
+		fmt.Fprintf(&b, "ln -sfn -- %s %s\nmv -T -- %s %s\n", sshexec.Quote("../releases/"+id), tmp, tmp, link)
+	}
+	fmt.Fprintf(&b, "ln -sfn -- %s %s\nmv -T -- %s %s\n", sshexec.Quote("releases/"+id), sshexec.Quote(root+"/.current.tmp"),
+		sshexec.Quote(root+"/.current.tmp"), sshexec.Quote(root+"/current"))
+	fmt.Fprintf(&b, "printf '%%s\\n' %s >>%s\n", sshexec.Quote(string(line)), sshexec.Quote(root+"/.rollout/releases.jsonl"))
+	return b.String()
 }
 
 // Setup prepares a host: the service user, the directories, the unit, the
@@ -311,7 +346,7 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		return nil, explainRemote(fmt.Errorf("inspect: %w", err), cfg)
 	}
 	parts := strings.Split(string(out.Stdout), setupSep+"\n")
-	if len(parts) != 1+len(dirs)+len(files)+1 {
+	if len(parts) != 1+len(dirs)+len(files)+2 {
 		return nil, fmt.Errorf("inspect: unexpected output %q", out.Stdout)
 	}
 	var script strings.Builder
@@ -342,6 +377,16 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		fmt.Fprintf(&script, "install -d -o %s -g %s -m %s -- %s\nchown %s -- %s\nchmod %s -- %s\n",
 			sshexec.Quote(strings.Split(d.owner, ":")[0]), sshexec.Quote(strings.Split(d.owner, ":")[1]), d.mode, sshexec.Quote(d.path),
 			sshexec.Quote(d.owner), sshexec.Quote(d.path), d.mode, sshexec.Quote(d.path))
+	}
+	// A host in the seed's layout: its code becomes the first release,
+	// before the unit runs instances from their links.
+	code := strings.TrimSpace(parts[len(parts)-1])
+	parts = parts[:len(parts)-1]
+	if cfg.Release != nil && code == "code" {
+		id := ReleaseID(time.Now(), "initial")
+		res.Changes = append(res.Changes, fmt.Sprintf("move the code in %s into release %s under %s (every instance's link and current name it; running instances are not restarted)",
+			s.AppDir, id, cfg.Release.Root))
+		script.WriteString(r.migrateScript(id, ports, ReleaseEntry{ID: id, Version: "initial", User: NewLockInfo("setup", "").User, Time: time.Now().UTC(), Outcome: ReleaseOK}))
 	}
 	// The files, each through stdin, in order.
 	var diff strings.Builder
@@ -422,9 +467,15 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		}
 	}
 	if len(toEnable) > 0 {
-		res.Changes = append(res.Changes, "enable "+strings.Join(toEnable, " ")+" (started if "+s.AppDir+" holds a release)")
-		fmt.Fprintf(&script, "systemctl enable -- %s\nif [ -n \"$(ls -A -- %s)\" ]; then systemctl start -- %s; fi\n",
-			strings.Join(toEnable, " "), sshexec.Quote(s.AppDir), strings.Join(toEnable, " "))
+		where := s.AppDir + " holds the code"
+		if cfg.Release != nil {
+			where = "a release is in place"
+		}
+		res.Changes = append(res.Changes, "enable "+strings.Join(toEnable, " ")+" (started if "+where+")")
+		fmt.Fprintf(&script, "systemctl enable -- %s\n", strings.Join(toEnable, " "))
+		if code != "empty" {
+			fmt.Fprintf(&script, "systemctl start -- %s\n", strings.Join(toEnable, " "))
+		}
 	}
 	res.Diff = diff.String()
 	if dryRun || len(res.Changes) == 0 {

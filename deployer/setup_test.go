@@ -115,7 +115,50 @@ func inspection(cfg *Config, prepared bool) string {
 			b.WriteString("disabled\n")
 		}
 	}
+	b.WriteString(setupSep + "\n")
+	if prepared {
+		b.WriteString("code\n")
+	} else {
+		b.WriteString("empty\n")
+	}
 	return b.String()
+}
+
+// A host in the seed's layout, set up with release: its code becomes the
+// first release, linked for every instance, before the unit changes.
+func TestSetupMovesASeedHostToReleases(t *testing.T) {
+	cfg, err := ParseConfig("rollout.yaml", []byte(validConfig+"release: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := inspection(cfg, true)
+	// The seed's unit ran from the app directory: it differs.
+	seed = strings.Replace(seed, base64.StdEncoding.EncodeToString([]byte(Render(cfg, cfg.Ports())[0].Content)), base64.StdEncoding.EncodeToString([]byte("[Service]\nWorkingDirectory=/var/www/my-app\n")), 1)
+	h := &setupHost{inspect: seed}
+	res, err := Setup(testCtx(t), cfg, "web1", h, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(res.Changes, "\n")
+	if !strings.Contains(joined, "move the code in /var/www/my-app into release ") || !strings.Contains(joined, "update /etc/systemd/system/my-app@.service") {
+		t.Fatalf("changes:\n%s", joined)
+	}
+	if len(h.applied) != 1 {
+		t.Fatalf("applied %d scripts", len(h.applied))
+	}
+	sc := h.applied[0]
+	link := strings.Index(sc, "/srv/my-app/instances/3000")
+	unit := strings.Index(sc, "daemon-reload")
+	if link < 0 || unit < 0 || link > unit || !strings.Contains(sc, "/srv/my-app/current") || !strings.Contains(sc, `"outcome":"ok"`) {
+		t.Errorf("the script does not link every instance before the unit changes:\n%s", sc)
+	}
+
+	// Once moved (current exists), setup moves nothing again.
+	again := &setupHost{inspect: strings.TrimSuffix(inspection(cfg, true), "code\n") + "current\n"}
+	res, err = Setup(testCtx(t), cfg, "web1", again, false)
+	if err != nil || len(res.Changes) != 0 {
+		t.Errorf("a moved host: %v, changes %q", err, res.Changes)
+	}
 }
 
 func TestSetupChangesOnlyWhatDiffers(t *testing.T) {
