@@ -37,6 +37,9 @@ func (e *StepError) Error() string {
 		where = fmt.Sprintf("%s:%d", e.Host, e.Port)
 	}
 	msg := fmt.Sprintf("%s %s: %v", e.Step, where, e.Err)
+	if where == "" {
+		msg = fmt.Sprintf("%s: %v", e.Step, e.Err)
+	}
 	if e.LeftOut {
 		msg += " (instance left out of nginx)"
 	}

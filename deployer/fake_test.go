@@ -60,8 +60,8 @@ type fakeRemote struct {
 	current  string
 	links    map[int]string
 	runs     map[int]string
-	bad      string // a suffix of the release ID that fails
-	badPort  int    // the only instance it fails on; 0: all
+	bad      string   // a suffix of the release ID that fails
+	badPort  int      // the only instance it fails on; 0: all
 	uploads  []string // the IDs uploaded
 	workDir  string   // every unit's WorkingDirectory root; "" the release layout's
 }

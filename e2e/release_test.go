@@ -117,11 +117,12 @@ func releasesOf(t *testing.T, cfg string) []hostReleases {
 	return got.Hosts
 }
 
-// onRelease checks that every instance of hosts runs version (asked
-// directly), from the release its link names (its process's directory),
-// that current names that release, that nothing is left out of Nginx,
-// and that the release log says outcome for it. It returns the release ID.
-func onRelease(t *testing.T, cfg string, hosts []*testbed.Host, version, outcome string) string {
+// onRelease checks that every instance of hosts serves version (asked
+// directly), from the release of that version (relVersion if given) that
+// its link names (its process's directory), that current names that
+// release, that nothing is left out of Nginx, and that the release log
+// says outcome for it. It returns the release ID.
+func onRelease(t *testing.T, cfg string, hosts []*testbed.Host, version, outcome string, relVersion ...string) string {
 	t.Helper()
 	id := ""
 	for i, hr := range releasesOf(t, cfg) {
@@ -134,8 +135,12 @@ func onRelease(t *testing.T, cfg string, hosts []*testbed.Host, version, outcome
 		if len(hr.Mismatched) > 0 {
 			t.Errorf("%s: instances whose link and process disagree: %s", h.Name, hr.Mismatched)
 		}
+		want := version
+		if len(relVersion) > 0 {
+			want = relVersion[0]
+		}
 		for _, r := range hr.Releases {
-			if r.Version != version || r.ID != hr.Current {
+			if r.Version != want || r.ID != hr.Current {
 				continue
 			}
 			id = r.ID
@@ -184,13 +189,18 @@ func TestReleasesLifecycle(t *testing.T) {
 	hosts := fleet.Hosts
 	cfg := releaseConfig(t, hosts, "  keep: 3\n")
 	moveToReleases(t, cfg, hosts)
-	initial := onRelease(t, cfg, hosts, "v1", "ok") // the seed's code, now a release
+	// The seed's code is now a release; the instances move to it at their
+	// next restart.
+	initial := releasesOf(t, cfg)[0].Current
+	if !strings.HasSuffix(initial, "-initial") {
+		t.Fatalf("current is %q after setup, want the first release", initial)
+	}
 
 	deploy := func(name string, wantCode int, args ...string) string {
 		t.Helper()
 		var out string
 		var code int
-		res := underLoad(t, hosts, func() { out, code = rollout(t, append([]string{"-c", cfg}, args...)...) })
+		res := underLoad(t, hosts, func() { out, code = rollout(t, append([]string{args[0], "-c", cfg}, args[1:]...)...) })
 		noFailedRequests(t, res)
 		if code != wantCode {
 			t.Fatalf("%s exited %d, want %d:\n%s", name, code, wantCode, out)
@@ -233,7 +243,7 @@ func TestReleasesLifecycle(t *testing.T) {
 		t.Errorf("rollback went to %s, want %s", got, v2)
 	}
 	deploy("second rollback", 0, "rollback")
-	if got := onRelease(t, cfg, hosts, "v1", "reverted"); got != initial {
+	if got := onRelease(t, cfg, hosts, "v1", "reverted", "initial"); got != initial {
 		t.Errorf("the second rollback went to %s, want %s", got, initial)
 	}
 	if o := outcomeOf(t, cfg, "v3"); o[0] != "BAD" {
