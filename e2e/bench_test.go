@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -137,4 +138,59 @@ func benchRollout(b *testing.B, h *testbed.Host) (benchRun, time.Duration, time.
 	}
 	total := last.Sub(first)
 	return r, total / time.Duration(n), boot / time.Duration(n)
+}
+
+// BenchmarkRelease ships examples/app (v2) as a directory artifact to a
+// host moved to releases and deploys it, then rolls its 4 instances back,
+// both under 400 req/s (min_healthy 0, as BenchmarkDeploy), and prints the
+// upload's time (the upload step: stream, check, unpack, rename) and the
+// rollback's wall time (the whole command: connect, preflight, 4
+// instances, record).
+func BenchmarkRelease(b *testing.B) {
+	h := fleet.Hosts[0]
+	hosts := []*testbed.Host{h}
+	for b.Loop() {
+		cfg := releaseConfig(b, hosts, "")
+		moveToReleases(b, cfg, hosts)
+		data, err := os.ReadFile(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(cfg, []byte(strings.Replace(string(data), "min_healthy: 1s", "min_healthy: 0s", 1)), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		var events []byte
+		dep := timedLoad(b, h, func() {
+			cmd := exec.Command(rolloutBin, "deploy", "-c", cfg, "--version", "v2", "--artifact", artifactDir(b, testbed.GoodRelease("v2")), "--output", "json")
+			if events, err = cmd.Output(); err != nil {
+				b.Fatalf("rollout: %v\n%s", err, events)
+			}
+		})
+		var upload time.Duration
+		sc := bufio.NewScanner(strings.NewReader(string(events)))
+		for sc.Scan() {
+			var e struct {
+				Type  string `json:"type"`
+				Event struct {
+					Step, Status string
+					Duration     int64 `json:"duration_ns"`
+				} `json:"event"`
+			}
+			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == "step" && e.Event.Step == "upload" && e.Event.Status == "ok" {
+				upload = time.Duration(e.Event.Duration)
+			}
+		}
+		if upload == 0 {
+			b.Fatalf("no upload step:\n%s", events)
+		}
+		rb := timedLoad(b, h, func() {
+			if out, code := rollout(b, "rollback", "-c", cfg); code != 0 {
+				b.Fatalf("rollback exited %d:\n%s", code, out)
+			}
+		})
+		b.ReportMetric(float64(upload.Milliseconds()), "upload_ms")
+		b.ReportMetric(rb.seconds, "rollback_s")
+		fmt.Printf("bench: release upload_ms=%d (examples/app, one host) deploy failed=%d seconds=%.1f; rollback of 4 instances seconds=%.1f failed=%d requests=%d\n",
+			upload.Milliseconds(), dep.res.Failed, dep.seconds, rb.seconds, rb.res.Failed, rb.res.Requests)
+	}
 }

@@ -55,7 +55,7 @@ hooks:
 
 // rollout runs the rollout binary and returns its combined output and exit
 // code.
-func rollout(t *testing.T, args ...string) (string, int) {
+func rollout(t testing.TB, args ...string) (string, int) {
 	t.Helper()
 	return rolloutEnv(t, nil, args...)
 }

@@ -50,9 +50,15 @@ func faultConfig(t *testing.T, ssh string) string {
 // returns rollout's exit code, its events and every line it printed.
 func deployWithFault(t *testing.T, cfg, version string, at func(stepEvent) bool, fault func()) (int, []stepEvent, string) {
 	t.Helper()
+	return runWithFault(t, []string{"deploy", "-c", cfg, "--version", version}, at, fault)
+}
+
+// runWithFault is deployWithFault for any rollout command line.
+func runWithFault(t *testing.T, args []string, at func(stepEvent) bool, fault func()) (int, []stepEvent, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, rolloutBin, "deploy", "-c", cfg, "--version", version, "--output", "json")
+	cmd := exec.CommandContext(ctx, rolloutBin, append(args, "--output", "json")...)
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

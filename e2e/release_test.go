@@ -20,7 +20,7 @@ import (
 // setup: matching the seed's hosts: the app runs as nodeuser), without
 // the activation hook: rollout ships the code. extra is appended under
 // release:.
-func releaseConfig(t *testing.T, hosts []*testbed.Host, release string) string {
+func releaseConfig(t testing.TB, hosts []*testbed.Host, release string) string {
 	t.Helper()
 	path := fleetConfig(t, "1s")
 	b, err := os.ReadFile(path)
@@ -55,7 +55,7 @@ release:
 
 // moveToReleases resets the hosts to the seed's layout (v1) and moves them
 // to the release layout with rollout setup.
-func moveToReleases(t *testing.T, cfg string, hosts []*testbed.Host) {
+func moveToReleases(t testing.TB, cfg string, hosts []*testbed.Host) {
 	t.Helper()
 	for _, h := range hosts {
 		resetHost(t, h)
@@ -73,7 +73,7 @@ func moveToReleases(t *testing.T, cfg string, hosts []*testbed.Host) {
 }
 
 // artifactDir writes release r as a directory artifact.
-func artifactDir(t *testing.T, r testbed.Release) string {
+func artifactDir(t testing.TB, r testbed.Release) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "build-"+r.Version)
 	if err := r.WriteDir(dir); err != nil {
@@ -107,7 +107,7 @@ type hostReleases struct {
 	Error      string            `json:"error"`
 }
 
-func releasesOf(t *testing.T, cfg string) []hostReleases {
+func releasesOf(t testing.TB, cfg string) []hostReleases {
 	t.Helper()
 	out, code := rollout(t, "releases", "-c", cfg, "--output", "json")
 	var got struct{ Hosts []hostReleases }

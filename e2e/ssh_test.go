@@ -52,7 +52,7 @@ func writeTemp(t *testing.T, name, content string) string {
 }
 
 // rolloutEnv is rollout() with extra environment variables.
-func rolloutEnv(t *testing.T, env []string, args ...string) (string, int) {
+func rolloutEnv(t testing.TB, env []string, args ...string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

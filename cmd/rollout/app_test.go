@@ -49,6 +49,10 @@ func TestExitCodes(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("app: my-app\nhelth: {}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	noRelease := filepath.Join(t.TempDir(), "no-release.yaml")
+	if err := os.WriteFile(noRelease, []byte("app: my-app\nhosts: [10.9.9.9]\nports: [3000]\nnginx: {upstream_file: /etc/nginx/u.conf, upstream: u}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -61,6 +65,12 @@ func TestExitCodes(t *testing.T) {
 		{"missing version", []string{"plan", "-c", "../../examples/rollout.yaml"}, exitUsage, "--version (or ROLLOUT_VERSION) is required"},
 		{"bad output", []string{"plan", "-c", "../../examples/rollout.yaml", "--version", "v1", "-o", "yaml"}, exitUsage, "--output must be text or json"},
 		{"bad host override", []string{"plan", "-c", "../../examples/rollout.yaml", "--version", "v1", "--hosts", "a;b"}, exitUsage, `hosts[0]: must be a host name`},
+		{"release without artifact", []string{"deploy", "-c", "../../examples/rollout.yaml", "--version", "v1"}, exitUsage, "--artifact (or ROLLOUT_ARTIFACT) is required"},
+		{"artifact without release", []string{"deploy", "-c", noRelease, "--version", "v1", "--artifact", "."}, exitUsage, "--artifact needs the release: section"},
+		{"artifact missing", []string{"deploy", "-c", "../../examples/rollout.yaml", "--version", "v1", "--artifact", "/nonexistent/build"}, exitUsage, "artifact /nonexistent/build"},
+		{"rollback to a bad ID", []string{"rollback", "-c", "../../examples/rollout.yaml", "--to", "v1"}, exitUsage, "is not a release id"},
+		{"rollback without release", []string{"rollback", "-c", noRelease}, exitUsage, "rollback needs the release: section"},
+		{"releases without release", []string{"releases", "-c", noRelease}, exitUsage, "releases needs the release: section"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,7 +88,7 @@ func TestFlagsOverrideConfig(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	if !strings.Contains(out, `"host": "10.9.9.9"`) || strings.Contains(out, "10.213.0.11") || !strings.Contains(out, "ROLLOUT_VERSION=v7") {
+	if !strings.Contains(out, `"host": "10.9.9.9"`) || strings.Contains(out, "10.213.0.11") || !strings.Contains(out, `"version": "v7"`) || !strings.Contains(out, `-v7",`) {
 		t.Errorf("overrides not applied:\n%.400s", out)
 	}
 }

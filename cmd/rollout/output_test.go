@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -209,6 +210,32 @@ func TestNextStepShown(t *testing.T) {
 		t.Errorf("stdout:\n%s", stdout)
 	}
 	if sum := jobSummary(rep, err); !strings.Contains(sum, "**Next, for web1:** web1 could not be reached again") {
+		t.Errorf("job summary:\n%s", sum)
+	}
+}
+
+// An upload's progress lines are for a terminal; a release and its revert
+// are in the summary.
+func TestReleaseOutput(t *testing.T) {
+	at := time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC)
+	ev := []deployer.Event{
+		{Time: at, Host: "10.213.0.11", Step: deployer.StepUpload, Status: deployer.StatusProgress, Message: "1.2 MB of 3.4 MB, 12.0 MB/s"},
+		{Time: at, Host: "10.213.0.11", Step: deployer.StepUpload, Status: deployer.StatusOK, Message: "release 20261127040000-v4: 3.4 MB in 300ms"},
+	}
+	rep := &deployer.Report{Op: "deploy", Version: "v4", Release: "20261127040000-v4", Reverted: "reverted to 20261126040000-v3",
+		Hosts: []deployer.HostReport{{Host: "10.213.0.11", Outcome: deployer.HostFailed}}}
+	err := errors.New("deploy failed")
+	stdout, stderr := render(outputOptions{}, ev, rep, err)
+	if strings.Contains(stderr, "MB/s") || !strings.Contains(stderr, "upload      ok") {
+		t.Errorf("not a terminal: progress shown, or the upload not:\n%s", stderr)
+	}
+	if !strings.Contains(stdout, "release: 20261127040000-v4\nreverted to 20261126040000-v3\n") {
+		t.Errorf("summary:\n%s", stdout)
+	}
+	if _, stderr = render(outputOptions{Progress: true}, ev, rep, err); !strings.Contains(stderr, "1.2 MB of 3.4 MB, 12.0 MB/s") {
+		t.Errorf("a terminal: no progress line:\n%s", stderr)
+	}
+	if sum := jobSummary(rep, err); !strings.Contains(sum, "Release `20261127040000-v4`. **reverted to 20261126040000-v3.**") {
 		t.Errorf("job summary:\n%s", sum)
 	}
 }

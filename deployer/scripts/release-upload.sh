@@ -7,8 +7,11 @@
 # output on stderr), then owned root:GROUP, directories 2750, files 0640
 # (0750 when executable), renamed to ID, and LOG_LINE appended to the
 # release log. On any failure nothing but leftovers of ID.partial is
-# touched, and those are removed. Leftovers of earlier interrupted uploads
-# are removed first: the caller holds the deploy lock.
+# touched, and those are removed. One upload runs at a time (an upload
+# whose connection was lost may still be running when the controller sends
+# it again): the next waits, finds the release in place and reads its
+# stdin to the end. Leftovers of earlier interrupted uploads are removed
+# first: the caller holds the deploy lock.
 #
 # usage: release-upload.sh ROOT ID SHA256 USER GROUP TIMEOUT_SECONDS PREPARE LOG_LINE [SHARED...]
 # exit:  0 in place; EX_* below
@@ -27,6 +30,12 @@ trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
 mkdir -p -- "$rel" "$root/shared" "$root/instances" "$root/.rollout"
 chmod 0700 -- "$root/.rollout"
+exec 9>"$root/.rollout/upload.lock"
+flock 9
+if [ -d "$rel/$id" ]; then
+  cat >/dev/null
+  exit 0
+fi
 rm -rf -- "$rel"/*.partial "$rel"/*.partial.tgz
 
 cat >"$part.tgz"

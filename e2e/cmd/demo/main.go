@@ -1,8 +1,10 @@
-// Command demo is `make demo`: it boots a two-host local fleet (e2e/testbed),
-// deploys examples/app v1 to v2 across it with bin/rollout and
+// Command demo is `make demo`: it boots a two-host local fleet (e2e/testbed)
+// set up as in the seed article (examples/app v1 in /var/www/my-app), moves
+// it to releases with `rollout setup`, then ships examples/app v2 as an
+// artifact and rolls it across the fleet with bin/rollout and
 // examples/rollout.yaml while 400 requests per second of GETs and POSTs go
-// through both hosts' Nginx, prints the load figures and rollout's summary,
-// and tears the fleet down. It needs root.
+// through both hosts' Nginx; it prints the load figures, rollout's summary
+// and the releases on each host, and tears the fleet down. It needs root.
 package main
 
 import (
@@ -43,12 +45,21 @@ func run(ctx context.Context) error {
 		if err := tb.Provision(ctx, h, 3000, 4); err != nil {
 			return err
 		}
-		if err := tb.StageRelease(ctx, h, testbed.GoodRelease("v2")); err != nil {
-			return err
-		}
+	}
+	fmt.Println("\ndemo: rollout setup: move both hosts to releases (their v1 code becomes the first release)")
+	if err := rollout(ctx, "setup", "-c", "examples/rollout.yaml"); err != nil {
+		return err
+	}
+	build, err := os.MkdirTemp("", "rollout-demo-build-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(build)
+	if err := testbed.GoodRelease("v2").WriteDir(build); err != nil {
+		return err
 	}
 
-	fmt.Println("demo: 400 req/s (1 in 4 a POST) through both hosts' Nginx; rollout deploy --version v2")
+	fmt.Printf("\ndemo: 400 req/s (1 in 4 a POST) through both hosts' Nginx; rollout deploy --version v2 --artifact %s (examples/app, v2)\n", build)
 	var gens []*loadgen.Generator
 	for _, h := range tb.Hosts {
 		g, err := loadgen.Start(ctx, loadgen.Config{URL: "http://" + h.Addr, Rate: 200, PostEvery: 4})
@@ -58,9 +69,7 @@ func run(ctx context.Context) error {
 		gens = append(gens, g)
 	}
 	time.Sleep(time.Second)
-	cmd := exec.CommandContext(ctx, "bin/rollout", "deploy", "-c", "examples/rollout.yaml", "--version", "v2")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	derr := cmd.Run()
+	derr := rollout(ctx, "deploy", "-c", "examples/rollout.yaml", "--version", "v2", "--artifact", build)
 	time.Sleep(time.Second)
 
 	failed := 0
@@ -79,6 +88,17 @@ func run(ctx context.Context) error {
 	case failed > 0:
 		return fmt.Errorf("%d requests failed during the deploy", failed)
 	}
-	fmt.Println("demo: every instance now serves v2; 0 requests failed")
+	fmt.Println("\ndemo: rollout releases")
+	if err := rollout(ctx, "releases", "-c", "examples/rollout.yaml"); err != nil {
+		return err
+	}
+	fmt.Println("demo: every instance now serves v2 from its release; 0 requests failed")
 	return nil
+}
+
+// rollout runs bin/rollout with args, its output on ours.
+func rollout(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, "bin/rollout", args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	return cmd.Run()
 }
