@@ -60,6 +60,7 @@ func TestReleaseFaults(t *testing.T) {
 	hosts := []*testbed.Host{h}
 	cfg := releaseConfig(t, hosts, "")
 	resetHost(t, h)
+	t.Cleanup(func() { resetHost(t, h) })
 	if out, err := fleet.Run(context.Background(), h, "sudo -n sh -c 'mkdir -p /srv/my-app && mount -t tmpfs -o size=4m tmpfs /srv/my-app'"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}

@@ -59,6 +59,7 @@ func moveToReleases(t testing.TB, cfg string, hosts []*testbed.Host) {
 	t.Helper()
 	for _, h := range hosts {
 		resetHost(t, h)
+		t.Cleanup(func() { resetHost(t, h) }) // back to the seed's layout for the next test
 	}
 	out, code := rollout(t, "setup", "-c", cfg)
 	if code != 0 || !strings.Contains(out, "move the code in /var/www/my-app into release ") {
