@@ -281,13 +281,15 @@ func (d *Deployer) runHost(ctx context.Context, op string, s *session, stop <-ch
 	s.run = hr
 	var err error
 	if op == opScale {
+		// New instances start on the host's current release.
+		hr.setRelease(s.rel.current, s.rel)
 		err = hr.scale(ctx)
 	} else {
 		hr.setRelease(release, s.rel)
 		hr.noHooks = op == opRollback
 		err = hr.deploy(ctx)
 	}
-	if err == nil && release != "" {
+	if err == nil && release != "" && op != opScale {
 		// The host's last instance is done: current follows.
 		err = hr.moveCurrent(ctx, release)
 	}

@@ -56,7 +56,7 @@ func TestReleaseUploadScript(t *testing.T) {
 	root, owner, group := releaseRoot(t)
 	body := tgz(t, map[string]string{"server.js": "ok", "bin/run": "#!/bin/sh", ".env": "FROM_RELEASE=1"})
 	upload := func(id, data, sum, prepare string, shared ...string) (string, int) {
-		args := append([]string{root, id, sum, owner, group, "5", prepare, `{"id":"` + id + `","outcome":"new"}`}, shared...)
+		args := append([]string{root, id, sum, owner, group, "5", prepare, `{"id":"` + id + `","sha256":"` + sum + `","outcome":"new"}`}, shared...)
 		return runScript(t, "release-upload", data, args...)
 	}
 	noLeftovers := func() {
@@ -118,6 +118,18 @@ func TestReleaseUploadScript(t *testing.T) {
 			t.Errorf("log %q", log)
 		}
 		noLeftovers()
+	})
+	t.Run("again", func(t *testing.T) {
+		if out, code := upload(relV1, body, sha(body), ""); code != 0 {
+			t.Errorf("the same release again: exit %d: %s", code, out)
+		}
+		other := tgz(t, map[string]string{"server.js": "other"})
+		if out, code := upload(relV1, other, sha(other), ""); code != exitChecksum || !strings.Contains(out, "with other content") {
+			t.Errorf("another artifact under the same ID: exit %d: %s", code, out)
+		}
+		if readFile(t, filepath.Join(root, "releases", relV1, "server.js")) != "ok" {
+			t.Error("the release in place was replaced")
+		}
 	})
 	t.Run("switch and record", func(t *testing.T) {
 		if out, code := runScript(t, "release-switch", "", root, "3000", relV2); code != exitNoRelease {

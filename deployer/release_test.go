@@ -313,3 +313,16 @@ func TestParseReleaseState(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// rollout scale on a host with releases starts a new instance on the
+// host's current release.
+func TestReleaseScaleStartsNewInstancesOnCurrent(t *testing.T) {
+	web1 := newFakeRemote(t, 3000, 3001).withReleases(relV1)
+	d, _ := fakeDeployer(t, "ports: [3000, 3001, 3002]\nrelease: {}\n", web1)
+	if _, err := d.Scale(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := opsLike(web1, "switch", "start"); !slices.Equal(got, []string{"switch 3002 " + relV1, "start 3002"}) {
+		t.Errorf("ops %v, want 3002 switched to %s before it starts", got, relV1)
+	}
+}

@@ -49,7 +49,7 @@ func TestActionYAML(t *testing.T) {
 	if a.Runs.Using != "composite" {
 		t.Errorf("runs.using = %q", a.Runs.Using)
 	}
-	for name, required := range map[string]bool{"config": false, "version": true, "hosts": false, "args": false} {
+	for name, required := range map[string]bool{"config": false, "version": true, "hosts": false, "artifact": false, "args": false} {
 		in, ok := a.Inputs[name]
 		if !ok || in.Required != required {
 			t.Errorf("input %s: present %v, required %v, want required %v", name, ok, in.Required, required)
@@ -95,7 +95,7 @@ func TestActionDeployScript(t *testing.T) {
 	readYAML(t, "../../action.yml", &a)
 	script := a.Runs.Steps[2].Run
 	bin := t.TempDir()
-	fake := "#!/bin/sh\nprintf '%s\\n' \"$@\" \"config=$ROLLOUT_CONFIG\" \"version=$ROLLOUT_VERSION\" \"hosts=${ROLLOUT_HOSTS-unset}\"\n"
+	fake := "#!/bin/sh\nprintf '%s\\n' \"$@\" \"config=$ROLLOUT_CONFIG\" \"version=$ROLLOUT_VERSION\" \"hosts=${ROLLOUT_HOSTS-unset}\" \"artifact=${ROLLOUT_ARTIFACT-unset}\"\n"
 	if err := os.WriteFile(filepath.Join(bin, "rollout"), []byte(fake), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -108,13 +108,13 @@ func TestActionDeployScript(t *testing.T) {
 		}
 		return string(out)
 	}
-	got := run("ROLLOUT_CONFIG=deploy/rollout.yaml", "ROLLOUT_VERSION=abc123", "INPUT_HOSTS=web1,web2", "INPUT_ARGS=--parallel 2  --min-serving 1")
-	want := "deploy\n--parallel\n2\n--min-serving\n1\nconfig=deploy/rollout.yaml\nversion=abc123\nhosts=web1,web2\n"
+	got := run("ROLLOUT_CONFIG=deploy/rollout.yaml", "ROLLOUT_VERSION=abc123", "INPUT_HOSTS=web1,web2", "INPUT_ARTIFACT=build dir/", "INPUT_ARGS=--parallel 2  --min-serving 1")
+	want := "deploy\n--parallel\n2\n--min-serving\n1\nconfig=deploy/rollout.yaml\nversion=abc123\nhosts=web1,web2\nartifact=build dir/\n"
 	if got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
-	got = run("ROLLOUT_CONFIG=rollout.yaml", "ROLLOUT_VERSION=$(touch /tmp/pwned);*", "INPUT_HOSTS=", "INPUT_ARGS=")
-	want = "deploy\nconfig=rollout.yaml\nversion=$(touch /tmp/pwned);*\nhosts=unset\n"
+	got = run("ROLLOUT_CONFIG=rollout.yaml", "ROLLOUT_VERSION=$(touch /tmp/pwned);*", "INPUT_HOSTS=", "INPUT_ARTIFACT=", "INPUT_ARGS=")
+	want = "deploy\nconfig=rollout.yaml\nversion=$(touch /tmp/pwned);*\nhosts=unset\nartifact=unset\n"
 	if got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}

@@ -42,6 +42,16 @@ func packArtifact(c *cli.Context, cfg *deployer.Config) (*deployer.Artifact, fun
 	return &deployer.Artifact{SHA256: a.SHA256, Size: a.Size, Open: a.Open}, func() { _ = a.Remove() }, nil
 }
 
+// loadReleaseConfig is loadConfig for a command that needs the release:
+// section.
+func loadReleaseConfig(c *cli.Context) (*deployer.Config, error) {
+	cfg, err := loadConfig(c)
+	if err == nil && cfg.Release == nil {
+		err = usageError{fmt.Errorf("%s needs the release: section in %s", c.Command.Name, c.String("config"))}
+	}
+	return cfg, err
+}
+
 func rollbackCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "rollback",
@@ -61,12 +71,9 @@ Examples:
 			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
+			cfg, err := loadReleaseConfig(c)
 			if err != nil {
 				return err
-			}
-			if cfg.Release == nil {
-				return usageError{fmt.Errorf("rollback needs the release: section in %s", c.String("config"))}
 			}
 			to := c.String("to")
 			if to != "" {
@@ -99,12 +106,9 @@ Examples:
 		Flags:        connFlags(),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
+			cfg, err := loadReleaseConfig(c)
 			if err != nil {
 				return err
-			}
-			if cfg.Release == nil {
-				return usageError{fmt.Errorf("releases needs the release: section in %s", c.String("config"))}
 			}
 			hosts := make([]deployer.HostReleases, len(cfg.Hosts))
 			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) error {

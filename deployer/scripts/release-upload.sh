@@ -34,7 +34,11 @@ exec 9>"$root/.rollout/upload.lock"
 flock 9
 if [ -d "$rel/$id" ]; then
   cat >/dev/null
-  exit 0
+  if grep -F "\"sha256\":\"$sum\"" "$root/.rollout/releases.jsonl" 2>/dev/null | grep -qF "\"id\":\"$id\""; then
+    exit 0
+  fi
+  echo "release $id is already in $rel with other content" >&2
+  exit "$EX_CHECKSUM"
 fi
 rm -rf -- "$rel"/*.partial "$rel"/*.partial.tgz
 
