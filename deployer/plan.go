@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -28,6 +29,8 @@ type Plan struct {
 	// OnFailure what happens when one of its instances does not come up.
 	Release   string `json:"release,omitempty"`
 	OnFailure string `json:"on_failure,omitempty"`
+	// Preview is what each host says now (plan --live), when read.
+	Preview []Preview `json:"preview,omitempty"`
 }
 
 // HostPlan is one host's part of the plan.
@@ -67,8 +70,17 @@ type Step struct {
 // listed in port order; at run time, instances already out of service go
 // first.
 func BuildPlan(cfg *Config, version string) *Plan {
+	return BuildPlanFor(cfg, version, nil)
+}
+
+// BuildPlanFor is BuildPlan with what the hosts said (PreviewReleases);
+// nil: they were not asked.
+func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 	c := newSSHRemote(cfg, nil)
-	p := &Plan{App: cfg.App, Version: version, Parallel: max(cfg.Parallel, 1)}
+	p := &Plan{App: cfg.App, Version: version, Parallel: max(cfg.Parallel, 1), Preview: preview}
+	if len(preview) > 0 {
+		p.Release = preview[0].Release
+	}
 	for _, h := range cfg.Hooks.Before {
 		p.Before = append(p.Before, Step{Name: StepHook, Does: "run locally before the deploy", Command: h, Local: true})
 	}
@@ -175,8 +187,8 @@ func planRelease(p *Plan, hp *HostPlan, c sshRemote, cfg *Config, version string
 	rel := cfg.Release
 	if p.Release == "" {
 		p.Release = ReleaseID(time.Now(), version)
-		p.OnFailure = rel.OnFailure
 	}
+	p.OnFailure = rel.OnFailure
 	prepare := "no release.prepare"
 	if rel.Prepare != "" {
 		prepare = fmt.Sprintf("run release.prepare %q in it as %s (at most %s; its output is shown if it fails)", rel.Prepare, cfg.setupDefaults().User, rel.PrepareTimeout)
@@ -231,8 +243,11 @@ func (p *Plan) WriteText(w io.Writer) error {
 	for i, s := range p.Before {
 		step("", i+1, s)
 	}
-	for _, h := range p.Hosts {
+	for i, h := range p.Hosts {
 		ew.printf("\nhost %s\n", h.Host)
+		if i < len(p.Preview) {
+			p.Preview[i].write(ew)
+		}
 		n := 1
 		step("  ", n, h.Preflight)
 		n++
@@ -272,6 +287,38 @@ func (p *Plan) WriteText(w io.Writer) error {
 		step("", i+1, s)
 	}
 	return ew.err
+}
+
+// write says what the host said now, before its steps.
+func (v Preview) write(ew *errWriter) {
+	if v.Error != "" {
+		ew.printf("  now: could not be read: %s\n", v.Error)
+		return
+	}
+	upload := "already on the host: no upload"
+	if v.Upload {
+		upload = "not on the host: uploaded"
+	}
+	ew.printf("  now: release %s is %s; restarts %s", v.Release, upload, portList(v.Restart))
+	if len(v.Skip) > 0 {
+		ew.printf("; skips %s (already run it, healthy, in nginx)", portList(v.Skip))
+	}
+	if len(v.Remove) > 0 {
+		ew.printf("; cleanup would then remove %s", strings.Join(v.Remove, ", "))
+	}
+	ew.printf("\n")
+}
+
+// portList is ports for people: "3000, 3001", or "none".
+func portList(ports []int) string {
+	if len(ports) == 0 {
+		return "none"
+	}
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ", ")
 }
 
 type errWriter struct {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -75,5 +76,43 @@ func TestPlanDeterministic(t *testing.T) {
 	_ = BuildPlan(cfg, "v2").WriteJSON(&b)
 	if !bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Error("two plans of one config differ")
+	}
+}
+
+// With release: each instance is switched just before its restart, the
+// host ships the release first and records it last; with what the hosts
+// said (plan --live), the plan says what each will skip and remove.
+func TestPlanWithReleases(t *testing.T) {
+	cfg, err := ParseConfig("rollout.yaml", []byte(validConfig+"release: {prepare: npm ci, keep: 3}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	preview := []Preview{
+		{Host: cfg.Hosts[0], Release: relV2, Upload: false, Skip: []int{3000, 3001}, Restart: []int{3002, 3003}, Remove: []string{relV1}},
+		{Host: cfg.Hosts[1], Error: "dial: connection refused"},
+	}
+	p := BuildPlanFor(cfg, "v2", preview)
+	var text bytes.Buffer
+	if err := p.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	out := text.String()
+	for _, want := range []string{
+		"release " + relV2 + " (or the release already on a host with the artifact's SHA-256); on failure: revert",
+		"now: release " + relV2 + " is already on the host: no upload; restarts 3002, 3003; skips 3000, 3001 (already run it, healthy, in nginx); cleanup would then remove " + relV1,
+		"now: could not be read: dial: connection refused",
+		`run release.prepare "npm ci"`,
+		"rollout-release-upload",
+		"switch: point /srv/my-app/instances/3003 at release " + relV2,
+		"rollout-release-switch /srv/my-app 3003 " + relV2,
+		"remove the releases beyond the newest 3 good ones",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan lacks %q", want)
+		}
+	}
+	steps := p.Hosts[0].Instances[3].Steps
+	if steps[3].Name != StepSwitch || steps[4].Name != StepRestart {
+		t.Errorf("steps %v: the switch must come just before the restart", steps)
 	}
 }

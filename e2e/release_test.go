@@ -216,6 +216,10 @@ func TestReleasesLifecycle(t *testing.T) {
 	v3 := onRelease(t, cfg, hosts, "v3", "ok")
 
 	// The same artifact again: nothing uploaded, nothing restarted.
+	plan, code := rollout(t, "plan", "-c", cfg, "--version", "v3", "--artifact", v3tgz, "--live")
+	if code != 0 || strings.Count(plan, "now: release "+v3+" is already on the host: no upload; restarts none; skips 3000, 3001, 3002, 3003") != 2 {
+		t.Errorf("plan --live exited %d; want every instance of both hosts skipped:\n%s", code, plan)
+	}
 	out := deploy("v3 again", 0, "deploy", "--version", "v3", "--artifact", v3tgz)
 	if !strings.Contains(out, "is already on the host") || strings.Count(out, "already runs release "+v3) != 2*instances {
 		t.Errorf("v3 again uploaded or restarted something:\n%s", out)
@@ -250,7 +254,7 @@ func TestReleasesLifecycle(t *testing.T) {
 	if o := outcomeOf(t, cfg, "v3"); o[0] != "BAD" {
 		t.Errorf("v3 is %v after it was rolled back from", o)
 	}
-	out, code := rollout(t, "rollback", "-c", cfg)
+	out, code = rollout(t, "rollback", "-c", cfg)
 	if code != 3 || !strings.Contains(out, "nothing to roll back to") {
 		t.Errorf("a third rollback exited %d:\n%s", code, out)
 	}
@@ -279,7 +283,11 @@ func TestReleasesLifecycle(t *testing.T) {
 			}
 		}
 		_ = cmd.Wait()
-		var code int
+		// The plan, reading the hosts, shows what the rerun will skip.
+		plan, code := rollout(t, "plan", "-c", cfg, "--version", "v5", "--artifact", v5, "--live")
+		if code != 0 || !strings.Contains(plan, "is already on the host: no upload") || !strings.Contains(plan, "skips 3000") {
+			t.Errorf("plan --live exited %d without the skips:\n%s", code, plan)
+		}
 		rerun, code = rollout(t, "deploy", "-c", cfg, "--version", "v5", "--artifact", v5)
 		if code != 0 {
 			t.Errorf("the rerun exited %d:\n%s", code, rerun)

@@ -82,7 +82,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Description: `Examples:
    rollout plan --version v2
    rollout plan --version v2 --output json`,
-				Flags:        overrideFlags(),
+				Flags: append(append(overrideFlags(), releaseFlags()...),
+					&cli.BoolFlag{Name: "live", Usage: "with release: also read every host (changing nothing): the release it would use, whether it uploads, the instances it would skip, what cleanup would remove"}),
 				Action:       planAction,
 				OnUsageError: onUsageError,
 			},
@@ -233,7 +234,13 @@ func planAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	p := deployer.BuildPlan(cfg, v)
+	var preview []deployer.Preview
+	if c.Bool("live") {
+		if preview, err = previewHosts(c, cfg, v); err != nil {
+			return err
+		}
+	}
+	p := deployer.BuildPlanFor(cfg, v, preview)
 	if c.String("output") == "json" {
 		return p.WriteJSON(c.App.Writer)
 	}

@@ -52,6 +52,23 @@ func loadReleaseConfig(c *cli.Context) (*deployer.Config, error) {
 	return cfg, err
 }
 
+// previewHosts reads what each host says now (plan --live).
+func previewHosts(c *cli.Context, cfg *deployer.Config, version string) ([]deployer.Preview, error) {
+	if cfg.Release == nil {
+		return nil, usageError{fmt.Errorf("--live reads the hosts' releases: %s has no release: section", c.String("config"))}
+	}
+	sum := ""
+	if c.String("artifact") != "" {
+		art, cleanup, err := packArtifact(c, cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer cleanup()
+		sum = art.SHA256
+	}
+	return deployer.PreviewReleases(c.Context, cfg, version, sum, c.Bool("force"), connector(cfg)), nil
+}
+
 func rollbackCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "rollback",
