@@ -137,7 +137,7 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		for _, s := range sessions {
 			r := &rep.Hosts[s.index]
 			entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
-				Op: op, Version: d.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
+				Op: op, Version: rep.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
 			if err := s.rc.AppendHistory(cctx, entry); err != nil {
 				fmt.Fprintf(d.Stderr, "rollout: %s: %v\n", s.host, err)
 			}
@@ -186,6 +186,10 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 			return &StepError{Step: StepPreflight, Err: err}
 		}
 		rep.Release = id
+		if op == opRollback && rep.Version == "" {
+			// A rollback is to the version of the release it goes back to.
+			rep.Version = d.versionOf(sessions, id, op)
+		}
 		if op == opDeploy {
 			if err := d.ship(ctx, id, sessions); err != nil {
 				return err

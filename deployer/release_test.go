@@ -225,16 +225,17 @@ func TestRollbackGoesBackOneGoodReleaseAtATime(t *testing.T) {
 	for _, h := range hosts {
 		h.withReleases(relV3)
 		h.releases[relV1], h.releases[relV2] = true, true
-		h.relLog = append([]ReleaseEntry{{ID: relV1, Outcome: ReleaseOK}, {ID: relV2, Outcome: ReleaseOK}}, h.relLog...)
+		h.relLog = append([]ReleaseEntry{{ID: relV1, Version: "v1", Outcome: ReleaseOK}, {ID: relV2, Version: "v2", Outcome: ReleaseOK}}, h.relLog...)
 	}
 	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nrelease: {}\n", hosts...)
+	d.Version = "" // as the CLI's rollback: the version is the release's
 	for _, want := range []string{relV2, relV1} {
 		rep, err := d.Rollback(testCtx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rep.Release != want {
-			t.Fatalf("rolled back to %s, want %s", rep.Release, want)
+		if rep.Release != want || rep.Version != "v"+want[len(want)-1:] {
+			t.Fatalf("rolled back to %s (version %q), want %s", rep.Release, rep.Version, want)
 		}
 		for _, h := range hosts {
 			if h.current != want || h.runs[3000] != want || h.runs[3001] != want || h.outcome(want) != ReleaseReverted {
