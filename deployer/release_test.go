@@ -327,3 +327,24 @@ func TestReleaseScaleStartsNewInstancesOnCurrent(t *testing.T) {
 		t.Errorf("ops %v, want 3002 switched to %s before it starts", got, relV1)
 	}
 }
+
+// A revert that fails stops, leaves what is unhealthy out of Nginx, and
+// says which release every instance runs.
+func TestReleaseRevertThatFailsSaysWhatRunsWhere(t *testing.T) {
+	web1 := newFakeRemote(t, 3000, 3001, 3002).withReleases(relV1)
+	d, _ := fakeDeployer(t, releaseYAML, web1)
+	d.Artifact = testArtifact("release v2")
+	// 3001 cannot start, on the new release or the old one.
+	web1.failAfterRestart = 3001
+	rep, err := d.Deploy(testCtx(t))
+	if err == nil {
+		t.Fatal("deploy passed")
+	}
+	want := "revert FAILED (unhealthy instances are left out of nginx): web1: 3000 runs " + rep.Release + ", 3001 runs " + relV1 + ", 3002 runs " + relV1
+	if rep.Reverted != want {
+		t.Errorf("reverted %q\nwant %q", rep.Reverted, want)
+	}
+	if !strings.Contains(web1.upstream, "server 127.0.0.1:3001 down;") || web1.outcome(rep.Release) != ReleaseBad {
+		t.Errorf("3001 back in nginx, or the release not BAD (%s):\n%s", web1.outcome(rep.Release), web1.upstream)
+	}
+}

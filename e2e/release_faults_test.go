@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,4 +156,92 @@ func TestReleaseFaults(t *testing.T) {
 		}
 		noPartial(t, h)
 	})
+}
+
+// mainPID is the instance's MainPID on h ("0" when none).
+func mainPID(t *testing.T, h *testbed.Host, port int) string {
+	t.Helper()
+	out, _ := fleet.Run(context.Background(), h, fmt.Sprintf("systemctl show -p MainPID --value my-app@%d", port))
+	return strings.TrimSpace(out)
+}
+
+// cwdOf is the directory the instance's process runs in.
+func cwdOf(t *testing.T, h *testbed.Host, port int) string {
+	t.Helper()
+	out, _ := fleet.Run(context.Background(), h, fmt.Sprintf("sudo -n readlink /proc/%s/cwd", mainPID(t, h, port)))
+	return strings.TrimSpace(out)
+}
+
+// crashOn makes version crash on h's instance port (a drop-in), or stops
+// making it crash (version "").
+func crashOn(t *testing.T, h *testbed.Host, port int, version string) {
+	t.Helper()
+	dir := fmt.Sprintf("/etc/systemd/system/my-app@%d.service.d", port)
+	cmd := "rm -rf " + dir
+	if version != "" {
+		cmd = fmt.Sprintf(`mkdir -p %s && printf '[Service]\nEnvironment=CRASH_VERSION=%s\n' > %s/crash.conf`, dir, version, dir)
+	}
+	if out, err := fleet.Run(context.Background(), h, "sudo -n sh -c '"+strings.ReplaceAll(cmd, "'", `'\''`)+" && systemctl daemon-reload'"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// With on_failure: halt, a release that cannot start on the 3rd instance
+// stops the deploy with the first two on it and the last still on the old
+// one; that last one, killed, is restarted by systemd on the release its
+// own link names (the old one), never a half-rolled one. A rerun resumes.
+func TestReleaseHaltThenResume(t *testing.T) {
+	h := fleet.Hosts[0]
+	hosts := []*testbed.Host{h}
+	cfg := releaseConfig(t, hosts, "  on_failure: halt\n")
+	moveToReleases(t, cfg, hosts)
+	v2 := artifactDir(t, testbed.GoodRelease("v2"))
+	if out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2", "--artifact", v2); code != 0 {
+		t.Fatalf("v2 exited %d:\n%s", code, out)
+	}
+	old := onRelease(t, cfg, hosts, "v2", "ok")
+
+	crashOn(t, h, basePort+2, "v3")
+	v3 := artifactDir(t, testbed.GoodRelease("v3"))
+	var out string
+	var code int
+	res := underLoad(t, hosts, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", "v3", "--artifact", v3) })
+	noFailedRequests(t, res)
+	if code != 1 || strings.Contains(out, "reverted to") || !strings.Contains(out, "FATAL: version v3 cannot start on this instance") {
+		t.Fatalf("exit %d, want 1, halted (no revert) with the app's words", code)
+	}
+	id := ""
+	for _, r := range releasesOf(t, cfg)[0].Releases {
+		if r.Version == "v3" {
+			id = r.ID
+			if r.Outcome != "failed" {
+				t.Errorf("v3 is %s, want failed", r.Outcome)
+			}
+		}
+	}
+	if got := cwdOf(t, h, basePort); got != "/srv/my-app/releases/"+id {
+		t.Errorf("3000 runs in %s, want v3's %s", got, id)
+	}
+	pid := mainPID(t, h, basePort+3)
+	if got := cwdOf(t, h, basePort+3); got != "/srv/my-app/releases/"+old {
+		t.Fatalf("3003 runs in %s, want the old release %s", got, old)
+	}
+	if out, err := fleet.Run(context.Background(), h, "sudo -n kill -KILL "+pid); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	waitFor(t, "systemd to restart 3003", 30*time.Second, func() bool {
+		p := mainPID(t, h, basePort+3)
+		return p != pid && p != "0" && p != ""
+	})
+	if got := cwdOf(t, h, basePort+3); got != "/srv/my-app/releases/"+old {
+		t.Errorf("3003, restarted by systemd mid-rollout, runs in %s; want the release its link names, %s", got, old)
+	}
+
+	crashOn(t, h, basePort+2, "")
+	res = underLoad(t, hosts, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", "v3", "--artifact", v3) })
+	noFailedRequests(t, res)
+	if code != 0 || strings.Count(out, "already runs release "+id) != 2 {
+		t.Errorf("the rerun exited %d; want 0, skipping 3000 and 3001", code)
+	}
+	onRelease(t, cfg, hosts, "v3", "ok")
 }
