@@ -202,11 +202,18 @@ func (r *fakeRemote) UnitState(_ context.Context, port int) (unitState, error) {
 	return r.state(port), nil
 }
 
-func (r *fakeRemote) Restart(_ context.Context, port int, _ []string) (restartMark, error) {
+func (r *fakeRemote) Restart(_ context.Context, port int, _ []string, release string) (restartMark, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.fault("Restart"); err != nil {
 		return restartMark{}, err
+	}
+	if release != "" {
+		if !r.releases[release] {
+			return restartMark{}, fmt.Errorf("release %s is not in /srv/my-app/releases", release)
+		}
+		r.log("switch %d %s", port, release)
+		r.links[port] = release
 	}
 	r.log("restart %d", port)
 	before := r.state(port)

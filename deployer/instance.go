@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/rollout-dev/rollout/sshexec"
@@ -31,11 +32,6 @@ func (h *hostRun) instance(ctx context.Context, port int) (err error) {
 	drained = true
 	if h.stopped(ctx) {
 		return fail(StepRestart, ErrStopped)
-	}
-	if id := h.targets[port]; id != "" {
-		if err := h.switchTo(ctx, port, id); err != nil {
-			return err
-		}
 	}
 
 	mark, err := h.restart(ctx, port)
@@ -182,10 +178,19 @@ func (h *hostRun) restart(ctx context.Context, port int) (restartMark, error) {
 		h.emit(port, StepRestart, StatusFail, t0, err.Error())
 		return restartMark{}, err
 	}
-	mark, err := h.remote.Restart(ctx, port, logs)
+	id := h.targets[port]
+	if id != "" && !slices.Contains(h.switched, port) {
+		// Switched by the restart script, in the same command; on a
+		// failure it may have been: a revert puts it back either way.
+		h.switched = append(h.switched, port)
+	}
+	mark, err := h.remote.Restart(ctx, port, logs, id)
 	if err != nil {
 		h.emit(port, StepRestart, StatusFail, t0, err.Error())
 		return mark, err
+	}
+	if id != "" {
+		h.emit(port, StepSwitch, StatusOK, time.Time{}, "release "+id+" (with the restart)")
 	}
 	h.emit(port, StepRestart, StatusOK, t0, "")
 	return mark, nil

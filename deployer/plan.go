@@ -128,7 +128,11 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 			"read unit states and %s, and health-check every instance; instances serving nothing go first", cfg.Nginx.UpstreamFile)}
 		for i, port := range ports {
 			ip := InstancePlan{Port: port, Unit: cfg.UnitName(port)}
-			restart := Step{Name: StepRestart, Command: c.cmdRestart(port, cfg.LogFiles(port)),
+			release := ""
+			if cfg.Release != nil {
+				release = p.Release
+			}
+			restart := Step{Name: StepRestart, Command: c.cmdRestart(port, cfg.LogFiles(port), release),
 				Does: "note the host's clock, the log files' sizes and the unit's state, restart the instance, print its state"}
 			if len(cfg.Logs) == 0 {
 				restart.Does += "; the log files come from the unit files' StandardOutput=/StandardError=, read once per host first"
@@ -170,8 +174,8 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 					Does:  "check it is still healthy; put the instance back in the upstream; test the nginx config; reload nginx"})
 			}
 			if cfg.Release != nil {
-				sw := Step{Name: StepSwitch, Command: c.cmdSwitch(port, p.Release),
-					Does: fmt.Sprintf("point %s/instances/%d at release %s (a new link renamed over the old one): the restart starts it on that release", cfg.Release.Root, port, p.Release)}
+				sw := Step{Name: StepSwitch,
+					Does: fmt.Sprintf("point %s/instances/%d at release %s (a new link renamed over the old one), in the restart's command just below (its ROOT, PORT and RELEASE arguments): the restart starts it on that release", cfg.Release.Root, port, p.Release)}
 				ip.Steps = slices.Insert(ip.Steps, 3, sw)
 				ip.Steps[0].Does = fmt.Sprintf("skip the instance if it already runs release %s (its link and its process's directory), is healthy and in nginx: a rerun resumes (--force restarts it); otherwise ", p.Release) + ip.Steps[0].Does
 			}

@@ -104,7 +104,7 @@ func TestPlanWithReleases(t *testing.T) {
 		`run release.prepare "npm ci"`,
 		"rollout-release-upload",
 		"switch: point /srv/my-app/instances/3003 at release " + relV2,
-		"rollout-release-switch /srv/my-app 3003 " + relV2,
+		"rollout-restart my-app@3003 " + unitProps + " /srv/my-app 3003 " + relV2,
 		"remove the releases beyond the newest 3 good ones",
 	} {
 		if !strings.Contains(out, want) {

@@ -168,8 +168,8 @@ func (rc *reconnecting) UnitState(ctx context.Context, port int) (u unitState, e
 	return u, err
 }
 
-func (rc *reconnecting) Restart(ctx context.Context, port int, logs []string) (m restartMark, err error) {
-	err = rc.do(ctx, func(r remote) error { m, err = r.Restart(ctx, port, logs); return err })
+func (rc *reconnecting) Restart(ctx context.Context, port int, logs []string, release string) (m restartMark, err error) {
+	err = rc.do(ctx, func(r remote) error { m, err = r.Restart(ctx, port, logs, release); return err })
 	return m, err
 }
 

@@ -34,8 +34,9 @@ type remote interface {
 	WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error)
 	// UnitState reads one instance's state.
 	UnitState(ctx context.Context, port int) (unitState, error)
-	// Restart restarts an instance and says where its output starts.
-	Restart(ctx context.Context, port int, logs []string) (restartMark, error)
+	// Restart restarts an instance and says where its output starts;
+	// with a release (not ""), it first points the instance's link at it.
+	Restart(ctx context.Context, port int, logs []string, release string) (restartMark, error)
 	// LogFiles reads the log files that the instances' unit files name.
 	LogFiles(ctx context.Context, ports []int) (map[int][]string, error)
 	// AppOutput is what an instance and systemd said since mark: the last

@@ -69,8 +69,12 @@ func (r sshRemote) cmdUnitState(port int) string {
 	return sshexec.QuoteCommand("systemctl", "show", "-p", unitProps, "--", r.cfg.UnitName(port))
 }
 
-func (r sshRemote) cmdRestart(port int, logs []string) string {
-	return script("restart", true, r.sudo, append([]string{r.cfg.UnitName(port), unitProps}, logs...)...)
+func (r sshRemote) cmdRestart(port int, logs []string, release string) string {
+	args := []string{r.cfg.UnitName(port), unitProps, "", "", ""}
+	if release != "" {
+		args[2], args[3], args[4] = r.releaseRoot(), strconv.Itoa(port), release
+	}
+	return script("restart", true, r.sudo, append(args, logs...)...)
 }
 
 func (r sshRemote) cmdUnitFiles(ports []int) string {
@@ -298,8 +302,11 @@ func (r sshRemote) UnitState(ctx context.Context, port int) (unitState, error) {
 	return states[r.cfg.UnitName(port)], nil
 }
 
-func (r sshRemote) Restart(ctx context.Context, port int, logs []string) (restartMark, error) {
-	res, err := r.run(ctx, "restart "+r.cfg.UnitName(port), r.cmdRestart(port, logs), nil)
+func (r sshRemote) Restart(ctx context.Context, port int, logs []string, release string) (restartMark, error) {
+	res, err := r.run(ctx, "restart "+r.cfg.UnitName(port), r.cmdRestart(port, logs, release), nil)
+	if exitCode(err) == exitNoRelease {
+		return restartMark{}, errors.New(scriptMessage(err))
+	}
 	parts := sections(res.Stdout)
 	mark := restartMark{offsets: map[string]int64{}}
 	mark.clock, _ = strconv.ParseUint(strings.TrimSpace(parts["clock"]), 10, 64)
