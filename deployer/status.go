@@ -21,6 +21,9 @@ type InstanceStatus struct {
 	InNginx  bool          `json:"in_nginx"`
 	Healthy  bool          `json:"healthy"`
 	Health   string        `json:"health,omitempty"` // why not healthy
+	// Release is the release its process runs (release: set); empty when
+	// it runs none, or it could not be read.
+	Release string `json:"release,omitempty"`
 }
 
 // OK: running, in Nginx and healthy.
@@ -71,6 +74,13 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote) HostSta
 		hs.Error = fmt.Sprintf("read state: %v", err)
 		return hs
 	}
+	var running map[int]string
+	if cfg.Release != nil {
+		// Best effort: the instances' state stands without it.
+		if rst, err := r.ReleaseState(ctx, cfg.Ports()); err == nil {
+			running = rst.running
+		}
+	}
 	servers, err := upstreamServers(st.upstream, cfg.Nginx.Upstream, cfg.Nginx.ServerAddress)
 	if err != nil {
 		hs.Error = fmt.Sprintf("%s: %v", cfg.Nginx.UpstreamFile, err)
@@ -79,7 +89,7 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote) HostSta
 		u := st.units[p]
 		down, listed := servers[p]
 		is := InstanceStatus{Port: p, Unit: cfg.UnitName(p), State: u.Active, Sub: u.Sub, PID: u.MainPID,
-			Memory: u.Memory, Restarts: u.Restarts, InNginx: listed && !down, Healthy: health[p] == nil}
+			Memory: u.Memory, Restarts: u.Restarts, InNginx: listed && !down, Healthy: health[p] == nil, Release: running[p]}
 		if u.running() && u.StartedAt > 0 && st.uptime > u.StartedAt {
 			is.Uptime = time.Duration(st.uptime-u.StartedAt) * time.Microsecond
 		}

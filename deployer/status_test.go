@@ -36,3 +36,14 @@ func TestHostStatus(t *testing.T) {
 		t.Error("no reason given for the failing health check")
 	}
 }
+
+// With release: each instance says which release its process runs.
+func TestHostStatusShowsReleases(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001).withReleases(relV1)
+	h.runs[3001] = relV2
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nrelease: {}\n", h)
+	hs := hostStatus(testCtx(t), d.Config, "web1", h)
+	if hs.Error != "" || hs.Instances[0].Release != relV1 || hs.Instances[1].Release != relV2 {
+		t.Errorf("status %+v", hs)
+	}
+}

@@ -241,6 +241,9 @@ func TestReleasesLifecycle(t *testing.T) {
 	if o := outcomeOf(t, cfg, "v4"); o[0] != "BAD" || o[1] != "BAD" {
 		t.Errorf("v4 is %v on the hosts, want BAD", o)
 	}
+	if out, code := rollout(t, "status", "-c", cfg); code != 0 || strings.Count(out, " "+v3+" ") != 2*instances {
+		t.Errorf("status exited %d; want every instance shown running %s", code, v3)
+	}
 
 	// Two rollbacks: v2, then the first release; never v4 (BAD).
 	deploy("rollback", 0, "rollback")

@@ -84,7 +84,26 @@ Examples:
 
 func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tPORT\tSTATE\tPID\tUPTIME\tMEMORY\tRESTARTS\tNGINX\tHEALTH")
+	releases := false
+	for _, h := range hosts {
+		for _, i := range h.Instances {
+			releases = releases || i.Release != ""
+		}
+	}
+	release := func(i deployer.InstanceStatus) string {
+		switch {
+		case !releases:
+			return ""
+		case i.Release == "":
+			return "\t-"
+		}
+		return "\t" + i.Release
+	}
+	head := "HOST\tPORT\tSTATE\tPID\tUPTIME\tMEMORY\tRESTARTS\tNGINX\tHEALTH"
+	if releases {
+		head = "HOST\tPORT\tSTATE\tPID\tUPTIME\tMEMORY\tRESTARTS\tNGINX\tRELEASE\tHEALTH"
+	}
+	fmt.Fprintln(tw, head)
 	for _, h := range hosts {
 		if h.Error != "" {
 			fmt.Fprintf(tw, "%s\t-\tunreachable\t\t\t\t\t\t%s\n", h.Host, h.Error)
@@ -106,7 +125,7 @@ func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 			if i.Memory > 0 {
 				mem = fmt.Sprintf("%.1f MiB", float64(i.Memory)/(1<<20))
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s/%s\t%s\t%s\t%s\t%d\t%s\t%s\n", h.Host, i.Port, i.State, i.Sub, pid, uptime, mem, i.Restarts, nginx, health)
+			fmt.Fprintf(tw, "%s\t%d\t%s/%s\t%s\t%s\t%s\t%d\t%s%s\t%s\n", h.Host, i.Port, i.State, i.Sub, pid, uptime, mem, i.Restarts, nginx, release(i), health)
 		}
 	}
 	tw.Flush()
