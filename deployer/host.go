@@ -188,7 +188,7 @@ func (h *hostRun) deploy(ctx context.Context) (err error) {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
 	}
 	serving, _ := h.serving(ctx)
-	for _, port := range h.order(ctx, st) {
+	for _, port := range h.order(st, serving) {
 		if h.stopped(ctx) {
 			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: ErrStopped}
 		}
@@ -298,14 +298,9 @@ func (h *hostRun) serving(ctx context.Context) (map[int]bool, error) {
 
 // order puts instances that serve nothing now first: restarting them takes
 // nothing out of service.
-func (h *hostRun) order(ctx context.Context, st hostState) []int {
-	serving, _ := h.serving(ctx)
-	for p := range serving {
-		if !st.units[p].running() {
-			delete(serving, p)
-		}
-	}
+func (h *hostRun) order(st hostState, serving map[int]bool) []int {
+	up := func(p int) bool { return serving[p] && st.units[p].running() }
 	ports := h.cfg.Ports()
-	sort.SliceStable(ports, func(i, j int) bool { return !serving[ports[i]] && serving[ports[j]] })
+	sort.SliceStable(ports, func(i, j int) bool { return !up(ports[i]) && up(ports[j]) })
 	return ports
 }

@@ -158,9 +158,13 @@ func (d *Deployer) revert(ctx context.Context, id string, sessions []*session) (
 		ports := slices.Clone(s.run.switched)
 		slices.Reverse(ports)
 		targets := map[int]string{}
+		var back []string // this host's
 		for _, p := range ports {
 			prev := s.rel.links[p]
 			targets[p] = prev
+			if prev != "" && !slices.Contains(back, prev) {
+				back = append(back, prev)
+			}
 			if prev != "" && !slices.Contains(to, prev) {
 				to = append(to, prev)
 			}
@@ -174,7 +178,7 @@ func (d *Deployer) revert(ctx context.Context, id string, sessions []*session) (
 			d.emit(Event{Host: s.host, Step: StepRevert, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
 			continue
 		}
-		d.emit(Event{Host: s.host, Step: StepRevert, Status: StatusOK, Duration: time.Since(t0), Message: fmt.Sprintf("instances %v back on %s", ports, strings.Join(to, ", "))})
+		d.emit(Event{Host: s.host, Step: StepRevert, Status: StatusOK, Duration: time.Since(t0), Message: fmt.Sprintf("instances %v back on %s", ports, strings.Join(back, ", "))})
 	}
 	slices.Sort(to)
 	return to, errors.Join(errs...)
@@ -257,10 +261,11 @@ func (d *Deployer) record(ctx context.Context, op, id string, sessions []*sessio
 			d.emit(Event{Host: s.host, Step: StepRelease, Status: StatusFail, Duration: time.Since(t0), Message: rerr.Error()})
 			continue
 		}
-		msg := fmt.Sprintf("%s %s", id, entries[0].Outcome)
-		if len(entries) > 0 && entries[0].ID != id {
-			msg = fmt.Sprintf("%s %s, %s %s", entries[0].ID, entries[0].Outcome, id, entries[len(entries)-1].Outcome)
+		var said []string
+		for _, e := range entries {
+			said = append(said, fmt.Sprintf("%s %s", e.ID, e.Outcome))
 		}
+		msg := strings.Join(said, ", ")
 		if current != "" {
 			msg += "; current -> " + current
 		}

@@ -293,31 +293,39 @@ func blockSSHUntil(t *testing.T, h *testbed.Host, done <-chan struct{}) {
 	})
 }
 
+// killedAt runs rollout with args and --output json, and kills it
+// (SIGKILL: no way out runs) at the first line of its output holding mark.
+func killedAt(t *testing.T, mark string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, rolloutBin, append(args, "--output", "json")...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), mark) {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			break
+		}
+	}
+	_ = cmd.Wait()
+}
+
 // The controller is killed (SIGKILL: no way out runs) with an instance out
 // of Nginx; a rerun from the same machine does not wait a minute for the
 // lock to go stale, says whose lock it took over, and converges.
 func TestFaultControllerKilled(t *testing.T) {
 	h := freshHostWithV2(t)
 	cfg := faultConfig(t, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	res := underLoad(t, []*testbed.Host{h}, func() {
-		cmd := exec.CommandContext(ctx, rolloutBin, "deploy", "-c", cfg, "--version", "v2", "--output", "json")
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), `"port":3001,"step":"restart","status":"ok"`) {
-				_ = cmd.Process.Signal(syscall.SIGKILL)
-				break
-			}
-		}
-		_ = cmd.Wait()
+		killedAt(t, `"port":3001,"step":"restart","status":"ok"`, "deploy", "-c", cfg, "--version", "v2")
 		t0 := time.Now()
 		out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2")
 		if code != 0 || !strings.Contains(out, "took over the deploy lock") || strings.Contains(out, "another deploy is running") {

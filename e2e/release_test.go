@@ -1,17 +1,13 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/rollout-dev/rollout/e2e/testbed"
 )
@@ -267,25 +263,7 @@ func TestReleasesLifecycle(t *testing.T) {
 	v5 := artifactTarGz(t, testbed.GoodRelease("v5"))
 	var rerun string
 	res := underLoad(t, hosts, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, rolloutBin, "deploy", "-c", cfg, "--version", "v5", "--artifact", v5, "--output", "json")
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), `"port":3001,"step":"health","status":"ok"`) {
-				_ = cmd.Process.Signal(syscall.SIGKILL)
-				break
-			}
-		}
-		_ = cmd.Wait()
+		killedAt(t, `"port":3001,"step":"health","status":"ok"`, "deploy", "-c", cfg, "--version", "v5", "--artifact", v5)
 		// The plan, reading the hosts, shows what the rerun will skip.
 		plan, code := rollout(t, "plan", "-c", cfg, "--version", "v5", "--artifact", v5, "--live")
 		if code != 0 || !strings.Contains(plan, "is already on the host: no upload") || !strings.Contains(plan, "skips 3000") {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -347,13 +346,10 @@ Examples:
 			if err := cfg.SetInstances(n); err != nil {
 				return usageError{err}
 			}
-			dialer, err := newSSHDialer(cfg)
+			d, out, err := newDeployer(c, cfg, "")
 			if err != nil {
-				return usageError{err}
+				return err
 			}
-			out := newPrinter(c.App.Writer, c.App.ErrWriter, outputOptionsFor(c.String("output"), cfg.Parallel, c.App.ErrWriter, os.Getenv))
-			d := &deployer.Deployer{Config: cfg, Connect: dialer.Dial, Events: out.event,
-				Stdout: c.App.ErrWriter, Stderr: c.App.ErrWriter, BreakStaleLock: c.Bool("break-stale-lock")}
 			rep, err := d.Scale(c.Context)
 			out.report(rep, err)
 			return err
