@@ -41,6 +41,10 @@ type Config struct {
 	Instances Instances
 	// Release is the release: section; nil: rollout ships no code.
 	Release *ReleaseConfig
+	// Strategy is how many instances of a host restart together.
+	Strategy StrategyConfig
+	// Probe is the availability probe every deploy runs.
+	Probe ProbeConfig
 
 	minServing *int // nil: all the other instances of a host
 }
@@ -114,6 +118,8 @@ func DefaultConfig() *Config {
 		Parallel:       1,
 		StateDir:       "/var/lib/rollout",
 		LockStaleAfter: time.Minute,
+		Strategy:       StrategyConfig{MaxUnavailable: Amount{N: 1}},
+		Probe:          defaultProbe(),
 	}
 }
 
@@ -161,13 +167,14 @@ func (c *Config) Ports() []int {
 // afterwards.
 func (c *Config) SetPorts(ports []int) { c.Instances = Instances{List: slices.Clone(ports)} }
 
-// MinServing is how many instances of a host must keep serving while one
-// is restarted; by default all the others.
+// MinServing is how many instances of a host must keep serving while
+// some restart; by default all but strategy.max_unavailable of them.
 func (c *Config) MinServing() int {
 	if c.minServing != nil {
 		return *c.minServing
 	}
-	return max(len(c.Ports())-1, 0)
+	n := len(c.Ports())
+	return max(n-c.Unavailable(n), 0)
 }
 
 // SetMinServing overrides MinServing (0 included); call Validate afterwards.

@@ -593,5 +593,7 @@ func schema(c *Config) []field {
 		notifySection(c),
 		setupSection(&c.Setup),
 		releaseSection(c),
+		strategySection(c),
+		probeSection(c),
 	}
 }

@@ -54,6 +54,8 @@ func (c *Config) problems() []problem {
 		cs.add("sudo", fmt.Errorf("must be auto, true or false, got %s", quoteValue(c.Sudo)))
 	}
 	c.checkPorts(&cs)
+	c.checkStrategy(&cs)
+	c.checkProbe(&cs)
 	c.Nginx.check(&cs)
 	c.Health.check(&cs)
 	cs.add("drain_timeout", positive(c.DrainTimeout))

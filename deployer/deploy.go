@@ -197,6 +197,10 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		}
 	}
 
+	// The probe watches the site through each host's Nginx from the first
+	// restart to the end of any revert.
+	probe := d.startProbes(ctx, sessions)
+
 	// Workers take hosts in config order, so with parallel 1 the hosts go
 	// one after another as listed.
 	var (
@@ -247,16 +251,20 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		}()
 	}
 	wg.Wait()
-	if rep.Release != "" {
-		var rv *revertResult
-		if errs != nil && op == opDeploy && d.Config.Release.OnFailure == OnFailureRevert && ctx.Err() == nil && !lockLost.Load() {
-			rv = &revertResult{}
-			rv.to, rv.err = d.revert(ctx, rep.Release, sessions)
-			rep.Reverted = rv.summary(ctx, d, sessions)
-			if rv.err != nil {
-				errs = multierror.Append(errs, rv.err)
-			}
+	var rv *revertResult
+	if rep.Release != "" && errs != nil && op == opDeploy && d.Config.Release.OnFailure == OnFailureRevert && ctx.Err() == nil && !lockLost.Load() {
+		rv = &revertResult{}
+		rv.to, rv.err = d.revert(ctx, rep.Release, sessions)
+		rep.Reverted = rv.summary(ctx, d, sessions)
+		if rv.err != nil {
+			errs = multierror.Append(errs, rv.err)
 		}
+	}
+	if perr := probe.stop(d, rep); perr != nil {
+		errs = multierror.Append(errs, perr)
+		failProbed(rep, perr)
+	}
+	if rep.Release != "" {
 		d.record(ctx, op, rep.Release, sessions, errs.ErrorOrNil(), rv)
 	}
 	if err := errs.ErrorOrNil(); err != nil {
@@ -266,6 +274,24 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		return fmt.Errorf("%s interrupted: %w", op, ctx.Err())
 	}
 	return nil
+}
+
+// failProbed marks failed the hosts whose probe failed the deploy
+// (probe.fail_on_error) and that had not failed already.
+func failProbed(rep *Report, err error) {
+	all := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		all = j.Unwrap()
+	}
+	for i := range rep.Hosts {
+		r := &rep.Hosts[i]
+		for _, e := range all {
+			var se *StepError
+			if errors.As(e, &se) && se.Host == r.Host && r.Outcome == HostOK {
+				r.Outcome, r.Error = HostFailed, se.Error()
+			}
+		}
+	}
 }
 
 func stopped(stop <-chan struct{}) bool {

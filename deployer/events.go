@@ -95,4 +95,6 @@ type Report struct {
 	Reverted string        `json:"reverted,omitempty"`
 	Hosts    []HostReport  `json:"hosts"`
 	Duration time.Duration `json:"duration_ns"`
+	// Probe is what the availability probe saw on each host (probe: on).
+	Probe []ProbeResult `json:"probe,omitempty"`
 }

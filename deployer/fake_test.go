@@ -64,6 +64,10 @@ type fakeRemote struct {
 	badPort  int      // the only instance it fails on; 0: all
 	uploads  []string // the IDs uploaded
 	workDir  string   // every unit's WorkingDirectory root; "" the release layout's
+
+	// site is the host's Nginx site, which the probe reaches at port 80;
+	// nil: nothing listens there.
+	site *httptest.Server
 }
 
 // withReleases puts the host in the release layout, every instance
@@ -282,6 +286,15 @@ func (r *fakeRemote) DialContext(ctx context.Context, network, addr string) (net
 	var port int
 	fmt.Sscan(p, &port)
 	r.mu.Lock()
+	if port == 80 {
+		site := r.site
+		r.mu.Unlock()
+		if site == nil {
+			return nil, fmt.Errorf("dial %s: connection refused", addr)
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, site.Listener.Addr().String())
+	}
 	r.dials = append(r.dials, host)
 	u, ok := r.units[port]
 	err := r.fault("DialContext")
@@ -450,6 +463,9 @@ func fakeDeployer(t *testing.T, yaml string, hosts ...*fakeRemote) (*Deployer, *
 	}
 	if !strings.Contains(yaml, "nginx:") {
 		head += "nginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app}\n"
+	}
+	if !strings.Contains(yaml, "probe:") {
+		head += "probe: false\n" // probe_test.go gives its own
 	}
 	if !strings.Contains(yaml, "health:") {
 		head += "health: {timeout: 1s, attempt_timeout: 200ms, interval: 10ms, min_healthy: 0s}\n"

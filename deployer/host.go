@@ -22,7 +22,10 @@ type hostRun struct {
 	remote remote
 	health healthcheck.HTTP
 	stop   <-chan struct{}
-	logs   map[int][]string // per port, from the unit files, read once
+	// mu guards what the instances of a group change at once: logs,
+	// restarted, switched.
+	mu   sync.Mutex
+	logs map[int][]string // per port, from the unit files, read once
 
 	// upstream is the upstream file as rollout last read or wrote it.
 	upstream []byte
@@ -104,13 +107,17 @@ func (h *hostRun) revert(ctx context.Context, ports []int) (err error) {
 		return &StepError{Host: h.host, Step: StepRevert, Err: err}
 	}
 	h.upstream = st.upstream
-	for _, port := range ports {
+	for i, port := range ports {
 		if h.targets[port] == "" {
+			// Those before it are reverted first.
+			if err := h.groups(ctx, ports[:i]); err != nil {
+				return err
+			}
 			return &StepError{Host: h.host, Port: port, Step: StepRevert, Err: fmt.Errorf("ran no release before this run: nothing to go back to")}
 		}
-		if err := h.instance(ctx, port); err != nil {
-			return err
-		}
+	}
+	if err := h.groups(ctx, ports); err != nil {
+		return err
 	}
 	return h.undrainPending(ctx)
 }
@@ -188,29 +195,42 @@ func (h *hostRun) deploy(ctx context.Context) (err error) {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
 	}
 	serving, _ := h.serving(ctx)
+	var todo []int
 	for _, port := range h.order(st, serving) {
-		if h.stopped(ctx) {
-			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: ErrStopped}
-		}
-		if h.upToDate(port, serving) {
+		switch {
+		case h.upToDate(port, serving):
 			h.emit(port, StepRestart, StatusSkip, time.Time{}, "already runs release "+h.targets[port]+", healthy and in nginx (--force restarts it)")
 			h.skipped = append(h.skipped, port)
-			continue
-		}
-		if h.added[port] {
+		case h.added[port]:
 			h.emit(port, StepRestart, StatusSkip, time.Time{}, "started on this release by the scale step")
 			h.restarted = append(h.restarted, port)
-			continue
+		default:
+			todo = append(todo, port)
 		}
-		if err := h.instance(ctx, port); err != nil {
-			return err
-		}
+	}
+	if err := h.groups(ctx, todo); err != nil {
+		return err
 	}
 	if err := h.undrainPending(ctx); err != nil {
 		return err
 	}
 	for _, hook := range h.hostHooks(h.cfg.Hooks.HostAfter) {
 		if err := h.hook(ctx, "after", hook); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// groups rolls ports in order, strategy.max_unavailable of them at a time,
+// and stops at the first group that fails.
+func (h *hostRun) groups(ctx context.Context, ports []int) error {
+	k := h.cfg.Unavailable(len(h.cfg.Ports()))
+	for g := range slices.Chunk(ports, k) {
+		if h.stopped(ctx) {
+			return &StepError{Host: h.host, Port: g[0], Step: StepCapacity, Err: ErrStopped}
+		}
+		if err := h.group(ctx, g); err != nil {
 			return err
 		}
 	}

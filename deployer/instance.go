@@ -5,40 +5,67 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/rollout-dev/rollout/sshexec"
 )
 
-// instance rolls one instance: capacity check, drain, wait for its
-// requests, restart, wait for the new process, health, stability. On every
-// way out a drained instance is put back if it is healthy and left out if
-// not; a healthy one goes back with the next instance's drain.
-func (h *hostRun) instance(ctx context.Context, port int) (err error) {
-	fail := func(step StepName, err error) error {
-		return &StepError{Host: h.host, Port: port, Step: step, Err: err}
-	}
-
-	drained := false
-	defer func() {
-		if drained {
-			err = h.afterFailure(ctx, port, err)
-		}
-	}()
-
-	if err := h.drain(ctx, port); err != nil {
+// group rolls instances together (strategy.max_unavailable; usually one):
+// capacity check and drain for all of them in one write, then each is
+// restarted and waited for (new process, health, stability) at once. On
+// every way out a drained instance is put back if it is healthy and left
+// out if not; a healthy one goes back with the next group's drain.
+func (h *hostRun) group(ctx context.Context, ports []int) error {
+	if err := h.drain(ctx, ports); err != nil {
 		return err
 	}
-	drained = true
-	if h.stopped(ctx) {
-		return fail(StepRestart, ErrStopped)
+	errs := make([]error, len(ports))
+	switch {
+	case h.stopped(ctx):
+		for i, port := range ports {
+			errs[i] = &StepError{Host: h.host, Port: port, Step: StepRestart, Err: ErrStopped}
+		}
+	case len(ports) == 1:
+		errs[0] = h.instance(ctx, ports[0])
+	default:
+		var wg sync.WaitGroup
+		for i, port := range ports {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = h.instance(ctx, port)
+			}()
+		}
+		wg.Wait()
 	}
+	var failed []error
+	for i, port := range ports {
+		if errs[i] == nil {
+			// Healthy: it goes back into Nginx with the next group's
+			// drain (one reload for both), or on its own at the end.
+			h.pending = append(h.pending, port)
+			continue
+		}
+		failed = append(failed, h.afterFailure(ctx, port, errs[i]))
+	}
+	if len(failed) == 1 {
+		return failed[0]
+	}
+	return errors.Join(failed...)
+}
 
+// instance brings one drained instance up on the new release: restart,
+// wait for the new process, health, stability. It may run beside the
+// others of its group.
+func (h *hostRun) instance(ctx context.Context, port int) error {
 	mark, err := h.restart(ctx, port)
 	if err != nil {
 		return h.appFailure(ctx, port, StepRestart, err, mark)
 	}
+	h.mu.Lock()
 	h.restarted = append(h.restarted, port)
+	h.mu.Unlock()
 
 	t0 := time.Now()
 	h.emit(port, StepActive, StatusStart, t0, "")
@@ -67,18 +94,15 @@ func (h *hostRun) instance(ctx context.Context, port int) (err error) {
 		}
 		h.emit(port, StepStable, StatusOK, t0, "")
 	}
-
-	// Healthy: it goes back into Nginx with the next instance's drain (one
-	// reload for both), or on its own if there is no next one.
-	h.pending = append(h.pending, port)
-	drained = false
 	return nil
 }
 
-// drain checks capacity and takes the instance out of Nginx, putting the
-// pending ones back in the same write; then waits for its requests. A file
-// changed by someone else is read again and capacity checked again.
-func (h *hostRun) drain(ctx context.Context, port int) error {
+// drain checks capacity and takes the group's instances out of Nginx,
+// putting the pending ones back in the same write; then waits for their
+// requests. A file changed by someone else is read again and capacity
+// checked again.
+func (h *hostRun) drain(ctx context.Context, ports []int) error {
+	port := ports[0] // the group's events and errors name its first
 	for attempt := 0; ; attempt++ {
 		t0 := time.Now()
 		h.emit(port, StepCapacity, StatusStart, t0, "")
@@ -87,14 +111,20 @@ func (h *hostRun) drain(ctx context.Context, port int) error {
 			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: err}
 		}
 		need := max(h.cfg.MinServing(), 1)
-		if serving[port] && len(serving)-1 < need {
-			err := fmt.Errorf("%w: draining %d would leave %d serving, min_serving is %d", ErrCapacity, port, len(serving)-1, need)
+		out := 0
+		for _, p := range ports {
+			if serving[p] {
+				out++
+			}
+		}
+		if out > 0 && len(serving)-out < need {
+			err := fmt.Errorf("%w: draining %s would leave %d serving, min_serving is %d", ErrCapacity, portList(ports), len(serving)-out, need)
 			h.emit(port, StepCapacity, StatusFail, t0, err.Error())
 			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: err}
 		}
 		h.emit(port, StepCapacity, StatusOK, t0, fmt.Sprintf("%d serving", len(serving)))
 
-		err = h.apply(ctx, upstreamChange{drain: []int{port}, undrain: h.pending})
+		err = h.apply(ctx, upstreamChange{drain: ports, undrain: h.pending})
 		if errors.Is(err, errUpstreamChanged) && attempt < 2 {
 			continue // read again: check capacity on the new content
 		}
@@ -179,11 +209,13 @@ func (h *hostRun) restart(ctx context.Context, port int) (restartMark, error) {
 		return restartMark{}, err
 	}
 	id := h.targets[port]
+	h.mu.Lock()
 	if id != "" && !slices.Contains(h.switched, port) {
 		// Switched by the restart script, in the same command; on a
 		// failure it may have been: a revert puts it back either way.
 		h.switched = append(h.switched, port)
 	}
+	h.mu.Unlock()
 	mark, err := h.remote.Restart(ctx, port, logs, id)
 	if err != nil {
 		h.emit(port, StepRestart, StatusFail, t0, err.Error())
@@ -202,6 +234,8 @@ func (h *hostRun) logFiles(ctx context.Context, port int) ([]string, error) {
 	if files := h.cfg.LogFiles(port); len(files) > 0 {
 		return files, nil
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.logs == nil {
 		logs, err := h.remote.LogFiles(ctx, h.cfg.Ports())
 		if err != nil {

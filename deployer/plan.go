@@ -19,12 +19,16 @@ const appOutputLines = 20
 // commands. Building it does no I/O; `rollout plan` and `deploy --dry-run`
 // print it.
 type Plan struct {
-	App      string     `json:"app"`
-	Version  string     `json:"version"`
-	Parallel int        `json:"parallel"`
-	Before   []Step     `json:"before,omitempty"` // local hooks
-	Hosts    []HostPlan `json:"hosts"`
-	After    []Step     `json:"after,omitempty"` // local hooks
+	App      string `json:"app"`
+	Version  string `json:"version"`
+	Parallel int    `json:"parallel"`
+	// MaxUnavailable is how many instances of a host restart together.
+	MaxUnavailable string `json:"max_unavailable"`
+	// Probe says what the availability probe does; "": it is off.
+	Probe  string     `json:"probe,omitempty"`
+	Before []Step     `json:"before,omitempty"` // local hooks
+	Hosts  []HostPlan `json:"hosts"`
+	After  []Step     `json:"after,omitempty"` // local hooks
 	// Release is the release ID a deploy ships (release: set), and
 	// OnFailure what happens when one of its instances does not come up.
 	Release   string `json:"release,omitempty"`
@@ -77,9 +81,17 @@ func BuildPlan(cfg *Config, version string) *Plan {
 // nil: they were not asked.
 func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 	c := newSSHRemote(cfg, nil)
-	p := &Plan{App: cfg.App, Version: version, Parallel: max(cfg.Parallel, 1), Preview: preview}
+	p := &Plan{App: cfg.App, Version: version, Parallel: max(cfg.Parallel, 1), MaxUnavailable: cfg.Strategy.MaxUnavailable.String(), Preview: preview}
 	if len(preview) > 0 {
 		p.Release = preview[0].Release
+	}
+	if pc := cfg.Probe; pc.Enabled {
+		fail := "a failed request is a warning"
+		if pc.FailOnError {
+			fail = "a failed request fails the deploy (probe.fail_on_error)"
+		}
+		p.Probe = fmt.Sprintf("in the preflight, GET http://%s%s through each host's SSH connection must get an answer (3 tries); then from the first change to the last, one such request every %s on a new connection (timeout %s), counting failures (no answer or 5xx), latency and versions; %s",
+			cfg.ProbeAddress(), pc.Path, pc.Interval, pc.Timeout, fail)
 	}
 	for _, h := range cfg.Hooks.Before {
 		p.Before = append(p.Before, Step{Name: StepHook, Does: "run locally before the deploy", Command: h, Local: true})
@@ -181,9 +193,57 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 			}
 			hp.Instances = append(hp.Instances, ip)
 		}
+		planGroups(&hp, cfg.Unavailable(len(cfg.Ports())), cfg.Strategy.MaxUnavailable)
 		p.Hosts = append(p.Hosts, hp)
 	}
 	return p
+}
+
+// planGroups says, with strategy.max_unavailable above 1, which instances
+// of the host restart together: a group is drained in its first
+// instance's write, restarted and checked at once, and put back with the
+// next group's drain.
+func planGroups(hp *HostPlan, k int, given Amount) {
+	if k < 2 {
+		return
+	}
+	hp.Inspect.Does += fmt.Sprintf("; then instances go %d at a time (strategy.max_unavailable %s)", k, given)
+	var prev []int
+	for g := range slices.Chunk(hp.Instances, k) {
+		first := g[0].Port
+		var ports []int
+		for _, ip := range g {
+			ports = append(ports, ip.Port)
+		}
+		for j := range g {
+			for i := range g[j].Steps {
+				st := &g[j].Steps[i]
+				switch {
+				case st.Name == StepCapacity && j == 0:
+					st.Does += fmt.Sprintf("; the group %s counts as one: the ones of it that serve now all stop serving", portList(ports))
+				case st.Name == StepCapacity:
+					st.Does = fmt.Sprintf("checked with its group (%s), at %d's capacity step", portList(ports), first)
+				case st.Name == StepDrain && j == 0:
+					back := ""
+					if prev != nil {
+						back = fmt.Sprintf(" and put the previous group (%s) back", portList(prev))
+					}
+					st.Stdin = "the SHA-256 of the upstream file as last read, then the file with the change"
+					st.Does = fmt.Sprintf("unless someone else changed the file since it was read (then read it again and check capacity again), in one write and one reload mark the group (%s) down%s; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests", portList(ports), back)
+				case st.Name == StepWaitDrain && j == 0:
+					st.Does = strings.Replace(st.Does, "until no connection", "for each instance of the group until no connection", 1)
+				case st.Name == StepDrain, st.Name == StepWaitDrain && j > 0:
+					st.Command, st.Stdin = "", ""
+					st.Does = fmt.Sprintf("in %d's write and reload, with its group", first)
+				case st.Name == StepRestart:
+					st.Does = "at the same time as the rest of its group: " + st.Does
+				case st.Name == StepUndrain && st.Command == "":
+					st.Does = "back into the upstream with the next group's drain: one write, one reload"
+				}
+			}
+		}
+		prev = ports
+	}
 }
 
 // planRelease adds a deploy's release steps to a host's plan.
@@ -223,10 +283,17 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 // WriteText writes the plan for people: every step, with its command.
 func (p *Plan) WriteText(w io.Writer) error {
 	ew := &errWriter{w: w}
-	ew.printf("plan: deploy %s version %q to %d host(s), %d at a time; instances one at a time on each host\n", p.App, p.Version, len(p.Hosts), p.Parallel)
+	each := "one at a time"
+	if p.MaxUnavailable != "" && p.MaxUnavailable != "1" {
+		each = p.MaxUnavailable + " at a time (strategy.max_unavailable)"
+	}
+	ew.printf("plan: deploy %s version %q to %d host(s), %d at a time; instances %s on each host\n", p.App, p.Version, len(p.Hosts), p.Parallel, each)
 	ew.printf("nothing below has been run\n")
 	if p.Release != "" {
 		ew.printf("release %s (or the release already on a host with the artifact's SHA-256); on failure: %s\n", p.Release, p.OnFailure)
+	}
+	if p.Probe != "" {
+		ew.printf("probe: %s\n", p.Probe)
 	}
 	step := func(indent string, n int, s Step) {
 		ew.printf("%s%d. %s: %s\n", indent, n, s.Name, s.Does)

@@ -100,7 +100,8 @@ func TestDeployReconcilesFirst(t *testing.T) {
 	if fmt.Sprint(h.ops) != "[start 3001 restart 3000]" {
 		t.Errorf("ops %v", h.ops)
 	}
-	if fmt.Sprint(rep.Hosts[0].Restarted) != "[3000 3001]" {
+	// 3001 was started by the reconcile, before 3000's restart.
+	if fmt.Sprint(rep.Hosts[0].Restarted) != "[3001 3000]" {
 		t.Errorf("restarted %v", rep.Hosts[0].Restarted)
 	}
 }

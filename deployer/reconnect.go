@@ -222,6 +222,20 @@ func (rc *reconnecting) DialContext(ctx context.Context, network, addr string) (
 	return c, err
 }
 
+// dialCurrent dials over the current connection and never reconnects: the
+// probe's requests must not make rollout reconnect (or give up on a host)
+// while the engine is busy elsewhere. A lost connection is
+// sshexec.ErrConnectionLost, or the reason the host was given up on.
+func (rc *reconnecting) dialCurrent(ctx context.Context, network, addr string) (net.Conn, error) {
+	rc.mu.Lock()
+	r, gone := rc.r, rc.gone
+	rc.mu.Unlock()
+	if gone != nil {
+		return nil, gone
+	}
+	return r.DialContext(ctx, network, addr)
+}
+
 // AcquireLock takes the lock; if a lost connection hid that it did, the
 // lock found held with this holder's token is this holder's.
 func (rc *reconnecting) AcquireLock(ctx context.Context, info LockInfo, breakStale bool, takeOver string) (st LockState, ok bool, err error) {

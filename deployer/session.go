@@ -84,7 +84,13 @@ func resolveHost(ctx context.Context, cfg *Config, r remote) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("count CPU cores for instances: auto: %w", err)
 	}
-	return cfg.ForCores(n), nil
+	hc := cfg.ForCores(n)
+	var cs checks
+	hc.checkStrategy(&cs)
+	for _, pr := range cs {
+		return nil, fmt.Errorf("%s: with instances: auto (%d here): %w", pr.key, n, pr.err)
+	}
+	return hc, nil
 }
 
 // preflight checks every host at once and takes its deploy lock; it
@@ -100,6 +106,9 @@ func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
 			var missing []int
 			if err == nil {
 				missing, err = checkUpstream(s.cfg, upstream)
+			}
+			if err == nil && d.Config.Probe.Enabled {
+				err = newProber(s.cfg, s.host, s.rc.DialContext).check(ctx)
 			}
 			if err == nil && s.cfg.Release != nil {
 				if s.rel, err = s.rc.ReleaseState(ctx, s.cfg.Ports()); err == nil {

@@ -108,6 +108,13 @@ func TestCIGoodDeploy(t *testing.T) {
 	if !strings.HasPrefix(posted, "✅ my-app v1 deployed to 2 hosts in ") || !strings.Contains(posted, "\n"+fleet.Hosts[0].Addr+": ok, restarted ") {
 		t.Errorf("webhook text wrong")
 	}
+	// The probe's figures, per host: in the job summary and the webhook.
+	for _, h := range fleet.Hosts {
+		probe := regexp.MustCompile(regexp.QuoteMeta(h.Addr) + `\*?\*?: [0-9]+ requests to http://127\.0\.0\.1:80/, 0 failed; p50 `)
+		if !probe.MatchString(summary) || !probe.MatchString(posted) {
+			t.Errorf("no probe figures for %s in the job summary or the webhook", h.Addr)
+		}
+	}
 }
 
 // A release that cannot start, on one host: an ::error:: annotation naming

@@ -110,6 +110,8 @@ func overrideFlags() []cli.Flag {
 		&cli.StringFlag{Name: "version", EnvVars: []string{"ROLLOUT_VERSION"}, Usage: "release version (passed to hooks as ROLLOUT_VERSION)"},
 		&cli.IntFlag{Name: "parallel", EnvVars: []string{"ROLLOUT_PARALLEL"}, Usage: "hosts deployed at once"},
 		&cli.IntFlag{Name: "min-serving", EnvVars: []string{"ROLLOUT_MIN_SERVING"}, Usage: "instances per host that must keep serving (default: all others)"},
+		&cli.StringFlag{Name: "max-unavailable", EnvVars: []string{"ROLLOUT_MAX_UNAVAILABLE"}, Usage: "instances per host restarted together: N or P% (strategy.max_unavailable)"},
+		&cli.BoolFlag{Name: "no-probe", EnvVars: []string{"ROLLOUT_NO_PROBE"}, Usage: "do not probe the site through each host's Nginx during the deploy (probe: false)"},
 		&cli.DurationFlag{Name: "drain-timeout", EnvVars: []string{"ROLLOUT_DRAIN_TIMEOUT"}, Usage: "longest wait for in-flight requests"},
 		&cli.DurationFlag{Name: "health-timeout", EnvVars: []string{"ROLLOUT_HEALTH_TIMEOUT"}, Usage: "longest wait for a restarted instance to be healthy"},
 	)
@@ -196,6 +198,16 @@ func loadConfig(c *cli.Context) (*deployer.Config, error) {
 	}
 	if c.IsSet("min-serving") {
 		cfg.SetMinServing(c.Int("min-serving"))
+	}
+	if c.IsSet("max-unavailable") {
+		a, err := deployer.ParseAmount(c.String("max-unavailable"))
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--max-unavailable: %w", err)}
+		}
+		cfg.Strategy.MaxUnavailable = a
+	}
+	if c.Bool("no-probe") {
+		cfg.Probe.Enabled = false
 	}
 	if c.IsSet("drain-timeout") {
 		cfg.DrainTimeout = c.Duration("drain-timeout")

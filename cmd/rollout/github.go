@@ -95,6 +95,12 @@ func jobSummary(rep *deployer.Report, err error) string {
 		for _, h := range rep.Hosts {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", mdCell(h.Host), mdCell(string(h.Outcome)), ports(h.Restarted), ports(h.LeftOut), h.Duration.Round(time.Millisecond), mdCell(h.Error))
 		}
+		if len(rep.Probe) > 0 {
+			b.WriteString("\nThe probe, through each host's Nginx during the " + op + ":\n\n")
+			for _, r := range rep.Probe {
+				fmt.Fprintf(&b, "- **%s**: %s\n", mdCell(r.Host), mdCell(r.String()))
+			}
+		}
 	} else {
 		fmt.Fprintf(&b, "### rollout deploy: %s\n", result)
 	}

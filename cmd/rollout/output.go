@@ -182,6 +182,9 @@ func (p *printer) report(rep *deployer.Report, err error) {
 	if rep.Reverted != "" {
 		fmt.Fprintf(p.stdout, "%s\n", rep.Reverted)
 	}
+	for _, r := range rep.Probe {
+		fmt.Fprintf(p.stdout, "probe %s: %s\n", r.Host, r)
+	}
 	for _, h := range rep.Hosts {
 		if h.Next != "" {
 			fmt.Fprintf(p.stdout, "next: %s\n", h.Next)

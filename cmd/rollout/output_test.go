@@ -239,3 +239,25 @@ func TestReleaseOutput(t *testing.T) {
 		t.Errorf("job summary:\n%s", sum)
 	}
 }
+
+// The probe's figures are in the summary, the JSON report and the job
+// summary.
+func TestProbeOutput(t *testing.T) {
+	rep := &deployer.Report{Op: "deploy", Version: "v4",
+		Hosts: []deployer.HostReport{{Host: "10.213.0.11", Outcome: deployer.HostOK}},
+		Probe: []deployer.ProbeResult{{Host: "10.213.0.11", URL: "http://127.0.0.1:80/", Sent: 120, Failed: 1,
+			Failures: map[string]int{"status 502": 1}, P50: 2300 * time.Microsecond, P99: 14 * time.Millisecond,
+			Versions: map[string]int{"v3": 40, "v4": 79}}}}
+	want := "120 requests to http://127.0.0.1:80/, 1 failed (status 502 1); p50 2.3ms, p99 14ms; answered by v4 79, v3 40"
+	stdout, _ := render(outputOptions{}, nil, rep, nil)
+	if !strings.Contains(stdout, "probe 10.213.0.11: "+want+"\n") {
+		t.Errorf("summary:\n%s", stdout)
+	}
+	stdout, _ = render(outputOptions{JSON: true}, nil, rep, nil)
+	if !strings.Contains(stdout, `"probe":[{"host":"10.213.0.11","url":"http://127.0.0.1:80/","requests":120,"failed":1,"failures":{"status 502":1},"p50_ns":2300000,"p99_ns":14000000,"versions":{"v3":40,"v4":79}}]`) {
+		t.Errorf("json:\n%s", stdout)
+	}
+	if sum := jobSummary(rep, nil); !strings.Contains(sum, "- **10.213.0.11**: "+want+"\n") {
+		t.Errorf("job summary:\n%s", sum)
+	}
+}

@@ -44,6 +44,11 @@ func Message(app string, rep *deployer.Report, err error, link string) string {
 		fmt.Fprintf(&b, "\n%s", oneLine(rep.Reverted))
 	}
 	if rep != nil {
+		for _, p := range rep.Probe {
+			fmt.Fprintf(&b, "\nprobe %s: %s", p.Host, p)
+		}
+	}
+	if rep != nil {
 		for _, h := range rep.Hosts {
 			fmt.Fprintf(&b, "\n%s: %s", h.Host, h.Outcome)
 			if len(h.Restarted) > 0 {

@@ -144,6 +144,15 @@ func TestMessage(t *testing.T) {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
 
+	// The probe's figures, per host.
+	probed := *good
+	probed.Hosts = good.Hosts[:1]
+	probed.Probe = []deployer.ProbeResult{{Host: "10.213.0.11", URL: "http://127.0.0.1:80/", Sent: 52, P50: 3 * time.Millisecond, P99: 11 * time.Millisecond}}
+	want = "✅ my-app v2 deployed to 1 host in 5.3s\nprobe 10.213.0.11: 52 requests to http://127.0.0.1:80/, 0 failed; p50 3ms, p99 11ms\n10.213.0.11: ok, restarted 3000,3001 (2.5s)"
+	if got := Message("my-app", &probed, nil, ""); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+
 	serr := &deployer.StepError{Host: "10.213.0.12", Port: 3000, Step: deployer.StepHealth, Err: deployer.ErrRestarted, LeftOut: true}
 	failed := &deployer.Report{Version: "v3", Duration: 802 * time.Millisecond, Hosts: []deployer.HostReport{
 		{Host: "10.213.0.11", Outcome: deployer.HostStopped, Restarted: []int{3000}, Duration: 690 * time.Millisecond, Error: "capacity 10.213.0.11:3001: stopped before the next instance"},
