@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/rollout-dev/rollout/sshexec"
 )
 
@@ -25,10 +27,10 @@ const StepProbe StepName = "probe"
 // deploy: requests sent through its Nginx, the failures by kind, the
 // latency of the answers and the versions that answered.
 type ProbeResult struct {
-	Host    string `json:"host"`
-	URL     string `json:"url"`
-	Sent    int    `json:"requests"`
-	Failed  int    `json:"failed"`
+	Host   string `json:"host"`
+	URL    string `json:"url"`
+	Sent   int    `json:"requests"`
+	Failed int    `json:"failed"`
 	// Failures counts the failed requests by kind: "status 502",
 	// "timeout", "connection refused", "reset", ...
 	Failures map[string]int `json:"failures,omitempty"`
@@ -157,7 +159,7 @@ func (p *prober) check(ctx context.Context) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("probe: GET %s through the SSH connection got no answer in 3 tries (%s): is Nginx listening there? Set probe.address (and probe.host), or turn the probe off with probe: false", p.url, failureKind(err))
+	return fmt.Errorf("probe: GET %s through the SSH connection got no answer in 3 tries (%s): is Nginx listening there? Set probe.address (and probe.host), or turn the probe off with probe: false; the last try: %w", p.url, failureKind(err), err)
 }
 
 // run probes until ctx is done.
@@ -261,7 +263,12 @@ func percentile(sorted []time.Duration, pct int) time.Duration {
 // failureKind names why a request got no answer, for counting.
 func failureKind(err error) string {
 	var ne net.Error
-	s := err.Error()
+	s := strings.ToLower(err.Error())
+	var oce *ssh.OpenChannelError
+	if errors.As(err, &oce) {
+		// The host's sshd could not connect: its message says why.
+		s = strings.ToLower(oce.Message)
+	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
 		return "timeout"
@@ -269,7 +276,7 @@ func failureKind(err error) string {
 		return "connection refused"
 	case strings.Contains(s, "connection reset"):
 		return "connection reset"
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(s, "EOF"):
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(s, "eof"):
 		return "closed without an answer"
 	}
 	return "error"

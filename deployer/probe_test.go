@@ -1,13 +1,18 @@
 package deployer
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // probeYAML makes the deploy last long enough for a few probe requests.
@@ -103,5 +108,23 @@ func TestPercentile(t *testing.T) {
 	}
 	if percentile(lat, 50) != 50*time.Millisecond || percentile(lat, 99) != 99*time.Millisecond || percentile(lat[:1], 99) != time.Millisecond {
 		t.Errorf("p50 %s p99 %s", percentile(lat, 50), percentile(lat, 99))
+	}
+}
+
+func TestFailureKind(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{&ssh.OpenChannelError{Reason: ssh.ConnectionFailed, Message: "Connection refused"}, "connection refused"},
+		{errors.New("read tcp: connection reset by peer"), "connection reset"},
+		{context.DeadlineExceeded, "timeout"},
+		{io.ErrUnexpectedEOF, "closed without an answer"},
+		{errors.New("something else"), "error"},
+	}
+	for _, tt := range tests {
+		if got := failureKind(fmt.Errorf("dial: %w", tt.err)); got != tt.want {
+			t.Errorf("%v: %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }
