@@ -118,7 +118,7 @@ func DefaultConfig() *Config {
 		Parallel:       1,
 		StateDir:       "/var/lib/rollout",
 		LockStaleAfter: time.Minute,
-		Strategy:       StrategyConfig{MaxUnavailable: Amount{N: 1}},
+		Strategy:       defaultStrategy(),
 		Probe:          defaultProbe(),
 	}
 }

@@ -55,6 +55,7 @@ func (c *Config) problems() []problem {
 	}
 	c.checkPorts(&cs)
 	c.checkStrategy(&cs)
+	c.checkBatches(&cs)
 	c.checkProbe(&cs)
 	c.Nginx.check(&cs)
 	c.Health.check(&cs)

@@ -63,6 +63,7 @@ const (
 	opDeploy   = "deploy"
 	opScale    = "scale"
 	opRollback = "rollback"
+	opPromote  = "promote"
 )
 
 // Deploy runs the rollout: connect to every host (and count its cores for
@@ -94,6 +95,16 @@ func (d *Deployer) Rollback(ctx context.Context) (*Report, error) {
 	return d.run(ctx, opRollback)
 }
 
+// Promote continues a deploy that paused after its canary
+// (strategy.pause_after_canary): the same release, from its second batch,
+// with the same gates, bakes and revert. See pausedRelease.
+func (d *Deployer) Promote(ctx context.Context) (*Report, error) {
+	if d.Config.Release == nil || len(d.Config.Strategy.Batches) < 2 {
+		return nil, errors.New("promote continues a paused rollout: it needs the release: section and strategy.batches")
+	}
+	return d.run(ctx, opPromote)
+}
+
 func (d *Deployer) run(ctx context.Context, op string) (*Report, error) {
 	start := time.Now()
 	cfg := d.Config
@@ -110,7 +121,7 @@ func (d *Deployer) run(ctx context.Context, op string) (*Report, error) {
 		err = d.localHooks(ctx, cfg.Hooks.Before, "before", "", sessions)
 	}
 	if err == nil {
-		err = d.preflight(ctx, sessions)
+		err = d.preflight(ctx, op, sessions)
 	}
 	if err == nil {
 		err = d.roll(ctx, op, sessions, rep)
@@ -186,8 +197,9 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 			return &StepError{Step: StepPreflight, Err: err}
 		}
 		rep.Release = id
-		if op == opRollback && rep.Version == "" {
-			// A rollback is to the version of the release it goes back to.
+		if (op == opRollback || op == opPromote) && rep.Version == "" {
+			// A rollback is to the version of the release it goes back
+			// to; a promote, of the release it continues.
 			rep.Version = d.versionOf(sessions, id, op)
 		}
 		if op == opDeploy {
@@ -201,58 +213,68 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 	// restart to the end of any revert.
 	probe := d.startProbes(ctx, sessions)
 
-	// Workers take hosts in config order, so with parallel 1 the hosts go
-	// one after another as listed.
 	var (
 		mu   sync.Mutex
 		errs *multierror.Error
-		wg   sync.WaitGroup
-		next = make(chan *session)
 	)
-	go func() {
-		defer close(next)
-		for _, s := range sessions {
-			select {
-			case next <- s:
-			case <-stop:
-				return
+	// One batch per entry of strategy.batches (a deploy), or one for the
+	// whole fleet: each says how many instances of each host are on the
+	// release at its end.
+	quotas := [][]int{nil}
+	if (op == opDeploy || op == opPromote) && len(d.Config.Strategy.Batches) > 0 {
+		quotas = batchQuotas(d.Config.Strategy.Batches, sessions)
+	}
+	paused := false
+	for b, quota := range quotas {
+		last := b == len(quotas)-1
+		if op == opPromote && b == 0 {
+			continue // the canary's batch, and its bake, were done
+		}
+		if len(quotas) > 1 {
+			d.emit(Event{Step: StepBatch, Status: StatusStart, Message: batchText(b, quotas, sessions)})
+		}
+		d.batch(ctx, op, sessions, quota, last, stop, halt, rep, &mu, &errs)
+		if errs != nil || stopped(stop) {
+			break
+		}
+		if len(quotas) > 1 {
+			d.emit(Event{Step: StepBatch, Status: StatusOK, Message: batchText(b, quotas, sessions)})
+		}
+		if !last && d.Config.Strategy.Bake > 0 {
+			if err := d.bake(ctx, stop, sessions, b, rep); err != nil {
+				if !errors.Is(err, ErrStopped) {
+					errs = multierror.Append(errs, err)
+				}
+				halt()
+				break
 			}
 		}
-	}()
-	for range min(max(d.Config.Parallel, 1), len(sessions)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for s := range next {
-				if stopped(stop) {
-					return
-				}
-				hr, took, herr := d.runHost(ctx, op, s, stop, rep.Release)
-				mu.Lock()
-				r := &rep.Hosts[s.index]
-				r.Duration, r.Restarted, r.LeftOut, r.Skipped = took, hr.restarted, hr.leftOut, hr.skipped
-				switch {
-				case herr == nil:
-					r.Outcome = HostOK
-				case errors.Is(herr, ErrStopped) && ctx.Err() != nil:
-					r.Outcome, r.Error = HostInterrupted, herr.Error()
-				case errors.Is(herr, ErrStopped):
-					r.Outcome, r.Error = HostStopped, herr.Error()
-				case ctx.Err() != nil && !errors.Is(herr, ErrUnreachable): // a host lost is a failure, interrupted or not
-					r.Outcome, r.Error = HostInterrupted, herr.Error()
-					errs = multierror.Append(errs, herr)
-				default:
-					r.Outcome, r.Error = HostFailed, herr.Error()
-					errs = multierror.Append(errs, herr)
-					halt()
-				}
-				mu.Unlock()
-			}
-		}()
+		if b == 0 && op == opDeploy && d.Config.Strategy.PauseAfterCanary {
+			paused = true
+			rep.Paused = fmt.Sprintf("paused after %s: the fleet serves both releases; `rollout promote` continues, `rollout rollback` takes the canary back", batchText(0, quotas, sessions))
+			d.emit(Event{Step: StepBatch, Status: StatusSkip, Message: rep.Paused})
+			break
+		}
 	}
-	wg.Wait()
+	if lockLost.Load() && errs == nil {
+		errs = multierror.Append(errs, errors.New("the deploy lock was taken over by someone else: stopped before the next instance"))
+	}
+	// A host begun in an earlier batch and not finished stopped with the
+	// fleet.
+	for _, s := range sessions {
+		r := &rep.Hosts[s.index]
+		switch {
+		case s.run != nil && !s.run.finished && r.Outcome == HostOK && paused:
+			r.Outcome = HostPaused
+		case s.run != nil && !s.run.finished && r.Outcome == HostOK:
+			r.Outcome, r.Error = HostStopped, "stopped between batches, with the rest of the fleet"
+			if ctx.Err() != nil {
+				r.Outcome = HostInterrupted
+			}
+		}
+	}
 	var rv *revertResult
-	if rep.Release != "" && errs != nil && op == opDeploy && d.Config.Release.OnFailure == OnFailureRevert && ctx.Err() == nil && !lockLost.Load() {
+	if rep.Release != "" && errs != nil && (op == opDeploy || op == opPromote) && d.Config.Release.OnFailure == OnFailureRevert && ctx.Err() == nil && !lockLost.Load() {
 		rv = &revertResult{}
 		rv.to, rv.err = d.revert(ctx, rep.Release, sessions)
 		rep.Reverted = rv.summary(ctx, d, sessions)
@@ -265,7 +287,7 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		failProbed(rep, perr)
 	}
 	if rep.Release != "" {
-		d.record(ctx, op, rep.Release, sessions, errs.ErrorOrNil(), rv)
+		d.record(ctx, op, rep.Release, sessions, errs.ErrorOrNil(), rv, paused)
 	}
 	if err := errs.ErrorOrNil(); err != nil {
 		return err
@@ -303,28 +325,103 @@ func stopped(stop <-chan struct{}) bool {
 	}
 }
 
-// runHost runs one host between its StepHost events.
-func (d *Deployer) runHost(ctx context.Context, op string, s *session, stop <-chan struct{}, release string) (*hostRun, time.Duration, error) {
+// batch runs the hosts with something to do in one batch (quota: how
+// many of each host's instances are on the release at its end; nil: all),
+// at most parallel at a time, in config order (so with parallel 1 the hosts
+// go one after another as listed). last: the hosts finish in it.
+func (d *Deployer) batch(ctx context.Context, op string, sessions []*session, quota []int, last bool, stop <-chan struct{}, halt func(), rep *Report, mu *sync.Mutex, errs **multierror.Error) {
+	var todo []*session
+	for _, s := range sessions {
+		if quota == nil || s.run == nil && quota[s.index] > 0 || s.run != nil && !s.run.finished && (last || quota[s.index] > s.run.done()) {
+			todo = append(todo, s)
+		}
+	}
+	next := make(chan *session)
+	go func() {
+		defer close(next)
+		for _, s := range todo {
+			select {
+			case next <- s:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range min(max(d.Config.Parallel, 1), len(todo)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range next {
+				if stopped(stop) {
+					return
+				}
+				n := -1 // all
+				if quota != nil && !last {
+					n = quota[s.index]
+				}
+				hr, took, herr := d.runHost(ctx, op, s, stop, rep.Release, n)
+				mu.Lock()
+				r := &rep.Hosts[s.index]
+				r.Duration, r.Restarted, r.LeftOut, r.Skipped = r.Duration+took, hr.restarted, hr.leftOut, hr.skipped
+				switch {
+				case herr == nil:
+					r.Outcome = HostOK
+				case errors.Is(herr, ErrStopped) && ctx.Err() != nil:
+					r.Outcome, r.Error = HostInterrupted, herr.Error()
+				case errors.Is(herr, ErrStopped):
+					r.Outcome, r.Error = HostStopped, herr.Error()
+				case ctx.Err() != nil && !errors.Is(herr, ErrUnreachable): // a host lost is a failure, interrupted or not
+					r.Outcome, r.Error = HostInterrupted, herr.Error()
+					*errs = multierror.Append(*errs, herr)
+				default:
+					r.Outcome, r.Error = HostFailed, herr.Error()
+					*errs = multierror.Append(*errs, herr)
+					halt()
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// runHost runs one host, or its part of a batch (upto: how many of its
+// instances are on the release at the end; -1: all of them), between its
+// StepHost events: "start" when it begins, the end when it finishes or
+// fails.
+func (d *Deployer) runHost(ctx context.Context, op string, s *session, stop <-chan struct{}, release string, upto int) (*hostRun, time.Duration, error) {
 	t0 := time.Now()
-	d.emit(Event{Host: s.host, Step: StepHost, Status: StatusStart})
-	hr := newHostRun(d, s, stop)
-	s.run = hr
+	hr := s.run
+	if hr == nil {
+		d.emit(Event{Host: s.host, Step: StepHost, Status: StatusStart})
+		hr = newHostRun(d, s, stop)
+		s.run = hr
+		if op == opScale {
+			// New instances start on the host's current release.
+			hr.setRelease(s.rel.current, s.rel)
+		} else {
+			hr.setRelease(release, s.rel)
+			hr.noHooks = op == opRollback
+		}
+	}
 	var err error
 	if op == opScale {
-		// New instances start on the host's current release.
-		hr.setRelease(s.rel.current, s.rel)
 		err = hr.scale(ctx)
+		hr.finished = err == nil
 	} else {
-		hr.setRelease(release, s.rel)
-		hr.noHooks = op == opRollback
-		err = hr.deploy(ctx)
+		err = hr.deploy(ctx, upto)
 	}
-	if err == nil && release != "" && op != opScale {
+	if err == nil && hr.finished && release != "" && op != opScale {
 		// The host's last instance is done: current follows.
 		err = hr.moveCurrent(ctx, release)
 	}
 	took := time.Since(t0)
-	e := Event{Host: s.host, Step: StepHost, Status: StatusOK, Duration: took}
+	hr.took += took
+	if err == nil && !hr.finished {
+		return hr, took, nil // more in the next batch
+	}
+	e := Event{Host: s.host, Step: StepHost, Status: StatusOK, Duration: hr.took}
 	if err != nil {
 		e.Status, e.Message = StatusFail, err.Error()
 		if errors.Is(err, ErrStopped) {
@@ -333,6 +430,66 @@ func (d *Deployer) runHost(ctx context.Context, op string, s *session, stop <-ch
 	}
 	d.emit(e)
 	return hr, took, err
+}
+
+// batchQuotas are, for each batch, how many instances of each host
+// (indexed like Config.Hosts) are on the release at its end. A batch is a
+// share of the fleet's instances (a percentage rounds up): each host takes
+// its share of it, and what rounding leaves goes to the first hosts, so a
+// batch of 1 is one instance of the first host.
+func batchQuotas(batches []Amount, sessions []*session) [][]int {
+	hosts := 0
+	for _, s := range sessions {
+		hosts = max(hosts, s.index+1)
+	}
+	sizes := make([]int, hosts)
+	total := 0
+	for _, s := range sessions {
+		sizes[s.index] = len(s.cfg.Ports())
+		total += sizes[s.index]
+	}
+	prev := make([]int, hosts)
+	var out [][]int
+	for _, b := range batches {
+		want := b.N
+		if b.Percent > 0 {
+			want = (total*b.Percent + 99) / 100
+		}
+		want = max(min(want, total), 1)
+		q := make([]int, hosts)
+		sum := 0
+		for i, n := range sizes {
+			q[i] = max(want*n/max(total, 1), prev[i])
+			sum += q[i]
+		}
+		for progressed := true; sum < want && progressed; {
+			progressed = false
+			for i := range hosts {
+				if sum < want && q[i] < sizes[i] {
+					q[i]++
+					sum++
+					progressed = true
+				}
+			}
+		}
+		out = append(out, q)
+		prev = q
+	}
+	return out
+}
+
+// batchText says what batch b does: "batch 1 of 3: 1 of 8 instances (web1 1)".
+func batchText(b int, quotas [][]int, sessions []*session) string {
+	total, now := 0, 0
+	var hosts []string
+	for _, s := range sessions {
+		total += len(s.cfg.Ports())
+		now += quotas[b][s.index]
+		if n := quotas[b][s.index]; n > 0 {
+			hosts = append(hosts, fmt.Sprintf("%s %d", s.host, n))
+		}
+	}
+	return fmt.Sprintf("batch %d of %d: %d of %d instances on the release (%s)", b+1, len(quotas), now, total, strings.Join(hosts, ", "))
 }
 
 func (d *Deployer) emit(e Event) {

@@ -67,6 +67,9 @@ const (
 	HostStopped     Outcome = "stopped"
 	HostInterrupted Outcome = "interrupted"
 	HostNotStarted  Outcome = "not started"
+	// HostPaused: part of its instances are on the release; the deploy
+	// paused after its canary (rollout promote continues it).
+	HostPaused Outcome = "paused"
 )
 
 // HostReport is what happened on one host.
@@ -97,4 +100,8 @@ type Report struct {
 	Duration time.Duration `json:"duration_ns"`
 	// Probe is what the availability probe saw on each host (probe: on).
 	Probe []ProbeResult `json:"probe,omitempty"`
+	// Paused says how a deploy paused after its canary, and what next.
+	Paused string `json:"paused,omitempty"`
+	// Bakes are what each bake between batches saw (strategy.bake).
+	Bakes []BakeResult `json:"bakes,omitempty"`
 }

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"maps"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -68,6 +69,16 @@ type fakeRemote struct {
 	// site is the host's Nginx site, which the probe reaches at port 80;
 	// nil: nothing listens there.
 	site *httptest.Server
+
+	// The access log a bake reads: each read adds traffic lines per
+	// instance, every fifth a 502 where fails5xx says so; plain lines
+	// lack rollout's fields; noLog: the log cannot be read.
+	accessLog string
+	traffic   int
+	fails5xx  func(port int) bool
+	plain     bool
+	noLog     bool
+	restarts  map[int]int // NRestarts
 }
 
 // withReleases puts the host in the release layout, every instance
@@ -307,6 +318,46 @@ func (r *fakeRemote) DialContext(ctx context.Context, network, addr string) (net
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, u.srv.Listener.Addr().String())
+}
+
+// ReadAccessLog answers as access-read.sh does, through parseLogRead.
+func (r *fakeRemote) ReadAccessLog(_ context.Context, file string, from logPos, since int64, ports []int) (logRead, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.fault("ReadAccessLog"); err != nil {
+		return logRead{}, err
+	}
+	if r.noLog {
+		return logRead{}, fmt.Errorf("cannot read the access log %s (missing, or not readable by this user)", file)
+	}
+	if from.offset >= 0 {
+		var b strings.Builder
+		for i := range r.traffic {
+			for _, p := range slices.Sorted(maps.Keys(r.units)) {
+				status := 200
+				if r.fails5xx != nil && r.fails5xx(p) && i%5 == 0 {
+					status = 502
+				}
+				if r.plain {
+					fmt.Fprintf(&b, "10.0.0.9 - - [28/Nov/2026:01:00:00 +0000] \"GET / HTTP/1.1\" %d 2 \"-\" \"curl\"\n", status)
+					continue
+				}
+				fmt.Fprintf(&b, "10.0.0.9 [28/Nov/2026:01:00:00 +0000] \"GET / HTTP/1.1\" %d 2 upstream=\"127.0.0.1:%d\" upstream_status=\"%d\" rt=0.003\n", status, p, status)
+			}
+		}
+		r.accessLog += b.String()
+	}
+	start := from.offset
+	if start < 0 {
+		start = int64(len(r.accessLog))
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "@@rollout@@ pos\n1 %d %d 1700000000\n@@rollout@@ restarts\n", len(r.accessLog), start)
+	for _, p := range ports {
+		fmt.Fprintf(&out, "Id=my-app@%d.service\nNRestarts=%d\n\n", p, r.restarts[p])
+	}
+	out.WriteString("@@rollout@@ errors\n@@rollout@@ log\n" + r.accessLog[start:])
+	return parseLogRead([]byte(out.String()), from)
 }
 
 func (r *fakeRemote) Alive(context.Context) (bool, error) {

@@ -49,6 +49,13 @@ type hostRun struct {
 	skipped []int
 	// noHooks: the host's hooks do not run (a rollback).
 	noHooks bool
+
+	// begun: its hooks ran and its instances are queued; queue: those
+	// still to restart, in order; finished: none is left, and its
+	// after-hooks ran. took is the time spent on it, over every batch.
+	begun, finished bool
+	queue           []int
+	took            time.Duration
 }
 
 // setRelease makes the run switch every instance to release id (when not
@@ -169,21 +176,57 @@ func (h *hostRun) emit(port int, step StepName, status StepStatus, t0 time.Time,
 // once the fleet has heard of it).
 func (h *hostRun) stopped(ctx context.Context) bool { return ctx.Err() != nil || stopped(h.stop) }
 
-// deploy runs the host's before-hooks, reconciles its instances with the
-// config, restarts every instance (those serving nothing first), and runs
-// its after-hooks.
-func (h *hostRun) deploy(ctx context.Context) (err error) {
-	for _, hook := range h.hostHooks(h.cfg.Hooks.HostBefore) {
-		if err := h.hook(ctx, "before", hook); err != nil {
-			return err
-		}
-	}
+// deploy rolls the host's instances onto the release, up to upto of them
+// (-1: all, and the host finishes). The first call runs the host's
+// before-hooks, reconciles its instances with the config and orders them
+// (those serving nothing first); the one that rolls the last instance runs
+// its after-hooks. Every instance that came back healthy is back in Nginx
+// when it returns, so between batches the host is stable.
+func (h *hostRun) deploy(ctx context.Context, upto int) (err error) {
 	// On every way out, an instance that came back healthy is put back.
 	defer func() {
 		if perr := h.undrainPending(ctx); perr != nil && err == nil {
 			err = perr
 		}
 	}()
+	if !h.begun {
+		h.begun = true
+		if err := h.begin(ctx); err != nil {
+			return err
+		}
+	}
+	n := len(h.queue)
+	if upto >= 0 {
+		n = min(max(upto-h.done(), 0), n)
+	}
+	next := h.queue[:n]
+	h.queue = h.queue[n:]
+	if err := h.groups(ctx, next); err != nil {
+		return err
+	}
+	if len(h.queue) > 0 {
+		return nil
+	}
+	if err := h.undrainPending(ctx); err != nil {
+		return err
+	}
+	for _, hook := range h.hostHooks(h.cfg.Hooks.HostAfter) {
+		if err := h.hook(ctx, "after", hook); err != nil {
+			return err
+		}
+	}
+	h.finished = true
+	return nil
+}
+
+// begin runs the host's before-hooks, reconciles its instances and queues
+// those to restart, in order.
+func (h *hostRun) begin(ctx context.Context) error {
+	for _, hook := range h.hostHooks(h.cfg.Hooks.HostBefore) {
+		if err := h.hook(ctx, "before", hook); err != nil {
+			return err
+		}
+	}
 	if _, err := h.reconcile(ctx); err != nil {
 		return err
 	}
@@ -195,7 +238,6 @@ func (h *hostRun) deploy(ctx context.Context) (err error) {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
 	}
 	serving, _ := h.serving(ctx)
-	var todo []int
 	for _, port := range h.order(st, serving) {
 		switch {
 		case h.upToDate(port, serving):
@@ -205,21 +247,19 @@ func (h *hostRun) deploy(ctx context.Context) (err error) {
 			h.emit(port, StepRestart, StatusSkip, time.Time{}, "started on this release by the scale step")
 			h.restarted = append(h.restarted, port)
 		default:
-			todo = append(todo, port)
-		}
-	}
-	if err := h.groups(ctx, todo); err != nil {
-		return err
-	}
-	if err := h.undrainPending(ctx); err != nil {
-		return err
-	}
-	for _, hook := range h.hostHooks(h.cfg.Hooks.HostAfter) {
-		if err := h.hook(ctx, "after", hook); err != nil {
-			return err
+			h.queue = append(h.queue, port)
 		}
 	}
 	return nil
+}
+
+// done is how many of the host's instances are on the release: all but
+// those still queued.
+func (h *hostRun) done() int {
+	if !h.begun {
+		return 0
+	}
+	return len(h.cfg.Ports()) - len(h.queue)
 }
 
 // groups rolls ports in order, strategy.max_unavailable of them at a time,

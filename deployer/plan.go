@@ -25,7 +25,11 @@ type Plan struct {
 	// MaxUnavailable is how many instances of a host restart together.
 	MaxUnavailable string `json:"max_unavailable"`
 	// Probe says what the availability probe does; "": it is off.
-	Probe  string     `json:"probe,omitempty"`
+	Probe string `json:"probe,omitempty"`
+	// Batches says how the fleet goes in batches (strategy.batches), and
+	// Bake what happens between them (strategy.bake).
+	Batches string `json:"batches,omitempty"`
+	Bake    *Step  `json:"bake,omitempty"`
 	Before []Step     `json:"before,omitempty"` // local hooks
 	Hosts  []HostPlan `json:"hosts"`
 	After  []Step     `json:"after,omitempty"` // local hooks
@@ -84,6 +88,23 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 	p := &Plan{App: cfg.App, Version: version, Parallel: max(cfg.Parallel, 1), MaxUnavailable: cfg.Strategy.MaxUnavailable.String(), Preview: preview}
 	if len(preview) > 0 {
 		p.Release = preview[0].Release
+	}
+	if st := cfg.Strategy; len(st.Batches) > 0 {
+		var b []string
+		for _, a := range st.Batches {
+			b = append(b, a.String())
+		}
+		p.Batches = fmt.Sprintf("[%s] of the fleet's instances on the release at the end of each batch (a share of each host's, rounding going to the first hosts: a batch of 1 is one instance of the first host); hosts in a batch go %d at a time; every instance of a batch is back in nginx before the next",
+			strings.Join(b, ", "), max(cfg.Parallel, 1))
+		if st.Bake > 0 {
+			sample := fmt.Sprintf("with fewer than %d requests to the new instances, bake again (at most 3 bakes), then stop", st.MinRequests)
+			if st.SmallSample == SmallSampleProceed {
+				sample = fmt.Sprintf("with fewer than %d requests to the new instances, go on with a warning", st.MinRequests)
+			}
+			p.Bake = &Step{Name: StepBake, Command: newSSHRemote(cfg, nil).cmdReadAccessLog(cfg.AccessLogFile(), logPos{inode: "INODE", offset: 0}, 0, cfg.Ports()),
+				Does: fmt.Sprintf("after each batch but the last, for %s: read each host's %s from the bake's start every few seconds (following a rotation), count each instance's requests and 5xx by upstream=\"$upstream_addr\" upstream_status=\"$upstream_status\", and the restarts by systemd; stop the rollout (and revert, with release.on_failure: revert) as soon as the new instances answer more than %g 5xx and more than the old ones by as much, or one is restarted by systemd; %s (the command is shown for the first read; the preflight checks the log's last lines carry the fields)",
+					st.Bake, cfg.AccessLogFile(), st.MaxErrorRatio, sample)}
+		}
 	}
 	if pc := cfg.Probe; pc.Enabled {
 		fail := "a failed request is a warning"
@@ -295,6 +316,9 @@ func (p *Plan) WriteText(w io.Writer) error {
 	if p.Probe != "" {
 		ew.printf("probe: %s\n", p.Probe)
 	}
+	if p.Batches != "" {
+		ew.printf("batches: %s\n", p.Batches)
+	}
 	step := func(indent string, n int, s Step) {
 		ew.printf("%s%d. %s: %s\n", indent, n, s.Name, s.Does)
 		if s.Command != "" {
@@ -313,6 +337,10 @@ func (p *Plan) WriteText(w io.Writer) error {
 	}
 	for i, s := range p.Before {
 		step("", i+1, s)
+	}
+	if p.Bake != nil {
+		ew.printf("\nbetween batches\n")
+		step("  ", 1, *p.Bake)
 	}
 	for i, h := range p.Hosts {
 		ew.printf("\nhost %s\n", h.Host)

@@ -236,6 +236,11 @@ func (rc *reconnecting) dialCurrent(ctx context.Context, network, addr string) (
 	return r.DialContext(ctx, network, addr)
 }
 
+func (rc *reconnecting) ReadAccessLog(ctx context.Context, file string, from logPos, since int64, ports []int) (r logRead, err error) {
+	err = rc.do(ctx, func(rm remote) error { r, err = rm.ReadAccessLog(ctx, file, from, since, ports); return err })
+	return r, err
+}
+
 // AcquireLock takes the lock; if a lost connection hid that it did, the
 // lock found held with this holder's token is this holder's.
 func (rc *reconnecting) AcquireLock(ctx context.Context, info LockInfo, breakStale bool, takeOver string) (st LockState, ok bool, err error) {

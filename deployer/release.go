@@ -32,6 +32,10 @@ const (
 	// ReleaseBad: it failed to come up and was reverted, or was rolled back
 	// from; rollback never goes to it.
 	ReleaseBad ReleaseOutcome = "BAD"
+	// ReleaseCanary: a deploy paused after its first batch with some
+	// instances on it (strategy.pause_after_canary); rollout promote
+	// continues it, rollout rollback takes it back.
+	ReleaseCanary ReleaseOutcome = "canary"
 )
 
 // ReleaseEntry is one line of a host's release log
@@ -177,6 +181,12 @@ func checkLayout(cfg *Config, st releaseState) error {
 func rollbackTarget(states []releaseState, to string) (string, error) {
 	if len(states) == 0 {
 		return "", fmt.Errorf("no host to roll back")
+	}
+	if to == "" {
+		// A paused rollout goes back to the release its canary left.
+		if _, err := pausedRelease(states); err == nil && states[0].current != "" && !slices.ContainsFunc(states, func(st releaseState) bool { return st.current != states[0].current }) {
+			return states[0].current, nil
+		}
 	}
 	if to != "" {
 		for i, st := range states {
@@ -332,4 +342,27 @@ func (st releaseState) report(host string, ports []int) HostReleases {
 		}
 	}
 	return out
+}
+
+// pausedRelease is the release of a paused rollout: the newest release on
+// every host that each host's log says is a canary, newer than its
+// current.
+func pausedRelease(states []releaseState) (string, error) {
+	best := ""
+	for id, e := range states[0].latest() {
+		if e.Outcome != ReleaseCanary || id <= best {
+			continue
+		}
+		ok := true
+		for _, st := range states {
+			ok = ok && st.present[id] && st.latest()[id].Outcome == ReleaseCanary && id > st.current
+		}
+		if ok {
+			best = id
+		}
+	}
+	if best == "" {
+		return "", errors.New("nothing to promote: no rollout is paused (no release is a canary on every host, newer than its current)")
+	}
+	return best, nil
 }

@@ -70,6 +70,10 @@ type remote interface {
 	ReleaseLock(ctx context.Context, token string) error
 	// LockStatus reads the lock.
 	LockStatus(ctx context.Context) (LockState, error)
+	// ReadAccessLog reads the Nginx access log file from a position (its
+	// end: offset -1), following a rotation, with the instances' restarts
+	// and, since the host's clock since (0: not), their journal's errors.
+	ReadAccessLog(ctx context.Context, file string, from logPos, since int64, ports []int) (logRead, error)
 	// AppendHistory adds one entry to the host's deploy history.
 	AppendHistory(ctx context.Context, e HistoryEntry) error
 	// ReadHistory returns the host's last n entries, oldest first.

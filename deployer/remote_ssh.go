@@ -503,6 +503,22 @@ func (r sshRemote) cmdRecordRelease(entries []ReleaseEntry, current string, remo
 	return script("release-record", true, r.sudo, append([]string{r.releaseRoot(), line, current}, remove...)...)
 }
 
+func (r sshRemote) cmdReadAccessLog(file string, from logPos, since int64, ports []int) string {
+	args := []string{file, from.inode, strconv.FormatInt(from.offset, 10), strconv.Itoa(maxLogRead), strconv.FormatInt(since, 10)}
+	return script("access-read", true, r.sudo, append(args, r.units(ports)...)...)
+}
+
+func (r sshRemote) ReadAccessLog(ctx context.Context, file string, from logPos, since int64, ports []int) (logRead, error) {
+	res, err := r.run(ctx, "read "+file, r.cmdReadAccessLog(file, from, since, ports), nil)
+	if exitCode(err) == exitLogUnreadable {
+		return logRead{}, errors.New(scriptMessage(err))
+	}
+	if err != nil {
+		return logRead{}, err
+	}
+	return parseLogRead(res.Stdout, from)
+}
+
 func (r sshRemote) ReleaseState(ctx context.Context, ports []int) (releaseState, error) {
 	res, err := r.run(ctx, "read the releases in "+r.releaseRoot(), r.cmdReleaseState(ports), nil)
 	if err != nil {

@@ -27,10 +27,11 @@ const (
 	exitNginxBroken        = 70 // EX_NGINX_BROKEN: nginx -t fails before any change
 	exitUpstreamUnreadable = 71 // EX_UPSTREAM_UNREADABLE: the upstream file cannot be read
 
-	exitChecksum  = 72 // EX_CHECKSUM: an uploaded release arrived damaged or cut short
-	exitPrepare   = 73 // EX_PREPARE: release.prepare failed or timed out
-	exitShared    = 74 // EX_SHARED: a release.shared path is nowhere
-	exitNoRelease = 75 // EX_NO_RELEASE: the release to switch to is not on the host
+	exitChecksum      = 72 // EX_CHECKSUM: an uploaded release arrived damaged or cut short
+	exitPrepare       = 73 // EX_PREPARE: release.prepare failed or timed out
+	exitShared        = 74 // EX_SHARED: a release.shared path is nowhere
+	exitNoRelease     = 75 // EX_NO_RELEASE: the release to switch to is not on the host
+	exitLogUnreadable = 76 // EX_LOG_UNREADABLE: the access log cannot be read
 )
 
 // sectionMark starts each part of a script's output: "@@rollout@@ NAME".

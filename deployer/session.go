@@ -95,7 +95,7 @@ func resolveHost(ctx context.Context, cfg *Config, r remote) (*Config, error) {
 
 // preflight checks every host at once and takes its deploy lock; it
 // changes nothing else. On any failure no lock is kept.
-func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
+func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session) error {
 	errs := make([]error, len(sessions))
 	var wg sync.WaitGroup
 	for i, s := range sessions {
@@ -109,6 +109,9 @@ func (d *Deployer) preflight(ctx context.Context, sessions []*session) error {
 			}
 			if err == nil && d.Config.Probe.Enabled {
 				err = newProber(s.cfg, s.host, s.rc.DialContext).check(ctx)
+			}
+			if err == nil && op == opDeploy && d.Config.Strategy.Bake > 0 {
+				err = checkAccessLog(ctx, s)
 			}
 			if err == nil && s.cfg.Release != nil {
 				if s.rel, err = s.rc.ReleaseState(ctx, s.cfg.Ports()); err == nil {

@@ -192,9 +192,12 @@ WantedBy=multi-user.target
 `))
 
 var siteTmpl = template.Must(template.New("site").Parse(`# Written by rollout setup: edit rollout.yaml's setup section, not this file.
+# The access log's upstream fields are what rollout's bake reads.
+log_format rollout_{{.App}} {{.LogFormat}};
 server {
     listen {{.Listen}};
     server_name {{.ServerName}};
+    access_log {{.AccessLog}} rollout_{{.App}};
     location / {
         proxy_pass http://{{.Upstream}};
         proxy_http_version 1.1;
@@ -213,7 +216,8 @@ func Render(cfg *Config, ports []int) []ManagedFile {
 	_ = unitTmpl.Execute(&unit, map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
 		"WorkDir": s.workDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartDelay), "MemoryMax": s.MemoryMax,
 		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit})
-	_ = siteTmpl.Execute(&site, map[string]any{"Listen": s.Listen, "ServerName": s.ServerName, "Upstream": cfg.Nginx.Upstream})
+	_ = siteTmpl.Execute(&site, map[string]any{"Listen": s.Listen, "ServerName": s.ServerName, "Upstream": cfg.Nginx.Upstream,
+		"App": cfg.App, "LogFormat": LogFormat, "AccessLog": cfg.AccessLogFile()})
 	fmt.Fprintf(&up, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
 	for _, p := range ports {
 		fmt.Fprintf(&up, "    server %s:%d;\n", cfg.Nginx.ServerAddress, p)

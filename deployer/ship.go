@@ -29,12 +29,15 @@ const progressEvery = time.Second
 // (a rerun resumes it, and nothing is uploaded again where it is), else a
 // new ID for every host; for a rollback, rollbackTarget.
 func (d *Deployer) chooseRelease(op string, sessions []*session) (string, error) {
-	if op == opRollback {
-		states := make([]releaseState, len(sessions))
-		for i, s := range sessions {
-			states[i] = s.rel
-		}
+	states := make([]releaseState, len(sessions))
+	for i, s := range sessions {
+		states[i] = s.rel
+	}
+	switch op {
+	case opRollback:
 		return rollbackTarget(states, d.RollbackTo)
+	case opPromote:
+		return pausedRelease(states)
 	}
 	if d.Artifact == nil {
 		return "", errors.New("release: is set: the deploy needs the release to ship (--artifact PATH)")
@@ -152,15 +155,25 @@ func (d *Deployer) revert(ctx context.Context, id string, sessions []*session) (
 	var to []string
 	stop := make(chan struct{}) // never closed: only ctx stops a revert
 	for _, s := range slices.Backward(sessions) {
-		if s.run == nil || len(s.run.switched) == 0 {
+		if s.run == nil {
 			continue
 		}
 		ports := slices.Clone(s.run.switched)
+		if hr := s.run; len(hr.skipped) > 0 && s.rel.current != id {
+			// A promote: the canary an earlier run switched goes back too.
+			ports = append(slices.Clone(hr.skipped), ports...)
+		}
+		if len(ports) == 0 {
+			continue
+		}
 		slices.Reverse(ports)
 		targets := map[int]string{}
 		var back []string // this host's
 		for _, p := range ports {
 			prev := s.rel.links[p]
+			if prev == id {
+				prev = s.rel.current // switched before this run: back to current
+			}
 			targets[p] = prev
 			if prev != "" && !slices.Contains(back, prev) {
 				back = append(back, prev)
@@ -211,7 +224,7 @@ func (d *Deployer) runningSummary(ctx context.Context, sessions []*session) stri
 // record writes, on every host, how the run ended for the release: the
 // release log, the current link, and after a successful deploy the
 // releases beyond release.keep.
-func (d *Deployer) record(ctx context.Context, op, id string, sessions []*session, err error, rv *revertResult) {
+func (d *Deployer) record(ctx context.Context, op, id string, sessions []*session, err error, rv *revertResult, paused bool) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	now := time.Now().UTC()
@@ -226,9 +239,18 @@ func (d *Deployer) record(ctx context.Context, op, id string, sessions []*sessio
 		current := ""
 		var remove []string
 		switch {
+		case err == nil && paused:
+			// Every host: its log says a rollout is paused on id.
+			entries = append(entries, entry(id, ReleaseCanary))
 		case err == nil && op == opRollback:
 			if s.rel.current != "" && s.rel.current != id {
 				entries = append(entries, entry(s.rel.current, ReleaseBad))
+			}
+			// A paused rollout taken back: its canary's release is BAD.
+			for rid, e := range s.rel.latest() {
+				if e.Outcome == ReleaseCanary && rid > id {
+					entries = append(entries, entry(rid, ReleaseBad))
+				}
 			}
 			entries = append(entries, entry(id, ReleaseReverted))
 			current = id
@@ -250,7 +272,7 @@ func (d *Deployer) record(ctx context.Context, op, id string, sessions []*sessio
 			}
 		case rv != nil:
 			entries = append(entries, entry(id, ReleaseBad))
-		case op == opDeploy && s.run != nil && len(s.run.switched) > 0:
+		case (op == opDeploy || op == opPromote) && s.run != nil && len(s.run.switched) > 0:
 			entries = append(entries, entry(id, ReleaseFailed))
 		}
 		if len(entries) == 0 && current == "" {

@@ -34,6 +34,10 @@ type HostStatus struct {
 	Host      string           `json:"host"`
 	Error     string           `json:"error,omitempty"`
 	Instances []InstanceStatus `json:"instances"`
+	// Paused is the release of a rollout paused after its canary (release
+	// log: canary), beside the current one; "" if none.
+	Paused  string `json:"paused,omitempty"`
+	Current string `json:"current,omitempty"`
 }
 
 // OK: every instance is OK.
@@ -79,6 +83,10 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote) HostSta
 		// Best effort: the instances' state stands without it.
 		if rst, err := r.ReleaseState(ctx, cfg.Ports()); err == nil {
 			running = rst.running
+			hs.Current = rst.current
+			if id, err := pausedRelease([]releaseState{rst}); err == nil {
+				hs.Paused = id
+			}
 		}
 	}
 	servers, err := upstreamServers(st.upstream, cfg.Nginx.Upstream, cfg.Nginx.ServerAddress)

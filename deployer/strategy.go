@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -11,12 +12,61 @@ import (
 )
 
 // StrategyConfig is the strategy: section: how many instances of a host
-// are restarted together.
+// are restarted together, the batches across the fleet, and the bake that
+// watches real traffic between them.
 type StrategyConfig struct {
 	// MaxUnavailable is how many instances of a host are drained and
 	// restarted together (default 1).
 	MaxUnavailable Amount
+	// Batches are how many of the fleet's instances are on the release at
+	// the end of each batch, rising to 100%; none: one batch.
+	Batches []Amount
+	// Bake is how long rollout watches real traffic after each batch but
+	// the last; 0: no bake.
+	Bake time.Duration
+	// MaxErrorRatio is the share of 5xx answers the new instances may give
+	// during a bake.
+	MaxErrorRatio float64
+	// MinRequests is the fewest requests to the new instances a bake
+	// judges on; with fewer, SmallSample says what happens.
+	MinRequests int
+	// SmallSample is "wait" (bake again, up to three bakes in all, then
+	// fail) or "proceed" (go on, with a warning).
+	SmallSample string
+	// PauseAfterCanary stops a deploy after its first batch (and bake),
+	// the fleet stable and mixed; rollout promote continues it.
+	PauseAfterCanary bool
+	// AccessLog is the Nginx access log with rollout's fields
+	// (upstream="$upstream_addr" upstream_status="$upstream_status");
+	// "": the one rollout setup's site writes (AccessLogFile).
+	AccessLog string
 }
+
+// AccessLogFile is the access log a bake reads.
+func (c *Config) AccessLogFile() string {
+	if c.Strategy.AccessLog != "" {
+		return c.Strategy.AccessLog
+	}
+	return defaultAccessLog(c.App)
+}
+
+// The strategy.small_sample choices.
+const (
+	SmallSampleWait    = "wait"
+	SmallSampleProceed = "proceed"
+)
+
+// defaultStrategy is the strategy: section's defaults.
+func defaultStrategy() StrategyConfig {
+	return StrategyConfig{MaxUnavailable: Amount{N: 1}, MaxErrorRatio: 0.01, MinRequests: 50, SmallSample: SmallSampleWait}
+}
+
+// defaultAccessLog is strategy.access_log when the file does not give it:
+// the log rollout setup's site writes.
+func defaultAccessLog(app string) string { return "/var/log/nginx/" + app + "-access.log" }
+
+// maxBake bounds strategy.bake.
+const maxBake = 24 * time.Hour
 
 // Amount is a number of instances, or a percentage of a host's.
 type Amount struct {
@@ -62,29 +112,114 @@ func ParseAmount(s string) (Amount, error) {
 
 // amount is a number of instances or a percentage.
 func amount(name string, dst *Amount) field {
+	return one(name, func(p *parser, key string) { p.readAmount(key, dst) })
+}
+
+// amounts is a list of amounts.
+func amounts(name string, dst *[]Amount) field {
+	return one(name, func(p *parser, key string) {
+		n, ok := p.list(key)
+		if !ok {
+			return
+		}
+		*dst = make([]Amount, n)
+		for i := range n {
+			p.readAmount(fmt.Sprintf("%s[%d]", key, i), &(*dst)[i])
+		}
+	})
+}
+
+// readAmount reads the amount at key, if given.
+func (p *parser) readAmount(key string, dst *Amount) {
+	n, ok := p.node(key)
+	if !ok {
+		return
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		p.fail(key, fmt.Errorf(`must be a number of instances or a percentage like "25%%", got %s`, describe(n)))
+		return
+	}
+	a, err := ParseAmount(n.Value)
+	if err != nil {
+		p.fail(key, err)
+		return
+	}
+	*dst = a
+}
+
+// ratio is a number 0..1 (a YAML int or float).
+func ratio(name string, dst *float64) field {
 	return one(name, func(p *parser, key string) {
 		n, ok := p.node(key)
 		if !ok {
 			return
 		}
-		if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
-			p.fail(key, fmt.Errorf(`must be a number of instances or a percentage like "25%%", got %s`, describe(n)))
-			return
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!float" && n.Tag != "!!int") || n.Decode(dst) != nil {
+			p.fail(key, fmt.Errorf("must be a number like 0.01, got %s", describe(n)))
 		}
-		a, err := ParseAmount(n.Value)
-		if err != nil {
-			p.fail(key, err)
-			return
-		}
-		*dst = a
 	})
 }
 
 func strategySection(c *Config) field {
+	st := &c.Strategy
 	return section("strategy",
-		amount("max_unavailable", &c.Strategy.MaxUnavailable),
+		amount("max_unavailable", &st.MaxUnavailable),
+		amounts("batches", &st.Batches),
+		duration("bake", &st.Bake),
+		ratio("max_error_ratio", &st.MaxErrorRatio),
+		integer("min_requests", &st.MinRequests),
+		str("small_sample", &st.SmallSample),
+		str("access_log", &st.AccessLog),
+		boolean("pause_after_canary", &st.PauseAfterCanary),
 	)
 }
+
+// checkBatches checks strategy.batches and the bake.
+func (c *Config) checkBatches(cs *checks) {
+	st := c.Strategy
+	if len(st.Batches) > 0 {
+		last := st.Batches[len(st.Batches)-1]
+		if last.Percent != 100 {
+			cs.add(fmt.Sprintf("strategy.batches[%d]", len(st.Batches)-1), fmt.Errorf("the last batch must be 100%% (the whole fleet), got %s", last))
+		}
+		for i := 1; i < len(st.Batches); i++ {
+			a, b := st.Batches[i-1], st.Batches[i]
+			if (a.Percent > 0) == (b.Percent > 0) && a.N+a.Percent >= b.N+b.Percent {
+				cs.add(fmt.Sprintf("strategy.batches[%d]", i), fmt.Errorf("batches count the fleet's instances on the release so far, so each must be more than the one before: %s after %s", b, a))
+			}
+		}
+		if len(st.Batches) > maxBatches {
+			cs.add("strategy.batches", fmt.Errorf("at most %d batches, got %d", maxBatches, len(st.Batches)))
+		}
+	}
+	if st.Bake > maxBake {
+		cs.add("strategy.bake", fmt.Errorf("must be at most 24h, got %s", st.Bake))
+	}
+	if st.Bake > 0 && len(st.Batches) < 2 {
+		cs.add("strategy.bake", errors.New("bakes after each batch but the last: it needs strategy.batches with at least two batches, e.g. [1, 100%]"))
+	}
+	if st.PauseAfterCanary && len(st.Batches) < 2 {
+		cs.add("strategy.pause_after_canary", errors.New("pauses after the first batch: it needs strategy.batches with at least two batches, e.g. [1, 100%]"))
+	}
+	if st.PauseAfterCanary && c.Release == nil {
+		cs.add("strategy.pause_after_canary", errors.New("needs the release: section: rollout promote and rollout rollback continue from the releases on the hosts"))
+	}
+	if st.MaxErrorRatio < 0 || st.MaxErrorRatio > 1 {
+		cs.add("strategy.max_error_ratio", fmt.Errorf("must be 0..1 (0.01 is 1%%), got %g", st.MaxErrorRatio))
+	}
+	if st.MinRequests < 0 || st.MinRequests > 1_000_000_000 {
+		cs.add("strategy.min_requests", fmt.Errorf("must be 0..1000000000, got %d", st.MinRequests))
+	}
+	if st.SmallSample != SmallSampleWait && st.SmallSample != SmallSampleProceed {
+		cs.add("strategy.small_sample", fmt.Errorf("must be %s or %s, got %s", SmallSampleWait, SmallSampleProceed, quoteValue(st.SmallSample)))
+	}
+	if st.AccessLog != "" {
+		cs.add("strategy.access_log", validPath(st.AccessLog, false))
+	}
+}
+
+// maxBatches bounds strategy.batches.
+const maxBatches = 100
 
 // Unavailable is how many instances of a host of n are restarted together.
 func (c *Config) Unavailable(n int) int { return c.Strategy.MaxUnavailable.Of(n) }

@@ -145,3 +145,172 @@ func TestProbeTargetDeadRefused(t *testing.T) {
 		t.Errorf("the lock is not free:\n%s", out)
 	}
 }
+
+// bakeConfig is a release config for the fleet (rollout setup's site, whose
+// access log has rollout's fields, serves both hosts' addresses) with
+// batches [1, 50%, 100%] and a bake.
+func bakeConfig(t *testing.T, bake string) string {
+	t.Helper()
+	cfg := releaseConfig(t, fleet.Hosts, "")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "server_name: "+fleet.Hosts[0].Addr, "server_name: "+fleet.Hosts[0].Addr+" "+fleet.Hosts[1].Addr, 1)
+	s += "strategy:\n  batches: [1, 50%, 100%]\n  bake: " + bake + "\n  min_requests: 50\nprobe:\n  version_header: X-App-Version\n"
+	if err := os.WriteFile(cfg, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// Batches with a bake under load: a good release goes through the canary,
+// half the fleet and the rest with 0 failed; a release that answers
+// /healthz but fails 10% of real requests is caught by the bake on the
+// canary and reverted: the only failed requests are the canary's own 500s,
+// the second host is never touched, and the whole fleet serves the
+// previous release.
+func TestBatchesAndBakeUnderLoad(t *testing.T) {
+	cfg := bakeConfig(t, "6s")
+	moveToReleases(t, cfg, fleet.Hosts)
+
+	// A good release, batch by batch.
+	var out string
+	var code int
+	results := underLoad(t, fleet.Hosts, func() {
+		out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2", "--artifact", artifactDir(t, testbed.GoodRelease("v2")), "--output", "json")
+	})
+	if code != 0 {
+		t.Fatalf("deploy v2 exited %d:\n%s", code, out)
+	}
+	noFailedRequests(t, results)
+	run := parseJSONRun(t, out)
+	var batches []string
+	for _, e := range run.events {
+		if e.Step == "batch" && e.Status == "ok" {
+			batches = append(batches, e.Message)
+		}
+	}
+	if len(batches) != 3 || !strings.HasPrefix(batches[0], "batch 1 of 3: 1 of 8 instances on the release ("+fleet.Hosts[0].Addr+" 1)") ||
+		!strings.HasPrefix(batches[1], "batch 2 of 3: 4 of 8 instances") {
+		t.Errorf("batches: %q", batches)
+	}
+	if len(run.report.Bakes) != 2 {
+		t.Fatalf("bakes %+v", run.report.Bakes)
+	}
+	for _, b := range run.report.Bakes {
+		t.Logf("%s", b)
+		if b.Verdict != "ok" || b.New.Requests < 50 || b.New.Errors != 0 || b.Old.Requests == 0 {
+			t.Errorf("bake %+v", b)
+		}
+	}
+	for i, p := range run.report.Probe {
+		if p.Failed != 0 || p.Failed != results[i].Failed || p.Versions["v2"] == 0 {
+			t.Errorf("probe %s", p)
+		}
+	}
+	onRelease(t, cfg, fleet.Hosts, "v2", "ok")
+
+	// A release that fails 10% of real requests.
+	h2 := fleet.Hosts[1]
+	before := instanceStates(t, h2)
+	bad := testbed.GoodRelease("v3")
+	bad.FailPercent = 10
+	results = underLoad(t, fleet.Hosts, func() {
+		out, code = rollout(t, "deploy", "-c", cfg, "--version", "v3", "--artifact", artifactDir(t, bad), "--output", "json")
+	})
+	if code != 1 {
+		t.Fatalf("deploy v3 exited %d, want 1:\n%s", code, out)
+	}
+	run = parseJSONRun(t, out)
+	if len(run.report.Bakes) != 1 || run.report.Bakes[0].Verdict != "breach" || run.report.Bakes[0].New.Errors == 0 || !strings.Contains(run.err, "over max_error_ratio 0.01") {
+		t.Fatalf("bakes %+v, error %s", run.report.Bakes, run.err)
+	}
+	t.Logf("%s", run.report.Bakes[0])
+	if !strings.HasPrefix(run.report.Reverted, "reverted to ") {
+		t.Errorf("not reverted: %q", run.report.Reverted)
+	}
+	// Outside the canary's share nothing failed: every failure is one of
+	// its 500s, and none on the second host.
+	for i, r := range results {
+		for kind, n := range r.Failures {
+			if kind != "http 500" {
+				t.Errorf("%s: %d failed requests of kind %q", fleet.Hosts[i].Name, n, kind)
+			}
+		}
+	}
+	if results[1].Failed != 0 {
+		t.Errorf("%s: %d failed requests", h2.Name, results[1].Failed)
+	}
+	for port, a := range instanceStates(t, h2) {
+		if a != before[port] {
+			t.Errorf("%s:%d was touched: %+v, was %+v", h2.Name, port, a, before[port])
+		}
+	}
+	onRelease(t, cfg, fleet.Hosts, "v2", "reverted")
+}
+
+// deploy --pause stops after the canary with the fleet stable and mixed
+// and the lock free; status says so; promote continues batch by batch;
+// and a paused rollout taken back by rollback leaves the previous release
+// everywhere. All under load, with 0 failed requests.
+func TestPauseThenPromoteOrRollback(t *testing.T) {
+	cfg := bakeConfig(t, "3s")
+	moveToReleases(t, cfg, fleet.Hosts)
+
+	var out string
+	var code int
+	deployPaused := func(r testbed.Release) jsonRun {
+		t.Helper()
+		noFailedRequests(t, underLoad(t, fleet.Hosts, func() {
+			out, code = rollout(t, "deploy", "-c", cfg, "--version", r.Version, "--artifact", artifactDir(t, r), "--pause", "--output", "json")
+		}))
+		if code != 0 {
+			t.Fatalf("deploy --pause exited %d:\n%s", code, out)
+		}
+		run := parseJSONRun(t, out)
+		if !strings.HasPrefix(run.report.Paused, "paused after batch 1 of 3: 1 of 8 instances") || run.report.Hosts[0].Outcome != "paused" || run.report.Hosts[1].Outcome != "not started" {
+			t.Fatalf("paused %q, hosts %+v", run.report.Paused, run.report.Hosts)
+		}
+		status, _ := rollout(t, "status", "-c", cfg)
+		if !strings.Contains(status, fleet.Hosts[0].Addr+": mid-rollout, paused after the canary: release "+run.report.Release+" on 3000, the others on ") {
+			t.Errorf("status does not say the rollout is paused:\n%s", status)
+		}
+		if lock, _ := rollout(t, "lock", "status", "-c", cfg); !strings.Contains(lock, "free") {
+			t.Errorf("the lock is held while paused:\n%s", lock)
+		}
+		return run
+	}
+
+	paused := deployPaused(testbed.GoodRelease("v2"))
+	if v := versionsServed(t, fleet.Hosts[0]); v[basePort] != "v2" || v[basePort+1] != "v1" {
+		t.Errorf("%s serves %v while paused", fleet.Hosts[0].Name, v)
+	}
+	noFailedRequests(t, underLoad(t, fleet.Hosts, func() { out, code = rollout(t, "promote", "-c", cfg, "--output", "json") }))
+	if code != 0 {
+		t.Fatalf("promote exited %d:\n%s", code, out)
+	}
+	run := parseJSONRun(t, out)
+	if run.report.Release != paused.report.Release || run.report.Version != "v2" || len(run.report.Bakes) != 1 {
+		t.Errorf("promoted %s (%s), bakes %+v", run.report.Release, run.report.Version, run.report.Bakes)
+	}
+	if hasHostEvent(run.events, fleet.Hosts[0].Addr, basePort, "restart", "ok", "") {
+		t.Errorf("promote restarted the canary again")
+	}
+	onRelease(t, cfg, fleet.Hosts, "v2", "ok")
+
+	// Paused again, then taken back.
+	paused = deployPaused(testbed.GoodRelease("v3"))
+	noFailedRequests(t, underLoad(t, fleet.Hosts, func() { out, code = rollout(t, "rollback", "-c", cfg) }))
+	if code != 0 {
+		t.Fatalf("rollback exited %d:\n%s", code, out)
+	}
+	onRelease(t, cfg, fleet.Hosts, "v2", "reverted")
+	for _, hr := range releasesOf(t, cfg) {
+		for _, r := range hr.Releases {
+			if r.ID == paused.report.Release && r.Outcome != "BAD" {
+				t.Errorf("%s: the paused release is %s after the rollback, want BAD", hr.Host, r.Outcome)
+			}
+		}
+	}
+}

@@ -88,6 +88,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				OnUsageError: onUsageError,
 			},
 			rollbackCommand(),
+			promoteCommand(),
 			releasesCommand(),
 			scaleCommand(),
 			setupCommand(),
@@ -205,6 +206,12 @@ func loadConfig(c *cli.Context) (*deployer.Config, error) {
 			return nil, usageError{fmt.Errorf("--max-unavailable: %w", err)}
 		}
 		cfg.Strategy.MaxUnavailable = a
+	}
+	if c.Bool("pause") {
+		cfg.Strategy.PauseAfterCanary = true
+		if len(cfg.Strategy.Batches) == 0 {
+			cfg.Strategy.Batches = pauseBatches
+		}
 	}
 	if c.Bool("no-probe") {
 		cfg.Probe.Enabled = false

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -128,6 +129,18 @@ func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 		}
 	}
 	tw.Flush()
+	for _, h := range hosts {
+		if h.Paused != "" {
+			var on []string
+			for _, i := range h.Instances {
+				if i.Release == h.Paused {
+					on = append(on, fmt.Sprint(i.Port))
+				}
+			}
+			fmt.Fprintf(w, "%s: mid-rollout, paused after the canary: release %s on %s, the others on %s; `rollout promote` continues, `rollout rollback` takes it back\n",
+				h.Host, h.Paused, orNone(on), h.Current)
+		}
+	}
 }
 
 func logsCommand() *cli.Command {
@@ -355,4 +368,11 @@ Examples:
 			return err
 		},
 	}
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "no instance"
+	}
+	return strings.Join(s, ", ")
 }

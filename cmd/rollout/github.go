@@ -95,6 +95,12 @@ func jobSummary(rep *deployer.Report, err error) string {
 		for _, h := range rep.Hosts {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", mdCell(h.Host), mdCell(string(h.Outcome)), ports(h.Restarted), ports(h.LeftOut), h.Duration.Round(time.Millisecond), mdCell(h.Error))
 		}
+		for _, bk := range rep.Bakes {
+			fmt.Fprintf(&b, "\n%s\n", mdCell(bk.String()))
+		}
+		if rep.Paused != "" {
+			fmt.Fprintf(&b, "\n**%s**\n", mdCell(rep.Paused))
+		}
 		if len(rep.Probe) > 0 {
 			b.WriteString("\nThe probe, through each host's Nginx during the " + op + ":\n\n")
 			for _, r := range rep.Probe {

@@ -82,7 +82,8 @@ func (p *printer) event(e deployer.Event) {
 		p.githubGroup(e)
 		return
 	}
-	if e.Status == deployer.StatusStart || (e.Status == deployer.StatusProgress && !p.opt.Progress) {
+	fleetStep := e.Step == deployer.StepBatch || e.Step == deployer.StepBake
+	if e.Status == deployer.StatusStart && !fleetStep || (e.Status == deployer.StatusProgress && !p.opt.Progress) {
 		return
 	}
 	line := p.line(e)
@@ -99,7 +100,10 @@ var statusColor = map[deployer.StepStatus]string{deployer.StatusOK: "32", deploy
 // line is one progress line: time, where, step, status, duration, message.
 func (p *printer) line(e deployer.Event) string {
 	where := e.Host
-	if where == "" {
+	switch {
+	case where == "" && (e.Step == deployer.StepBatch || e.Step == deployer.StepBake):
+		where = "fleet"
+	case where == "":
 		where = "local"
 	}
 	if e.Port != 0 {
@@ -181,6 +185,12 @@ func (p *printer) report(rep *deployer.Report, err error) {
 	}
 	if rep.Reverted != "" {
 		fmt.Fprintf(p.stdout, "%s\n", rep.Reverted)
+	}
+	for _, b := range rep.Bakes {
+		fmt.Fprintf(p.stdout, "%s\n", b)
+	}
+	if rep.Paused != "" {
+		fmt.Fprintf(p.stdout, "%s\n", rep.Paused)
 	}
 	for _, r := range rep.Probe {
 		fmt.Fprintf(p.stdout, "probe %s: %s\n", r.Host, r)

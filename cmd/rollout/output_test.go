@@ -261,3 +261,23 @@ func TestProbeOutput(t *testing.T) {
 		t.Errorf("job summary:\n%s", sum)
 	}
 }
+
+// The bakes' figures are in the summary and the job summary.
+func TestBakeOutput(t *testing.T) {
+	rep := &deployer.Report{Op: "deploy", Version: "v4",
+		Hosts: []deployer.HostReport{{Host: "10.213.0.11", Outcome: deployer.HostStopped}},
+		Bakes: []deployer.BakeResult{{Batch: 1, Duration: 20 * time.Second, New: deployer.Tally{Requests: 200, Errors: 20}, Old: deployer.Tally{Requests: 600},
+			Verdict: "breach", Reason: "the new instances answered 10.0% 5xx"}}}
+	want := "bake after batch 1 (20s): breach: new instances 200 requests, 20 5xx (10.0%); old 600 requests, 0 5xx (0.0%); the new instances answered 10.0% 5xx"
+	err := errors.New("bake failed")
+	if stdout, _ := render(outputOptions{}, nil, rep, err); !strings.Contains(stdout, want+"\n") {
+		t.Errorf("summary:\n%s", stdout)
+	}
+	if sum := jobSummary(rep, err); !strings.Contains(sum, want) {
+		t.Errorf("job summary:\n%s", sum)
+	}
+	ev := []deployer.Event{{Step: deployer.StepBake, Status: deployer.StatusStart, Message: "watching real traffic for 20s"}}
+	if _, stderr := render(outputOptions{}, ev, rep, err); !strings.Contains(stderr, "fleet                  bake        start     0s  watching real traffic for 20s") {
+		t.Errorf("events:\n%s", stderr)
+	}
+}

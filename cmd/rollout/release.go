@@ -19,6 +19,7 @@ func releaseFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "artifact", EnvVars: []string{"ROLLOUT_ARTIFACT"}, Usage: "the release to ship (release: set): a directory or a .tar.gz"},
 		&cli.BoolFlag{Name: "force", EnvVars: []string{"ROLLOUT_FORCE"}, Usage: "restart instances that already run the release (a rerun skips them)"},
+		&cli.BoolFlag{Name: "pause", EnvVars: []string{"ROLLOUT_PAUSE"}, Usage: "stop after the first batch (the canary; batches [1, 100%] unless strategy.batches says otherwise): rollout promote continues, rollout rollback takes it back"},
 	}
 }
 
@@ -110,6 +111,47 @@ Examples:
 		},
 	}
 }
+
+func promoteCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "promote",
+		Usage: "continue a deploy that paused after its canary (deploy --pause), batch by batch",
+		Description: `Needs the release: section and strategy.batches. Rolls the paused release
+(a canary on every host's release log) through the batches after the first,
+with the same gates, bakes and revert as the deploy; the canary's instances
+are left as they are. Exits 3, changing nothing, when no rollout is paused.
+
+Examples:
+   rollout deploy --artifact build/ --version v42 --pause
+   rollout status                       # the canary, beside the others
+   rollout promote                      # or: rollout rollback`,
+		Flags: append(overrideFlags(),
+			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadReleaseConfig(c)
+			if err != nil {
+				return err
+			}
+			if len(cfg.Strategy.Batches) == 0 {
+				// deploy --pause without strategy.batches paused after [1].
+				cfg.Strategy.Batches = pauseBatches
+			}
+			d, out, err := newDeployer(c, cfg, c.String("version"))
+			if err != nil {
+				return err
+			}
+			rep, err := d.Promote(c.Context)
+			out.report(rep, err)
+			notifyDeploy(c.Context, cfg, rep, err, os.Getenv, c.App.ErrWriter)
+			return err
+		},
+	}
+}
+
+// pauseBatches are the batches of deploy --pause without strategy.batches:
+// the canary, then the rest.
+var pauseBatches = []deployer.Amount{{N: 1}, {Percent: 100}}
 
 func releasesCommand() *cli.Command {
 	return &cli.Command{

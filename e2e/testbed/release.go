@@ -31,6 +31,8 @@ type Release struct {
 	WorkMs      int      `json:"workMs"`
 	RequiredEnv []string `json:"requiredEnv"`
 	Healthy     bool     `json:"healthy"`
+	// FailPercent of real requests answer 500 (health checks pass).
+	FailPercent int `json:"failPercent,omitempty"`
 }
 
 // GoodRelease is a release that starts and becomes healthy.

@@ -10,6 +10,8 @@
 //                line (the "silent death" PM2 hides)
 //   healthy      false: /healthz answers 503 forever (a release that starts
 //                but never becomes ready)
+//   failPercent  this share of real requests (not /healthz) answer 500: a
+//                release that passes its health check but fails users
 //
 // CRASH_VERSION=V in an instance's environment makes version V exit at once
 // with a FATAL line on that instance only (a host-specific problem that
@@ -28,6 +30,8 @@ const port = Number(process.env.PORT);
 const bindAddress = process.env.BIND_ADDRESS || '127.0.0.1';
 const bootDelayMs = Number(process.env.BOOT_DELAY_MS || settings.bootDelayMs || 0);
 const workMs = Number(process.env.WORK_MS || settings.workMs || 0);
+const failPercent = Number(settings.failPercent || 0);
+let served = 0;
 
 for (const name of settings.requiredEnv || []) {
   if (!process.env[name]) {
@@ -65,6 +69,10 @@ const server = http.createServer((req, res) => {
     let ms = workMs;
     if (url.pathname === '/slow') ms = Number(url.searchParams.get('ms') || 1000);
     setTimeout(() => {
+      served++;
+      if (failPercent > 0 && served % Math.round(100 / failPercent) === 0) {
+        return reply(res, 500, { version, port, error: 'failPercent' });
+      }
       if (url.pathname === '/echo' && req.method === 'POST') {
         return reply(res, 200, { version, port, echo: Buffer.concat(chunks).toString('utf8') });
       }

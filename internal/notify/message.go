@@ -23,7 +23,9 @@ func Message(app string, rep *deployer.Report, err error, link string) string {
 	if rep != nil && rep.Op == "rollback" {
 		op = "rollback"
 	}
-	if err == nil && rep != nil {
+	if err == nil && rep != nil && rep.Paused != "" {
+		fmt.Fprintf(&b, "⏸ %s %s paused after its canary (%s)", app, version, took)
+	} else if err == nil && rep != nil {
 		hosts := fmt.Sprintf("%d hosts", len(rep.Hosts))
 		if len(rep.Hosts) == 1 {
 			hosts = "1 host"
@@ -44,6 +46,12 @@ func Message(app string, rep *deployer.Report, err error, link string) string {
 		fmt.Fprintf(&b, "\n%s", oneLine(rep.Reverted))
 	}
 	if rep != nil {
+		for _, bk := range rep.Bakes {
+			fmt.Fprintf(&b, "\n%s", oneLine(bk.String()))
+		}
+		if rep.Paused != "" {
+			fmt.Fprintf(&b, "\n%s", oneLine(rep.Paused))
+		}
 		for _, p := range rep.Probe {
 			fmt.Fprintf(&b, "\nprobe %s: %s", p.Host, p)
 		}
