@@ -290,7 +290,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "small_sample", add: "strategy:\n  small_sample: skip\n",
 			want: `rollout.yaml:8: strategy.small_sample: must be wait or proceed, got "skip"`},
 		{name: "pause without release", add: "strategy:\n  batches: [1, 100%]\n  pause_after_canary: true\n",
-			want: `rollout.yaml:10: strategy.pause_after_canary: needs the release: section: rollout promote and rollout rollback continue from the releases on the hosts`},
+			want: `rollout.yaml:9: strategy.pause_after_canary: needs the release: section: rollout promote and rollout rollback continue from the releases on the hosts`},
 		{name: "pause without batches", add: "release: {}\nstrategy:\n  pause_after_canary: true\n",
 			want: `rollout.yaml:9: strategy.pause_after_canary: pauses after the first batch: it needs strategy.batches with at least two batches, e.g. [1, 100%]`},
 		{name: "probe a string", add: "probe: off\n",

@@ -28,11 +28,11 @@ type Plan struct {
 	Probe string `json:"probe,omitempty"`
 	// Batches says how the fleet goes in batches (strategy.batches), and
 	// Bake what happens between them (strategy.bake).
-	Batches string `json:"batches,omitempty"`
-	Bake    *Step  `json:"bake,omitempty"`
-	Before []Step     `json:"before,omitempty"` // local hooks
-	Hosts  []HostPlan `json:"hosts"`
-	After  []Step     `json:"after,omitempty"` // local hooks
+	Batches string     `json:"batches,omitempty"`
+	Bake    *Step      `json:"bake,omitempty"`
+	Before  []Step     `json:"before,omitempty"` // local hooks
+	Hosts   []HostPlan `json:"hosts"`
+	After   []Step     `json:"after,omitempty"` // local hooks
 	// Release is the release ID a deploy ships (release: set), and
 	// OnFailure what happens when one of its instances does not come up.
 	Release   string `json:"release,omitempty"`

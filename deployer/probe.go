@@ -105,13 +105,14 @@ type prober struct {
 	mu     sync.Mutex
 	res    ProbeResult
 	answer []time.Duration // latency of each answer
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup  // the requests in flight
+	exited chan struct{}   // closed when run returns
 }
 
 func newProber(cfg *Config, host string, dial dialer) *prober {
 	pc := cfg.Probe
 	url := "http://" + cfg.ProbeAddress() + pc.Path
-	return &prober{cfg: pc, url: url, res: ProbeResult{Host: host, URL: url},
+	return &prober{cfg: pc, url: url, res: ProbeResult{Host: host, URL: url}, exited: make(chan struct{}),
 		client: &http.Client{
 			Timeout: pc.Timeout,
 			Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true,
@@ -164,6 +165,7 @@ func (p *prober) check(ctx context.Context) error {
 
 // run probes until ctx is done.
 func (p *prober) run(ctx context.Context) {
+	defer close(p.exited)
 	tick := time.NewTicker(p.cfg.Interval)
 	defer tick.Stop()
 	inFlight := make(chan struct{}, maxProbeInFlight)
@@ -240,8 +242,10 @@ func addCount(m *map[string]int, k string) {
 	(*m)[k]++
 }
 
-// result waits for the requests in flight and returns the figures.
+// result waits for run to return (its context done) and for the requests
+// in flight, and returns the figures.
 func (p *prober) result() ProbeResult {
+	<-p.exited
 	p.wg.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()
