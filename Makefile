@@ -34,7 +34,7 @@ e2e: deps
 	$(GO) test -count=1 -p 1 -timeout 60m ./e2e/...
 
 bench: deps
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 20m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./e2e/ ./internal/simhost/
 
 demo: deps build
 	$(GO) run ./e2e/cmd/demo

@@ -394,6 +394,9 @@ func (v Preview) write(ew *errWriter) {
 		ew.printf("  now: could not be read: %s\n", v.Error)
 		return
 	}
+	if v.Paused != "" {
+		ew.printf("  now: mid-rollout, paused after the canary on release %s (rollout promote continues it, rollout rollback takes it back; this deploy would replace it)\n", v.Paused)
+	}
 	upload := "already on the host: no upload"
 	if v.Upload {
 		upload = "not on the host: uploaded"

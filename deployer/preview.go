@@ -17,7 +17,10 @@ type Preview struct {
 	Skip    []int    `json:"skip,omitempty"`
 	Restart []int    `json:"restart,omitempty"`
 	Remove  []string `json:"remove,omitempty"`
-	Error   string   `json:"error,omitempty"`
+	// Paused is the release of a rollout paused after its canary on the
+	// host (rollout promote continues it); "" if none.
+	Paused string `json:"paused,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // hostLook is one host as the preview reads it.
@@ -76,6 +79,9 @@ func PreviewReleases(ctx context.Context, cfg *Config, version, sum string, forc
 	out := make([]Preview, len(cfg.Hosts))
 	for i, l := range looks {
 		out[i] = Preview{Host: cfg.Hosts[i], Release: id}
+		if p, err := pausedRelease([]releaseState{l.rel}); errs[i] == nil && err == nil {
+			out[i].Paused = p
+		}
 		if errs[i] != nil {
 			out[i].Error = errs[i].Error()
 			continue
