@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -410,19 +409,4 @@ func truncate(b []byte, n int) []byte {
 		return b[:n]
 	}
 	return b
-}
-
-// eachHost runs fn for every session at once and joins the errors.
-func (d *Deployer) eachHost(ctx context.Context, sessions []*session, fn func(i int, s *session) error) error {
-	errs := make([]error, len(sessions))
-	var wg sync.WaitGroup
-	for i, s := range sessions {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = fn(i, s)
-		}()
-	}
-	wg.Wait()
-	return joinErrors(errs)
 }

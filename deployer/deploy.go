@@ -143,21 +143,29 @@ func (d *Deployer) run(ctx context.Context, op string) (*Report, error) {
 // host's history line and releases its lock, whatever happened.
 func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep *Report) error {
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		defer cancel()
-		for _, s := range sessions {
+		// Every host at once: each gets its own 15s, however many there are.
+		said := make([][]string, len(sessions))
+		_ = d.eachHost(ctx, sessions, func(i int, s *session) error {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+			defer cancel()
 			r := &rep.Hosts[s.index]
 			entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
 				Op: op, Version: rep.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
 			if err := s.rc.AppendHistory(cctx, entry); err != nil {
-				fmt.Fprintf(d.Stderr, "rollout: %s: %v\n", s.host, err)
+				said[i] = append(said[i], fmt.Sprintf("%s: %v", s.host, err))
 			}
 			lerr := s.lock.Release(cctx)
 			if lerr != nil {
-				fmt.Fprintf(d.Stderr, "rollout: %v\n", lerr)
+				said[i] = append(said[i], lerr.Error())
 			}
 			if s.rc.givenUp() {
 				r.Next = d.nextStep(op, s, r, lerr != nil)
+			}
+			return nil
+		})
+		for _, lines := range said {
+			for _, l := range lines {
+				fmt.Fprintf(d.Stderr, "rollout: %s\n", l)
 			}
 		}
 	}()

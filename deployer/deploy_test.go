@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -301,5 +302,28 @@ func TestDeployCrashLoopReportsStartLimit(t *testing.T) {
 	want := "hit the start limit (StartLimitBurst=3 in 1m0s)"
 	if !strings.Contains(err.Error(), "later systemd reports failed/failed") || !strings.Contains(err.Error(), want) || !strings.Contains(se.Output, want) {
 		t.Errorf("error %q, output %q: want the final state and %q", err, se.Output, want)
+	}
+}
+
+// At the end of a run every host's history and lock release happen at
+// once, not one host after another (each with its own deadline): a fleet
+// of hundreds ends in a few round trips.
+func TestHistoryWrittenOnEveryHostAtOnce(t *testing.T) {
+	var hosts []*fakeRemote
+	var barrier sync.WaitGroup
+	for range 5 {
+		h := newFakeRemote(t, 3000, 3001)
+		h.historyBarrier = &barrier
+		hosts = append(hosts, h)
+	}
+	barrier.Add(len(hosts))
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nparallel: 5\n", hosts...)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hosts {
+		if len(h.history) != 1 || h.locked {
+			t.Errorf("web%d: history %v, locked %v; stderr %s", i+1, h.history, h.locked, d.Stderr)
+		}
 	}
 }

@@ -79,6 +79,10 @@ type fakeRemote struct {
 	plain     bool
 	noLog     bool
 	restarts  map[int]int // NRestarts
+
+	// historyBarrier, shared by hosts, holds each one's history write
+	// until every host's has begun.
+	historyBarrier *sync.WaitGroup
 }
 
 // withReleases puts the host in the release layout, every instance
@@ -395,6 +399,17 @@ func (r *fakeRemote) LockStatus(context.Context) (LockState, error) {
 }
 
 func (r *fakeRemote) AppendHistory(_ context.Context, e HistoryEntry) error {
+	if r.historyBarrier != nil {
+		// Every host's history is written at once, or this one never is.
+		r.historyBarrier.Done()
+		done := make(chan struct{})
+		go func() { r.historyBarrier.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			return fmt.Errorf("the other hosts' histories were not written meanwhile")
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.fault("AppendHistory"); err != nil {

@@ -200,3 +200,18 @@ func checkUpstream(cfg *Config, content []byte) ([]int, error) {
 	}
 	return missing, nil
 }
+
+// eachHost runs fn for every session at once and joins the errors.
+func (d *Deployer) eachHost(ctx context.Context, sessions []*session, fn func(i int, s *session) error) error {
+	errs := make([]error, len(sessions))
+	var wg sync.WaitGroup
+	for i, s := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(i, s)
+		}()
+	}
+	wg.Wait()
+	return joinErrors(errs)
+}

@@ -225,16 +225,17 @@ func (d *Deployer) runningSummary(ctx context.Context, sessions []*session) stri
 // release log, the current link, and after a successful deploy the
 // releases beyond release.keep.
 func (d *Deployer) record(ctx context.Context, op, id string, sessions []*session, err error, rv *revertResult, paused bool) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
 	now := time.Now().UTC()
 	entry := func(id string, o ReleaseOutcome) ReleaseEntry {
 		return ReleaseEntry{ID: id, Version: d.versionOf(sessions, id, op), User: d.Holder.User, Time: now, Outcome: o}
 	}
-	for _, s := range sessions {
+	// Every host at once, each with its own 30s.
+	_ = d.eachHost(ctx, sessions, func(_ int, s *session) error {
 		if s.rc.givenUp() {
-			continue
+			return nil
 		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
 		var entries []ReleaseEntry
 		current := ""
 		var remove []string
@@ -276,12 +277,12 @@ func (d *Deployer) record(ctx context.Context, op, id string, sessions []*sessio
 			entries = append(entries, entry(id, ReleaseFailed))
 		}
 		if len(entries) == 0 && current == "" {
-			continue
+			return nil
 		}
 		t0 := time.Now()
 		if rerr := s.rc.RecordRelease(cctx, entries, current, remove); rerr != nil {
 			d.emit(Event{Host: s.host, Step: StepRelease, Status: StatusFail, Duration: time.Since(t0), Message: rerr.Error()})
-			continue
+			return nil
 		}
 		var said []string
 		for _, e := range entries {
@@ -295,7 +296,8 @@ func (d *Deployer) record(ctx context.Context, op, id string, sessions []*sessio
 			msg += "; removed " + strings.Join(remove, ", ")
 		}
 		d.emit(Event{Host: s.host, Step: StepRelease, Status: StatusOK, Duration: time.Since(t0), Message: msg})
-	}
+		return nil
+	})
 }
 
 // versionOf is the version of release id, as a host's log says.

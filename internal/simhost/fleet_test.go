@@ -127,7 +127,8 @@ func buildRollout(tb testing.TB) string {
 // deployResult is one deploy of the fleet by the rollout command.
 type deployResult struct {
 	wall           time.Duration
-	maxRSS         int64 // KiB
+	maxRSS         int64         // KiB
+	cpu            time.Duration // user + system
 	peakGoroutines int
 	out            string
 	code           int
@@ -153,6 +154,7 @@ func (f *fleet) deploy(tb testing.TB, bin string, instances, parallel int) deplo
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.maxRSS = ru.Maxrss
+		r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 	var s struct {
 		Peak int `json:"peak_goroutines"`

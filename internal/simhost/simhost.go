@@ -370,7 +370,7 @@ func (h *Host) directTCPIP(nc ssh.NewChannel) {
 
 // splitWords splits a command as sh would for rollout's quoting
 // (sshexec.Quote): words separated by spaces, single-quoted parts, and
-// '\'' for a quote inside one.
+// '\” for a quote inside one.
 func splitWords(s string) ([]string, error) {
 	var words []string
 	var w strings.Builder
