@@ -119,6 +119,7 @@ func benchRollout(b *testing.B, h *testbed.Host, args ...string) (benchRun, time
 	// check to the last undrain, over the instances.
 	var first, last time.Time
 	var boot time.Duration
+	steps := map[string]time.Duration{}
 	n := 0
 	sc := bufio.NewScanner(strings.NewReader(string(events)))
 	for sc.Scan() {
@@ -127,6 +128,9 @@ func benchRollout(b *testing.B, h *testbed.Host, args ...string) (benchRun, time
 			continue
 		}
 		ev := e.Event
+		if ev.Status == "ok" {
+			steps[ev.Step] += time.Duration(ev.Duration)
+		}
 		switch {
 		case ev.Step == "capacity" && ev.Status == "start" && first.IsZero():
 			first = ev.Time
@@ -140,6 +144,15 @@ func benchRollout(b *testing.B, h *testbed.Host, args ...string) (benchRun, time
 	if n == 0 || first.IsZero() {
 		b.Fatalf("no instance finished:\n%s", events)
 	}
+	// Where the time per instance goes (drains and undrains share writes:
+	// each write is counted once per instance it names).
+	var where []string
+	accounted := time.Duration(0)
+	for _, st := range []string{"capacity", "drain", "wait-drain", "restart", "wait-active", "health", "stable"} {
+		where = append(where, fmt.Sprintf("%s=%s", st, (steps[st]/time.Duration(n)).Round(time.Millisecond)))
+		accounted += steps[st]
+	}
+	fmt.Printf("rollout %v per instance: %s; the rest (the last undrain, gaps between steps)=%s\n", args, strings.Join(where, " "), ((last.Sub(first)-accounted)/time.Duration(n)).Round(time.Millisecond))
 	return r, last.Sub(first), n, boot
 }
 
