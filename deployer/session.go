@@ -96,71 +96,60 @@ func resolveHost(ctx context.Context, cfg *Config, r remote) (*Config, error) {
 // preflight checks every host at once and takes its deploy lock; it
 // changes nothing else. On any failure no lock is kept.
 func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session) error {
-	errs := make([]error, len(sessions))
-	var wg sync.WaitGroup
-	for i, s := range sessions {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			upstream, err := s.rc.Preflight(ctx, s.cfg.Ports())
-			var missing []int
-			if err == nil {
-				missing, err = checkUpstream(s.cfg, upstream)
+	err := d.eachHost(ctx, sessions, func(_ int, s *session) error {
+		upstream, err := s.rc.Preflight(ctx, s.cfg.Ports())
+		var missing []int
+		if err == nil {
+			missing, err = checkUpstream(s.cfg, upstream)
+		}
+		if err == nil && d.Config.Probe.Enabled {
+			err = newProber(s.cfg, s.host, s.rc.DialContext).check(ctx)
+		}
+		if err == nil && op == opDeploy && d.Config.Strategy.Bake > 0 {
+			err = checkAccessLog(ctx, s)
+		}
+		if err == nil && s.cfg.Release != nil {
+			if s.rel, err = s.rc.ReleaseState(ctx, s.cfg.Ports()); err == nil {
+				err = checkLayout(s.cfg, s.rel)
 			}
-			if err == nil && d.Config.Probe.Enabled {
-				err = newProber(s.cfg, s.host, s.rc.DialContext).check(ctx)
-			}
-			if err == nil && op == opDeploy && d.Config.Strategy.Bake > 0 {
-				err = checkAccessLog(ctx, s)
-			}
-			if err == nil && s.cfg.Release != nil {
-				if s.rel, err = s.rc.ReleaseState(ctx, s.cfg.Ports()); err == nil {
-					err = checkLayout(s.cfg, s.rel)
-				}
-			}
-			if err != nil {
-				errs[i] = &StepError{Host: s.host, Step: StepPreflight, Err: err}
-				d.emit(Event{Host: s.host, Step: StepPreflight, Status: StatusFail, Duration: time.Since(s.t0), Message: err.Error()})
-				return
-			}
-			e := Event{Host: s.host, Step: StepPreflight, Status: StatusOK, Duration: time.Since(s.t0)}
-			if len(missing) > 0 {
-				e.Message = fmt.Sprintf("upstream %q has no server line for %v: they will be started, checked and added first", s.cfg.Nginx.Upstream, missing)
-			}
-			d.emit(e)
-			t0 := time.Now()
-			lock, err := acquireLock(ctx, s.cfg, s.host, s.rc, d.Holder, d.BreakStaleLock)
-			if err != nil {
-				errs[i] = &StepError{Host: s.host, Step: StepLock, Err: err}
-				d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
-				return
-			}
-			s.lock = lock
-			le := Event{Host: s.host, Step: StepLock, Status: StatusOK, Duration: time.Since(t0)}
-			if msg := lock.TakeOverMessage(); msg != "" {
-				le.Status, le.Message = StatusWarn, msg
-			}
-			d.emit(le)
-		}()
-	}
-	wg.Wait()
-	err := joinErrors(errs)
+		}
+		if err != nil {
+			d.emit(Event{Host: s.host, Step: StepPreflight, Status: StatusFail, Duration: time.Since(s.t0), Message: err.Error()})
+			return &StepError{Host: s.host, Step: StepPreflight, Err: err}
+		}
+		e := Event{Host: s.host, Step: StepPreflight, Status: StatusOK, Duration: time.Since(s.t0)}
+		if len(missing) > 0 {
+			e.Message = fmt.Sprintf("upstream %q has no server line for %v: they will be started, checked and added first", s.cfg.Nginx.Upstream, missing)
+		}
+		d.emit(e)
+		t0 := time.Now()
+		lock, err := acquireLock(ctx, s.cfg, s.host, s.rc, d.Holder, d.BreakStaleLock)
+		if err != nil {
+			d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
+			return &StepError{Host: s.host, Step: StepLock, Err: err}
+		}
+		s.lock = lock
+		le := Event{Host: s.host, Step: StepLock, Status: StatusOK, Duration: time.Since(t0)}
+		if msg := lock.TakeOverMessage(); msg != "" {
+			le.Status, le.Message = StatusWarn, msg
+		}
+		d.emit(le)
+		return nil
+	})
 	if err == nil {
 		return nil
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
-	var merr *multierror.Error
-	merr = multierror.Append(merr, err)
-	for _, s := range sessions {
-		if s.lock != nil {
-			if rerr := s.lock.Release(cctx); rerr != nil {
-				merr = multierror.Append(merr, rerr)
-			}
-			s.lock = nil
+	// No lock is kept: every host's goes, at once, each within 15s.
+	rerr := d.eachHost(ctx, sessions, func(_ int, s *session) error {
+		if s.lock == nil {
+			return nil
 		}
-	}
-	return merr.ErrorOrNil()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		defer func() { s.lock = nil }()
+		return s.lock.Release(cctx)
+	})
+	return multierror.Append(err, rerr).ErrorOrNil()
 }
 
 func closeSessions(sessions []*session) {
