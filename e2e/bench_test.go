@@ -152,7 +152,7 @@ func benchRollout(b *testing.B, h *testbed.Host, args ...string) (benchRun, time
 		where = append(where, fmt.Sprintf("%s=%s", st, (steps[st]/time.Duration(n)).Round(time.Millisecond)))
 		accounted += steps[st]
 	}
-	fmt.Printf("rollout %v per instance: %s; the rest (the last undrain, gaps between steps)=%s\n", args, strings.Join(where, " "), ((last.Sub(first)-accounted)/time.Duration(n)).Round(time.Millisecond))
+	fmt.Printf("rollout %v per instance: %s; the rest (the last undrain, gaps between steps)=%s\n", args, strings.Join(where, " "), ((last.Sub(first) - accounted) / time.Duration(n)).Round(time.Millisecond))
 	return r, last.Sub(first), n, boot
 }
 
