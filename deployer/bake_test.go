@@ -235,3 +235,29 @@ func restartsIn(ops []string) []string {
 	}
 	return out
 }
+
+// A canary that starts failing half-way through the bake is caught then,
+// before the bake's end.
+func TestBakeCatchesACanaryFailingHalfWay(t *testing.T) {
+	a, b := twoHostsWithTraffic(t)
+	reads := 0
+	a.fails5xx = func(p int) bool {
+		if p == 3000 {
+			reads++ // called once a line of 3000's: 5 lines a read
+		}
+		return reads > 10 && slices.Contains(a.ops, fmt.Sprintf("restart %d", p))
+	}
+	d, _ := fakeDeployer(t, strings.Replace(batchYAML, "bake: 1s", "bake: 30s", 1), a, b)
+	t0 := time.Now()
+	rep, err := d.Deploy(testCtx(t))
+	if !errors.Is(err, ErrBake) || rep.Bakes[0].Verdict != "breach" {
+		t.Fatalf("err %v, bakes %+v", err, rep.Bakes)
+	}
+	if took := rep.Bakes[0].Duration; took >= 30*time.Second || time.Since(t0) >= 30*time.Second {
+		t.Errorf("caught after %s: at the bake's end, not when it began failing", took)
+	}
+	// Failing, one answer in 5 is a 502; the good answers before count too.
+	if rep.Bakes[0].New.Requests <= rep.Bakes[0].New.Errors*5 {
+		t.Errorf("the bake saw %s: it should have seen the good answers before the bad", rep.Bakes[0].New)
+	}
+}

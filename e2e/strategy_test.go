@@ -2,11 +2,19 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rollout-dev/rollout/deployer"
 	"github.com/rollout-dev/rollout/e2e/testbed"
@@ -315,5 +323,95 @@ func TestPauseThenPromoteOrRollback(t *testing.T) {
 				t.Errorf("%s: the paused release is %s after the rollback, want BAD", hr.Host, r.Outcome)
 			}
 		}
+	}
+}
+
+// The access log rotated during a bake (logrotate's way: moved to .1, then
+// Nginx reopens it) is followed: the bake still counts the canary's
+// requests and says it saw the rotation. Ctrl-C during the next bake stops
+// at once: exit 130, every instance healthy and in Nginx on the release it
+// runs (half the fleet on v2), the lock free. Under load, 0 failed.
+func TestBakeFollowsRotationAndStopsOnCtrlC(t *testing.T) {
+	cfg := bakeConfig(t, "8s")
+	moveToReleases(t, cfg, fleet.Hosts)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	var stdout bytes.Buffer
+	var progress []string
+	code := 0
+	results := underLoad(t, fleet.Hosts, func() {
+		cmd := exec.CommandContext(ctx, rolloutBin, "deploy", "-c", cfg, "--version", "v2", "--artifact", artifactDir(t, testbed.GoodRelease("v2")))
+		cmd.Stdout = &stdout
+		cmd.Env = append(os.Environ(), "NO_COLOR=1")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		bakes := 0
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			progress = append(progress, line)
+			if !strings.Contains(line, " bake ") || !strings.Contains(line, " start ") {
+				continue
+			}
+			bakes++
+			switch bakes {
+			case 1:
+				for _, h := range fleet.Hosts {
+					rotate := "sudo -n sh -c 'mv /var/log/nginx/my-app-access.log /var/log/nginx/my-app-access.log.1 && sleep 1 && kill -USR1 \"$(cat /run/nginx.pid)\"'"
+					if out, err := fleet.Run(ctx, h, rotate); err != nil {
+						t.Errorf("rotate on %s: %v\n%s", h.Name, err, out)
+					}
+				}
+			case 2:
+				_ = cmd.Process.Signal(syscall.SIGINT)
+			}
+		}
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+	})
+	t.Logf("progress:\n%s\nsummary:\n%s", strings.Join(progress, "\n"), stdout.String())
+	noFailedRequests(t, results)
+	if code != 130 {
+		t.Errorf("exit %d, want 130", code)
+	}
+	all := strings.Join(progress, "\n")
+	if !strings.Contains(all, "the access log was rotated during the bake") {
+		t.Errorf("the bake did not see the rotation")
+	}
+	m := regexp.MustCompile(`bake after batch 1 \([0-9]+s\): ok: new instances ([0-9]+) requests, 0 5xx`).FindStringSubmatch(stdout.String())
+	if m == nil {
+		t.Fatalf("no good first bake in the summary")
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 50 {
+		t.Errorf("the first bake counted %d requests of the canary", n)
+	}
+	if !strings.Contains(stdout.String(), "bake after batch 2") || !strings.Contains(stdout.String(), ": interrupted: ") {
+		t.Errorf("the summary does not say the second bake was interrupted")
+	}
+	for _, h := range fleet.Hosts {
+		if up := upstreamFile(t, h); strings.Contains(up, "down") {
+			t.Errorf("%s: an instance is out of nginx after the interrupt:\n%s", h.Name, up)
+		}
+		v2 := 0
+		for _, v := range versionsServed(t, h) {
+			if v == "v2" {
+				v2++
+			}
+		}
+		if v2 != 2 {
+			t.Errorf("%s: %d instances on v2 after batch 2, want 2", h.Name, v2)
+		}
+	}
+	if lock, _ := rollout(t, "lock", "status", "-c", cfg); !strings.Contains(lock, "free") {
+		t.Errorf("the lock is held after the interrupt:\n%s", lock)
 	}
 }
