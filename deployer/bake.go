@@ -388,7 +388,10 @@ func parseLogRead(out []byte, from logPos) (logRead, error) {
 		r.lines = append(r.lines, bytes.Split(bytes.TrimRight([]byte(rot), "\n"), []byte("\n"))...)
 	}
 	switch {
-	case from.offset >= 0 && from.inode != "" && from.inode != r.pos.inode:
+	case r.pos.inode == "-" && from.inode != "-":
+		r.notes = append(r.notes, "the access log is missing (rotated, and not reopened by Nginx yet): read the rest of the old one, waiting for the new one")
+	case r.pos.inode == "-":
+	case from.offset >= 0 && from.inode != "" && from.inode != "-" && from.inode != r.pos.inode:
 		r.notes = append(r.notes, "the access log was rotated during the bake: reading the new file from its start")
 	case from.offset >= 0 && start < from.offset:
 		r.notes = append(r.notes, "the access log was truncated during the bake: reading it from its start")

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -259,5 +262,78 @@ func TestBakeCatchesACanaryFailingHalfWay(t *testing.T) {
 	// Failing, one answer in 5 is a 502; the good answers before count too.
 	if rep.Bakes[0].New.Requests <= rep.Bakes[0].New.Errors*5 {
 		t.Errorf("the bake saw %s: it should have seen the good answers before the bad", rep.Bakes[0].New)
+	}
+}
+
+// access-read.sh, run here: it reads from where it stopped, follows a
+// rotation (the rest of FILE.1), waits through the moment the file is
+// missing, reads the new file from its start, and refuses a file missing at
+// the first read.
+func TestAccessReadScript(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "access.log")
+	line := func(port int) string {
+		return fmt.Sprintf("10.0.0.9 [x] \"GET / HTTP/1.1\" 200 2 upstream=\"127.0.0.1:%d\" upstream_status=\"200\" rt=0.001\n", port)
+	}
+	appendTo := func(name, s string) {
+		f, err := os.OpenFile(name, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(from logPos) logRead {
+		t.Helper()
+		out, code := runScript(t, "access-read", "", file, from.inode, strconv.FormatInt(from.offset, 10), "1000000", "0")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, out)
+		}
+		r, err := parseLogRead([]byte(out), from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if out, code := runScript(t, "access-read", "", file, "", "-1", "1000000", "0"); code != exitLogUnreadable {
+		t.Fatalf("a missing log at the first read: exit %d: %s", code, out)
+	}
+	appendTo(file, line(3000)+line(3000))
+	r := read(logPos{offset: -1}) // the bake's start: nothing yet
+	if len(r.lines) != 0 || r.pos.offset != int64(2*len(line(3000))) {
+		t.Fatalf("first read %+v", r)
+	}
+	appendTo(file, line(3001)+"partial")
+	r = read(r.pos)
+	if len(r.lines) != 1 || !strings.Contains(string(r.lines[0]), ":3001") {
+		t.Fatalf("second read %q", r.lines)
+	}
+	// logrotate: moved to .1 (the partial line completed there), not
+	// reopened yet.
+	if err := os.Rename(file, file+".1"); err != nil {
+		t.Fatal(err)
+	}
+	appendTo(file+".1", " line\n"+line(3002))
+	r = read(r.pos)
+	if r.pos.inode != "-" || len(r.lines) != 2 || len(r.notes) != 1 || !strings.Contains(r.notes[0], "missing") {
+		t.Fatalf("while missing: %+v %q", r, r.lines)
+	}
+	// Reopened: the new file from its start.
+	appendTo(file, line(3003))
+	r = read(r.pos)
+	if len(r.lines) != 1 || !strings.Contains(string(r.lines[0]), ":3003") || r.pos.inode == "-" {
+		t.Fatalf("after the reopen: %+v %q", r, r.lines)
+	}
+	// Rotated and reopened between two reads.
+	if err := os.Rename(file, file+".1"); err != nil {
+		t.Fatal(err)
+	}
+	appendTo(file+".1", line(3000))
+	appendTo(file, line(3001))
+	r = read(r.pos)
+	if len(r.lines) != 2 || len(r.notes) != 1 || !strings.Contains(r.notes[0], "rotated") {
+		t.Fatalf("after a rotation: %+v %q", r, r.lines)
 	}
 }

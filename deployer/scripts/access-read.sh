@@ -4,13 +4,16 @@
 #
 # usage: access-read.sh FILE INODE OFFSET MAX SINCE UNIT...
 #   FILE    the Nginx access log
-#   INODE   FILE's inode when last read ("" on the first read)
+#   INODE   FILE's inode when last read ("" on the first read; "-" when
+#           FILE was missing then)
 #   OFFSET  where the last read stopped (-1: at the end: read nothing)
 #   MAX     the most bytes to print from the log
 #   SINCE   the host's clock (epoch seconds) the journal is read from (0: not)
 # output: sections (@@rollout@@ NAME):
 #   pos       "INODE SIZE FROM NOW": FILE's inode and size, the offset its
-#             bytes below start at, and the host's clock
+#             bytes below start at, and the host's clock; INODE "-" when
+#             FILE is missing after a first read (rotated, not yet
+#             reopened by Nginx)
 #   restarts  systemctl show -p Id,NRestarts of each unit
 #   errors    the units' journal lines at priority err since SINCE (the last 20)
 #   rotated   when FILE is no longer INODE (logrotate moved it), the rest
@@ -21,15 +24,18 @@ set -eu
 readonly EX_LOG_UNREADABLE=76
 file=$1 ino=$2 off=$3 max=$4 since=$5
 shift 5
-if [ ! -r "$file" ]; then
+now_ino=- size=0 rotated=
+if [ -r "$file" ]; then
+  now_ino=$(stat -c %i -- "$file")
+  size=$(stat -c %s -- "$file")
+elif [ -z "$ino" ] || [ "$off" -lt 0 ]; then
   echo "cannot read the access log $file (missing, or not readable by this user)" >&2
   exit "$EX_LOG_UNREADABLE"
 fi
-now_ino=$(stat -c %i -- "$file")
-size=$(stat -c %s -- "$file")
-rotated=
 if [ "$off" -lt 0 ]; then
   off=$size
+elif [ "$ino" = - ]; then
+  off=0 # missing at the last read: the new file from its start
 elif [ -n "$ino" ] && [ "$ino" != "$now_ino" ]; then
   rotated=$off
   off=0
@@ -56,4 +62,6 @@ if [ -n "$rotated" ] && [ -r "$file.1" ] && [ "$(stat -c %i -- "$file.1")" = "$i
   echo
 fi
 echo "@@rollout@@ log"
-tail -c "+$((off + 1))" -- "$file" | head -c "$max"
+if [ "$now_ino" != - ]; then
+  tail -c "+$((off + 1))" -- "$file" | head -c "$max"
+fi
