@@ -81,7 +81,8 @@ type BakeResult struct {
 	// ErrorLines counts the instances' journal lines at priority err
 	// during the bake (at most 20 a host).
 	ErrorLines int `json:"error_lines,omitempty"`
-	// Verdict is "ok", "breach", "too few requests" or "interrupted";
+	// Verdict is "ok", "breach", "too few requests", "could not read",
+	// "interrupted" or "stopped" (the lock was taken over);
 	// Reason says why.
 	Verdict string `json:"verdict"`
 	Reason  string `json:"reason,omitempty"`
@@ -139,10 +140,7 @@ func (d *Deployer) bake(ctx context.Context, stop <-chan struct{}, sessions []*s
 	st := d.Config.Strategy
 	t0 := time.Now()
 	res := BakeResult{Batch: b + 1, Verdict: "ok"}
-	defer func() {
-		res.Duration = time.Since(t0)
-		rep.Bakes = append(rep.Bakes, res)
-	}()
+	defer func() { rep.Bakes = append(rep.Bakes, res) }()
 	d.emit(Event{Step: StepBake, Status: StatusStart, Message: fmt.Sprintf("watching real traffic for %s (max_error_ratio %g, min_requests %d)", st.Bake, st.MaxErrorRatio, st.MinRequests)})
 	hosts := make([]*hostBake, len(sessions))
 	if err := d.eachHost(ctx, sessions, func(i int, s *session) error {
@@ -155,19 +153,20 @@ func (d *Deployer) bake(ctx context.Context, stop <-chan struct{}, sessions []*s
 		hosts[i] = hb
 		return nil
 	}); err != nil {
+		if ctx.Err() != nil {
+			return d.bakeInterrupted(b, t0, &res)
+		}
 		res.Verdict, res.Reason = "could not read", err.Error()
-		return d.bakeFailed(err, &res)
+		return d.bakeFailed(err, &res, t0)
 	}
 	tick := min(max(st.Bake/6, time.Second), 10*time.Second)
 	end := t0.Add(st.Bake)
 	for round := 1; ; {
 		select {
 		case <-ctx.Done():
-			res.Verdict = "interrupted"
-			d.emit(Event{Step: StepBake, Status: StatusSkip, Duration: time.Since(t0), Message: "interrupted: every instance stays in nginx on the release it runs"})
-			return &StepError{Step: StepBake, Err: fmt.Errorf("interrupted during the bake after batch %d: %w", b+1, ErrStopped)}
-		case <-stop:
-			res.Verdict = "interrupted"
+			return d.bakeInterrupted(b, t0, &res)
+		case <-stop: // the lock was taken over
+			res.Verdict, res.Duration = "stopped", time.Since(t0)
 			return &StepError{Step: StepBake, Err: ErrStopped}
 		case <-time.After(min(tick, max(time.Until(end), 0))):
 		}
@@ -176,33 +175,34 @@ func (d *Deployer) bake(ctx context.Context, stop <-chan struct{}, sessions []*s
 				continue // the interrupt, at the top
 			}
 			res.Verdict, res.Reason = "could not read", err.Error()
-			return d.bakeFailed(err, &res)
+			return d.bakeFailed(err, &res, t0)
 		}
 		res.New, res.Old, res.Restarts, res.ErrorLines = tally(hosts)
 		if why := d.breach(res); why != "" {
 			res.Verdict, res.Reason = "breach", why
-			return d.bakeFailed(fmt.Errorf("%w: %s", ErrBake, why), &res)
+			return d.bakeFailed(fmt.Errorf("%w: %s", ErrBake, why), &res, t0)
 		}
 		if time.Now().Before(end) {
 			continue
 		}
 		if other := unreadable(hosts); other != "" {
 			res.Verdict, res.Reason = "could not read", other
-			return d.bakeFailed(fmt.Errorf("%w: %s", ErrBake, other), &res)
+			return d.bakeFailed(fmt.Errorf("%w: %s", ErrBake, other), &res, t0)
 		}
+		res.Duration = time.Since(t0)
 		if res.New.Requests >= st.MinRequests {
-			d.emit(Event{Step: StepBake, Status: StatusOK, Duration: time.Since(t0), Message: res.String()})
+			d.emit(Event{Step: StepBake, Status: StatusOK, Duration: res.Duration, Message: res.String()})
 			return nil
 		}
 		few := fmt.Sprintf("%d requests reached the new instances, fewer than min_requests %d: too few to judge", res.New.Requests, st.MinRequests)
 		if st.SmallSample == SmallSampleProceed {
 			res.Verdict, res.Reason = "too few requests", few+"; going on (small_sample: proceed)"
-			d.emit(Event{Step: StepBake, Status: StatusWarn, Duration: time.Since(t0), Message: res.String()})
+			d.emit(Event{Step: StepBake, Status: StatusWarn, Duration: res.Duration, Message: res.String()})
 			return nil
 		}
 		if round == 3 {
 			res.Verdict, res.Reason = "too few requests", few+" after 3 bakes (small_sample: wait)"
-			return d.bakeFailed(fmt.Errorf("%w: %s", ErrBake, res.Reason), &res)
+			return d.bakeFailed(fmt.Errorf("%w: %s", ErrBake, res.Reason), &res, t0)
 		}
 		round++
 		end = time.Now().Add(st.Bake)
@@ -210,9 +210,17 @@ func (d *Deployer) bake(ctx context.Context, stop <-chan struct{}, sessions []*s
 	}
 }
 
+// bakeInterrupted reports a bake cut by an interrupt: ErrStopped.
+func (d *Deployer) bakeInterrupted(b int, t0 time.Time, res *BakeResult) error {
+	res.Verdict, res.Duration = "interrupted", time.Since(t0)
+	d.emit(Event{Step: StepBake, Status: StatusSkip, Duration: res.Duration, Message: "interrupted: every instance stays in nginx on the release it runs"})
+	return &StepError{Step: StepBake, Err: fmt.Errorf("interrupted during the bake after batch %d: %w", b+1, ErrStopped)}
+}
+
 // bakeFailed reports a bake that stops the rollout.
-func (d *Deployer) bakeFailed(err error, res *BakeResult) error {
-	d.emit(Event{Step: StepBake, Status: StatusFail, Message: res.String()})
+func (d *Deployer) bakeFailed(err error, res *BakeResult, t0 time.Time) error {
+	res.Duration = time.Since(t0)
+	d.emit(Event{Step: StepBake, Status: StatusFail, Duration: res.Duration, Message: res.String()})
 	var se *StepError
 	if errors.As(err, &se) {
 		return err
