@@ -331,7 +331,12 @@ func (r sshRemote) migrateScript(id string, ports []int, e ReleaseEntry) string 
 // starts them when the app directory holds a release). Only what differs
 // is changed; a second run changes nothing. With dryRun nothing changes
 // and the result holds a unified diff of every file that would.
-func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool) (*SetupResult, error) {
+//
+// A host in the seed's layout (release: set) gets its code moved into a
+// first release named after now, which the caller gives every host of the
+// fleet, so that the first release has one ID everywhere (a rollback goes
+// only to a release that is on every host).
+func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool, now time.Time) (*SetupResult, error) {
 	res := &SetupResult{Host: host}
 	if !strings.HasSuffix(cfg.unitFile(), "@.service") {
 		return nil, errors.New(`setup writes a template unit: unit must end with "@{port}"`)
@@ -387,7 +392,7 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 	code := strings.TrimSpace(parts[len(parts)-1])
 	parts = parts[:len(parts)-1]
 	if cfg.Release != nil && code == "code" {
-		id := ReleaseID(time.Now(), "initial")
+		id := ReleaseID(now, "initial")
 		res.Changes = append(res.Changes, fmt.Sprintf("move the code in %s into release %s under %s (every instance's link and current name it; running instances are not restarted)",
 			s.AppDir, id, cfg.Release.Root))
 		script.WriteString(r.migrateScript(id, ports, ReleaseEntry{ID: id, Version: "initial", User: NewLockInfo("setup", "").User, Time: time.Now().UTC(), Outcome: ReleaseOK}))

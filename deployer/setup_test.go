@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rollout-dev/rollout/sshexec"
 )
@@ -135,12 +136,15 @@ func TestSetupMovesASeedHostToReleases(t *testing.T) {
 	// The seed's unit ran from the app directory: it differs.
 	seed = strings.Replace(seed, base64.StdEncoding.EncodeToString([]byte(Render(cfg, cfg.Ports())[0].Content)), base64.StdEncoding.EncodeToString([]byte("[Service]\nWorkingDirectory=/var/www/my-app\n")), 1)
 	h := &setupHost{inspect: seed}
-	res, err := Setup(testCtx(t), cfg, "web1", h, false)
+	// The first release is named after the instant the caller gives every
+	// host: one ID for the fleet, whichever second each host's setup runs.
+	now := time.Date(2026, 11, 28, 2, 1, 46, 900e6, time.UTC)
+	res, err := Setup(testCtx(t), cfg, "web1", h, false, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	joined := strings.Join(res.Changes, "\n")
-	if !strings.Contains(joined, "move the code in /var/www/my-app into release ") || !strings.Contains(joined, "update /etc/systemd/system/my-app@.service") {
+	if !strings.Contains(joined, "move the code in /var/www/my-app into release 20261128020146-initial ") || !strings.Contains(joined, "update /etc/systemd/system/my-app@.service") {
 		t.Fatalf("changes:\n%s", joined)
 	}
 	if len(h.applied) != 1 {
@@ -155,7 +159,7 @@ func TestSetupMovesASeedHostToReleases(t *testing.T) {
 
 	// Once moved (current exists), setup moves nothing again.
 	again := &setupHost{inspect: strings.TrimSuffix(inspection(cfg, true), "code\n") + "current\n"}
-	res, err = Setup(testCtx(t), cfg, "web1", again, false)
+	res, err = Setup(testCtx(t), cfg, "web1", again, false, now)
 	if err != nil || len(res.Changes) != 0 {
 		t.Errorf("a moved host: %v, changes %q", err, res.Changes)
 	}
@@ -170,14 +174,14 @@ func TestSetupChangesOnlyWhatDiffers(t *testing.T) {
 
 	// A host that has it all: nothing to do, nothing run.
 	done := &setupHost{inspect: inspection(cfg, true)}
-	res, err := Setup(ctx, cfg, "web1", done, false)
+	res, err := Setup(ctx, cfg, "web1", done, false, time.Now())
 	if err != nil || len(res.Changes) != 0 || len(done.applied) != 0 {
 		t.Fatalf("prepared host: %v, changes %q, ran %d commands", err, res.Changes, len(done.applied))
 	}
 
 	// A bare host: every part, in one script, with the files on stdin.
 	bare := &setupHost{inspect: inspection(cfg, false)}
-	res, err = Setup(ctx, cfg, "web1", bare, false)
+	res, err = Setup(ctx, cfg, "web1", bare, false, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +201,7 @@ func TestSetupChangesOnlyWhatDiffers(t *testing.T) {
 
 	// A dry run says the same and runs nothing.
 	dry := &setupHost{inspect: inspection(cfg, false)}
-	res, err = Setup(ctx, cfg, "web1", dry, true)
+	res, err = Setup(ctx, cfg, "web1", dry, true, time.Now())
 	if err != nil || strings.Join(res.Changes, "\n") != joined || len(dry.applied) != 0 || !strings.Contains(res.Diff, "+[Service]") {
 		t.Errorf("dry run: %v, ran %d commands, changes %q", err, len(dry.applied), res.Changes)
 	}

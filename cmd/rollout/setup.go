@@ -73,6 +73,7 @@ Examples:
 				return err
 			}
 			dry := c.Bool("dry-run")
+			now := time.Now() // a moved host's first release: one ID for the fleet
 			holder := deployer.NewLockInfo("setup", "")
 			results := make([]*deployer.SetupResult, len(cfg.Hosts))
 			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
@@ -96,7 +97,7 @@ Examples:
 						err = errors.Join(err, deployer.AppendHistory(cctx, cfg, conn, e), lock.Release(cctx))
 					}()
 				}
-				results[i], err = deployer.Setup(ctx, cfg, host, conn, dry)
+				results[i], err = deployer.Setup(ctx, cfg, host, conn, dry, now)
 				return err
 			})
 			if c.String("output") == "json" {
