@@ -10,7 +10,11 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 # (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 60000x
 
-.PHONY: build install test unit fuzz e2e bench demo lint deps clean
+GORELEASER_VERSION := v2.15.1
+ACTIONLINT_VERSION := v1.7.12
+GOBIN := $(shell $(GO) env GOPATH)/bin
+
+.PHONY: build install test unit fuzz e2e bench demo lint deps clean release-extras release-snapshot
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/rollout ./cmd/rollout
@@ -20,7 +24,7 @@ install:
 
 # Everything: lint, unit tests with the race detector, the fuzz tests, then
 # the real-host tests.
-test: deps lint unit fuzz e2e
+test: deps lint unit fuzz release-snapshot e2e
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
@@ -48,6 +52,10 @@ lint:
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) ./...
 	shellcheck -s sh deployer/scripts/*.sh
+	shellcheck -s bash e2e/testbed/*.sh
+	@test -x $(GOBIN)/actionlint || $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	$(GOBIN)/actionlint -shellcheck shellcheck examples/github-actions/*.yml
+	ROLLOUT_REQUIRE_ACTIONLINT=1 $(GO) test -count=1 -run '^TestActionLint$$' ./cmd/rollout/
 
 # Debian packages the testbed and lint need (idempotent; quiet when present).
 deps:
@@ -55,6 +63,20 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container debootstrap iproute2 shellcheck nftables >/dev/null; \
 	fi
 	@$(GO) mod download
+	@test -x $(GOBIN)/goreleaser || $(GO) install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
+
+# The man page and shell completions the archives and packages ship.
+release-extras: build
+	mkdir -p build/extras
+	bin/rollout man | gzip -9n >build/extras/rollout.1.gz
+	bin/rollout completion bash >build/extras/rollout.bash
+	bin/rollout completion zsh >build/extras/_rollout
+	bin/rollout completion fish >build/extras/rollout.fish
+
+# Every archive and package of a release, into dist/, without a tag or
+# publishing anything (goreleaser, pinned, from make deps).
+release-snapshot: deps
+	$(GOBIN)/goreleaser release --snapshot --clean
 
 clean:
-	rm -rf bin
+	rm -rf bin build dist

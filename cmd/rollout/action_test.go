@@ -163,3 +163,56 @@ func TestExampleWorkflow(t *testing.T) {
 		t.Errorf("rollout step: %+v", uses)
 	}
 }
+
+// TestActionLint checks action.yml's steps with actionlint (and the
+// shellcheck it runs on every script): a composite action's steps are
+// workflow steps, so they are checked as a reusable workflow whose inputs
+// are the action's. make lint runs it with ROLLOUT_REQUIRE_ACTIONLINT=1.
+func TestActionLint(t *testing.T) {
+	bin, err := exec.LookPath("actionlint")
+	if err != nil {
+		if gopath, gerr := exec.Command("go", "env", "GOPATH").Output(); gerr == nil {
+			if p := filepath.Join(strings.TrimSpace(string(gopath)), "bin", "actionlint"); fileExists(p) {
+				bin, err = p, nil
+			}
+		}
+	}
+	if err != nil {
+		if os.Getenv("ROLLOUT_REQUIRE_ACTIONLINT") != "" {
+			t.Fatal("actionlint is not installed (make lint installs it)")
+		}
+		t.Skip("actionlint is not installed; make lint installs and runs it")
+	}
+	var a struct {
+		Inputs map[string]map[string]any `yaml:"inputs"`
+		Runs   struct {
+			Steps []map[string]any `yaml:"steps"`
+		} `yaml:"runs"`
+	}
+	readYAML(t, "../../action.yml", &a)
+	inputs := map[string]any{}
+	for name, in := range a.Inputs {
+		in["type"] = "string"
+		inputs[name] = in
+	}
+	wf := map[string]any{
+		"name": "action.yml as a workflow",
+		"on":   map[string]any{"workflow_call": map[string]any{"inputs": inputs}},
+		"jobs": map[string]any{"action": map[string]any{"runs-on": "ubuntu-latest", "steps": a.Runs.Steps}},
+	}
+	b, err := yaml.Marshal(wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), ".github", "workflows")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "action.yml")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "-shellcheck", "shellcheck", path).CombinedOutput(); err != nil {
+		t.Fatalf("actionlint on action.yml's steps: %v\n%s\n%s", err, out, b)
+	}
+}

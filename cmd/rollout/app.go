@@ -87,6 +87,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:       planAction,
 				OnUsageError: onUsageError,
 			},
+			initCommand(),
 			rollbackCommand(),
 			promoteCommand(),
 			releasesCommand(),
@@ -99,6 +100,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			lockCommand(),
 			versionCommand(),
 			completionCommand(),
+			manCommand(),
 		},
 	}
 }
@@ -151,48 +153,8 @@ func loadConfig(c *cli.Context) (*deployer.Config, error) {
 		}
 		cfg.Hosts = hosts
 	}
-	if c.IsSet("user") {
-		cfg.SSH.User = c.String("user")
-	}
-	if c.IsSet("ssh-config") {
-		cfg.SSH.ConfigFile = c.String("ssh-config")
-	}
-	if c.IsSet("jump") {
-		cfg.SSH.Jump = c.String("jump")
-	}
-	if cfg.SSH.User == "" {
-		// As ssh does: the ssh config's User for the hosts, or the current
-		// user. Hosts with different users leave it unset (sudo: auto then
-		// uses sudo -n, which works for root too).
-		d, err := newSSHDialer(cfg)
-		if err != nil {
-			return nil, usageError{err}
-		}
-		users := map[string]bool{}
-		for _, h := range cfg.Hosts {
-			u := d.get(h, "User")
-			if u == "" {
-				u = currentUser()
-			}
-			users[u] = true
-		}
-		if len(users) == 1 {
-			for u := range users {
-				cfg.SSH.User = u
-			}
-		}
-	}
-	if c.IsSet("ssh-port") {
-		cfg.SSH.Port = c.Int("ssh-port")
-	}
-	if c.IsSet("key") {
-		cfg.SSH.Key = c.String("key")
-	}
-	if c.IsSet("known-hosts") {
-		cfg.SSH.KnownHosts = c.String("known-hosts")
-	}
-	if c.IsSet("accept-new") {
-		cfg.SSH.AcceptNew = c.Bool("accept-new")
+	if err := applyConnFlags(c, cfg); err != nil {
+		return nil, err
 	}
 	if c.IsSet("parallel") {
 		cfg.Parallel = c.Int("parallel")
@@ -231,6 +193,55 @@ func loadConfig(c *cli.Context) (*deployer.Config, error) {
 		return nil, usageError{fmt.Errorf("--output must be text or json, got %q", c.String("output"))}
 	}
 	return cfg, nil
+}
+
+// applyConnFlags applies the flags and ROLLOUT_* variables that say how to
+// reach the hosts, and resolves the SSH user as ssh does.
+func applyConnFlags(c *cli.Context, cfg *deployer.Config) error {
+	if c.IsSet("user") {
+		cfg.SSH.User = c.String("user")
+	}
+	if c.IsSet("ssh-config") {
+		cfg.SSH.ConfigFile = c.String("ssh-config")
+	}
+	if c.IsSet("jump") {
+		cfg.SSH.Jump = c.String("jump")
+	}
+	if cfg.SSH.User == "" {
+		// As ssh does: the ssh config's User for the hosts, or the current
+		// user. Hosts with different users leave it unset (sudo: auto then
+		// uses sudo -n, which works for root too).
+		d, err := newSSHDialer(cfg)
+		if err != nil {
+			return usageError{err}
+		}
+		users := map[string]bool{}
+		for _, h := range cfg.Hosts {
+			u := d.get(h, "User")
+			if u == "" {
+				u = currentUser()
+			}
+			users[u] = true
+		}
+		if len(users) == 1 {
+			for u := range users {
+				cfg.SSH.User = u
+			}
+		}
+	}
+	if c.IsSet("ssh-port") {
+		cfg.SSH.Port = c.Int("ssh-port")
+	}
+	if c.IsSet("key") {
+		cfg.SSH.Key = c.String("key")
+	}
+	if c.IsSet("known-hosts") {
+		cfg.SSH.KnownHosts = c.String("known-hosts")
+	}
+	if c.IsSet("accept-new") {
+		cfg.SSH.AcceptNew = c.Bool("accept-new")
+	}
+	return nil
 }
 
 func releaseVersion(c *cli.Context) (string, error) {

@@ -1,0 +1,265 @@
+package deployer
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// InitOptions are what `rollout init` was told: the hosts as the user
+// named them, how to reach them, and the app to write.
+type InitOptions struct {
+	Hosts           []string
+	User            string // given with --user; "" to leave it out
+	Key, KnownHosts string
+	App             string // "" with one app found
+	Now             time.Time
+}
+
+// ErrNoInstances is returned when no host has template instances named
+// by ports.
+var ErrNoInstances = errors.New("no systemd template instances named by a port (NAME@PORT.service) are running or enabled")
+
+// ErrPickApp is returned when several apps were found and none was picked.
+var ErrPickApp = errors.New("several apps found: pick one with --app")
+
+// InitResult is what `rollout init` found and decided.
+type InitResult struct {
+	App  string
+	YAML []byte
+	// Undecided are what it could not decide and left for the user.
+	Undecided []string
+}
+
+// AppNames are the apps found on any host, sorted.
+func AppNames(ds []*Discovery) []string {
+	var names []string
+	for _, d := range ds {
+		for _, a := range d.Apps {
+			if !slices.Contains(names, a.Name) {
+				names = append(names, a.Name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// InitConfig writes a rollout.yaml for one app from every host's
+// Discovery (in the order of opts.Hosts). Hosts that disagree on what
+// the config must say (the app, its ports, its upstream) are an error
+// naming each host's value: rollout init reports, it does not guess.
+func InitConfig(ds []*Discovery, opts InitOptions) (*InitResult, error) {
+	names := AppNames(ds)
+	switch {
+	case len(names) == 0:
+		return nil, ErrNoInstances
+	case opts.App == "" && len(names) > 1:
+		return nil, fmt.Errorf("%w (%s)", ErrPickApp, strings.Join(names, ", "))
+	case opts.App != "" && !slices.Contains(names, opts.App):
+		return nil, fmt.Errorf("no app %q on any host (found: %s)", opts.App, strings.Join(names, ", "))
+	}
+	name := opts.App
+	if name == "" {
+		name = names[0]
+	}
+	apps := make([]FoundApp, len(ds))
+	var missing []string
+	for i, d := range ds {
+		j := slices.IndexFunc(d.Apps, func(a FoundApp) bool { return a.Name == name })
+		if j < 0 {
+			missing = append(missing, d.Host)
+			continue
+		}
+		apps[i] = d.Apps[j]
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("hosts disagree: %s has no instances of %s", strings.Join(missing, ", "), name)
+	}
+
+	r := &InitResult{App: name}
+	inst, err := initInstances(ds, apps)
+	if err != nil {
+		return nil, err
+	}
+	up, err := initUpstream(ds, apps)
+	if err != nil {
+		return nil, err
+	}
+	for i, a := range apps {
+		if len(a.Other) > 0 {
+			r.Undecided = append(r.Undecided, fmt.Sprintf("%s: instances of %s not named by a port are left out: %s", ds[i].Host, name, strings.Join(a.Other, ", ")))
+		}
+		if extra := a.Upstreams[0].Extra; len(extra) > 0 {
+			r.Undecided = append(r.Undecided, fmt.Sprintf("%s: upstream %s also names %s, which no instance of %s runs on: rollout leaves those lines alone", ds[i].Host, up.Name, portList(extra), name))
+		}
+		if len(a.Running) < len(a.Ports) {
+			r.Undecided = append(r.Undecided, fmt.Sprintf("%s: %d of %d instances of %s are not running", ds[i].Host, len(a.Ports)-len(a.Running), len(a.Ports), name))
+		}
+		if !ds[i].Sudo {
+			r.Undecided = append(r.Undecided, fmt.Sprintf("%s: user %s is not root and sudo -n refuses it: rollout needs passwordless sudo for systemctl, nginx and the upstream file", ds[i].Host, ds[i].User))
+		}
+	}
+	health, healthNote := initHealth(ds, apps)
+	if healthNote != "" {
+		r.Undecided = append(r.Undecided, healthNote)
+	}
+	listen := apps[0].Listen
+	for i, a := range apps {
+		if a.Listen != listen {
+			r.Undecided = append(r.Undecided, fmt.Sprintf("%s: its site listens on %q, %s's on %q: probe.address is %s's", ds[i].Host, a.Listen, ds[0].Host, listen, ds[0].Host))
+			break
+		}
+	}
+	if listen == "" {
+		r.Undecided = append(r.Undecided, fmt.Sprintf("no server block with a listen directive proxies to upstream %s: the availability probe is left off (probe: false)", up.Name))
+	}
+	r.YAML = renderInit(ds, apps, opts, name, inst, up, health, listen)
+	if _, err := ParseConfig("rollout.yaml", r.YAML); err != nil {
+		return nil, fmt.Errorf("the config init wrote does not load (a bug in rollout init): %w", err)
+	}
+	return r, nil
+}
+
+// initInstances says the instances in YAML: "base_port: B\ninstances: N"
+// (or auto when every host runs one per core), or "ports: [...]".
+func initInstances(ds []*Discovery, apps []FoundApp) (string, error) {
+	contiguous, auto, same := true, true, true
+	for i, a := range apps {
+		contiguous = contiguous && a.Ports[len(a.Ports)-1]-a.Ports[0] == len(a.Ports)-1 && a.Ports[0] == apps[0].Ports[0]
+		auto = auto && len(a.Ports) == ds[i].Cores
+		same = same && slices.Equal(a.Ports, apps[0].Ports)
+	}
+	base := apps[0].Ports[0]
+	switch {
+	case contiguous && auto:
+		return fmt.Sprintf("# One instance per CPU core on each host (the instances match the cores).\nbase_port: %d\ninstances: auto\n", base), nil
+	case contiguous && same:
+		return fmt.Sprintf("base_port: %d\ninstances: %d\n", base, len(apps[0].Ports)), nil
+	case same:
+		ports := make([]string, len(apps[0].Ports))
+		for i, p := range apps[0].Ports {
+			ports[i] = strconv.Itoa(p)
+		}
+		return "ports: [" + strings.Join(ports, ", ") + "]\n", nil
+	}
+	var each []string
+	for i, a := range apps {
+		each = append(each, fmt.Sprintf("%s: %s (%d cores)", ds[i].Host, portList(a.Ports), ds[i].Cores))
+	}
+	return "", fmt.Errorf("hosts disagree on the instances of %s: %s", apps[0].Name, strings.Join(each, "; "))
+}
+
+// initUpstream is the upstream block every host drains the app from.
+func initUpstream(ds []*Discovery, apps []FoundApp) (FoundUpstream, error) {
+	var each []string
+	for i, a := range apps {
+		switch {
+		case ds[i].NginxErr != "":
+			return FoundUpstream{}, fmt.Errorf("%s: could not read the Nginx config (nginx -T): %s", ds[i].Host, ds[i].NginxErr)
+		case len(a.Upstreams) == 0:
+			return FoundUpstream{}, fmt.Errorf("%s: no Nginx upstream block has server lines (one per line) for %s's ports %s", ds[i].Host, a.Name, portList(a.Ports))
+		}
+		u := a.Upstreams[0]
+		if len(u.Ports) < len(a.Ports) {
+			return FoundUpstream{}, fmt.Errorf("%s: upstream %s in %s names %s of %s's instances %s: add a server line for each", ds[i].Host, u.Name, u.File, portList(u.Ports), a.Name, portList(a.Ports))
+		}
+		each = append(each, fmt.Sprintf("%s: %s in %s (%s)", ds[i].Host, u.Name, u.File, u.Addr))
+	}
+	first := apps[0].Upstreams[0]
+	for _, a := range apps[1:] {
+		if u := a.Upstreams[0]; u.File != first.File || u.Name != first.Name || u.Addr != first.Addr {
+			return FoundUpstream{}, fmt.Errorf("hosts disagree on the upstream of %s: %s", apps[0].Name, strings.Join(each, "; "))
+		}
+	}
+	return first, nil
+}
+
+// initHealth is the health path every host's instance answered 2xx on,
+// in HealthPaths' order, and a note when there was none.
+func initHealth(ds []*Discovery, apps []FoundApp) (string, string) {
+	for _, p := range HealthPaths {
+		ok := true
+		for _, a := range apps {
+			i := slices.IndexFunc(a.Health, func(h HealthAnswer) bool { return h.Path == p })
+			ok = ok && i >= 0 && a.Health[i].Status >= 200 && a.Health[i].Status < 300
+		}
+		if ok {
+			return p, ""
+		}
+	}
+	var tried []string
+	for i, a := range apps {
+		for _, h := range a.Health {
+			if h.Status != 0 {
+				tried = append(tried, fmt.Sprintf("%s %s %d", ds[i].Host, h.Path, h.Status))
+			}
+		}
+		if len(a.Health) == 0 {
+			tried = append(tried, ds[i].Host+": no running instance to ask")
+		}
+	}
+	return "/healthz", fmt.Sprintf("no health path answered 2xx on every host (%s): health.path is /healthz; set the path your app answers", strings.Join(tried, ", "))
+}
+
+// yamlString is s as a YAML scalar, quoted when it must be.
+func yamlString(s string) string {
+	b, err := yaml.Marshal(s)
+	if err != nil {
+		return strconv.Quote(s)
+	}
+	return strings.TrimSuffix(string(b), "\n")
+}
+
+func renderInit(ds []*Discovery, apps []FoundApp, opts InitOptions, name, instances string, up FoundUpstream, health string, listen string) []byte {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# rollout.yaml for %s, written by `rollout init` on %s from what the hosts\n", name, opts.Now.UTC().Format("2006-01-02 15:04 UTC"))
+	w("# run today. Check it, then: rollout plan --version V (it changes nothing).\n")
+	w("app: %s\n", yamlString(name))
+	w("# The systemd template instance; {port} is the instance's port.\n")
+	w("unit: %s\n", yamlString(name+"@{port}"))
+	w("hosts:\n")
+	for _, h := range opts.Hosts {
+		w("  - %s\n", yamlString(h))
+	}
+	if opts.User != "" || opts.Key != "" || opts.KnownHosts != "" {
+		w("ssh:\n")
+		if opts.User != "" {
+			w("  user: %s\n", yamlString(opts.User))
+		}
+		if opts.Key != "" {
+			w("  key: %s\n", yamlString(opts.Key))
+		}
+		if opts.KnownHosts != "" {
+			w("  known_hosts: %s\n", yamlString(opts.KnownHosts))
+		}
+	}
+	w("%s", instances)
+	w("# The upstream block rollout marks instances down in, one at a time.\n")
+	w("nginx:\n  upstream_file: %s\n  upstream: %s\n", yamlString(up.File), yamlString(up.Name))
+	if up.Addr != "127.0.0.1" {
+		w("  server_address: %s\n", yamlString(up.Addr))
+	}
+	w("# A restarted instance is healthy when it answers this path with status.\n")
+	w("health:\n  path: %s\n  status: 200\n", yamlString(health))
+	if logs := apps[0].LogFiles; len(logs) > 0 {
+		w("# The instances write their output to\n")
+		for _, f := range logs {
+			w("#   %s\n", f)
+		}
+		w("# rollout reads these from the unit file and shows a failed start's own words.\n")
+	}
+	switch {
+	case listen == "":
+		w("# No site proxying to %s was found: the availability probe is off.\nprobe: false\n", up.Name)
+	case listen != "127.0.0.1:80":
+		w("# The availability probe asks the site through each host's Nginx.\nprobe:\n  address: %s\n", yamlString(listen))
+	}
+	return []byte(b.String())
+}

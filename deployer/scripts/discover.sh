@@ -1,0 +1,35 @@
+#!/bin/sh
+# discover: read what `rollout init` needs from a host, changing nothing:
+# who we are and whether sudo -n works, the CPU cores, the template
+# instances systemd knows (loaded, and enabled by a .wants link), and the
+# whole Nginx config (nginx -T, through sudo -n when not root). Each part
+# follows a section line "@@rollout@@ NAME".
+#
+# usage: discover.sh
+set -u
+echo "@@rollout@@ id"
+id -u
+id -un
+echo "@@rollout@@ sudo"
+if [ "$(id -u)" -eq 0 ]; then
+  echo root
+elif sudo -n true 2>/dev/null; then
+  echo yes
+else
+  echo no
+fi
+echo "@@rollout@@ cores"
+nproc
+echo "@@rollout@@ units"
+systemctl list-units --all --plain --no-legend --no-pager --type=service -- '*@*.service' 2>/dev/null || true
+echo "@@rollout@@ wants"
+for f in /etc/systemd/system/*.wants/*@*.service; do
+  [ -e "$f" ] || [ -L "$f" ] || continue
+  echo "${f##*/}"
+done
+echo "@@rollout@@ nginx"
+if [ "$(id -u)" -eq 0 ]; then
+  nginx -T 2>&1 || echo "@@rollout@@ nginx-failed"
+else
+  sudo -n nginx -T 2>&1 || echo "@@rollout@@ nginx-failed"
+fi
