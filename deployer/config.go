@@ -45,6 +45,8 @@ type Config struct {
 	Strategy StrategyConfig
 	// Probe is the availability probe every deploy runs.
 	Probe ProbeConfig
+	// Watch is the watch: section; nil: setup installs no alerts.
+	Watch *WatchConfig
 
 	minServing *int // nil: all the other instances of a host
 }

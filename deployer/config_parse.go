@@ -595,5 +595,6 @@ func schema(c *Config) []field {
 		releaseSection(c),
 		strategySection(c),
 		probeSection(c),
+		watchSection(c),
 	}
 }

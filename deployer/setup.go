@@ -149,6 +149,9 @@ type ManagedFile struct {
 	// Keep: an existing file is left as it is (the upstream rollout edits,
 	// the env file holding secrets).
 	Keep bool `json:"keep,omitempty"`
+	// Secret: its content is never shown (the webhook's URL): a dry run
+	// says it changes, not how.
+	Secret bool `json:"secret,omitempty"`
 }
 
 // unitFile is the template unit's path: my-app@{port} -> my-app@.service.
@@ -198,7 +201,7 @@ server {
     listen {{.Listen}};
     server_name {{.ServerName}};
     access_log {{.AccessLog}} rollout_{{.App}};
-    location / {
+{{.StatusLocation}}    location / {
         proxy_pass http://{{.Upstream}};
         proxy_http_version 1.1;
         proxy_set_header Host $host;
@@ -216,19 +219,31 @@ func Render(cfg *Config, ports []int) []ManagedFile {
 	_ = unitTmpl.Execute(&unit, map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
 		"WorkDir": s.workDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartDelay), "MemoryMax": s.MemoryMax,
 		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit})
+	status := ""
+	if cfg.Watch != nil {
+		status = cfg.statusLocation()
+	}
 	_ = siteTmpl.Execute(&site, map[string]any{"Listen": s.Listen, "ServerName": s.ServerName, "Upstream": cfg.Nginx.Upstream,
-		"App": cfg.App, "LogFormat": LogFormat, "AccessLog": cfg.AccessLogFile()})
+		"App": cfg.App, "LogFormat": LogFormat, "AccessLog": cfg.AccessLogFile(), "StatusLocation": status})
 	fmt.Fprintf(&up, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
 	for _, p := range ports {
 		fmt.Fprintf(&up, "    server %s:%d;\n", cfg.Nginx.ServerAddress, p)
 	}
 	up.WriteString("}\n")
-	return []ManagedFile{
+	files := []ManagedFile{
 		{Path: cfg.unitFile(), Owner: "root:root", Mode: "644", Content: unit.String()},
 		{Path: cfg.Nginx.UpstreamFile, Owner: "root:root", Mode: "644", Content: up.String(), Keep: true},
 		{Path: s.SiteFile, Owner: "root:root", Mode: "644", Content: site.String()},
 		{Path: s.EnvFile, Owner: "root:root", Mode: "600", Content: "", Keep: true},
 	}
+	if w := cfg.Watch; w != nil {
+		webhook := w.webhook
+		if webhook == "" {
+			webhook = "<the URL in $" + cfg.Notify.URLEnv + ">"
+		}
+		files = append(files, cfg.watchFiles(ports, webhook)...)
+	}
+	return files
 }
 
 // managedDir is a directory setup makes sure of.
@@ -255,6 +270,9 @@ func setupDirs(cfg *Config) []managedDir {
 	)
 	if s.UploadsDir != "" {
 		dirs = append(dirs, managedDir{s.UploadsDir, s.User + ":" + s.Group, "2770"})
+	}
+	if cfg.Watch != nil {
+		dirs = append(dirs, cfg.watchDirs()...)
 	}
 	return dirs
 }
@@ -289,6 +307,10 @@ func (r sshRemote) cmdSetupInspect(files []ManagedFile, dirs []managedDir, unit 
 		units = append(units, sshexec.Quote(unit(p)))
 	}
 	fmt.Fprintf(&b, "echo %s; systemctl is-enabled -- %s 2>/dev/null || true\n", setupSep, strings.Join(units, " "))
+	if r.cfg.Watch != nil {
+		fmt.Fprintf(&b, "echo %s; systemctl is-enabled -- %s 2>/dev/null || true; systemctl is-active -- %s 2>/dev/null || true; command -v curl >/dev/null && echo curl || echo no-curl\n",
+			setupSep, sshexec.Quote(r.cfg.statusUnit()+".timer"), sshexec.Quote(r.cfg.statusUnit()+".timer"))
+	}
 	// What the app's code is: "current" (the release layout is in place),
 	// "code" (the seed's app directory holds it), or "empty".
 	code := "echo empty"
@@ -341,6 +363,11 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 	if !strings.HasSuffix(cfg.unitFile(), "@.service") {
 		return nil, errors.New(`setup writes a template unit: unit must end with "@{port}"`)
 	}
+	if w := cfg.Watch; w != nil {
+		if err := checkWebhook(w.webhook, cfg.Notify.URLEnv); err != nil {
+			return nil, err
+		}
+	}
 	r := newSSHRemote(cfg, conn) // what it runs does not depend on the ports
 	cfg, err := resolveHost(ctx, cfg, r)
 	if err != nil {
@@ -355,7 +382,11 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		return nil, explainRemote(fmt.Errorf("inspect: %w", err), cfg)
 	}
 	parts := strings.Split(string(out.Stdout), setupSep+"\n")
-	if len(parts) != 1+len(dirs)+len(files)+2 {
+	extra := 0
+	if cfg.Watch != nil {
+		extra = 1
+	}
+	if len(parts) != 1+len(dirs)+len(files)+2+extra {
 		return nil, fmt.Errorf("inspect: unexpected output %q", out.Stdout)
 	}
 	var script strings.Builder
@@ -383,14 +414,25 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		} else {
 			res.Changes = append(res.Changes, fmt.Sprintf("%s: %s -> %s %s", d.path, have, d.owner, d.mode))
 		}
+		// chmod keeps a directory's setgid bit (inherited from a setgid
+		// parent) under a numeric mode of 4 digits or fewer: 5 digits set
+		// exactly this mode.
 		fmt.Fprintf(&script, "install -d -o %s -g %s -m %s -- %s\nchown %s -- %s\nchmod %s -- %s\n",
 			sshexec.Quote(strings.Split(d.owner, ":")[0]), sshexec.Quote(strings.Split(d.owner, ":")[1]), d.mode, sshexec.Quote(d.path),
-			sshexec.Quote(d.owner), sshexec.Quote(d.path), d.mode, sshexec.Quote(d.path))
+			sshexec.Quote(d.owner), sshexec.Quote(d.path), strings.Repeat("0", 5-len(d.mode))+d.mode, sshexec.Quote(d.path))
 	}
 	// A host in the seed's layout: its code becomes the first release,
 	// before the unit runs instances from their links.
 	code := strings.TrimSpace(parts[len(parts)-1])
 	parts = parts[:len(parts)-1]
+	timerState := ""
+	if cfg.Watch != nil {
+		timerState = strings.TrimSpace(parts[len(parts)-1])
+		parts = parts[:len(parts)-1]
+		if strings.Contains(timerState, "no-curl") {
+			return nil, errors.New("watch: the host has no curl, which its alerts post with (apt install curl)")
+		}
+	}
 	if cfg.Release != nil && code == "code" {
 		id := ReleaseID(now, "initial")
 		res.Changes = append(res.Changes, fmt.Sprintf("move the code in %s into release %s under %s (every instance's link and current name it; running instances are not restarted)",
@@ -426,7 +468,9 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		default:
 			res.Changes = append(res.Changes, fmt.Sprintf("%s: %s -> %s", f.Path, lines[0], meta))
 		}
-		if dryRun {
+		if dryRun && f.Secret {
+			fmt.Fprintf(&diff, "--- %s:%s\n+++ %s:%s (rollout setup)\n(a secret: it changes, the content is not shown)\n", host, f.Path, host, f.Path)
+		} else if dryRun {
 			d, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(string(old)), B: difflib.SplitLines(f.Content),
 				FromFile: host + ":" + f.Path, ToFile: host + ":" + f.Path + " (rollout setup)", Context: 3})
 			diff.WriteString(d)
@@ -446,7 +490,7 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 				fmt.Fprintf(&restore, "rm -f -- %s\n", sshexec.Quote(f.Path))
 			}
 		}
-		if f.Path == cfg.unitFile() {
+		if strings.HasPrefix(f.Path, "/etc/systemd/system/") {
 			unitChanged = true
 		}
 		fmt.Fprintf(&script, "mv -f -- \"$t\" %s\n", sshexec.Quote(f.Path))
@@ -485,6 +529,10 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		if code != "empty" {
 			fmt.Fprintf(&script, "systemctl start -- %s\n", strings.Join(toEnable, " "))
 		}
+	}
+	if w := cfg.Watch; w != nil && timerState != "enabled\nactive\ncurl" {
+		res.Changes = append(res.Changes, "enable and start "+cfg.statusUnit()+".timer (status.json and alerts every "+w.Interval.String()+")")
+		fmt.Fprintf(&script, "systemctl enable --now -- %s\n", sshexec.Quote(cfg.statusUnit()+".timer"))
 	}
 	res.Diff = diff.String()
 	if dryRun || len(res.Changes) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -71,6 +72,12 @@ Examples:
 			cfg, err := loadConfig(c)
 			if err != nil {
 				return err
+			}
+			if cfg.Watch != nil {
+				// The webhook's URL goes to each host's root-only file;
+				// like a deploy's notification, it comes from the
+				// environment, never from rollout.yaml.
+				cfg.Watch.SetWebhook(os.Getenv(cfg.Notify.URLEnv))
 			}
 			dry := c.Bool("dry-run")
 			now := time.Now() // a moved host's first release: one ID for the fleet

@@ -8,7 +8,7 @@ set -euo pipefail
 
 dest=$1
 suite=bookworm
-packages=systemd,systemd-sysv,dbus,libnss-myhostname,openssh-server,nginx,sudo,iproute2,procps,nodejs,ca-certificates
+packages=systemd,systemd-sysv,dbus,libnss-myhostname,openssh-server,nginx,sudo,iproute2,procps,nodejs,ca-certificates,curl
 
 # Use the mirror this machine's apt already uses, so the build needs no
 # network access apt itself doesn't have.

@@ -1,0 +1,172 @@
+#!/bin/sh
+# host-watch: the alerts and status.json of one app between deploys, run
+# by systemd on the host (rollout setup installs it as
+# /usr/local/lib/rollout/APP-watch, with the values below it needs before
+# this text). Nothing of it stays running.
+#
+#   stop INSTANCE         ExecStopPost of APP@.service: alert when the
+#                         instance stopped with a result other than success
+#                         ($SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS)
+#   start-limit INSTANCE  OnFailure= of APP@.service: systemd gave up
+#   status                the timer: write status.json (the fields of
+#                         rollout status --output json), alert when an
+#                         instance turns bad, and say when it recovers
+#   send FILE             post FILE to the webhook (run by systemd-run, so
+#                         that a slow webhook never holds up a stop)
+#
+# At most one alert per instance per MIN_INTERVAL seconds; the ones held
+# back are counted in the next. Nothing is sent while the deploy lock is
+# held (a deploy restarts instances on purpose). The webhook URL is read
+# from ENV_FILE (root, 0600) and given to curl on stdin, never on a command
+# line. A failed post is a line in the journal, never a failed stop.
+#
+# Set before this text: APP UNIT_PREFIX PORTS STATE LOCK_STALE
+# MIN_INTERVAL ENV_FILE STATUS_FILE UPSTREAM_FILE UPSTREAM SERVER_ADDR
+# HEALTH_PATH HEALTH_STATUS HEALTH_TIMEOUT SELF
+set -u
+umask 077
+mode=${1:-}
+w=$STATE/watch
+mkdir -p -- "$w"
+
+locked() {
+  [ -d "$STATE/lock" ] || return 1
+  age=$(($(date +%s) - $(stat -c %Y -- "$STATE/lock" 2>/dev/null || echo 0)))
+  [ "$age" -le "$LOCK_STALE" ]
+}
+
+json_string() {
+  printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr '\n\t' '  ')"
+}
+
+# queue TEXT: post TEXT, detached from the caller.
+queue() {
+  f=$(mktemp -- "$w/out.XXXXXX") || return 0
+  printf '%s' "$1" >"$f"
+  systemd-run --no-block --collect --quiet --property=TimeoutStartSec=30 -- "$SELF" send "$f" ||
+    echo "rollout watch: could not start the post of an alert" >&2
+}
+
+# alert PORT TEXT: queue TEXT unless an alert for PORT went out less than
+# MIN_INTERVAL ago (then count it); mark the instance bad either way.
+alert() {
+  (
+    flock 9
+    last=0 held=0
+    [ -r "$w/$1.last" ] && read -r last held <"$w/$1.last"
+    now=$(date +%s)
+    echo bad >"$w/$1.state"
+    if [ $((now - last)) -lt "$MIN_INTERVAL" ]; then
+      echo "$last $((held + 1))" >"$w/$1.last"
+      exit 0
+    fi
+    text=$2
+    [ "$held" -gt 0 ] && text="$text ($held more alert(s) for it held back since the last one)"
+    echo "$now 0" >"$w/$1.last"
+    queue "$text"
+  ) 9>"$w/.lock"
+}
+
+# recovered PORT TEXT: say TEXT if PORT was bad, and forget its alerts.
+recovered() {
+  (
+    flock 9
+    was=ok
+    [ -r "$w/$1.state" ] && read -r was <"$w/$1.state"
+    [ "$was" = bad ] || exit 0
+    echo ok >"$w/$1.state"
+    rm -f -- "$w/$1.last"
+    queue "$2"
+  ) 9>"$w/.lock"
+}
+
+host=$(hostname)
+case $mode in
+stop)
+  inst=$2
+  [ "${SERVICE_RESULT:-success}" = success ] && exit 0
+  locked && exit 0
+  alert "$inst" "❌ $UNIT_PREFIX$inst on $host stopped: ${SERVICE_RESULT:-?} (${EXIT_CODE:-?} ${EXIT_STATUS:-?})"
+  ;;
+start-limit)
+  inst=$2
+  locked && exit 0
+  alert "$inst" "❌ $UNIT_PREFIX$inst on $host failed: systemd hit its start limit and stopped restarting it"
+  ;;
+send)
+  f=$2
+  # shellcheck disable=SC1090 # the env file rollout setup writes
+  . "$ENV_FILE"
+  text=$(cat -- "$f")
+  rm -f -- "$f"
+  if [ "$FORMAT" = telegram ]; then
+    body="{\"chat_id\":$(json_string "$CHAT_ID"),\"text\":$(json_string "$text")}"
+  else
+    body="{\"text\":$(json_string "$text")}"
+  fi
+  printf 'url = "%s"\n' "$URL" | curl -sS -o /dev/null --fail --max-time 10 -H 'Content-Type: application/json' --data-binary "$body" -K - ||
+    { echo "rollout watch: the webhook post failed" >&2; exit 1; }
+  ;;
+status)
+  units=
+  for p in $PORTS; do units="$units $UNIT_PREFIX$p.service"; done
+  # shellcheck disable=SC2086 # one word per unit
+  props=$(systemctl show -p Id,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts,MemoryCurrent -- $units)
+  up_us=$(awk '{printf "%.0f", $1 * 1000000}' /proc/uptime) # %d is 32-bit in mawk
+  servers=$(awk -v up="$UPSTREAM" -v addr="$SERVER_ADDR" '
+    $1 == "upstream" && ($2 == up || $2 == up "{") { inb = 1; next }
+    inb && /}/ { inb = 0 }
+    inb && $1 == "server" { split($2, a, ":"); sub(/;.*/, "", a[2]); if (a[1] == addr) print a[2], ($0 ~ /[ \t]down[ \t;]/ ? "down" : "up") }
+  ' "$UPSTREAM_FILE" 2>/dev/null)
+  skip_alerts=false
+  locked && skip_alerts=true
+  out="{\"host\":$(json_string "$host"),\"time\":$(json_string "$(date -u +%Y-%m-%dT%H:%M:%SZ)"),\"instances\":["
+  sep=
+  for p in $PORTS; do
+    # systemctl show separates units by a blank line; Id is anywhere in one.
+    block=$(printf '%s\n' "$props" | awk -v id="Id=$UNIT_PREFIX$p.service" 'BEGIN { RS = "" } index("\n" $0 "\n", "\n" id "\n") { print; exit }')
+    val() { printf '%s\n' "$block" | sed -n "s/^$1=//p" | head -n 1; }
+    active=$(val ActiveState) sub=$(val SubState) pid=$(val MainPID) started=$(val ExecMainStartTimestampMonotonic)
+    restarts=$(val NRestarts) mem=$(val MemoryCurrent)
+    case $mem in '' | *[!0-9]*) mem=0 ;; esac
+    case $restarts in '' | *[!0-9]*) restarts=0 ;; esac
+    case $pid in '' | *[!0-9]*) pid=0 ;; esac
+    uptime=0
+    if [ "$pid" -gt 0 ] && [ -n "$started" ] && [ "$started" -gt 0 ] 2>/dev/null; then
+      uptime=$(((up_us - started) * 1000))
+    fi
+    in_nginx=false
+    printf '%s\n' "$servers" | grep -qx "$p up" && in_nginx=true
+    healthy=false health=
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time "$HEALTH_TIMEOUT" "http://$SERVER_ADDR:$p$HEALTH_PATH" 2>/dev/null)
+    if [ "$code" = "$HEALTH_STATUS" ]; then
+      healthy=true
+    elif [ -z "$code" ] || [ "$code" = 000 ]; then
+      health="no answer on $SERVER_ADDR:$p"
+    else
+      health="status $code, want $HEALTH_STATUS"
+    fi
+    out="$out$sep{\"port\":$p,\"unit\":$(json_string "$UNIT_PREFIX$p"),\"state\":$(json_string "$active"),\"sub\":$(json_string "$sub"),\"pid\":$pid,\"uptime_ns\":$uptime,\"memory_bytes\":$mem,\"restarts\":$restarts,\"in_nginx\":$in_nginx,\"healthy\":$healthy"
+    [ -n "$health" ] && out="$out,\"health\":$(json_string "$health")"
+    out="$out}"
+    sep=,
+    $skip_alerts && continue
+    if [ "$active" = active ] && [ "$in_nginx" = true ] && [ "$healthy" = true ]; then
+      recovered "$p" "✅ $UNIT_PREFIX$p on $host is running, in Nginx and healthy again"
+    else
+      why="$active/$sub"
+      [ "$in_nginx" = true ] || why="$why, out of Nginx"
+      [ "$healthy" = true ] || why="$why, ${health:-unhealthy}"
+      prev=ok
+      [ -r "$w/$p.state" ] && read -r prev <"$w/$p.state"
+      [ "$prev" = bad ] || alert "$p" "❌ $UNIT_PREFIX$p on $host is not serving: $why"
+    fi
+  done
+  out="$out]}"
+  t=$(mktemp -- "$STATUS_FILE.XXXXXX") && printf '{"hosts":[%s]}\n' "$out" >"$t" && chmod 644 -- "$t" && mv -f -- "$t" "$STATUS_FILE"
+  ;;
+*)
+  echo "usage: $0 stop|start-limit INSTANCE | status | send FILE" >&2
+  exit 2
+  ;;
+esac
