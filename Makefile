@@ -57,10 +57,10 @@ lint:
 	$(GOBIN)/actionlint -shellcheck shellcheck examples/github-actions/*.yml
 	ROLLOUT_REQUIRE_ACTIONLINT=1 $(GO) test -count=1 -run '^TestActionLint$$' ./cmd/rollout/
 
-# Debian packages the testbed and lint need (idempotent; quiet when present).
+# Debian packages the testbed, lint and the browser test need (idempotent; quiet when present).
 deps:
-	@if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null || ! command -v ip >/dev/null || ! command -v shellcheck >/dev/null || ! command -v nft >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container debootstrap iproute2 shellcheck nftables >/dev/null; \
+	@if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null || ! command -v ip >/dev/null || ! command -v shellcheck >/dev/null || ! command -v nft >/dev/null || ! command -v chromium >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container debootstrap iproute2 shellcheck nftables chromium >/dev/null; \
 	fi
 	@$(GO) mod download
 	@test -x $(GOBIN)/goreleaser || $(GO) install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)

@@ -14,6 +14,9 @@ type Snapshot struct {
 	Hosts []HostStatus `json:"hosts"`
 	// Locked is each host's lock holder ("" free), in the order of Hosts.
 	Locked []string `json:"locked"`
+	// History is the last deploys of every host, oldest first (with
+	// Watcher.History).
+	History []HistoryEntry `json:"history,omitempty"`
 }
 
 // Problems counts what is wrong: hosts that could not be read and
@@ -41,6 +44,9 @@ type Watcher struct {
 	Connect func(ctx context.Context, host string) (Conn, error)
 	// PollTimeout bounds one host's poll (connecting included).
 	PollTimeout time.Duration
+	// History is how many of each host's last deploys a poll reads too (0:
+	// none).
+	History int
 
 	mu    sync.Mutex
 	conns map[string]Conn
@@ -50,19 +56,23 @@ type Watcher struct {
 func (w *Watcher) Poll(ctx context.Context) Snapshot {
 	cfg := w.Config
 	s := Snapshot{Time: time.Now(), Hosts: make([]HostStatus, len(cfg.Hosts)), Locked: make([]string, len(cfg.Hosts))}
+	history := make([][]HistoryEntry, len(cfg.Hosts))
 	var wg sync.WaitGroup
 	for i, host := range cfg.Hosts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.Hosts[i], s.Locked[i] = w.pollHost(ctx, host)
+			s.Hosts[i], s.Locked[i], history[i] = w.pollHost(ctx, host)
 		}()
 	}
 	wg.Wait()
+	if w.History > 0 {
+		s.History = MergeHistory(history, w.History)
+	}
 	return s
 }
 
-func (w *Watcher) pollHost(ctx context.Context, host string) (HostStatus, string) {
+func (w *Watcher) pollHost(ctx context.Context, host string) (HostStatus, string, []HistoryEntry) {
 	timeout := w.PollTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -71,13 +81,13 @@ func (w *Watcher) pollHost(ctx context.Context, host string) (HostStatus, string
 	defer cancel()
 	conn, err := w.conn(ctx, host)
 	if err != nil {
-		return HostStatus{Host: host, Error: fmt.Sprintf("unreachable: %v", err)}, ""
+		return HostStatus{Host: host, Error: fmt.Sprintf("unreachable: %v", err)}, "", nil
 	}
 	if a, ok := conn.(interface{ Alive(context.Context) error }); ok {
 		if err := a.Alive(ctx); err != nil {
 			w.drop(host)
 			if conn, err = w.conn(ctx, host); err != nil {
-				return HostStatus{Host: host, Error: fmt.Sprintf("unreachable: %v", err)}, ""
+				return HostStatus{Host: host, Error: fmt.Sprintf("unreachable: %v", err)}, "", nil
 			}
 		}
 	}
@@ -89,10 +99,14 @@ func (w *Watcher) pollHost(ctx context.Context, host string) (HostStatus, string
 			holder = st.Holder.String()
 		}
 	}
+	var history []HistoryEntry
+	if w.History > 0 && hs.Error == "" {
+		history, _ = ReadHistory(ctx, w.Config, host, conn, w.History) // best effort
+	}
 	if hs.Error != "" {
 		w.drop(host) // connect again next time
 	}
-	return hs, holder
+	return hs, holder, history
 }
 
 func (w *Watcher) conn(ctx context.Context, host string) (Conn, error) {

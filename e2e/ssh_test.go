@@ -219,7 +219,8 @@ func TestPassphraseAskedOnTheTerminal(t *testing.T) {
 	}
 	defer tty.Close()
 	var out syncBuffer
-	go io.Copy(&out, tty)
+	copied := make(chan struct{})
+	go func() { _, _ = io.Copy(&out, tty); close(copied) }()
 	waitFor(t, "the passphrase prompt", 20*time.Second, func() bool {
 		return strings.Contains(out.String(), "Enter passphrase for key "+encrypted)
 	})
@@ -228,6 +229,11 @@ func TestPassphraseAskedOnTheTerminal(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("status with the passphrase typed: %v\n%s", err, out.String())
+	}
+	// All it printed: the copy ends when the pty reports the end.
+	select {
+	case <-copied:
+	case <-time.After(5 * time.Second):
 	}
 	if strings.Count(out.String(), "active/running") != instances || strings.Contains(out.String(), "correct horse") {
 		t.Errorf("status output (the passphrase must not echo):\n%s", out.String())

@@ -96,6 +96,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			renderCommand(),
 			statusCommand(),
 			watchCommand(),
+			dashboardCommand(),
 			logsCommand(),
 			historyCommand(),
 			lockCommand(),
