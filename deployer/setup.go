@@ -307,9 +307,14 @@ func (r sshRemote) cmdSetupInspect(files []ManagedFile, dirs []managedDir, unit 
 		units = append(units, sshexec.Quote(unit(p)))
 	}
 	fmt.Fprintf(&b, "echo %s; systemctl is-enabled -- %s 2>/dev/null || true\n", setupSep, strings.Join(units, " "))
+	// The watch: the timer's state and curl; without a watch: section,
+	// whether an earlier setup installed one (then it is removed).
 	if r.cfg.Watch != nil {
 		fmt.Fprintf(&b, "echo %s; systemctl is-enabled -- %s 2>/dev/null || true; systemctl is-active -- %s 2>/dev/null || true; command -v curl >/dev/null && echo curl || echo no-curl\n",
 			setupSep, sshexec.Quote(r.cfg.statusUnit()+".timer"), sshexec.Quote(r.cfg.statusUnit()+".timer"))
+	} else {
+		fmt.Fprintf(&b, "echo %s; if [ -e %s ] || [ -e %s ]; then echo installed; else echo none; fi\n",
+			setupSep, sshexec.Quote(r.cfg.watchDropIn()), sshexec.Quote(r.cfg.watchScript()))
 	}
 	// What the app's code is: "current" (the release layout is in place),
 	// "code" (the seed's app directory holds it), or "empty".
@@ -382,11 +387,7 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		return nil, explainRemote(fmt.Errorf("inspect: %w", err), cfg)
 	}
 	parts := strings.Split(string(out.Stdout), setupSep+"\n")
-	extra := 0
-	if cfg.Watch != nil {
-		extra = 1
-	}
-	if len(parts) != 1+len(dirs)+len(files)+2+extra {
+	if len(parts) != 1+len(dirs)+len(files)+3 {
 		return nil, fmt.Errorf("inspect: unexpected output %q", out.Stdout)
 	}
 	var script strings.Builder
@@ -425,13 +426,10 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 	// before the unit runs instances from their links.
 	code := strings.TrimSpace(parts[len(parts)-1])
 	parts = parts[:len(parts)-1]
-	timerState := ""
-	if cfg.Watch != nil {
-		timerState = strings.TrimSpace(parts[len(parts)-1])
-		parts = parts[:len(parts)-1]
-		if strings.Contains(timerState, "no-curl") {
-			return nil, errors.New("watch: the host has no curl, which its alerts post with (apt install curl)")
-		}
+	watchState := strings.TrimSpace(parts[len(parts)-1])
+	parts = parts[:len(parts)-1]
+	if cfg.Watch != nil && strings.Contains(watchState, "no-curl") {
+		return nil, errors.New("watch: the host has no curl, which its alerts post with (apt install curl)")
 	}
 	if cfg.Release != nil && code == "code" {
 		id := ReleaseID(now, "initial")
@@ -496,6 +494,11 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		fmt.Fprintf(&script, "mv -f -- \"$t\" %s\n", sshexec.Quote(f.Path))
 		stdin.WriteString(f.Content)
 	}
+	if cfg.Watch == nil && watchState == "installed" {
+		res.Changes = append(res.Changes, "remove the watch an earlier setup installed (no watch: section): "+cfg.statusUnit()+".timer, the drop-in, the alert unit, the script and the webhook file")
+		script.WriteString(cfg.removeWatchScript())
+		unitChanged = true
+	}
 	if unitChanged {
 		script.WriteString("systemctl daemon-reload\n")
 	}
@@ -530,7 +533,7 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 			fmt.Fprintf(&script, "systemctl start -- %s\n", strings.Join(toEnable, " "))
 		}
 	}
-	if w := cfg.Watch; w != nil && timerState != "enabled\nactive\ncurl" {
+	if w := cfg.Watch; w != nil && watchState != "enabled\nactive\ncurl" {
 		res.Changes = append(res.Changes, "enable and start "+cfg.statusUnit()+".timer (status.json and alerts every "+w.Interval.String()+")")
 		fmt.Fprintf(&script, "systemctl enable --now -- %s\n", sshexec.Quote(cfg.statusUnit()+".timer"))
 	}

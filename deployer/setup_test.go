@@ -117,6 +117,15 @@ func inspection(cfg *Config, prepared bool) string {
 		}
 	}
 	b.WriteString(setupSep + "\n")
+	switch {
+	case cfg.Watch == nil:
+		b.WriteString("none\n")
+	case prepared:
+		b.WriteString("enabled\nactive\ncurl\n")
+	default:
+		b.WriteString("disabled\ninactive\ncurl\n")
+	}
+	b.WriteString(setupSep + "\n")
 	if prepared {
 		b.WriteString("code\n")
 	} else {
@@ -286,5 +295,56 @@ func TestSetupReleaseBadRoot(t *testing.T) {
 	want := `rollout.yaml:18: release.root: may only contain letters, digits and . _ - /, got "/srv/my;app"`
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
+	}
+}
+
+// The watch: installed with its timer and the URL kept out of the diff;
+// taken away again once the section is gone.
+func TestSetupWatch(t *testing.T) {
+	cfg, err := ParseConfig("rollout.yaml", []byte(validConfig+"notify: {url_env: HOOK}\nwatch: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	if _, err := Setup(ctx, cfg, "web1", &setupHost{inspect: inspection(cfg, false)}, false, time.Now()); err == nil || !strings.Contains(err.Error(), "$HOOK is empty") {
+		t.Fatalf("without the URL: %v", err)
+	}
+	cfg.Watch.SetWebhook("https://hooks.example.com/services/SECRET")
+	bare := &setupHost{inspect: inspection(cfg, false)}
+	res, err := Setup(ctx, cfg, "web1", bare, true, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(res.Changes, "\n")
+	for _, want := range []string{"write /etc/rollout/my-app/webhook.env", "write /etc/systemd/system/my-app@.service.d/rollout-watch.conf", "enable and start rollout-status-my-app.timer"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("changes lack %q:\n%s", want, joined)
+		}
+	}
+	if strings.Contains(res.Diff, "SECRET") || !strings.Contains(res.Diff, "(a secret: it changes, the content is not shown)") {
+		t.Errorf("the diff shows the URL:\n%s", res.Diff)
+	}
+	done := &setupHost{inspect: inspection(cfg, true)}
+	if res, err := Setup(ctx, cfg, "web1", done, false, time.Now()); err != nil || len(res.Changes) != 0 {
+		t.Fatalf("a host with the watch: %v, changes %q", err, res.Changes)
+	}
+	noCurl := &setupHost{inspect: strings.Replace(inspection(cfg, true), "active\ncurl\n", "active\nno-curl\n", 1)}
+	if _, err := Setup(ctx, cfg, "web1", noCurl, false, time.Now()); err == nil || !strings.Contains(err.Error(), "no curl") {
+		t.Fatalf("without curl: %v", err)
+	}
+
+	plain, err := ParseConfig("rollout.yaml", []byte(validConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	installed := &setupHost{inspect: strings.Replace(inspection(plain, true), setupSep+"\nnone\n", setupSep+"\ninstalled\n", 1)}
+	res, err = Setup(ctx, plain, "web1", installed, false, time.Now())
+	if err != nil || !strings.Contains(strings.Join(res.Changes, "\n"), "remove the watch an earlier setup installed") || len(installed.applied) != 1 {
+		t.Fatalf("the section gone: %v, changes %q", err, res.Changes)
+	}
+	sc := installed.applied[0]
+	stop, rm, reload := strings.Index(sc, "systemctl disable --now -- rollout-status-my-app.timer"), strings.Index(sc, "/usr/local/lib/rollout/my-app-watch"), strings.Index(sc, "systemctl daemon-reload")
+	if stop < 0 || rm < stop || reload < rm || !strings.Contains(sc, "/etc/rollout/my-app/webhook.env") {
+		t.Errorf("the removal:\n%s", sc)
 	}
 }

@@ -105,7 +105,24 @@ func (c *Config) watchStateDir() string { return strings.TrimRight(c.StateDir, "
 func (c *Config) watchStatusFile() string {
 	return c.watchStateDir() + "/public/status.json"
 }
-func (c *Config) alertUnit() string  { return "rollout-alert-" + c.App + "@" }
+func (c *Config) alertUnit() string { return "rollout-alert-" + c.App + "@" }
+func (c *Config) watchDropIn() string {
+	return "/etc/systemd/system/" + strings.TrimSuffix(c.unitPrefix(), "@") + "@.service.d/rollout-watch.conf"
+}
+
+// removeWatchScript takes away what watchFiles installed (the timer
+// stopped and disabled first), and status.json.
+func (c *Config) removeWatchScript() string {
+	timer := sshexec.Quote(c.statusUnit() + ".timer")
+	files := []string{c.watchDropIn(), "/etc/systemd/system/" + c.alertUnit() + ".service", "/etc/systemd/system/" + c.statusUnit() + ".service",
+		"/etc/systemd/system/" + c.statusUnit() + ".timer", c.watchScript(), c.watchEnvFile(), c.watchStatusFile()}
+	var quoted []string
+	for _, f := range files {
+		quoted = append(quoted, sshexec.Quote(f))
+	}
+	return fmt.Sprintf("systemctl disable --now -- %s 2>/dev/null || true\nrm -f -- %s\nrmdir -- %s %s 2>/dev/null || true\n",
+		timer, strings.Join(quoted, " "), sshexec.Quote(dirOf(c.watchDropIn())), sshexec.Quote(dirOf(c.watchEnvFile())))
+}
 func (c *Config) statusUnit() string { return "rollout-status-" + c.App }
 
 // unitPrefix is the instances' unit name up to the port: "my-app@".
@@ -191,7 +208,7 @@ WantedBy=timers.target
 	return []ManagedFile{
 		{Path: c.watchScript(), Owner: "root:root", Mode: "755", Content: script.String()},
 		{Path: c.watchEnvFile(), Owner: "root:root", Mode: "600", Content: env, Secret: true},
-		{Path: "/etc/systemd/system/" + strings.TrimSuffix(c.unitPrefix(), "@") + "@.service.d/rollout-watch.conf", Owner: "root:root", Mode: "644", Content: dropIn},
+		{Path: c.watchDropIn(), Owner: "root:root", Mode: "644", Content: dropIn},
 		{Path: "/etc/systemd/system/" + c.alertUnit() + ".service", Owner: "root:root", Mode: "644", Content: alert},
 		{Path: "/etc/systemd/system/" + c.statusUnit() + ".service", Owner: "root:root", Mode: "644", Content: service},
 		{Path: "/etc/systemd/system/" + c.statusUnit() + ".timer", Owner: "root:root", Mode: "644", Content: timer},
@@ -204,7 +221,7 @@ func (c *Config) watchDirs() []managedDir {
 		{"/usr/local/lib/rollout", "root:root", "755"},
 		{"/etc/rollout", "root:root", "755"},
 		{"/etc/rollout/" + c.App, "root:root", "700"},
-		{"/etc/systemd/system/" + strings.TrimSuffix(c.unitPrefix(), "@") + "@.service.d", "root:root", "755"},
+		{dirOf(c.watchDropIn()), "root:root", "755"},
 		{c.watchStateDir(), "root:root", "755"},
 		{c.watchStateDir() + "/public", "root:root", "755"},
 	}

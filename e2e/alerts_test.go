@@ -194,6 +194,24 @@ func TestWatchAlertsFromTheHost(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+
+	// The section gone: setup takes the watch away, then has nothing to do.
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(b), "watch: {min_interval: 1m, interval: 5s}\n", "", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := rollout(t, "setup", "-c", cfg); code != 0 || !strings.Contains(out, "remove the watch an earlier setup installed") {
+		t.Fatalf("setup without the watch: section exited %d", code)
+	}
+	if out, err := fleet.Run(ctx, h, "! systemctl is-active -q rollout-status-my-app.timer && ! test -e /etc/systemd/system/my-app@.service.d/rollout-watch.conf && ! sudo -n test -e /etc/rollout/my-app/webhook.env && ! test -e /usr/local/lib/rollout/my-app-watch && ! systemctl show -p ExecStopPost --value my-app@3000 | grep -q my-app-watch"); err != nil {
+		t.Fatalf("the watch is still installed: %v\n%s", err, out)
+	}
+	if out, code := rollout(t, "setup", "-c", cfg); code != 0 || !strings.Contains(out, h.Addr+": no changes") {
+		t.Fatalf("setup again exited %d or changed something", code)
+	}
 }
 
 // appendConfig adds lines to a config file.

@@ -25,9 +25,9 @@ readonly EX_LOG_UNREADABLE=76
 file=$1 ino=$2 off=$3 max=$4 since=$5
 shift 5
 now_ino=- size=0 rotated=
-if [ -r "$file" ]; then
-  now_ino=$(stat -c %i -- "$file")
-  size=$(stat -c %s -- "$file")
+# One stat: logrotate may move FILE at any moment.
+if info=$(stat -c '%i %s' -- "$file" 2>/dev/null) && [ -r "$file" ]; then
+  now_ino=${info% *} size=${info#* }
 elif [ -z "$ino" ] || [ "$off" -lt 0 ]; then
   echo "cannot read the access log $file (missing, or not readable by this user)" >&2
   exit "$EX_LOG_UNREADABLE"
@@ -62,6 +62,8 @@ if [ -n "$rotated" ] && [ -r "$file.1" ] && [ "$(stat -c %i -- "$file.1")" = "$i
   echo
 fi
 echo "@@rollout@@ log"
+# Only from the file stat saw: one moved away since is read next time,
+# as the rotated one.
 if [ "$now_ino" != - ]; then
-  tail -c "+$((off + 1))" -- "$file" | head -c "$max"
+  { [ "$(stat -L -c %i /dev/stdin)" = "$now_ino" ] && tail -c "+$((off + 1))" | head -c "$max"; } <"$file" 2>/dev/null || true
 fi
