@@ -184,11 +184,15 @@ func (c *Config) SetMinServing(n int) { c.minServing = &n }
 
 // Unit is the systemd unit of the instance on port.
 func (c *Config) Unit(port int) string {
-	tmpl := c.UnitTemplate
-	if tmpl == "" {
-		tmpl = c.App + "@{port}"
+	return strings.Replace(c.unitTemplate(), "{port}", strconv.Itoa(port), 1)
+}
+
+// unitTemplate is unit: with its default, "<App>@{port}".
+func (c *Config) unitTemplate() string {
+	if c.UnitTemplate == "" {
+		return c.App + "@{port}"
 	}
-	return strings.Replace(tmpl, "{port}", strconv.Itoa(port), 1)
+	return c.UnitTemplate
 }
 
 // UnitName is Unit.

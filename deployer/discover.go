@@ -2,8 +2,8 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"regexp"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rollout-dev/rollout/healthcheck"
 )
 
 // Discovery is what one host says about itself to `rollout init`, read
@@ -71,7 +73,7 @@ var HealthPaths = []string{"/healthz", "/health", "/"}
 func Discover(ctx context.Context, conn Conn, host string) (*Discovery, error) {
 	res, err := conn.Run(ctx, script("discover", false, false), nil)
 	if err != nil {
-		return nil, fmt.Errorf("%s: read the host: %w", host, err)
+		return nil, fmt.Errorf("read the host: %w", err)
 	}
 	d, nginxT := parseDiscovery(host, res.Stdout)
 	for i := range d.Apps {
@@ -84,7 +86,7 @@ func Discover(ctx context.Context, conn Conn, host string) (*Discovery, error) {
 		unit := fmt.Sprintf("%s@%d", a.Name, port)
 		out, err := conn.Run(ctx, script("unit-files", false, false, unit+".service"), nil)
 		if err != nil {
-			return nil, fmt.Errorf("%s: read the unit file of %s: %w", host, unit, err)
+			return nil, fmt.Errorf("read the unit file of %s: %w", unit, err)
 		}
 		for _, f := range unitLogFiles(sections(out.Stdout)[unit+".service"], unit) {
 			a.LogFiles = append(a.LogFiles, strings.ReplaceAll(f, strconv.Itoa(port), "{port}"))
@@ -94,7 +96,7 @@ func Discover(ctx context.Context, conn Conn, host string) (*Discovery, error) {
 			if len(a.Upstreams) > 0 {
 				addr = a.Upstreams[0].Addr
 			}
-			a.Health = probeHealthPaths(ctx, conn, net.JoinHostPort(addr, strconv.Itoa(port)))
+			a.Health = probeHealthPaths(ctx, conn, addr, port)
 		}
 	}
 	return d, nil
@@ -275,29 +277,21 @@ func siteListen(files map[string]string, upstream string) string {
 	return ""
 }
 
-// probeHealthPaths GETs each of HealthPaths from addr through the host.
-func probeHealthPaths(ctx context.Context, conn Conn, addr string) []HealthAnswer {
-	client := &http.Client{
-		Timeout: 3 * time.Second,
-		Transport: &http.Transport{
-			DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return conn.DialContext(ctx, "tcp", addr) },
-			DisableKeepAlives: true,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+// probeHealthPaths GETs each of HealthPaths from host:port through the
+// connection, with the health check deploys use: the status it answered,
+// or why there was none.
+func probeHealthPaths(ctx context.Context, conn Conn, host string, port int) []HealthAnswer {
 	var answers []HealthAnswer
 	for _, p := range HealthPaths {
 		a := HealthAnswer{Path: p}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+p, nil)
-		if err == nil {
-			var resp *http.Response
-			if resp, err = client.Do(req); err == nil {
-				io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-				resp.Body.Close()
-				a.Status = resp.StatusCode
-			}
-		}
-		if err != nil {
+		h := healthcheck.HTTP{Dial: conn.DialContext, Host: host, Path: p, Status: http.StatusOK, AttemptTimeout: 3 * time.Second}
+		var se *healthcheck.StatusError
+		switch err := h.Check(ctx, port); {
+		case err == nil:
+			a.Status = http.StatusOK
+		case errors.As(err, &se):
+			a.Status = se.Got
+		default:
 			a.Err = err.Error()
 		}
 		answers = append(answers, a)

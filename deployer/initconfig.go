@@ -142,11 +142,7 @@ func initInstances(ds []*Discovery, apps []FoundApp) (string, error) {
 	case contiguous && same:
 		return fmt.Sprintf("base_port: %d\ninstances: %d\n", base, len(apps[0].Ports)), nil
 	case same:
-		ports := make([]string, len(apps[0].Ports))
-		for i, p := range apps[0].Ports {
-			ports[i] = strconv.Itoa(p)
-		}
-		return "ports: [" + strings.Join(ports, ", ") + "]\n", nil
+		return "ports: [" + portList(apps[0].Ports) + "]\n", nil
 	}
 	var each []string
 	for i, a := range apps {

@@ -156,11 +156,7 @@ type ManagedFile struct {
 
 // unitFile is the template unit's path: my-app@{port} -> my-app@.service.
 func (c *Config) unitFile() string {
-	tmpl := c.UnitTemplate
-	if tmpl == "" {
-		tmpl = c.App + "@{port}"
-	}
-	return "/etc/systemd/system/" + strings.Replace(strings.TrimSuffix(tmpl, ".service"), "{port}", "", 1) + ".service"
+	return "/etc/systemd/system/" + strings.Replace(strings.TrimSuffix(c.unitTemplate(), ".service"), "{port}", "", 1) + ".service"
 }
 
 var unitTmpl = template.Must(template.New("unit").Parse(`# Written by rollout setup: edit rollout.yaml's setup section, not this file.

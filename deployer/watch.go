@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -83,12 +84,10 @@ func (w *Watcher) pollHost(ctx context.Context, host string) (HostStatus, string
 	if err != nil {
 		return HostStatus{Host: host, Error: fmt.Sprintf("unreachable: %v", err)}, "", nil
 	}
-	if a, ok := conn.(interface{ Alive(context.Context) error }); ok {
-		if err := a.Alive(ctx); err != nil {
-			w.drop(host)
-			if conn, err = w.conn(ctx, host); err != nil {
-				return HostStatus{Host: host, Error: fmt.Sprintf("unreachable: %v", err)}, "", nil
-			}
+	if _, err := newSSHRemote(w.Config, conn).Alive(ctx); err != nil {
+		w.drop(host)
+		if conn, err = w.conn(ctx, host); err != nil {
+			return HostStatus{Host: host, Error: fmt.Sprintf("unreachable: %v", err)}, "", nil
 		}
 	}
 	hs := Status(ctx, w.Config, host, conn)
@@ -191,23 +190,17 @@ func Transitions(prev *Snapshot, cur Snapshot) []Transition {
 		if hi < len(cur.Locked) {
 			during = cur.Locked[hi]
 		}
-		if prev != nil && during == "" {
-			for pi := range prev.Hosts {
-				if prev.Hosts[pi].Host == h.Host && pi < len(prev.Locked) {
+		var was *HostStatus
+		if prev != nil {
+			if pi := slices.IndexFunc(prev.Hosts, func(p HostStatus) bool { return p.Host == h.Host }); pi >= 0 {
+				was = &prev.Hosts[pi]
+				if during == "" && pi < len(prev.Locked) {
 					during = prev.Locked[pi]
 				}
 			}
 		}
 		add := func(port int, kind string, problem bool, detail string) {
 			out = append(out, Transition{Host: h.Host, Port: port, Kind: kind, Problem: problem, Detail: detail, During: during})
-		}
-		var was *HostStatus
-		if prev != nil {
-			for i := range prev.Hosts {
-				if prev.Hosts[i].Host == h.Host {
-					was = &prev.Hosts[i]
-				}
-			}
 		}
 		switch {
 		case h.Error != "" && (was == nil || was.Error == ""):
@@ -222,10 +215,8 @@ func Transitions(prev *Snapshot, cur Snapshot) []Transition {
 		for _, i := range h.Instances {
 			var before *InstanceStatus
 			if was != nil {
-				for j := range was.Instances {
-					if was.Instances[j].Port == i.Port {
-						before = &was.Instances[j]
-					}
+				if j := slices.IndexFunc(was.Instances, func(b InstanceStatus) bool { return b.Port == i.Port }); j >= 0 {
+					before = &was.Instances[j]
 				}
 			}
 			running := i.State == "active"

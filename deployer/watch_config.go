@@ -105,10 +105,8 @@ func (c *Config) watchStateDir() string { return strings.TrimRight(c.StateDir, "
 func (c *Config) watchStatusFile() string {
 	return c.watchStateDir() + "/public/status.json"
 }
-func (c *Config) alertUnit() string { return "rollout-alert-" + c.App + "@" }
-func (c *Config) watchDropIn() string {
-	return "/etc/systemd/system/" + strings.TrimSuffix(c.unitPrefix(), "@") + "@.service.d/rollout-watch.conf"
-}
+func (c *Config) alertUnit() string   { return "rollout-alert-" + c.App + "@" }
+func (c *Config) watchDropIn() string { return c.unitFile() + ".d/rollout-watch.conf" }
 
 // removeWatchScript takes away what watchFiles installed (the timer
 // stopped and disabled first), and status.json.
@@ -127,11 +125,7 @@ func (c *Config) statusUnit() string { return "rollout-status-" + c.App }
 
 // unitPrefix is the instances' unit name up to the port: "my-app@".
 func (c *Config) unitPrefix() string {
-	tmpl := c.UnitTemplate
-	if tmpl == "" {
-		tmpl = c.App + "@{port}"
-	}
-	return strings.TrimSuffix(strings.TrimSuffix(tmpl, ".service"), "{port}")
+	return strings.TrimSuffix(strings.TrimSuffix(c.unitTemplate(), ".service"), "{port}")
 }
 
 // watchFiles are the files setup writes for the watch: section; webhook

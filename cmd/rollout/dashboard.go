@@ -11,7 +11,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/rollout-dev/rollout/deployer"
 	"github.com/rollout-dev/rollout/internal/dashboard"
 )
 
@@ -55,14 +54,12 @@ func loopbackOnly(addr string) (bool, error) {
 }
 
 func dashboardAction(c *cli.Context) error {
-	cfg, err := loadConfig(c)
+	w, interval, err := newWatcher(c, 10)
 	if err != nil {
 		return err
 	}
-	interval := c.Duration("interval")
-	if interval < time.Second {
-		return usageError{fmt.Errorf("--interval must be at least 1s, got %s", interval)}
-	}
+	defer w.Close()
+	cfg := w.Config
 	addr, token := c.String("listen"), c.String("token")
 	loop, err := loopbackOnly(addr)
 	if err != nil {
@@ -87,8 +84,6 @@ func dashboardAction(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "rollout dashboard for %s on %s (polling %d host(s) every %s; Ctrl-C stops it)\n", cfg.App, url, len(cfg.Hosts), interval)
 
-	w := &deployer.Watcher{Config: cfg, Connect: connector(cfg), PollTimeout: max(interval, 10*time.Second), History: 10}
-	defer w.Close()
 	for {
 		srv.Update(w.Poll(c.Context))
 		select {

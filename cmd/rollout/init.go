@@ -9,10 +9,8 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
 	"github.com/urfave/cli/v2"
 
 	"github.com/rollout-dev/rollout/deployer"
@@ -77,8 +75,16 @@ func initAction(c *cli.Context) error {
 	if err != nil {
 		return usageError{err}
 	}
-	ds, err := discoverAll(c.Context, dialer, hosts)
-	if err != nil {
+	// Every host at once; any host that cannot be read fails the whole
+	// init, naming it.
+	ds := make([]*deployer.Discovery, len(hosts))
+	errs := deployer.EachHost(c.Context, cfg, dialer.Dial, func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		ds[i], err = deployer.Discover(ctx, conn, host)
+		return err
+	})
+	if err := hostErrors(errs); err != nil {
 		return err
 	}
 	w := c.App.Writer
@@ -123,37 +129,6 @@ func initAction(c *cli.Context) error {
 		}
 	}
 	return nil
-}
-
-// discoverAll reads every host at once; any host that cannot be read
-// fails the whole init, naming it.
-func discoverAll(ctx context.Context, dialer *sshDialer, hosts []string) ([]*deployer.Discovery, error) {
-	ds := make([]*deployer.Discovery, len(hosts))
-	errs := make([]error, len(hosts))
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			defer cancel()
-			conn, err := dialer.Dial(ctx, h)
-			if err != nil {
-				errs[i] = fmt.Errorf("%s: connect: %w", h, err)
-				return
-			}
-			defer conn.Close()
-			ds[i], errs[i] = deployer.Discover(ctx, conn, h)
-		}()
-	}
-	wg.Wait()
-	var all *multierror.Error
-	for _, err := range errs {
-		if err != nil {
-			all = multierror.Append(all, err)
-		}
-	}
-	return ds, all.ErrorOrNil()
 }
 
 func printDiscovery(w io.Writer, d *deployer.Discovery) {

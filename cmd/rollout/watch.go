@@ -41,16 +41,12 @@ Examples:
 }
 
 func watchAction(c *cli.Context) error {
-	cfg, err := loadConfig(c)
+	w, interval, err := newWatcher(c, 0)
 	if err != nil {
 		return err
 	}
-	interval := c.Duration("interval")
-	if interval < time.Second {
-		return usageError{fmt.Errorf("--interval must be at least 1s, got %s", interval)}
-	}
-	w := &deployer.Watcher{Config: cfg, Connect: connector(cfg), PollTimeout: max(interval, 10*time.Second)}
 	defer w.Close()
+	cfg := w.Config
 	out := c.App.Writer
 	jsonOut := c.String("output") == "json"
 	show := func(ts []deployer.Transition, at time.Time) {
@@ -96,6 +92,21 @@ func watchAction(c *cli.Context) error {
 		case <-time.After(interval):
 		}
 	}
+}
+
+// newWatcher is the Watcher of watch and dashboard: the config, and the
+// --interval between polls (at least 1s); history is how many of each
+// host's last deploys a poll reads.
+func newWatcher(c *cli.Context, history int) (*deployer.Watcher, time.Duration, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return nil, 0, err
+	}
+	interval := c.Duration("interval")
+	if interval < time.Second {
+		return nil, 0, usageError{fmt.Errorf("--interval must be at least 1s, got %s", interval)}
+	}
+	return &deployer.Watcher{Config: cfg, Connect: connector(cfg), PollTimeout: max(interval, 10*time.Second), History: history}, interval, nil
 }
 
 // notifyTransitions posts one message with a poll's changes (those outside
