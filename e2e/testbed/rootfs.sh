@@ -55,6 +55,11 @@ for u in getty@tty1.service console-getty.service apt-daily.timer apt-daily-upgr
   ln -sf /dev/null "$dest/etc/systemd/system/$u"
 done
 in_root systemctl enable ssh.service nginx.service >/dev/null
+# systemd-user-sessions removes /run/nologin, without which PAM refuses
+# every SSH login. Booted right after another testbed went down, it has
+# failed with 219/CGROUP (seen twice): it tries again instead.
+install -d "$dest/etc/systemd/system/systemd-user-sessions.service.d"
+printf '[Unit]\nStartLimitIntervalSec=0\n\n[Service]\nRestart=on-failure\nRestartSec=1s\n' >"$dest/etc/systemd/system/systemd-user-sessions.service.d/testbed-retry.conf"
 rm -f "$dest/etc/nginx/sites-enabled/default"
 echo testbed >"$dest/etc/hostname"
 in_root apt-get clean
