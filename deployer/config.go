@@ -3,8 +3,6 @@ package deployer
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,8 +45,13 @@ type Config struct {
 	Probe ProbeConfig
 	// Watch is the watch: section; nil: setup installs no alerts.
 	Watch *WatchConfig
+	// Paths are globs of the app's files in its repository (apps.NAME.paths),
+	// for deploy --changed-since.
+	Paths []string
 
 	minServing *int // nil: all the other instances of a host
+	// neighbors are the file's other apps on some of the same hosts.
+	neighbors []neighbor
 }
 
 // SSHConfig says how to reach the hosts.
@@ -220,44 +223,30 @@ func (c *Config) LogFiles(port int) []string {
 	return files
 }
 
-// LoadConfig reads and checks the config file at path. A file over 1 MiB
-// is refused without being read.
+// LoadConfig reads and checks the config file at path, which must hold
+// one app (see LoadProject for a file with apps:). A file over 1 MiB is
+// refused without being read.
 func LoadConfig(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	if info.Size() > maxConfigSize {
-		return nil, sizeError(path, info.Size())
-	}
-	// One byte more than allowed, in case the file grew since Stat.
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	if len(data) > maxConfigSize {
-		size := int64(len(data))
-		if info, err := f.Stat(); err == nil {
-			size = max(size, info.Size())
-		}
-		return nil, sizeError(path, size)
+		return nil, err
 	}
 	return ParseConfig(path, data)
 }
 
-// ParseConfig parses and checks a config of at most 1 MiB; name is the
-// file's name in errors. It reports the problems in line order, each as
-// "name:line: key: problem" (the first maxErrors, then how many more).
+// ParseConfig parses and checks a config of at most 1 MiB holding one app;
+// name is the file's name in errors. It reports the problems in line
+// order, each as "name:line: key: problem" (the first maxErrors, then how
+// many more).
 func ParseConfig(name string, data []byte) (*Config, error) {
-	if len(data) > maxConfigSize {
-		return nil, sizeError(name, int64(len(data)))
+	pr, err := ParseProject(name, data)
+	if err != nil {
+		return nil, err
 	}
-	return parseConfig(name, data)
+	if pr.Multi {
+		return nil, &configError{file: name, key: appsKey, err: fmt.Errorf("the file has apps: (%s); this needs a file of one app", strings.Join(pr.Names(), ", "))}
+	}
+	return pr.Apps[0], nil
 }
 
 // parseConfig is ParseConfig without the bound on the size of data; each

@@ -127,6 +127,8 @@ type parser struct {
 	// badUnder holds each bad key path and its ancestors but the top
 	// level: the key paths with a bad one at or below them.
 	badUnder map[string]bool
+	// scope names the keys of one app of apps: (nil: a file of one app).
+	scope *appScope
 }
 
 // newParser is a parser of the file named file.
@@ -243,16 +245,12 @@ func (p *parser) mapping(path string, known ...string) bool {
 		p.fail(path, fmt.Errorf("must be a mapping of keys, got %s", describe(n)))
 		return false
 	}
-	where := path
-	if where == "" {
-		where = "the top level"
-	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		key := join(path, k.Value)
 		switch first, dup := p.lines[key]; {
 		case !slices.Contains(known, k.Value):
-			msg := fmt.Sprintf("unknown key %s (in %s)", quoteValue(k.Value), where)
+			msg := fmt.Sprintf("unknown key %s (in %s)", quoteValue(k.Value), p.scope.where(path, k.Line))
 			if s := closest(k.Value, known); s != "" {
 				msg += fmt.Sprintf("; did you mean %q?", s)
 			}
@@ -596,5 +594,6 @@ func schema(c *Config) []field {
 		strategySection(c),
 		probeSection(c),
 		watchSection(c),
+		strs(pathsKey, &c.Paths),
 	}
 }

@@ -10,6 +10,7 @@ import (
 // (state_dir/APP/history.jsonl): who did what, when, and how it ended.
 type HistoryEntry struct {
 	Host      string        `json:"host,omitempty"` // set when read back
+	App       string        `json:"app,omitempty"`  // set when read back from a config with apps:
 	Time      time.Time     `json:"time"`
 	User      string        `json:"user"`
 	From      string        `json:"from"`

@@ -82,7 +82,7 @@ func (r sshRemote) cmdLogSources(port int, files []string, o LogsOptions) []logS
 // their unit files). With Follow it streams until ctx is done.
 func Logs(ctx context.Context, cfg *Config, host string, conn Conn, s Streamer, o LogsOptions, out *LineWriter) error {
 	r := newSSHRemote(cfg, conn) // what it runs does not depend on the ports
-	cfg, err := resolveHost(ctx, cfg, r)
+	cfg, err := resolveHost(ctx, cfg, host, r)
 	if err != nil {
 		return err
 	}

@@ -35,9 +35,9 @@ type hostLook struct {
 // --force. It changes nothing.
 func PreviewReleases(ctx context.Context, cfg *Config, version, sum string, force bool, connect func(context.Context, string) (Conn, error)) []Preview {
 	looks := make([]hostLook, len(cfg.Hosts))
-	errs := EachHost(ctx, cfg, connect, func(ctx context.Context, i int, _ string, conn Conn) error {
+	errs := EachHost(ctx, cfg, connect, func(ctx context.Context, i int, host string, conn Conn) error {
 		r := newSSHRemote(cfg, conn)
-		hc, err := resolveHost(ctx, cfg, r)
+		hc, err := resolveHost(ctx, cfg, host, r)
 		if err != nil {
 			return err
 		}

@@ -294,7 +294,7 @@ func Releases(ctx context.Context, cfg *Config, host string, conn Conn) (HostRel
 		return out, errors.New("the config has no release: section")
 	}
 	r := newSSHRemote(cfg, conn)
-	hc, err := resolveHost(ctx, cfg, r)
+	hc, err := resolveHost(ctx, cfg, host, r)
 	if err != nil {
 		return out, err
 	}

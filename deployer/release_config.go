@@ -30,6 +30,10 @@ type ReleaseConfig struct {
 	// OnFailure is "revert" (switch every instance already switched back
 	// to the release it ran before) or "halt" (stop, as without releases).
 	OnFailure string
+	// Artifact is the local directory or .tar.gz a deploy ships when
+	// --artifact is not given (relative: to the config file's directory);
+	// in a file with apps:, each app's.
+	Artifact string
 }
 
 // The release.on_failure policies.
@@ -64,6 +68,7 @@ func releaseSection(c *Config) field {
 		str("prepare", &r.Prepare),
 		duration("prepare_timeout", &r.PrepareTimeout),
 		str("on_failure", &r.OnFailure),
+		str("artifact", &r.Artifact),
 	}
 	return one("release", func(p *parser, key string) {
 		if p.fields(key, fields) {

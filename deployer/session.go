@@ -54,7 +54,7 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 			if err == nil {
 				s.conn = conn
 				sessions[i] = s
-				s.cfg, err = resolveHost(ctx, cfg, d.newRemote(cfg, conn))
+				s.cfg, err = resolveHost(ctx, cfg, host, d.newRemote(cfg, conn))
 			}
 			if err != nil {
 				errs[i] = &StepError{Host: host, Step: StepPreflight, Err: err}
@@ -75,20 +75,25 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 }
 
 // resolveHost is the config for one host: with instances: auto, one
-// instance per CPU core it has.
-func resolveHost(ctx context.Context, cfg *Config, r remote) (*Config, error) {
-	if !cfg.InstancesAuto() {
-		return cfg, nil
+// instance per CPU core it has. Another app of the file with a port of
+// this one on the host is an error naming both.
+func resolveHost(ctx context.Context, cfg *Config, host string, r remote) (*Config, error) {
+	cores := sync.OnceValues(func() (int, error) { return r.Cores(ctx) })
+	hc := cfg
+	if cfg.InstancesAuto() {
+		n, err := cores()
+		if err != nil {
+			return nil, fmt.Errorf("count CPU cores for instances: auto: %w", err)
+		}
+		hc = cfg.ForCores(n)
+		var cs checks
+		hc.checkStrategy(&cs)
+		for _, pr := range cs {
+			return nil, fmt.Errorf("%s: with instances: auto (%d here): %w", pr.key, n, pr.err)
+		}
 	}
-	n, err := r.Cores(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("count CPU cores for instances: auto: %w", err)
-	}
-	hc := cfg.ForCores(n)
-	var cs checks
-	hc.checkStrategy(&cs)
-	for _, pr := range cs {
-		return nil, fmt.Errorf("%s: with instances: auto (%d here): %w", pr.key, n, pr.err)
+	if err := checkNeighbors(hc, host, cfg.InstancesAuto(), cores); err != nil {
+		return nil, err
 	}
 	return hc, nil
 }

@@ -370,7 +370,7 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		}
 	}
 	r := newSSHRemote(cfg, conn) // what it runs does not depend on the ports
-	cfg, err := resolveHost(ctx, cfg, r)
+	cfg, err := resolveHost(ctx, cfg, host, r)
 	if err != nil {
 		return nil, err
 	}

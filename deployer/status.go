@@ -61,7 +61,7 @@ func Status(ctx context.Context, cfg *Config, host string, conn Conn) HostStatus
 
 func hostStatus(ctx context.Context, cfg *Config, host string, r remote) HostStatus {
 	hs := HostStatus{Host: host}
-	cfg, err := resolveHost(ctx, cfg, r)
+	cfg, err := resolveHost(ctx, cfg, host, r)
 	if err != nil {
 		hs.Error = err.Error()
 		return hs

@@ -70,7 +70,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
    rollout deploy --version "$GITHUB_SHA" --parallel 2
    rollout deploy --dry-run --version v2     # print every step, change nothing
    rollout deploy --version v2 --artifact build/   # with release: ship build/ first`,
-				Flags: append(append(overrideFlags(), releaseFlags()...),
+				Flags: append(append(overrideFlags(), releaseFlags()...), changedSinceFlag(),
 					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
 					&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
 				Action:       deployAction,
@@ -82,7 +82,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Description: `Examples:
    rollout plan --version v2
    rollout plan --version v2 --output json`,
-				Flags: append(append(overrideFlags(), releaseFlags()...),
+				Flags: append(append(overrideFlags(), releaseFlags()...), changedSinceFlag(),
 					&cli.BoolFlag{Name: "live", Usage: "with release: also read every host (changing nothing): the release it would use, whether it uploads, the instances it would skip, what cleanup would remove"}),
 				Action:       planAction,
 				OnUsageError: onUsageError,
@@ -122,9 +122,11 @@ func overrideFlags() []cli.Flag {
 	)
 }
 
-// connFlags say where the config is and how to reach the hosts.
+// connFlags say where the config is, which of its apps, and how to reach
+// the hosts.
 func connFlags() []cli.Flag {
 	return []cli.Flag{
+		appFlag(),
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "rollout.yaml", EnvVars: []string{"ROLLOUT_CONFIG"}, Usage: "config file"},
 		&cli.StringSliceFlag{Name: "hosts", EnvVars: []string{"ROLLOUT_HOSTS"}, Usage: "hosts, replacing the config's (comma-separated)"},
 		&cli.StringFlag{Name: "user", EnvVars: []string{"ROLLOUT_SSH_USER"}, Usage: "SSH user"},
@@ -138,25 +140,14 @@ func connFlags() []cli.Flag {
 	}
 }
 
-// loadConfig reads the config file and applies flags and ROLLOUT_* variables.
-func loadConfig(c *cli.Context) (*deployer.Config, error) {
-	cfg, err := deployer.LoadConfig(c.String("config"))
-	if err != nil {
-		return nil, usageError{err}
-	}
+// applyFlags applies flags and ROLLOUT_* variables to one app's config
+// and checks it again.
+func applyFlags(c *cli.Context, cfg *deployer.Config) error {
 	if c.IsSet("hosts") {
-		var hosts []string
-		for _, h := range c.StringSlice("hosts") {
-			for _, part := range strings.Split(h, ",") {
-				if part = strings.TrimSpace(part); part != "" {
-					hosts = append(hosts, part)
-				}
-			}
-		}
-		cfg.Hosts = hosts
+		cfg.Hosts = splitList(c.StringSlice("hosts"))
 	}
 	if err := applyConnFlags(c, cfg); err != nil {
-		return nil, err
+		return err
 	}
 	if c.IsSet("parallel") {
 		cfg.Parallel = c.Int("parallel")
@@ -167,7 +158,7 @@ func loadConfig(c *cli.Context) (*deployer.Config, error) {
 	if c.IsSet("max-unavailable") {
 		a, err := deployer.ParseAmount(c.String("max-unavailable"))
 		if err != nil {
-			return nil, usageError{fmt.Errorf("--max-unavailable: %w", err)}
+			return usageError{fmt.Errorf("--max-unavailable: %w", err)}
 		}
 		cfg.Strategy.MaxUnavailable = a
 	}
@@ -187,14 +178,18 @@ func loadConfig(c *cli.Context) (*deployer.Config, error) {
 		cfg.Health.Timeout = c.Duration("health-timeout")
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, usageError{fmt.Errorf("%s: %w", c.String("config"), err)}
+		return usageError{fmt.Errorf("%s: %w", c.String("config"), err)}
 	}
+	return nil
+}
+
+// checkOutputFlag checks --output.
+func checkOutputFlag(c *cli.Context) error {
 	switch c.String("output") {
 	case "text", "json":
-	default:
-		return nil, usageError{fmt.Errorf("--output must be text or json, got %q", c.String("output"))}
+		return nil
 	}
-	return cfg, nil
+	return usageError{fmt.Errorf("--output must be text or json, got %q", c.String("output"))}
 }
 
 // applyConnFlags applies the flags and ROLLOUT_* variables that say how to
@@ -258,7 +253,7 @@ func releaseVersion(c *cli.Context) (string, error) {
 }
 
 func planAction(c *cli.Context) error {
-	cfg, err := loadConfig(c)
+	pr, apps, err := loadApps(c)
 	if err != nil {
 		return err
 	}
@@ -266,24 +261,29 @@ func planAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var preview []deployer.Preview
-	if c.Bool("live") {
-		if preview, err = previewHosts(c, cfg, v); err != nil {
-			return err
+	if err := checkArtifactFlag(c, apps); err != nil {
+		return err
+	}
+	return eachApp(c, pr, apps, 1, true, func(cfg *deployer.Config, out appOutput) error {
+		var preview []deployer.Preview
+		if c.Bool("live") {
+			if preview, err = previewHosts(c, cfg, v); err != nil {
+				return err
+			}
 		}
-	}
-	p := deployer.BuildPlanFor(cfg, v, preview)
-	if c.String("output") == "json" {
-		return p.WriteJSON(c.App.Writer)
-	}
-	return p.WriteText(c.App.Writer)
+		p := deployer.BuildPlanFor(cfg, v, preview)
+		if c.String("output") == "json" {
+			return p.WriteJSON(out.stdout)
+		}
+		return p.WriteText(out.stdout)
+	})
 }
 
 func deployAction(c *cli.Context) error {
 	if c.Bool("dry-run") {
 		return planAction(c)
 	}
-	cfg, err := loadConfig(c)
+	pr, apps, err := loadApps(c)
 	if err != nil {
 		return err
 	}
@@ -291,25 +291,31 @@ func deployAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	art, cleanup, err := packArtifact(c, cfg)
-	if err != nil {
+	if err := checkArtifactFlag(c, apps); err != nil {
 		return err
 	}
-	defer cleanup()
-	d, out, err := newDeployer(c, cfg, v)
-	if err != nil {
+	return eachApp(c, pr, apps, pr.AppsParallel, false, func(cfg *deployer.Config, o appOutput) error {
+		art, cleanup, err := packArtifact(c, cfg)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		d, out, err := newDeployer(c, cfg, v, o)
+		if err != nil {
+			return err
+		}
+		d.Artifact, d.Force = art, c.Bool("force")
+		rep, err := d.Deploy(c.Context)
+		out.report(rep, err)
+		notifyDeploy(c.Context, cfg, rep, err, os.Getenv, o.stderr)
 		return err
-	}
-	d.Artifact, d.Force = art, c.Bool("force")
-	rep, err := d.Deploy(c.Context)
-	out.report(rep, err)
-	notifyDeploy(c.Context, cfg, rep, err, os.Getenv, c.App.ErrWriter)
-	return err
+	})
 }
 
 // newDeployer is a Deployer for cfg whose events go to a printer.
-func newDeployer(c *cli.Context, cfg *deployer.Config, version string) (*deployer.Deployer, *printer, error) {
-	out := newPrinter(c.App.Writer, c.App.ErrWriter, outputOptionsFor(c.String("output"), cfg.Parallel, c.App.ErrWriter, os.Getenv))
+func newDeployer(c *cli.Context, cfg *deployer.Config, version string, o appOutput) (*deployer.Deployer, *printer, error) {
+	out := newPrinter(o.stdout, o.stderr, outputOptionsFor(c.String("output"), cfg.Parallel, c.App.ErrWriter, os.Getenv))
+	out.app = o.app
 	dialer, err := newSSHDialer(cfg)
 	if err != nil {
 		return nil, nil, usageError{err}
@@ -319,8 +325,8 @@ func newDeployer(c *cli.Context, cfg *deployer.Config, version string) (*deploye
 		Version:        version,
 		Connect:        dialer.Dial,
 		Events:         out.event,
-		Stdout:         c.App.ErrWriter,
-		Stderr:         c.App.ErrWriter,
+		Stdout:         o.stderr,
+		Stderr:         o.stderr,
 		BreakStaleLock: c.Bool("break-stale-lock"),
 	}, out, nil
 }

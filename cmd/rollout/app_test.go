@@ -65,7 +65,7 @@ func TestExitCodes(t *testing.T) {
 		{"missing version", []string{"plan", "-c", "../../examples/rollout.yaml"}, exitUsage, "--version (or ROLLOUT_VERSION) is required"},
 		{"bad output", []string{"plan", "-c", "../../examples/rollout.yaml", "--version", "v1", "-o", "yaml"}, exitUsage, "--output must be text or json"},
 		{"bad host override", []string{"plan", "-c", "../../examples/rollout.yaml", "--version", "v1", "--hosts", "a;b"}, exitUsage, `hosts[0]: must be a host name`},
-		{"release without artifact", []string{"deploy", "-c", "../../examples/rollout.yaml", "--version", "v1"}, exitUsage, "--artifact (or ROLLOUT_ARTIFACT) is required"},
+		{"release without artifact", []string{"deploy", "-c", "../../examples/rollout.yaml", "--version", "v1"}, exitUsage, "--artifact (or ROLLOUT_ARTIFACT, or release.artifact) is required"},
 		{"artifact without release", []string{"deploy", "-c", noRelease, "--version", "v1", "--artifact", "."}, exitUsage, "--artifact needs the release: section"},
 		{"artifact missing", []string{"deploy", "-c", "../../examples/rollout.yaml", "--version", "v1", "--artifact", "/nonexistent/build"}, exitUsage, "artifact /nonexistent/build"},
 		{"rollback to a bad ID", []string{"rollback", "-c", "../../examples/rollout.yaml", "--to", "v1"}, exitUsage, "is not a release id"},

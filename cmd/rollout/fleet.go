@@ -44,42 +44,51 @@ Examples:
 		Flags:        connFlags(),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
+			pr, apps, err := loadApps(c)
 			if err != nil {
 				return err
 			}
-			hosts := make([]deployer.HostStatus, len(cfg.Hosts))
-			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) error {
-				hosts[i] = deployer.Status(ctx, cfg, host, conn)
-				return nil
-			})
-			for i, err := range errs {
-				if err != nil {
-					hosts[i] = deployer.HostStatus{Host: cfg.Hosts[i], Error: err.Error()}
-				}
-			}
-			if c.String("output") == "json" {
-				writeJSONLine(c.App.Writer, map[string]any{"hosts": hosts})
-			} else {
-				writeStatus(c.App.Writer, hosts)
-			}
-			bad := 0
-			for _, h := range hosts {
-				if h.Error != "" {
-					bad++
-				}
-				for _, i := range h.Instances {
-					if !i.OK() {
-						bad++
-					}
-				}
-			}
-			if bad > 0 {
-				return fmt.Errorf("%w: %d problem(s)", errNotServing, bad)
-			}
-			return nil
+			return eachApp(c, pr, apps, 1, true, func(cfg *deployer.Config, out appOutput) error { return status(c, cfg, out) })
 		},
 	}
+}
+
+// status prints one app's status and fails when it has a problem.
+func status(c *cli.Context, cfg *deployer.Config, out appOutput) error {
+	hosts := make([]deployer.HostStatus, len(cfg.Hosts))
+	errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) error {
+		hosts[i] = deployer.Status(ctx, cfg, host, conn)
+		return nil
+	})
+	for i, err := range errs {
+		if err != nil {
+			hosts[i] = deployer.HostStatus{Host: cfg.Hosts[i], Error: err.Error()}
+		}
+	}
+	if c.String("output") == "json" {
+		doc := map[string]any{"hosts": hosts}
+		if out.app != "" {
+			doc["app"] = out.app
+		}
+		writeJSONLine(out.stdout, doc)
+	} else {
+		writeStatus(out.stdout, hosts)
+	}
+	bad := 0
+	for _, h := range hosts {
+		if h.Error != "" {
+			bad++
+		}
+		for _, i := range h.Instances {
+			if !i.OK() {
+				bad++
+			}
+		}
+	}
+	if bad > 0 {
+		return fmt.Errorf("%w: %d problem(s)", errNotServing, bad)
+	}
+	return nil
 }
 
 func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
@@ -163,32 +172,42 @@ Examples:
 			&cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Value: 20, Usage: "last lines of each journal and log file"}),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
+			pr, apps, err := loadApps(c)
 			if err != nil {
 				return err
 			}
-			o := deployer.LogsOptions{Ports: c.IntSlice("port"), Lines: c.Int("lines"), Since: c.String("since"), Follow: c.Bool("follow")}
-			if err := o.Validate(cfg); err != nil {
-				return usageError{err}
-			}
-			out := deployer.NewLineWriter(c.App.Writer)
-			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, _ int, host string, conn deployer.Conn) error {
-				s, ok := conn.(deployer.Streamer)
-				if !ok {
-					return errors.New("connection cannot stream")
-				}
-				err := deployer.Logs(ctx, cfg, host, conn, s, o, out)
-				if err != nil && o.Follow {
-					fmt.Fprintf(c.App.ErrWriter, "rollout: %s: stopped following: %v\n", host, err)
-				}
-				return err
-			})
-			if c.Context.Err() != nil {
-				return nil // Ctrl-C ends --follow
-			}
-			return hostErrors(errs)
+			return streamApps(c, pr, apps, func(cfg *deployer.Config, ao appOutput) error { return logs(c, cfg, ao) })
 		},
 	}
+}
+
+// logs prints one app's logs, each line prefixed host:port (and the app
+// with apps:); with --follow, all the apps' at once.
+func logs(c *cli.Context, cfg *deployer.Config, ao appOutput) error {
+	o := deployer.LogsOptions{Ports: c.IntSlice("port"), Lines: c.Int("lines"), Since: c.String("since"), Follow: c.Bool("follow")}
+	if err := o.Validate(cfg); err != nil {
+		return usageError{err}
+	}
+	w := ao.stdout
+	if ao.app != "" {
+		w = &prefixWriter{prefix: ao.app + " ", w: ao.stdout}
+	}
+	out := deployer.NewLineWriter(w)
+	errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, _ int, host string, conn deployer.Conn) error {
+		s, ok := conn.(deployer.Streamer)
+		if !ok {
+			return errors.New("connection cannot stream")
+		}
+		err := deployer.Logs(ctx, cfg, host, conn, s, o, out)
+		if err != nil && o.Follow {
+			fmt.Fprintf(c.App.ErrWriter, "rollout: %s: stopped following: %v\n", host, err)
+		}
+		return err
+	})
+	if c.Context.Err() != nil {
+		return nil // Ctrl-C ends --follow
+	}
+	return hostErrors(errs)
 }
 
 func historyCommand() *cli.Command {
@@ -203,48 +222,57 @@ Examples:
 		Flags:        append(connFlags(), &cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Value: 20, Usage: "last entries"}),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
 			n := c.Int("lines")
 			if n < 1 {
 				return usageError{fmt.Errorf("--lines must be at least 1, got %d", n)}
 			}
-			per := make([][]deployer.HistoryEntry, len(cfg.Hosts))
-			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
-				per[i], err = deployer.ReadHistory(ctx, cfg, host, conn, n)
+			pr, apps, err := loadApps(c)
+			if err != nil {
 				return err
-			})
-			entries := deployer.MergeHistory(per, n*len(cfg.Hosts))
-			if c.String("output") == "json" {
-				for _, e := range entries {
-					writeJSONLine(c.App.Writer, e)
-				}
-			} else {
-				tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "TIME\tHOST\tOP\tVERSION\tOUTCOME\tBY\tTOOK\tERROR")
-				for _, e := range entries {
-					by := e.User + "@" + e.From
-					if e.RunURL != "" {
-						by += " " + e.RunURL
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Host, e.Op, e.Version, e.Outcome, by, e.Duration.Round(time.Millisecond), e.Error)
-				}
-				tw.Flush()
 			}
-			return hostErrors(errs)
+			return eachApp(c, pr, apps, 1, true, func(cfg *deployer.Config, out appOutput) error {
+				per := make([][]deployer.HistoryEntry, len(cfg.Hosts))
+				errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
+					per[i], err = deployer.ReadHistory(ctx, cfg, host, conn, n)
+					return err
+				})
+				entries := deployer.MergeHistory(per, n*len(cfg.Hosts))
+				if c.String("output") == "json" {
+					for _, e := range entries {
+						if out.app != "" {
+							e.App = out.app
+						}
+						writeJSONLine(out.stdout, e)
+					}
+				} else {
+					tw := tabwriter.NewWriter(out.stdout, 0, 0, 2, ' ', 0)
+					fmt.Fprintln(tw, "TIME\tHOST\tOP\tVERSION\tOUTCOME\tBY\tTOOK\tERROR")
+					for _, e := range entries {
+						by := e.User + "@" + e.From
+						if e.RunURL != "" {
+							by += " " + e.RunURL
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Host, e.Op, e.Version, e.Outcome, by, e.Duration.Round(time.Millisecond), e.Error)
+					}
+					tw.Flush()
+				}
+				return hostErrors(errs)
+			})
 		},
 	}
 }
 
 func lockCommand() *cli.Command {
-	show := func(c *cli.Context, states []deployer.LockState) {
+	show := func(c *cli.Context, out appOutput, states []deployer.LockState) {
 		if c.String("output") == "json" {
-			writeJSONLine(c.App.Writer, map[string]any{"locks": states})
+			doc := map[string]any{"locks": states}
+			if out.app != "" {
+				doc["app"] = out.app
+			}
+			writeJSONLine(out.stdout, doc)
 			return
 		}
-		tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
+		tw := tabwriter.NewWriter(out.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "HOST\tLOCK\tHOLDER\tREFRESHED")
 		for _, s := range states {
 			switch {
@@ -265,20 +293,22 @@ func lockCommand() *cli.Command {
 		tw.Flush()
 	}
 	run := func(c *cli.Context, fn func(ctx context.Context, cfg *deployer.Config, host string, conn deployer.Conn) (deployer.LockState, error)) error {
-		cfg, err := loadConfig(c)
+		pr, apps, err := loadApps(c)
 		if err != nil {
 			return err
 		}
-		states := make([]deployer.LockState, len(cfg.Hosts))
-		errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
-			states[i], err = fn(ctx, cfg, host, conn)
-			return err
+		return eachApp(c, pr, apps, 1, true, func(cfg *deployer.Config, out appOutput) error {
+			states := make([]deployer.LockState, len(cfg.Hosts))
+			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
+				states[i], err = fn(ctx, cfg, host, conn)
+				return err
+			})
+			for i := range states {
+				states[i].Host = cfg.Hosts[i]
+			}
+			show(c, out, states)
+			return hostErrors(errs)
 		})
-		for i := range states {
-			states[i].Host = cfg.Hosts[i]
-		}
-		show(c, states)
-		return hostErrors(errs)
 	}
 	return &cli.Command{
 		Name:  "lock",
@@ -346,26 +376,31 @@ Examples:
 			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
 			n := 0 // auto
 			if v := c.String("instances"); v != "auto" {
+				var err error
 				if n, err = strconv.Atoi(v); err != nil || n < 1 {
 					return usageError{fmt.Errorf("--instances must be a number of at least 1, or auto; got %q", v)}
 				}
 			}
-			if err := cfg.SetInstances(n); err != nil {
-				return usageError{err}
-			}
-			d, out, err := newDeployer(c, cfg, "")
+			pr, apps, err := loadApps(c)
 			if err != nil {
 				return err
 			}
-			rep, err := d.Scale(c.Context)
-			out.report(rep, err)
-			return err
+			for _, cfg := range apps {
+				if err := cfg.SetInstances(n); err != nil {
+					return usageError{fmt.Errorf("app %s: %w", cfg.App, err)}
+				}
+			}
+			return eachApp(c, pr, apps, 1, false, func(cfg *deployer.Config, o appOutput) error {
+				d, out, err := newDeployer(c, cfg, "", o)
+				if err != nil {
+					return err
+				}
+				rep, err := d.Scale(c.Context)
+				out.report(rep, err)
+				return err
+			})
 		},
 	}
 }

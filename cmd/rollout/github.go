@@ -28,13 +28,13 @@ func (p *printer) githubGroup(e deployer.Event) {
 			p.group[e.Host] = &bytes.Buffer{}
 			return
 		}
-		fmt.Fprintf(p.stderr, "::group::%s\n", escapeData(e.Host))
+		fmt.Fprintf(p.stderr, "::group::%s\n", escapeData(p.where(e.Host)))
 		return
 	}
 	line := p.line(e)
 	if b := p.group[e.Host]; b != nil {
 		delete(p.group, e.Host)
-		fmt.Fprintf(p.stderr, "::group::%s\n%s%s::endgroup::\n", escapeData(e.Host), b.String(), line)
+		fmt.Fprintf(p.stderr, "::group::%s\n%s%s::endgroup::\n", escapeData(p.where(e.Host)), b.String(), line)
 		return
 	}
 	fmt.Fprintf(p.stderr, "%s::endgroup::\n", line)
@@ -60,7 +60,7 @@ func (p *printer) githubReport(rep *deployer.Report, err error) {
 	}
 	f, ferr := os.OpenFile(p.opt.SummaryFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if ferr == nil {
-		_, ferr = f.WriteString(jobSummary(rep, err))
+		_, ferr = f.WriteString(jobSummary(p.appTitle(), rep, err))
 		if cerr := f.Close(); ferr == nil {
 			ferr = cerr
 		}
@@ -70,9 +70,9 @@ func (p *printer) githubReport(rep *deployer.Report, err error) {
 	}
 }
 
-// jobSummary is the Markdown summary of a deploy: a table of hosts, then
-// what each failed instance said.
-func jobSummary(rep *deployer.Report, err error) string {
+// jobSummary is the Markdown summary of a deploy (of "app NAME " with
+// apps:): a table of hosts, then what each failed instance said.
+func jobSummary(appTitle string, rep *deployer.Report, err error) string {
 	var b strings.Builder
 	result := "ok"
 	if err != nil {
@@ -83,7 +83,7 @@ func jobSummary(rep *deployer.Report, err error) string {
 		if op == "" {
 			op = "deploy"
 		}
-		fmt.Fprintf(&b, "### rollout %s `%s`: %s in %s\n\n", op, strings.ReplaceAll(rep.Version, "`", "'"), result, rep.Duration.Round(time.Millisecond))
+		fmt.Fprintf(&b, "### rollout %s%s `%s`: %s in %s\n\n", appTitle, op, strings.ReplaceAll(rep.Version, "`", "'"), result, rep.Duration.Round(time.Millisecond))
 		if rep.Release != "" {
 			fmt.Fprintf(&b, "Release `%s`.", rep.Release)
 			if rep.Reverted != "" {
@@ -108,7 +108,7 @@ func jobSummary(rep *deployer.Report, err error) string {
 			}
 		}
 	} else {
-		fmt.Fprintf(&b, "### rollout deploy: %s\n", result)
+		fmt.Fprintf(&b, "### rollout %sdeploy: %s\n", appTitle, result)
 	}
 	if rep == nil || len(rep.Hosts) == 0 || allNotStarted(rep) {
 		if err != nil {

@@ -19,7 +19,7 @@ import (
 func initCommand() *cli.Command {
 	var flags []cli.Flag
 	for _, f := range connFlags() {
-		if n := f.Names()[0]; n != "hosts" && n != "output" {
+		if n := f.Names()[0]; n != "hosts" && n != "output" && n != "app" {
 			flags = append(flags, f)
 		}
 	}

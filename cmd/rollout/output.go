@@ -62,6 +62,9 @@ func isTerminal(w io.Writer) bool {
 type printer struct {
 	opt            outputOptions
 	stdout, stderr io.Writer
+	// app names the app in every line and JSON object, in a config with
+	// apps: ("" otherwise).
+	app string
 
 	mu    sync.Mutex
 	group map[string]*bytes.Buffer // GitHub, parallel > 1: lines of each running host
@@ -75,7 +78,7 @@ func (p *printer) event(e deployer.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.opt.JSON {
-		writeJSONLine(p.stdout, map[string]any{"type": "step", "event": e})
+		writeJSONLine(p.stdout, p.withApp(map[string]any{"type": "step", "event": e}))
 		return
 	}
 	if p.opt.GitHub && e.Step == deployer.StepHost {
@@ -109,6 +112,7 @@ func (p *printer) line(e deployer.Event) string {
 	if e.Port != 0 {
 		where = fmt.Sprintf("%s:%d", e.Host, e.Port)
 	}
+	where = p.where(where)
 	status := fmt.Sprintf("%-4s", e.Status)
 	if c := statusColor[e.Status]; p.opt.Color && c != "" {
 		status = "\x1b[" + c + "m" + status + "\x1b[0m"
@@ -161,14 +165,14 @@ func (p *printer) report(rep *deployer.Report, err error) {
 	}
 	if p.opt.JSON {
 		for _, f := range appFailures(err) {
-			writeJSONLine(p.stdout, map[string]any{"type": "app_output", "failure": f})
+			writeJSONLine(p.stdout, p.withApp(map[string]any{"type": "app_output", "failure": f}))
 		}
-		writeJSONLine(p.stdout, map[string]any{"type": "summary", "report": rep, "error": errString(err)})
+		writeJSONLine(p.stdout, p.withApp(map[string]any{"type": "summary", "report": rep, "error": errString(err)}))
 		return
 	}
 	// What the app said: the thing PM2 hides.
 	for _, f := range appFailures(err) {
-		fmt.Fprintf(p.stderr, "\n%s:%d did not come up; what it said since the restart:\n%s\n", f.Host, f.Port, indentLines(f.Output, "  | "))
+		fmt.Fprintf(p.stderr, "\n%s did not come up; what it said since the restart:\n%s\n", p.where(fmt.Sprintf("%s:%d", f.Host, f.Port)), indentLines(f.Output, "  | "))
 	}
 	if rep == nil {
 		return
@@ -179,7 +183,7 @@ func (p *printer) report(rep *deployer.Report, err error) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Outcome, ports(h.Restarted), ports(h.LeftOut), h.Duration.Round(time.Millisecond), h.Error)
 	}
 	tw.Flush()
-	fmt.Fprintf(p.stdout, "%s: %s in %s\n", strings.TrimSpace(rep.Op+" "+rep.Version), p.result(err, isTerminal(p.stdout)), rep.Duration.Round(time.Millisecond))
+	fmt.Fprintf(p.stdout, "%s%s: %s in %s\n", p.appTitle(), strings.TrimSpace(rep.Op+" "+rep.Version), p.result(err, isTerminal(p.stdout)), rep.Duration.Round(time.Millisecond))
 	if rep.Release != "" {
 		fmt.Fprintf(p.stdout, "release: %s\n", rep.Release)
 	}
@@ -200,6 +204,30 @@ func (p *printer) report(rep *deployer.Report, err error) {
 			fmt.Fprintf(p.stdout, "next: %s\n", h.Next)
 		}
 	}
+}
+
+// where is a place (a host, host:port) named with the app, if any.
+func (p *printer) where(place string) string {
+	if p.app == "" {
+		return place
+	}
+	return p.app + " " + place
+}
+
+// appTitle is "app NAME " with apps: in the config, or "".
+func (p *printer) appTitle() string {
+	if p.app == "" {
+		return ""
+	}
+	return "app " + p.app + " "
+}
+
+// withApp adds the app to a JSON object, if any.
+func (p *printer) withApp(m map[string]any) map[string]any {
+	if p.app != "" {
+		m["app"] = p.app
+	}
+	return m
 }
 
 // result is "ok" or "FAILED", coloured on a terminal.

@@ -209,7 +209,7 @@ func TestNextStepShown(t *testing.T) {
 	if !strings.HasSuffix(stdout, "deploy v2: FAILED in 1s\nnext: web1 could not be reached again; run `rollout deploy --version v2` again\n") {
 		t.Errorf("stdout:\n%s", stdout)
 	}
-	if sum := jobSummary(rep, err); !strings.Contains(sum, "**Next, for web1:** web1 could not be reached again") {
+	if sum := jobSummary("", rep, err); !strings.Contains(sum, "**Next, for web1:** web1 could not be reached again") {
 		t.Errorf("job summary:\n%s", sum)
 	}
 }
@@ -235,7 +235,7 @@ func TestReleaseOutput(t *testing.T) {
 	if _, stderr = render(outputOptions{Progress: true}, ev, rep, err); !strings.Contains(stderr, "1.2 MB of 3.4 MB, 12.0 MB/s") {
 		t.Errorf("a terminal: no progress line:\n%s", stderr)
 	}
-	if sum := jobSummary(rep, err); !strings.Contains(sum, "Release `20261127040000-v4`. **reverted to 20261126040000-v3.**") {
+	if sum := jobSummary("", rep, err); !strings.Contains(sum, "Release `20261127040000-v4`. **reverted to 20261126040000-v3.**") {
 		t.Errorf("job summary:\n%s", sum)
 	}
 }
@@ -257,7 +257,7 @@ func TestProbeOutput(t *testing.T) {
 	if !strings.Contains(stdout, `"probe":[{"host":"10.213.0.11","url":"http://127.0.0.1:80/","requests":120,"failed":1,"failures":{"status 502":1},"p50_ns":2300000,"p99_ns":14000000,"versions":{"v3":40,"v4":79}}]`) {
 		t.Errorf("json:\n%s", stdout)
 	}
-	if sum := jobSummary(rep, nil); !strings.Contains(sum, "- **10.213.0.11**: "+want+"\n") {
+	if sum := jobSummary("", rep, nil); !strings.Contains(sum, "- **10.213.0.11**: "+want+"\n") {
 		t.Errorf("job summary:\n%s", sum)
 	}
 }
@@ -273,7 +273,7 @@ func TestBakeOutput(t *testing.T) {
 	if stdout, _ := render(outputOptions{}, nil, rep, err); !strings.Contains(stdout, want+"\n") {
 		t.Errorf("summary:\n%s", stdout)
 	}
-	if sum := jobSummary(rep, err); !strings.Contains(sum, want) {
+	if sum := jobSummary("", rep, err); !strings.Contains(sum, want) {
 		t.Errorf("job summary:\n%s", sum)
 	}
 	ev := []deployer.Event{{Step: deployer.StepBake, Status: deployer.StatusStart, Message: "watching real traffic for 20s"}}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -23,18 +25,24 @@ func releaseFlags() []cli.Flag {
 	}
 }
 
-// packArtifact checks and packs --artifact, before anything connects; the
-// caller removes it. Without release: the flag is refused, and with it the
-// flag is required.
+// packArtifact checks and packs the app's artifact (--artifact, {app} in
+// it being the app's name, or else release.artifact), before anything
+// connects; the caller removes it. Without release: the flag is refused,
+// and with it an artifact is required.
 func packArtifact(c *cli.Context, cfg *deployer.Config) (*deployer.Artifact, func(), error) {
-	path := c.String("artifact")
+	path := strings.ReplaceAll(c.String("artifact"), "{app}", cfg.App)
 	switch {
 	case cfg.Release == nil && path != "":
 		return nil, nil, usageError{fmt.Errorf("--artifact needs the release: section in %s (without it rollout ships no code)", c.String("config"))}
 	case cfg.Release == nil:
 		return nil, func() {}, nil
+	case path == "" && cfg.Release.Artifact != "":
+		path = cfg.Release.Artifact
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(filepath.Dir(c.String("config")), path)
+		}
 	case path == "":
-		return nil, nil, usageError{fmt.Errorf("--artifact (or ROLLOUT_ARTIFACT) is required: %s has a release: section, and rollout ships the release (a directory or a .tar.gz)", c.String("config"))}
+		return nil, nil, usageError{fmt.Errorf("--artifact (or ROLLOUT_ARTIFACT, or release.artifact) is required: %s has a release: section, and rollout ships the release (a directory or a .tar.gz)", c.String("config"))}
 	}
 	a, err := artifact.Pack(path, "")
 	if err != nil {
@@ -43,14 +51,42 @@ func packArtifact(c *cli.Context, cfg *deployer.Config) (*deployer.Artifact, fun
 	return &deployer.Artifact{SHA256: a.SHA256, Size: a.Size, Open: a.Open}, func() { _ = a.Remove() }, nil
 }
 
-// loadReleaseConfig is loadConfig for a command that needs the release:
-// section.
-func loadReleaseConfig(c *cli.Context) (*deployer.Config, error) {
-	cfg, err := loadConfig(c)
-	if err == nil && cfg.Release == nil {
-		err = usageError{fmt.Errorf("%s needs the release: section in %s", c.Command.Name, c.String("config"))}
+// checkArtifactFlag refuses one --artifact for several apps that ship
+// code: each needs its own ({app} in the flag, or release.artifact).
+func checkArtifactFlag(c *cli.Context, apps []*deployer.Config) error {
+	path := c.String("artifact")
+	if path == "" || strings.Contains(path, "{app}") {
+		return nil
 	}
-	return cfg, err
+	var shipping []string
+	for _, a := range apps {
+		if a.Release != nil {
+			shipping = append(shipping, a.App)
+		}
+	}
+	if len(shipping) > 1 {
+		return usageError{fmt.Errorf("--artifact %s would ship the same code as apps %s: put {app} in it (dist/{app}.tar.gz), give each app release.artifact, or pick one with --app", path, strings.Join(shipping, ", "))}
+	}
+	return nil
+}
+
+// loadReleaseApps is loadApps for a command that needs the release:
+// section in every app.
+func loadReleaseApps(c *cli.Context) (*deployer.Project, []*deployer.Config, error) {
+	pr, apps, err := loadApps(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, cfg := range apps {
+		if cfg.Release != nil {
+			continue
+		}
+		if pr.Multi {
+			return nil, nil, usageError{fmt.Errorf("%s needs the release: section, and app %s in %s has none (pick apps with --app)", c.Command.Name, cfg.App, c.String("config"))}
+		}
+		return nil, nil, usageError{fmt.Errorf("%s needs the release: section in %s", c.Command.Name, c.String("config"))}
+	}
+	return pr, apps, nil
 }
 
 // previewHosts reads what each host says now (plan --live).
@@ -89,25 +125,30 @@ Examples:
 			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadReleaseConfig(c)
-			if err != nil {
-				return err
-			}
 			to := c.String("to")
 			if to != "" {
 				if err := deployer.ValidReleaseID(to); err != nil {
 					return usageError{fmt.Errorf("--to: %w", err)}
 				}
 			}
-			d, out, err := newDeployer(c, cfg, c.String("version"))
+			pr, apps, err := loadReleaseApps(c)
 			if err != nil {
 				return err
 			}
-			d.RollbackTo, d.Force = to, c.Bool("force")
-			rep, err := d.Rollback(c.Context)
-			out.report(rep, err)
-			notifyDeploy(c.Context, cfg, rep, err, os.Getenv, c.App.ErrWriter)
-			return err
+			if to != "" && len(apps) > 1 {
+				return usageError{errors.New("--to names one app's release: pick the app with --app")}
+			}
+			return eachApp(c, pr, apps, 1, false, func(cfg *deployer.Config, o appOutput) error {
+				d, out, err := newDeployer(c, cfg, c.String("version"), o)
+				if err != nil {
+					return err
+				}
+				d.RollbackTo, d.Force = to, c.Bool("force")
+				rep, err := d.Rollback(c.Context)
+				out.report(rep, err)
+				notifyDeploy(c.Context, cfg, rep, err, os.Getenv, o.stderr)
+				return err
+			})
 		},
 	}
 }
@@ -129,22 +170,24 @@ Examples:
 			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadReleaseConfig(c)
+			pr, apps, err := loadReleaseApps(c)
 			if err != nil {
 				return err
 			}
-			if len(cfg.Strategy.Batches) == 0 {
-				// deploy --pause without strategy.batches paused after [1].
-				cfg.Strategy.Batches = pauseBatches
-			}
-			d, out, err := newDeployer(c, cfg, c.String("version"))
-			if err != nil {
+			return eachApp(c, pr, apps, 1, false, func(cfg *deployer.Config, o appOutput) error {
+				if len(cfg.Strategy.Batches) == 0 {
+					// deploy --pause without strategy.batches paused after [1].
+					cfg.Strategy.Batches = pauseBatches
+				}
+				d, out, err := newDeployer(c, cfg, c.String("version"), o)
+				if err != nil {
+					return err
+				}
+				rep, err := d.Promote(c.Context)
+				out.report(rep, err)
+				notifyDeploy(c.Context, cfg, rep, err, os.Getenv, o.stderr)
 				return err
-			}
-			rep, err := d.Promote(c.Context)
-			out.report(rep, err)
-			notifyDeploy(c.Context, cfg, rep, err, os.Getenv, c.App.ErrWriter)
-			return err
+			})
 		},
 	}
 }
@@ -165,27 +208,33 @@ Examples:
 		Flags:        connFlags(),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadReleaseConfig(c)
+			pr, apps, err := loadReleaseApps(c)
 			if err != nil {
 				return err
 			}
-			hosts := make([]deployer.HostReleases, len(cfg.Hosts))
-			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) error {
-				var err error
-				hosts[i], err = deployer.Releases(ctx, cfg, host, conn)
-				return err
-			})
-			for i, err := range errs {
-				if err != nil {
-					hosts[i] = deployer.HostReleases{Host: cfg.Hosts[i], Error: err.Error()}
+			return eachApp(c, pr, apps, 1, true, func(cfg *deployer.Config, out appOutput) error {
+				hosts := make([]deployer.HostReleases, len(cfg.Hosts))
+				errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) error {
+					var err error
+					hosts[i], err = deployer.Releases(ctx, cfg, host, conn)
+					return err
+				})
+				for i, err := range errs {
+					if err != nil {
+						hosts[i] = deployer.HostReleases{Host: cfg.Hosts[i], Error: err.Error()}
+					}
 				}
-			}
-			if c.String("output") == "json" {
-				writeJSONLine(c.App.Writer, map[string]any{"hosts": hosts})
-			} else {
-				writeReleases(c.App.Writer, hosts)
-			}
-			return hostErrors(errs)
+				if c.String("output") == "json" {
+					doc := map[string]any{"hosts": hosts}
+					if out.app != "" {
+						doc["app"] = out.app
+					}
+					writeJSONLine(out.stdout, doc)
+				} else {
+					writeReleases(out.stdout, hosts)
+				}
+				return hostErrors(errs)
+			})
 		},
 	}
 }

@@ -26,27 +26,33 @@ Examples:
 		Flags:        connFlags(),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
+			pr, apps, err := loadApps(c)
 			if err != nil {
 				return err
 			}
-			ports := cfg.Ports()
-			if cfg.InstancesAuto() {
-				ports = []int{cfg.BasePort()}
-			}
-			files := deployer.Render(cfg, ports)
-			if c.String("output") == "json" {
-				writeJSONLine(c.App.Writer, map[string]any{"files": files})
-				return nil
-			}
-			for _, f := range files {
-				note := ""
-				if f.Keep {
-					note = " (written only if missing; an existing one is kept)"
+			return eachApp(c, pr, apps, 1, true, func(cfg *deployer.Config, out appOutput) error {
+				ports := cfg.Ports()
+				if cfg.InstancesAuto() {
+					ports = []int{cfg.BasePort()}
 				}
-				fmt.Fprintf(c.App.Writer, "==> %s  %s %s%s\n%s\n", f.Path, f.Owner, f.Mode, note, f.Content)
-			}
-			return nil
+				files := deployer.Render(cfg, ports)
+				if c.String("output") == "json" {
+					doc := map[string]any{"files": files}
+					if out.app != "" {
+						doc["app"] = out.app
+					}
+					writeJSONLine(out.stdout, doc)
+					return nil
+				}
+				for _, f := range files {
+					note := ""
+					if f.Keep {
+						note = " (written only if missing; an existing one is kept)"
+					}
+					fmt.Fprintf(out.stdout, "==> %s  %s %s%s\n%s\n", f.Path, f.Owner, f.Mode, note, f.Content)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -69,77 +75,86 @@ Examples:
 			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
+			pr, apps, err := loadApps(c)
 			if err != nil {
 				return err
 			}
-			if cfg.Watch != nil {
-				// The webhook's URL goes to each host's root-only file;
-				// like a deploy's notification, it comes from the
-				// environment, never from rollout.yaml.
-				cfg.Watch.SetWebhook(os.Getenv(cfg.Notify.URLEnv))
-			}
-			dry := c.Bool("dry-run")
-			now := time.Now() // a moved host's first release: one ID for the fleet
-			holder := deployer.NewLockInfo("setup", "")
-			results := make([]*deployer.SetupResult, len(cfg.Hosts))
-			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
-				t0 := time.Now()
-				if !dry {
-					lock, err := deployer.AcquireLock(ctx, cfg, host, conn, holder, c.Bool("break-stale-lock"))
-					if err != nil {
-						return err
-					}
-					if msg := lock.TakeOverMessage(); msg != "" {
-						fmt.Fprintf(c.App.ErrWriter, "rollout: %s: %s\n", host, msg)
-					}
-					defer func() {
-						cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-						defer cancel()
-						e := deployer.HistoryEntry{Time: time.Now().UTC(), User: holder.User, From: holder.From, RunURL: holder.RunURL,
-							Op: "setup", Outcome: deployer.HostOK, Duration: time.Since(t0)}
-						if err != nil {
-							e.Outcome, e.Error = deployer.HostFailed, err.Error()
-						}
-						err = errors.Join(err, deployer.AppendHistory(cctx, cfg, conn, e), lock.Release(cctx))
-					}()
-				}
-				results[i], err = deployer.Setup(ctx, cfg, host, conn, dry, now)
-				return err
-			})
-			if c.String("output") == "json" {
-				writeJSONLine(c.App.Writer, map[string]any{"hosts": results, "dry_run": dry, "error": errString(errors.Join(errs...))})
-			} else {
-				for i, r := range results {
-					if r == nil {
-						continue
-					}
-					verb := "changed"
-					if dry {
-						verb = "would change"
-					}
-					switch {
-					case len(r.Changes) == 0:
-						fmt.Fprintf(c.App.Writer, "%s: no changes\n", cfg.Hosts[i])
-					default:
-						fmt.Fprintf(c.App.Writer, "%s: %s:\n  - %s\n", cfg.Hosts[i], verb, strings.Join(r.Changes, "\n  - "))
-					}
-					if r.Diff != "" {
-						fmt.Fprintln(c.App.Writer, r.Diff)
-					}
-				}
-			}
-			for _, err := range errs {
-				if err != nil {
-					fmt.Fprintln(c.App.ErrWriter, "rollout:", err)
-				}
-			}
-			if err := errors.Join(errs...); err != nil {
-				return fmt.Errorf("setup failed on %d host(s)", countErrs(errs))
-			}
-			return nil
+			return eachApp(c, pr, apps, 1, false, func(cfg *deployer.Config, out appOutput) error { return setup(c, cfg, out) })
 		},
 	}
+}
+
+// setup prepares one app's hosts.
+func setup(c *cli.Context, cfg *deployer.Config, out appOutput) error {
+	if cfg.Watch != nil {
+		// The webhook's URL goes to each host's root-only file;
+		// like a deploy's notification, it comes from the
+		// environment, never from rollout.yaml.
+		cfg.Watch.SetWebhook(os.Getenv(cfg.Notify.URLEnv))
+	}
+	dry := c.Bool("dry-run")
+	now := time.Now() // a moved host's first release: one ID for the fleet
+	holder := deployer.NewLockInfo("setup", "")
+	results := make([]*deployer.SetupResult, len(cfg.Hosts))
+	errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
+		t0 := time.Now()
+		if !dry {
+			lock, err := deployer.AcquireLock(ctx, cfg, host, conn, holder, c.Bool("break-stale-lock"))
+			if err != nil {
+				return err
+			}
+			if msg := lock.TakeOverMessage(); msg != "" {
+				fmt.Fprintf(out.stderr, "rollout: %s: %s\n", host, msg)
+			}
+			defer func() {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+				defer cancel()
+				e := deployer.HistoryEntry{Time: time.Now().UTC(), User: holder.User, From: holder.From, RunURL: holder.RunURL,
+					Op: "setup", Outcome: deployer.HostOK, Duration: time.Since(t0)}
+				if err != nil {
+					e.Outcome, e.Error = deployer.HostFailed, err.Error()
+				}
+				err = errors.Join(err, deployer.AppendHistory(cctx, cfg, conn, e), lock.Release(cctx))
+			}()
+		}
+		results[i], err = deployer.Setup(ctx, cfg, host, conn, dry, now)
+		return err
+	})
+	if c.String("output") == "json" {
+		doc := map[string]any{"hosts": results, "dry_run": dry, "error": errString(errors.Join(errs...))}
+		if out.app != "" {
+			doc["app"] = out.app
+		}
+		writeJSONLine(out.stdout, doc)
+	} else {
+		for i, r := range results {
+			if r == nil {
+				continue
+			}
+			verb := "changed"
+			if dry {
+				verb = "would change"
+			}
+			switch {
+			case len(r.Changes) == 0:
+				fmt.Fprintf(out.stdout, "%s: no changes\n", cfg.Hosts[i])
+			default:
+				fmt.Fprintf(out.stdout, "%s: %s:\n  - %s\n", cfg.Hosts[i], verb, strings.Join(r.Changes, "\n  - "))
+			}
+			if r.Diff != "" {
+				fmt.Fprintln(out.stdout, r.Diff)
+			}
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			fmt.Fprintln(out.stderr, "rollout:", err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("setup failed on %d host(s)", countErrs(errs))
+	}
+	return nil
 }
 
 func countErrs(errs []error) int {

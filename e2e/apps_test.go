@@ -1,0 +1,195 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollout-dev/rollout/e2e/testbed"
+)
+
+// addAuth sets a second app up by hand beside my-app, as the article's
+// monorepo runs it: auth@4190 and auth@4191, its own upstream, a site on
+// 8081.
+const addAuth = `set -e
+sed -e 's/my-app instance/auth instance/' /etc/systemd/system/my-app@.service >/etc/systemd/system/auth@.service
+printf 'upstream auth {\n    server 127.0.0.1:4190;\n    server 127.0.0.1:4191;\n}\nserver {\n    listen 8081;\n    location / {\n        proxy_pass http://auth;\n    }\n}\n' >/etc/nginx/conf.d/auth.conf
+systemctl daemon-reload
+systemctl enable --now auth@4190 auth@4191 2>/dev/null
+nginx -t -q
+systemctl reload nginx
+for p in 4190 4191; do
+  for i in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+done`
+
+// appsConfig is a config of two apps on host h: my-app and auth, each
+// with its paths in a monorepo; web and auth are the lines of each app's
+// instances.
+func appsConfig(h *testbed.Host, web, auth string) string {
+	return fmt.Sprintf(`hosts: [%s]
+ssh:
+  user: deploy
+  key: %s
+  known_hosts: %s
+health:
+  path: /healthz
+  timeout: 10s
+  min_healthy: 0s
+drain_timeout: 10s
+apps:
+  my-app:
+    %s
+    nginx: {upstream_file: /etc/nginx/conf.d/my-app-upstream.conf, upstream: my_app}
+    hooks:
+      host_before: ['sudo -n /usr/local/sbin/my-app-activate "$ROLLOUT_VERSION"']
+    paths: [apps/web/**, packages/**]
+  auth:
+    %s
+    nginx: {upstream_file: /etc/nginx/conf.d/auth.conf, upstream: auth}
+    probe: {address: 127.0.0.1:8081}
+    paths: [services/auth/**]
+`, h.Addr, fleet.KeyFile, fleet.KnownHosts, web, auth)
+}
+
+// rolloutIn runs rollout in dir (a repository) and returns its combined
+// output and exit code.
+func rolloutIn(t *testing.T, dir string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, rolloutBin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run rollout: %v", err)
+	}
+	t.Logf("rollout %s (exit %d):\n%s", strings.Join(args, " "), code, out)
+	return string(out), code
+}
+
+// A monorepo of two apps on one host: --changed-since deploys the app whose
+// files changed and leaves the other one running untouched; status groups
+// by app.
+func TestMonorepoDeploysOnlyTheChangedApp(t *testing.T) {
+	h := fleet.Hosts[0]
+	resetHost(t, h)
+	if out, err := fleet.RunInput(context.Background(), h, "sudo -n bash -s", strings.NewReader(addAuth)); err != nil {
+		t.Fatalf("set auth up by hand: %v\n%s", err, out)
+	}
+	if err := fleet.StageRelease(context.Background(), h, testbed.GoodRelease("v2")); err != nil {
+		t.Fatal(err)
+	}
+
+	repo := t.TempDir()
+	git := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"}, args...)...)
+		cmd.Dir = repo
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	write := func(name, content string) {
+		t.Helper()
+		p := filepath.Join(repo, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	git("init", "-q", "-b", "main")
+	write("rollout.yaml", appsConfig(h, "base_port: 3000\n    instances: 4", "base_port: 4190\n    instances: auto"))
+	write("apps/web/server.js", "web v1\n")
+	write("services/auth/server.js", "auth v1\n")
+	git("add", "-A")
+	git("commit", "-q", "-m", "v1")
+	base := git("rev-parse", "HEAD")
+	write("services/auth/server.js", "auth v2\n")
+	git("commit", "-q", "-am", "auth v2")
+
+	before := instanceStates(t, h)
+	out, code := rolloutIn(t, repo, "deploy", "--changed-since", base, "--version", "v2")
+	if code != 0 || !strings.Contains(out, "changed since "+base+": auth (services/auth/server.js)") || !strings.Contains(out, "app auth deploy v2: ok") {
+		t.Fatalf("deploy --changed-since exited %d", code)
+	}
+	if strings.Contains(out, "my-app@") || strings.Contains(out, "== app my-app ==") {
+		t.Errorf("the deploy touched my-app, whose files did not change")
+	}
+	after := instanceStates(t, h)
+	for port, st := range before {
+		if after[port] != st {
+			t.Errorf("my-app@%d restarted: %+v -> %+v", port, st, after[port])
+		}
+	}
+	// auth's instances were restarted, one at a time, and are served.
+	for _, port := range []int{4190, 4191} {
+		out, err := fleet.Run(context.Background(), h, fmt.Sprintf("systemctl show -p NRestarts,ExecMainStartTimestampMonotonic,ActiveState --value auth@%d; curl -sS -o /dev/null -w '%%{http_code}' http://127.0.0.1:8081/healthz", port))
+		if err != nil || !strings.Contains(out, "active") || !strings.HasSuffix(strings.TrimSpace(out), "200") {
+			t.Errorf("auth@%d after the deploy: %v\n%s", port, err, out)
+		}
+	}
+	// Each app's history is its own.
+	out, code = rolloutIn(t, repo, "history", "--output", "json")
+	if code != 0 || !strings.Contains(out, `"app":"auth"`) || !strings.Contains(out, `"version":"v2"`) {
+		t.Errorf("history exited %d", code)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.Contains(line, `"app":"my-app"`) && strings.Contains(line, `"version":"v2"`) {
+			t.Errorf("my-app's history has the deploy of auth: %s", line)
+		}
+	}
+	// Nothing of an app changed since HEAD: exit 0, nothing run.
+	if out, code := rolloutIn(t, repo, "deploy", "--changed-since", "HEAD", "--version", "v3"); code != 0 || !strings.Contains(out, "no app changed since HEAD") || strings.Contains(out, "preflight") {
+		t.Errorf("deploy with nothing changed exited %d", code)
+	}
+	// status: every app, grouped.
+	out, code = rolloutIn(t, repo, "status")
+	if code != 0 || !strings.Contains(out, "== app my-app ==") || !strings.Contains(out, "== app auth ==") || strings.Count(out, "active/running") != 6 {
+		t.Errorf("status exited %d", code)
+	}
+	// --app picks one.
+	out, code = rolloutIn(t, repo, "status", "--app", "auth")
+	if code != 0 || strings.Contains(out, "my-app") || strings.Count(out, "active/running") != 2 {
+		t.Errorf("status --app auth exited %d", code)
+	}
+}
+
+// Two apps whose instances: auto ranges meet only on a host with enough
+// cores: the config is valid, and the deploy's preflight refuses it on the
+// host, naming both, before any change.
+func TestAppsWithOverlappingAutoPortsRefused(t *testing.T) {
+	h := fleet.Hosts[0]
+	resetHost(t, h)
+	cfg := filepath.Join(t.TempDir(), "rollout.yaml")
+	if err := os.WriteFile(cfg, []byte(appsConfig(h, "base_port: 3000\n    instances: auto", "base_port: 3001\n    instances: auto")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := rollout(t, "plan", "-c", cfg, "--version", "v2"); code != 0 {
+		t.Fatalf("plan (which reads no host) exited %d:\n%s", code, out)
+	}
+	before := instanceStates(t, h)
+	out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2")
+	if code != 3 || !strings.Contains(out, "ports 3001 of app my-app are also app auth's here (auth: 3001-3002) (instances: auto, 2 cores here)") ||
+		!strings.Contains(out, "not run, after a failed app: auth") {
+		t.Fatalf("deploy exited %d, want 3 naming both apps", code)
+	}
+	if after := instanceStates(t, h); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("instances changed: %v -> %v", before, after)
+	}
+	if out, err := fleet.Run(context.Background(), h, "ls /var/lib/rollout/my-app/lock 2>&1 || true"); !strings.Contains(out, "No such file") {
+		t.Errorf("a lock was left: %v %s", err, out)
+	}
+}
