@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rollout-dev/rollout/e2e/testbed"
 )
@@ -56,26 +55,6 @@ apps:
 `, h.Addr, fleet.KeyFile, fleet.KnownHosts, web, auth)
 }
 
-// rolloutIn runs rollout in dir (a repository) and returns its combined
-// output and exit code.
-func rolloutIn(t *testing.T, dir string, args ...string) (string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, rolloutBin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "NO_COLOR=1")
-	out, err := cmd.CombinedOutput()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run rollout: %v", err)
-	}
-	t.Logf("rollout %s (exit %d):\n%s", strings.Join(args, " "), code, out)
-	return string(out), code
-}
-
 // A monorepo of two apps on one host: --changed-since deploys the app whose
 // files changed and leaves the other one running untouched; status groups
 // by app.
@@ -121,7 +100,7 @@ func TestMonorepoDeploysOnlyTheChangedApp(t *testing.T) {
 	git("commit", "-q", "-am", "auth v2")
 
 	before := instanceStates(t, h)
-	out, code := rolloutIn(t, repo, "deploy", "--changed-since", base, "--version", "v2")
+	out, code := rolloutIn(t, repo, nil, "deploy", "--changed-since", base, "--version", "v2")
 	if code != 0 || !strings.Contains(out, "changed since "+base+": auth (services/auth/server.js)") || !strings.Contains(out, "app auth deploy v2: ok") {
 		t.Fatalf("deploy --changed-since exited %d", code)
 	}
@@ -142,7 +121,7 @@ func TestMonorepoDeploysOnlyTheChangedApp(t *testing.T) {
 		}
 	}
 	// Each app's history is its own.
-	out, code = rolloutIn(t, repo, "history", "--output", "json")
+	out, code = rolloutIn(t, repo, nil, "history", "--output", "json")
 	if code != 0 || !strings.Contains(out, `"app":"auth"`) || !strings.Contains(out, `"version":"v2"`) {
 		t.Errorf("history exited %d", code)
 	}
@@ -152,16 +131,16 @@ func TestMonorepoDeploysOnlyTheChangedApp(t *testing.T) {
 		}
 	}
 	// Nothing of an app changed since HEAD: exit 0, nothing run.
-	if out, code := rolloutIn(t, repo, "deploy", "--changed-since", "HEAD", "--version", "v3"); code != 0 || !strings.Contains(out, "no app changed since HEAD") || strings.Contains(out, "preflight") {
+	if out, code := rolloutIn(t, repo, nil, "deploy", "--changed-since", "HEAD", "--version", "v3"); code != 0 || !strings.Contains(out, "no app changed since HEAD") || strings.Contains(out, "preflight") {
 		t.Errorf("deploy with nothing changed exited %d", code)
 	}
 	// status: every app, grouped.
-	out, code = rolloutIn(t, repo, "status")
+	out, code = rolloutIn(t, repo, nil, "status")
 	if code != 0 || !strings.Contains(out, "== app my-app ==") || !strings.Contains(out, "== app auth ==") || strings.Count(out, "active/running") != 6 {
 		t.Errorf("status exited %d", code)
 	}
 	// --app picks one.
-	out, code = rolloutIn(t, repo, "status", "--app", "auth")
+	out, code = rolloutIn(t, repo, nil, "status", "--app", "auth")
 	if code != 0 || strings.Contains(out, "my-app") || strings.Count(out, "active/running") != 2 {
 		t.Errorf("status --app auth exited %d", code)
 	}

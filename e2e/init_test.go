@@ -88,16 +88,6 @@ func TestInitFromArticleHostsDeploysUnderLoad(t *testing.T) {
 func TestInitTwoAppsOnAHost(t *testing.T) {
 	h := fleet.Hosts[0]
 	resetHost(t, h)
-	const addAuth = `set -e
-sed -e 's/my-app instance/auth instance/' /etc/systemd/system/my-app@.service >/etc/systemd/system/auth@.service
-printf 'upstream auth {\n    server 127.0.0.1:4190;\n    server 127.0.0.1:4191;\n}\nserver {\n    listen 8081;\n    location / {\n        proxy_pass http://auth;\n    }\n}\n' >/etc/nginx/conf.d/auth.conf
-systemctl daemon-reload
-systemctl enable --now auth@4190 auth@4191 2>/dev/null
-nginx -t -q
-systemctl reload nginx
-for p in 4190 4191; do
-  for i in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
-done`
 	if out, err := fleet.RunInput(context.Background(), h, "sudo -n bash -s", strings.NewReader(addAuth)); err != nil {
 		t.Fatalf("set auth up by hand: %v\n%s", err, out)
 	}

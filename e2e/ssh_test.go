@@ -54,9 +54,16 @@ func writeTemp(t *testing.T, name, content string) string {
 // rolloutEnv is rollout() with extra environment variables.
 func rolloutEnv(t testing.TB, env []string, args ...string) (string, int) {
 	t.Helper()
+	return rolloutIn(t, "", env, args...)
+}
+
+// rolloutIn runs rollout in dir ("": this one) with env added.
+func rolloutIn(t testing.TB, dir string, env []string, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, rolloutBin, args...)
+	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "NO_COLOR=1"), env...)
 	out, err := cmd.CombinedOutput()
 	code := 0

@@ -155,6 +155,14 @@ type appOutput struct {
 	app            string
 }
 
+// doc is a JSON document of the app's, naming it with apps: in the config.
+func (o appOutput) doc(m map[string]any) map[string]any {
+	if o.app != "" {
+		m["app"] = o.app
+	}
+	return m
+}
+
 // eachApp runs fn for each app in order, or with parallel > 1 that many at
 // once. With keepGoing a failed app does not stop the others (read-only
 // commands); otherwise no app starts after one failed. With apps: in the

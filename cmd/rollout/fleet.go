@@ -66,11 +66,7 @@ func status(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 		}
 	}
 	if c.String("output") == "json" {
-		doc := map[string]any{"hosts": hosts}
-		if out.app != "" {
-			doc["app"] = out.app
-		}
-		writeJSONLine(out.stdout, doc)
+		writeJSONLine(out.stdout, out.doc(map[string]any{"hosts": hosts}))
 	} else {
 		writeStatus(out.stdout, hosts)
 	}
@@ -265,11 +261,7 @@ Examples:
 func lockCommand() *cli.Command {
 	show := func(c *cli.Context, out appOutput, states []deployer.LockState) {
 		if c.String("output") == "json" {
-			doc := map[string]any{"locks": states}
-			if out.app != "" {
-				doc["app"] = out.app
-			}
-			writeJSONLine(out.stdout, doc)
+			writeJSONLine(out.stdout, out.doc(map[string]any{"locks": states}))
 			return
 		}
 		tw := tabwriter.NewWriter(out.stdout, 0, 0, 2, ' ', 0)

@@ -225,11 +225,7 @@ Examples:
 					}
 				}
 				if c.String("output") == "json" {
-					doc := map[string]any{"hosts": hosts}
-					if out.app != "" {
-						doc["app"] = out.app
-					}
-					writeJSONLine(out.stdout, doc)
+					writeJSONLine(out.stdout, out.doc(map[string]any{"hosts": hosts}))
 				} else {
 					writeReleases(out.stdout, hosts)
 				}

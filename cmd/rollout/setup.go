@@ -37,11 +37,7 @@ Examples:
 				}
 				files := deployer.Render(cfg, ports)
 				if c.String("output") == "json" {
-					doc := map[string]any{"files": files}
-					if out.app != "" {
-						doc["app"] = out.app
-					}
-					writeJSONLine(out.stdout, doc)
+					writeJSONLine(out.stdout, out.doc(map[string]any{"files": files}))
 					return nil
 				}
 				for _, f := range files {
@@ -121,11 +117,7 @@ func setup(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 		return err
 	})
 	if c.String("output") == "json" {
-		doc := map[string]any{"hosts": results, "dry_run": dry, "error": errString(errors.Join(errs...))}
-		if out.app != "" {
-			doc["app"] = out.app
-		}
-		writeJSONLine(out.stdout, doc)
+		writeJSONLine(out.stdout, out.doc(map[string]any{"hosts": results, "dry_run": dry, "error": errString(errors.Join(errs...))}))
 	} else {
 		for i, r := range results {
 			if r == nil {
