@@ -3,11 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rollout-dev/rollout/e2e/testbed"
 )
@@ -170,5 +173,80 @@ func TestAppsWithOverlappingAutoPortsRefused(t *testing.T) {
 	}
 	if out, err := fleet.Run(context.Background(), h, "ls /var/lib/rollout/my-app/lock 2>&1 || true"); !strings.Contains(out, "No such file") {
 		t.Errorf("a lock was left: %v %s", err, out)
+	}
+}
+
+// getVersion GETs url and returns the status and the app's version header.
+func getVersion(t *testing.T, url string) (int, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("X-App-Version")
+}
+
+// rollout setup prepares a second app beside the first on the same host
+// (its user, unit, upstream, site, release root), and one deploy ships
+// each app its own release (release.artifact), each under its own root.
+func TestMonorepoSetupAndReleases(t *testing.T) {
+	h := fleet.Hosts[0]
+	resetHost(t, h)
+	t.Cleanup(func() { resetHost(t, h) })
+	repo := t.TempDir()
+	web := strings.Replace(appsConfig(h, "base_port: 3000\n    instances: 4", "base_port: 4190\n    instances: auto"),
+		"    hooks:\n      host_before: ['sudo -n /usr/local/sbin/my-app-activate \"$ROLLOUT_VERSION\"']\n",
+		"    setup: {user: nodeuser, env_file: /etc/my-app/.env, log_dir: /var/log/my-app, server_name: "+h.Addr+"}\n    release: {root: /srv/my-app, artifact: build/web}\n", 1)
+	cfgText := strings.Replace(web, "    probe: {address: 127.0.0.1:8081}\n",
+		"    setup: {listen: 8081}\n    release: {artifact: build/auth}\n", 1)
+	cfg := filepath.Join(repo, "rollout.yaml")
+	if err := os.WriteFile(cfg, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := testbed.GoodRelease("w2").WriteDir(filepath.Join(repo, "build/web")); err != nil {
+		t.Fatal(err)
+	}
+	if err := testbed.GoodRelease("a2").WriteDir(filepath.Join(repo, "build/auth")); err != nil {
+		t.Fatal(err)
+	}
+
+	out, code := rollout(t, "setup", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "== app my-app ==") || !strings.Contains(out, "move the code in /var/www/my-app into release ") ||
+		!strings.Contains(out, "== app auth ==") || !strings.Contains(out, "create system user auth") || !strings.Contains(out, "write /etc/systemd/system/auth@.service") {
+		t.Fatalf("setup of both apps exited %d", code)
+	}
+	nginxTestPasses(t, h)
+	// auth's secrets arrive the way teams ship them.
+	if out, err := fleet.Run(context.Background(), h, `sudo -n sh -c 'echo DATABASE_URL=postgres://x@127.0.0.1/x > /etc/auth/.env'`); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2"); code != 0 || !strings.Contains(out, "app my-app deploy v2: ok") || !strings.Contains(out, "app auth deploy v2: ok") {
+		t.Fatalf("deploy of both apps exited %d", code)
+	}
+	for _, site := range []struct{ url, version string }{{"http://" + h.Addr + "/", "w2"}, {"http://127.0.0.1:8081/", "a2"}} {
+		if strings.Contains(site.url, "127.0.0.1") {
+			out, err := fleet.Run(context.Background(), h, "curl -sS -D - -o /dev/null "+site.url)
+			if err != nil || !strings.Contains(out, " 200") || !strings.Contains(strings.ToLower(out), "x-app-version: "+site.version) {
+				t.Errorf("auth's site on the host: %v\n%s", err, out)
+			}
+			continue
+		}
+		if status, v := getVersion(t, site.url); status != 200 || v != site.version {
+			t.Errorf("%s: %d, version %q, want 200 %s", site.url, status, v, site.version)
+		}
+	}
+	// Each app's releases under its own root, run by its own user.
+	if out, err := fleet.Run(context.Background(), h, "readlink /srv/my-app/current /srv/auth/current; systemctl show -p User --value auth@4190 my-app@3000"); err != nil ||
+		!strings.Contains(out, "/srv/my-app/releases/") || !strings.Contains(out, "/srv/auth/releases/") || !strings.Contains(out, "auth\nnodeuser") {
+		t.Errorf("releases and users: %v\n%s", err, out)
+	}
+	if out, code := rollout(t, "releases", "-c", cfg, "--app", "auth"); code != 0 || !strings.Contains(out, "-v2") || strings.Contains(out, "my-app") {
+		t.Errorf("releases --app auth exited %d", code)
+	}
+	if out, code := rollout(t, "setup", "-c", cfg); code != 0 || strings.Count(out, h.Addr+": no changes") != 2 {
+		t.Errorf("a second setup exited %d or changed something", code)
 	}
 }

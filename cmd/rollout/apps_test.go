@@ -1,11 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rollout-dev/rollout/deployer"
 )
 
 // monorepoConfig is two apps of one repository on the same (unreachable)
@@ -181,5 +192,93 @@ func TestOneArtifactForSeveralApps(t *testing.T) {
 	_, errOut, code = runCLI(t, "deploy", "-c", file, "--version", "v2", "--artifact", filepath.Join(dir, "dist/{app}"))
 	if code != exitUsage || !strings.Contains(errOut, "app web: artifact "+filepath.Join(dir, "dist/web")) {
 		t.Errorf("exit %d, %s", code, errOut)
+	}
+}
+
+// appsContext is a CLI context with --output text, writing to stdout and
+// stderr.
+func appsContext(stdout, stderr *syncBuf) *cli.Context {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.String("output", "text", "")
+	c := cli.NewContext(&cli.App{Writer: stdout, ErrWriter: stderr}, fs, nil)
+	c.Context = context.Background()
+	return c
+}
+
+// syncBuf is a buffer safe for apps writing at once.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestAppsParallel(t *testing.T) {
+	pr, err := deployer.ParseProject("rollout.yaml", []byte(monorepoConfig+"apps_parallel: 2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr syncBuf
+	// Both run at once: each waits until the other has started.
+	var startedBoth sync.WaitGroup
+	startedBoth.Add(2)
+	both := make(chan struct{})
+	go func() { startedBoth.Wait(); close(both) }()
+	err = eachApp(appsContext(&stdout, &stderr), pr, pr.Apps, pr.AppsParallel, false, func(cfg *deployer.Config, out appOutput) error {
+		startedBoth.Done()
+		select {
+		case <-both:
+		case <-time.After(5 * time.Second):
+			return errors.New("the other app did not start meanwhile")
+		}
+		fmt.Fprintf(out.stdout, "line 1 of %s\n", cfg.App)
+		time.Sleep(10 * time.Millisecond)
+		fmt.Fprintf(out.stdout, "line 2 of %s\n", cfg.App)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each app's text comes out whole, under its header.
+	for _, app := range []string{"web", "auth"} {
+		if want := "== app " + app + " ==\nline 1 of " + app + "\nline 2 of " + app + "\n"; !strings.Contains(stdout.String(), want) {
+			t.Errorf("stdout lacks %q whole:\n%s", want, stdout.String())
+		}
+	}
+}
+
+func TestAppsStopAfterAFailure(t *testing.T) {
+	pr, err := deployer.ParseProject("rollout.yaml", []byte(monorepoConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr syncBuf
+	var ran []string
+	err = eachApp(appsContext(&stdout, &stderr), pr, pr.Apps, 1, false, func(cfg *deployer.Config, out appOutput) error {
+		ran = append(ran, cfg.App)
+		return usageError{errors.New("broken")}
+	})
+	var ue usageError
+	if len(ran) != 1 || err == nil || err.Error() != "app web: broken" || !errors.As(err, &ue) || !strings.Contains(stderr.String(), "not run, after a failed app: auth") {
+		t.Errorf("ran %v, err %v, stderr %q", ran, err, stderr.String())
+	}
+	// Read-only commands go on.
+	ran = nil
+	err = eachApp(appsContext(&stdout, &stderr), pr, pr.Apps, 1, true, func(cfg *deployer.Config, out appOutput) error {
+		ran = append(ran, cfg.App)
+		return errors.New("unreachable")
+	})
+	if len(ran) != 2 || err == nil || !strings.Contains(err.Error(), "app web: unreachable\napp auth: unreachable") {
+		t.Errorf("keep going: ran %v, err %v", ran, err)
 	}
 }
