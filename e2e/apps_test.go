@@ -239,7 +239,7 @@ func TestMonorepoSetupAndReleases(t *testing.T) {
 		}
 	}
 	// Each app's releases under its own root, run by its own user.
-	if out, err := fleet.Run(context.Background(), h, "readlink /srv/my-app/current /srv/auth/current; systemctl show -p User --value auth@4190 my-app@3000"); err != nil ||
+	if out, err := fleet.Run(context.Background(), h, "sudo -n readlink -f /srv/my-app/current /srv/auth/current; systemctl show -p User --value auth@4190; systemctl show -p User --value my-app@3000"); err != nil ||
 		!strings.Contains(out, "/srv/my-app/releases/") || !strings.Contains(out, "/srv/auth/releases/") || !strings.Contains(out, "auth\nnodeuser") {
 		t.Errorf("releases and users: %v\n%s", err, out)
 	}
