@@ -341,7 +341,7 @@ func (pr *Project) overlaps(file string, apps *yaml.Node) []*configError {
 			}
 			if common := intersect(a.Instances.Resolve(1), b.Instances.Resolve(1)); len(common) > 0 {
 				errs = append(errs, &configError{file: file, line: line, key: appsKey + "." + b.App,
-					err: fmt.Errorf("ports %s of app %s are also app %s's, on the same hosts", portRanges(common), b.App, a.App)})
+					err: fmt.Errorf("ports %s of app %s are also app %s's, on the same hosts", PortRanges(common), b.App, a.App)})
 			}
 			if a.Nginx.UpstreamFile == b.Nginx.UpstreamFile && a.Nginx.Upstream == b.Nginx.Upstream {
 				errs = append(errs, &configError{file: file, line: line, key: appsKey + "." + b.App + ".nginx.upstream",
@@ -386,7 +386,7 @@ func checkNeighbors(cfg *Config, host string, auto bool, cores func() (int, erro
 				how = fmt.Sprintf(" (instances: auto, %d cores here)", n)
 			}
 			errs = append(errs, fmt.Errorf("ports %s of app %s are also app %s's here (%s: %s)%s: give them ranges that do not meet",
-				portRanges(common), cfg.App, nb.app, nb.app, portRanges(theirs), how))
+				PortRanges(common), cfg.App, nb.app, nb.app, PortRanges(theirs), how))
 		}
 	}
 	return errors.Join(errs...)
@@ -403,8 +403,9 @@ func intersect(a, b []int) []int {
 	return out
 }
 
-// portRanges writes sorted ports as ranges: "3000-3003, 3005".
-func portRanges(ports []int) string {
+// PortRanges writes ports for people, sorted, runs joined: "3000-3003,
+// 3005" ("" for none).
+func PortRanges(ports []int) string {
 	ps := slices.Sorted(slices.Values(ports))
 	var parts []string
 	for i := 0; i < len(ps); {

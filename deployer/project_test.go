@@ -254,7 +254,7 @@ func TestSelect(t *testing.T) {
 }
 
 func TestPortRanges(t *testing.T) {
-	if got := portRanges([]int{3005, 3000, 3001, 3002, 3007, 3008}); got != "3000-3002, 3005, 3007-3008" {
+	if got := PortRanges([]int{3005, 3000, 3001, 3002, 3007, 3008}); got != "3000-3002, 3005, 3007-3008" {
 		t.Errorf("got %q", got)
 	}
 }

@@ -181,23 +181,10 @@ func printDiscovery(w io.Writer, d *deployer.Discovery) {
 	}
 }
 
-// ranges is ports for people, runs joined: "3000-3003, 3005".
+// ranges is ports for people, runs joined (deployer.PortRanges), or "none".
 func ranges(ports []int) string {
-	var parts []string
-	for i := 0; i < len(ports); {
-		j := i
-		for j+1 < len(ports) && ports[j+1] == ports[j]+1 {
-			j++
-		}
-		if j > i {
-			parts = append(parts, fmt.Sprintf("%d-%d", ports[i], ports[j]))
-		} else {
-			parts = append(parts, fmt.Sprint(ports[i]))
-		}
-		i = j + 1
-	}
-	if len(parts) == 0 {
+	if len(ports) == 0 {
 		return "none"
 	}
-	return strings.Join(parts, ", ")
+	return deployer.PortRanges(ports)
 }
