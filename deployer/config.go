@@ -48,10 +48,16 @@ type Config struct {
 	// Paths are globs of the app's files in its repository (apps.NAME.paths),
 	// for deploy --changed-since.
 	Paths []string
+	// LB is the lb: section; nil: Nginx runs beside the instances on each
+	// app host.
+	LB *LBConfig
 
 	minServing *int // nil: all the other instances of a host
 	// neighbors are the file's other apps on some of the same hosts.
 	neighbors []neighbor
+	// lbHost: this config changes a balancer host (lbSide), of balancer.
+	lbHost   bool
+	balancer *LBConfig
 }
 
 // SSHConfig says how to reach the hosts.

@@ -594,6 +594,7 @@ func schema(c *Config) []field {
 		strategySection(c),
 		probeSection(c),
 		watchSection(c),
+		lbSection(c),
 		strs(pathsKey, &c.Paths),
 	}
 }

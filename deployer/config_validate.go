@@ -58,7 +58,10 @@ func (c *Config) problems() []problem {
 	c.checkStrategy(&cs)
 	c.checkBatches(&cs)
 	c.checkProbe(&cs)
-	c.Nginx.check(&cs)
+	if c.LB == nil || c.LB.Driver != lbHAProxy {
+		c.Nginx.check(&cs)
+	}
+	c.checkLB(&cs)
 	c.Health.check(&cs)
 	cs.add("drain_timeout", positive(c.DrainTimeout))
 	for i, l := range c.Logs {

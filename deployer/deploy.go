@@ -56,6 +56,8 @@ type Deployer struct {
 	// remote is how the engine works on a connected host: over SSH unless
 	// a test gives a fake.
 	remote func(cfg *Config, conn Conn) remote
+	// lbs are the load balancer hosts of the run (lb:), once connected.
+	lbs *balancers
 }
 
 // The operations a Deployer runs.
@@ -117,6 +119,7 @@ func (d *Deployer) run(ctx context.Context, op string) (*Report, error) {
 	}
 	sessions, err := d.connect(ctx)
 	defer closeSessions(sessions)
+	defer d.lbs.close()
 	if err == nil && op == opDeploy {
 		err = d.localHooks(ctx, cfg.Hooks.Before, "before", "", sessions)
 	}

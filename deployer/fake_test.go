@@ -39,6 +39,10 @@ type fakeRemote struct {
 	history []HistoryEntry
 	hooks   [][]string // the env of each hook run
 	dials   []string   // the addresses health checks dialled
+	// forward, on a load balancer, is the app host its dials reach.
+	forward *fakeRemote
+	// haproxy, on a load balancer running HAProxy, is its backend.
+	haproxy *fakeHAProxy
 
 	// failAfterRestart: the instance answers 503 once restarted (or
 	// started).
@@ -212,6 +216,19 @@ func (r *fakeRemote) WriteUpstream(_ context.Context, have, next []byte, drained
 	return drainWait{}, nil
 }
 
+// HAProxy answers as haproxy.sh does, from the fake's backend state.
+func (r *fakeRemote) HAProxy(_ context.Context, op string, servers []string) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.fault("HAProxy"); err != nil {
+		return nil, err
+	}
+	if r.haproxy == nil {
+		return nil, fmt.Errorf("haproxy %s: not a balancer running HAProxy", op)
+	}
+	return r.haproxy.run(op, servers)
+}
+
 func (r *fakeRemote) UnitState(_ context.Context, port int) (unitState, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -311,6 +328,10 @@ func (r *fakeRemote) DialContext(ctx context.Context, network, addr string) (net
 		return d.DialContext(ctx, network, site.Listener.Addr().String())
 	}
 	r.dials = append(r.dials, host)
+	if fw := r.forward; fw != nil {
+		r.mu.Unlock()
+		return fw.DialContext(ctx, network, addr)
+	}
 	u, ok := r.units[port]
 	err := r.fault("DialContext")
 	r.mu.Unlock()
@@ -527,7 +548,7 @@ func fakeDeployer(t *testing.T, yaml string, hosts ...*fakeRemote) (*Deployer, *
 	if !strings.Contains(yaml, "ssh:") {
 		head += "ssh: {user: deploy}\n"
 	}
-	if !strings.Contains(yaml, "nginx:") {
+	if !strings.Contains(yaml, "nginx:") && !strings.Contains(yaml, "driver: haproxy") {
 		head += "nginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app}\n"
 	}
 	if !strings.Contains(yaml, "probe:") {

@@ -131,8 +131,8 @@ func (h *hostRun) revert(ctx context.Context, ports []int) (err error) {
 
 func newHostRun(d *Deployer, s *session, stop <-chan struct{}) *hostRun {
 	return &hostRun{
-		d: d, cfg: s.cfg, host: s.host, remote: s.rc, stop: stop,
-		health: newHealthCheck(s.cfg, s.rc), added: map[int]bool{},
+		d: d, cfg: s.cfg, host: s.host, remote: s.remote(), stop: stop,
+		health: newHealthCheck(s.cfg, s.remote()), added: map[int]bool{},
 	}
 }
 

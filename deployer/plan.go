@@ -120,6 +120,9 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 	for _, h := range cfg.Hooks.After {
 		p.After = append(p.After, Step{Name: StepHook, Does: "run locally after the deploy (ROLLOUT_RESULT=ok|failed)", Command: h, Local: true})
 	}
+	if cfg.LB != nil && p.Probe != "" {
+		p.Probe = strings.Replace(p.Probe, "through each host's SSH connection", "through each load balancer's SSH connection ("+cfg.LB.balancers()+")", 1)
+	}
 	addr := cfg.Nginx.ServerAddress
 	hc := fmt.Sprintf("GET http://%s%s through the SSH connection, want %d", net.JoinHostPort(addr, "%d"), cfg.Health.Path, cfg.Health.Status)
 	ports := cfg.Ports()
@@ -127,6 +130,10 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 		ports = []int{cfg.BasePort()}
 	}
 	for _, host := range cfg.Hosts {
+		if cfg.LB != nil {
+			addr = cfg.lbAddress(host)
+			hc = fmt.Sprintf("GET http://%s%s from the first load balancer reachable (%s), through its SSH connection, want %d", net.JoinHostPort(addr, "%d"), cfg.Health.Path, cfg.LB.Hosts[0], cfg.Health.Status)
+		}
 		hp := HostPlan{Host: host, Preflight: Step{
 			Name:    StepPreflight,
 			Does:    "connect; check sudo, the units, that the nginx config passes its test, and that the upstream file has the upstream block (instances without a server line are started and added first) (changes nothing; every host must pass before any host changes, any host hook runs or any lock is taken)",
@@ -215,6 +222,9 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 			hp.Instances = append(hp.Instances, ip)
 		}
 		planGroups(&hp, cfg.Unavailable(len(cfg.Ports())), cfg.Strategy.MaxUnavailable)
+		if cfg.LB != nil {
+			planBalancers(&hp, cfg)
+		}
 		p.Hosts = append(p.Hosts, hp)
 	}
 	return p
@@ -439,4 +449,67 @@ func instancesText(cfg *Config) string {
 		return fmt.Sprintf("(auto: one per CPU core, counted with nproc when connected, ports from %d; the steps below are shown for the first)", cfg.BasePort())
 	}
 	return fmt.Sprint(cfg.Ports())
+}
+
+// planBalancers rewrites a host's plan for balancers of their own (lb:):
+// the instances' server lines are on every balancer, all changed at once,
+// and with nginx the requests in flight are counted on the app host.
+func planBalancers(hp *HostPlan, cfg *Config) {
+	lc := newSSHRemote(cfg.lbSide(), nil)
+	c := newSSHRemote(cfg, nil)
+	lb := cfg.LB
+	on := "on every load balancer (" + lb.balancers() + ") at once: "
+	haproxy := lb.Driver == lbHAProxy
+	what, check := cfg.Nginx.UpstreamFile, lc.cmdPreflight(nil)
+	if haproxy {
+		what, check = "backend "+lb.Backend+" (show servers state)", lc.cmdHAProxy("check", nil)
+		hp.Inspect.Does = strings.Replace(hp.Inspect.Does, "read unit states and "+cfg.Nginx.UpstreamFile+", and", "read unit states, and", 1)
+	}
+	hp.Preflight.Does = strings.Replace(hp.Preflight.Does, "the units, that the nginx config passes its test, and that the upstream file has the upstream block (instances without a server line are started and added first)", "and the units", 1)
+	hp.Preflight.Does += "; once per run, on each load balancer (" + lb.balancers() + "): connect, check sudo, "
+	if haproxy {
+		hp.Preflight.Does += "socat, that " + lb.Socket + " answers at level admin and that backend " + lb.Backend + " has a server at each instance's address and port, none in maintenance (rollout never readies one)"
+	} else {
+		hp.Preflight.Does += "that its nginx config passes its test and that " + what + " has the upstream block"
+	}
+	hp.Preflight.Does += "; a balancer that cannot be reached stops the run here"
+	hp.Preflight.Also = append(hp.Preflight.Also, check)
+	if haproxy {
+		hp.Scale.Does = "compare the servers of " + what + " on each load balancer with the instances; a missing one is an error (rollout does not write haproxy.cfg)"
+		hp.Scale.Command = lc.cmdHAProxy("state", nil)
+		hp.Scale.Also = nil
+	} else {
+		hp.Scale.Does = on + hp.Scale.Does
+		hp.Scale.Command = lc.cmdReadUpstream()
+	}
+	hp.Inspect.Does += "; read " + what + " on each load balancer: an instance serves only when it is in service on all of them"
+	for i := range hp.Instances {
+		port := hp.Instances[i].Port
+		server := "SERVER"
+		for j := range hp.Instances[i].Steps {
+			st := &hp.Instances[i].Steps[j]
+			switch {
+			case st.Name == StepDrain && st.Command != "" && haproxy:
+				st.Command, st.Stdin = lc.cmdHAProxy("apply", []string{"drain:" + server}), ""
+				st.Does = fmt.Sprintf("%sthrough HAProxy's runtime API, no reload: set server %s/%s state drain (SERVER: the server at %s:%d), with the previous instance's ready in the same call; wait until its current sessions reach 0, at most %s; if one balancer fails, ready it again on the others and stop before the restart",
+					on, lb.Backend, server, cfg.lbAddress(hp.Host), port, cfg.DrainTimeout)
+			case st.Name == StepDrain && st.Command != "":
+				st.Command = lc.cmdWriteUpstream([]int{port})
+				st.Does = on + st.Does + "; if one fails, put the instance back on the others and stop before the restart"
+			case st.Name == StepUndrain && st.Command != "" && haproxy:
+				st.Command, st.Stdin = lc.cmdHAProxy("apply", []string{"ready:" + server}), ""
+				st.Does = on + "check it is still healthy; set server " + lb.Backend + "/" + server + " state ready (refused if someone put it in maintenance)"
+			case st.Name == StepUndrain && st.Command != "":
+				st.Command = lc.cmdWriteUpstream(nil)
+				st.Does = on + st.Does + "; a balancer that fails is named with what it may hold, and the others still take the instance back"
+			case st.Name == StepUndrain && st.Command == "":
+				st.Does = strings.Replace(st.Does, "one write, one reload", map[bool]string{true: "one API call on each balancer", false: "one write and reload on each balancer"}[haproxy], 1)
+			case st.Name == StepWaitDrain && haproxy && strings.HasPrefix(st.Does, "in the drain script: "):
+				st.Does = "in the drain's call, on each balancer: until HAProxy counts no current session on the server (show stat), at most " + cfg.DrainTimeout.String()
+			case st.Name == StepWaitDrain && strings.HasPrefix(st.Does, "in the drain script: "):
+				st.Command = c.cmdWriteUpstream([]int{port})
+				st.Does = "on the app host, after every balancer's old workers stopped taking requests: " + strings.TrimPrefix(st.Does, "in the drain script: ")
+			}
+		}
+	}
 }

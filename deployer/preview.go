@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -35,6 +36,8 @@ type hostLook struct {
 // --force. It changes nothing.
 func PreviewReleases(ctx context.Context, cfg *Config, version, sum string, force bool, connect func(context.Context, string) (Conn, error)) []Preview {
 	looks := make([]hostLook, len(cfg.Hosts))
+	lbs, closeLBs := LoadBalancers(ctx, cfg, connect)
+	defer closeLBs()
 	errs := EachHost(ctx, cfg, connect, func(ctx context.Context, i int, host string, conn Conn) error {
 		r := newSSHRemote(cfg, conn)
 		hc, err := resolveHost(ctx, cfg, host, r)
@@ -49,18 +52,13 @@ func PreviewReleases(ctx context.Context, cfg *Config, version, sum string, forc
 		if err := checkLayout(hc, st); err != nil {
 			return err
 		}
-		hs, err := r.Inspect(ctx, ports)
-		if err != nil {
-			return err
-		}
-		down, err := upstreamServers(hs.upstream, hc.Nginx.Upstream, hc.Nginx.ServerAddress)
-		if err != nil {
-			return err
+		hs := hostStatus(ctx, cfg, host, r, lbs)
+		if hs.Error != "" {
+			return errors.New(hs.Error)
 		}
 		serving := map[int]bool{}
-		for p, herr := range checkAll(ctx, newHealthCheck(hc, r), ports) {
-			_, in := down[p]
-			serving[p] = herr == nil && in && !down[p]
+		for _, in := range hs.Instances {
+			serving[in.Port] = in.InNginx && in.Healthy
 		}
 		looks[i] = hostLook{ports: ports, rel: st, serving: serving}
 		return nil

@@ -300,6 +300,13 @@ func (d *Deployer) startProbes(ctx context.Context, sessions []*session) *probes
 	}
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ps.cancel = cancel
+	if d.lbs != nil {
+		// Through each balancer's Nginx, which the app hosts have not.
+		sessions = nil
+		for _, lb := range d.lbs.all {
+			sessions = append(sessions, lb.s)
+		}
+	}
 	for _, s := range sessions {
 		p := newProber(s.cfg, s.host, s.rc.dialCurrent)
 		ps.all = append(ps.all, p)

@@ -153,6 +153,13 @@ func (rc *reconnecting) Inspect(ctx context.Context, ports []int) (st hostState,
 	return st, err
 }
 
+// HAProxy runs again on a new connection: setting a server's state is
+// safe to repeat.
+func (rc *reconnecting) HAProxy(ctx context.Context, op string, servers []string) (b []byte, err error) {
+	err = rc.do(ctx, func(r remote) error { b, err = r.HAProxy(ctx, op, servers); return err })
+	return b, err
+}
+
 func (rc *reconnecting) ReadUpstream(ctx context.Context) (b []byte, err error) {
 	err = rc.do(ctx, func(r remote) error { b, err = r.ReadUpstream(ctx); return err })
 	return b, err

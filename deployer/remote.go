@@ -32,6 +32,10 @@ type remote interface {
 	// A file changed by someone else meanwhile is errUpstreamChanged, and
 	// nothing was written.
 	WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error)
+	// HAProxy runs op (check, state, drain or ready) on servers of the
+	// backend of lb: through HAProxy's runtime API, on a balancer host
+	// (lb.driver: haproxy); it returns what the script printed.
+	HAProxy(ctx context.Context, op string, servers []string) ([]byte, error)
 	// UnitState reads one instance's state.
 	UnitState(ctx context.Context, port int) (unitState, error)
 	// Restart restarts an instance and says where its output starts;

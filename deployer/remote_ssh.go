@@ -43,13 +43,22 @@ func (r sshRemote) units(ports []int) []string {
 
 func (r sshRemote) cmdCores() string { return "nproc" }
 
+// nginx is the Nginx on this host: the config's, or none (empty) on an
+// app host behind balancers of its own (lb:).
+func (r sshRemote) nginx() NginxConfig {
+	if r.cfg.LB != nil {
+		return NginxConfig{}
+	}
+	return r.cfg.Nginx
+}
+
 func (r sshRemote) cmdPreflight(ports []int) string {
-	n := r.cfg.Nginx
+	n := r.nginx()
 	return script("preflight", true, r.sudo, append([]string{n.TestCommand, n.UpstreamFile}, r.units(ports)...)...)
 }
 
 func (r sshRemote) cmdInspect(ports []int) string {
-	return script("inspect", false, r.sudo, append([]string{unitProps + ",MemoryCurrent", r.cfg.Nginx.UpstreamFile}, r.units(ports)...)...)
+	return script("inspect", false, r.sudo, append([]string{unitProps + ",MemoryCurrent", r.nginx().UpstreamFile}, r.units(ports)...)...)
 }
 
 func (r sshRemote) cmdReadUpstream() string {
@@ -57,8 +66,12 @@ func (r sshRemote) cmdReadUpstream() string {
 }
 
 func (r sshRemote) cmdWriteUpstream(drained []int) string {
-	n := r.cfg.Nginx
-	args := []string{n.UpstreamFile, n.TestCommand, n.ReloadCommand, n.PIDFile, strconv.FormatInt(r.cfg.DrainTimeout.Milliseconds(), 10)}
+	n := r.nginx()
+	timeout := strconv.FormatInt(r.cfg.DrainTimeout.Milliseconds(), 10)
+	if r.cfg.lbHost {
+		timeout = "-" // the instances' connections are counted on their host
+	}
+	args := []string{n.UpstreamFile, n.TestCommand, n.ReloadCommand, n.PIDFile, timeout}
 	for _, p := range drained {
 		args = append(args, strconv.Itoa(p))
 	}
@@ -261,6 +274,17 @@ func (r sshRemote) Inspect(ctx context.Context, ports []int) (hostState, error) 
 	return st, nil
 }
 
+func (r sshRemote) cmdHAProxy(op string, servers []string) string {
+	lb := r.cfg.balancer
+	args := []string{lb.Socket, lb.Backend, strconv.FormatInt(r.cfg.DrainTimeout.Milliseconds(), 10), op}
+	return script("haproxy", true, r.sudo, append(args, servers...)...)
+}
+
+func (r sshRemote) HAProxy(ctx context.Context, op string, servers []string) ([]byte, error) {
+	res, err := r.run(ctx, "haproxy "+op, r.cmdHAProxy(op, servers), nil)
+	return res.Stdout, err
+}
+
 func (r sshRemote) ReadUpstream(ctx context.Context) ([]byte, error) {
 	res, err := r.run(ctx, "read "+r.cfg.Nginx.UpstreamFile, r.cmdReadUpstream(), nil)
 	return res.Stdout, err
@@ -269,13 +293,16 @@ func (r sshRemote) ReadUpstream(ctx context.Context) ([]byte, error) {
 func (r sshRemote) WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error) {
 	sum := sha256.Sum256(have)
 	stdin := io.MultiReader(strings.NewReader(hex.EncodeToString(sum[:])+"\n"), bytes.NewReader(next))
-	file := r.cfg.Nginx.UpstreamFile
+	what := "update " + r.cfg.Nginx.UpstreamFile
+	if r.cfg.LB != nil {
+		what = "wait for the requests in flight"
+	}
 	res, err := r.run(ctx, "write-upstream", r.cmdWriteUpstream(drained), stdin)
 	if exitCode(err) == exitChanged {
 		return drainWait{}, errUpstreamChanged
 	}
 	if err != nil {
-		return drainWait{}, fmt.Errorf("update %s: %w", file, err)
+		return drainWait{}, fmt.Errorf("%s: %w", what, err)
 	}
 	if len(drained) == 0 {
 		return drainWait{}, nil
@@ -285,7 +312,7 @@ func (r sshRemote) WriteUpstream(ctx context.Context, have, next []byte, drained
 	var ms, open int
 	fmt.Sscan(strings.TrimSpace(string(res.Stdout)), &status, &ms, &open)
 	if status != "drained" && status != "busy" {
-		return drainWait{}, fmt.Errorf("update %s: unexpected output %q", file, res.Stdout)
+		return drainWait{}, fmt.Errorf("%s: unexpected output %q", what, res.Stdout)
 	}
 	return drainWait{waited: time.Duration(ms) * time.Millisecond, open: open}, nil
 }

@@ -32,6 +32,7 @@ const (
 	exitShared        = 74 // EX_SHARED: a release.shared path is nowhere
 	exitNoRelease     = 75 // EX_NO_RELEASE: the release to switch to is not on the host
 	exitLogUnreadable = 76 // EX_LOG_UNREADABLE: the access log cannot be read
+	exitHAProxy       = 77 // EX_HAPROXY: HAProxy's runtime API cannot be reached or refused
 )
 
 // sectionMark starts each part of a script's output: "@@rollout@@ NAME".

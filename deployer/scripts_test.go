@@ -21,7 +21,7 @@ import (
 // Every exit code a script declares is the Go side's constant of the same
 // name, and every constant is declared by some script.
 func TestScriptExitCodesAgree(t *testing.T) {
-	goSide := map[string]int{"EX_NGINX_TEST": exitNginxTest, "EX_OLD_WORKERS": exitOldWorkers, "EX_CHANGED": exitChanged, "EX_LOCK_LOST": exitLockLost,
+	goSide := map[string]int{"EX_NGINX_TEST": exitNginxTest, "EX_OLD_WORKERS": exitOldWorkers, "EX_CHANGED": exitChanged, "EX_HAPROXY": exitHAProxy, "EX_LOCK_LOST": exitLockLost,
 		"EX_UNIT_MISSING": exitUnitMissing, "EX_NGINX_BROKEN": exitNginxBroken, "EX_UPSTREAM_UNREADABLE": exitUpstreamUnreadable,
 		"EX_CHECKSUM": exitChecksum, "EX_PREPARE": exitPrepare, "EX_SHARED": exitShared, "EX_NO_RELEASE": exitNoRelease,
 		"EX_LOG_UNREADABLE": exitLogUnreadable}
@@ -162,7 +162,78 @@ func TestWriteUpstreamScript(t *testing.T) {
 		if time.Since(t0) > 5*time.Second {
 			t.Errorf("took %s", time.Since(t0))
 		}
+		// On a balancer host of its own ("-"): the reload and the old
+		// workers only; the instance's connections are not its to count.
+		write(before)
+		out, code = runScript(t, "write-upstream", sha(before)+"\n"+after, file, "true", "true", pidFile, "-", port)
+		if code != 0 || out != "drained 0\n" || readFile(t, file) != after {
+			t.Errorf("balancer side: exit %d, %q", code, out)
+		}
+		// On the app host behind balancers (no file): only the wait,
+		// which sees the connection, and nothing read or written.
+		write(before)
+		out, code = runScript(t, "write-upstream", "", "", "", "", "", "300", port)
+		if n, _ := fmt.Sscanf(out, "busy %d %d", &ms, &open); code != 0 || n != 2 || open != 1 || readFile(t, file) != before {
+			t.Errorf("app host side: exit %d, %q", code, out)
+		}
 	})
+}
+
+// haproxy.sh against a fake socat that answers as HAProxy's runtime API
+// does, from a state file: a server in maintenance is never readied, a
+// socket below level admin is refused, and a drain waits for sessions.
+func TestHAProxyScript(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "admin.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	state := "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight\n" +
+		"3 app 1 web1-3000 10.0.0.5 2 0 1 1\n3 app 2 web1-3001 10.0.0.5 0 1 1 1\n"
+	os.WriteFile(filepath.Join(dir, "state"), []byte(state), 0o644)
+	os.WriteFile(filepath.Join(dir, "level"), []byte("admin\n"), 0o644)
+	// The fake: the command on stdin; "set server" is logged.
+	fake := `#!/bin/sh
+read -r cmd
+case $cmd in
+"show cli level") cat "$D/level" ;;
+"show servers state app") cat "$D/state" ;;
+"show servers state"*) echo "Can't find backend." ;;
+"show stat") echo "app,web1-3000,0,0,0,0" ;;
+"set server"*) echo "$cmd" >>"$D/log" ;;
+esac
+`
+	bin := filepath.Join(dir, "bin")
+	os.Mkdir(bin, 0o755)
+	os.WriteFile(filepath.Join(bin, "socat"), []byte(fake), 0o755)
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	t.Setenv("D", dir)
+
+	out, code := runScript(t, "haproxy", "", sock, "app", "1000", "check")
+	if code != 0 || out != state {
+		t.Errorf("check: exit %d, %q", code, out)
+	}
+	out, code = runScript(t, "haproxy", "", sock, "nope", "1000", "state")
+	if code != exitHAProxy || !strings.Contains(out, "Can't find backend") {
+		t.Errorf("a missing backend: exit %d, %q", code, out)
+	}
+	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "apply", "ready:web1-3000", "drain:web1-3000")
+	if log, _ := os.ReadFile(filepath.Join(dir, "log")); code != 0 || !strings.HasPrefix(out, "drained ") || !strings.HasSuffix(out, state) ||
+		string(log) != "set server app/web1-3000 state ready\nset server app/web1-3000 state drain\n" {
+		t.Errorf("apply: exit %d, %q, log %q", code, out, log)
+	}
+	os.Remove(filepath.Join(dir, "log"))
+	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "apply", "drain:web1-3000", "ready:web1-3001")
+	if _, err := os.Stat(filepath.Join(dir, "log")); code != exitHAProxy || !strings.Contains(out, "web1-3001 is in maintenance") || err == nil {
+		t.Errorf("readying a server in maintenance: exit %d, %q; something was set: %v", code, out, err == nil)
+	}
+	os.WriteFile(filepath.Join(dir, "level"), []byte("operator\n"), 0o644)
+	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "check")
+	if code != exitHAProxy || !strings.Contains(out, "at level operator, not admin") {
+		t.Errorf("level operator: exit %d, %q", code, out)
+	}
 }
 
 func TestLockScripts(t *testing.T) {

@@ -27,6 +27,17 @@ type session struct {
 	rel releaseState
 	// run is the host's run, once it started.
 	run *hostRun
+	// lb is its remote behind the balancers of lb:; nil without.
+	lb *lbRemote
+}
+
+// remote is what the engine works on the host through: the reconnecting
+// remote, behind the balancers with lb:.
+func (s *session) remote() remote {
+	if s.lb != nil {
+		return s.lb
+	}
+	return s.rc
 }
 
 func (d *Deployer) newRemote(cfg *Config, conn Conn) remote {
@@ -42,8 +53,15 @@ func (d *Deployer) newRemote(cfg *Config, conn Conn) remote {
 func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 	cfg := d.Config
 	sessions := make([]*session, len(cfg.Hosts))
-	errs := make([]error, len(cfg.Hosts))
+	errs := make([]error, len(cfg.Hosts)+1)
 	var wg sync.WaitGroup
+	if cfg.LB != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.lbs, errs[len(cfg.Hosts)] = d.connectBalancers(ctx)
+		}()
+	}
 	for i, host := range cfg.Hosts {
 		wg.Add(1)
 		go func() {
@@ -69,6 +87,9 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 	for _, s := range sessions {
 		if s != nil {
 			opened = append(opened, s)
+			if d.lbs != nil && s.rc != nil {
+				s.lb = &lbRemote{remote: s.rc, b: d.lbs, addr: s.cfg.Nginx.ServerAddress}
+			}
 		}
 	}
 	return opened, joinErrors(errs)
@@ -95,6 +116,12 @@ func resolveHost(ctx context.Context, cfg *Config, host string, r remote) (*Conf
 	if err := checkNeighbors(hc, host, cfg.InstancesAuto(), cores); err != nil {
 		return nil, err
 	}
+	if cfg.LB != nil {
+		// The balancers' server lines name the host's address.
+		lc := *hc
+		lc.Nginx.ServerAddress = cfg.lbAddress(host)
+		hc = &lc
+	}
 	return hc, nil
 }
 
@@ -102,12 +129,12 @@ func resolveHost(ctx context.Context, cfg *Config, host string, r remote) (*Conf
 // changes nothing else. On any failure no lock is kept.
 func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session) error {
 	err := d.eachHost(ctx, sessions, func(_ int, s *session) error {
-		upstream, err := s.rc.Preflight(ctx, s.cfg.Ports())
+		upstream, err := s.remote().Preflight(ctx, s.cfg.Ports())
 		var missing []int
 		if err == nil {
 			missing, err = checkUpstream(s.cfg, upstream)
 		}
-		if err == nil && d.Config.Probe.Enabled {
+		if err == nil && d.Config.Probe.Enabled && s.lb == nil { // with lb:, from each balancer
 			err = newProber(s.cfg, s.host, s.rc.DialContext).check(ctx)
 		}
 		if err == nil && op == opDeploy && d.Config.Strategy.Bake > 0 {

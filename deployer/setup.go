@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -152,6 +153,12 @@ type ManagedFile struct {
 	// Secret: its content is never shown (the webhook's URL): a dry run
 	// says it changes, not how.
 	Secret bool `json:"secret,omitempty"`
+	// Host is the load balancer host the file is for (lb:); "": every
+	// app host.
+	Host string `json:"host,omitempty"`
+	// Doc: setup never writes it; it says what to add by hand (HAProxy's
+	// server lines).
+	Doc bool `json:"doc,omitempty"`
 }
 
 // unitFile is the template unit's path: my-app@{port} -> my-app@.service.
@@ -207,7 +214,21 @@ server {
 }
 `))
 
-// Render returns the files setup manages, for the given instances.
+// renderSite is the Nginx site that sends requests to the upstream.
+func renderSite(cfg *Config) string {
+	s := cfg.setupDefaults()
+	status := ""
+	if cfg.Watch != nil {
+		status = cfg.statusLocation()
+	}
+	var site bytes.Buffer
+	_ = siteTmpl.Execute(&site, map[string]any{"Listen": s.Listen, "ServerName": s.ServerName, "Upstream": cfg.Nginx.Upstream,
+		"App": cfg.App, "LogFormat": LogFormat, "AccessLog": cfg.AccessLogFile(), "StatusLocation": status})
+	return site.String()
+}
+
+// Render returns the files setup manages on each app host, for the given
+// instances.
 func Render(cfg *Config, ports []int) []ManagedFile {
 	s := cfg.setupDefaults()
 	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
@@ -215,12 +236,7 @@ func Render(cfg *Config, ports []int) []ManagedFile {
 	_ = unitTmpl.Execute(&unit, map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
 		"WorkDir": s.workDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartDelay), "MemoryMax": s.MemoryMax,
 		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit})
-	status := ""
-	if cfg.Watch != nil {
-		status = cfg.statusLocation()
-	}
-	_ = siteTmpl.Execute(&site, map[string]any{"Listen": s.Listen, "ServerName": s.ServerName, "Upstream": cfg.Nginx.Upstream,
-		"App": cfg.App, "LogFormat": LogFormat, "AccessLog": cfg.AccessLogFile(), "StatusLocation": status})
+	site.WriteString(renderSite(cfg))
 	fmt.Fprintf(&up, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
 	for _, p := range ports {
 		fmt.Fprintf(&up, "    server %s:%d;\n", cfg.Nginx.ServerAddress, p)
@@ -231,6 +247,10 @@ func Render(cfg *Config, ports []int) []ManagedFile {
 		{Path: cfg.Nginx.UpstreamFile, Owner: "root:root", Mode: "644", Content: up.String(), Keep: true},
 		{Path: s.SiteFile, Owner: "root:root", Mode: "644", Content: site.String()},
 		{Path: s.EnvFile, Owner: "root:root", Mode: "600", Content: "", Keep: true},
+	}
+	if cfg.LB != nil {
+		// Nginx is on the balancers (lb:), not beside the instances.
+		files = slices.Delete(files, 1, 3)
 	}
 	if w := cfg.Watch; w != nil {
 		webhook := w.webhook
@@ -280,6 +300,8 @@ type SetupResult struct {
 	Host    string   `json:"host"`
 	Changes []string `json:"changes"`
 	Diff    string   `json:"diff,omitempty"` // with DryRun
+	// Ports are the host's instances (instances: auto resolved).
+	Ports []int `json:"ports,omitempty"`
 }
 
 const setupSep = "@@rollout-setup@@"
@@ -294,10 +316,7 @@ func (r sshRemote) cmdSetupInspect(files []ManagedFile, dirs []managedDir, unit 
 	for _, d := range dirs {
 		fmt.Fprintf(&b, "echo %s; stat -c '%%U:%%G %%a' -- %s 2>/dev/null || echo missing\n", setupSep, sshexec.Quote(d.path))
 	}
-	for _, f := range files {
-		fmt.Fprintf(&b, "echo %s; if [ -e %s ]; then stat -c '%%U:%%G %%a' -- %s; base64 -w0 -- %s; echo; else echo missing; fi\n",
-			setupSep, sshexec.Quote(f.Path), sshexec.Quote(f.Path), sshexec.Quote(f.Path))
-	}
+	inspectFiles(&b, files)
 	var units []string
 	for _, p := range ports {
 		units = append(units, sshexec.Quote(unit(p)))
@@ -376,6 +395,7 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 	}
 	s := cfg.setupDefaults()
 	ports := cfg.Ports()
+	res.Ports = ports
 	files := Render(cfg, ports)
 	dirs := setupDirs(cfg)
 	out, err := conn.Run(ctx, r.cmdSetupInspect(files, dirs, cfg.UnitName, ports), nil)
@@ -434,62 +454,14 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		script.WriteString(r.migrateScript(id, ports, ReleaseEntry{ID: id, Version: "initial", User: NewLockInfo("setup", "").User, Time: time.Now().UTC(), Outcome: ReleaseOK}))
 	}
 	// The files, each through stdin, in order.
-	var diff strings.Builder
-	unitChanged, nginxChanged := false, false
-	var restore strings.Builder // puts the nginx files back if nginx -t fails
-	var prevs []string
+	fw := &fileWriter{host: host, dryRun: dryRun, res: res, script: &script, stdin: &stdin}
 	for i, f := range files {
-		lines := strings.SplitN(strings.TrimSpace(parts[1+len(dirs)+i]), "\n", 2)
-		exists := lines[0] != "missing"
-		var old []byte
-		if exists && len(lines) == 2 {
-			if old, err = base64.StdEncoding.DecodeString(strings.TrimSpace(lines[1])); err != nil {
-				return nil, fmt.Errorf("inspect %s: %w", f.Path, err)
-			}
+		nginx := strings.HasPrefix(f.Path, "/etc/nginx/") || f.Path == cfg.Nginx.UpstreamFile || f.Path == s.SiteFile
+		if err := fw.file(f, parts[1+len(dirs)+i], nginx); err != nil {
+			return nil, err
 		}
-		if exists && f.Keep {
-			continue
-		}
-		meta := f.Owner + " " + f.Mode
-		if exists && string(old) == f.Content && lines[0] == meta {
-			continue
-		}
-		switch {
-		case !exists:
-			res.Changes = append(res.Changes, "write "+f.Path)
-		case string(old) != f.Content:
-			res.Changes = append(res.Changes, "update "+f.Path)
-		default:
-			res.Changes = append(res.Changes, fmt.Sprintf("%s: %s -> %s", f.Path, lines[0], meta))
-		}
-		if dryRun && f.Secret {
-			fmt.Fprintf(&diff, "--- %s:%s\n+++ %s:%s (rollout setup)\n(a secret: it changes, the content is not shown)\n", host, f.Path, host, f.Path)
-		} else if dryRun {
-			d, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(string(old)), B: difflib.SplitLines(f.Content),
-				FromFile: host + ":" + f.Path, ToFile: host + ":" + f.Path + " (rollout setup)", Context: 3})
-			diff.WriteString(d)
-		}
-		owner := strings.Split(f.Owner, ":")
-		n := len(f.Content)
-		// head -c reads exactly this file's bytes from the shared stdin.
-		fmt.Fprintf(&script, "t=$(mktemp -- %s.rollout.XXXXXX)\nhead -c %d >\"$t\"\nchown %s:%s -- \"$t\"\nchmod %s -- \"$t\"\n",
-			sshexec.Quote(f.Path), n, sshexec.Quote(owner[0]), sshexec.Quote(owner[1]), f.Mode)
-		if strings.HasPrefix(f.Path, "/etc/nginx/") || f.Path == cfg.Nginx.UpstreamFile || f.Path == s.SiteFile {
-			nginxChanged = true
-			if exists {
-				fmt.Fprintf(&script, "cp -p -- %s %s.rollout-prev\n", sshexec.Quote(f.Path), sshexec.Quote(f.Path))
-				fmt.Fprintf(&restore, "mv -f -- %s.rollout-prev %s\n", sshexec.Quote(f.Path), sshexec.Quote(f.Path))
-				prevs = append(prevs, sshexec.Quote(f.Path+".rollout-prev"))
-			} else {
-				fmt.Fprintf(&restore, "rm -f -- %s\n", sshexec.Quote(f.Path))
-			}
-		}
-		if strings.HasPrefix(f.Path, "/etc/systemd/system/") {
-			unitChanged = true
-		}
-		fmt.Fprintf(&script, "mv -f -- \"$t\" %s\n", sshexec.Quote(f.Path))
-		stdin.WriteString(f.Content)
 	}
+	unitChanged := fw.unitChanged
 	if cfg.Watch == nil && watchState == "installed" {
 		res.Changes = append(res.Changes, "remove the watch an earlier setup installed (no watch: section): "+cfg.statusUnit()+".timer, the drop-in, the alert unit, the script and the webhook file")
 		script.WriteString(cfg.removeWatchScript())
@@ -498,18 +470,7 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 	if unitChanged {
 		script.WriteString("systemctl daemon-reload\n")
 	}
-	if nginxChanged {
-		reload := "kill -HUP \"$(cat -- " + sshexec.Quote(cfg.Nginx.PIDFile) + ")\""
-		if cfg.Nginx.ReloadCommand != "" {
-			reload = cfg.Nginx.ReloadCommand
-		}
-		fmt.Fprintf(&script, "if ! out=$(%s 2>&1); then\n%s  printf 'nginx config test failed; restored the previous files\\n%%s\\n' \"$out\" >&2\n  exit 65\nfi\n",
-			cfg.Nginx.TestCommand, restore.String())
-		if len(prevs) > 0 {
-			fmt.Fprintf(&script, "rm -f -- %s\n", strings.Join(prevs, " "))
-		}
-		fmt.Fprintf(&script, "if [ -s %s ]; then %s; fi\n", sshexec.Quote(cfg.Nginx.PIDFile), reload)
-	}
+	fw.nginxTail(cfg.Nginx)
 	// The instances: enabled; started when a release is in place.
 	enabled := strings.Fields(parts[len(parts)-1])
 	var toEnable []string
@@ -533,12 +494,197 @@ func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool
 		res.Changes = append(res.Changes, "enable and start "+cfg.statusUnit()+".timer (status.json and alerts every "+w.Interval.String()+")")
 		fmt.Fprintf(&script, "systemctl enable --now -- %s\n", sshexec.Quote(cfg.statusUnit()+".timer"))
 	}
-	res.Diff = diff.String()
+	res.Diff = fw.diff.String()
 	if dryRun || len(res.Changes) == 0 {
 		return res, nil
 	}
 	if _, err := conn.Run(ctx, r.privScript(script.String()), &stdin); err != nil {
 		return res, explainRemote(fmt.Errorf("apply: %w", err), cfg)
+	}
+	return res, nil
+}
+
+// fileWriter adds to a setup script the writes of the managed files that
+// differ from what the inspection found, each through stdin, and the Nginx
+// test (putting the previous files back when it fails) and reload when an
+// Nginx file changed.
+type fileWriter struct {
+	host   string
+	dryRun bool
+	res    *SetupResult
+	script *strings.Builder
+	stdin  *bytes.Buffer
+
+	diff                      strings.Builder
+	restore                   strings.Builder // puts the nginx files back if nginx -t fails
+	prevs                     []string
+	unitChanged, nginxChanged bool
+}
+
+// file writes f unless found (the inspection's part for it: "missing", or
+// "OWNER MODE" and the content in base64) shows it as it should be; nginx:
+// it is an Nginx file.
+func (w *fileWriter) file(f ManagedFile, found string, nginx bool) error {
+	lines := strings.SplitN(strings.TrimSpace(found), "\n", 2)
+	exists := lines[0] != "missing"
+	var old []byte
+	if exists && len(lines) == 2 {
+		var err error
+		if old, err = base64.StdEncoding.DecodeString(strings.TrimSpace(lines[1])); err != nil {
+			return fmt.Errorf("inspect %s: %w", f.Path, err)
+		}
+	}
+	if exists && f.Keep {
+		return nil
+	}
+	meta := f.Owner + " " + f.Mode
+	if exists && string(old) == f.Content && lines[0] == meta {
+		return nil
+	}
+	res, script := w.res, w.script
+	switch {
+	case !exists:
+		res.Changes = append(res.Changes, "write "+f.Path)
+	case string(old) != f.Content:
+		res.Changes = append(res.Changes, "update "+f.Path)
+	default:
+		res.Changes = append(res.Changes, fmt.Sprintf("%s: %s -> %s", f.Path, lines[0], meta))
+	}
+	if w.dryRun && f.Secret {
+		fmt.Fprintf(&w.diff, "--- %s:%s\n+++ %s:%s (rollout setup)\n(a secret: it changes, the content is not shown)\n", w.host, f.Path, w.host, f.Path)
+	} else if w.dryRun {
+		d, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(string(old)), B: difflib.SplitLines(f.Content),
+			FromFile: w.host + ":" + f.Path, ToFile: w.host + ":" + f.Path + " (rollout setup)", Context: 3})
+		w.diff.WriteString(d)
+	}
+	owner := strings.Split(f.Owner, ":")
+	// head -c reads exactly this file's bytes from the shared stdin.
+	fmt.Fprintf(script, "t=$(mktemp -- %s.rollout.XXXXXX)\nhead -c %d >\"$t\"\nchown %s:%s -- \"$t\"\nchmod %s -- \"$t\"\n",
+		sshexec.Quote(f.Path), len(f.Content), sshexec.Quote(owner[0]), sshexec.Quote(owner[1]), f.Mode)
+	if nginx {
+		w.nginxChanged = true
+		if exists {
+			fmt.Fprintf(script, "cp -p -- %s %s.rollout-prev\n", sshexec.Quote(f.Path), sshexec.Quote(f.Path))
+			fmt.Fprintf(&w.restore, "mv -f -- %s.rollout-prev %s\n", sshexec.Quote(f.Path), sshexec.Quote(f.Path))
+			w.prevs = append(w.prevs, sshexec.Quote(f.Path+".rollout-prev"))
+		} else {
+			fmt.Fprintf(&w.restore, "rm -f -- %s\n", sshexec.Quote(f.Path))
+		}
+	}
+	if strings.HasPrefix(f.Path, "/etc/systemd/system/") {
+		w.unitChanged = true
+	}
+	fmt.Fprintf(script, "mv -f -- \"$t\" %s\n", sshexec.Quote(f.Path))
+	w.stdin.WriteString(f.Content)
+	return nil
+}
+
+// nginxTail tests the Nginx config when an Nginx file changed (putting
+// the previous files back if it fails) and reloads Nginx.
+func (w *fileWriter) nginxTail(n NginxConfig) {
+	if !w.nginxChanged {
+		return
+	}
+	reload := "kill -HUP \"$(cat -- " + sshexec.Quote(n.PIDFile) + ")\""
+	if n.ReloadCommand != "" {
+		reload = n.ReloadCommand
+	}
+	fmt.Fprintf(w.script, "if ! out=$(%s 2>&1); then\n%s  printf 'nginx config test failed; restored the previous files\\n%%s\\n' \"$out\" >&2\n  exit 65\nfi\n",
+		n.TestCommand, w.restore.String())
+	if len(w.prevs) > 0 {
+		fmt.Fprintf(w.script, "rm -f -- %s\n", strings.Join(w.prevs, " "))
+	}
+	fmt.Fprintf(w.script, "if [ -s %s ]; then %s; fi\n", sshexec.Quote(n.PIDFile), reload)
+}
+
+// inspectFiles prints, per file, a separator line then "OWNER MODE" and its
+// content in base64, or "missing".
+func inspectFiles(b *strings.Builder, files []ManagedFile) {
+	for _, f := range files {
+		fmt.Fprintf(b, "echo %s; if [ -e %s ]; then stat -c '%%U:%%G %%a' -- %s; base64 -w0 -- %s; echo; else echo missing; fi\n",
+			setupSep, sshexec.Quote(f.Path), sshexec.Quote(f.Path), sshexec.Quote(f.Path))
+	}
+}
+
+// BalancerFiles are the files of the load balancer hosts (lb:), for the
+// instances of each app host (ports, by host): with nginx, the upstream
+// file naming every instance at its host's address (written only when
+// missing: rollout edits it while it deploys) and the site sending
+// requests to it; with haproxy, the backend's server lines, which setup
+// does not write.
+func BalancerFiles(cfg *Config, ports map[string][]int) []ManagedFile {
+	lb := cfg.LB
+	if lb == nil {
+		return nil
+	}
+	var lines strings.Builder
+	if lb.Driver == lbHAProxy {
+		fmt.Fprintf(&lines, "# Add to haproxy.cfg (rollout drains and readies these servers through\n# the runtime API: \"stats socket %s level admin\" in global).\nbackend %s\n", lb.Socket, lb.Backend)
+		for _, h := range cfg.Hosts {
+			for _, p := range ports[h] {
+				fmt.Fprintf(&lines, "    server %s-%d %s:%d check\n", h, p, cfg.lbAddress(h), p)
+			}
+		}
+		return []ManagedFile{{Path: "/etc/haproxy/haproxy.cfg", Owner: "root:root", Mode: "644", Content: lines.String(), Doc: true}}
+	}
+	fmt.Fprintf(&lines, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
+	for _, h := range cfg.Hosts {
+		for _, p := range ports[h] {
+			fmt.Fprintf(&lines, "    server %s:%d;\n", cfg.lbAddress(h), p)
+		}
+	}
+	lines.WriteString("}\n")
+	var files []ManagedFile
+	for _, h := range lb.Hosts {
+		files = append(files,
+			ManagedFile{Host: h, Path: cfg.Nginx.UpstreamFile, Owner: "root:root", Mode: "644", Content: lines.String(), Keep: true},
+			ManagedFile{Host: h, Path: cfg.setupDefaults().SiteFile, Owner: "root:root", Mode: "644", Content: renderSite(cfg)})
+	}
+	return files
+}
+
+// SetupBalancer writes the nginx files of one load balancer host (lb:) as
+// BalancerFiles says, then tests and reloads its Nginx; only what differs
+// is changed. With dryRun nothing changes and the result holds a diff.
+func SetupBalancer(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool, ports map[string][]int) (*SetupResult, error) {
+	res := &SetupResult{Host: host}
+	var files []ManagedFile
+	for _, f := range BalancerFiles(cfg, ports) {
+		if f.Host == host && !f.Doc {
+			files = append(files, f)
+		}
+	}
+	if len(files) == 0 {
+		return res, nil
+	}
+	lc := cfg.lbSide()
+	r := newSSHRemote(lc, conn)
+	var b strings.Builder
+	inspectFiles(&b, files)
+	out, err := conn.Run(ctx, r.privScript(b.String()), nil)
+	if err != nil {
+		return nil, explainRemote(fmt.Errorf("inspect: %w", err), lc)
+	}
+	parts := strings.Split(string(out.Stdout), setupSep+"\n")
+	if len(parts) != 1+len(files) {
+		return nil, fmt.Errorf("inspect: unexpected output %q", out.Stdout)
+	}
+	var script strings.Builder
+	script.WriteString("set -e\n")
+	var stdin bytes.Buffer
+	fw := &fileWriter{host: host, dryRun: dryRun, res: res, script: &script, stdin: &stdin}
+	for i, f := range files {
+		if err := fw.file(f, parts[1+i], true); err != nil {
+			return nil, err
+		}
+	}
+	fw.nginxTail(lc.Nginx)
+	res.Diff = fw.diff.String()
+	if dryRun || len(res.Changes) == 0 {
+		return res, nil
+	}
+	if _, err := conn.Run(ctx, r.privScript(script.String()), &stdin); err != nil {
+		return res, explainRemote(fmt.Errorf("apply: %w", err), lc)
 	}
 	return res, nil
 }

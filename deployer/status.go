@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 )
@@ -18,12 +19,21 @@ type InstanceStatus struct {
 	Uptime   time.Duration `json:"uptime_ns"`
 	Memory   uint64        `json:"memory_bytes"`
 	Restarts int           `json:"restarts"` // by systemd (NRestarts)
-	InNginx  bool          `json:"in_nginx"`
+	InNginx  bool          `json:"in_nginx"` // with lb:, in service on every balancer
 	Healthy  bool          `json:"healthy"`
 	Health   string        `json:"health,omitempty"` // why not healthy
 	// Release is the release its process runs (release: set); empty when
 	// it runs none, or it could not be read.
 	Release string `json:"release,omitempty"`
+	// Balancers are, with lb:, whether each balancer sends it requests.
+	Balancers []BalancerServer `json:"balancers,omitempty"`
+}
+
+// BalancerServer is an instance on one load balancer (lb:).
+type BalancerServer struct {
+	Host  string `json:"host"`
+	In    bool   `json:"in"`
+	Error string `json:"error,omitempty"` // the balancer could not be read
 }
 
 // OK: running, in Nginx and healthy.
@@ -55,22 +65,107 @@ func (h HostStatus) OK() bool {
 
 // Status reads every instance of a host: systemd's view, the upstream
 // file, and a health check of each through the connection, all at once.
-func Status(ctx context.Context, cfg *Config, host string, conn Conn) HostStatus {
-	return hostStatus(ctx, cfg, host, newSSHRemote(cfg, conn))
+// With lb:, lbs are the balancers as ReadBalancers read them: the
+// instances' server lines are theirs, and the health check dials from the
+// first one read.
+func Status(ctx context.Context, cfg *Config, host string, conn Conn, lbs Balancers) HostStatus {
+	return hostStatus(ctx, cfg, host, newSSHRemote(cfg, conn), lbs)
 }
 
-func hostStatus(ctx context.Context, cfg *Config, host string, r remote) HostStatus {
+// Balancers are the load balancer hosts (lb:) as status reads them.
+type Balancers []balancerRead
+
+type balancerRead struct {
+	host    string
+	content []byte
+	err     error
+	dial    dialer
+	driver  lbDriver
+}
+
+// ReadBalancers reads every balancer's upstream file at once, over the
+// connections conn gives (the caller's, to close); nil without lb:.
+func ReadBalancers(ctx context.Context, cfg *Config, conn func(context.Context, string) (Conn, error)) Balancers {
+	if cfg.LB == nil {
+		return nil
+	}
+	lc := cfg.lbSide()
+	driver := newLBDriver(lc)
+	lbs := make(Balancers, len(cfg.LB.Hosts))
+	var wg sync.WaitGroup
+	for i, h := range cfg.LB.Hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lbs[i].host, lbs[i].driver = h, driver
+			c, err := conn(ctx, h)
+			if err == nil {
+				lbs[i].dial = c.DialContext
+				lbs[i].content, err = driver.read(ctx, newSSHRemote(lc, c))
+			}
+			lbs[i].err = err
+		}()
+	}
+	wg.Wait()
+	return lbs
+}
+
+// LoadBalancers is ReadBalancers over connections of its own, which the
+// function it returns closes (once the statuses that dial through them
+// are read).
+func LoadBalancers(ctx context.Context, cfg *Config, connect func(context.Context, string) (Conn, error)) (Balancers, func()) {
+	var mu sync.Mutex
+	var conns []Conn
+	lbs := ReadBalancers(ctx, cfg, func(ctx context.Context, host string) (Conn, error) {
+		conn, err := connect(ctx, host)
+		if err == nil {
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+		}
+		return conn, err
+	})
+	return lbs, func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}
+
+// dialFrom is r dialing from the first balancer read.
+type dialFrom struct {
+	remote
+	dial dialer
+}
+
+func (d dialFrom) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return d.dial(ctx, network, addr)
+}
+
+func hostStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Balancers) HostStatus {
 	hs := HostStatus{Host: host}
 	cfg, err := resolveHost(ctx, cfg, host, r)
 	if err != nil {
 		hs.Error = err.Error()
 		return hs
 	}
+	check := r
+	if cfg.LB != nil {
+		check = dialFrom{r, func(context.Context, string, string) (net.Conn, error) {
+			return nil, fmt.Errorf("no load balancer (%s) could be read", cfg.LB.balancers())
+		}}
+		for _, lb := range lbs {
+			if lb.err == nil {
+				check = dialFrom{r, lb.dial}
+				break
+			}
+		}
+	}
 	var health map[int]error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		health = checkAll(ctx, newHealthCheck(cfg, r), cfg.Ports())
+		health = checkAll(ctx, newHealthCheck(cfg, check), cfg.Ports())
 	}()
 	st, err := r.Inspect(ctx, cfg.Ports())
 	<-done
@@ -90,8 +185,16 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote) HostSta
 		}
 	}
 	servers, err := upstreamServers(st.upstream, cfg.Nginx.Upstream, cfg.Nginx.ServerAddress)
-	if err != nil {
+	if err != nil && cfg.LB == nil {
 		hs.Error = fmt.Sprintf("%s: %v", cfg.Nginx.UpstreamFile, err)
+	}
+	onLB := make([]map[int]bool, len(lbs))
+	for k, lb := range lbs {
+		if lb.err == nil {
+			if onLB[k], err = lb.driver.servers(lb.content, cfg.Nginx.ServerAddress); err != nil {
+				lbs[k].err = fmt.Errorf("%s: %w", lb.driver, err)
+			}
+		}
 	}
 	for _, p := range cfg.Ports() {
 		u := st.units[p]
@@ -103,6 +206,18 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote) HostSta
 		}
 		if health[p] != nil {
 			is.Health = health[p].Error()
+		}
+		if cfg.LB != nil {
+			is.InNginx = true
+			for k, lb := range lbs {
+				down, listed := onLB[k][p]
+				bs := BalancerServer{Host: lb.host, In: lb.err == nil && listed && !down}
+				if lb.err != nil {
+					bs.Error = lb.err.Error()
+				}
+				is.InNginx = is.InNginx && bs.In
+				is.Balancers = append(is.Balancers, bs)
+			}
 		}
 		hs.Instances = append(hs.Instances, is)
 	}

@@ -11,7 +11,7 @@ func TestHostStatus(t *testing.T) {
 	h.units[3002].active = false
 	d, _ := fakeDeployer(t, "base_port: 3000\ninstances: auto\n", h)
 	h.cores = 3
-	hs := hostStatus(testCtx(t), d.Config, "web1", h)
+	hs := hostStatus(testCtx(t), d.Config, "web1", h, nil)
 	if hs.Error != "" || len(hs.Instances) != 3 {
 		t.Fatalf("status %+v", hs)
 	}
@@ -42,7 +42,7 @@ func TestHostStatusShowsReleases(t *testing.T) {
 	h := newFakeRemote(t, 3000, 3001).withReleases(relV1)
 	h.runs[3001] = relV2
 	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nrelease: {}\n", h)
-	hs := hostStatus(testCtx(t), d.Config, "web1", h)
+	hs := hostStatus(testCtx(t), d.Config, "web1", h, nil)
 	if hs.Error != "" || hs.Instances[0].Release != relV1 || hs.Instances[1].Release != relV2 {
 		t.Errorf("status %+v", hs)
 	}

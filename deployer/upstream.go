@@ -28,8 +28,9 @@ func (c upstreamChange) ports() []int {
 	return ports
 }
 
-// note says what else the write did, for the event of one port.
-func (c upstreamChange) note(port int) string {
+// note says what else the write did, for the event of one port; how is
+// "one reload" (or, through HAProxy's API, "one change").
+func (c upstreamChange) note(port int, how string) string {
 	var with []string
 	for _, q := range c.ports() {
 		if q != port {
@@ -39,7 +40,7 @@ func (c upstreamChange) note(port int) string {
 	if len(with) == 0 {
 		return ""
 	}
-	return "one reload with the " + strings.Join(with, ", ")
+	return how + " with the " + strings.Join(with, ", ")
 }
 
 // apply makes the change from the upstream file as rollout last read or
@@ -65,8 +66,12 @@ func (h *hostRun) apply(ctx context.Context, change upstreamChange) error {
 		}
 	}
 	took := time.Since(t0) - wait.waited
+	how := "one reload"
+	if lb := h.cfg.LB; lb != nil && lb.Driver == lbHAProxy {
+		how = "one change (no reload)"
+	}
 	for _, p := range change.ports() {
-		e := Event{Host: h.host, Port: p, Step: change.step(p), Status: StatusOK, Duration: took, Message: change.note(p)}
+		e := Event{Host: h.host, Port: p, Step: change.step(p), Status: StatusOK, Duration: took, Message: change.note(p, how)}
 		if err != nil {
 			e.Status, e.Message = StatusFail, err.Error()
 		}

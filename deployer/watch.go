@@ -58,12 +58,18 @@ func (w *Watcher) Poll(ctx context.Context) Snapshot {
 	cfg := w.Config
 	s := Snapshot{Time: time.Now(), Hosts: make([]HostStatus, len(cfg.Hosts)), Locked: make([]string, len(cfg.Hosts))}
 	history := make([][]HistoryEntry, len(cfg.Hosts))
+	lbs := ReadBalancers(ctx, cfg, w.conn)
+	for _, lb := range lbs {
+		if lb.err != nil {
+			w.drop(lb.host) // connect again next time
+		}
+	}
 	var wg sync.WaitGroup
 	for i, host := range cfg.Hosts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.Hosts[i], s.Locked[i], history[i] = w.pollHost(ctx, host)
+			s.Hosts[i], s.Locked[i], history[i] = w.pollHost(ctx, host, lbs)
 		}()
 	}
 	wg.Wait()
@@ -73,7 +79,7 @@ func (w *Watcher) Poll(ctx context.Context) Snapshot {
 	return s
 }
 
-func (w *Watcher) pollHost(ctx context.Context, host string) (HostStatus, string, []HistoryEntry) {
+func (w *Watcher) pollHost(ctx context.Context, host string, lbs Balancers) (HostStatus, string, []HistoryEntry) {
 	timeout := w.PollTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -90,7 +96,7 @@ func (w *Watcher) pollHost(ctx context.Context, host string) (HostStatus, string
 			return HostStatus{Host: host, Error: fmt.Sprintf("unreachable: %v", err)}, "", nil
 		}
 	}
-	hs := Status(ctx, w.Config, host, conn)
+	hs := Status(ctx, w.Config, host, conn, lbs)
 	holder := ""
 	if st, err := LockStatus(ctx, w.Config, host, conn); err == nil && st.Held && !st.Stale {
 		holder = "someone"

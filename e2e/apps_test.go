@@ -177,7 +177,7 @@ func TestAppsWithOverlappingAutoPortsRefused(t *testing.T) {
 }
 
 // getVersion GETs url and returns the status and the app's version header.
-func getVersion(t *testing.T, url string) (int, string) {
+func getVersion(t testing.TB, url string) (int, string) {
 	t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get(url)

@@ -104,6 +104,15 @@ func benchRollout(b *testing.B, h *testbed.Host, args ...string) (benchRun, time
 			b.Fatalf("rollout: %v\n%s", err, events)
 		}
 	})
+	span, n, boot := stepFigures(b, events, fmt.Sprint(args))
+	return r, span, n, boot
+}
+
+// stepFigures reads a deploy's JSON events: the span from the first
+// capacity check to the last undrain, the instances, and their summed
+// boot-to-healthy time; it prints where the time per instance goes,
+// labelled what.
+func stepFigures(b *testing.B, events []byte, what string) (time.Duration, int, time.Duration) {
 	type event struct {
 		Type  string `json:"type"`
 		Event struct {
@@ -152,8 +161,8 @@ func benchRollout(b *testing.B, h *testbed.Host, args ...string) (benchRun, time
 		where = append(where, fmt.Sprintf("%s=%s", st, (steps[st]/time.Duration(n)).Round(time.Millisecond)))
 		accounted += steps[st]
 	}
-	fmt.Printf("rollout %v per instance: %s; the rest (the last undrain, gaps between steps)=%s\n", args, strings.Join(where, " "), ((last.Sub(first) - accounted) / time.Duration(n)).Round(time.Millisecond))
-	return r, last.Sub(first), n, boot
+	fmt.Printf("rollout %s per instance: %s; the rest (the last undrain, gaps between steps)=%s\n", what, strings.Join(where, " "), ((last.Sub(first) - accounted) / time.Duration(n)).Round(time.Millisecond))
+	return last.Sub(first), n, boot
 }
 
 // BenchmarkRelease ships examples/app (v2) as a directory artifact to a
@@ -208,5 +217,47 @@ func BenchmarkRelease(b *testing.B) {
 		b.ReportMetric(rb.seconds, "rollback_s")
 		fmt.Printf("bench: release upload_ms=%d (examples/app, one host) deploy failed=%d seconds=%.1f; rollback of 4 instances seconds=%.1f failed=%d requests=%d\n",
 			upload.Milliseconds(), dep.res.Failed, dep.seconds, rb.seconds, rb.res.Failed, rb.res.Requests)
+	}
+}
+
+// BenchmarkDeployLB deploys both app hosts (4 instances each) behind the
+// two balancer hosts under 400 req/s sent to the balancers, once with
+// Nginx there and once with HAProxy (its runtime API: no reload), and
+// prints the failed requests, the resends on closed keep-alive
+// connections, and where the time per instance goes.
+func BenchmarkDeployLB(b *testing.B) {
+	for b.Loop() {
+		for _, driver := range []string{"nginx", "haproxy"} {
+			setUpBalancers(b)
+			cfg := lbConfigHealthy(b, "0s", balancerAddrs(), "")
+			if driver == "haproxy" {
+				useHAProxy(b, "admin")
+				cfg = haproxyConfig(b, "0s")
+			}
+			stageEverywhere(b, testbed.GoodRelease("v2"))
+			var events []byte
+			var secs float64
+			res := underLoad(b, balancers, func() {
+				t0 := time.Now()
+				var err error
+				if events, err = exec.Command(rolloutBin, "deploy", "-c", cfg, "--version", "v2", "--output", "json").Output(); err != nil {
+					b.Fatalf("rollout: %v\n%s", err, events)
+				}
+				secs = time.Since(t0).Seconds()
+			})
+			span, n, boot := stepFigures(b, events, "lb "+driver)
+			failed, resent, requests := 0, 0, 0
+			for _, r := range res {
+				failed, requests = failed+r.Failed, requests+r.Requests
+				for _, k := range r.Resent {
+					resent += k
+				}
+			}
+			perInstance := span / time.Duration(n)
+			b.ReportMetric(float64(failed), "lb_"+driver+"_failed")
+			b.ReportMetric(float64(resent), "lb_"+driver+"_resent")
+			fmt.Printf("bench: lb %s: requests=%d failed=%d resent=%d seconds=%.1f per_instance=%s overhead_per_instance=%s (2 app hosts x 4, one at a time, 2 balancers)\n",
+				driver, requests, failed, resent, secs, perInstance.Round(time.Millisecond), (perInstance - boot/time.Duration(n)).Round(time.Millisecond))
+		}
 	}
 }

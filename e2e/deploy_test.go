@@ -160,7 +160,26 @@ func underLoad(t testing.TB, hosts []*testbed.Host, fn func()) []loadgen.Result 
 	return results
 }
 
-func stageEverywhere(t *testing.T, r testbed.Release) {
+// servedThroughout checks the load of a deploy to v2: no request failed,
+// v2 answered some, and enough were sent to cover the deploy.
+func servedThroughout(t *testing.T, results []loadgen.Result) {
+	t.Helper()
+	total := 0
+	for _, r := range results {
+		total += r.Requests
+		if r.Failed != 0 {
+			t.Errorf("failed requests during the deploy: %d (%v)", r.Failed, r.Failures)
+		}
+		if r.Versions["v2"] == 0 {
+			t.Errorf("no request was served by v2 during the load: %v", r.Versions)
+		}
+	}
+	if total < 1000 {
+		t.Errorf("only %d requests sent: the load did not cover the deploy", total)
+	}
+}
+
+func stageEverywhere(t testing.TB, r testbed.Release) {
 	t.Helper()
 	for _, h := range fleet.Hosts {
 		if err := fleet.StageRelease(context.Background(), h, r); err != nil {
@@ -169,7 +188,7 @@ func stageEverywhere(t *testing.T, r testbed.Release) {
 	}
 }
 
-func resetFleet(t *testing.T) {
+func resetFleet(t testing.TB) {
 	t.Helper()
 	for _, h := range fleet.Hosts {
 		resetHost(t, h)
@@ -193,19 +212,7 @@ func TestDeployUnderLoadDropsNothing(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("deploy exited %d", code)
 	}
-	total := 0
-	for _, r := range results {
-		total += r.Requests
-		if r.Failed != 0 {
-			t.Errorf("failed requests during the deploy: %d (%v)", r.Failed, r.Failures)
-		}
-		if r.Versions["v2"] == 0 {
-			t.Errorf("no request was served by v2 during the load: %v", r.Versions)
-		}
-	}
-	if total < 1000 {
-		t.Errorf("only %d requests sent: the load did not cover the deploy", total)
-	}
+	servedThroughout(t, results)
 	for _, h := range fleet.Hosts {
 		for port, v := range versionsServed(t, h) {
 			if v != "v2" {

@@ -15,16 +15,19 @@ import (
 	"github.com/rollout-dev/rollout/e2e/testbed"
 )
 
-// The fleet every test shares: hosts with instances on basePort..basePort+3.
+// The fleet every test shares: hosts with instances on basePort..basePort+3,
+// and two more hosts the load balancer tests make balancers of.
 const (
 	fleetHosts = 2
+	lbCount    = 2
 	basePort   = 3000
 	instances  = 4
 )
 
 var (
 	fleet      *testbed.Testbed
-	rolloutBin string // the rollout binary under test
+	balancers  []*testbed.Host // not in fleet.Hosts
+	rolloutBin string          // the rollout binary under test
 )
 
 func TestMain(m *testing.M) {
@@ -50,12 +53,14 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: build rollout: %v\n%s", err, out)
 		return 1
 	}
-	tb, err := testbed.Up(ctx, testbed.Options{Hosts: fleetHosts, Log: os.Stderr})
+	tb, err := testbed.Up(ctx, testbed.Options{Hosts: fleetHosts + lbCount, Log: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	defer tb.Down(context.Background())
+	balancers = tb.Hosts[fleetHosts:]
+	tb.Hosts = tb.Hosts[:fleetHosts]
 	fleet = tb
 	for _, h := range tb.Hosts {
 		if err := tb.Provision(ctx, h, basePort, instances); err != nil {

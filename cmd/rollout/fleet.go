@@ -56,8 +56,10 @@ Examples:
 // status prints one app's status and fails when it has a problem.
 func status(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 	hosts := make([]deployer.HostStatus, len(cfg.Hosts))
+	lbs, closeLBs := deployer.LoadBalancers(c.Context, cfg, connector(cfg))
+	defer closeLBs()
 	errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) error {
-		hosts[i] = deployer.Status(ctx, cfg, host, conn)
+		hosts[i] = deployer.Status(ctx, cfg, host, conn, lbs)
 		return nil
 	})
 	for i, err := range errs {
@@ -87,6 +89,28 @@ func status(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 	return nil
 }
 
+// nginxColumn is "in" or "OUT"; with balancers, each one's: "lb1:in lb2:OUT".
+func nginxColumn(i deployer.InstanceStatus) string {
+	word := func(in bool) string {
+		if in {
+			return "in"
+		}
+		return "OUT"
+	}
+	if len(i.Balancers) == 0 {
+		return word(i.InNginx)
+	}
+	var parts []string
+	for _, b := range i.Balancers {
+		w := word(b.In)
+		if b.Error != "" {
+			w = "?"
+		}
+		parts = append(parts, b.Host+":"+w)
+	}
+	return strings.Join(parts, " ")
+}
+
 func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	releases := false
@@ -114,10 +138,7 @@ func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 			fmt.Fprintf(tw, "%s\t-\tunreachable\t\t\t\t\t\t%s\n", h.Host, h.Error)
 		}
 		for _, i := range h.Instances {
-			nginx := "in"
-			if !i.InNginx {
-				nginx = "OUT"
-			}
+			nginx := nginxColumn(i)
 			health := "ok"
 			if !i.Healthy {
 				health = "FAIL: " + i.Health

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -36,16 +38,28 @@ Examples:
 					ports = []int{cfg.BasePort()}
 				}
 				files := deployer.Render(cfg, ports)
+				byHost := map[string][]int{}
+				for _, h := range cfg.Hosts {
+					byHost[h] = ports
+				}
+				files = append(files, deployer.BalancerFiles(cfg, byHost)...)
 				if c.String("output") == "json" {
 					writeJSONLine(out.stdout, out.doc(map[string]any{"files": files}))
 					return nil
 				}
 				for _, f := range files {
 					note := ""
-					if f.Keep {
+					switch {
+					case f.Doc:
+						note = " (not written by setup: add these lines yourself)"
+					case f.Keep:
 						note = " (written only if missing; an existing one is kept)"
 					}
-					fmt.Fprintf(out.stdout, "==> %s  %s %s%s\n%s\n", f.Path, f.Owner, f.Mode, note, f.Content)
+					where := ""
+					if f.Host != "" {
+						where = f.Host + ":"
+					}
+					fmt.Fprintf(out.stdout, "==> %s%s  %s %s%s\n%s\n", where, f.Path, f.Owner, f.Mode, note, f.Content)
 				}
 				return nil
 			})
@@ -116,10 +130,16 @@ func setup(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 		results[i], err = deployer.Setup(ctx, cfg, host, conn, dry, now)
 		return err
 	})
+	lbResults, lbErrs := setupBalancers(c, cfg, results, errs, dry)
+	errs = append(errs, lbErrs...)
 	if c.String("output") == "json" {
-		writeJSONLine(out.stdout, out.doc(map[string]any{"hosts": results, "dry_run": dry, "error": errString(errors.Join(errs...))}))
+		doc := map[string]any{"hosts": results, "dry_run": dry, "error": errString(errors.Join(errs...))}
+		if cfg.LB != nil {
+			doc["balancers"] = lbResults
+		}
+		writeJSONLine(out.stdout, out.doc(doc))
 	} else {
-		for i, r := range results {
+		for _, r := range append(slices.Clone(results), lbResults...) {
 			if r == nil {
 				continue
 			}
@@ -129,9 +149,9 @@ func setup(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 			}
 			switch {
 			case len(r.Changes) == 0:
-				fmt.Fprintf(out.stdout, "%s: no changes\n", cfg.Hosts[i])
+				fmt.Fprintf(out.stdout, "%s: no changes\n", r.Host)
 			default:
-				fmt.Fprintf(out.stdout, "%s: %s:\n  - %s\n", cfg.Hosts[i], verb, strings.Join(r.Changes, "\n  - "))
+				fmt.Fprintf(out.stdout, "%s: %s:\n  - %s\n", r.Host, verb, strings.Join(r.Changes, "\n  - "))
 			}
 			if r.Diff != "" {
 				fmt.Fprintln(out.stdout, r.Diff)
@@ -147,6 +167,48 @@ func setup(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 		return fmt.Errorf("setup failed on %d host(s)", countErrs(errs))
 	}
 	return nil
+}
+
+// setupBalancers writes the load balancers' side (lb:, driver nginx): the
+// upstream file with every app host's instances and the site, once every
+// app host was set up (their ports known). HAProxy's config is the user's:
+// render shows the server lines to add.
+func setupBalancers(c *cli.Context, cfg *deployer.Config, apps []*deployer.SetupResult, appErrs []error, dry bool) ([]*deployer.SetupResult, []error) {
+	lb := cfg.LB
+	if lb == nil {
+		return nil, nil
+	}
+	if lb.Driver != "nginx" {
+		return []*deployer.SetupResult{{Host: strings.Join(lb.Hosts, ", "),
+			Changes: []string{"none: rollout does not write haproxy.cfg; `rollout render` shows backend " + lb.Backend + "'s server lines to add"}}}, nil
+	}
+	if err := errors.Join(appErrs...); err != nil {
+		return nil, []error{fmt.Errorf("load balancers %s not set up: an app host failed", strings.Join(lb.Hosts, ", "))}
+	}
+	ports := map[string][]int{}
+	for i, r := range apps {
+		ports[cfg.Hosts[i]] = r.Ports
+	}
+	results := make([]*deployer.SetupResult, len(lb.Hosts))
+	errs := make([]error, len(lb.Hosts))
+	connect := connector(cfg)
+	var wg sync.WaitGroup
+	for i, host := range lb.Hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := connect(c.Context, host)
+			if err == nil {
+				defer conn.Close()
+				results[i], err = deployer.SetupBalancer(c.Context, cfg, host, conn, dry, ports)
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("load balancer %s: %w", host, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return results, errs
 }
 
 func countErrs(errs []error) int {

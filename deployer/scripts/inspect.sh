@@ -1,7 +1,9 @@
 #!/bin/sh
 # inspect: print every instance's state as systemd sees it, the host's
 # monotonic clock and the upstream file, each after a section line
-# "@@rollout@@ NAME". It changes nothing and needs no root.
+# "@@rollout@@ NAME". It changes nothing and needs no root. An empty
+# UPSTREAM_FILE (Nginx on balancer hosts of its own) leaves that section
+# empty.
 #
 # usage: inspect.sh PROPERTIES UPSTREAM_FILE UNIT...
 set -eu
@@ -13,4 +15,4 @@ systemctl show -p "$props" -- "$@"
 echo "@@rollout@@ uptime"
 cat /proc/uptime
 echo "@@rollout@@ upstream"
-cat -- "$upstream_file"
+[ -z "$upstream_file" ] || cat -- "$upstream_file"

@@ -18,6 +18,11 @@
 # most DRAIN_TIMEOUT_MS; it prints "drained MS", or "busy MS N" when N
 # connections are still open at the timeout.
 #
+# On a load balancer host of its own, DRAIN_TIMEOUT_MS is "-": it waits for
+# the old workers only (the instances are elsewhere). On the app host
+# behind it, UPSTREAM_FILE is "": nothing is read, written or reloaded, and
+# it only waits for the PORTs' connections (from any balancer).
+#
 # usage: write-upstream.sh UPSTREAM_FILE TEST_COMMAND RELOAD_COMMAND PID_FILE DRAIN_TIMEOUT_MS [PORT...]
 # exit:  0 written and reloaded; EX_* below
 set -eu
@@ -34,6 +39,24 @@ shift 5
 # Few processes: under load every fork costs milliseconds.
 d=${f%/*}/.rollout
 b=${f##*/}
+
+wait_conns() {
+  filter=
+  for port in "$@"; do
+    filter="${filter:+$filter or }sport = :$port"
+  done
+  conns() { ss -Htn state established "( $filter )"; }
+  [ -z "$(conns)" ] && { echo drained 0; exit 0; }
+  t=$(date +%s%3N)
+  while :; do
+    n=$(conns | wc -l)
+    now=$(date +%s%3N)
+    [ "$n" -eq 0 ] && { echo "drained $((now - t))"; exit 0; }
+    [ "$((now - t))" -ge "$drain_timeout_ms" ] && { echo "busy $((now - t)) $n"; exit 0; }
+    sleep 0.01
+  done
+}
+[ -n "$f" ] || wait_conns "$@"
 
 IFS= read -r want
 have=$(sha256sum <"$f")
@@ -89,17 +112,5 @@ while :; do
   sleep 0.01
 done
 
-filter=
-for port in "$@"; do
-  filter="${filter:+$filter or }sport = :$port"
-done
-conns() { ss -Htn state established "( $filter )"; }
-[ -z "$(conns)" ] && { echo drained 0; exit 0; }
-t=$(date +%s%3N)
-while :; do
-  n=$(conns | wc -l)
-  now=$(date +%s%3N)
-  [ "$n" -eq 0 ] && { echo "drained $((now - t))"; exit 0; }
-  [ "$((now - t))" -ge "$drain_timeout_ms" ] && { echo "busy $((now - t)) $n"; exit 0; }
-  sleep 0.01
-done
+[ "$drain_timeout_ms" != - ] || { echo drained 0; exit 0; }
+wait_conns "$@"

@@ -8,7 +8,7 @@ set -euo pipefail
 
 dest=$1
 suite=bookworm
-packages=systemd,systemd-sysv,dbus,libnss-myhostname,openssh-server,nginx,sudo,iproute2,procps,nodejs,ca-certificates,curl
+packages=systemd,systemd-sysv,dbus,libnss-myhostname,openssh-server,nginx,sudo,iproute2,procps,nodejs,ca-certificates,curl,haproxy,socat
 
 # Use the mirror this machine's apt already uses, so the build needs no
 # network access apt itself doesn't have.
@@ -55,6 +55,8 @@ for u in getty@tty1.service console-getty.service apt-daily.timer apt-daily-upgr
   ln -sf /dev/null "$dest/etc/systemd/system/$u"
 done
 in_root systemctl enable ssh.service nginx.service >/dev/null
+# HAProxy runs only on the balancer hosts of the load balancer tests.
+in_root systemctl disable haproxy.service >/dev/null 2>&1
 # systemd-user-sessions removes /run/nologin, without which PAM refuses
 # every SSH login. Booted right after another testbed went down, it has
 # failed with 219/CGROUP (seen twice): it tries again instead.

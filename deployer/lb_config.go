@@ -1,0 +1,176 @@
+package deployer
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// LBConfig is the lb: section: load balancers on hosts of their own, in
+// front of every app host. rollout reaches them over SSH like the app
+// hosts (the same ssh: settings), drains an instance on every one of them
+// and counts its requests in flight on the app host.
+type LBConfig struct {
+	Hosts []string
+	// Driver is how the balancer is changed: "nginx", the upstream file
+	// (nginx.upstream_file) on each balancer host, with nginx.* there.
+	Driver string
+	// Socket and Backend are HAProxy's (driver: haproxy): its runtime
+	// API's socket, at level admin, and the backend whose servers are the
+	// instances.
+	Socket, Backend string
+	// Addresses are the addresses the balancers reach app hosts at, by
+	// app host; an app host given as an IP address needs none.
+	Addresses map[string]string
+
+	nginxGiven bool // nginx.upstream_file or nginx.upstream with haproxy
+}
+
+// Balancer drivers.
+const (
+	lbNginx   = "nginx"
+	lbHAProxy = "haproxy"
+)
+
+func lbSection(c *Config) field {
+	lb := &LBConfig{Driver: lbNginx, Socket: "/run/haproxy/admin.sock"}
+	fields := []field{
+		strs("hosts", &lb.Hosts),
+		str("driver", &lb.Driver),
+		str("socket", &lb.Socket),
+		str("backend", &lb.Backend),
+		one("server_addresses", func(p *parser, key string) { p.readStrMap(key, &lb.Addresses) }),
+	}
+	return one("lb", func(p *parser, key string) {
+		if !p.fields(key, fields) {
+			return
+		}
+		c.LB = lb
+		if lb.Driver == lbHAProxy {
+			// The instances are the backend's servers: the engine's
+			// upstream is named after it, and messages name it where
+			// they would name the upstream file (there is none).
+			lb.nginxGiven = c.Nginx.UpstreamFile != "" || c.Nginx.Upstream != ""
+			c.Nginx.Upstream = lb.Backend
+			c.Nginx.UpstreamFile = "haproxy backend " + lb.Backend
+		}
+	})
+}
+
+// readStrMap reads a mapping of strings to strings at key, if given.
+func (p *parser) readStrMap(key string, dst *map[string]string) {
+	n, ok := p.nodes[key]
+	if !ok {
+		return
+	}
+	var keys []string
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			keys = append(keys, n.Content[i].Value)
+		}
+	}
+	if !p.mapping(key, keys...) {
+		return
+	}
+	*dst = map[string]string{}
+	for _, k := range keys {
+		var s string
+		p.readStr(join(key, k), &s)
+		(*dst)[k] = s
+	}
+}
+
+// checkLB checks the lb: section: its hosts, none an app host, and the
+// address each app host is reached at from the balancers.
+func (c *Config) checkLB(cs *checks) {
+	lb := c.LB
+	if lb == nil {
+		return
+	}
+	if len(lb.Hosts) == 0 {
+		cs.add("lb.hosts", errors.New("required: the load balancer hosts"))
+	}
+	for i, h := range lb.Hosts {
+		key := fmt.Sprintf("lb.hosts[%d]", i)
+		switch {
+		case net.ParseIP(h) == nil && (len(h) > 253 || !hostnameRE.MatchString(h)):
+			cs.add(key, fmt.Errorf("must be a host name or an IP address, got %s", quoteValue(h)))
+		case slices.Contains(lb.Hosts[:i], h):
+			cs.add(key, fmt.Errorf("%s is listed twice", quoteValue(h)))
+		case slices.Contains(c.Hosts, h):
+			cs.add(key, fmt.Errorf("%s is also an app host: with lb:, the balancers are hosts of their own (leave lb: out for Nginx beside the instances)", quoteValue(h)))
+		}
+	}
+	switch lb.Driver {
+	case lbNginx:
+		if lb.Backend != "" {
+			cs.add("lb.backend", errors.New("is HAProxy's (driver: haproxy); with nginx the upstream is nginx.upstream"))
+		}
+	case lbHAProxy:
+		cs.add("lb.backend", match(upstreamRE, lb.Backend, `a backend name: letters, digits, "_", "." or "-"`))
+		cs.add("lb.socket", validPath(lb.Socket, false))
+		if lb.nginxGiven {
+			cs.add("nginx", errors.New("is for driver: nginx; with driver: haproxy the instances are lb.backend's servers in haproxy.cfg"))
+		}
+	default:
+		cs.add("lb.driver", fmt.Errorf("must be nginx or haproxy, got %s", quoteValue(lb.Driver)))
+	}
+	for h, a := range lb.Addresses {
+		key := "lb.server_addresses." + h
+		switch {
+		case !slices.Contains(c.Hosts, h):
+			cs.add(key, fmt.Errorf("%s is not one of hosts", quoteValue(h)))
+		case net.ParseIP(a) == nil:
+			cs.add(key, fmt.Errorf("must be an IP address, got %s", quoteValue(a)))
+		}
+	}
+	for _, h := range c.Hosts {
+		if c.lbAddress(h) == "" {
+			cs.add("lb.server_addresses", fmt.Errorf("app host %s is not an IP address: give the address the load balancers reach it at (lb.server_addresses: {%s: 10.0.0.5})", quoteValue(h), h), "hosts")
+		}
+	}
+	if c.Nginx.ServerAddress != DefaultConfig().Nginx.ServerAddress {
+		cs.add("nginx.server_address", errors.New("is set per app host with lb: (lb.server_addresses; an IP address in hosts needs none)"))
+	}
+	if c.Strategy.Bake > 0 {
+		cs.add("strategy.bake", errors.New("reads the access log on the app hosts, and with lb: it is on the load balancers: not supported with lb: yet"))
+	}
+	if c.Watch != nil {
+		cs.add("watch", errors.New("host alerts read Nginx on the app host, and with lb: it is on the load balancers: not supported with lb: yet (rollout watch from the controller works)"))
+	}
+}
+
+// lbAddress is the address the balancers reach app host h at: its entry
+// in lb.server_addresses, or h itself when it is an IP address; "" if
+// neither.
+func (c *Config) lbAddress(h string) string {
+	if a := c.LB.Addresses[h]; a != "" {
+		return a
+	}
+	if ip := net.ParseIP(h); ip != nil {
+		return ip.String()
+	}
+	return ""
+}
+
+// lbSide is the config rollout changes a balancer host with: the Nginx
+// settings, and no lb: (the balancer host is an Nginx host of its own).
+func (c *Config) lbSide() *Config {
+	lc := *c
+	lc.LB = nil
+	lc.lbHost = true
+	lc.balancer = c.LB
+	return &lc
+}
+
+// balancers names the balancer hosts, for messages: "lb1 and lb2".
+func (lb *LBConfig) balancers() string {
+	if len(lb.Hosts) == 1 {
+		return lb.Hosts[0]
+	}
+	return strings.Join(lb.Hosts[:len(lb.Hosts)-1], ", ") + " and " + lb.Hosts[len(lb.Hosts)-1]
+}

@@ -1,0 +1,286 @@
+package deployer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// lbDriver is how rollout reads and changes one kind of load balancer
+// (lb.driver). Its state is what read returns: the upstream file for
+// nginx, the backend's servers for haproxy.
+type lbDriver interface {
+	fmt.Stringer // what it changes, for messages
+	// check checks the balancer before any change and reads its state.
+	check(ctx context.Context, r remote) ([]byte, error)
+	read(ctx context.Context, r remote) ([]byte, error)
+	// servers are addr's servers in state: port -> out of service.
+	servers(state []byte, addr string) (map[int]bool, error)
+	// ready checks, at the preflight, that the balancer can deploy addr's
+	// ports as its state says.
+	ready(state []byte, addr string, ports []int) error
+	// apply makes the change on the balancer and keeps its state; it
+	// returns how the wait for the drained instances' requests ended.
+	apply(ctx context.Context, lb *balancer, c lbChange) (drainWait, error)
+	// countsOnAppHost: the drained instances' requests in flight are
+	// counted on their app host (not by the balancer).
+	countsOnAppHost() bool
+}
+
+func newLBDriver(lc *Config) lbDriver {
+	if lc.balancer.Driver == lbHAProxy {
+		return haproxyDriver{backend: lc.balancer.Backend}
+	}
+	return nginxDriver{file: lc.Nginx.UpstreamFile, upstream: lc.Nginx.Upstream}
+}
+
+// nginxDriver changes the upstream file on each balancer, one write and
+// one reload per change, as on a host of its own.
+type nginxDriver struct{ file, upstream string }
+
+func (n nginxDriver) String() string { return n.file }
+
+func (n nginxDriver) check(ctx context.Context, r remote) ([]byte, error) {
+	return r.Preflight(ctx, nil)
+}
+
+func (n nginxDriver) read(ctx context.Context, r remote) ([]byte, error) {
+	return r.ReadUpstream(ctx)
+}
+
+func (n nginxDriver) servers(state []byte, addr string) (map[int]bool, error) {
+	return upstreamServers(state, n.upstream, addr)
+}
+
+func (n nginxDriver) ready([]byte, string, []int) error { return nil }
+
+func (n nginxDriver) countsOnAppHost() bool { return true }
+
+// edit makes the change in a balancer's upstream file.
+func (n nginxDriver) edit(content []byte, c lbChange) ([]byte, error) {
+	have, err := upstreamServers(content, n.upstream, c.addr)
+	if err != nil {
+		return nil, err
+	}
+	next := content
+	for _, p := range c.ports() {
+		down, listed := c.to[p]
+		_, there := have[p]
+		switch {
+		case !listed && there:
+			next, err = removeServer(next, n.upstream, c.addr, p)
+		case !listed:
+		case !there:
+			if next, err = addServer(next, n.upstream, c.addr, p); err == nil && down {
+				next, err = setServerDown(next, n.upstream, c.addr, p, true)
+			}
+		default:
+			next, err = setServerDown(next, n.upstream, c.addr, p, down)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return next, nil
+}
+
+// apply writes the change, or nothing when the file holds it already. A
+// file changed by someone else meanwhile is read again and the change
+// made on it, once. It waits for the old workers, not for the requests.
+func (n nginxDriver) apply(ctx context.Context, lb *balancer, c lbChange) (drainWait, error) {
+	var drained []int
+	for _, p := range c.ports() {
+		if c.to[p] {
+			drained = append(drained, p)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		next, err := n.edit(lb.content, c)
+		if err != nil {
+			return drainWait{}, fmt.Errorf("%s: %w", n.file, err)
+		}
+		if bytes.Equal(next, lb.content) {
+			return drainWait{}, nil
+		}
+		_, err = lb.s.rc.WriteUpstream(ctx, lb.content, next, drained)
+		if errors.Is(err, errUpstreamChanged) && attempt == 0 {
+			cur, rerr := lb.s.rc.ReadUpstream(ctx)
+			if rerr != nil {
+				return drainWait{}, fmt.Errorf("read %s: %w", n.file, rerr)
+			}
+			lb.content = cur
+			continue
+		}
+		if err == nil {
+			lb.content = next
+		}
+		return drainWait{}, err
+	}
+}
+
+// haproxyDriver drains and readies the backend's servers through HAProxy's
+// runtime API: no reload, and the drain waits until the balancer has no
+// session left on the server. It never writes haproxy.cfg, and never
+// readies a server someone put in maintenance.
+type haproxyDriver struct{ backend string }
+
+func (h haproxyDriver) String() string { return "haproxy backend " + h.backend }
+
+func (h haproxyDriver) check(ctx context.Context, r remote) ([]byte, error) {
+	return r.HAProxy(ctx, "check", nil)
+}
+
+func (h haproxyDriver) read(ctx context.Context, r remote) ([]byte, error) {
+	return r.HAProxy(ctx, "state", nil)
+}
+
+func (h haproxyDriver) countsOnAppHost() bool { return false }
+
+// haproxyServer is one server of "show servers state".
+type haproxyServer struct {
+	name  string
+	addr  string
+	port  int
+	admin int // srv_admin_state: bits of maintenance and drain
+}
+
+// The drain bits of srv_admin_state (forced, inherited); every other bit
+// is a maintenance.
+const haproxyDrainBits = 0x08 | 0x10
+
+func (s haproxyServer) maint() bool { return s.admin&^haproxyDrainBits != 0 }
+
+// parseServersState reads "show servers state" (format 1: a version line,
+// a "# name..." header, a line per server).
+func parseServersState(state []byte) ([]haproxyServer, error) {
+	lines := strings.Split(strings.TrimSpace(string(state)), "\n")
+	if len(lines) < 2 || strings.TrimSpace(lines[0]) != "1" || !strings.HasPrefix(lines[1], "# ") {
+		return nil, fmt.Errorf("show servers state: unexpected output %q", quoteValue(string(state)))
+	}
+	col := map[string]int{}
+	for i, name := range strings.Fields(strings.TrimPrefix(lines[1], "# ")) {
+		col[name] = i
+	}
+	for _, name := range []string{"srv_name", "srv_addr", "srv_port", "srv_admin_state"} {
+		if _, ok := col[name]; !ok {
+			return nil, fmt.Errorf("show servers state: no %s column in %q", name, lines[1])
+		}
+	}
+	var out []haproxyServer
+	for _, line := range lines[2:] {
+		f := strings.Fields(line)
+		if len(f) <= max(col["srv_name"], col["srv_addr"], col["srv_port"], col["srv_admin_state"]) {
+			continue
+		}
+		port, perr := strconv.Atoi(f[col["srv_port"]])
+		admin, aerr := strconv.Atoi(f[col["srv_admin_state"]])
+		if perr != nil || aerr != nil {
+			return nil, fmt.Errorf("show servers state: unexpected line %q", line)
+		}
+		out = append(out, haproxyServer{name: f[col["srv_name"]], addr: f[col["srv_addr"]], port: port, admin: admin})
+	}
+	return out, nil
+}
+
+// byPort are addr's servers by port. Two servers at one address and port
+// are an error: rollout would not know which one is the instance.
+func (h haproxyDriver) byPort(state []byte, addr string) (map[int]haproxyServer, error) {
+	all, err := parseServersState(state)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]haproxyServer{}
+	for _, s := range all {
+		if s.addr != addr {
+			continue
+		}
+		if o, dup := out[s.port]; dup {
+			return nil, fmt.Errorf("servers %s and %s are both %s:%d", o.name, s.name, addr, s.port)
+		}
+		out[s.port] = s
+	}
+	return out, nil
+}
+
+func (h haproxyDriver) servers(state []byte, addr string) (map[int]bool, error) {
+	servers, err := h.byPort(state, addr)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]bool{}
+	for p, s := range servers {
+		out[p] = s.admin != 0
+	}
+	return out, nil
+}
+
+// ready: every instance is a server of the backend, none in maintenance.
+func (h haproxyDriver) ready(state []byte, addr string, ports []int) error {
+	servers, err := h.byPort(state, addr)
+	if err != nil {
+		return err
+	}
+	for _, p := range ports {
+		s, ok := servers[p]
+		switch {
+		case !ok:
+			return fmt.Errorf("no server at %s:%d: rollout does not write haproxy.cfg; add \"server NAME %s:%d check\" to backend %s and reload HAProxy", addr, p, addr, p, h.backend)
+		case s.maint():
+			return fmt.Errorf("server %s/%s (%s:%d) is in maintenance (admin state %#x), put there by someone: rollout never readies it; \"set server %s/%s state ready\" when it may serve again", h.backend, s.name, addr, p, s.admin, h.backend, s.name)
+		}
+	}
+	return nil
+}
+
+// apply drains and readies the servers the change names, in one call:
+// the script refuses to ready a server in maintenance on the state it
+// reads first, and prints the state after the change. A server the
+// backend lacks is an error (rollout does not write haproxy.cfg).
+func (h haproxyDriver) apply(ctx context.Context, lb *balancer, c lbChange) (drainWait, error) {
+	servers, err := h.byPort(lb.content, c.addr)
+	if err != nil {
+		return drainWait{}, err
+	}
+	var items, drains []string // the readies first: capacity before the drains
+	for _, p := range c.ports() {
+		s, there := servers[p]
+		down, listed := c.to[p]
+		switch {
+		case !there || !listed:
+			return drainWait{}, fmt.Errorf("%s: no server to add or remove at %s:%d: rollout does not write haproxy.cfg; change backend %s there and reload HAProxy", h, c.addr, p, h.backend)
+		case !down && s.maint():
+			return drainWait{}, fmt.Errorf("server %s/%s (%s:%d) is in maintenance (admin state %#x), put there by someone: rollout never readies it", h.backend, s.name, c.addr, p, s.admin)
+		case down:
+			drains = append(drains, "drain:"+s.name)
+		default:
+			items = append(items, "ready:"+s.name)
+		}
+	}
+	items = append(items, drains...)
+	if len(items) == 0 {
+		return drainWait{}, nil
+	}
+	out, err := lb.s.rc.HAProxy(ctx, "apply", items)
+	if err != nil {
+		return drainWait{}, err
+	}
+	// "drained MS" or "busy MS OPEN", then the state.
+	first, state, _ := bytes.Cut(out, []byte("\n"))
+	var wait drainWait
+	var status string
+	var ms int
+	fmt.Sscan(string(first), &status, &ms, &wait.open)
+	if status != "drained" && status != "busy" {
+		return wait, fmt.Errorf("haproxy apply: unexpected output %q", quoteValue(string(out)))
+	}
+	wait.waited = time.Duration(ms) * time.Millisecond
+	if _, err := parseServersState(state); err != nil {
+		return wait, err
+	}
+	lb.content = state
+	return wait, nil
+}

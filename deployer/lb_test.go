@@ -1,0 +1,405 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// lbUpstream is a balancer's upstream file: web1 (10.0.0.5) and web2
+// (10.0.0.6), four instances each, and a line of its own.
+const lbUpstream = `upstream my_app {
+    least_conn;
+    server 10.0.0.5:3000;
+    server 10.0.0.5:3001;
+    server 10.0.0.5:3002;
+    server 10.0.0.5:3003;
+    server 10.0.0.6:3000;
+    server 10.0.0.6:3001;
+    server 10.0.0.6:3002;
+    server 10.0.0.6:3003;
+    server 10.0.0.9:8080 backup;
+}
+`
+
+const lbConfig = fourInstances + `lb:
+  hosts: [lb1, lb2]
+  server_addresses: {web1: 10.0.0.5}
+`
+
+// fakeBalancer is a load balancer host whose dials reach app.
+func fakeBalancer(t *testing.T, app *fakeRemote) *fakeRemote {
+	lb := newFakeRemote(t)
+	lb.upstream = lbUpstream
+	lb.forward = app
+	return lb
+}
+
+// lbDeployer is fakeDeployer with balancer hosts lb1, lb2, ... as well.
+func lbDeployer(t *testing.T, yaml string, app *fakeRemote, lbs ...*fakeRemote) (*Deployer, *[]Event) {
+	t.Helper()
+	app.upstream = "" // Nginx is on the balancers
+	d, events := fakeDeployer(t, yaml, app)
+	byName := map[string]*fakeRemote{}
+	for i, lb := range lbs {
+		byName[fmt.Sprintf("lb%d", i+1)] = lb
+	}
+	connect, appRemote := d.Connect, d.remote
+	d.Connect = func(ctx context.Context, host string) (Conn, error) {
+		if lb, ok := byName[host]; ok {
+			lb.mu.Lock()
+			defer lb.mu.Unlock()
+			if lb.unreachable {
+				return nil, fmt.Errorf("dial %s: connection timed out", host)
+			}
+			return fakeHostConn{host: host}, nil
+		}
+		return connect(ctx, host)
+	}
+	d.remote = func(cfg *Config, c Conn) remote {
+		if lb, ok := byName[c.(fakeHostConn).host]; ok {
+			if !cfg.lbHost || cfg.LB != nil {
+				t.Errorf("balancer %s reached with the app host's config", c.(fakeHostConn).host)
+			}
+			return lb
+		}
+		return appRemote(cfg, c)
+	}
+	return d, events
+}
+
+// lbDown is the ports of addr marked down in a balancer's file.
+func lbDown(t *testing.T, content, addr string) []int {
+	t.Helper()
+	servers, err := upstreamServers([]byte(content), "my_app", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down []int
+	for p, d := range servers {
+		if d {
+			down = append(down, p)
+		}
+	}
+	slices.Sort(down)
+	return down
+}
+
+func TestLBDeployDrainsOnEveryBalancer(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	lb1, lb2 := fakeBalancer(t, app), fakeBalancer(t, app)
+	d, _ := lbDeployer(t, lbConfig, app, lb1, lb2)
+	rep, err := d.Deploy(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rep.Hosts[0].Restarted; fmt.Sprint(got) != "[3000 3001 3002 3003]" {
+		t.Errorf("restarted %v", got)
+	}
+	for i, lb := range []*fakeRemote{lb1, lb2} {
+		// One write per step, as on a host of its own: drain 3000, then
+		// undrain+drain three times, then the last undrain.
+		if len(lb.writes) != 5 {
+			t.Fatalf("lb%d: %d writes, want 5", i+1, len(lb.writes))
+		}
+		for k, want := range [][]int{{3000}, {3001}, {3002}, {3003}, nil} {
+			if got := lbDown(t, lb.writes[k], "10.0.0.5"); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("lb%d write %d: 10.0.0.5 down %v, want %v", i+1, k, got, want)
+			}
+			if got := lbDown(t, lb.writes[k], "10.0.0.6"); len(got) > 0 {
+				t.Errorf("lb%d write %d: web2's lines changed: %v down", i+1, k, got)
+			}
+		}
+		if lb.upstream != lbUpstream {
+			t.Errorf("lb%d: the file is not as it was:\n%s", i+1, lb.upstream)
+		}
+	}
+	// The requests in flight are waited for on the app host, once per drain.
+	if fmt.Sprint(app.drained) != "[[3000] [3001] [3002] [3003]]" {
+		t.Errorf("app host waited for %v", app.drained)
+	}
+	// Health checks reached the instances from the first balancer, at the
+	// address the balancers use.
+	if len(lb1.dials) == 0 || len(app.dials) != len(lb1.dials) || len(lb2.dials) != 0 {
+		t.Errorf("dials: lb1 %d, lb2 %d, app %d", len(lb1.dials), len(lb2.dials), len(app.dials))
+	}
+	for _, a := range lb1.dials {
+		if a != "10.0.0.5" {
+			t.Fatalf("health check dialled %s, want 10.0.0.5", a)
+		}
+	}
+}
+
+func TestLBDrainFailurePutsBackAndStops(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	lb1, lb2 := fakeBalancer(t, app), fakeBalancer(t, app)
+	d, _ := lbDeployer(t, lbConfig+"ssh: {user: deploy, reconnect: 0s}\n", app, lb1, lb2)
+	// lb2 is lost after its first write: the next one, the drain of 3001
+	// (with 3000's undrain), fails there.
+	lb2.onWrite = func(n int) {
+		if n == 0 {
+			lb2.unreachable = true
+		}
+	}
+	_, err := d.Deploy(testCtx(t))
+	if err == nil {
+		t.Fatal("deploy passed with a balancer lost")
+	}
+	for _, want := range []string{"load balancer lb2", "10.0.0.5:3001 in service or drained"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	// 3001 was never restarted, and it is in service again on lb1; 3000
+	// (healthy) is in service on lb1 too.
+	if slices.Contains(app.ops, "restart 3001") {
+		t.Error("3001 restarted after its drain failed on lb2")
+	}
+	if got := lbDown(t, lb1.upstream, "10.0.0.5"); len(got) > 0 {
+		t.Errorf("lb1 left %v down", got)
+	}
+	// lb2 still holds 3000 down: it was lost before it was put back.
+	if got := lbDown(t, lb2.upstream, "10.0.0.5"); fmt.Sprint(got) != "[3000]" {
+		t.Errorf("lb2 holds %v down, want [3000]", got)
+	}
+}
+
+func TestLBCapacityCountsEveryBalancer(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001)
+	lb1, lb2 := fakeBalancer(t, app), fakeBalancer(t, app)
+	// Someone drained 3001 on lb2: it serves only through lb1, so it does
+	// not count as serving, and 3000 may not be drained.
+	lb2.upstream = strings.Replace(lbUpstream, "10.0.0.5:3001;", "10.0.0.5:3001 down;", 1)
+	d, _ := lbDeployer(t, "ports: [3000, 3001]\nmin_serving: 1\nlb: {hosts: [lb1, lb2], server_addresses: {web1: 10.0.0.5}}\n", app, lb1, lb2)
+	_, err := d.Deploy(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 3001 (out of service) went first, so 3000 could go after it.
+	if fmt.Sprint(app.ops[:2]) != "[restart 3001 restart 3000]" {
+		t.Errorf("ops %v", app.ops)
+	}
+	if got := lbDown(t, lb2.upstream, "10.0.0.5"); len(got) > 0 {
+		t.Errorf("lb2 left %v down", got)
+	}
+}
+
+func TestLBConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"lb: {hosts: []}", "lb.hosts: required"},
+		{"lb: {hosts: [web1]}", `lb.hosts[0]: "web1" is also an app host`},
+		{"lb: {hosts: [lb1], driver: traefik, server_addresses: {web1: 10.0.0.5}}", `lb.driver: must be nginx or haproxy, got "traefik"`},
+		{"lb: {hosts: [lb1], driver: haproxy, server_addresses: {web1: 10.0.0.5}}", "lb.backend: required"},
+		{"lb: {hosts: [lb1], driver: haproxy, backend: app, socket: run/x, server_addresses: {web1: 10.0.0.5}}", "lb.socket: must be an absolute path"},
+		{"lb: {hosts: [lb1], backend: app, server_addresses: {web1: 10.0.0.5}}", "lb.backend: is HAProxy's"},
+		{"lb: {hosts: [lb1], driver: haproxy, backend: app, server_addresses: {web1: 10.0.0.5}}", "nginx: is for driver: nginx"},
+		{"lb: {hosts: [lb1], server_addresses: {web1: 10.0.0.5}}\nstrategy: {bake: 1m}", "strategy.bake: reads the access log on the app hosts"},
+		{"lb: {hosts: [lb1]}", `app host "web1" is not an IP address`},
+		{"lb: {hosts: [lb1], server_addresses: {web1: nope}}", `lb.server_addresses.web1: must be an IP address, got "nope"`},
+		{"lb: {hosts: [lb1], server_addresses: {web9: 10.0.0.5}}", `lb.server_addresses.web9: "web9" is not one of hosts`},
+		{"lb: {hosts: [lb1], server_addresses: [web1]}", "lb.server_addresses: must be a mapping"},
+	} {
+		_, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [web1]\nports: [3000]\nnginx: {upstream_file: /etc/nginx/conf.d/a.conf, upstream: a}\n"+tc.yaml+"\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// fakeHAProxy is a backend as HAProxy's runtime API shows it.
+type fakeHAProxy struct {
+	servers []haproxyServer
+	ops     []string // "drain web1-3000", "ready web1-3000"
+}
+
+func newFakeHAProxy(addr string, ports ...int) *fakeHAProxy {
+	h := &fakeHAProxy{}
+	for _, p := range ports {
+		h.servers = append(h.servers, haproxyServer{name: fmt.Sprintf("app%d", p), addr: addr, port: p})
+	}
+	h.servers = append(h.servers, haproxyServer{name: "other", addr: "10.0.0.6", port: 3000})
+	return h
+}
+
+func (h *fakeHAProxy) run(op string, names []string) ([]byte, error) {
+	switch op {
+	case "check", "state":
+		var b strings.Builder
+		b.WriteString("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord\n")
+		for i, s := range h.servers {
+			fmt.Fprintf(&b, "3 app %d %s %s 2 %d 1 1 10 6 3 4 6 0 0 0 - %d -\n", i+1, s.name, s.addr, s.admin, s.port)
+		}
+		return []byte(b.String()), nil
+	case "apply":
+		for _, item := range names {
+			op, n, _ := strings.Cut(item, ":")
+			i := slices.IndexFunc(h.servers, func(s haproxyServer) bool { return s.name == n })
+			if i < 0 {
+				return nil, fmt.Errorf("set server app/%s: No such server", n)
+			}
+			if op == "ready" && h.servers[i].maint() {
+				return nil, fmt.Errorf("server app/%s is in maintenance", n)
+			}
+			h.ops = append(h.ops, op+" "+n)
+			if op == "drain" {
+				h.servers[i].admin |= 0x08
+			} else {
+				h.servers[i].admin = 0
+			}
+		}
+		state, _ := h.run("state", nil)
+		return append([]byte("drained 12\n"), state...), nil
+	}
+	return nil, fmt.Errorf("unknown op %s", op)
+}
+
+const haproxyConfig = fourInstances + `lb:
+  hosts: [lb1, lb2]
+  driver: haproxy
+  backend: app
+  server_addresses: {web1: 10.0.0.5}
+`
+
+// fakeHAProxyBalancer is a balancer running HAProxy in front of app.
+func fakeHAProxyBalancer(t *testing.T, app *fakeRemote) *fakeRemote {
+	lb := fakeBalancer(t, app)
+	lb.upstream = ""
+	lb.haproxy = newFakeHAProxy("10.0.0.5", 3000, 3001, 3002, 3003)
+	return lb
+}
+
+func TestLBHAProxyDrainsAndReadiesThroughTheAPI(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	lb1, lb2 := fakeHAProxyBalancer(t, app), fakeHAProxyBalancer(t, app)
+	d, events := lbDeployer(t, haproxyConfig, app, lb1, lb2)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	want := "[drain app3000 ready app3000 drain app3001 ready app3001 drain app3002 ready app3002 drain app3003 ready app3003]"
+	for i, lb := range []*fakeRemote{lb1, lb2} {
+		if fmt.Sprint(lb.haproxy.ops) != want {
+			t.Errorf("lb%d: %v", i+1, lb.haproxy.ops)
+		}
+		if len(lb.writes) != 0 {
+			t.Errorf("lb%d: %d file writes", i+1, len(lb.writes))
+		}
+	}
+	// The balancer waited for the sessions; the app host counts nothing.
+	if len(app.drained) != 0 {
+		t.Errorf("app host waited for %v", app.drained)
+	}
+	found := false
+	for _, e := range *events {
+		found = found || e.Step == StepWaitDrain && e.Duration == 12*time.Millisecond
+	}
+	if !found {
+		t.Error("no wait-drain event with the balancer's wait")
+	}
+}
+
+func TestLBHAProxyRefusesMaintenanceAndMissingServers(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		patch func(h *fakeHAProxy)
+		want  string
+	}{
+		{"maintenance", func(h *fakeHAProxy) { h.servers[1].admin = 0x01 }, "server app/app3001 (10.0.0.5:3001) is in maintenance (admin state 0x1), put there by someone: rollout never readies it"},
+		{"missing", func(h *fakeHAProxy) { h.servers = h.servers[1:] }, `no server at 10.0.0.5:3000: rollout does not write haproxy.cfg`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := newFakeRemote(t, 3000, 3001, 3002, 3003)
+			lb1, lb2 := fakeHAProxyBalancer(t, app), fakeHAProxyBalancer(t, app)
+			tc.patch(lb2.haproxy)
+			d, _ := lbDeployer(t, haproxyConfig, app, lb1, lb2)
+			_, err := d.Deploy(testCtx(t))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "load balancer lb2") {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			if len(lb1.haproxy.ops)+len(lb2.haproxy.ops) != 0 || len(app.ops) != 0 {
+				t.Errorf("changed: %v %v %v", lb1.haproxy.ops, lb2.haproxy.ops, app.ops)
+			}
+		})
+	}
+}
+
+func TestLBPlan(t *testing.T) {
+	for _, tc := range []struct{ lb, drain, wait string }{
+		{"{hosts: [lb1, lb2]}", "/etc/nginx/conf.d/my-app.conf 'nginx -t' '' /run/nginx.pid - 3000", "rollout-write-upstream '' '' '' '' 30000 3000"},
+		{"{hosts: [lb1, lb2], driver: haproxy, backend: app}", "rollout-haproxy /run/haproxy/admin.sock app 30000 apply drain:SERVER", ""},
+	} {
+		nginx := "nginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app}\n"
+		if strings.Contains(tc.lb, "haproxy") {
+			nginx = ""
+		}
+		cfg, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [10.0.0.5]\nports: [3000, 3001]\n"+nginx+"lb: "+tc.lb+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := BuildPlan(cfg, "v2").Hosts[0].Instances[0].Steps
+		if steps[1].Name != StepDrain || !strings.HasSuffix(steps[1].Command, tc.drain) || !strings.Contains(steps[1].Does, "on every load balancer (lb1 and lb2) at once") {
+			t.Errorf("%s: drain %+v", tc.lb, steps[1])
+		}
+		if steps[2].Name != StepWaitDrain || !strings.HasSuffix(steps[2].Command, tc.wait) || tc.wait == "" && steps[2].Command != "" {
+			t.Errorf("%s: wait-drain %+v", tc.lb, steps[2])
+		}
+	}
+}
+
+// Scaling behind balancers adds the new instances' server lines on every
+// balancer, after their health check, and keeps every other line.
+func TestLBScaleAddsOnEveryBalancer(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	lb1, lb2 := fakeBalancer(t, app), fakeBalancer(t, app)
+	d, _ := lbDeployer(t, "base_port: 3000\ninstances: 5\nlb: {hosts: [lb1, lb2], server_addresses: {web1: 10.0.0.5}}\n", app, lb1, lb2)
+	if _, err := d.Scale(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	for i, lb := range []*fakeRemote{lb1, lb2} {
+		// After the block's last server line, as on a host of its own.
+		want := strings.Replace(lbUpstream, "backup;\n", "backup;\n    server 10.0.0.5:3004;\n", 1)
+		if lb.upstream != want {
+			t.Errorf("lb%d:\n%s", i+1, lb.upstream)
+		}
+	}
+	if fmt.Sprint(app.ops) != "[start 3004]" {
+		t.Errorf("ops %v", app.ops)
+	}
+}
+
+// status: an instance is in nginx only when every balancer sends it
+// requests, each balancer's word is shown, and the health check dials from
+// the first balancer read, at the address the balancers use.
+func TestLBHostStatus(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001)
+	app.upstream = ""
+	lb1 := fakeBalancer(t, app)
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nlb: {hosts: [lb1, lb2], server_addresses: {web1: 10.0.0.5}}\n", app)
+	down := strings.Replace(lbUpstream, "10.0.0.5:3001;", "10.0.0.5:3001 down;", 1)
+	lbs := Balancers{
+		{host: "lb1", content: []byte(lbUpstream), dial: lb1.DialContext, driver: newLBDriver(d.Config.lbSide())},
+		{host: "lb2", content: []byte(down), err: nil, dial: lb1.DialContext, driver: newLBDriver(d.Config.lbSide())},
+	}
+	hs := hostStatus(testCtx(t), d.Config, "web1", app, lbs)
+	if hs.Error != "" || len(hs.Instances) != 2 {
+		t.Fatalf("status %+v", hs)
+	}
+	a, b := hs.Instances[0], hs.Instances[1]
+	if !a.OK() || fmt.Sprint(a.Balancers) != "[{lb1 true } {lb2 true }]" {
+		t.Errorf("3000: %+v", a)
+	}
+	if b.InNginx || b.OK() || !b.Healthy || fmt.Sprint(b.Balancers) != "[{lb1 true } {lb2 false }]" {
+		t.Errorf("3001: %+v", b)
+	}
+	if len(lb1.dials) == 0 || lb1.dials[0] != "10.0.0.5" {
+		t.Errorf("health checks dialled %v", lb1.dials)
+	}
+	// A balancer that cannot be read: nothing counts as in service there.
+	lbs[1] = balancerRead{host: "lb2", err: fmt.Errorf("connection refused")}
+	hs = hostStatus(testCtx(t), d.Config, "web1", app, lbs)
+	if hs.Instances[0].InNginx || hs.Instances[0].Balancers[1].Error == "" {
+		t.Errorf("with lb2 unread: %+v", hs.Instances[0])
+	}
+}

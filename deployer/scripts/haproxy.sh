@@ -1,0 +1,91 @@
+#!/bin/sh
+# haproxy: read or change the servers of one HAProxy backend through its
+# runtime API (the stats socket, at level admin), with socat. Nothing is
+# reloaded.
+#
+# usage: haproxy.sh SOCKET BACKEND DRAIN_TIMEOUT_MS check
+#        haproxy.sh SOCKET BACKEND DRAIN_TIMEOUT_MS state
+#        haproxy.sh SOCKET BACKEND DRAIN_TIMEOUT_MS apply ITEM...
+# check: socat is installed, the socket answers at level admin and the
+#        backend exists; then prints what state prints.
+# state: prints "show servers state BACKEND".
+# apply: each ITEM is ready:SERVER or drain:SERVER. A server to ready that
+#        is in maintenance (any admin state bit but the drain ones, 0x18)
+#        is refused before anything changes: someone put it there. Then
+#        sets each server's state, and waits until none of the drained ones
+#        has a current session, at most DRAIN_TIMEOUT_MS; prints "drained
+#        MS", or "busy MS N" with N sessions still open at the timeout,
+#        then what state prints.
+# exit:  0 done; EX_HAPROXY with HAProxy's own words on stderr
+set -eu
+readonly EX_HAPROXY=77
+sock=$1
+backend=$2
+timeout_ms=$3
+op=$4
+shift 4
+
+fail() {
+  printf '%s\n' "$*" >&2
+  exit "$EX_HAPROXY"
+}
+api() { printf '%s\n' "$1" | socat -t 5 stdio "unix-connect:$sock"; }
+
+command -v socat >/dev/null 2>&1 || fail "socat is not installed: rollout talks to HAProxy's runtime API with it (apt install socat)"
+[ -S "$sock" ] || fail "$sock is not a socket: is HAProxy running, with \"stats socket $sock level admin\" in its global section?"
+
+case $op in
+check)
+  level=$(api "show cli level") || fail "$sock does not answer"
+  [ "$level" = admin ] || fail "$sock is at level ${level:-unknown}, not admin: rollout drains and readies servers, which needs \"stats socket $sock level admin\""
+  ;;
+esac
+case $op in
+check | state)
+  out=$(api "show servers state $backend") || fail "$sock does not answer"
+  case $out in
+  1*) printf '%s\n' "$out" ;;
+  *) fail "show servers state $backend: HAProxy says: $out" ;;
+  esac
+  ;;
+apply)
+  before=$(api "show servers state $backend") || fail "$sock does not answer"
+  drained=
+  for item in "$@"; do
+    s=${item#*:}
+    [ "${item%%:*}" = ready ] || continue
+    # srv_name is the 4th field, srv_admin_state the 7th.
+    admin=$(printf '%s\n' "$before" | awk -v s="$s" '$4 == s { print $7; exit }')
+    [ -n "$admin" ] || fail "HAProxy has no server $backend/$s"
+    [ "$((admin & ~24))" -eq 0 ] || fail "server $backend/$s is in maintenance (admin state $admin), put there by someone: rollout never readies it"
+  done
+  for item in "$@"; do
+    s=${item#*:}
+    state=${item%%:*}
+    out=$(api "set server $backend/$s state $state") || fail "$sock does not answer"
+    [ -z "$(printf '%s' "$out" | tr -d '[:space:]')" ] || fail "set server $backend/$s state $state: HAProxy says: $out"
+    [ "$state" = ready ] || drained="$drained $s"
+  done
+  # "show stat" is CSV: proxy name, server name, ..., current sessions (5th).
+  sessions() {
+    api "show stat" | awk -F, -v b="$backend" -v list="$drained " '$1 == b && index(list, " " $2 " ") { n += $5 } END { print n + 0 }'
+  }
+  t=$(date +%s%3N)
+  while :; do
+    n=0
+    [ -z "$drained" ] || n=$(sessions)
+    now=$(date +%s%3N)
+    if [ "$n" -eq 0 ]; then
+      echo "drained $((now - t))"
+      break
+    fi
+    if [ "$((now - t))" -ge "$timeout_ms" ]; then
+      echo "busy $((now - t)) $n"
+      break
+    fi
+    sleep 0.01
+  done
+  api "show servers state $backend"
+  ;;
+*) fail "unknown operation $op" ;;
+esac

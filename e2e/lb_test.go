@@ -1,0 +1,564 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollout-dev/rollout/e2e/testbed"
+	"github.com/rollout-dev/rollout/internal/loadgen"
+)
+
+// lbSite is a balancer's Nginx: the upstream names both app hosts'
+// instances, and the site on :80 sends every request to it.
+const lbSite = `server {
+    listen 80 default_server;
+    location / {
+        proxy_pass http://my_app;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+    }
+}
+`
+
+// lbUpstream is a balancer's upstream file before any deploy.
+func lbUpstream() string {
+	var b strings.Builder
+	b.WriteString("# my-app on both app hosts\nupstream my_app {\n    keepalive 16;\n")
+	for _, h := range fleet.Hosts {
+		for i := range instances {
+			fmt.Fprintf(&b, "    server %s:%d;\n", h.Addr, basePort+i)
+		}
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// setUpBalancers gives the test fresh app hosts whose instances listen on
+// every address, and fresh balancer hosts, each an Nginx in front of both
+// app hosts. The app hosts are fresh again after the test.
+func setUpBalancers(t testing.TB) {
+	t.Helper()
+	resetFleet(t)
+	t.Cleanup(func() { resetFleet(t) })
+	ctx := context.Background()
+	for _, h := range fleet.Hosts {
+		if _, err := fleet.Run(ctx, h, `sudo -n sh -c 'mkdir -p /etc/systemd/system/my-app@.service.d &&
+printf "[Service]\nEnvironment=BIND_ADDRESS=0.0.0.0\n" >/etc/systemd/system/my-app@.service.d/bind.conf &&
+systemctl daemon-reload && systemctl restart my-app@3000 my-app@3001 my-app@3002 my-app@3003'`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, lb := range balancers {
+		if err := fleet.Reboot(ctx, lb); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fleet.RunInput(ctx, lb, "sudo -n tee /etc/nginx/conf.d/my-app-upstream.conf >/dev/null", strings.NewReader(lbUpstream())); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fleet.RunInput(ctx, lb, "sudo -n tee /etc/nginx/sites-enabled/default >/dev/null", strings.NewReader(lbSite)); err != nil {
+			t.Fatal(err)
+		}
+		// Notices in the error log count the reloads (reloads); a restart
+		// starts the count at 0.
+		if out, err := fleet.Run(ctx, lb, `sudo -n sed -i 's|^error_log .*|error_log /var/log/nginx/error.log notice;|' /etc/nginx/nginx.conf && sudo -n nginx -t 2>&1 && sudo -n systemctl restart nginx`); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	// Every instance answers through every balancer.
+	for _, lb := range balancers {
+		for range 2 * fleetHosts * instances {
+			if code, _ := getVersion(t, "http://"+lb.Addr+"/"); code != 200 {
+				t.Fatalf("GET through %s: %d", lb.Name, code)
+			}
+		}
+	}
+}
+
+// lbConfig is the fleet's config with both balancers in lb: and more
+// (YAML) after it.
+func lbConfig(t testing.TB, lbHosts []string, more string) string {
+	return lbConfigHealthy(t, "1s", lbHosts, more)
+}
+
+// lbConfigHealthy is lbConfig with health.min_healthy.
+func lbConfigHealthy(t testing.TB, minHealthy string, lbHosts []string, more string) string {
+	t.Helper()
+	path := fleetConfig(t, minHealthy)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(b) + "lb:\n  hosts: [" + strings.Join(lbHosts, ", ") + "]\n" + more
+	path = filepath.Join(t.TempDir(), "rollout.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func balancerAddrs() []string {
+	var addrs []string
+	for _, lb := range balancers {
+		addrs = append(addrs, lb.Addr)
+	}
+	return addrs
+}
+
+// The topology of larger fleets: two app hosts behind two Nginx load
+// balancers of their own. Under 400 req/s sent to the balancers, every
+// instance is drained on both, restarted and put back, without one failed
+// request; the app hosts' own Nginx is never touched.
+func TestLBDeployThroughTwoBalancers(t *testing.T) {
+	setUpBalancers(t)
+	stageEverywhere(t, testbed.GoodRelease("v2"))
+	cfg := lbConfig(t, balancerAddrs(), "")
+	local := map[string]string{}
+	for _, h := range fleet.Hosts {
+		local[h.Name] = upstreamFile(t, h)
+	}
+	out, _ := deployThroughBalancers(t, cfg)
+	for _, h := range fleet.Hosts {
+		if got := upstreamFile(t, h); got != local[h.Name] {
+			t.Errorf("%s: its own upstream file changed:\n%s", h.Name, got)
+		}
+	}
+	for _, lb := range balancers {
+		if got := upstreamFile(t, lb); got != lbUpstream() {
+			t.Errorf("%s: upstream not as before:\n%s", lb.Name, got)
+		}
+		nginxTestPasses(t, lb)
+		// Each balancer reloaded once per step: 4 instances on each of 2
+		// hosts is 5 writes per host.
+		if n := reloads(t, lb); n != 2*(instances+1) {
+			t.Errorf("%s: %d reloads, want %d", lb.Name, n, 2*(instances+1))
+		}
+	}
+	for _, want := range []string{"load balancer", "drain", "wait-drain", "undrain", "deploy v2: ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+
+	// status shows each instance in or out on each balancer.
+	js, code := rollout(t, "status", "-c", cfg, "-o", "json")
+	if code != 0 {
+		t.Fatalf("status exited %d:\n%s", code, js)
+	}
+	var st struct {
+		Hosts []struct {
+			Host      string
+			Instances []struct {
+				Port      int
+				InNginx   bool `json:"in_nginx"`
+				Healthy   bool
+				Balancers []struct {
+					Host string
+					In   bool
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(js), &st); err != nil {
+		t.Fatalf("%v:\n%s", err, js)
+	}
+	n := 0
+	for _, h := range st.Hosts {
+		for _, i := range h.Instances {
+			n++
+			if !i.InNginx || !i.Healthy || len(i.Balancers) != lbCount || !i.Balancers[0].In || !i.Balancers[1].In {
+				t.Errorf("status of %s:%d: %+v", h.Host, i.Port, i)
+			}
+		}
+	}
+	if n != fleetHosts*instances {
+		t.Errorf("status lists %d instances:\n%s", n, js)
+	}
+	// Drained by hand on one balancer: out there, and not OK.
+	lb2 := balancers[1]
+	if _, err := fleet.Run(context.Background(), lb2, fmt.Sprintf(`sudo -n sed -i 's/server %s:%d;/server %s:%d down;/' /etc/nginx/conf.d/my-app-upstream.conf`,
+		fleet.Hosts[0].Addr, basePort, fleet.Hosts[0].Addr, basePort)); err != nil {
+		t.Fatal(err)
+	}
+	text, code := rollout(t, "status", "-c", cfg)
+	want := fmt.Sprintf("%s:in %s:OUT", balancers[0].Addr, lb2.Addr)
+	if code == 0 || !strings.Contains(text, want) {
+		t.Errorf("status (exit %d) lacks %q:\n%s", code, want, text)
+	}
+}
+
+// deployThroughBalancers deploys v2 with cfg under 400 req/s sent to the
+// balancers, and checks that no request failed and that every instance
+// was restarted once, by rollout (none by systemd).
+func deployThroughBalancers(t *testing.T, cfg string) (string, []loadgen.Result) {
+	t.Helper()
+	before := map[string]map[int]instanceState{}
+	for _, h := range fleet.Hosts {
+		before[h.Name] = instanceStates(t, h)
+	}
+	var out string
+	var code int
+	results := underLoad(t, balancers, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2") })
+	if code != 0 {
+		t.Fatalf("deploy exited %d", code)
+	}
+	servedThroughout(t, results)
+	for _, h := range fleet.Hosts {
+		after := instanceStates(t, h)
+		for port, b := range before[h.Name] {
+			if a := after[port]; a.MainPID == b.MainPID || a.Restarts != "0" {
+				t.Errorf("%s:%d: before %+v, after %+v", h.Name, port, b, a)
+			}
+		}
+	}
+	return out, results
+}
+
+// reloads counts the reloads of a balancer's Nginx since it booted.
+func reloads(t testing.TB, h *testbed.Host) int {
+	t.Helper()
+	out, err := fleet.Run(context.Background(), h, "sudo -n grep -c 'signal 1 (SIGHUP) received' /var/log/nginx/error.log || true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	fmt.Sscan(out, &n)
+	return n
+}
+
+// A balancer that cannot be reached stops the deploy before any change.
+func TestLBUnreachableRefusedAtPreflight(t *testing.T) {
+	setUpBalancers(t)
+	cfg := lbConfig(t, []string{balancers[0].Addr, "10.213.0.99"}, "")
+	cfg2, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(cfg2), "ssh:\n", "ssh:\n  connect_timeout: 2s\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := instanceStates(t, fleet.Hosts[0])
+	out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2")
+	if code == 0 || !strings.Contains(out, "10.213.0.99") || !strings.Contains(out, "load balancer") {
+		t.Fatalf("deploy with a balancer unreachable: exit %d", code)
+	}
+	if after := instanceStates(t, fleet.Hosts[0]); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("instances changed: %v, then %v", before, after)
+	}
+	if got := upstreamFile(t, balancers[0]); got != lbUpstream() {
+		t.Errorf("%s changed:\n%s", balancers[0].Name, got)
+	}
+	if n := reloads(t, balancers[0]); n != 0 {
+		t.Errorf("%s reloaded %d times", balancers[0].Name, n)
+	}
+}
+
+// A balancer that fails mid-deploy (its Nginx config broken by someone):
+// the instance being drained is put back on the other balancer and never
+// restarted; rollout stops, every instance is in service on the balancer
+// that works, and the error says what the failed one may hold.
+func TestLBFailsMidDeploy(t *testing.T) {
+	setUpBalancers(t)
+	stageEverywhere(t, testbed.GoodRelease("v2"))
+	cfg := lbConfig(t, balancerAddrs(), "")
+	lb1, lb2 := balancers[0], balancers[1]
+	h := fleet.Hosts[0]
+	code, _, out := deployWithFault(t, cfg, "v2", at(basePort, "health", "ok"), func() {
+		if _, err := fleet.Run(context.Background(), lb2, "echo 'not nginx;' | sudo -n tee /etc/nginx/conf.d/broken.conf >/dev/null"); err != nil {
+			t.Error(err)
+		}
+	})
+	if code == 0 {
+		t.Fatal("deploy passed with a broken balancer")
+	}
+	for _, want := range []string{"load balancer " + lb2.Addr, fmt.Sprintf("%s:%d in service or drained", h.Addr, basePort+1)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	log, err := fleet.Run(context.Background(), h, fmt.Sprintf("cat /var/log/my-app/stdout-%d.log", basePort+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(log, "v2 listening") {
+		t.Errorf("%d was restarted after its drain failed on %s", basePort+1, lb2.Name)
+	}
+	if got := upstreamFile(t, lb1); got != lbUpstream() {
+		t.Errorf("%s: not every instance in service:\n%s", lb1.Name, got)
+	}
+	// lb2 kept the file it had: 3000 drained (its undrain could not be
+	// written there either).
+	want := strings.Replace(lbUpstream(), fmt.Sprintf("server %s:%d;", h.Addr, basePort), fmt.Sprintf("server %s:%d down;", h.Addr, basePort), 1)
+	if got := upstreamFile(t, lb2); got != want {
+		t.Errorf("%s holds:\n%s", lb2.Name, got)
+	}
+}
+
+// haproxyCfg is a balancer's HAProxy in front of both app hosts, its
+// runtime API at level (admin, or less).
+func haproxyCfg(level string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+    stats socket /run/haproxy/admin.sock mode 660 level %s
+    stats timeout 30s
+    user haproxy
+    group haproxy
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend web
+    bind :80
+    default_backend app
+
+backend app
+    balance roundrobin
+    option httpchk GET /healthz
+`, level)
+	for _, h := range fleet.Hosts {
+		for i := range instances {
+			fmt.Fprintf(&b, "    server %s-%d %s:%d check inter 1s\n", h.Name, basePort+i, h.Addr, basePort+i)
+		}
+	}
+	return b.String()
+}
+
+// useHAProxy makes every balancer an HAProxy (from Debian's package) in
+// front of both app hosts instead of Nginx, its API at level.
+func useHAProxy(t testing.TB, level string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, lb := range balancers {
+		if _, err := fleet.RunInput(ctx, lb, "sudo -n tee /etc/haproxy/haproxy.cfg >/dev/null", strings.NewReader(haproxyCfg(level))); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := fleet.Run(ctx, lb, "sudo -n systemctl stop nginx && sudo -n haproxy -c -q -f /etc/haproxy/haproxy.cfg 2>&1 && sudo -n systemctl restart haproxy 2>&1"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	for _, lb := range balancers {
+		for range 2 * fleetHosts * instances {
+			if code, _ := getVersion(t, "http://"+lb.Addr+"/"); code != 200 {
+				t.Fatalf("GET through %s: %d", lb.Name, code)
+			}
+		}
+	}
+}
+
+// haproxyAPI runs a runtime API command on a balancer.
+func haproxyAPI(t testing.TB, lb *testbed.Host, cmd string) string {
+	t.Helper()
+	out, err := fleet.Run(context.Background(), lb, fmt.Sprintf("echo %q | sudo -n socat stdio unix-connect:/run/haproxy/admin.sock", cmd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+const haproxyLB = "  driver: haproxy\n  backend: app\n"
+
+// haproxyConfig is lbConfig without the nginx section (HAProxy's backend
+// holds the instances).
+func haproxyConfig(t testing.TB, minHealthy string) string {
+	t.Helper()
+	path := lbConfigHealthy(t, minHealthy, balancerAddrs(), haproxyLB)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "nginx:\n  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n  upstream: my_app\n", "", 1)
+	if cfg == string(b) {
+		t.Fatal("no nginx section to remove")
+	}
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// With HAProxy on the balancers, rollout drains and readies each server
+// through the runtime API: nothing reloads, so the load sees not one
+// failed request and not one resend.
+func TestLBHAProxyDeploy(t *testing.T) {
+	setUpBalancers(t)
+	useHAProxy(t, "admin")
+	stageEverywhere(t, testbed.GoodRelease("v2"))
+	cfg := haproxyConfig(t, "1s")
+	out, results := deployThroughBalancers(t, cfg)
+	for _, r := range results {
+		if len(r.Resent) != 0 {
+			t.Errorf("through HAProxy (no reload), requests were resent on closed connections: %v", r.Resent)
+		}
+	}
+	for _, lb := range balancers {
+		state := haproxyAPI(t, lb, "show servers state app")
+		for _, line := range strings.Split(state, "\n")[2:] {
+			// srv_admin_state, the 7th field: 0 is neither drained nor in
+			// maintenance.
+			if f := strings.Fields(line); len(f) > 6 && f[6] != "0" {
+				t.Errorf("%s: server left with admin state %s: %s", lb.Name, f[6], line)
+			}
+		}
+		if n, err := fleet.Run(context.Background(), lb, "pgrep -c -x haproxy || true"); err != nil || strings.TrimSpace(n) == "0" {
+			t.Errorf("%s: haproxy not running (%q, %v)", lb.Name, n, err)
+		}
+	}
+	for _, want := range []string{"load balancer", "wait-drain", "deploy v2: ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	text, code := rollout(t, "status", "-c", cfg)
+	if code != 0 || strings.Count(text, balancers[1].Addr+":in") != fleetHosts*instances {
+		t.Errorf("status (exit %d):\n%s", code, text)
+	}
+}
+
+// A server a human put in maintenance is never readied: the deploy stops
+// at the preflight, naming it; and a socket below level admin is refused
+// with what to change.
+func TestLBHAProxyRefusals(t *testing.T) {
+	setUpBalancers(t)
+	useHAProxy(t, "admin")
+	cfg := haproxyConfig(t, "1s")
+	h := fleet.Hosts[1]
+	haproxyAPI(t, balancers[1], fmt.Sprintf("set server app/%s-%d state maint", h.Name, basePort+2))
+	before := instanceStates(t, h)
+	out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2")
+	want := fmt.Sprintf("server app/%s-%d (%s:%d) is in maintenance", h.Name, basePort+2, h.Addr, basePort+2)
+	if code == 0 || !strings.Contains(out, want) || !strings.Contains(out, "rollout never readies it") {
+		t.Errorf("deploy with a server in maintenance (exit %d) lacks %q", code, want)
+	}
+	if after := instanceStates(t, h); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("instances changed: %v, then %v", before, after)
+	}
+	if state := haproxyAPI(t, balancers[1], "show servers state app"); !strings.Contains(state, fmt.Sprintf("%s-%d %s 0 1 ", h.Name, basePort+2, h.Addr)) {
+		t.Errorf("the server is no longer in maintenance:\n%s", state)
+	}
+
+	useHAProxy(t, "operator")
+	out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2")
+	if code == 0 || !strings.Contains(out, "is at level operator, not admin") {
+		t.Errorf("deploy with the API at level operator (exit %d)", code)
+	}
+}
+
+// rollout setup on a bare app host and a bare balancer: the app host gets
+// its user and unit and no Nginx files; the balancer gets the upstream
+// naming the app host's instances and the site. A deploy through it
+// follows, and a second setup changes nothing.
+func TestLBSetupBareHosts(t *testing.T) {
+	h, lb := fleet.Hosts[0], balancers[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for _, x := range []*testbed.Host{h, lb} {
+		if err := fleet.Reboot(ctx, x); err != nil { // without Provision: bare
+			t.Fatal(err)
+		}
+	}
+	defer resetHost(t, h)
+	cfg := oneHostConfig(t, fmt.Sprintf("setup:\n  server_name: %s\nlb:\n  hosts: [%s]\n", lb.Addr, lb.Addr))
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noHooks := strings.Replace(string(b), "hooks:\n  host_before:\n    - sudo -n /usr/local/sbin/my-app-activate \"$ROLLOUT_VERSION\"\n", "", 1)
+	if err := os.WriteFile(cfg, []byte(noHooks), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	out, code := rollout(t, "setup", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "write /etc/systemd/system/my-app@.service") || !strings.Contains(out, lb.Addr+": changed:") {
+		t.Fatalf("setup exited %d", code)
+	}
+	if files, _ := fleet.Run(ctx, h, "ls /etc/nginx/conf.d/"); strings.TrimSpace(files) != "" {
+		t.Errorf("setup wrote Nginx files on the app host: %s", files)
+	}
+	up := upstreamFile(t, lb)
+	for i := range instances {
+		if !strings.Contains(up, fmt.Sprintf("server %s:%d;", h.Addr, basePort+i)) {
+			t.Errorf("the balancer's upstream lacks %s:%d:\n%s", h.Addr, basePort+i, up)
+		}
+	}
+	nginxTestPasses(t, lb)
+
+	// The release, and an env file making the app listen for the balancer.
+	if err := fleet.StageRelease(ctx, h, testbed.GoodRelease("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := fleet.Run(ctx, h, `sudo -n sh -c 'cp -a /srv/releases/v2/. /var/www/my-app/ && printf "DATABASE_URL=postgres://x@127.0.0.1/x\nBIND_ADDRESS=0.0.0.0\n" > /etc/my-app/.env'`); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, code := rollout(t, "setup", "-c", cfg); code != 0 || !strings.Contains(out, h.Addr+": no changes") || !strings.Contains(out, lb.Addr+": no changes") {
+		t.Errorf("a second setup exited %d or changed something:\n%s", code, out)
+	}
+	if _, code := rollout(t, "deploy", "-c", cfg, "--version", "v2"); code != 0 {
+		t.Fatalf("deploy after setup exited %d", code)
+	}
+	for range 8 {
+		if code, v := getVersion(t, "http://"+lb.Addr+"/"); code != 200 || v != "v2" {
+			t.Fatalf("through the balancer: %d, version %q", code, v)
+		}
+	}
+}
+
+// A balancer lost mid-deploy (its SSH connection silent past
+// ssh.reconnect): rollout stops with every instance in service on the
+// balancer it still reaches, says what the lost one may hold, and drops no
+// request; once it is back, a rerun leaves both balancers whole.
+func TestLBLostMidDeploy(t *testing.T) {
+	setUpBalancers(t)
+	stageEverywhere(t, testbed.GoodRelease("v2"))
+	cfg := lbConfig(t, balancerAddrs(), "")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(b), "ssh:\n", "ssh:\n  keepalive: 1s\n  reconnect: 3s\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lb1, lb2 := balancers[0], balancers[1]
+	h := fleet.Hosts[0]
+	unblock := make(chan struct{})
+	var code int
+	var out string
+	res := underLoad(t, balancers, func() {
+		code, _, out = deployWithFault(t, cfg, "v2", at(basePort+1, "stable", "start"), func() {
+			blockSSHUntil(t, lb2, unblock)
+		})
+	})
+	noFailedRequests(t, res)
+	if code == 0 {
+		t.Fatal("deploy passed with a balancer lost")
+	}
+	for _, want := range []string{"load balancer " + lb2.Addr + " (it may hold " + fmt.Sprintf("%s:%d drained or in service", h.Addr, basePort+1), "could not reconnect within 3s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if got := upstreamFile(t, lb1); got != lbUpstream() {
+		t.Errorf("%s: not every instance in service:\n%s", lb1.Name, got)
+	}
+	close(unblock)
+	time.Sleep(500 * time.Millisecond) // the rule removed
+	if got := upstreamFile(t, lb2); !strings.Contains(got, fmt.Sprintf("server %s:%d down;", h.Addr, basePort+1)) {
+		t.Errorf("%s does not hold %d drained, as rollout said it may:\n%s", lb2.Name, basePort+1, got)
+	}
+	if out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2"); code != 0 {
+		t.Fatalf("rerun exited %d:\n%s", code, out)
+	}
+	for _, lb := range balancers {
+		if got := upstreamFile(t, lb); got != lbUpstream() {
+			t.Errorf("%s after the rerun:\n%s", lb.Name, got)
+		}
+	}
+}
