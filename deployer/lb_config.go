@@ -124,13 +124,16 @@ func (c *Config) checkLB(cs *checks) {
 		switch {
 		case !slices.Contains(c.Hosts, h):
 			cs.add(key, fmt.Errorf("%s is not one of hosts", quoteValue(h)))
-		case net.ParseIP(a) == nil:
-			cs.add(key, fmt.Errorf("must be an IP address, got %s", quoteValue(a)))
+		case net.ParseIP(a) == nil || net.ParseIP(a).To4() == nil:
+			cs.add(key, fmt.Errorf("must be an IPv4 address (server lines of IPv6 addresses are not supported yet), got %s", quoteValue(a)))
 		}
 	}
 	for _, h := range c.Hosts {
-		if c.lbAddress(h) == "" {
+		switch a := c.lbAddress(h); {
+		case a == "":
 			cs.add("lb.server_addresses", fmt.Errorf("app host %s is not an IP address: give the address the load balancers reach it at (lb.server_addresses: {%s: 10.0.0.5})", quoteValue(h), h), "hosts")
+		case net.ParseIP(a).To4() == nil:
+			cs.add("lb.server_addresses", fmt.Errorf("app host %s is an IPv6 address, and server lines of IPv6 addresses are not supported yet: give its IPv4 address (lb.server_addresses: {%s: 10.0.0.5})", quoteValue(h), h), "hosts")
 		}
 	}
 	if c.Nginx.ServerAddress != DefaultConfig().Nginx.ServerAddress {

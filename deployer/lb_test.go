@@ -198,7 +198,8 @@ func TestLBConfigErrors(t *testing.T) {
 		{"lb: {hosts: [lb1], driver: haproxy, backend: app, server_addresses: {web1: 10.0.0.5}}", "nginx: is for driver: nginx"},
 		{"lb: {hosts: [lb1], server_addresses: {web1: 10.0.0.5}}\nstrategy: {bake: 1m}", "strategy.bake: reads the access log on the app hosts"},
 		{"lb: {hosts: [lb1]}", `app host "web1" is not an IP address`},
-		{"lb: {hosts: [lb1], server_addresses: {web1: nope}}", `lb.server_addresses.web1: must be an IP address, got "nope"`},
+		{"lb: {hosts: [lb1], server_addresses: {web1: nope}}", `lb.server_addresses.web1: must be an IPv4 address`},
+		{"lb: {hosts: [lb1], server_addresses: {web1: '::1'}}", `lb.server_addresses.web1: must be an IPv4 address`},
 		{"lb: {hosts: [lb1], server_addresses: {web9: 10.0.0.5}}", `lb.server_addresses.web9: "web9" is not one of hosts`},
 		{"lb: {hosts: [lb1], server_addresses: [web1]}", "lb.server_addresses: must be a mapping"},
 	} {

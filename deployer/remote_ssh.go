@@ -75,7 +75,9 @@ func (r sshRemote) cmdWriteUpstream(drained []int) string {
 	for _, p := range drained {
 		args = append(args, strconv.Itoa(p))
 	}
-	return script("write-upstream", true, r.sudo, args...)
+	// Counting connections needs no root: without a file (an app host
+	// behind balancers) it runs without sudo.
+	return script("write-upstream", n.UpstreamFile != "", r.sudo, args...)
 }
 
 func (r sshRemote) cmdUnitState(port int) string {

@@ -202,7 +202,7 @@ case $cmd in
 "show servers state app") cat "$D/state" ;;
 "show servers state"*) echo "Can't find backend." ;;
 "show stat") echo "app,web1-3000,0,0,0,0" ;;
-"set server"*) echo "$cmd" >>"$D/log" ;;
+"set server"*) printf '%s\n' "$cmd" | sed 's/; /\n/g' >>"$D/log" ;;
 esac
 `
 	bin := filepath.Join(dir, "bin")

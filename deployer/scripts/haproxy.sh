@@ -49,23 +49,27 @@ check | state)
   esac
   ;;
 apply)
-  before=$(api "show servers state $backend") || fail "$sock does not answer"
+  case " $* " in
+  *" ready:"*) before=$(api "show servers state $backend") || fail "$sock does not answer" ;;
+  esac
   drained=
-  for item in "$@"; do
-    s=${item#*:}
-    [ "${item%%:*}" = ready ] || continue
-    # srv_name is the 4th field, srv_admin_state the 7th.
-    admin=$(printf '%s\n' "$before" | awk -v s="$s" '$4 == s { print $7; exit }')
-    [ -n "$admin" ] || fail "HAProxy has no server $backend/$s"
-    [ "$((admin & ~24))" -eq 0 ] || fail "server $backend/$s is in maintenance (admin state $admin), put there by someone: rollout never readies it"
-  done
+  cmds=
   for item in "$@"; do
     s=${item#*:}
     state=${item%%:*}
-    out=$(api "set server $backend/$s state $state") || fail "$sock does not answer"
-    [ -z "$(printf '%s' "$out" | tr -d '[:space:]')" ] || fail "set server $backend/$s state $state: HAProxy says: $out"
-    [ "$state" = ready ] || drained="$drained $s"
+    if [ "$state" = ready ]; then
+      # srv_name is the 4th field, srv_admin_state the 7th.
+      admin=$(printf '%s\n' "$before" | awk -v s="$s" '$4 == s { print $7; exit }')
+      [ -n "$admin" ] || fail "HAProxy has no server $backend/$s"
+      [ "$((admin & ~24))" -eq 0 ] || fail "server $backend/$s is in maintenance (admin state $admin), put there by someone: rollout never readies it"
+    else
+      drained="$drained $s"
+    fi
+    cmds="${cmds:+$cmds; }set server $backend/$s state $state"
   done
+  # One connection for every change: HAProxy runs the commands in order.
+  out=$(api "$cmds") || fail "$sock does not answer"
+  [ -z "$(printf '%s' "$out" | tr -d '[:space:]')" ] || fail "$cmds: HAProxy says: $out"
   # "show stat" is CSV: proxy name, server name, ..., current sessions (5th).
   sessions() {
     api "show stat" | awk -F, -v b="$backend" -v list="$drained " '$1 == b && index(list, " " $2 " ") { n += $5 } END { print n + 0 }'
