@@ -59,7 +59,13 @@ func (c *Config) problems() []problem {
 	c.checkBatches(&cs)
 	c.checkProbe(&cs)
 	if c.LB == nil || c.LB.Driver != lbHAProxy {
+		n := len(cs)
 		c.Nginx.check(&cs)
+		for i := n; i < len(cs); i++ {
+			if c.LB != nil && c.LB.UpstreamFile != "" && cs[i].key == "nginx.upstream_file" {
+				cs[i].key = "lb.upstream_file" // where the file gave it
+			}
+		}
 	}
 	c.checkLB(&cs)
 	c.Health.check(&cs)

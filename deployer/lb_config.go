@@ -19,6 +19,9 @@ type LBConfig struct {
 	// Driver is how the balancer is changed: "nginx", the upstream file
 	// (nginx.upstream_file) on each balancer host, with nginx.* there.
 	Driver string
+	// UpstreamFile is nginx.upstream_file given here (driver: nginx): the
+	// upstream file on each balancer.
+	UpstreamFile string
 	// Socket and Backend are HAProxy's (driver: haproxy): its runtime
 	// API's socket, at level admin, and the backend whose servers are the
 	// instances.
@@ -28,6 +31,7 @@ type LBConfig struct {
 	Addresses map[string]string
 
 	nginxGiven bool // nginx.upstream_file or nginx.upstream with haproxy
+	fileTwice  bool // lb.upstream_file and nginx.upstream_file both given
 }
 
 // Balancer drivers.
@@ -41,6 +45,7 @@ func lbSection(c *Config) field {
 	fields := []field{
 		strs("hosts", &lb.Hosts),
 		str("driver", &lb.Driver),
+		str("upstream_file", &lb.UpstreamFile),
 		str("socket", &lb.Socket),
 		str("backend", &lb.Backend),
 		one("server_addresses", func(p *parser, key string) { p.readStrMap(key, &lb.Addresses) }),
@@ -50,6 +55,12 @@ func lbSection(c *Config) field {
 			return
 		}
 		c.LB = lb
+		if lb.UpstreamFile != "" && lb.Driver != lbHAProxy {
+			// The same setting as nginx.upstream_file, where the issue's
+			// users look for it: given once, in either place.
+			lb.fileTwice = c.Nginx.UpstreamFile != ""
+			c.Nginx.UpstreamFile = lb.UpstreamFile
+		}
 		if lb.Driver == lbHAProxy {
 			// The instances are the backend's servers: the engine's
 			// upstream is named after it, and messages name it where
@@ -107,14 +118,17 @@ func (c *Config) checkLB(cs *checks) {
 	}
 	switch lb.Driver {
 	case lbNginx:
+		if lb.fileTwice {
+			cs.add("lb.upstream_file", errors.New("is nginx.upstream_file, also given: give it once"))
+		}
 		if lb.Backend != "" {
 			cs.add("lb.backend", errors.New("is HAProxy's (driver: haproxy); with nginx the upstream is nginx.upstream"))
 		}
 	case lbHAProxy:
 		cs.add("lb.backend", match(upstreamRE, lb.Backend, `a backend name: letters, digits, "_", "." or "-"`))
 		cs.add("lb.socket", validPath(lb.Socket, false))
-		if lb.nginxGiven {
-			cs.add("nginx", errors.New("is for driver: nginx; with driver: haproxy the instances are lb.backend's servers in haproxy.cfg"))
+		if lb.nginxGiven || lb.UpstreamFile != "" {
+			cs.add("nginx", errors.New("is for driver: nginx (as lb.upstream_file); with driver: haproxy the instances are lb.backend's servers in haproxy.cfg"))
 		}
 	default:
 		cs.add("lb.driver", fmt.Errorf("must be nginx or haproxy, got %s", quoteValue(lb.Driver)))

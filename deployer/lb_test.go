@@ -196,6 +196,7 @@ func TestLBConfigErrors(t *testing.T) {
 		{"lb: {hosts: [lb1], driver: haproxy, backend: app, socket: run/x, server_addresses: {web1: 10.0.0.5}}", "lb.socket: must be an absolute path"},
 		{"lb: {hosts: [lb1], backend: app, server_addresses: {web1: 10.0.0.5}}", "lb.backend: is HAProxy's"},
 		{"lb: {hosts: [lb1], driver: haproxy, backend: app, server_addresses: {web1: 10.0.0.5}}", "nginx: is for driver: nginx"},
+		{"lb: {hosts: [lb1], upstream_file: /etc/nginx/conf.d/b.conf, server_addresses: {web1: 10.0.0.5}}", "lb.upstream_file: is nginx.upstream_file, also given"},
 		{"lb: {hosts: [lb1], server_addresses: {web1: 10.0.0.5}}\nstrategy: {bake: 1m}", "strategy.bake: reads the access log on the app hosts"},
 		{"lb: {hosts: [lb1]}", `app host "web1" is not an IP address`},
 		{"lb: {hosts: [lb1], server_addresses: {web1: nope}}", `lb.server_addresses.web1: must be an IPv4 address`},
@@ -402,5 +403,24 @@ func TestLBHostStatus(t *testing.T) {
 	hs = hostStatus(testCtx(t), d.Config, "web1", app, lbs)
 	if hs.Instances[0].InNginx || hs.Instances[0].Balancers[1].Error == "" {
 		t.Errorf("with lb2 unread: %+v", hs.Instances[0])
+	}
+}
+
+// lb.upstream_file is nginx.upstream_file given in lb:, as the issue's
+// users write it.
+func TestLBUpstreamFileInLB(t *testing.T) {
+	a, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [10.0.0.5]\nports: [3000]\nnginx: {upstream: a}\nlb: {hosts: [lb1], upstream_file: /etc/nginx/conf.d/a.conf}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [10.0.0.5]\nports: [3000]\nnginx: {upstream: a, upstream_file: /etc/nginx/conf.d/a.conf}\nlb: {hosts: [lb1]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Nginx != b.Nginx || a.lbSide().Nginx.UpstreamFile != "/etc/nginx/conf.d/a.conf" {
+		t.Errorf("lb.upstream_file: %+v; nginx.upstream_file: %+v", a.Nginx, b.Nginx)
+	}
+	if _, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [10.0.0.5]\nports: [3000]\nnginx: {upstream: a}\nlb: {hosts: [lb1], upstream_file: etc/a.conf}\n")); err == nil || !strings.Contains(err.Error(), "lb.upstream_file: must be an absolute path") {
+		t.Errorf("a relative lb.upstream_file: %v", err)
 	}
 }

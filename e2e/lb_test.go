@@ -466,12 +466,17 @@ func TestLBSetupBareHosts(t *testing.T) {
 		}
 	}
 	defer resetHost(t, h)
-	cfg := oneHostConfig(t, fmt.Sprintf("setup:\n  server_name: %s\nlb:\n  hosts: [%s]\n", lb.Addr, lb.Addr))
+	// The upstream file given in lb:, as the users write it.
+	cfg := oneHostConfig(t, fmt.Sprintf("setup:\n  server_name: %s\nlb:\n  hosts: [%s]\n  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n", lb.Addr, lb.Addr))
 	b, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	noHooks := strings.Replace(string(b), "hooks:\n  host_before:\n    - sudo -n /usr/local/sbin/my-app-activate \"$ROLLOUT_VERSION\"\n", "", 1)
+	noHooks = strings.Replace(noHooks, "nginx:\n  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n", "nginx:\n", 1)
+	if !strings.Contains(noHooks, "nginx:\n  upstream: my_app\n") {
+		t.Fatalf("could not move the upstream file into lb::\n%s", noHooks)
+	}
 	if err := os.WriteFile(cfg, []byte(noHooks), 0o600); err != nil {
 		t.Fatal(err)
 	}
