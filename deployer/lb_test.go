@@ -424,3 +424,19 @@ func TestLBUpstreamFileInLB(t *testing.T) {
 		t.Errorf("a relative lb.upstream_file: %v", err)
 	}
 }
+
+// Scaling behind HAProxy cannot add a server (rollout never writes
+// haproxy.cfg): the preflight refuses, naming the line to add, before any
+// instance starts or any balancer changes.
+func TestLBHAProxyScaleRefusesNewServers(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	lb1, lb2 := fakeHAProxyBalancer(t, app), fakeHAProxyBalancer(t, app)
+	d, _ := lbDeployer(t, strings.Replace(haproxyConfig, "instances: 4", "instances: 5", 1), app, lb1, lb2)
+	_, err := d.Scale(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "no server at 10.0.0.5:3004: rollout does not write haproxy.cfg") {
+		t.Fatalf("got %v", err)
+	}
+	if len(lb1.haproxy.ops)+len(lb2.haproxy.ops) != 0 || len(app.ops) != 0 {
+		t.Errorf("changed: %v %v %v", lb1.haproxy.ops, lb2.haproxy.ops, app.ops)
+	}
+}
