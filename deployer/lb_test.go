@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -403,6 +404,24 @@ func TestLBHostStatus(t *testing.T) {
 	hs = hostStatus(testCtx(t), d.Config, "web1", app, lbs)
 	if hs.Instances[0].InNginx || hs.Instances[0].Balancers[1].Error == "" {
 		t.Errorf("with lb2 unread: %+v", hs.Instances[0])
+	}
+	// One whose file lacks the block, read by hosts at once (as status
+	// does): each says so, and lbs, which they share, stays as read.
+	lbs[1] = balancerRead{host: "lb2", content: []byte("# no upstream\n"), dial: lb1.DialContext, driver: newLBDriver(d.Config.lbSide())}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hs := hostStatus(testCtx(t), d.Config, "web1", app, lbs)
+			if hs.Instances[0].InNginx || !strings.Contains(hs.Instances[0].Balancers[1].Error, "my_app") {
+				t.Errorf("with lb2's block missing: %+v", hs.Instances[0])
+			}
+		}()
+	}
+	wg.Wait()
+	if lbs[1].err != nil {
+		t.Errorf("a host's status changed the shared balancers: %v", lbs[1].err)
 	}
 }
 

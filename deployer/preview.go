@@ -52,7 +52,7 @@ func PreviewReleases(ctx context.Context, cfg *Config, version, sum string, forc
 		if err := checkLayout(hc, st); err != nil {
 			return err
 		}
-		hs := hostStatus(ctx, cfg, host, r, lbs)
+		hs := resolvedStatus(ctx, hc, host, r, lbs, &st)
 		if hs.Error != "" {
 			return errors.New(hs.Error)
 		}

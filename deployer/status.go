@@ -143,12 +143,24 @@ func (d dialFrom) DialContext(ctx context.Context, network, addr string) (net.Co
 }
 
 func hostStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Balancers) HostStatus {
-	hs := HostStatus{Host: host}
-	cfg, err := resolveHost(ctx, cfg, host, r)
+	hc, err := resolveHost(ctx, cfg, host, r)
 	if err != nil {
-		hs.Error = err.Error()
-		return hs
+		return HostStatus{Host: host, Error: err.Error()}
 	}
+	var rst *releaseState
+	if hc.Release != nil {
+		// Best effort: the instances' state stands without it.
+		if st, err := r.ReleaseState(ctx, hc.Ports()); err == nil {
+			rst = &st
+		}
+	}
+	return resolvedStatus(ctx, hc, host, r, lbs, rst)
+}
+
+// resolvedStatus is hostStatus for cfg resolved on the host (resolveHost),
+// with its release layout as already read (nil: none, or not read).
+func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Balancers, rst *releaseState) HostStatus {
+	hs := HostStatus{Host: host}
 	check := r
 	if cfg.LB != nil {
 		check = dialFrom{r, func(context.Context, string, string) (net.Conn, error) {
@@ -174,25 +186,23 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Bal
 		return hs
 	}
 	var running map[int]string
-	if cfg.Release != nil {
-		// Best effort: the instances' state stands without it.
-		if rst, err := r.ReleaseState(ctx, cfg.Ports()); err == nil {
-			running = rst.running
-			hs.Current = rst.current
-			if id, err := pausedRelease([]releaseState{rst}); err == nil {
-				hs.Paused = id
-			}
+	if rst != nil {
+		running = rst.running
+		hs.Current = rst.current
+		if id, err := pausedRelease([]releaseState{*rst}); err == nil {
+			hs.Paused = id
 		}
 	}
 	servers, err := upstreamServers(st.upstream, cfg.Nginx.Upstream, cfg.Nginx.ServerAddress)
 	if err != nil && cfg.LB == nil {
 		hs.Error = fmt.Sprintf("%s: %v", cfg.Nginx.UpstreamFile, err)
 	}
-	onLB := make([]map[int]bool, len(lbs))
+	// Each host's own: lbs is shared by the hosts read at once.
+	onLB, lbErr := make([]map[int]bool, len(lbs)), make([]error, len(lbs))
 	for k, lb := range lbs {
-		if lb.err == nil {
+		if lbErr[k] = lb.err; lb.err == nil {
 			if onLB[k], err = lb.driver.servers(lb.content, cfg.Nginx.ServerAddress); err != nil {
-				lbs[k].err = fmt.Errorf("%s: %w", lb.driver, err)
+				lbErr[k] = fmt.Errorf("%s: %w", lb.driver, err)
 			}
 		}
 	}
@@ -211,9 +221,9 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Bal
 			is.InNginx = true
 			for k, lb := range lbs {
 				down, listed := onLB[k][p]
-				bs := BalancerServer{Host: lb.host, In: lb.err == nil && listed && !down}
-				if lb.err != nil {
-					bs.Error = lb.err.Error()
+				bs := BalancerServer{Host: lb.host, In: lbErr[k] == nil && listed && !down}
+				if lbErr[k] != nil {
+					bs.Error = lbErr[k].Error()
 				}
 				is.InNginx = is.InNginx && bs.In
 				is.Balancers = append(is.Balancers, bs)

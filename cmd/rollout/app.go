@@ -300,16 +300,25 @@ func deployAction(c *cli.Context) error {
 			return err
 		}
 		defer cleanup()
-		d, out, err := newDeployer(c, cfg, v, o)
-		if err != nil {
-			return err
-		}
-		d.Artifact, d.Force = art, c.Bool("force")
-		rep, err := d.Deploy(c.Context)
-		out.report(rep, err)
-		notifyDeploy(c.Context, cfg, rep, err, os.Getenv, o.stderr)
-		return err
+		return runNotified(c, cfg, v, o, func(d *deployer.Deployer) (*deployer.Report, error) {
+			d.Artifact, d.Force = art, c.Bool("force")
+			return d.Deploy(c.Context)
+		})
 	})
+}
+
+// runNotified runs one operation that changes what the fleet runs
+// (deploy, rollback, promote) with a Deployer for cfg, prints its report
+// and posts it to the chat webhook (notify:).
+func runNotified(c *cli.Context, cfg *deployer.Config, version string, o appOutput, run func(d *deployer.Deployer) (*deployer.Report, error)) error {
+	d, out, err := newDeployer(c, cfg, version, o)
+	if err != nil {
+		return err
+	}
+	rep, err := run(d)
+	out.report(rep, err)
+	notifyDeploy(c.Context, cfg, rep, err, os.Getenv, o.stderr)
+	return err
 }
 
 // newDeployer is a Deployer for cfg whose events go to a printer.

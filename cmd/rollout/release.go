@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -139,15 +138,10 @@ Examples:
 				return usageError{errors.New("--to names one app's release: pick the app with --app")}
 			}
 			return eachApp(c, pr, apps, 1, false, func(cfg *deployer.Config, o appOutput) error {
-				d, out, err := newDeployer(c, cfg, c.String("version"), o)
-				if err != nil {
-					return err
-				}
-				d.RollbackTo, d.Force = to, c.Bool("force")
-				rep, err := d.Rollback(c.Context)
-				out.report(rep, err)
-				notifyDeploy(c.Context, cfg, rep, err, os.Getenv, o.stderr)
-				return err
+				return runNotified(c, cfg, c.String("version"), o, func(d *deployer.Deployer) (*deployer.Report, error) {
+					d.RollbackTo, d.Force = to, c.Bool("force")
+					return d.Rollback(c.Context)
+				})
 			})
 		},
 	}
@@ -179,14 +173,9 @@ Examples:
 					// deploy --pause without strategy.batches paused after [1].
 					cfg.Strategy.Batches = pauseBatches
 				}
-				d, out, err := newDeployer(c, cfg, c.String("version"), o)
-				if err != nil {
-					return err
-				}
-				rep, err := d.Promote(c.Context)
-				out.report(rep, err)
-				notifyDeploy(c.Context, cfg, rep, err, os.Getenv, o.stderr)
-				return err
+				return runNotified(c, cfg, c.String("version"), o, func(d *deployer.Deployer) (*deployer.Report, error) {
+					return d.Promote(c.Context)
+				})
 			})
 		},
 	}
