@@ -145,7 +145,7 @@ func (d *Deployer) bake(ctx context.Context, stop <-chan struct{}, sessions []*s
 	hosts := make([]*hostBake, len(sessions))
 	if err := d.eachHost(ctx, sessions, func(i int, s *session) error {
 		hb := &hostBake{s: s, pos: logPos{offset: -1}, byPort: map[int]*Tally{}}
-		r, err := s.rc.ReadAccessLog(ctx, d.Config.AccessLogFile(), hb.pos, 0, s.cfg.Ports())
+		r, err := s.r.ReadAccessLog(ctx, d.Config.AccessLogFile(), hb.pos, 0, s.cfg.Ports())
 		if err != nil {
 			return &StepError{Host: s.host, Step: StepBake, Err: err}
 		}
@@ -294,12 +294,12 @@ func logFormatHint(cfg *Config) string {
 // fields.
 func checkAccessLog(ctx context.Context, s *session) error {
 	file := s.cfg.AccessLogFile()
-	end, err := s.rc.ReadAccessLog(ctx, file, logPos{offset: -1}, 0, nil)
+	end, err := s.r.ReadAccessLog(ctx, file, logPos{offset: -1}, 0, nil)
 	if err != nil {
 		return fmt.Errorf("strategy.bake reads %s: %w", file, err)
 	}
 	from := logPos{inode: end.pos.inode, offset: max(end.pos.offset-8192, 0)}
-	tail, err := s.rc.ReadAccessLog(ctx, file, from, 0, nil)
+	tail, err := s.r.ReadAccessLog(ctx, file, from, 0, nil)
 	if err != nil {
 		return fmt.Errorf("strategy.bake reads %s: %w", file, err)
 	}
@@ -321,7 +321,7 @@ func checkAccessLog(ctx context.Context, s *session) error {
 // read reads the host's new access log lines and its instances' restarts.
 func (hb *hostBake) read(ctx context.Context, d *Deployer) error {
 	s := hb.s
-	r, err := s.rc.ReadAccessLog(ctx, d.Config.AccessLogFile(), hb.pos, hb.since, s.cfg.Ports())
+	r, err := s.r.ReadAccessLog(ctx, d.Config.AccessLogFile(), hb.pos, hb.since, s.cfg.Ports())
 	if err != nil {
 		return &StepError{Host: s.host, Step: StepBake, Err: err}
 	}

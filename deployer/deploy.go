@@ -154,14 +154,14 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 			r := &rep.Hosts[s.index]
 			entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
 				Op: op, Version: rep.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
-			if err := s.rc.AppendHistory(cctx, entry); err != nil {
+			if err := s.r.AppendHistory(cctx, entry); err != nil {
 				said[i] = append(said[i], fmt.Sprintf("%s: %v", s.host, err))
 			}
 			lerr := s.lock.Release(cctx)
 			if lerr != nil {
 				said[i] = append(said[i], lerr.Error())
 			}
-			if s.rc.givenUp() {
+			if s.link.givenUp() {
 				r.Next = d.nextStep(op, s, r, lerr != nil)
 			}
 			return nil

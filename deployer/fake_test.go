@@ -39,6 +39,8 @@ type fakeRemote struct {
 	history []HistoryEntry
 	hooks   [][]string // the env of each hook run
 	dials   []string   // the addresses health checks dialled
+	// conn is the connection the engine made the fake with.
+	conn Conn
 	// forward, on a load balancer, is the app host its dials reach.
 	forward *fakeRemote
 	// haproxy, on a load balancer running HAProxy, is its backend.
@@ -101,8 +103,25 @@ func (r *fakeRemote) withReleases(id string) *fakeRemote {
 	return r
 }
 
-// fault is the lost connection an operation fails with, if any; r.mu held.
+// wire sends op over the connection the engine made the fake with (its
+// link, which reconnects as it does over SSH): the operation happens only
+// if that got through. r.mu not held.
+func (r *fakeRemote) wire(ctx context.Context, op string) error {
+	r.mu.Lock()
+	c := r.conn
+	r.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	_, err := c.Run(ctx, op, nil)
+	return err
+}
+
+// fault is the lost connection an operation sent over the wire fails
+// with, if any.
 func (r *fakeRemote) fault(op string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.unreachable || r.lose[op] > 0 {
 		r.lose[op]--
 		return fmt.Errorf("%s on web: %w", op, sshexec.ErrConnectionLost)
@@ -198,12 +217,12 @@ func (r *fakeRemote) ReadUpstream(context.Context) ([]byte, error) {
 	return []byte(r.upstream), nil
 }
 
-func (r *fakeRemote) WriteUpstream(_ context.Context, have, next []byte, drained []int) (drainWait, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.fault("WriteUpstream"); err != nil {
+func (r *fakeRemote) WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error) {
+	if err := r.wire(ctx, "WriteUpstream"); err != nil {
 		return drainWait{}, err
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.onWrite != nil {
 		r.onWrite(len(r.writes))
 	}
@@ -217,33 +236,33 @@ func (r *fakeRemote) WriteUpstream(_ context.Context, have, next []byte, drained
 }
 
 // HAProxy answers as haproxy.sh does, from the fake's backend state.
-func (r *fakeRemote) HAProxy(_ context.Context, op string, servers []string) ([]byte, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.fault("HAProxy"); err != nil {
+func (r *fakeRemote) HAProxy(ctx context.Context, op string, servers []string) ([]byte, error) {
+	if err := r.wire(ctx, "HAProxy"); err != nil {
 		return nil, err
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.haproxy == nil {
 		return nil, fmt.Errorf("haproxy %s: not a balancer running HAProxy", op)
 	}
 	return r.haproxy.run(op, servers)
 }
 
-func (r *fakeRemote) UnitState(_ context.Context, port int) (unitState, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.fault("UnitState"); err != nil {
+func (r *fakeRemote) UnitState(ctx context.Context, port int) (unitState, error) {
+	if err := r.wire(ctx, "UnitState"); err != nil {
 		return unitState{}, err
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return r.state(port), nil
 }
 
-func (r *fakeRemote) Restart(_ context.Context, port int, _ []string, release string) (restartMark, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.fault("Restart"); err != nil {
+func (r *fakeRemote) Restart(ctx context.Context, port int, _ []string, release string) (restartMark, error) {
+	if err := r.wire(ctx, "Restart"); err != nil {
 		return restartMark{}, err
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if release != "" {
 		if !r.releases[release] {
 			return restartMark{}, fmt.Errorf("release %s is not in /srv/my-app/releases", release)
@@ -313,7 +332,20 @@ func (r *fakeRemote) Hook(_ context.Context, command string, env []string) (stri
 
 // DialContext reaches the instance's test server, whatever address the
 // health check asked for; it notes the address.
+// DialContext dials over the connection the engine made the fake with, as
+// the SSH remote does.
 func (r *fakeRemote) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	r.mu.Lock()
+	c := r.conn
+	r.mu.Unlock()
+	if c != nil {
+		return c.DialContext(ctx, network, addr)
+	}
+	return r.dial(ctx, network, addr)
+}
+
+// dial is a dial from the host: to its site at port 80 and its instances.
+func (r *fakeRemote) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	host, p, _ := net.SplitHostPort(addr)
 	var port int
 	fmt.Sscan(p, &port)
@@ -330,12 +362,11 @@ func (r *fakeRemote) DialContext(ctx context.Context, network, addr string) (net
 	r.dials = append(r.dials, host)
 	if fw := r.forward; fw != nil {
 		r.mu.Unlock()
-		return fw.DialContext(ctx, network, addr)
+		return fw.dial(ctx, network, addr)
 	}
 	u, ok := r.units[port]
-	err := r.fault("DialContext")
 	r.mu.Unlock()
-	if err != nil {
+	if err := r.fault("DialContext"); err != nil {
 		return nil, err
 	}
 	if !ok {
@@ -346,12 +377,12 @@ func (r *fakeRemote) DialContext(ctx context.Context, network, addr string) (net
 }
 
 // ReadAccessLog answers as access-read.sh does, through parseLogRead.
-func (r *fakeRemote) ReadAccessLog(_ context.Context, file string, from logPos, since int64, ports []int) (logRead, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.fault("ReadAccessLog"); err != nil {
+func (r *fakeRemote) ReadAccessLog(ctx context.Context, file string, from logPos, since int64, ports []int) (logRead, error) {
+	if err := r.wire(ctx, "ReadAccessLog"); err != nil {
 		return logRead{}, err
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.noLog {
 		return logRead{}, fmt.Errorf("cannot read the access log %s (missing, or not readable by this user)", file)
 	}
@@ -385,10 +416,18 @@ func (r *fakeRemote) ReadAccessLog(_ context.Context, file string, from logPos, 
 	return parseLogRead([]byte(out.String()), from)
 }
 
-func (r *fakeRemote) Alive(context.Context) (bool, error) {
+// Alive asks the connection the engine gave the fake: a link says whether
+// it reconnected.
+func (r *fakeRemote) Alive(ctx context.Context) (bool, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return false, r.fault("Alive")
+	c := r.conn
+	r.mu.Unlock()
+	if l, ok := c.(interface {
+		Alive(context.Context) (bool, error)
+	}); ok {
+		return l.Alive(ctx)
+	}
+	return false, nil
 }
 
 func (r *fakeRemote) AcquireLock(context.Context, LockInfo, bool, string) (LockState, bool, error) {
@@ -403,12 +442,12 @@ func (r *fakeRemote) AcquireLock(context.Context, LockInfo, bool, string) (LockS
 
 func (r *fakeRemote) RefreshLock(context.Context, string) error { return nil }
 
-func (r *fakeRemote) ReleaseLock(context.Context, string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.fault("ReleaseLock"); err != nil {
+func (r *fakeRemote) ReleaseLock(ctx context.Context, _ string) error {
+	if err := r.wire(ctx, "ReleaseLock"); err != nil {
 		return err
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.locked = false
 	return nil
 }
@@ -419,7 +458,7 @@ func (r *fakeRemote) LockStatus(context.Context) (LockState, error) {
 	return LockState{Held: r.locked}, nil
 }
 
-func (r *fakeRemote) AppendHistory(_ context.Context, e HistoryEntry) error {
+func (r *fakeRemote) AppendHistory(ctx context.Context, e HistoryEntry) error {
 	if r.historyBarrier != nil {
 		// Every host's history is written at once, or this one never is.
 		r.historyBarrier.Done()
@@ -431,11 +470,11 @@ func (r *fakeRemote) AppendHistory(_ context.Context, e HistoryEntry) error {
 			return fmt.Errorf("the other hosts' histories were not written meanwhile")
 		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.fault("AppendHistory"); err != nil {
+	if err := r.wire(ctx, "AppendHistory"); err != nil {
 		return err
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.history = append(r.history, e)
 	return nil
 }
@@ -464,12 +503,12 @@ func (r *fakeRemote) ReleaseState(_ context.Context, ports []int) (releaseState,
 	return st, nil
 }
 
-func (r *fakeRemote) Upload(_ context.Context, e ReleaseEntry, open func() (io.ReadCloser, error)) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.fault("Upload"); err != nil {
+func (r *fakeRemote) Upload(ctx context.Context, e ReleaseEntry, open func() (io.ReadCloser, error)) error {
+	if err := r.wire(ctx, "Upload"); err != nil {
 		return err
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	body, err := open()
 	if err != nil {
 		return err
@@ -576,7 +615,7 @@ func fakeDeployer(t *testing.T, yaml string, hosts ...*fakeRemote) (*Deployer, *
 				return nil, fmt.Errorf("dial %s: connection timed out", host)
 			}
 			h.connects++
-			return fakeHostConn{host: host}, nil
+			return fakeHostConn{host: host, r: h}, nil
 		},
 		Events: func(e Event) {
 			mu.Lock()
@@ -584,15 +623,45 @@ func fakeDeployer(t *testing.T, yaml string, hosts ...*fakeRemote) (*Deployer, *
 			mu.Unlock()
 		},
 		Stdout: new(strings.Builder), Stderr: new(strings.Builder)}
-	d.remote = func(_ *Config, c Conn) remote { return byName[c.(fakeHostConn).host] }
+	d.remote = func(_ *Config, c Conn) remote { return byName[connHost(c)].over(c) }
 	return d, events
 }
 
-// fakeHostConn is the connection to a fake host: the engine only closes
-// it, and the test's remote finds the host by its name.
+// connHost is the host a connection the engine made reaches: a fake
+// host's, or a link over one.
+func connHost(c Conn) string {
+	switch c := c.(type) {
+	case fakeHostConn:
+		return c.host
+	case *link:
+		return c.host
+	}
+	panic(fmt.Sprintf("not a fake host's connection: %T", c))
+}
+
+// over makes the fake send its operations over c (the engine's link).
+func (r *fakeRemote) over(c Conn) *fakeRemote {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.conn = c
+	return r
+}
+
+// fakeHostConn is the connection to a fake host: the test's remote finds
+// the host by its name, and each operation is sent over it as a command
+// named after it, which fails as the host's lose and unreachable say.
 type fakeHostConn struct {
 	Conn
 	host string
+	r    *fakeRemote
+}
+
+func (c fakeHostConn) Run(_ context.Context, op string, _ io.Reader) (sshexec.Result, error) {
+	return sshexec.Result{}, c.r.fault(op)
+}
+
+func (c fakeHostConn) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return c.r.dial(ctx, network, addr)
 }
 
 func (fakeHostConn) Close() error { return nil }

@@ -60,7 +60,7 @@ func (d *Deployer) connectBalancers(ctx context.Context) (*balancers, error) {
 				return
 			}
 			s := &session{host: host, cfg: lc, conn: conn, t0: t0}
-			s.rc = d.newReconnecting(s)
+			d.open(s)
 			b.all[i] = &balancer{s: s}
 		}()
 	}
@@ -75,7 +75,7 @@ func (b *balancers) close() {
 	}
 	for _, lb := range b.all {
 		if lb != nil {
-			lb.s.rc.close()
+			lb.s.link.Close()
 		}
 	}
 }
@@ -91,12 +91,12 @@ func (b *balancers) preflight(ctx context.Context) error {
 	}
 	b.checked = true
 	errs := b.each(func(lb *balancer) error {
-		content, err := b.driver.check(ctx, lb.s.rc)
+		content, err := b.driver.check(ctx, lb.s.r)
 		if err == nil {
 			_, err = b.driver.servers(content, "")
 		}
 		if err == nil && d.Config.Probe.Enabled {
-			err = newProber(b.cfg, lb.host(), lb.s.rc.DialContext).check(ctx)
+			err = newProber(b.cfg, lb.host(), lb.s.r.DialContext).check(ctx)
 		}
 		if err != nil {
 			err = fmt.Errorf("load balancer %s: %s: %w", lb.host(), b.driver, err)
@@ -114,7 +114,7 @@ func (b *balancers) preflight(ctx context.Context) error {
 // read reads every balancer's upstream file again; b.mu held.
 func (b *balancers) read(ctx context.Context) error {
 	return errors.Join(b.each(func(lb *balancer) error {
-		content, err := b.driver.read(ctx, lb.s.rc)
+		content, err := b.driver.read(ctx, lb.s.r)
 		if err != nil {
 			return fmt.Errorf("load balancer %s: read %s: %w", lb.host(), b.driver, err)
 		}
@@ -395,7 +395,7 @@ func (l *lbRemote) DialContext(ctx context.Context, network, addr string) (net.C
 	var err error
 	for _, lb := range l.b.all {
 		var c net.Conn
-		if c, err = lb.s.rc.DialContext(ctx, network, addr); err == nil || !errors.Is(err, ErrUnreachable) {
+		if c, err = lb.s.r.DialContext(ctx, network, addr); err == nil || !errors.Is(err, ErrUnreachable) {
 			return c, err
 		}
 	}

@@ -106,9 +106,9 @@ func (n nginxDriver) apply(ctx context.Context, lb *balancer, c lbChange) (drain
 		if bytes.Equal(next, lb.content) {
 			return drainWait{}, nil
 		}
-		_, err = lb.s.rc.WriteUpstream(ctx, lb.content, next, drained)
+		_, err = lb.s.r.WriteUpstream(ctx, lb.content, next, drained)
 		if errors.Is(err, errUpstreamChanged) && attempt == 0 {
-			cur, rerr := lb.s.rc.ReadUpstream(ctx)
+			cur, rerr := lb.s.r.ReadUpstream(ctx)
 			if rerr != nil {
 				return drainWait{}, fmt.Errorf("read %s: %w", n.file, rerr)
 			}
@@ -264,7 +264,7 @@ func (h haproxyDriver) apply(ctx context.Context, lb *balancer, c lbChange) (dra
 	if len(items) == 0 {
 		return drainWait{}, nil
 	}
-	out, err := lb.s.rc.HAProxy(ctx, "apply", items)
+	out, err := lb.s.r.HAProxy(ctx, "apply", items)
 	if err != nil {
 		return drainWait{}, err
 	}

@@ -56,16 +56,16 @@ func lbDeployer(t *testing.T, yaml string, app *fakeRemote, lbs ...*fakeRemote) 
 			if lb.unreachable {
 				return nil, fmt.Errorf("dial %s: connection timed out", host)
 			}
-			return fakeHostConn{host: host}, nil
+			return fakeHostConn{host: host, r: lb}, nil
 		}
 		return connect(ctx, host)
 	}
 	d.remote = func(cfg *Config, c Conn) remote {
-		if lb, ok := byName[c.(fakeHostConn).host]; ok {
+		if lb, ok := byName[connHost(c)]; ok {
 			if !cfg.lbHost || cfg.LB != nil {
-				t.Errorf("balancer %s reached with the app host's config", c.(fakeHostConn).host)
+				t.Errorf("balancer %s reached with the app host's config", connHost(c))
 			}
-			return lb
+			return lb.over(c)
 		}
 		return appRemote(cfg, c)
 	}

@@ -308,7 +308,7 @@ func (d *Deployer) startProbes(ctx context.Context, sessions []*session) *probes
 		}
 	}
 	for _, s := range sessions {
-		p := newProber(s.cfg, s.host, s.rc.dialCurrent)
+		p := newProber(s.cfg, s.host, s.link.dialCurrent)
 		ps.all = append(ps.all, p)
 		go p.run(pctx)
 	}

@@ -1,10 +1,17 @@
 package deployer
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // A connection lost in the middle of an instance is not the app's fault:
@@ -67,4 +74,138 @@ func TestDeployUnreachableHost(t *testing.T) {
 	if strings.Contains(err.Error(), "unhealthy") || strings.Contains(err.Error(), "not healthy") {
 		t.Errorf("the lost host is blamed on the app: %v", err)
 	}
+}
+
+// scriptedConn is a connection whose commands fail as lost while lose
+// says so, and that records what ran on it.
+type scriptedConn struct {
+	mu   *sync.Mutex
+	lose *int // commands still to lose
+	ran  *[]string
+	gen  int
+}
+
+func (c scriptedConn) Run(_ context.Context, cmd string, stdin io.Reader) (sshexec.Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	in := ""
+	if stdin != nil {
+		b, _ := io.ReadAll(stdin)
+		in = " <" + string(b)
+	}
+	*c.ran = append(*c.ran, fmt.Sprintf("%d:%s%s", c.gen, cmd, in))
+	if *c.lose > 0 {
+		*c.lose--
+		return sshexec.Result{}, fmt.Errorf("run: %w", sshexec.ErrConnectionLost)
+	}
+	return sshexec.Result{Stdout: []byte("ok")}, nil
+}
+
+func (c scriptedConn) DialContext(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("no dials here")
+}
+
+func (scriptedConn) Close() error { return nil }
+
+func newScriptedLink(t *testing.T, lose int, connectFails bool) (*link, *[]string, *[]Event) {
+	var mu sync.Mutex
+	ran, events := &[]string{}, &[]Event{}
+	gen := 0
+	l := &link{host: "web1", budget: 300 * time.Millisecond,
+		emit: func(e Event) { mu.Lock(); *events = append(*events, e); mu.Unlock() },
+		connect: func(context.Context) (Conn, error) {
+			if connectFails {
+				return nil, errors.New("dial web1: connection refused")
+			}
+			gen++
+			return scriptedConn{mu: &mu, lose: &lose, ran: ran, gen: gen}, nil
+		}}
+	l.conn = scriptedConn{mu: &mu, lose: &lose, ran: ran}
+	return l, ran, events
+}
+
+func TestLinkRunsAgainOnANewConnection(t *testing.T) {
+	ctx := testCtx(t)
+	tests := []struct {
+		name  string
+		run   func(l *link) (sshexec.Result, error)
+		want  []string
+		again bool
+	}{
+		{"no stdin", func(l *link) (sshexec.Result, error) { return l.Run(ctx, "inspect", nil) },
+			[]string{"0:inspect", "1:inspect"}, true},
+		{"stdin it can rewind", func(l *link) (sshexec.Result, error) {
+			return l.Run(ctx, "write", strings.NewReader("next"))
+		}, []string{"0:write <next", "1:write <next"}, true},
+		{"stdin it cannot rewind", func(l *link) (sshexec.Result, error) {
+			return l.Run(ctx, "upload", io.MultiReader(strings.NewReader("body")))
+		}, []string{"0:upload <body"}, false},
+		{"a hook", func(l *link) (sshexec.Result, error) { return l.RunOnce(ctx, "hook", nil) },
+			[]string{"0:hook"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l, ran, events := newScriptedLink(t, 1, false)
+			res, err := tc.run(l)
+			if got := *ran; fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("ran %q, want %q", got, tc.want)
+			}
+			if tc.again && (err != nil || string(res.Stdout) != "ok") {
+				t.Errorf("run again: %q, %v", res.Stdout, err)
+			}
+			if !tc.again && !errors.Is(err, sshexec.ErrConnectionLost) {
+				t.Errorf("err = %v, want the lost connection", err)
+			}
+			if tc.name == "a hook" && !strings.Contains(fmt.Sprint(err), "whether it ran to its end is unknown") {
+				t.Errorf("a hook cut short does not say it may have run: %v", err)
+			}
+			// Whether run again or not, the link is back for what follows.
+			if l.gen != 1 || !hasEvent(*events, 0, StepSSH, StatusOK, "reconnected") {
+				t.Errorf("gen %d, events %v", l.gen, *events)
+			}
+			if _, err := l.Run(ctx, "next", nil); err != nil {
+				t.Errorf("the next command: %v", err)
+			}
+		})
+	}
+}
+
+// A host that does not come back within ssh.reconnect is given up on: the
+// error says so, and every later command fails at once with it.
+func TestLinkGivesUp(t *testing.T) {
+	ctx := testCtx(t)
+	l, ran, events := newScriptedLink(t, 1, true)
+	_, err := l.Run(ctx, "inspect", nil)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "could not reconnect within 300ms") || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("err = %v", err)
+	}
+	if !l.givenUp() || !hasEvent(*events, 0, StepSSH, StatusFail, "could not reconnect") {
+		t.Errorf("given up %v, events %v", l.givenUp(), *events)
+	}
+	_, err2 := l.Run(ctx, "history", nil)
+	if _, derr := l.dialCurrent(ctx, "tcp", "127.0.0.1:3000"); err2 != err || derr != err {
+		t.Errorf("later: %v, %v; want %v", err2, derr, err)
+	}
+	if len(*ran) != 1 {
+		t.Errorf("ran %q after giving up", *ran)
+	}
+}
+
+// Alive says whether the link had to reconnect.
+func TestLinkAlive(t *testing.T) {
+	ctx := testCtx(t)
+	l, _, _ := newScriptedLink(t, 0, false)
+	if again, err := l.Alive(ctx); again || err != nil {
+		t.Errorf("Alive = %v, %v on a live link", again, err)
+	}
+	l.conn = aliveFails{l.conn}
+	if again, err := l.Alive(ctx); !again || err != nil {
+		t.Errorf("Alive = %v, %v after a silent connection", again, err)
+	}
+}
+
+type aliveFails struct{ Conn }
+
+func (aliveFails) Alive(context.Context) error {
+	return fmt.Errorf("keepalive: %w", sshexec.ErrConnectionLost)
 }

@@ -294,7 +294,7 @@ func (r sshRemote) ReadUpstream(ctx context.Context) ([]byte, error) {
 
 func (r sshRemote) WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error) {
 	sum := sha256.Sum256(have)
-	stdin := io.MultiReader(strings.NewReader(hex.EncodeToString(sum[:])+"\n"), bytes.NewReader(next))
+	stdin := bytes.NewReader(append([]byte(hex.EncodeToString(sum[:])+"\n"), next...))
 	what := "update " + r.cfg.Nginx.UpstreamFile
 	if r.cfg.LB != nil {
 		what = "wait for the requests in flight"
@@ -411,8 +411,16 @@ func (r sshRemote) Stop(ctx context.Context, port int) error {
 	return err
 }
 
+// Hook runs the user's command once, even over a link that reconnects:
+// whether a command cut short ran is unknown.
 func (r sshRemote) Hook(ctx context.Context, command string, env []string) (string, error) {
-	res, err := r.conn.Run(ctx, r.cmdHook(command, env), nil) // the user's command: its own words
+	run := r.conn.Run
+	if o, ok := r.conn.(interface {
+		RunOnce(context.Context, string, io.Reader) (sshexec.Result, error)
+	}); ok {
+		run = o.RunOnce
+	}
+	res, err := run(ctx, r.cmdHook(command, env), nil) // the user's command: its own words
 	return string(res.Stdout) + string(res.Stderr), err
 }
 
@@ -420,9 +428,15 @@ func (r sshRemote) DialContext(ctx context.Context, network, addr string) (net.C
 	return r.conn.DialContext(ctx, network, addr)
 }
 
-// Alive asks the connection, when it can tell (*sshexec.Client can).
+// Alive asks the connection, when it can tell: a link says whether it
+// reconnected; an *sshexec.Client only whether it is up.
 func (r sshRemote) Alive(ctx context.Context) (bool, error) {
-	if c, ok := r.conn.(interface{ Alive(context.Context) error }); ok {
+	switch c := r.conn.(type) {
+	case interface {
+		Alive(context.Context) (bool, error)
+	}:
+		return c.Alive(ctx)
+	case interface{ Alive(context.Context) error }:
 		return false, c.Alive(ctx)
 	}
 	return false, nil
@@ -437,7 +451,13 @@ func (r sshRemote) AcquireLock(ctx context.Context, info LockInfo, breakStale bo
 	if err != nil {
 		return LockState{}, false, fmt.Errorf("take the deploy lock in %s: %w", r.lockDir(), err)
 	}
-	return parseLockState(string(res.Stdout), r.cfg.LockStaleAfter)
+	st, ok, err := parseLockState(string(res.Stdout), r.cfg.LockStaleAfter)
+	if err == nil && !ok && st.Holder != nil && st.Holder.Token == info.Token {
+		// Taken by this holder before a lost connection hid it, and
+		// asked again on the new one.
+		return LockState{}, true, nil
+	}
+	return st, ok, err
 }
 
 func (r sshRemote) RefreshLock(ctx context.Context, token string) error {
@@ -556,13 +576,16 @@ func (r sshRemote) ReleaseState(ctx context.Context, ports []int) (releaseState,
 	return parseReleaseState(res.Stdout, r.releaseRoot())
 }
 
+// Upload sends the release from its start again after a lost connection
+// (open opens it again): the upload script removes what an interrupted
+// one left.
 func (r sshRemote) Upload(ctx context.Context, e ReleaseEntry, open func() (io.ReadCloser, error)) error {
-	body, err := open()
-	if err != nil {
+	body := &reopener{open: open}
+	if err := body.open1(); err != nil {
 		return err
 	}
 	defer body.Close()
-	_, err = r.run(ctx, "upload release "+e.ID, r.cmdUpload(e), body)
+	_, err := r.run(ctx, "upload release "+e.ID, r.cmdUpload(e), body)
 	switch exitCode(err) {
 	case exitPrepare:
 		return fmt.Errorf("%w in release %s:\n%s", ErrPrepare, e.ID, scriptMessage(err))
@@ -583,4 +606,33 @@ func (r sshRemote) SwitchInstance(ctx context.Context, port int, id string) erro
 func (r sshRemote) RecordRelease(ctx context.Context, entries []ReleaseEntry, current string, remove []string) error {
 	_, err := r.run(ctx, "record the release in "+r.releaseRoot(), r.cmdRecordRelease(entries, current, remove), nil)
 	return err
+}
+
+// reopener is a stream a link can send again from its start: seeking to
+// the start opens it again.
+type reopener struct {
+	open func() (io.ReadCloser, error)
+	rc   io.ReadCloser
+}
+
+func (o *reopener) open1() (err error) {
+	o.rc, err = o.open()
+	return err
+}
+
+func (o *reopener) Read(p []byte) (int, error) { return o.rc.Read(p) }
+
+func (o *reopener) Seek(offset int64, whence int) (int64, error) {
+	if offset != 0 || whence != io.SeekStart {
+		return 0, errors.New("reopener: only seeks to the start")
+	}
+	o.rc.Close()
+	return 0, o.open1()
+}
+
+func (o *reopener) Close() error {
+	if o.rc == nil {
+		return nil
+	}
+	return o.rc.Close()
 }

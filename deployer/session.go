@@ -17,10 +17,13 @@ type session struct {
 	index int // in Config.Hosts, and in the report
 	host  string
 	cfg   *Config
-	conn  Conn // the first connection; rc holds the current one
+	conn  Conn // the first connection; link holds the current one
 	// t0 is when its preflight started.
-	t0   time.Time
-	rc   *reconnecting // the remote the engine works on the host through
+	t0 time.Time
+	// link is the host's connection, reconnecting when it is lost; r is
+	// the remote over it.
+	link *link
+	r    remote
 	lock *HostLock
 	// rel is the host's release layout as the preflight read it (release:
 	// set): what each instance ran before this run.
@@ -31,13 +34,20 @@ type session struct {
 	lb *lbRemote
 }
 
-// remote is what the engine works on the host through: the reconnecting
-// remote, behind the balancers with lb:.
+// remote is what the engine works on the host through: the remote over
+// its link, behind the balancers with lb:.
 func (s *session) remote() remote {
 	if s.lb != nil {
 		return s.lb
 	}
-	return s.rc
+	return s.r
+}
+
+// open makes the session's link over its first connection, and the remote
+// over the link.
+func (d *Deployer) open(s *session) {
+	s.link = newLink(d, s.host, s.cfg, s.conn)
+	s.r = d.newRemote(s.cfg, s.link)
 }
 
 func (d *Deployer) newRemote(cfg *Config, conn Conn) remote {
@@ -79,7 +89,7 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 				d.emit(Event{Host: host, Step: StepPreflight, Status: StatusFail, Duration: time.Since(s.t0), Message: err.Error()})
 				return
 			}
-			s.rc = d.newReconnecting(s)
+			d.open(s)
 		}()
 	}
 	wg.Wait()
@@ -87,8 +97,8 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 	for _, s := range sessions {
 		if s != nil {
 			opened = append(opened, s)
-			if d.lbs != nil && s.rc != nil {
-				s.lb = &lbRemote{remote: s.rc, b: d.lbs, addr: s.cfg.Nginx.ServerAddress}
+			if d.lbs != nil && s.r != nil {
+				s.lb = &lbRemote{remote: s.r, b: d.lbs, addr: s.cfg.Nginx.ServerAddress}
 			}
 		}
 	}
@@ -135,13 +145,13 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 			missing, err = checkUpstream(s.cfg, upstream)
 		}
 		if err == nil && d.Config.Probe.Enabled && s.lb == nil { // with lb:, from each balancer
-			err = newProber(s.cfg, s.host, s.rc.DialContext).check(ctx)
+			err = newProber(s.cfg, s.host, s.r.DialContext).check(ctx)
 		}
 		if err == nil && op == opDeploy && d.Config.Strategy.Bake > 0 {
 			err = checkAccessLog(ctx, s)
 		}
 		if err == nil && s.cfg.Release != nil {
-			if s.rel, err = s.rc.ReleaseState(ctx, s.cfg.Ports()); err == nil {
+			if s.rel, err = s.r.ReleaseState(ctx, s.cfg.Ports()); err == nil {
 				err = checkLayout(s.cfg, s.rel)
 			}
 		}
@@ -155,7 +165,7 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 		}
 		d.emit(e)
 		t0 := time.Now()
-		lock, err := acquireLock(ctx, s.cfg, s.host, s.rc, d.Holder, d.BreakStaleLock)
+		lock, err := acquireLock(ctx, s.cfg, s.host, s.r, d.Holder, d.BreakStaleLock)
 		if err != nil {
 			d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
 			return &StepError{Host: s.host, Step: StepLock, Err: err}
@@ -186,8 +196,8 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 
 func closeSessions(sessions []*session) {
 	for _, s := range sessions {
-		if s.rc != nil {
-			s.rc.close()
+		if s.link != nil {
+			s.link.Close()
 		} else {
 			s.conn.Close()
 		}

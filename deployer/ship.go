@@ -104,7 +104,7 @@ func (d *Deployer) upload(ctx context.Context, s *session, id string) error {
 		return countingReader{r, &sent}, nil
 	}
 	e := ReleaseEntry{ID: id, Version: d.Version, SHA256: a.SHA256, User: d.Holder.User, Time: time.Now().UTC(), Outcome: ReleaseNew}
-	err := s.rc.Upload(ctx, e, open)
+	err := s.r.Upload(ctx, e, open)
 	close(done)
 	if err != nil {
 		d.emit(Event{Host: s.host, Step: StepUpload, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
@@ -203,7 +203,7 @@ func (d *Deployer) runningSummary(ctx context.Context, sessions []*session) stri
 	defer cancel()
 	var parts []string
 	for _, s := range sessions {
-		st, err := s.rc.ReleaseState(cctx, s.cfg.Ports())
+		st, err := s.r.ReleaseState(cctx, s.cfg.Ports())
 		if err != nil {
 			parts = append(parts, fmt.Sprintf("%s: unknown (%v)", s.host, err))
 			continue
@@ -231,7 +231,7 @@ func (d *Deployer) record(ctx context.Context, op, id string, sessions []*sessio
 	}
 	// Every host at once, each with its own 30s.
 	_ = d.eachHost(ctx, sessions, func(_ int, s *session) error {
-		if s.rc.givenUp() {
+		if s.link.givenUp() {
 			return nil
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -280,7 +280,7 @@ func (d *Deployer) record(ctx context.Context, op, id string, sessions []*sessio
 			return nil
 		}
 		t0 := time.Now()
-		if rerr := s.rc.RecordRelease(cctx, entries, current, remove); rerr != nil {
+		if rerr := s.r.RecordRelease(cctx, entries, current, remove); rerr != nil {
 			d.emit(Event{Host: s.host, Step: StepRelease, Status: StatusFail, Duration: time.Since(t0), Message: rerr.Error()})
 			return nil
 		}
