@@ -71,11 +71,25 @@ var HealthPaths = []string{"/healthz", "/health", "/"}
 // the Nginx upstream blocks and sites that name their ports, and what one
 // running instance answers on the health path candidates.
 func Discover(ctx context.Context, conn Conn, host string) (*Discovery, error) {
-	res, err := conn.Run(ctx, script("discover", false, false), nil)
+	return discover(ctx, sshRemote{cfg: &Config{}, conn: conn}, host)
+}
+
+// hostDiscovery is what `rollout init` reads on a host: over SSH in
+// sshRemote (never with sudo: discover.sh asks sudo -n itself, for nginx -T).
+type hostDiscovery interface {
+	// DiscoverHost runs discover.sh and returns what it printed.
+	DiscoverHost(ctx context.Context) ([]byte, error)
+	// UnitFiles reads each unit's file (systemctl cat), by unit.
+	UnitFiles(ctx context.Context, units []string) (map[string]string, error)
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func discover(ctx context.Context, r hostDiscovery, host string) (*Discovery, error) {
+	out, err := r.DiscoverHost(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read the host: %w", err)
 	}
-	d, nginxT := parseDiscovery(host, res.Stdout)
+	d, nginxT := parseDiscovery(host, out)
 	for i := range d.Apps {
 		a := &d.Apps[i]
 		a.Upstreams, a.Listen = findUpstreams(nginxT, a.Ports)
@@ -84,11 +98,11 @@ func Discover(ctx context.Context, conn Conn, host string) (*Discovery, error) {
 			port = a.Running[0]
 		}
 		unit := fmt.Sprintf("%s@%d", a.Name, port)
-		out, err := conn.Run(ctx, script("unit-files", false, false, unit+".service"), nil)
+		files, err := r.UnitFiles(ctx, []string{unit + ".service"})
 		if err != nil {
 			return nil, fmt.Errorf("read the unit file of %s: %w", unit, err)
 		}
-		for _, f := range unitLogFiles(sections(out.Stdout)[unit+".service"], unit) {
+		for _, f := range unitLogFiles(files[unit+".service"], unit) {
 			a.LogFiles = append(a.LogFiles, strings.ReplaceAll(f, strconv.Itoa(port), "{port}"))
 		}
 		if len(a.Running) > 0 {
@@ -96,7 +110,7 @@ func Discover(ctx context.Context, conn Conn, host string) (*Discovery, error) {
 			if len(a.Upstreams) > 0 {
 				addr = a.Upstreams[0].Addr
 			}
-			a.Health = probeHealthPaths(ctx, conn, addr, port)
+			a.Health = probeHealthPaths(ctx, r.DialContext, addr, port)
 		}
 	}
 	return d, nil
@@ -280,11 +294,11 @@ func siteListen(files map[string]string, upstream string) string {
 // probeHealthPaths GETs each of HealthPaths from host:port through the
 // connection, with the health check deploys use: the status it answered,
 // or why there was none.
-func probeHealthPaths(ctx context.Context, conn Conn, host string, port int) []HealthAnswer {
+func probeHealthPaths(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), host string, port int) []HealthAnswer {
 	var answers []HealthAnswer
 	for _, p := range HealthPaths {
 		a := HealthAnswer{Path: p}
-		h := healthcheck.HTTP{Dial: conn.DialContext, Host: host, Path: p, Status: http.StatusOK, AttemptTimeout: 3 * time.Second}
+		h := healthcheck.HTTP{Dial: dial, Host: host, Path: p, Status: http.StatusOK, AttemptTimeout: 3 * time.Second}
 		var se *healthcheck.StatusError
 		switch err := h.Check(ctx, port); {
 		case err == nil:

@@ -176,7 +176,7 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 				Does: "note the host's clock, the log files' sizes and the unit's state, restart the instance, print its state"}
 			if len(cfg.Logs) == 0 {
 				restart.Does += "; the log files come from the unit files' StandardOutput=/StandardError=, read once per host first"
-				restart.Also = []string{c.cmdUnitFiles(ports)}
+				restart.Also = []string{c.cmdUnitFiles(c.units(ports))}
 			}
 			drain := Step{Name: StepDrain, Command: c.cmdWriteUpstream([]int{port}), Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ... down;\"", cfg.Nginx.UpstreamFile, addr, port),
 				Does: "unless someone else changed the file since it was read (then read it again and check capacity again), mark the instance down in the upstream; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests"}

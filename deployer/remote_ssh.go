@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -92,8 +93,29 @@ func (r sshRemote) cmdRestart(port int, logs []string, release string) string {
 	return script("restart", true, r.sudo, append(args, logs...)...)
 }
 
-func (r sshRemote) cmdUnitFiles(ports []int) string {
-	return script("unit-files", false, r.sudo, r.units(ports)...)
+func (r sshRemote) cmdUnitFiles(units []string) string {
+	return script("unit-files", false, r.sudo, units...)
+}
+
+func (r sshRemote) cmdDiscover() string { return script("discover", false, false) }
+
+func (r sshRemote) DiscoverHost(ctx context.Context) ([]byte, error) {
+	res, err := r.run(ctx, "discover", r.cmdDiscover(), nil)
+	return res.Stdout, err
+}
+
+// UnitFiles reads each unit's file, by unit.
+func (r sshRemote) UnitFiles(ctx context.Context, units []string) (map[string]string, error) {
+	res, err := r.run(ctx, "read unit files", r.cmdUnitFiles(units), nil)
+	if err != nil {
+		return nil, err
+	}
+	parts := sections(res.Stdout)
+	out := map[string]string{}
+	for _, u := range units {
+		out[u] = parts[u]
+	}
+	return out, nil
 }
 
 func (r sshRemote) cmdAppOutput(port int, mark restartMark, lines int) string {
@@ -369,11 +391,10 @@ func (r sshRemote) Restart(ctx context.Context, port int, logs []string, release
 }
 
 func (r sshRemote) LogFiles(ctx context.Context, ports []int) (map[int][]string, error) {
-	res, err := r.run(ctx, "read unit files", r.cmdUnitFiles(ports), nil)
+	parts, err := r.UnitFiles(ctx, r.units(ports))
 	if err != nil {
 		return nil, err
 	}
-	parts := sections(res.Stdout)
 	logs := map[int][]string{}
 	for _, p := range ports {
 		unit := r.cfg.UnitName(p)
@@ -635,4 +656,86 @@ func (o *reopener) Close() error {
 		return nil
 	}
 	return o.rc.Close()
+}
+
+func (r sshRemote) cmdSetupInspect(w setupWant) string {
+	args := []string{w.User, w.AppDir, w.ReleaseRoot, w.Timer, strconv.Itoa(len(w.WatchFiles))}
+	args = append(args, w.WatchFiles...)
+	args = append(args, strconv.Itoa(len(w.Dirs)))
+	for _, d := range w.Dirs {
+		args = append(args, d.path)
+	}
+	args = append(args, strconv.Itoa(len(w.Files)))
+	for _, f := range w.Files {
+		args = append(args, f.Path)
+	}
+	return script("setup-inspect", true, r.sudo, append(args, w.Units...)...)
+}
+
+func (r sshRemote) SetupInspect(ctx context.Context, w setupWant) (setupFound, error) {
+	res, err := r.run(ctx, "setup-inspect", r.cmdSetupInspect(w), nil)
+	if err != nil {
+		return setupFound{}, err
+	}
+	return parseSetupFound(res.Stdout, w)
+}
+
+// parseSetupFound reads setup-inspect.sh's output.
+func parseSetupFound(out []byte, w setupWant) (setupFound, error) {
+	parts := sections(out)
+	for _, name := range []string{"user", "enabled", "watch", "code"} {
+		if _, ok := parts[name]; !ok {
+			return setupFound{}, fmt.Errorf("setup-inspect: no %s in %q", name, quoteValue(string(out)))
+		}
+	}
+	lines := func(s string) []string {
+		if s = strings.TrimSpace(s); s == "" {
+			return nil
+		}
+		return strings.Split(s, "\n")
+	}
+	f := setupFound{Dirs: map[string]string{}, Files: map[string]foundFile{}, Enabled: lines(parts["enabled"]),
+		Watch: lines(parts["watch"]), Code: strings.TrimSpace(parts["code"])}
+	if user := strings.Fields(parts["user"]); len(user) > 0 && user[0] != "none" {
+		f.UserExists = true
+		if len(user) > 1 {
+			f.Groups = strings.Split(user[1], ",")
+		}
+	}
+	for _, d := range w.Dirs {
+		if have := strings.TrimSpace(parts["dir "+d.path]); have != "missing" && have != "" {
+			f.Dirs[d.path] = have
+		}
+	}
+	for _, mf := range w.Files {
+		have := lines(parts["file "+mf.Path])
+		if len(have) == 0 || have[0] == "missing" {
+			continue
+		}
+		var content []byte
+		if len(have) > 1 {
+			var err error
+			if content, err = base64.StdEncoding.DecodeString(have[1]); err != nil {
+				return setupFound{}, fmt.Errorf("setup-inspect %s: %w", mf.Path, err)
+			}
+		}
+		f.Files[mf.Path] = foundFile{Meta: have[0], Content: content}
+	}
+	return f, nil
+}
+
+func (r sshRemote) cmdSetupApply(actions []setupAction) string {
+	var args []string
+	for _, a := range actions {
+		args = append(args, a...)
+	}
+	return script("setup-apply", true, r.sudo, args...)
+}
+
+func (r sshRemote) SetupApply(ctx context.Context, actions []setupAction, stdin []byte) error {
+	_, err := r.run(ctx, "setup-apply", r.cmdSetupApply(actions), bytes.NewReader(stdin))
+	if exitCode(err) == exitNginxTest {
+		return fmt.Errorf("%w:\n%s", errNginxTest, strings.TrimPrefix(scriptMessage(err), errNginxTest.Error()+"\n"))
+	}
+	return err
 }

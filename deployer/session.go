@@ -108,7 +108,9 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 // resolveHost is the config for one host: with instances: auto, one
 // instance per CPU core it has. Another app of the file with a port of
 // this one on the host is an error naming both.
-func resolveHost(ctx context.Context, cfg *Config, host string, r remote) (*Config, error) {
+func resolveHost(ctx context.Context, cfg *Config, host string, r interface {
+	Cores(ctx context.Context) (int, error)
+}) (*Config, error) {
 	cores := sync.OnceValues(func() (int, error) { return r.Cores(ctx) })
 	hc := cfg
 	if cfg.InstancesAuto() {

@@ -2,16 +2,13 @@ package deployer
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
-	"fmt"
-	"io"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/rollout-dev/rollout/sshexec"
 )
 
 func TestRenderGolden(t *testing.T) {
@@ -57,81 +54,67 @@ func TestSetupConfigErrors(t *testing.T) {
 	}
 }
 
-// setupHost answers setup's inspection with a host that has exactly what
-// the given files and directories say (nil: nothing), and records what
-// setup then runs.
-type setupHost struct {
-	Conn
-	inspect   string
-	inspected bool
-	applied   []string
-	stdin     []string
+// fakeSetupHost answers setup's inspection with found and records what
+// setup then applies.
+type fakeSetupHost struct {
+	found   setupFound
+	applied [][]setupAction
+	stdin   []string
 }
 
-// Run answers the first command (the inspection) and records the others.
-func (h *setupHost) Run(_ context.Context, cmd string, stdin io.Reader) (sshexec.Result, error) {
-	if !h.inspected {
-		h.inspected = true
-		return sshexec.Result{Stdout: []byte(h.inspect)}, nil
-	}
-	h.applied = append(h.applied, cmd)
-	if stdin != nil {
-		b, _ := io.ReadAll(stdin)
-		h.stdin = append(h.stdin, string(b))
-	}
-	return sshexec.Result{}, nil
+func (h *fakeSetupHost) Cores(context.Context) (int, error) { return 2, nil }
+
+func (h *fakeSetupHost) SetupInspect(context.Context, setupWant) (setupFound, error) {
+	return h.found, nil
 }
 
-// inspection is setup's inspect output for a host that is already set up
+func (h *fakeSetupHost) SetupApply(_ context.Context, actions []setupAction, stdin []byte) error {
+	h.applied = append(h.applied, actions)
+	h.stdin = append(h.stdin, string(stdin))
+	return nil
+}
+
+// verbs are the actions' verbs, and where a verb first comes.
+func verbs(actions []setupAction) map[string]int {
+	at := map[string]int{}
+	for i, a := range actions {
+		if _, ok := at[a[0]]; !ok {
+			at[a[0]] = i
+		}
+	}
+	return at
+}
+
+// inspection is what setup finds on a host that is already set up
 // (prepared) or bare.
-func inspection(cfg *Config, prepared bool) string {
+func inspection(cfg *Config, prepared bool) setupFound {
 	s := cfg.setupDefaults()
-	var b strings.Builder
+	f := setupFound{Dirs: map[string]string{}, Files: map[string]foundFile{}, Code: "empty"}
 	if prepared {
-		fmt.Fprintf(&b, "user 998 %s,%s\n", s.User, s.Group)
-	} else {
-		b.WriteString("user none \n")
-	}
-	for _, d := range setupDirs(cfg) {
-		b.WriteString(setupSep + "\n")
-		if prepared {
-			b.WriteString(d.owner + " " + d.mode + "\n")
-		} else {
-			b.WriteString("missing\n")
+		f.UserExists, f.Groups, f.Code = true, []string{s.User, s.Group}, "code"
+		for _, d := range setupDirs(cfg) {
+			f.Dirs[d.path] = d.owner + " " + d.mode
+		}
+		for _, mf := range Render(cfg, cfg.Ports()) {
+			f.Files[mf.Path] = foundFile{Meta: mf.Owner + " " + mf.Mode, Content: []byte(mf.Content)}
 		}
 	}
-	for _, f := range Render(cfg, cfg.Ports()) {
-		b.WriteString(setupSep + "\n")
-		if prepared {
-			b.WriteString(f.Owner + " " + f.Mode + "\n" + base64.StdEncoding.EncodeToString([]byte(f.Content)) + "\n")
-		} else {
-			b.WriteString("missing\n")
-		}
-	}
-	b.WriteString(setupSep + "\n")
 	for range cfg.Ports() {
 		if prepared {
-			b.WriteString("enabled\n")
+			f.Enabled = append(f.Enabled, "enabled")
 		} else {
-			b.WriteString("disabled\n")
+			f.Enabled = append(f.Enabled, "disabled")
 		}
 	}
-	b.WriteString(setupSep + "\n")
 	switch {
 	case cfg.Watch == nil:
-		b.WriteString("none\n")
+		f.Watch = []string{"none"}
 	case prepared:
-		b.WriteString("enabled\nactive\ncurl\n")
+		f.Watch = []string{"enabled", "active", "curl"}
 	default:
-		b.WriteString("disabled\ninactive\ncurl\n")
+		f.Watch = []string{"disabled", "inactive", "curl"}
 	}
-	b.WriteString(setupSep + "\n")
-	if prepared {
-		b.WriteString("code\n")
-	} else {
-		b.WriteString("empty\n")
-	}
-	return b.String()
+	return f
 }
 
 // A host in the seed's layout, set up with release: its code becomes the
@@ -143,12 +126,13 @@ func TestSetupMovesASeedHostToReleases(t *testing.T) {
 	}
 	seed := inspection(cfg, true)
 	// The seed's unit ran from the app directory: it differs.
-	seed = strings.Replace(seed, base64.StdEncoding.EncodeToString([]byte(Render(cfg, cfg.Ports())[0].Content)), base64.StdEncoding.EncodeToString([]byte("[Service]\nWorkingDirectory=/var/www/my-app\n")), 1)
-	h := &setupHost{inspect: seed}
+	unit := Render(cfg, cfg.Ports())[0]
+	seed.Files[unit.Path] = foundFile{Meta: "root:root 644", Content: []byte("[Service]\nWorkingDirectory=/var/www/my-app\n")}
+	h := &fakeSetupHost{found: seed}
 	// The first release is named after the instant the caller gives every
 	// host: one ID for the fleet, whichever second each host's setup runs.
 	now := time.Date(2026, 11, 28, 2, 1, 46, 900e6, time.UTC)
-	res, err := Setup(testCtx(t), cfg, "web1", h, false, now)
+	res, err := setupHost(testCtx(t), cfg, "web1", h, false, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,18 +141,21 @@ func TestSetupMovesASeedHostToReleases(t *testing.T) {
 		t.Fatalf("changes:\n%s", joined)
 	}
 	if len(h.applied) != 1 {
-		t.Fatalf("applied %d scripts", len(h.applied))
+		t.Fatalf("applied %d times", len(h.applied))
 	}
-	sc := h.applied[0]
-	link := strings.Index(sc, "/srv/my-app/instances/3000")
-	unit := strings.Index(sc, "daemon-reload")
-	if link < 0 || unit < 0 || link > unit || !strings.Contains(sc, "/srv/my-app/current") || !strings.Contains(sc, `"outcome":"ok"`) {
-		t.Errorf("the script does not link every instance before the unit changes:\n%s", sc)
+	at := verbs(h.applied[0])
+	migrate := h.applied[0][at["migrate"]]
+	want := setupAction{"migrate", "/var/www/my-app", "/srv/my-app", "www-data", "20261128020146-initial"}
+	if at["migrate"] > at["daemon-reload"] || !slices.Equal(migrate[:5], want) || !strings.Contains(migrate[5], `"outcome":"ok"`) ||
+		!slices.Equal(migrate[6:], []string{"4", "3000", "3001", "3002", "3003"}) {
+		t.Errorf("the migration does not link every instance before the unit changes: %q", h.applied[0])
 	}
 
 	// Once moved (current exists), setup moves nothing again.
-	again := &setupHost{inspect: strings.TrimSuffix(inspection(cfg, true), "code\n") + "current\n"}
-	res, err = Setup(testCtx(t), cfg, "web1", again, false, now)
+	moved := inspection(cfg, true)
+	moved.Code = "current"
+	again := &fakeSetupHost{found: moved}
+	res, err = setupHost(testCtx(t), cfg, "web1", again, false, now)
 	if err != nil || len(res.Changes) != 0 {
 		t.Errorf("a moved host: %v, changes %q", err, res.Changes)
 	}
@@ -182,15 +169,15 @@ func TestSetupChangesOnlyWhatDiffers(t *testing.T) {
 	ctx := testCtx(t)
 
 	// A host that has it all: nothing to do, nothing run.
-	done := &setupHost{inspect: inspection(cfg, true)}
-	res, err := Setup(ctx, cfg, "web1", done, false, time.Now())
+	done := &fakeSetupHost{found: inspection(cfg, true)}
+	res, err := setupHost(ctx, cfg, "web1", done, false, time.Now())
 	if err != nil || len(res.Changes) != 0 || len(done.applied) != 0 {
 		t.Fatalf("prepared host: %v, changes %q, ran %d commands", err, res.Changes, len(done.applied))
 	}
 
 	// A bare host: every part, in one script, with the files on stdin.
-	bare := &setupHost{inspect: inspection(cfg, false)}
-	res, err = Setup(ctx, cfg, "web1", bare, false, time.Now())
+	bare := &fakeSetupHost{found: inspection(cfg, false)}
+	res, err = setupHost(ctx, cfg, "web1", bare, false, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,16 +188,39 @@ func TestSetupChangesOnlyWhatDiffers(t *testing.T) {
 			t.Errorf("changes lack %q:\n%s", want, joined)
 		}
 	}
-	if len(bare.applied) != 1 || !strings.Contains(bare.applied[0], "systemctl daemon-reload") || !strings.Contains(bare.applied[0], "nginx config test failed; restored") {
-		t.Fatalf("applied %d scripts:\n%s", len(bare.applied), strings.Join(bare.applied, "\n---\n"))
+	if len(bare.applied) != 1 {
+		t.Fatalf("applied %d times", len(bare.applied))
+	}
+	at := verbs(bare.applied[0])
+	for _, v := range []string{"user", "join", "dir", "file", "daemon-reload", "nginx", "enable"} {
+		if _, ok := at[v]; !ok {
+			t.Errorf("no %s in %q", v, bare.applied[0])
+		}
+	}
+	if at["file"] > at["daemon-reload"] || at["daemon-reload"] > at["enable"] || at["file"] > at["nginx"] {
+		t.Errorf("out of order: %q", bare.applied[0])
+	}
+	if _, started := at["start"]; started {
+		t.Errorf("an empty app directory's instances were started: %q", bare.applied[0])
+	}
+	// Each file's size is what it reads of stdin.
+	size := 0
+	for _, a := range bare.applied[0] {
+		if a[0] == "file" {
+			n, _ := strconv.Atoi(a[5])
+			size += n
+		}
+	}
+	if size != len(bare.stdin[0]) {
+		t.Errorf("the files' sizes add up to %d, stdin holds %d", size, len(bare.stdin[0]))
 	}
 	if unit := Render(cfg, cfg.Ports())[0].Content; !strings.Contains(bare.stdin[0], unit) {
 		t.Error("the unit file was not sent on stdin")
 	}
 
 	// A dry run says the same and runs nothing.
-	dry := &setupHost{inspect: inspection(cfg, false)}
-	res, err = Setup(ctx, cfg, "web1", dry, true, time.Now())
+	dry := &fakeSetupHost{found: inspection(cfg, false)}
+	res, err = setupHost(ctx, cfg, "web1", dry, true, time.Now())
 	if err != nil || strings.Join(res.Changes, "\n") != joined || len(dry.applied) != 0 || !strings.Contains(res.Diff, "+[Service]") {
 		t.Errorf("dry run: %v, ran %d commands, changes %q", err, len(dry.applied), res.Changes)
 	}
@@ -306,12 +316,12 @@ func TestSetupWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := testCtx(t)
-	if _, err := Setup(ctx, cfg, "web1", &setupHost{inspect: inspection(cfg, false)}, false, time.Now()); err == nil || !strings.Contains(err.Error(), "$HOOK is empty") {
+	if _, err := setupHost(ctx, cfg, "web1", &fakeSetupHost{found: inspection(cfg, false)}, false, time.Now()); err == nil || !strings.Contains(err.Error(), "$HOOK is empty") {
 		t.Fatalf("without the URL: %v", err)
 	}
 	cfg.Watch.SetWebhook("https://hooks.example.com/services/SECRET")
-	bare := &setupHost{inspect: inspection(cfg, false)}
-	res, err := Setup(ctx, cfg, "web1", bare, true, time.Now())
+	bare := &fakeSetupHost{found: inspection(cfg, false)}
+	res, err := setupHost(ctx, cfg, "web1", bare, true, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,12 +334,14 @@ func TestSetupWatch(t *testing.T) {
 	if strings.Contains(res.Diff, "SECRET") || !strings.Contains(res.Diff, "(a secret: it changes, the content is not shown)") {
 		t.Errorf("the diff shows the URL:\n%s", res.Diff)
 	}
-	done := &setupHost{inspect: inspection(cfg, true)}
-	if res, err := Setup(ctx, cfg, "web1", done, false, time.Now()); err != nil || len(res.Changes) != 0 {
+	done := &fakeSetupHost{found: inspection(cfg, true)}
+	if res, err := setupHost(ctx, cfg, "web1", done, false, time.Now()); err != nil || len(res.Changes) != 0 {
 		t.Fatalf("a host with the watch: %v, changes %q", err, res.Changes)
 	}
-	noCurl := &setupHost{inspect: strings.Replace(inspection(cfg, true), "active\ncurl\n", "active\nno-curl\n", 1)}
-	if _, err := Setup(ctx, cfg, "web1", noCurl, false, time.Now()); err == nil || !strings.Contains(err.Error(), "no curl") {
+	nc := inspection(cfg, true)
+	nc.Watch[2] = "no-curl"
+	noCurl := &fakeSetupHost{found: nc}
+	if _, err := setupHost(ctx, cfg, "web1", noCurl, false, time.Now()); err == nil || !strings.Contains(err.Error(), "no curl") {
 		t.Fatalf("without curl: %v", err)
 	}
 
@@ -337,14 +349,17 @@ func TestSetupWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	installed := &setupHost{inspect: strings.Replace(inspection(plain, true), setupSep+"\nnone\n", setupSep+"\ninstalled\n", 1)}
-	res, err = Setup(ctx, plain, "web1", installed, false, time.Now())
+	inst := inspection(plain, true)
+	inst.Watch = []string{"installed"}
+	installed := &fakeSetupHost{found: inst}
+	res, err = setupHost(ctx, plain, "web1", installed, false, time.Now())
 	if err != nil || !strings.Contains(strings.Join(res.Changes, "\n"), "remove the watch an earlier setup installed") || len(installed.applied) != 1 {
 		t.Fatalf("the section gone: %v, changes %q", err, res.Changes)
 	}
-	sc := installed.applied[0]
-	stop, rm, reload := strings.Index(sc, "systemctl disable --now -- rollout-status-my-app.timer"), strings.Index(sc, "/usr/local/lib/rollout/my-app-watch"), strings.Index(sc, "systemctl daemon-reload")
-	if stop < 0 || rm < stop || reload < rm || !strings.Contains(sc, "/etc/rollout/my-app/webhook.env") {
-		t.Errorf("the removal:\n%s", sc)
+	at := verbs(installed.applied[0])
+	unwatch := installed.applied[0][at["unwatch"]]
+	if at["unwatch"] > at["daemon-reload"] || unwatch[1] != "rollout-status-my-app.timer" ||
+		!slices.Contains(unwatch, "/usr/local/lib/rollout/my-app-watch") || !slices.Contains(unwatch, "/etc/rollout/my-app/webhook.env") {
+		t.Errorf("the removal: %q", installed.applied[0])
 	}
 }

@@ -110,16 +110,16 @@ func (c *Config) watchDropIn() string { return c.unitFile() + ".d/rollout-watch.
 
 // removeWatchScript takes away what watchFiles installed (the timer
 // stopped and disabled first), and status.json.
-func (c *Config) removeWatchScript() string {
-	timer := sshexec.Quote(c.statusUnit() + ".timer")
+// unwatchAction removes what setup installed for a watch: section:
+// the timer stopped, its files and their directories once empty.
+func (c *Config) unwatchAction() setupAction {
 	files := []string{c.watchDropIn(), "/etc/systemd/system/" + c.alertUnit() + ".service", "/etc/systemd/system/" + c.statusUnit() + ".service",
 		"/etc/systemd/system/" + c.statusUnit() + ".timer", c.watchScript(), c.watchEnvFile(), c.watchStatusFile()}
-	var quoted []string
-	for _, f := range files {
-		quoted = append(quoted, sshexec.Quote(f))
-	}
-	return fmt.Sprintf("systemctl disable --now -- %s 2>/dev/null || true\nrm -f -- %s\nrmdir -- %s %s 2>/dev/null || true\n",
-		timer, strings.Join(quoted, " "), sshexec.Quote(dirOf(c.watchDropIn())), sshexec.Quote(dirOf(c.watchEnvFile())))
+	dirs := []string{dirOf(c.watchDropIn()), dirOf(c.watchEnvFile())}
+	a := setupAction{"unwatch", c.statusUnit() + ".timer", strconv.Itoa(len(files))}
+	a = append(a, files...)
+	a = append(a, strconv.Itoa(len(dirs)))
+	return append(a, dirs...)
 }
 func (c *Config) statusUnit() string { return "rollout-status-" + c.App }
 

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -94,7 +91,7 @@ Examples:
 	}
 }
 
-// setup prepares one app's hosts.
+// setup prepares one app's hosts and prints what it did.
 func setup(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 	if cfg.Watch != nil {
 		// The webhook's URL goes to each host's root-only file;
@@ -103,43 +100,17 @@ func setup(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 		cfg.Watch.SetWebhook(os.Getenv(cfg.Notify.URLEnv))
 	}
 	dry := c.Bool("dry-run")
-	now := time.Now() // a moved host's first release: one ID for the fleet
-	holder := deployer.NewLockInfo("setup", "")
-	results := make([]*deployer.SetupResult, len(cfg.Hosts))
-	errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
-		t0 := time.Now()
-		if !dry {
-			lock, err := deployer.AcquireLock(ctx, cfg, host, conn, holder, c.Bool("break-stale-lock"))
-			if err != nil {
-				return err
-			}
-			if msg := lock.TakeOverMessage(); msg != "" {
-				fmt.Fprintf(out.stderr, "rollout: %s: %s\n", host, msg)
-			}
-			defer func() {
-				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-				defer cancel()
-				e := deployer.HistoryEntry{Time: time.Now().UTC(), User: holder.User, From: holder.From, RunURL: holder.RunURL,
-					Op: "setup", Outcome: deployer.HostOK, Duration: time.Since(t0)}
-				if err != nil {
-					e.Outcome, e.Error = deployer.HostFailed, err.Error()
-				}
-				err = errors.Join(err, deployer.AppendHistory(cctx, cfg, conn, e), lock.Release(cctx))
-			}()
-		}
-		results[i], err = deployer.Setup(ctx, cfg, host, conn, dry, now)
-		return err
-	})
-	lbResults, lbErrs := setupBalancers(c, cfg, results, errs, dry)
-	errs = append(errs, lbErrs...)
+	d := &deployer.Deployer{Config: cfg, Connect: connector(cfg), BreakStaleLock: c.Bool("break-stale-lock"),
+		Events: func(e deployer.Event) { fmt.Fprintf(out.stderr, "rollout: %s: %s\n", e.Host, e.Message) }}
+	rep := d.Setup(c.Context, dry)
 	if c.String("output") == "json" {
-		doc := map[string]any{"hosts": results, "dry_run": dry, "error": errString(errors.Join(errs...))}
+		doc := map[string]any{"hosts": rep.Hosts, "dry_run": dry, "error": errString(errors.Join(rep.Errs...))}
 		if cfg.LB != nil {
-			doc["balancers"] = lbResults
+			doc["balancers"] = rep.Balancers
 		}
 		writeJSONLine(out.stdout, out.doc(doc))
 	} else {
-		for _, r := range append(slices.Clone(results), lbResults...) {
+		for _, r := range append(slices.Clone(rep.Hosts), rep.Balancers...) {
 			if r == nil {
 				continue
 			}
@@ -158,65 +129,8 @@ func setup(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 			}
 		}
 	}
-	for _, err := range errs {
-		if err != nil {
-			fmt.Fprintln(out.stderr, "rollout:", err)
-		}
+	for _, err := range rep.Errs {
+		fmt.Fprintln(out.stderr, "rollout:", err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("setup failed on %d host(s)", countErrs(errs))
-	}
-	return nil
-}
-
-// setupBalancers writes the load balancers' side (lb:, driver nginx): the
-// upstream file with every app host's instances and the site, once every
-// app host was set up (their ports known). HAProxy's config is the user's:
-// render shows the server lines to add.
-func setupBalancers(c *cli.Context, cfg *deployer.Config, apps []*deployer.SetupResult, appErrs []error, dry bool) ([]*deployer.SetupResult, []error) {
-	lb := cfg.LB
-	if lb == nil {
-		return nil, nil
-	}
-	if lb.Driver != "nginx" {
-		return []*deployer.SetupResult{{Host: strings.Join(lb.Hosts, ", "),
-			Changes: []string{"none: rollout does not write haproxy.cfg; `rollout render` shows backend " + lb.Backend + "'s server lines to add"}}}, nil
-	}
-	if err := errors.Join(appErrs...); err != nil {
-		return nil, []error{fmt.Errorf("load balancers %s not set up: an app host failed", strings.Join(lb.Hosts, ", "))}
-	}
-	ports := map[string][]int{}
-	for i, r := range apps {
-		ports[cfg.Hosts[i]] = r.Ports
-	}
-	results := make([]*deployer.SetupResult, len(lb.Hosts))
-	errs := make([]error, len(lb.Hosts))
-	connect := connector(cfg)
-	var wg sync.WaitGroup
-	for i, host := range lb.Hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := connect(c.Context, host)
-			if err == nil {
-				defer conn.Close()
-				results[i], err = deployer.SetupBalancer(c.Context, cfg, host, conn, dry, ports)
-			}
-			if err != nil {
-				errs[i] = fmt.Errorf("load balancer %s: %w", host, err)
-			}
-		}()
-	}
-	wg.Wait()
-	return results, errs
-}
-
-func countErrs(errs []error) int {
-	n := 0
-	for _, e := range errs {
-		if e != nil {
-			n++
-		}
-	}
-	return n
+	return rep.Err()
 }

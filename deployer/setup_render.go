@@ -1,0 +1,202 @@
+package deployer
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// ManagedFile is a file setup writes.
+type ManagedFile struct {
+	Path    string `json:"path"`
+	Owner   string `json:"owner"` // user:group
+	Mode    string `json:"mode"`  // octal, as stat %a prints it
+	Content string `json:"content"`
+	// Keep: an existing file is left as it is (the upstream rollout edits,
+	// the env file holding secrets).
+	Keep bool `json:"keep,omitempty"`
+	// Secret: its content is never shown (the webhook's URL): a dry run
+	// says it changes, not how.
+	Secret bool `json:"secret,omitempty"`
+	// Host is the load balancer host the file is for (lb:); "": every
+	// app host.
+	Host string `json:"host,omitempty"`
+	// Doc: setup never writes it; it says what to add by hand (HAProxy's
+	// server lines).
+	Doc bool `json:"doc,omitempty"`
+}
+
+// unitFile is the template unit's path: my-app@{port} -> my-app@.service.
+func (c *Config) unitFile() string {
+	return "/etc/systemd/system/" + strings.Replace(strings.TrimSuffix(c.unitTemplate(), ".service"), "{port}", "", 1) + ".service"
+}
+
+var unitTmpl = template.Must(template.New("unit").Parse(`# Written by rollout setup: edit rollout.yaml's setup section, not this file.
+[Unit]
+Description={{.App}} instance on port %i
+After=network.target
+StartLimitIntervalSec={{.StartWindow}}
+StartLimitBurst={{.StartLimit}}
+
+[Service]
+Type=simple
+User={{.User}}
+Group={{.User}}
+SupplementaryGroups={{.Group}}
+Environment=NODE_ENV=production PORT=%i
+EnvironmentFile={{.EnvFile}}
+WorkingDirectory={{.WorkDir}}
+ExecStart={{.ExecStart}}
+Restart=on-failure
+RestartSec={{.RestartSec}}
+MemoryMax={{.MemoryMax}}
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+ReadWritePaths={{.LogDir}}{{if .UploadsDir}} {{.UploadsDir}}{{end}}
+StandardOutput=append:{{.LogDir}}/stdout-%i.log
+StandardError=append:{{.LogDir}}/stderr-%i.log
+
+[Install]
+WantedBy=multi-user.target
+`))
+
+var siteTmpl = template.Must(template.New("site").Parse(`# Written by rollout setup: edit rollout.yaml's setup section, not this file.
+# The access log's upstream fields are what rollout's bake reads.
+log_format rollout_{{.App}} {{.LogFormat}};
+server {
+    listen {{.Listen}};
+    server_name {{.ServerName}};
+    access_log {{.AccessLog}} rollout_{{.App}};
+{{.StatusLocation}}    location / {
+        proxy_pass http://{{.Upstream}};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+    }
+}
+`))
+
+// renderSite is the Nginx site that sends requests to the upstream.
+func renderSite(cfg *Config) string {
+	s := cfg.setupDefaults()
+	status := ""
+	if cfg.Watch != nil {
+		status = cfg.statusLocation()
+	}
+	var site bytes.Buffer
+	_ = siteTmpl.Execute(&site, map[string]any{"Listen": s.Listen, "ServerName": s.ServerName, "Upstream": cfg.Nginx.Upstream,
+		"App": cfg.App, "LogFormat": LogFormat, "AccessLog": cfg.AccessLogFile(), "StatusLocation": status})
+	return site.String()
+}
+
+// Render returns the files setup manages on each app host, for the given
+// instances.
+func Render(cfg *Config, ports []int) []ManagedFile {
+	s := cfg.setupDefaults()
+	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+	var unit, site, up bytes.Buffer
+	_ = unitTmpl.Execute(&unit, map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
+		"WorkDir": s.workDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartDelay), "MemoryMax": s.MemoryMax,
+		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit})
+	site.WriteString(renderSite(cfg))
+	fmt.Fprintf(&up, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
+	for _, p := range ports {
+		fmt.Fprintf(&up, "    server %s:%d;\n", cfg.Nginx.ServerAddress, p)
+	}
+	up.WriteString("}\n")
+	files := []ManagedFile{
+		{Path: cfg.unitFile(), Owner: "root:root", Mode: "644", Content: unit.String()},
+		{Path: cfg.Nginx.UpstreamFile, Owner: "root:root", Mode: "644", Content: up.String(), Keep: true},
+		{Path: s.SiteFile, Owner: "root:root", Mode: "644", Content: site.String()},
+		{Path: s.EnvFile, Owner: "root:root", Mode: "600", Content: "", Keep: true},
+	}
+	if cfg.LB != nil {
+		// Nginx is on the balancers (lb:), not beside the instances.
+		files = slices.Delete(files, 1, 3)
+	}
+	if w := cfg.Watch; w != nil {
+		webhook := w.webhook
+		if webhook == "" {
+			webhook = "<the URL in $" + cfg.Notify.URLEnv + ">"
+		}
+		files = append(files, cfg.watchFiles(ports, webhook)...)
+	}
+	return files
+}
+
+// managedDir is a directory setup makes sure of.
+type managedDir struct{ path, owner, mode string }
+
+// setupDirs are the directories setup makes sure of, parents first: the
+// code's (AppDir, or with a release: section its Root and the directories
+// in it), the logs', the env file's, the uploads'.
+func setupDirs(cfg *Config) []managedDir {
+	s := cfg.setupDefaults()
+	code := []managedDir{{s.AppDir, "root:" + s.Group, "2750"}}
+	if r := cfg.Release; r != nil {
+		code = []managedDir{
+			{r.Root, "root:" + s.Group, "2750"},
+			{r.Root + "/releases", "root:" + s.Group, "2750"},
+			{r.Root + "/instances", "root:" + s.Group, "2750"},
+			{r.Root + "/shared", "root:" + s.Group, "2750"},
+			{r.Root + "/.rollout", "root:root", "700"},
+		}
+	}
+	dirs := append(code,
+		managedDir{s.LogDir, s.User + ":" + s.User, "755"},
+		managedDir{dirOf(s.EnvFile), "root:root", "750"},
+	)
+	if s.UploadsDir != "" {
+		dirs = append(dirs, managedDir{s.UploadsDir, s.User + ":" + s.Group, "2770"})
+	}
+	if cfg.Watch != nil {
+		dirs = append(dirs, cfg.watchDirs()...)
+	}
+	return dirs
+}
+
+func dirOf(p string) string { return p[:strings.LastIndex(p, "/")] }
+
+// BalancerFiles are the files of the load balancer hosts (lb:), for the
+// instances of each app host (ports, by host): with nginx, the upstream
+// file naming every instance at its host's address (written only when
+// missing: rollout edits it while it deploys) and the site sending
+// requests to it; with haproxy, the backend's server lines, which setup
+// does not write.
+func BalancerFiles(cfg *Config, ports map[string][]int) []ManagedFile {
+	lb := cfg.LB
+	if lb == nil {
+		return nil
+	}
+	var lines strings.Builder
+	if lb.Driver == lbHAProxy {
+		fmt.Fprintf(&lines, "# Add to haproxy.cfg (rollout drains and readies these servers through\n# the runtime API: \"stats socket %s level admin\" in global).\nbackend %s\n", lb.Socket, lb.Backend)
+		for _, h := range cfg.Hosts {
+			for _, p := range ports[h] {
+				fmt.Fprintf(&lines, "    server %s-%d %s:%d check\n", h, p, cfg.lbAddress(h), p)
+			}
+		}
+		return []ManagedFile{{Path: "/etc/haproxy/haproxy.cfg", Owner: "root:root", Mode: "644", Content: lines.String(), Doc: true}}
+	}
+	fmt.Fprintf(&lines, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
+	for _, h := range cfg.Hosts {
+		for _, p := range ports[h] {
+			fmt.Fprintf(&lines, "    server %s:%d;\n", cfg.lbAddress(h), p)
+		}
+	}
+	lines.WriteString("}\n")
+	var files []ManagedFile
+	for _, h := range lb.Hosts {
+		files = append(files,
+			ManagedFile{Host: h, Path: cfg.Nginx.UpstreamFile, Owner: "root:root", Mode: "644", Content: lines.String(), Keep: true},
+			ManagedFile{Host: h, Path: cfg.setupDefaults().SiteFile, Owner: "root:root", Mode: "644", Content: renderSite(cfg)})
+	}
+	return files
+}

@@ -1,0 +1,89 @@
+package deployer
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// setup-inspect.sh and setup-apply.sh, run here as the current user on a
+// directory of the test's: what the inspection reads is what setup
+// decides on, an Nginx test that fails puts the files back, one that
+// passes keeps them.
+func TestSetupScripts(t *testing.T) {
+	id := func(flag string) string {
+		b, err := exec.Command("id", flag).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	user, group := id("-un"), id("-gn")
+	dir := filepath.Join(t.TempDir(), "app")
+	file := filepath.Join(dir, "site.conf")
+	want := setupWant{User: user, AppDir: dir, Dirs: []managedDir{{dir, user + ":" + group, "750"}},
+		Files: []ManagedFile{{Path: file}}, Units: []string{"rollout-test-no-such@1.service"}}
+	r := sshRemote{cfg: &Config{}} // no sudo: run as the current user
+	inspect := func() setupFound {
+		t.Helper()
+		out, code := runCommand(t, r.cmdSetupInspect(want), "")
+		if code != 0 {
+			t.Fatalf("setup-inspect: exit %d\n%s", code, out)
+		}
+		f, err := parseSetupFound([]byte(out), want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	f := inspect()
+	if !f.UserExists || len(f.Dirs) != 0 || len(f.Files) != 0 || f.Code != "empty" || len(f.Enabled) != 1 {
+		t.Fatalf("bare: %+v", f)
+	}
+
+	apply := func(test string) (string, int) {
+		actions := []setupAction{{"dir", dir, user, group, "750"}, {"file", file, user, group, "640", "11", "1"}, {"nginx", test, filepath.Join(dir, "no.pid"), ""}}
+		return runCommand(t, r.cmdSetupApply(actions), "listen 80;\nx")
+	}
+	if out, code := apply("echo broken >&2; false"); code != exitNginxTest || !strings.Contains(out, "restored the previous files") || !strings.Contains(out, "broken") {
+		t.Fatalf("a failing nginx -t: exit %d\n%s", code, out)
+	}
+	if f := inspect(); f.Dirs[dir] != user+":"+group+" 750" || len(f.Files) != 0 {
+		t.Fatalf("after a failed test: dirs %v, files %v (the new file must be gone)", f.Dirs, f.Files)
+	}
+	if out, code := apply("true"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	f = inspect()
+	if got := f.Files[file]; got.Meta != user+":"+group+" 640" || string(got.Content) != "listen 80;\n" {
+		t.Errorf("the file: %+v", got)
+	}
+	if f.Code != "code" {
+		t.Errorf("code %q in a directory with a file", f.Code)
+	}
+	if _, err := os.Stat(file + ".rollout-prev"); err == nil {
+		t.Error("the previous copy was left behind")
+	}
+	if out, code := runScript(t, "setup-apply", "", "frobnicate"); code != 2 || !strings.Contains(out, "unknown action frobnicate") {
+		t.Errorf("an unknown action: exit %d %s", code, out)
+	}
+}
+
+// runCommand runs a command built for a host here, with stdin.
+func runCommand(t *testing.T, cmd, stdin string) (string, int) {
+	t.Helper()
+	c := exec.Command("sh", "-c", cmd)
+	c.Stdin = strings.NewReader(stdin)
+	out, err := c.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), 0
+}
