@@ -1,20 +1,28 @@
-# rollout — see README.md. `make test` and `make demo` need root on Debian
-# (systemd-nspawn test hosts); `make deps` installs what they need.
+# rollout — see README.md. `make demo` and `make test` need root on Debian
+# (systemd-nspawn test hosts); each installs what it needs, and no more:
+# the demo the testbed's packages, the tests also the linters and Chromium.
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 GO ?= go
-STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 # A count of inputs, not a duration: Go 1.26's fuzzer can fail a run bounded
 # by time with a spurious "context deadline exceeded" as the time runs out
 # (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 60000x
 
-GORELEASER_VERSION := v2.15.1
-ACTIONLINT_VERSION := v1.7.12
-GOBIN := $(shell $(GO) env GOPATH)/bin
+# Debian packages: what the local fleet needs (make demo), and what the
+# tests add (shellcheck for the scripts, Chromium for the dashboard test).
+DEMO_PKGS := systemd-container debootstrap iproute2 nftables
+TEST_PKGS := shellcheck chromium
 
-.PHONY: build install test unit fuzz e2e bench demo lint deps clean release-extras release-snapshot
+# Go tools, pinned in tools/tools.mod (apart from go.mod, so they never
+# change what rollout is built with), built into build/tools.
+TOOLBIN := $(CURDIR)/build/tools
+TOOLMOD := -modfile=tools/tools.mod
+export PATH := $(TOOLBIN):$(PATH)
+GOTESTSUM := $(TOOLBIN)/gotestsum
+
+.PHONY: build install test unit fuzz e2e bench demo lint deps deps-demo tools dist clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/rollout ./cmd/rollout
@@ -22,12 +30,15 @@ build:
 install:
 	$(GO) install -ldflags "$(LDFLAGS)" ./cmd/rollout
 
-# Everything: lint, unit tests with the race detector, the fuzz tests, then
-# the real-host tests.
-test: deps lint unit fuzz release-snapshot e2e
+# Everything, stage by stage, each one timed: what the tests need, lint,
+# unit tests with the race detector, the fuzz tests, the real-host tests.
+test:
+	@tools/stages.sh deps lint unit fuzz e2e
 
-unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+# Every package but the real-host tests, with the race detector; a line
+# per package with its time.
+unit: deps
+	$(GOTESTSUM) --format pkgname-and-test-fails --format-hide-empty-pkg -- -race -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 # Each fuzz test for FUZZTIME (make fuzz FUZZTIME=2000000x); go test -fuzz takes
 # one at a time. Failing inputs stay in deployer/testdata/fuzz as seeds.
@@ -35,48 +46,54 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./deployer/
 	$(GO) test -run '^$$' -fuzz '^FuzzUpstreamEdit$$' -fuzztime $(FUZZTIME) ./deployer/
 
-# Real hosts: boots systemd-nspawn containers (root). One package at a time:
-# they share the machine's testbed.
+# Real hosts: boots systemd-nspawn containers (root). A line per test as it
+# ends, then every test's time, slowest first (build/e2e.json keeps them).
 e2e: deps
-	$(GO) test -count=1 -p 1 -timeout 60m ./e2e/...
+	@mkdir -p build
+	@status=0; $(GOTESTSUM) --format testname --jsonfile build/e2e.json -- -count=1 -p 1 -timeout 60m ./e2e/... || status=$$?; \
+		echo; echo "e2e: time per test, slowest first:"; \
+		$(GOTESTSUM) tool slowest --jsonfile build/e2e.json --threshold 0s; \
+		exit $$status
 
-bench: deps
+bench: deps-demo
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./e2e/ ./internal/simhost/
 
-demo: deps build
+demo: deps-demo build
 	$(GO) run ./e2e/cmd/demo
 
-lint:
+lint: deps
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
-	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
-	$(STATICCHECK) ./...
+	staticcheck ./...
 	shellcheck -s sh deployer/scripts/*.sh
-	shellcheck -s bash e2e/testbed/*.sh
-	@test -x $(GOBIN)/actionlint || $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
-	$(GOBIN)/actionlint -shellcheck shellcheck examples/github-actions/*.yml
+	shellcheck -s bash e2e/testbed/*.sh tools/*.sh .ci/run
+	actionlint -shellcheck shellcheck examples/github-actions/*.yml
 	ROLLOUT_REQUIRE_ACTIONLINT=1 $(GO) test -count=1 -run '^TestActionLint$$' ./cmd/rollout/
 
-# Debian packages the testbed, lint and the browser test need (idempotent; quiet when present).
-deps:
-	@if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null || ! command -v ip >/dev/null || ! command -v shellcheck >/dev/null || ! command -v nft >/dev/null || ! command -v chromium >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container debootstrap iproute2 shellcheck nftables chromium >/dev/null; \
-	fi
+# What the local fleet needs: enough for make demo and make bench.
+deps-demo:
+	@tools/apt-need.sh $(DEMO_PKGS)
 	@$(GO) mod download
-	@test -x $(GOBIN)/goreleaser || $(GO) install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
 
-# The man page and shell completions the archives and packages ship.
-release-extras: build
-	mkdir -p build/extras
-	bin/rollout man | gzip -9n >build/extras/rollout.1.gz
-	bin/rollout completion bash >build/extras/rollout.bash
-	bin/rollout completion zsh >build/extras/_rollout
-	bin/rollout completion fish >build/extras/rollout.fish
+# What the tests need on top (idempotent; quiet when present).
+deps: deps-demo tools
+	@tools/apt-need.sh $(TEST_PKGS)
 
-# Every archive and package of a release, into dist/, without a tag or
-# publishing anything (goreleaser, pinned, from make deps).
-release-snapshot: deps
-	$(GOBIN)/goreleaser release --snapshot --clean
+tools: $(TOOLBIN)/staticcheck $(TOOLBIN)/actionlint $(TOOLBIN)/gotestsum
+
+$(TOOLBIN)/staticcheck: tools/tools.mod tools/tools.sum
+	$(GO) build $(TOOLMOD) -o $@ honnef.co/go/tools/cmd/staticcheck
+$(TOOLBIN)/actionlint: tools/tools.mod tools/tools.sum
+	$(GO) build $(TOOLMOD) -o $@ github.com/rhysd/actionlint/cmd/actionlint
+$(TOOLBIN)/gotestsum: tools/tools.mod tools/tools.sum
+	$(GO) build $(TOOLMOD) -o $@ gotest.tools/gotestsum
+
+# Every archive and package of a release (linux and darwin, amd64 and
+# arm64; .deb and .rpm), and checksums.txt, into dist/: named by the version
+# git gives this commit; nothing is published (internal/dist).
+dist:
+	rm -rf dist
+	$(GO) run ./internal/dist/cmd/dist -out dist
 
 clean:
 	rm -rf bin build dist

@@ -16,12 +16,12 @@ import (
 )
 
 // artifactsDir is where tests leave files for people (the dashboard's
-// screenshot): $ROLLOUT_TEST_ARTIFACTS, or ../dist/test-artifacts.
+// screenshot): $ROLLOUT_TEST_ARTIFACTS, or ../build/test-artifacts.
 func artifactsDir(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("ROLLOUT_TEST_ARTIFACTS")
 	if dir == "" {
-		dir = "../dist/test-artifacts"
+		dir = "../build/test-artifacts"
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -1,46 +1,25 @@
 package e2e
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
-	"encoding/json"
-	"errors"
-	"io"
 	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
+
+	"github.com/rollout-dev/rollout/internal/dist"
 )
 
-// snapshotVersion is the version `make release-snapshot` stamped into
-// ../dist (dist/metadata.json).
-func snapshotVersion(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("../dist/metadata.json")
-	if errors.Is(err, os.ErrNotExist) {
-		t.Fatal("no ../dist/metadata.json: run make release-snapshot first (make test does)")
-	}
+// The .deb for this machine, built as `make dist` builds it (internal/dist),
+// installs on a test host with its man page and completions, and runs
+// `rollout version`; it removes cleanly.
+func TestDebPackageInstallsAndRuns(t *testing.T) {
+	const v = "0.0.1-snapshot+e2e"
+	files, err := dist.Build(context.Background(), dist.Options{Root: "..", Out: t.TempDir(), Version: v,
+		Targets: []dist.Target{dist.Host()}, Formats: []string{dist.Deb}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m struct{ Version string }
-	if err := json.Unmarshal(b, &m); err != nil || m.Version == "" {
-		t.Fatalf("dist/metadata.json: %v %q", err, b)
-	}
-	return m.Version
-}
-
-// The snapshot's linux/amd64 .deb installs on a test host with its man
-// page and completions, and runs `rollout version`; it removes cleanly.
-func TestDebPackageInstallsAndRuns(t *testing.T) {
-	v := snapshotVersion(t)
-	debs, _ := filepath.Glob("../dist/rollout_*_amd64.deb")
-	if len(debs) != 1 {
-		t.Fatalf("want one amd64 .deb in ../dist, got %v", debs)
-	}
-	deb, err := os.Open(debs[0])
+	deb, err := os.Open(files[0].Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,44 +46,5 @@ zcat /usr/share/man/man1/rollout.1.gz | grep -c '^\.SH'`)
 	}
 	if out, err := fleet.Run(ctx, h, "sudo -n dpkg -r rollout >/dev/null && ! command -v rollout && ! test -e /usr/share/man/man1/rollout.1.gz"); err != nil {
 		t.Fatalf("remove the package: %v\n%s", err, out)
-	}
-}
-
-// Each archive holds the binary, the README, the man page and the
-// completions.
-func TestSnapshotArchives(t *testing.T) {
-	v := snapshotVersion(t)
-	for _, target := range []string{"linux_amd64", "linux_arm64", "darwin_amd64", "darwin_arm64"} {
-		path := "../dist/rollout_" + v + "_" + target + ".tar.gz"
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		var names []string
-		tr := tar.NewReader(zr)
-		for {
-			hdr, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: %v", path, err)
-			}
-			names = append(names, hdr.Name)
-		}
-		f.Close()
-		for _, want := range []string{"rollout", "README.md", "rollout.1.gz", "rollout.bash", "_rollout", "rollout.fish"} {
-			if !slices.Contains(names, want) {
-				t.Errorf("%s lacks %s (has %v)", path, want, names)
-			}
-		}
-	}
-	sums, err := os.ReadFile("../dist/checksums.txt")
-	if err != nil || strings.Count(string(sums), "\n") < 8 {
-		t.Fatalf("checksums.txt: %v\n%s", err, sums)
 	}
 }
