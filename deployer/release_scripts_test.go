@@ -5,11 +5,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rollout-dev/rollout/internal/testenv"
 )
 
 // tgz is a gzipped tar of files (name -> content).
@@ -33,13 +34,9 @@ func tgz(t *testing.T, files map[string]string) string {
 // a temporary root directory.
 func releaseRoot(t *testing.T) (root, owner, group string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the release scripts chown: run as root")
-	}
+	testenv.NeedRoot(t) // the release scripts chown
 	for _, tool := range []string{"runuser", "timeout", "sha256sum", "tar"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed", tool)
-		}
+		testenv.NeedCommand(t, tool)
 	}
 	u, err := user.Current()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rollout-dev/rollout/internal/testenv"
 )
 
 // Every exit code a script declares is the Go side's constant of the same
@@ -125,9 +128,7 @@ func TestWriteUpstreamScript(t *testing.T) {
 			t.Error("not reloaded")
 		}
 	})
-	if _, err := exec.LookPath("ss"); err != nil {
-		t.Skip("ss (iproute2) is not installed")
-	}
+	testenv.NeedCommand(t, "ss")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +284,7 @@ func TestLockScripts(t *testing.T) {
 func TestLockHolderDeadHere(t *testing.T) {
 	host, _ := os.Hostname()
 	if bootID() == "" {
-		t.Skip("no boot id on this system")
+		testenv.Skip(t, "no boot id on this system")
 	}
 	gone := exec.Command("true")
 	if err := gone.Run(); err != nil {
@@ -309,5 +310,33 @@ func TestSections(t *testing.T) {
 	got := sections([]byte("ignored\n@@rollout@@ a\none\ntwo\n@@rollout@@ b\n@@rollout@@ c\nthree"))
 	if len(got) != 3 || got["a"] != "one\ntwo\n" || got["b"] != "" || got["c"] != "three" {
 		t.Errorf("sections %q", got)
+	}
+}
+
+// host-watch.sh's json_string makes valid JSON of any text: quotes,
+// backslashes, newlines and every other control character.
+func TestHostWatchJSONString(t *testing.T) {
+	b, err := scriptFiles.ReadFile("scripts/host-watch.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := string(b)
+	start := strings.Index(src, "json_string() {")
+	end := strings.Index(src[start:], "\n}\n")
+	if start < 0 || end < 0 {
+		t.Fatal("no json_string in host-watch.sh")
+	}
+	fn := src[start : start+end+3]
+	in := "a \"quoted\" \\path\\ \x01\x02\x1b[31mred\x7f\r\nnext\tline ❌"
+	out, err := exec.Command("sh", "-c", fn+`json_string "$1"`, "sh", in).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%q is not a JSON string: %v", out, err)
+	}
+	if want := "a \"quoted\" \\path\\ [31mred\x7f  next line ❌"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/rollout-dev/rollout/internal/testenv"
 )
 
 type actionStep struct {
@@ -87,10 +89,7 @@ func TestActionYAML(t *testing.T) {
 // the inputs arrive as flags and ROLLOUT_* variables, and a hostile input
 // stays data.
 func TestActionDeployScript(t *testing.T) {
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("no bash")
-	}
+	bash := testenv.NeedCommand(t, "bash")
 	var a action
 	readYAML(t, "../../action.yml", &a)
 	script := a.Runs.Steps[2].Run
@@ -169,20 +168,7 @@ func TestExampleWorkflow(t *testing.T) {
 // workflow steps, so they are checked as a reusable workflow whose inputs
 // are the action's. make lint runs it with ROLLOUT_REQUIRE_ACTIONLINT=1.
 func TestActionLint(t *testing.T) {
-	bin, err := exec.LookPath("actionlint")
-	if err != nil {
-		if gopath, gerr := exec.Command("go", "env", "GOPATH").Output(); gerr == nil {
-			if p := filepath.Join(strings.TrimSpace(string(gopath)), "bin", "actionlint"); fileExists(p) {
-				bin, err = p, nil
-			}
-		}
-	}
-	if err != nil {
-		if os.Getenv("ROLLOUT_REQUIRE_ACTIONLINT") != "" {
-			t.Fatal("actionlint is not installed (make lint installs it)")
-		}
-		t.Skip("actionlint is not installed; make lint installs and runs it")
-	}
+	bin := testenv.NeedCommand(t, "actionlint") // make tools builds it into build/tools
 	var a struct {
 		Inputs map[string]map[string]any `yaml:"inputs"`
 		Runs   struct {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rollout-dev/rollout/internal/testenv"
 )
 
 // runCLI runs rollout with args and returns stdout, stderr and exit code.
@@ -102,7 +104,7 @@ func TestUserDefaultsToCurrentUser(t *testing.T) {
 	}
 	me, err := user.Current()
 	if err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "no current user: %v", err)
 	}
 	out, errOut, code := runCLI(t, "plan", "-c", cfgFile, "--version", "v1")
 	if code != exitOK {

@@ -5,6 +5,7 @@
 # microseconds; empty: the last LINES lines).
 #
 # usage: app-output.sh UNIT LINES SINCE [OFFSET FILE]...
+set -eu
 unit=$1
 lines=$2
 since=$3

@@ -6,7 +6,7 @@
 # follows a section line "@@rollout@@ NAME".
 #
 # usage: discover.sh
-set -u
+set -eu
 echo "@@rollout@@ id"
 id -u
 id -un

@@ -17,7 +17,17 @@
 #        MS", or "busy MS N" with N sessions still open at the timeout,
 #        then what state prints.
 # exit:  0 done; EX_HAPROXY with HAProxy's own words on stderr
+# needs: socat; a sleep that takes fractions of a second (GNU coreutils,
+#        BusyBox)
 set -eu
+# ms: milliseconds since boot, from /proc/uptime (hundredths of a second;
+# POSIX date has no sub-second field).
+ms() {
+  read -r up _ </proc/uptime
+  cs=${up%.*}${up#*.}
+  cs=${cs#"${cs%%[!0]*}"}
+  echo $((${cs:-0} * 10))
+}
 readonly EX_HAPROXY=77
 sock=$1
 backend=$2
@@ -30,6 +40,7 @@ fail() {
   exit "$EX_HAPROXY"
 }
 api() { printf '%s\n' "$1" | socat -t 5 stdio "unix-connect:$sock"; }
+
 
 command -v socat >/dev/null 2>&1 || fail "socat is not installed: rollout talks to HAProxy's runtime API with it (apt install socat)"
 [ -S "$sock" ] || fail "$sock is not a socket: is HAProxy running, with \"stats socket $sock level admin\" in its global section?"
@@ -58,8 +69,9 @@ apply)
     s=${item#*:}
     state=${item%%:*}
     if [ "$state" = ready ]; then
-      # srv_name is the 4th field, srv_admin_state the 7th.
-      admin=$(printf '%s\n' "$before" | awk -v s="$s" '$4 == s { print $7; exit }')
+      admin=$(printf '%s\n' "$before" | awk -v s="$s" '
+        /^# / { for (i = 2; i <= NF; i++) { if ($i == "srv_name") n = i - 1; if ($i == "srv_admin_state") a = i - 1 }; next }
+        n && a && $n == s { print $a; exit }')
       [ -n "$admin" ] || fail "HAProxy has no server $backend/$s"
       [ "$((admin & ~24))" -eq 0 ] || fail "server $backend/$s is in maintenance (admin state $admin), put there by someone: rollout never readies it"
     else
@@ -70,15 +82,18 @@ apply)
   # One connection for every change: HAProxy runs the commands in order.
   out=$(api "$cmds") || fail "$sock does not answer"
   [ -z "$(printf '%s' "$out" | tr -d '[:space:]')" ] || fail "$cmds: HAProxy says: $out"
-  # "show stat" is CSV: proxy name, server name, ..., current sessions (5th).
+  # "show stat" is CSV under a "# pxname,svname,...,scur,..." header.
   sessions() {
-    api "show stat" | awk -F, -v b="$backend" -v list="$drained " '$1 == b && index(list, " " $2 " ") { n += $5 } END { print n + 0 }'
+    api "show stat" | awk -F, -v b="$backend" -v list="$drained " '
+      /^# / { sub(/^# /, ""); for (i = 1; i <= NF; i++) { if ($i == "pxname") px = i; if ($i == "svname") sv = i; if ($i == "scur") cur = i }; next }
+      px && sv && cur && $px == b && index(list, " " $sv " ") { n += $cur }
+      END { print n + 0 }'
   }
-  t=$(date +%s%3N)
+  t=$(ms)
   while :; do
     n=0
     [ -z "$drained" ] || n=$(sessions)
-    now=$(date +%s%3N)
+    now=$(ms)
     if [ "$n" -eq 0 ]; then
       echo "drained $((now - t))"
       break

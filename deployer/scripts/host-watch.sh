@@ -23,7 +23,7 @@
 # Set before this text: APP UNIT_PREFIX PORTS STATE LOCK_STALE
 # MIN_INTERVAL ENV_FILE STATUS_FILE UPSTREAM_FILE UPSTREAM SERVER_ADDR
 # HEALTH_PATH HEALTH_STATUS HEALTH_TIMEOUT SELF
-set -u
+set -eu
 umask 077
 mode=${1:-}
 w=$STATE/watch
@@ -35,8 +35,11 @@ locked() {
   [ "$age" -le "$LOCK_STALE" ]
 }
 
+# json_string: $1 as a JSON string: \ and " escaped, newlines, tabs and
+# carriage returns as spaces, every other control character left out (JSON
+# allows none of them raw).
 json_string() {
-  printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr '\n\t' '  ')"
+  printf '"%s"' "$(printf '%s' "$1" | tr '\n\t\r' '   ' | tr -d '\000-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
 }
 
 # queue TEXT: post TEXT, detached from the caller.
@@ -111,13 +114,13 @@ status)
   units=
   for p in $PORTS; do units="$units $UNIT_PREFIX$p.service"; done
   # shellcheck disable=SC2086 # one word per unit
-  props=$(systemctl show -p Id,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts,MemoryCurrent -- $units)
+  props=$(systemctl show -p Id,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts,MemoryCurrent -- $units) || true
   up_us=$(awk '{printf "%.0f", $1 * 1000000}' /proc/uptime) # %d is 32-bit in mawk
   servers=$(awk -v up="$UPSTREAM" -v addr="$SERVER_ADDR" '
     $1 == "upstream" && ($2 == up || $2 == up "{") { inb = 1; next }
     inb && /}/ { inb = 0 }
     inb && $1 == "server" { split($2, a, ":"); sub(/;.*/, "", a[2]); if (a[1] == addr) print a[2], ($0 ~ /[ \t]down[ \t;]/ ? "down" : "up") }
-  ' "$UPSTREAM_FILE" 2>/dev/null)
+  ' "$UPSTREAM_FILE" 2>/dev/null) || true
   skip_alerts=false
   locked && skip_alerts=true
   out="{\"host\":$(json_string "$host"),\"time\":$(json_string "$(date -u +%Y-%m-%dT%H:%M:%SZ)"),\"instances\":["
@@ -138,7 +141,7 @@ status)
     in_nginx=false
     printf '%s\n' "$servers" | grep -qx "$p up" && in_nginx=true
     healthy=false health=
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time "$HEALTH_TIMEOUT" "http://$SERVER_ADDR:$p$HEALTH_PATH" 2>/dev/null)
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time "$HEALTH_TIMEOUT" "http://$SERVER_ADDR:$p$HEALTH_PATH" 2>/dev/null) || true
     if [ "$code" = "$HEALTH_STATUS" ]; then
       healthy=true
     elif [ -z "$code" ] || [ "$code" = 000 ]; then

@@ -3,6 +3,7 @@
 #
 # usage: lock-status.sh DIR
 # prints: "free", or "held AGE_SECONDS" then the holder's info
+set -eu
 d=$1
 [ -d "$d/lock" ] || { echo free; exit 0; }
 echo "held $(($(date +%s) - $(stat -c %Y -- "$d/lock" 2>/dev/null || date +%s)))"

@@ -25,7 +25,17 @@
 #
 # usage: write-upstream.sh UPSTREAM_FILE TEST_COMMAND RELOAD_COMMAND PID_FILE DRAIN_TIMEOUT_MS [PORT...]
 # exit:  0 written and reloaded; EX_* below
+# needs: ss (iproute2); a sleep that takes fractions of a second (GNU
+#        coreutils, BusyBox)
 set -eu
+# ms: milliseconds since boot, from /proc/uptime (hundredths of a second;
+# POSIX date has no sub-second field).
+ms() {
+  read -r up _ </proc/uptime
+  cs=${up%.*}${up#*.}
+  cs=${cs#"${cs%%[!0]*}"}
+  echo $((${cs:-0} * 10))
+}
 readonly EX_NGINX_TEST=65
 readonly EX_OLD_WORKERS=66
 readonly EX_CHANGED=67
@@ -47,10 +57,10 @@ wait_conns() {
   done
   conns() { ss -Htn state established "( $filter )"; }
   [ -z "$(conns)" ] && { echo drained 0; exit 0; }
-  t=$(date +%s%3N)
+  t=$(ms)
   while :; do
     n=$(conns | wc -l)
-    now=$(date +%s%3N)
+    now=$(ms)
     [ "$n" -eq 0 ] && { echo "drained $((now - t))"; exit 0; }
     [ "$((now - t))" -ge "$drain_timeout_ms" ] && { echo "busy $((now - t)) $n"; exit 0; }
     sleep 0.01
