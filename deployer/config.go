@@ -55,9 +55,6 @@ type Config struct {
 	minServing *int // nil: all the other instances of a host
 	// neighbors are the file's other apps on some of the same hosts.
 	neighbors []neighbor
-	// lbHost: this config changes a balancer host (lbSide), of balancer.
-	lbHost   bool
-	balancer *LBConfig
 }
 
 // SSHConfig says how to reach the hosts.

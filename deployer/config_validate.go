@@ -58,16 +58,7 @@ func (c *Config) problems() []problem {
 	c.checkStrategy(&cs)
 	c.checkBatches(&cs)
 	c.checkProbe(&cs)
-	if c.LB == nil || c.LB.Driver != lbHAProxy {
-		n := len(cs)
-		c.Nginx.check(&cs)
-		for i := n; i < len(cs); i++ {
-			if c.LB != nil && c.LB.UpstreamFile != "" && cs[i].key == "nginx.upstream_file" {
-				cs[i].key = "lb.upstream_file" // where the file gave it
-			}
-		}
-	}
-	c.checkLB(&cs)
+	c.checkLB(&cs) // and the nginx: section, which the balancers may not use
 	c.Health.check(&cs)
 	cs.add("drain_timeout", positive(c.DrainTimeout))
 	for i, l := range c.Logs {

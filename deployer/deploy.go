@@ -142,150 +142,27 @@ func (d *Deployer) run(ctx context.Context, op string) (*Report, error) {
 	return rep, err
 }
 
-// roll runs every host (their locks held) and, on the way out, writes each
-// host's history line and releases its lock, whatever happened.
+// roll runs every host (their locks held): the release in place, then
+// the fleet in batches, then, on a failure, the revert; on the way out it
+// writes each host's history line and releases its lock, whatever
+// happened.
 func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep *Report) error {
-	defer func() {
-		// Every host at once: each gets its own 15s, however many there are.
-		said := make([][]string, len(sessions))
-		_ = d.eachHost(ctx, sessions, func(i int, s *session) error {
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-			defer cancel()
-			r := &rep.Hosts[s.index]
-			entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
-				Op: op, Version: rep.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
-			if err := s.r.AppendHistory(cctx, entry); err != nil {
-				said[i] = append(said[i], fmt.Sprintf("%s: %v", s.host, err))
-			}
-			lerr := s.lock.Release(cctx)
-			if lerr != nil {
-				said[i] = append(said[i], lerr.Error())
-			}
-			if s.link.givenUp() {
-				r.Next = d.nextStep(op, s, r, lerr != nil)
-			}
-			return nil
-		})
-		for _, lines := range said {
-			for _, l := range lines {
-				fmt.Fprintf(d.Stderr, "rollout: %s\n", l)
-			}
-		}
-	}()
-
-	// stop is closed on the first failure, on an interrupt, or when a lock
-	// was taken over: no host starts another instance after it.
-	stop := make(chan struct{})
-	var stopOnce sync.Once
-	halt := func() { stopOnce.Do(func() { close(stop) }) }
-	defer halt()
-	go func() {
-		select {
-		case <-ctx.Done():
-			halt()
-		case <-stop:
-		}
-	}()
-	var lockLost atomic.Bool
-	for _, s := range sessions {
-		go func() {
-			select {
-			case <-s.lock.Lost:
-				d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Message: "the deploy lock was taken over by someone else: stopping"})
-				lockLost.Store(true)
-				halt()
-			case <-stop:
-			}
-		}()
+	defer d.finish(ctx, op, sessions, rep)
+	stop := d.watchStop(ctx, sessions)
+	defer stop.halt()
+	if err := d.prepareRelease(ctx, op, sessions, rep); err != nil {
+		return err
 	}
-
-	// With releases: the release to roll out, on every host before any
-	// instance restarts.
-	if d.Config.Release != nil && op != opScale {
-		id, err := d.chooseRelease(op, sessions)
-		if err != nil {
-			d.emit(Event{Step: StepPreflight, Status: StatusFail, Message: err.Error()})
-			return &StepError{Step: StepPreflight, Err: err}
-		}
-		rep.Release = id
-		if (op == opRollback || op == opPromote) && rep.Version == "" {
-			// A rollback is to the version of the release it goes back
-			// to; a promote, of the release it continues.
-			rep.Version = d.versionOf(sessions, id, op)
-		}
-		if op == opDeploy {
-			if err := d.ship(ctx, id, sessions); err != nil {
-				return err
-			}
-		}
-	}
-
-	// The probe watches the site through each host's Nginx from the first
-	// restart to the end of any revert.
+	// The probe watches the site from the first restart to the end of any
+	// revert.
 	probe := d.startProbes(ctx, sessions)
-
-	var (
-		mu   sync.Mutex
-		errs *multierror.Error
-	)
-	// One batch per entry of strategy.batches (a deploy), or one for the
-	// whole fleet: each says how many instances of each host are on the
-	// release at its end.
-	quotas := [][]int{nil}
-	if (op == opDeploy || op == opPromote) && len(d.Config.Strategy.Batches) > 0 {
-		quotas = batchQuotas(d.Config.Strategy.Batches, sessions)
-	}
-	paused := false
-	for b, quota := range quotas {
-		last := b == len(quotas)-1
-		if op == opPromote && b == 0 {
-			continue // the canary's batch, and its bake, were done
-		}
-		if len(quotas) > 1 {
-			d.emit(Event{Step: StepBatch, Status: StatusStart, Message: batchText(b, quotas, sessions)})
-		}
-		d.batch(ctx, op, sessions, quota, last, stop, halt, rep, &mu, &errs)
-		if errs != nil || stopped(stop) {
-			break
-		}
-		if len(quotas) > 1 {
-			d.emit(Event{Step: StepBatch, Status: StatusOK, Message: batchText(b, quotas, sessions)})
-		}
-		if !last && d.Config.Strategy.Bake > 0 {
-			if err := d.bake(ctx, stop, sessions, b, rep); err != nil {
-				if !errors.Is(err, ErrStopped) {
-					errs = multierror.Append(errs, err)
-				}
-				halt()
-				break
-			}
-		}
-		if b == 0 && op == opDeploy && d.Config.Strategy.PauseAfterCanary {
-			paused = true
-			rep.Paused = fmt.Sprintf("paused after %s: the fleet serves both releases; `rollout promote` continues, `rollout rollback` takes the canary back", batchText(0, quotas, sessions))
-			d.emit(Event{Step: StepBatch, Status: StatusSkip, Message: rep.Paused})
-			break
-		}
-	}
-	if lockLost.Load() && errs == nil {
+	errs, paused := d.runBatches(ctx, op, sessions, rep, stop)
+	if stop.lockLost.Load() && errs == nil {
 		errs = multierror.Append(errs, errors.New("the deploy lock was taken over by someone else: stopped before the next instance"))
 	}
-	// A host begun in an earlier batch and not finished stopped with the
-	// fleet.
-	for _, s := range sessions {
-		r := &rep.Hosts[s.index]
-		switch {
-		case s.run != nil && !s.run.finished && r.Outcome == HostOK && paused:
-			r.Outcome = HostPaused
-		case s.run != nil && !s.run.finished && r.Outcome == HostOK:
-			r.Outcome, r.Error = HostStopped, "stopped between batches, with the rest of the fleet"
-			if ctx.Err() != nil {
-				r.Outcome = HostInterrupted
-			}
-		}
-	}
+	markUnfinished(rep, sessions, paused, ctx.Err() != nil)
 	var rv *revertResult
-	if rep.Release != "" && errs != nil && (op == opDeploy || op == opPromote) && d.Config.Release.OnFailure == OnFailureRevert && ctx.Err() == nil && !lockLost.Load() {
+	if mustRevert(op, rep.Release, d.Config.Release, errs.ErrorOrNil(), ctx.Err() != nil, stop.lockLost.Load()) {
 		rv = &revertResult{}
 		rv.to, rv.err = d.revert(ctx, rep.Release, sessions)
 		rep.Reverted = rv.summary(ctx, d, sessions)
@@ -307,6 +184,171 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		return fmt.Errorf("%s interrupted: %w", op, ctx.Err())
 	}
 	return nil
+}
+
+// finish writes each host's history line and releases its lock, every
+// host at once, each within its own 15s, whatever ctx says; a host given
+// up on gets the report's next step.
+func (d *Deployer) finish(ctx context.Context, op string, sessions []*session, rep *Report) {
+	said := make([][]string, len(sessions))
+	_ = d.eachHost(ctx, sessions, func(i int, s *session) error {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		r := &rep.Hosts[s.index]
+		entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
+			Op: op, Version: rep.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
+		if err := s.r.AppendHistory(cctx, entry); err != nil {
+			said[i] = append(said[i], fmt.Sprintf("%s: %v", s.host, err))
+		}
+		lerr := s.lock.Release(cctx)
+		if lerr != nil {
+			said[i] = append(said[i], lerr.Error())
+		}
+		if s.link.givenUp() {
+			r.Next = d.nextStep(op, s, r, lerr != nil)
+		}
+		return nil
+	})
+	for _, lines := range said {
+		for _, l := range lines {
+			fmt.Fprintf(d.Stderr, "rollout: %s\n", l)
+		}
+	}
+}
+
+// fleetStop is how the fleet stops: closed on the first failure, on an
+// interrupt, or when a host's lock was taken over (lockLost); no host
+// starts another instance after it.
+type fleetStop struct {
+	c        chan struct{}
+	once     sync.Once
+	lockLost atomic.Bool
+}
+
+func (f *fleetStop) halt() { f.once.Do(func() { close(f.c) }) }
+
+// watchStop returns the fleet's stop, halted by ctx and by any lost lock.
+func (d *Deployer) watchStop(ctx context.Context, sessions []*session) *fleetStop {
+	f := &fleetStop{c: make(chan struct{})}
+	go func() {
+		select {
+		case <-ctx.Done():
+			f.halt()
+		case <-f.c:
+		}
+	}()
+	for _, s := range sessions {
+		go func() {
+			select {
+			case <-s.lock.Lost:
+				d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Message: "the deploy lock was taken over by someone else: stopping"})
+				f.lockLost.Store(true)
+				f.halt()
+			case <-f.c:
+			}
+		}()
+	}
+	return f
+}
+
+// prepareRelease picks the release of the run (release: set; not for a
+// scale) and, for a deploy, ships it to every host that lacks it before
+// any instance restarts.
+func (d *Deployer) prepareRelease(ctx context.Context, op string, sessions []*session, rep *Report) error {
+	if d.Config.Release == nil || op == opScale {
+		return nil
+	}
+	id, err := d.chooseRelease(op, sessions)
+	if err != nil {
+		d.emit(Event{Step: StepPreflight, Status: StatusFail, Message: err.Error()})
+		return &StepError{Step: StepPreflight, Err: err}
+	}
+	rep.Release = id
+	if (op == opRollback || op == opPromote) && rep.Version == "" {
+		// A rollback is to the version of the release it goes back to; a
+		// promote, of the release it continues.
+		rep.Version = d.versionOf(sessions, id, op)
+	}
+	if op == opDeploy {
+		return d.ship(ctx, id, sessions)
+	}
+	return nil
+}
+
+// runBatches runs the fleet in its batches (one without strategy.batches),
+// with a bake between them, until one fails, the fleet stops, or a deploy
+// pauses after its canary; it returns the failures and whether it paused.
+func (d *Deployer) runBatches(ctx context.Context, op string, sessions []*session, rep *Report, stop *fleetStop) (*multierror.Error, bool) {
+	var (
+		mu   sync.Mutex
+		errs *multierror.Error
+	)
+	// Each batch says how many instances of each host are on the release
+	// at its end.
+	quotas := [][]int{nil}
+	if (op == opDeploy || op == opPromote) && len(d.Config.Strategy.Batches) > 0 {
+		quotas = batchQuotas(d.Config.Strategy.Batches, sessions)
+	}
+	for b, quota := range quotas {
+		last := b == len(quotas)-1
+		if op == opPromote && b == 0 {
+			continue // the canary's batch, and its bake, were done
+		}
+		if len(quotas) > 1 {
+			d.emit(Event{Step: StepBatch, Status: StatusStart, Message: batchText(b, quotas, sessions)})
+		}
+		d.batch(ctx, op, sessions, quota, last, stop.c, stop.halt, rep, &mu, &errs)
+		if errs != nil || stopped(stop.c) {
+			return errs, false
+		}
+		if len(quotas) > 1 {
+			d.emit(Event{Step: StepBatch, Status: StatusOK, Message: batchText(b, quotas, sessions)})
+		}
+		if !last && d.Config.Strategy.Bake > 0 {
+			if err := d.bake(ctx, stop.c, sessions, b, rep); err != nil {
+				if !errors.Is(err, ErrStopped) {
+					errs = multierror.Append(errs, err)
+				}
+				stop.halt()
+				return errs, false
+			}
+		}
+		if b == 0 && op == opDeploy && d.Config.Strategy.PauseAfterCanary {
+			rep.Paused = fmt.Sprintf("paused after %s: the fleet serves both releases; `rollout promote` continues, `rollout rollback` takes the canary back", batchText(0, quotas, sessions))
+			d.emit(Event{Step: StepBatch, Status: StatusSkip, Message: rep.Paused})
+			return errs, true
+		}
+	}
+	return errs, false
+}
+
+// markUnfinished says of each host begun in an earlier batch and not
+// finished that it stopped with the fleet: paused (after the canary),
+// interrupted, or stopped between batches.
+func markUnfinished(rep *Report, sessions []*session, paused, interrupted bool) {
+	for _, s := range sessions {
+		r := &rep.Hosts[s.index]
+		if s.run == nil || s.run.finished || r.Outcome != HostOK {
+			continue
+		}
+		switch {
+		case paused:
+			r.Outcome = HostPaused
+		case interrupted:
+			r.Outcome, r.Error = HostInterrupted, "stopped between batches, with the rest of the fleet"
+		default:
+			r.Outcome, r.Error = HostStopped, "stopped between batches, with the rest of the fleet"
+		}
+	}
+}
+
+// mustRevert says whether a failed run is reverted: a deploy or promote
+// that shipped a release, with release.on_failure: revert, that failed,
+// and was neither interrupted nor stopped by a lock taken over (then the
+// other holder is at work).
+func mustRevert(op, release string, rel *ReleaseConfig, err error, interrupted, lockLost bool) bool {
+	return release != "" && err != nil && (op == opDeploy || op == opPromote) && rel != nil &&
+		rel.OnFailure == OnFailureRevert && !interrupted && !lockLost
 }
 
 // failProbed marks failed the hosts whose probe failed the deploy

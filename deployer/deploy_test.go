@@ -327,3 +327,61 @@ func TestHistoryWrittenOnEveryHostAtOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestMustRevert(t *testing.T) {
+	revert := &ReleaseConfig{OnFailure: OnFailureRevert}
+	halt := &ReleaseConfig{OnFailure: "halt"}
+	failed := errors.New("3001 did not come up")
+	for _, tc := range []struct {
+		name                  string
+		op, release           string
+		rel                   *ReleaseConfig
+		err                   error
+		interrupted, lockLost bool
+		want                  bool
+	}{
+		{"a failed deploy", opDeploy, "r2", revert, failed, false, false, true},
+		{"a failed promote", opPromote, "r2", revert, failed, false, false, true},
+		{"a deploy that went well", opDeploy, "r2", revert, nil, false, false, false},
+		{"on_failure: halt", opDeploy, "r2", halt, failed, false, false, false},
+		{"no release shipped", opDeploy, "", revert, failed, false, false, false},
+		{"a rollback", opRollback, "r1", revert, failed, false, false, false},
+		{"a scale", opScale, "", revert, failed, false, false, false},
+		{"interrupted", opDeploy, "r2", revert, failed, true, false, false},
+		{"its lock taken over", opDeploy, "r2", revert, failed, false, true, false},
+		{"no release: section", opDeploy, "r2", nil, failed, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := mustRevert(tc.op, tc.release, tc.rel, tc.err, tc.interrupted, tc.lockLost); got != tc.want {
+				t.Errorf("mustRevert = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMarkUnfinished(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		paused, interrupted bool
+		want                Outcome
+	}{
+		{"paused after the canary", true, false, HostPaused},
+		{"interrupted", false, true, HostInterrupted},
+		{"stopped by another host", false, false, HostStopped},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sessions := []*session{
+				{index: 0, run: &hostRun{finished: true}}, // done: stays ok
+				{index: 1, run: &hostRun{}},               // begun, not done
+				{index: 2},                                // never begun
+				{index: 3, run: &hostRun{}},               // failed: stays failed
+			}
+			rep := &Report{Hosts: []HostReport{{Outcome: HostOK}, {Outcome: HostOK}, {Outcome: HostNotStarted}, {Outcome: HostFailed}}}
+			markUnfinished(rep, sessions, tc.paused, tc.interrupted)
+			got := []Outcome{rep.Hosts[0].Outcome, rep.Hosts[1].Outcome, rep.Hosts[2].Outcome, rep.Hosts[3].Outcome}
+			if want := []Outcome{HostOK, tc.want, HostNotStarted, HostFailed}; !slices.Equal(got, want) {
+				t.Errorf("outcomes %v, want %v", got, want)
+			}
+		})
+	}
+}

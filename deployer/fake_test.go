@@ -195,7 +195,9 @@ func (r *fakeRemote) log(format string, args ...any) {
 
 func (r *fakeRemote) Cores(context.Context) (int, error) { return r.cores, nil }
 
-func (r *fakeRemote) Preflight(context.Context, []int) ([]byte, error) {
+func (r *fakeRemote) Preflight(context.Context, []int) error { return nil }
+
+func (r *fakeRemote) NginxCheck(context.Context, NginxConfig) ([]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return []byte(r.upstream), nil
@@ -204,20 +206,20 @@ func (r *fakeRemote) Preflight(context.Context, []int) ([]byte, error) {
 func (r *fakeRemote) Inspect(_ context.Context, ports []int) (hostState, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := hostState{units: map[int]unitState{}, uptime: 1e9, upstream: []byte(r.upstream)}
+	st := hostState{units: map[int]unitState{}, uptime: 1e9}
 	for _, p := range ports {
 		st.units[p] = r.state(p)
 	}
 	return st, nil
 }
 
-func (r *fakeRemote) ReadUpstream(context.Context) ([]byte, error) {
+func (r *fakeRemote) ReadUpstream(context.Context, NginxConfig) ([]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return []byte(r.upstream), nil
 }
 
-func (r *fakeRemote) WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error) {
+func (r *fakeRemote) WriteUpstream(ctx context.Context, _ NginxConfig, have, next []byte, drained []int, _ bool) (drainWait, error) {
 	if err := r.wire(ctx, "WriteUpstream"); err != nil {
 		return drainWait{}, err
 	}
@@ -235,8 +237,19 @@ func (r *fakeRemote) WriteUpstream(ctx context.Context, have, next []byte, drain
 	return drainWait{}, nil
 }
 
+// WaitIdle records the ports whose requests in flight it waited for.
+func (r *fakeRemote) WaitIdle(ctx context.Context, ports []int) (drainWait, error) {
+	if err := r.wire(ctx, "WaitIdle"); err != nil {
+		return drainWait{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.drained = append(r.drained, slices.Clone(ports))
+	return drainWait{}, nil
+}
+
 // HAProxy answers as haproxy.sh does, from the fake's backend state.
-func (r *fakeRemote) HAProxy(ctx context.Context, op string, servers []string) ([]byte, error) {
+func (r *fakeRemote) HAProxy(ctx context.Context, _ haproxyAPI, op string, servers []string) ([]byte, error) {
 	if err := r.wire(ctx, "HAProxy"); err != nil {
 		return nil, err
 	}

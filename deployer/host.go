@@ -20,6 +20,7 @@ type hostRun struct {
 	cfg    *Config
 	host   string
 	remote remote
+	bal    balancer // where its instances are served from
 	health healthcheck.HTTP
 	stop   <-chan struct{}
 	// mu guards what the instances of a group change at once: logs,
@@ -27,11 +28,11 @@ type hostRun struct {
 	mu   sync.Mutex
 	logs map[int][]string // per port, from the unit files, read once
 
-	// upstream is the upstream file as rollout last read or wrote it.
-	upstream []byte
-	// pending are instances that came back healthy and are still marked
-	// down: they go back into Nginx in the same write and reload that
-	// drains the next instance, or on their own when there is none.
+	// servers are the host's instances as its balancer last said.
+	servers servers
+	// pending are instances that came back healthy and are still
+	// drained: they go back into service in the same change that drains
+	// the next instance, or on their own when there is none.
 	pending []int
 	// added are instances the reconcile started on this release.
 	added map[int]bool
@@ -109,11 +110,11 @@ func (h *hostRun) revert(ctx context.Context, ports []int) (err error) {
 			err = perr
 		}
 	}()
-	st, err := h.remote.Inspect(ctx, h.cfg.Ports())
+	srv, err := h.bal.read(ctx)
 	if err != nil {
 		return &StepError{Host: h.host, Step: StepRevert, Err: err}
 	}
-	h.upstream = st.upstream
+	h.servers = srv
 	for i, port := range ports {
 		if h.targets[port] == "" {
 			// Those before it are reverted first.
@@ -131,15 +132,19 @@ func (h *hostRun) revert(ctx context.Context, ports []int) (err error) {
 
 func newHostRun(d *Deployer, s *session, stop <-chan struct{}) *hostRun {
 	return &hostRun{
-		d: d, cfg: s.cfg, host: s.host, remote: s.remote(), stop: stop,
-		health: newHealthCheck(s.cfg, s.remote()), added: map[int]bool{},
+		d: d, cfg: s.cfg, host: s.host, remote: s.r, bal: s.bal, stop: stop,
+		health: newHealthCheck(s.cfg, s.bal.dial, s.r), added: map[int]bool{},
 	}
 }
 
 // newHealthCheck checks instances at nginx.server_address:PORT, the socket
-// Nginx sends requests to, through the host's connection.
-func newHealthCheck(cfg *Config, r remote) healthcheck.HTTP {
-	return healthcheck.HTTP{Dial: r.DialContext, Host: cfg.Nginx.ServerAddress, Path: cfg.Health.Path,
+// the balancer sends requests to, dialled from where it is (dial); r is
+// the app host, asked whether its connection is alive when a check times
+// out.
+func newHealthCheck(cfg *Config, dial dialer, r interface {
+	Alive(context.Context) (bool, error)
+}) healthcheck.HTTP {
+	return healthcheck.HTTP{Dial: dial, Host: cfg.Nginx.ServerAddress, Path: cfg.Health.Path,
 		Status: cfg.Health.Status, AttemptTimeout: cfg.Health.AttemptTimeout,
 		Permanent: func(err error) bool { return errors.Is(err, ErrUnreachable) },
 		Explain: func(ctx context.Context, err error) error {
@@ -231,10 +236,10 @@ func (h *hostRun) begin(ctx context.Context) error {
 		return err
 	}
 	st, err := h.remote.Inspect(ctx, h.cfg.Ports())
-	if err != nil {
-		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
+	if err == nil {
+		err = h.adopt(ctx)
 	}
-	if err := h.adoptUpstream(st.upstream); err != nil {
+	if err != nil {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
 	}
 	serving, _ := h.serving(ctx)
@@ -294,16 +299,15 @@ func (h *hostRun) scale(ctx context.Context) error {
 	return err
 }
 
-// adoptUpstream takes the upstream file as read and checks that it has a
-// server line for every instance.
-func (h *hostRun) adoptUpstream(content []byte) error {
-	h.upstream = content
-	missing, err := checkUpstream(h.cfg, content)
+// adopt reads the host's servers and checks that every instance is one.
+func (h *hostRun) adopt(ctx context.Context) error {
+	srv, err := h.bal.read(ctx)
 	if err != nil {
 		return err
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("%s: upstream %q has no line \"server %s:%d;\"", h.cfg.Nginx.UpstreamFile, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress, missing[0])
+	h.servers = srv
+	if missing := notIn(srv, h.cfg.Ports()); len(missing) > 0 {
+		return fmt.Errorf("%s has no server for %s:%d", h.bal, h.cfg.Nginx.ServerAddress, missing[0])
 	}
 	return nil
 }
@@ -339,17 +343,13 @@ func checkAll(ctx context.Context, check healthcheck.HTTP, ports []int) map[int]
 }
 
 // serving returns the instances that take traffic now, or will once the
-// pending ones are back: in the upstream as rollout last read or wrote it
-// (or pending), and passing their health check now. A changed upstream
-// file is caught when it is written, and the check is made again.
+// pending ones are back: in service as the balancer last said (or
+// pending), and passing their health check now. A balancer changed by
+// someone else is caught at the next change, and the check made again.
 func (h *hostRun) serving(ctx context.Context) (map[int]bool, error) {
-	down, err := upstreamServers(h.upstream, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", h.cfg.Nginx.UpstreamFile, err)
-	}
 	out := h.healthy(ctx)
 	for p := range out {
-		if down[p] && !slices.Contains(h.pending, p) {
+		if h.servers[p] && !slices.Contains(h.pending, p) {
 			delete(out, p)
 		}
 	}

@@ -1,7 +1,6 @@
 package deployer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,26 +24,30 @@ type balancers struct {
 	cfg    *Config // the balancer side's (lbSide)
 	driver lbDriver
 	mu     sync.Mutex
-	all    []*balancer
+	all    []*lbHost
 	// checked: the preflight of every balancer ran; checkErr is how it
 	// ended.
 	checked  bool
 	checkErr error
 }
 
-// balancer is one load balancer host.
-type balancer struct {
+// lbHost is one load balancer host.
+type lbHost struct {
 	s *session
 	// content is its upstream file as rollout last read or wrote it.
 	content []byte
 }
 
-func (b *balancer) host() string { return b.s.host }
+func (b *lbHost) host() string { return b.s.host }
 
-// connectBalancers opens a session to every balancer host at once.
+// connectBalancers opens a session to every balancer host at once; nil
+// without lb:.
 func (d *Deployer) connectBalancers(ctx context.Context) (*balancers, error) {
+	if d.Config.LB == nil {
+		return nil, nil
+	}
 	lc := d.Config.lbSide()
-	b := &balancers{d: d, cfg: lc, driver: newLBDriver(lc), all: make([]*balancer, len(d.Config.LB.Hosts))}
+	b := &balancers{d: d, cfg: lc, driver: newLBDriver(d.Config), all: make([]*lbHost, len(d.Config.LB.Hosts))}
 	errs := make([]error, len(b.all))
 	var wg sync.WaitGroup
 	for i, host := range d.Config.LB.Hosts {
@@ -61,7 +64,7 @@ func (d *Deployer) connectBalancers(ctx context.Context) (*balancers, error) {
 			}
 			s := &session{host: host, cfg: lc, conn: conn, t0: t0}
 			d.open(s)
-			b.all[i] = &balancer{s: s}
+			b.all[i] = &lbHost{s: s}
 		}()
 	}
 	wg.Wait()
@@ -90,7 +93,7 @@ func (b *balancers) preflight(ctx context.Context) error {
 		return b.checkErr
 	}
 	b.checked = true
-	errs := b.each(func(lb *balancer) error {
+	errs := b.each(func(lb *lbHost) error {
 		content, err := b.driver.check(ctx, lb.s.r)
 		if err == nil {
 			_, err = b.driver.servers(content, "")
@@ -113,7 +116,7 @@ func (b *balancers) preflight(ctx context.Context) error {
 
 // read reads every balancer's upstream file again; b.mu held.
 func (b *balancers) read(ctx context.Context) error {
-	return errors.Join(b.each(func(lb *balancer) error {
+	return errors.Join(b.each(func(lb *lbHost) error {
 		content, err := b.driver.read(ctx, lb.s.r)
 		if err != nil {
 			return fmt.Errorf("load balancer %s: read %s: %w", lb.host(), b.driver, err)
@@ -126,8 +129,8 @@ func (b *balancers) read(ctx context.Context) error {
 // servers are addr's server lines as the balancers hold them together: a
 // port listed on every balancer, down when it is down on any of them (an
 // instance serves only when every balancer sends it requests); b.mu held.
-func (b *balancers) servers(addr string) (map[int]bool, error) {
-	var all map[int]bool
+func (b *balancers) servers(addr string) (servers, error) {
+	var all servers
 	for i, lb := range b.all {
 		servers, err := b.driver.servers(lb.content, addr)
 		if err != nil {
@@ -146,22 +149,6 @@ func (b *balancers) servers(addr string) (map[int]bool, error) {
 		}
 	}
 	return all, nil
-}
-
-// view is an upstream file holding only addr's server lines as servers
-// says: what the engine reads and edits for an app host behind balancers.
-func view(upstream, addr string, servers map[int]bool) []byte {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "upstream %s {\n", upstream)
-	for _, p := range slices.Sorted(maps.Keys(servers)) {
-		down := ""
-		if servers[p] {
-			down = " down"
-		}
-		fmt.Fprintf(&b, "    server %s:%d%s;\n", addr, p, down)
-	}
-	b.WriteString("}\n")
-	return b.Bytes()
 }
 
 // lbChange is one change of addr's server lines on the balancers: what
@@ -256,16 +243,16 @@ func (b *balancers) change(ctx context.Context, c lbChange) (drainWait, error) {
 		return wait, err
 	}
 	merr := &multierror.Error{ErrorFormat: oneLine}
-	waits := make(map[*balancer]drainWait, len(b.all))
+	waits := make(map[*lbHost]drainWait, len(b.all))
 	var wmu sync.Mutex
-	errs := b.each(func(lb *balancer) error {
+	errs := b.each(func(lb *lbHost) error {
 		w, err := b.driver.apply(ctx, lb, c)
 		wmu.Lock()
 		waits[lb] = w
 		wmu.Unlock()
 		return err
 	})
-	var done []*balancer
+	var done []*lbHost
 	for i, lb := range b.all {
 		if errs[i] != nil {
 			merr = multierror.Append(merr, fmt.Errorf("load balancer %s (it may hold %s): %w", lb.host(), c.states(), errs[i]))
@@ -279,7 +266,7 @@ func (b *balancers) change(ctx context.Context, c lbChange) (drainWait, error) {
 		// whatever happened to ctx.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		perrs := b.each(func(lb *balancer) error {
+		perrs := b.each(func(lb *lbHost) error {
 			if !slices.Contains(done, lb) {
 				return nil
 			}
@@ -303,7 +290,7 @@ func (b *balancers) change(ctx context.Context, c lbChange) (drainWait, error) {
 }
 
 // each runs fn on every balancer at once; the errors are in b.all's order.
-func (b *balancers) each(fn func(lb *balancer) error) []error {
+func (b *balancers) each(fn func(lb *lbHost) error) []error {
 	errs := make([]error, len(b.all))
 	var wg sync.WaitGroup
 	for i, lb := range b.all {
@@ -317,21 +304,28 @@ func (b *balancers) each(fn func(lb *balancer) error) []error {
 	return errs
 }
 
-// lbRemote is an app host's remote behind balancers of its own: the
-// upstream it reads and writes is its view of the balancers' (view), a
-// write changes every balancer and then waits on the app host for the
-// drained instances' requests in flight, and health checks dial the
-// instances from a balancer, at the address the balancers use.
-type lbRemote struct {
-	remote // the app host's
-	b      *balancers
-	addr   string // the app host's address on the balancers
+// lbBalancer is an app host's balancer when the load balancer hosts of
+// lb: serve it: its servers are its address's on every balancer (an
+// instance serves only when every balancer sends it requests), a change is
+// made on every balancer at once (balancers.change), and the drained
+// instances' requests in flight are counted by the balancers (haproxy) or
+// on the app host (nginx). Health checks dial from the first balancer
+// reachable, at the address the balancers use.
+type lbBalancer struct {
+	b    *balancers
+	app  remote // the app host's
+	addr string // the app host's address on the balancers
 }
 
-func (l *lbRemote) Preflight(ctx context.Context, ports []int) ([]byte, error) {
-	if _, err := l.remote.Preflight(ctx, ports); err != nil {
-		return nil, err
-	}
+var _ balancer = (*lbBalancer)(nil)
+
+func (l *lbBalancer) String() string {
+	return fmt.Sprintf("%s on %s", l.b.driver, l.b.d.Config.LB.balancers())
+}
+
+func (l *lbBalancer) how() string { return l.b.driver.how() }
+
+func (l *lbBalancer) preflight(ctx context.Context, ports []int) (servers, error) {
 	if err := l.b.preflight(ctx); err != nil {
 		return nil, err
 	}
@@ -342,56 +336,30 @@ func (l *lbRemote) Preflight(ctx context.Context, ports []int) ([]byte, error) {
 			return nil, fmt.Errorf("load balancer %s: %s: %w", lb.host(), l.b.driver, err)
 		}
 	}
-	return l.view()
+	return l.b.servers(l.addr)
 }
 
-// view is the app host's view; b.mu held.
-func (l *lbRemote) view() ([]byte, error) {
-	servers, err := l.b.servers(l.addr)
-	if err != nil {
-		return nil, err
-	}
-	return view(l.b.cfg.Nginx.Upstream, l.addr, servers), nil
-}
-
-func (l *lbRemote) Inspect(ctx context.Context, ports []int) (hostState, error) {
-	st, err := l.remote.Inspect(ctx, ports)
-	if err == nil {
-		st.upstream, err = l.ReadUpstream(ctx)
-	}
-	return st, err
-}
-
-func (l *lbRemote) ReadUpstream(ctx context.Context) ([]byte, error) {
+func (l *lbBalancer) read(ctx context.Context) (servers, error) {
 	l.b.mu.Lock()
 	defer l.b.mu.Unlock()
 	if err := l.b.read(ctx); err != nil {
 		return nil, err
 	}
-	return l.view()
+	return l.b.servers(l.addr)
 }
 
-func (l *lbRemote) WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error) {
-	up := l.b.cfg.Nginx.Upstream
-	from, err := upstreamServers(have, up, l.addr)
-	if err != nil {
-		return drainWait{}, err
-	}
-	to, err := upstreamServers(next, up, l.addr)
-	if err != nil {
-		return drainWait{}, err
-	}
+func (l *lbBalancer) change(ctx context.Context, from, to servers, drained []int) (drainWait, error) {
 	wait, err := l.b.change(ctx, lbChange{addr: l.addr, from: from, to: to})
 	if err != nil || len(drained) == 0 || !l.b.driver.countsOnAppHost() {
 		return wait, err
 	}
 	// Every balancer's old workers are shutting down: what is still open
 	// to the instances is in flight, counted on the app host.
-	return l.remote.WriteUpstream(ctx, nil, nil, drained)
+	return l.app.WaitIdle(ctx, drained)
 }
 
-// DialContext dials from the first balancer still reachable.
-func (l *lbRemote) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+// dial dials from the first balancer still reachable.
+func (l *lbBalancer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var err error
 	for _, lb := range l.b.all {
 		var c net.Conn
@@ -409,4 +377,130 @@ func oneLine(errs []error) string {
 		msgs[i] = e.Error()
 	}
 	return strings.Join(msgs, "; ")
+}
+
+// Balancers are the load balancer hosts (lb:) as status reads them, once
+// for every host of a poll; nil without lb: (each app host's own Nginx is
+// read with the host).
+type Balancers []balancerRead
+
+type balancerRead struct {
+	host    string
+	content []byte
+	err     error
+	dial    dialer
+	driver  lbDriver
+}
+
+// ReadBalancers reads every balancer's upstream file at once, over the
+// connections conn gives (the caller's, to close); nil without lb:.
+func ReadBalancers(ctx context.Context, cfg *Config, conn func(context.Context, string) (Conn, error)) Balancers {
+	if cfg.LB == nil {
+		return nil
+	}
+	lc := cfg.lbSide()
+	driver := newLBDriver(cfg)
+	lbs := make(Balancers, len(cfg.LB.Hosts))
+	var wg sync.WaitGroup
+	for i, h := range cfg.LB.Hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lbs[i].host, lbs[i].driver = h, driver
+			c, err := conn(ctx, h)
+			if err == nil {
+				lbs[i].dial = c.DialContext
+				lbs[i].content, err = driver.read(ctx, newSSHRemote(lc, c))
+			}
+			lbs[i].err = err
+		}()
+	}
+	wg.Wait()
+	return lbs
+}
+
+// LoadBalancers is ReadBalancers over connections of its own, which the
+// function it returns closes (once the statuses that dial through them
+// are read).
+func LoadBalancers(ctx context.Context, cfg *Config, connect func(context.Context, string) (Conn, error)) (Balancers, func()) {
+	var mu sync.Mutex
+	var conns []Conn
+	lbs := ReadBalancers(ctx, cfg, func(ctx context.Context, host string) (Conn, error) {
+		conn, err := connect(ctx, host)
+		if err == nil {
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+		}
+		return conn, err
+	})
+	return lbs, func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}
+
+// statusSource is what status reads of an app host's balancer: its
+// servers, each balancer's view of an instance (lb:), and where health
+// checks dial from.
+type statusSource struct {
+	read func(ctx context.Context) (servers, error)
+	each func(port int) []BalancerServer
+	dial dialer
+}
+
+// source is the status source of the app host whose config (resolved on
+// it) is cfg and remote r: the balancers as read, or without lb: the
+// host's own Nginx.
+func (lbs Balancers) source(cfg *Config, r remote) statusSource {
+	if cfg.LB == nil {
+		b := &nginxBalancer{r: r, n: cfg.Nginx}
+		return statusSource{read: b.read, each: func(int) []BalancerServer { return nil }, dial: r.DialContext}
+	}
+	addr := cfg.Nginx.ServerAddress
+	// Each host's own: lbs is shared by the hosts read at once.
+	onLB, lbErr := make([]map[int]bool, len(lbs)), make([]error, len(lbs))
+	src := statusSource{dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, fmt.Errorf("no load balancer (%s) could be read", cfg.LB.balancers())
+	}}
+	for k, lb := range lbs {
+		if lbErr[k] = lb.err; lb.err == nil {
+			var err error
+			if onLB[k], err = lb.driver.servers(lb.content, addr); err != nil {
+				lbErr[k] = fmt.Errorf("%s: %w", lb.driver, err)
+			}
+		}
+	}
+	for _, lb := range lbs {
+		if lb.err == nil {
+			src.dial = lb.dial
+			break
+		}
+	}
+	src.read = func(context.Context) (servers, error) {
+		all := servers{}
+		for _, p := range cfg.Ports() {
+			all[p] = false
+			for k := range lbs {
+				if drained, listed := onLB[k][p]; lbErr[k] != nil || !listed || drained {
+					all[p] = true
+				}
+			}
+		}
+		return all, nil
+	}
+	src.each = func(p int) []BalancerServer {
+		var out []BalancerServer
+		for k, lb := range lbs {
+			drained, listed := onLB[k][p]
+			bs := BalancerServer{Host: lb.host, In: lbErr[k] == nil && listed && !drained}
+			if lbErr[k] != nil {
+				bs.Error = lbErr[k].Error()
+			}
+			out = append(out, bs)
+		}
+		return out
+	}
+	return src
 }

@@ -98,6 +98,15 @@ func (p *parser) readStrMap(key string, dst *map[string]string) {
 // checkLB checks the lb: section: its hosts, none an app host, and the
 // address each app host is reached at from the balancers.
 func (c *Config) checkLB(cs *checks) {
+	if c.LB == nil || c.LB.Driver != lbHAProxy {
+		n := len(*cs)
+		c.Nginx.check(cs)
+		for i := n; i < len(*cs); i++ {
+			if c.LB != nil && c.LB.UpstreamFile != "" && (*cs)[i].key == "nginx.upstream_file" {
+				(*cs)[i].key = "lb.upstream_file" // where the file gave it
+			}
+		}
+	}
 	lb := c.LB
 	if lb == nil {
 		return
@@ -179,8 +188,6 @@ func (c *Config) lbAddress(h string) string {
 func (c *Config) lbSide() *Config {
 	lc := *c
 	lc.LB = nil
-	lc.lbHost = true
-	lc.balancer = c.LB
 	return &lc
 }
 
@@ -190,4 +197,15 @@ func (lb *LBConfig) balancers() string {
 		return lb.Hosts[0]
 	}
 	return strings.Join(lb.Hosts[:len(lb.Hosts)-1], ", ") + " and " + lb.Hosts[len(lb.Hosts)-1]
+}
+
+// onBalancers is host's config as the balancers of lb: see it: its server
+// lines name the host's address there. Without lb: it is cfg.
+func (c *Config) onBalancers(host string) *Config {
+	if c.LB == nil {
+		return c
+	}
+	lc := *c
+	lc.Nginx.ServerAddress = c.lbAddress(host)
+	return &lc
 }

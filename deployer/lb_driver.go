@@ -25,73 +25,75 @@ type lbDriver interface {
 	ready(state []byte, addr string, ports []int) error
 	// apply makes the change on the balancer and keeps its state; it
 	// returns how the wait for the drained instances' requests ended.
-	apply(ctx context.Context, lb *balancer, c lbChange) (drainWait, error)
+	apply(ctx context.Context, lb *lbHost, c lbChange) (drainWait, error)
 	// countsOnAppHost: the drained instances' requests in flight are
 	// counted on their app host (not by the balancer).
 	countsOnAppHost() bool
+	// how is how one change is made, for events.
+	how() string
+	// plan is what the plan says it does for the app host at addr
+	// (balancer_plan.go); lc runs commands on a balancer.
+	plan(lc sshRemote, cfg *Config, addr string) balancerPlan
 }
 
-func newLBDriver(lc *Config) lbDriver {
-	if lc.balancer.Driver == lbHAProxy {
-		return haproxyDriver{backend: lc.balancer.Backend}
+// newLBDriver is the driver of lb.driver.
+func newLBDriver(cfg *Config) lbDriver {
+	if cfg.LB.Driver == lbHAProxy {
+		return haproxyDriver{api: haproxyAPI{Socket: cfg.LB.Socket, Backend: cfg.LB.Backend}}
 	}
-	return nginxDriver{file: lc.Nginx.UpstreamFile, upstream: lc.Nginx.Upstream}
+	return nginxDriver{n: cfg.Nginx}
 }
 
 // nginxDriver changes the upstream file on each balancer, one write and
 // one reload per change, as on a host of its own.
-type nginxDriver struct{ file, upstream string }
+type nginxDriver struct{ n NginxConfig }
 
-func (n nginxDriver) String() string { return n.file }
+func (n nginxDriver) String() string { return n.n.UpstreamFile }
 
 func (n nginxDriver) check(ctx context.Context, r remote) ([]byte, error) {
-	return r.Preflight(ctx, nil)
+	return r.NginxCheck(ctx, n.n)
 }
 
 func (n nginxDriver) read(ctx context.Context, r remote) ([]byte, error) {
-	return r.ReadUpstream(ctx)
+	return r.ReadUpstream(ctx, n.n)
 }
 
 func (n nginxDriver) servers(state []byte, addr string) (map[int]bool, error) {
-	return upstreamServers(state, n.upstream, addr)
+	return upstreamServers(state, n.n.Upstream, addr)
 }
 
 func (n nginxDriver) ready([]byte, string, []int) error { return nil }
 
 func (n nginxDriver) countsOnAppHost() bool { return true }
 
+func (n nginxDriver) how() string { return "one reload on each balancer" }
+
 // edit makes the change in a balancer's upstream file.
 func (n nginxDriver) edit(content []byte, c lbChange) ([]byte, error) {
-	have, err := upstreamServers(content, n.upstream, c.addr)
+	have, err := upstreamServers(content, n.n.Upstream, c.addr)
 	if err != nil {
 		return nil, err
 	}
-	next := content
+	// Only the ports the change changes: a half of a change (split) names
+	// no others, and they stay as they are.
+	from, to := servers{}, servers{}
 	for _, p := range c.ports() {
-		down, listed := c.to[p]
-		_, there := have[p]
-		switch {
-		case !listed && there:
-			next, err = removeServer(next, n.upstream, c.addr, p)
-		case !listed:
-		case !there:
-			if next, err = addServer(next, n.upstream, c.addr, p); err == nil && down {
-				next, err = setServerDown(next, n.upstream, c.addr, p, true)
-			}
-		default:
-			next, err = setServerDown(next, n.upstream, c.addr, p, down)
+		if v, ok := have[p]; ok {
+			from[p] = v
 		}
-		if err != nil {
-			return nil, err
+		if v, ok := c.to[p]; ok {
+			to[p] = v
 		}
 	}
-	return next, nil
+	at := n.n
+	at.ServerAddress = c.addr
+	return editUpstream(content, at, from, to)
 }
 
 // apply writes the change, or nothing when the file holds it already. A
 // file changed by someone else meanwhile is read again and the change
 // made on it, once. It waits for the old workers, not for the requests.
-func (n nginxDriver) apply(ctx context.Context, lb *balancer, c lbChange) (drainWait, error) {
+func (n nginxDriver) apply(ctx context.Context, lb *lbHost, c lbChange) (drainWait, error) {
 	var drained []int
 	for _, p := range c.ports() {
 		if c.to[p] {
@@ -101,16 +103,16 @@ func (n nginxDriver) apply(ctx context.Context, lb *balancer, c lbChange) (drain
 	for attempt := 0; ; attempt++ {
 		next, err := n.edit(lb.content, c)
 		if err != nil {
-			return drainWait{}, fmt.Errorf("%s: %w", n.file, err)
+			return drainWait{}, fmt.Errorf("%s: %w", n.n.UpstreamFile, err)
 		}
 		if bytes.Equal(next, lb.content) {
 			return drainWait{}, nil
 		}
-		_, err = lb.s.r.WriteUpstream(ctx, lb.content, next, drained)
+		_, err = lb.s.r.WriteUpstream(ctx, n.n, lb.content, next, drained, false)
 		if errors.Is(err, errUpstreamChanged) && attempt == 0 {
-			cur, rerr := lb.s.r.ReadUpstream(ctx)
+			cur, rerr := lb.s.r.ReadUpstream(ctx, n.n)
 			if rerr != nil {
-				return drainWait{}, fmt.Errorf("read %s: %w", n.file, rerr)
+				return drainWait{}, fmt.Errorf("read %s: %w", n.n.UpstreamFile, rerr)
 			}
 			lb.content = cur
 			continue
@@ -126,19 +128,21 @@ func (n nginxDriver) apply(ctx context.Context, lb *balancer, c lbChange) (drain
 // runtime API: no reload, and the drain waits until the balancer has no
 // session left on the server. It never writes haproxy.cfg, and never
 // readies a server someone put in maintenance.
-type haproxyDriver struct{ backend string }
+type haproxyDriver struct{ api haproxyAPI }
 
-func (h haproxyDriver) String() string { return "haproxy backend " + h.backend }
+func (h haproxyDriver) String() string { return "haproxy backend " + h.api.Backend }
 
 func (h haproxyDriver) check(ctx context.Context, r remote) ([]byte, error) {
-	return r.HAProxy(ctx, "check", nil)
+	return r.HAProxy(ctx, h.api, "check", nil)
 }
 
 func (h haproxyDriver) read(ctx context.Context, r remote) ([]byte, error) {
-	return r.HAProxy(ctx, "state", nil)
+	return r.HAProxy(ctx, h.api, "state", nil)
 }
 
 func (h haproxyDriver) countsOnAppHost() bool { return false }
+
+func (h haproxyDriver) how() string { return "one change on each balancer (no reload)" }
 
 // haproxyServer is one server of "show servers state".
 type haproxyServer struct {
@@ -228,9 +232,9 @@ func (h haproxyDriver) ready(state []byte, addr string, ports []int) error {
 		s, ok := servers[p]
 		switch {
 		case !ok:
-			return fmt.Errorf("no server at %s:%d: rollout does not write haproxy.cfg; add \"server NAME %s:%d check\" to backend %s and reload HAProxy", addr, p, addr, p, h.backend)
+			return fmt.Errorf("no server at %s:%d: rollout does not write haproxy.cfg; add \"server NAME %s:%d check\" to backend %s and reload HAProxy", addr, p, addr, p, h.api.Backend)
 		case s.maint():
-			return fmt.Errorf("server %s/%s (%s:%d) is in maintenance (admin state %#x), put there by someone: rollout never readies it; \"set server %s/%s state ready\" when it may serve again", h.backend, s.name, addr, p, s.admin, h.backend, s.name)
+			return fmt.Errorf("server %s/%s (%s:%d) is in maintenance (admin state %#x), put there by someone: rollout never readies it; \"set server %s/%s state ready\" when it may serve again", h.api.Backend, s.name, addr, p, s.admin, h.api.Backend, s.name)
 		}
 	}
 	return nil
@@ -240,7 +244,7 @@ func (h haproxyDriver) ready(state []byte, addr string, ports []int) error {
 // the script refuses to ready a server in maintenance on the state it
 // reads first, and prints the state after the change. A server the
 // backend lacks is an error (rollout does not write haproxy.cfg).
-func (h haproxyDriver) apply(ctx context.Context, lb *balancer, c lbChange) (drainWait, error) {
+func (h haproxyDriver) apply(ctx context.Context, lb *lbHost, c lbChange) (drainWait, error) {
 	servers, err := h.byPort(lb.content, c.addr)
 	if err != nil {
 		return drainWait{}, err
@@ -251,9 +255,9 @@ func (h haproxyDriver) apply(ctx context.Context, lb *balancer, c lbChange) (dra
 		down, listed := c.to[p]
 		switch {
 		case !there || !listed:
-			return drainWait{}, fmt.Errorf("%s: no server to add or remove at %s:%d: rollout does not write haproxy.cfg; change backend %s there and reload HAProxy", h, c.addr, p, h.backend)
+			return drainWait{}, fmt.Errorf("%s: no server to add or remove at %s:%d: rollout does not write haproxy.cfg; change backend %s there and reload HAProxy", h, c.addr, p, h.api.Backend)
 		case !down && s.maint():
-			return drainWait{}, fmt.Errorf("server %s/%s (%s:%d) is in maintenance (admin state %#x), put there by someone: rollout never readies it", h.backend, s.name, c.addr, p, s.admin)
+			return drainWait{}, fmt.Errorf("server %s/%s (%s:%d) is in maintenance (admin state %#x), put there by someone: rollout never readies it", h.api.Backend, s.name, c.addr, p, s.admin)
 		case down:
 			drains = append(drains, "drain:"+s.name)
 		default:
@@ -264,7 +268,7 @@ func (h haproxyDriver) apply(ctx context.Context, lb *balancer, c lbChange) (dra
 	if len(items) == 0 {
 		return drainWait{}, nil
 	}
-	out, err := lb.s.r.HAProxy(ctx, "apply", items)
+	out, err := lb.s.r.HAProxy(ctx, h.api, "apply", items)
 	if err != nil {
 		return drainWait{}, err
 	}

@@ -62,7 +62,7 @@ func lbDeployer(t *testing.T, yaml string, app *fakeRemote, lbs ...*fakeRemote) 
 	}
 	d.remote = func(cfg *Config, c Conn) remote {
 		if lb, ok := byName[connHost(c)]; ok {
-			if !cfg.lbHost || cfg.LB != nil {
+			if cfg.LB != nil {
 				t.Errorf("balancer %s reached with the app host's config", connHost(c))
 			}
 			return lb.over(c)
@@ -382,8 +382,8 @@ func TestLBHostStatus(t *testing.T) {
 	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nlb: {hosts: [lb1, lb2], server_addresses: {web1: 10.0.0.5}}\n", app)
 	down := strings.Replace(lbUpstream, "10.0.0.5:3001;", "10.0.0.5:3001 down;", 1)
 	lbs := Balancers{
-		{host: "lb1", content: []byte(lbUpstream), dial: lb1.DialContext, driver: newLBDriver(d.Config.lbSide())},
-		{host: "lb2", content: []byte(down), err: nil, dial: lb1.DialContext, driver: newLBDriver(d.Config.lbSide())},
+		{host: "lb1", content: []byte(lbUpstream), dial: lb1.DialContext, driver: newLBDriver(d.Config)},
+		{host: "lb2", content: []byte(down), err: nil, dial: lb1.DialContext, driver: newLBDriver(d.Config)},
 	}
 	hs := hostStatus(testCtx(t), d.Config, "web1", app, lbs)
 	if hs.Error != "" || len(hs.Instances) != 2 {
@@ -407,7 +407,7 @@ func TestLBHostStatus(t *testing.T) {
 	}
 	// One whose file lacks the block, read by hosts at once (as status
 	// does): each says so, and lbs, which they share, stays as read.
-	lbs[1] = balancerRead{host: "lb2", content: []byte("# no upstream\n"), dial: lb1.DialContext, driver: newLBDriver(d.Config.lbSide())}
+	lbs[1] = balancerRead{host: "lb2", content: []byte("# no upstream\n"), dial: lb1.DialContext, driver: newLBDriver(d.Config)}
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Add(1)
@@ -457,5 +457,21 @@ func TestLBHAProxyScaleRefusesNewServers(t *testing.T) {
 	}
 	if len(lb1.haproxy.ops)+len(lb2.haproxy.ops) != 0 || len(app.ops) != 0 {
 		t.Errorf("changed: %v %v %v", lb1.haproxy.ops, lb2.haproxy.ops, app.ops)
+	}
+}
+
+// Half of a change (the put-back after a balancer failed) changes only its
+// own ports: every other server line of the file stays.
+func TestNginxDriverEditsOnlyTheChangedPorts(t *testing.T) {
+	n := nginxDriver{n: NginxConfig{Upstream: "my_app", UpstreamFile: "/etc/nginx/conf.d/up.conf"}}
+	const file = "upstream my_app {\n    server 10.0.0.5:3000;\n    server 10.0.0.5:3001 down;\n    server 10.0.0.6:3000;\n}\n"
+	full := lbChange{addr: "10.0.0.5", from: map[int]bool{3000: true, 3001: false}, to: map[int]bool{3000: false, 3001: true}}
+	_, out := full.split()
+	got, err := n.edit([]byte(file), out.reverse())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Replace(file, "3001 down;", "3001;", 1); string(got) != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }

@@ -120,28 +120,25 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 	for _, h := range cfg.Hooks.After {
 		p.After = append(p.After, Step{Name: StepHook, Does: "run locally after the deploy (ROLLOUT_RESULT=ok|failed)", Command: h, Local: true})
 	}
-	if cfg.LB != nil && p.Probe != "" {
-		p.Probe = strings.Replace(p.Probe, "through each host's SSH connection", "through each load balancer's SSH connection ("+cfg.LB.balancers()+")", 1)
-	}
-	addr := cfg.Nginx.ServerAddress
-	hc := fmt.Sprintf("GET http://%s%s through the SSH connection, want %d", net.JoinHostPort(addr, "%d"), cfg.Health.Path, cfg.Health.Status)
 	ports := cfg.Ports()
 	if cfg.InstancesAuto() {
 		ports = []int{cfg.BasePort()}
 	}
-	for _, host := range cfg.Hosts {
-		if cfg.LB != nil {
-			addr = cfg.lbAddress(host)
-			hc = fmt.Sprintf("GET http://%s%s from the first load balancer reachable (%s), through its SSH connection, want %d", net.JoinHostPort(addr, "%d"), cfg.Health.Path, cfg.LB.Hosts[0], cfg.Health.Status)
+	for i, host := range cfg.Hosts {
+		bp := newBalancerPlan(cfg, host)
+		if i == 0 {
+			p.Probe = strings.Replace(p.Probe, "each host's SSH connection", bp.probeVia, 1)
 		}
+		health := fmt.Sprintf("GET http://%s%s %s, want %d", net.JoinHostPort(bp.addr, "%d"), cfg.Health.Path, bp.healthFrom, cfg.Health.Status)
 		hp := HostPlan{Host: host, Preflight: Step{
 			Name:    StepPreflight,
-			Does:    "connect; check sudo, the units, that the nginx config passes its test, and that the upstream file has the upstream block (instances without a server line are started and added first) (changes nothing; every host must pass before any host changes, any host hook runs or any lock is taken)",
+			Does:    "connect; check sudo and the units; " + bp.preflight + " (changes nothing; every host must pass before any host changes, any host hook runs or any lock is taken)",
 			Command: c.cmdPreflight(ports),
+			Also:    bp.checks,
 		}}
 		if cfg.InstancesAuto() {
 			hp.Preflight.Does = "connect; count the CPU cores (instances: auto) first; " + strings.TrimPrefix(hp.Preflight.Does, "connect; ")
-			hp.Preflight.Also = []string{c.cmdCores()}
+			hp.Preflight.Also = append([]string{c.cmdCores()}, hp.Preflight.Also...)
 		}
 		hp.Lock = Step{Name: StepLock, Command: c.cmdAcquireLock(false, ""), Stdin: "who holds it: user, machine, CI run, version, pid, a token (JSON)",
 			Does: fmt.Sprintf("take the deploy lock (atomically, or stop naming its holder; a lock whose holder is a process of this machine that is gone is taken over at once, and with --break-stale-lock one not refreshed for %s); refresh it every %s; release it on every way out",
@@ -160,12 +157,12 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 		hp.History = Step{Name: StepHistory, Command: c.cmdAppendHistory(), Stdin: "one JSON line: who, when, version, outcome, restarted and left-out instances, error",
 			Does: "on every way out, before releasing the lock: append this deploy to the host's history (rollout history)"}
 		first := ports[0]
-		hp.Scale = Step{Name: StepScale, Command: c.cmdReadUpstream(), Does: fmt.Sprintf(
-			"compare the server lines of %s with the instances %s; start, health-check and only then add each missing one; drain, stop, disable and remove each surplus one whose unit runs or is enabled (the commands are shown for %d)",
-			cfg.Nginx.UpstreamFile, instancesText(cfg), first),
-			Also: []string{c.cmdStart(first), c.cmdUnitState(first), c.cmdIsInstance(first), c.cmdStop(first), c.cmdWriteUpstream(nil)}}
+		hp.Scale = Step{Name: StepScale, Command: bp.read, Does: fmt.Sprintf(
+			"compare the servers of %s with the instances %s; start, health-check and only then add each missing one; drain, stop, disable and remove each surplus one whose unit runs or is enabled (the commands are shown for %d)",
+			bp.what, instancesText(cfg), first),
+			Also: []string{c.cmdStart(first), c.cmdUnitState(first), c.cmdIsInstance(first), c.cmdStop(first), bp.undrain([]int{first}).Command}}
 		hp.Inspect = Step{Name: StepCapacity, Command: c.cmdInspect(ports), Does: fmt.Sprintf(
-			"read unit states and %s, and health-check every instance; instances serving nothing go first", cfg.Nginx.UpstreamFile)}
+			"read unit states and %s, and health-check every instance; instances serving nothing go first", bp.what), Also: []string{bp.read}}
 		for i, port := range ports {
 			ip := InstancePlan{Port: port, Unit: cfg.UnitName(port)}
 			release := ""
@@ -178,21 +175,18 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 				restart.Does += "; the log files come from the unit files' StandardOutput=/StandardError=, read once per host first"
 				restart.Also = []string{c.cmdUnitFiles(c.units(ports))}
 			}
-			drain := Step{Name: StepDrain, Command: c.cmdWriteUpstream([]int{port}), Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ... down;\"", cfg.Nginx.UpstreamFile, addr, port),
-				Does: "unless someone else changed the file since it was read (then read it again and check capacity again), mark the instance down in the upstream; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests"}
+			var back []int
 			if i > 0 {
-				prev := ports[i-1]
-				drain.Stdin = fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ...;\" (down removed) and \"server %s:%d ... down;\"", cfg.Nginx.UpstreamFile, addr, prev, addr, port)
-				drain.Does = fmt.Sprintf("unless someone else changed the file since it was read (then read it again and check capacity again), in one write and one reload put %d back (its undrain) and mark this instance down; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests", prev)
+				back = []int{ports[i-1]}
 			}
 			ip.Steps = []Step{
 				{Name: StepCapacity, Does: fmt.Sprintf(
-					"health-check every instance (%s); those marked down in %s as last read do not count; stop unless at least %d others stay serving", strings.Replace(hc, "%d", "PORT", 1), cfg.Nginx.UpstreamFile, max(cfg.MinServing(), 1))},
-				drain,
-				{Name: StepWaitDrain, Does: fmt.Sprintf("in the drain script: repeat ss -Htn state established '( sport = :%d )' until no connection is established to :%d, at most %s", port, port, cfg.DrainTimeout)},
+					"health-check every instance (%s); those drained in %s as last read do not count; stop unless at least %d others stay serving", strings.Replace(health, "%d", "PORT", 1), bp.what, max(cfg.MinServing(), 1))},
+				bp.drain([]int{port}, back),
+				bp.wait([]int{port}),
 				restart,
 				{Name: StepActive, Command: c.cmdUnitState(port), Does: fmt.Sprintf("from the state the restart printed, then repeat until systemd runs a new process (new MainPID), at most %s; stop if it exits", cfg.Health.Timeout)},
-				{Name: StepHealth, Does: fmt.Sprintf(hc+"; every %s until healthy, at most %s; stop if the process exits", port, cfg.Health.Interval, cfg.Health.Timeout)},
+				{Name: StepHealth, Does: fmt.Sprintf(health+"; every %s until healthy, at most %s; stop if the process exits", port, cfg.Health.Interval, cfg.Health.Timeout)},
 			}
 			if cfg.Health.MinHealthy > 0 {
 				ip.Steps = append(ip.Steps, Step{Name: StepStable, Command: c.cmdUnitState(port), Does: fmt.Sprintf("stay healthy on the same process, not restarted by systemd, for %s", cfg.Health.MinHealthy)})
@@ -207,11 +201,9 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 			fail.Does += " (SINCE and SIZE are the clock and the log files' sizes that the restart noted)"
 			fail.Also = append(fail.Also, c.appOutputCommand(port, appOutputLines, "SINCE", offsets))
 			if i < len(ports)-1 {
-				ip.Steps = append(ip.Steps, Step{Name: StepUndrain, Does: fmt.Sprintf("back into the upstream with the drain of %d: one write, one reload", ports[i+1])})
+				ip.Steps = append(ip.Steps, Step{Name: StepUndrain, Does: fmt.Sprintf("back into service with the drain of %d: %s", ports[i+1], bp.change)})
 			} else {
-				ip.Steps = append(ip.Steps, Step{Name: StepUndrain, Command: c.cmdWriteUpstream(nil),
-					Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with \"server %s:%d ...;\" (down removed)", cfg.Nginx.UpstreamFile, addr, port),
-					Does:  "check it is still healthy; put the instance back in the upstream; test the nginx config; reload nginx"})
+				ip.Steps = append(ip.Steps, bp.undrain([]int{port}))
 			}
 			if cfg.Release != nil {
 				sw := Step{Name: StepSwitch,
@@ -221,10 +213,7 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 			}
 			hp.Instances = append(hp.Instances, ip)
 		}
-		planGroups(&hp, cfg.Unavailable(len(cfg.Ports())), cfg.Strategy.MaxUnavailable)
-		if cfg.LB != nil {
-			planBalancers(&hp, cfg)
-		}
+		planGroups(&hp, cfg.Unavailable(len(cfg.Ports())), cfg.Strategy.MaxUnavailable, bp)
 		p.Hosts = append(p.Hosts, hp)
 	}
 	return p
@@ -234,7 +223,7 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 // of the host restart together: a group is drained in its first
 // instance's write, restarted and checked at once, and put back with the
 // next group's drain.
-func planGroups(hp *HostPlan, k int, given Amount) {
+func planGroups(hp *HostPlan, k int, given Amount, bp balancerPlan) {
 	if k < 2 {
 		return
 	}
@@ -255,21 +244,16 @@ func planGroups(hp *HostPlan, k int, given Amount) {
 				case st.Name == StepCapacity:
 					st.Does = fmt.Sprintf("checked with its group (%s), at %d's capacity step", portList(ports), first)
 				case st.Name == StepDrain && j == 0:
-					back := ""
-					if prev != nil {
-						back = fmt.Sprintf(" and put the previous group (%s) back", portList(prev))
-					}
-					st.Stdin = "the SHA-256 of the upstream file as last read, then the file with the change"
-					st.Does = fmt.Sprintf("unless someone else changed the file since it was read (then read it again and check capacity again), in one write and one reload mark the group (%s) down%s; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests", portList(ports), back)
+					*st = bp.drain(ports, prev)
 				case st.Name == StepWaitDrain && j == 0:
-					st.Does = strings.Replace(st.Does, "until no connection", "for each instance of the group until no connection", 1)
+					*st = bp.wait(ports)
 				case st.Name == StepDrain, st.Name == StepWaitDrain && j > 0:
 					st.Command, st.Stdin = "", ""
-					st.Does = fmt.Sprintf("in %d's write and reload, with its group", first)
+					st.Does = fmt.Sprintf("in %d's change (%s), with its group", first, bp.change)
 				case st.Name == StepRestart:
 					st.Does = "at the same time as the rest of its group: " + st.Does
 				case st.Name == StepUndrain && st.Command == "":
-					st.Does = "back into the upstream with the next group's drain: one write, one reload"
+					st.Does = "back into service with the next group's drain: " + bp.change
 				}
 			}
 		}
@@ -449,67 +433,4 @@ func instancesText(cfg *Config) string {
 		return fmt.Sprintf("(auto: one per CPU core, counted with nproc when connected, ports from %d; the steps below are shown for the first)", cfg.BasePort())
 	}
 	return fmt.Sprint(cfg.Ports())
-}
-
-// planBalancers rewrites a host's plan for balancers of their own (lb:):
-// the instances' server lines are on every balancer, all changed at once,
-// and with nginx the requests in flight are counted on the app host.
-func planBalancers(hp *HostPlan, cfg *Config) {
-	lc := newSSHRemote(cfg.lbSide(), nil)
-	c := newSSHRemote(cfg, nil)
-	lb := cfg.LB
-	on := "on every load balancer (" + lb.balancers() + ") at once: "
-	haproxy := lb.Driver == lbHAProxy
-	what, check := cfg.Nginx.UpstreamFile, lc.cmdPreflight(nil)
-	if haproxy {
-		what, check = "backend "+lb.Backend+" (show servers state)", lc.cmdHAProxy("check", nil)
-		hp.Inspect.Does = strings.Replace(hp.Inspect.Does, "read unit states and "+cfg.Nginx.UpstreamFile+", and", "read unit states, and", 1)
-	}
-	hp.Preflight.Does = strings.Replace(hp.Preflight.Does, "the units, that the nginx config passes its test, and that the upstream file has the upstream block (instances without a server line are started and added first)", "and the units", 1)
-	hp.Preflight.Does += "; once per run, on each load balancer (" + lb.balancers() + "): connect, check sudo, "
-	if haproxy {
-		hp.Preflight.Does += "socat, that " + lb.Socket + " answers at level admin and that backend " + lb.Backend + " has a server at each instance's address and port, none in maintenance (rollout never readies one)"
-	} else {
-		hp.Preflight.Does += "that its nginx config passes its test and that " + what + " has the upstream block"
-	}
-	hp.Preflight.Does += "; a balancer that cannot be reached stops the run here"
-	hp.Preflight.Also = append(hp.Preflight.Also, check)
-	if haproxy {
-		hp.Scale.Does = "compare the servers of " + what + " on each load balancer with the instances; a missing one is an error (rollout does not write haproxy.cfg)"
-		hp.Scale.Command = lc.cmdHAProxy("state", nil)
-		hp.Scale.Also = nil
-	} else {
-		hp.Scale.Does = on + hp.Scale.Does
-		hp.Scale.Command = lc.cmdReadUpstream()
-	}
-	hp.Inspect.Does += "; read " + what + " on each load balancer: an instance serves only when it is in service on all of them"
-	for i := range hp.Instances {
-		port := hp.Instances[i].Port
-		server := "SERVER"
-		for j := range hp.Instances[i].Steps {
-			st := &hp.Instances[i].Steps[j]
-			switch {
-			case st.Name == StepDrain && st.Command != "" && haproxy:
-				st.Command, st.Stdin = lc.cmdHAProxy("apply", []string{"drain:" + server}), ""
-				st.Does = fmt.Sprintf("%sthrough HAProxy's runtime API, no reload: set server %s/%s state drain (SERVER: the server at %s:%d), with the previous instance's ready in the same call; wait until its current sessions reach 0, at most %s; if one balancer fails, ready it again on the others and stop before the restart",
-					on, lb.Backend, server, cfg.lbAddress(hp.Host), port, cfg.DrainTimeout)
-			case st.Name == StepDrain && st.Command != "":
-				st.Command = lc.cmdWriteUpstream([]int{port})
-				st.Does = on + st.Does + "; if one fails, put the instance back on the others and stop before the restart"
-			case st.Name == StepUndrain && st.Command != "" && haproxy:
-				st.Command, st.Stdin = lc.cmdHAProxy("apply", []string{"ready:" + server}), ""
-				st.Does = on + "check it is still healthy; set server " + lb.Backend + "/" + server + " state ready (refused if someone put it in maintenance)"
-			case st.Name == StepUndrain && st.Command != "":
-				st.Command = lc.cmdWriteUpstream(nil)
-				st.Does = on + st.Does + "; a balancer that fails is named with what it may hold, and the others still take the instance back"
-			case st.Name == StepUndrain && st.Command == "":
-				st.Does = strings.Replace(st.Does, "one write, one reload", map[bool]string{true: "one API call on each balancer", false: "one write and reload on each balancer"}[haproxy], 1)
-			case st.Name == StepWaitDrain && haproxy && strings.HasPrefix(st.Does, "in the drain script: "):
-				st.Does = "in the drain's call, on each balancer: until HAProxy counts no current session on the server (show stat), at most " + cfg.DrainTimeout.String()
-			case st.Name == StepWaitDrain && strings.HasPrefix(st.Does, "in the drain script: "):
-				st.Command = c.cmdWriteUpstream([]int{port})
-				st.Does = "on the app host, after every balancer's old workers stopped taking requests: " + strings.TrimPrefix(st.Does, "in the drain script: ")
-			}
-		}
-	}
 }

@@ -300,14 +300,7 @@ func (d *Deployer) startProbes(ctx context.Context, sessions []*session) *probes
 	}
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ps.cancel = cancel
-	if d.lbs != nil {
-		// Through each balancer's Nginx, which the app hosts have not.
-		sessions = nil
-		for _, lb := range d.lbs.all {
-			sessions = append(sessions, lb.s)
-		}
-	}
-	for _, s := range sessions {
+	for _, s := range d.frontends(sessions) {
 		p := newProber(s.cfg, s.host, s.link.dialCurrent)
 		ps.all = append(ps.all, p)
 		go p.run(pctx)

@@ -18,16 +18,11 @@ import (
 // line whose unit neither runs nor is enabled is someone else's: it is
 // left alone. It reports whether it added or removed any instance.
 func (h *hostRun) reconcile(ctx context.Context) (bool, error) {
-	file := h.cfg.Nginx.UpstreamFile
-	content, err := h.remote.ReadUpstream(ctx)
+	servers, err := h.bal.read(ctx)
 	if err != nil {
-		return false, &StepError{Host: h.host, Step: StepScale, Err: fmt.Errorf("read %s: %w", file, err)}
+		return false, &StepError{Host: h.host, Step: StepScale, Err: err}
 	}
-	h.upstream = content
-	servers, err := upstreamServers(h.upstream, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress)
-	if err != nil {
-		return false, &StepError{Host: h.host, Step: StepScale, Err: fmt.Errorf("%s: %w", file, err)}
-	}
+	h.servers = servers
 	want := h.cfg.Ports()
 	var surplus []int
 	for p := range servers {
@@ -104,12 +99,8 @@ func (h *hostRun) addInstance(ctx context.Context, port int) error {
 		}
 		return fail(err)
 	}
-	next, err := addServer(h.upstream, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress, port)
-	if err == nil {
-		_, err = h.write(ctx, next, nil)
-	}
-	if err != nil {
-		return fail(&StepError{Host: h.host, Port: port, Step: StepScale, Err: fmt.Errorf("add to %s: %w", h.cfg.Nginx.UpstreamFile, err)})
+	if _, err := h.change(ctx, h.servers.with(false, port), nil); err != nil {
+		return fail(&StepError{Host: h.host, Port: port, Step: StepScale, Err: fmt.Errorf("add to %s: %w", h.bal, err)})
 	}
 	h.added[port] = true
 	h.emit(port, StepScale, StatusOK, t0, fmt.Sprintf("added: started, healthy (pid %d), in nginx", u.MainPID))
@@ -143,12 +134,8 @@ func (h *hostRun) removeInstance(ctx context.Context, port int) error {
 	if err := h.remote.Stop(ctx, port); err != nil {
 		return fail(err)
 	}
-	next, err := removeServer(h.upstream, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress, port)
-	if err == nil {
-		_, err = h.write(ctx, next, nil)
-	}
-	if err != nil {
-		return fail(fmt.Errorf("remove from %s: %w", h.cfg.Nginx.UpstreamFile, err))
+	if _, err := h.change(ctx, h.servers.without(port), nil); err != nil {
+		return fail(fmt.Errorf("remove from %s: %w", h.bal, err))
 	}
 	h.emit(port, StepScale, StatusOK, t0, "removed: drained, stopped, disabled, out of nginx")
 	return nil

@@ -51,6 +51,14 @@ type link struct {
 
 var _ Conn = (*link)(nil)
 
+// opKey carries, for the link's messages only, what the command it runs
+// is doing ("upload release R"): a lost connection says what it cut.
+type opKey struct{}
+
+func withOp(ctx context.Context, what string) context.Context {
+	return context.WithValue(ctx, opKey{}, what)
+}
+
 func newLink(d *Deployer, host string, cfg *Config, conn Conn) *link {
 	return &link{host: host, budget: cfg.SSH.Reconnect, conn: conn, emit: d.emit,
 		connect: func(ctx context.Context) (Conn, error) { return d.Connect(ctx, host) }}
@@ -175,6 +183,9 @@ func (l *link) reconnect(ctx context.Context, gen int, cause error) error {
 		return nil // reconnected meanwhile
 	}
 	t0 := time.Now()
+	if what, ok := ctx.Value(opKey{}).(string); ok {
+		cause = fmt.Errorf("%s: %w", what, cause)
+	}
 	l.emit(Event{Host: l.host, Step: StepSSH, Status: StatusWarn,
 		Message: fmt.Sprintf("lost the connection (%v); reconnecting for at most %s", cause, l.budget)})
 	// Not bound by the caller's deadline (one health check's, say): the

@@ -175,8 +175,9 @@ func TestLinkRunsAgainOnANewConnection(t *testing.T) {
 func TestLinkGivesUp(t *testing.T) {
 	ctx := testCtx(t)
 	l, ran, events := newScriptedLink(t, 1, true)
-	_, err := l.Run(ctx, "inspect", nil)
-	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "could not reconnect within 300ms") || !strings.Contains(err.Error(), "connection refused") {
+	_, err := l.Run(withOp(ctx, "read the upstream"), "inspect", nil)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "could not reconnect within 300ms") || !strings.Contains(err.Error(), "connection refused") ||
+		!strings.Contains(err.Error(), "read the upstream: run: lost the SSH connection") {
 		t.Fatalf("err = %v", err)
 	}
 	if !l.givenUp() || !hasEvent(*events, 0, StepSSH, StatusFail, "could not reconnect") {

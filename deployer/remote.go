@@ -8,34 +8,45 @@ import (
 	"time"
 )
 
-// remote is everything rollout does on one host, each a typed operation.
-// sshRemote does them over the host's SSH connection with the scripts in
-// scripts/; the engine's unit tests use a fake. Ports are validated ints
-// and every other value comes from the validated config.
+// remote is everything rollout does on one host, each a typed operation,
+// grouped by concern. sshRemote does them over the host's SSH connection
+// with the scripts in scripts/; the engine's unit tests use a fake. Ports
+// are validated ints and every other value comes from the validated
+// config; what a balancer changes (an Nginx upstream file, an HAProxy
+// backend) is given to each call, so the remote of an app host and of a
+// load balancer host are the same.
 type remote interface {
+	instanceOps
+	nginxOps
+	haproxyOps
+	lockOps
+	historyOps
+	releaseOps
 	// Cores counts the host's CPU cores (for instances: auto).
 	Cores(ctx context.Context) (int, error)
+	// Hook runs a user's command on the host with env set; it returns the
+	// command's output.
+	Hook(ctx context.Context, command string, env []string) (string, error)
+	// DialContext opens a TCP connection from the host (health checks).
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	// Alive checks that the connection to the host is up; it says whether
+	// it had to reconnect, and fails when the host stays unreachable.
+	Alive(ctx context.Context) (reconnected bool, err error)
+	// ReadAccessLog reads the Nginx access log file from a position (its
+	// end: offset -1), following a rotation, with the instances' restarts
+	// and, since the host's clock since (0: not), their journal's errors.
+	ReadAccessLog(ctx context.Context, file string, from logPos, since int64, ports []int) (logRead, error)
+}
+
+// instanceOps are the app's systemd template instances on a host.
+type instanceOps interface {
 	// Preflight checks that the host can be deployed to, changing nothing:
-	// sudo works without a password, the instances' units are installed,
-	// the Nginx config passes its test and the upstream file is readable;
-	// it returns the upstream file.
-	Preflight(ctx context.Context, ports []int) ([]byte, error)
-	// Inspect reads the instances' states, the host's monotonic clock and
-	// the upstream file; it needs no root.
+	// sudo works without a password and the instances' units are
+	// installed.
+	Preflight(ctx context.Context, ports []int) error
+	// Inspect reads the instances' states and the host's monotonic clock;
+	// it needs no root.
 	Inspect(ctx context.Context, ports []int) (hostState, error)
-	// ReadUpstream reads the upstream file.
-	ReadUpstream(ctx context.Context) ([]byte, error)
-	// WriteUpstream replaces the upstream file, whose content rollout last
-	// saw as have, with next; tests the Nginx config (putting the previous
-	// file back if it fails) and reloads Nginx. With drained ports it then
-	// waits for the old workers and for those ports' requests in flight.
-	// A file changed by someone else meanwhile is errUpstreamChanged, and
-	// nothing was written.
-	WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error)
-	// HAProxy runs op (check, state, drain or ready) on servers of the
-	// backend of lb: through HAProxy's runtime API, on a balancer host
-	// (lb.driver: haproxy); it returns what the script printed.
-	HAProxy(ctx context.Context, op string, servers []string) ([]byte, error)
 	// UnitState reads one instance's state.
 	UnitState(ctx context.Context, port int) (unitState, error)
 	// Restart restarts an instance and says where its output starts;
@@ -52,15 +63,43 @@ type remote interface {
 	// Start enables and starts an instance; Stop stops and disables it.
 	Start(ctx context.Context, port int) error
 	Stop(ctx context.Context, port int) error
-	// Hook runs a user's command on the host with env set; it returns the
-	// command's output.
-	Hook(ctx context.Context, command string, env []string) (string, error)
-	// DialContext opens a TCP connection from the host (health checks).
-	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
-	// Alive checks that the connection to the host is up; it says whether
-	// it had to reconnect, and fails when the host stays unreachable.
-	Alive(ctx context.Context) (reconnected bool, err error)
+	// WaitIdle waits until no connection to the ports is established (the
+	// drained instances' requests in flight), at most drain_timeout.
+	WaitIdle(ctx context.Context, ports []int) (drainWait, error)
+}
 
+// nginxOps are an Nginx upstream file's operations (the nginx balancer
+// drivers).
+type nginxOps interface {
+	// NginxCheck checks, changing nothing, that n's config passes its test
+	// and its upstream file is readable, and returns the file.
+	NginxCheck(ctx context.Context, n NginxConfig) ([]byte, error)
+	// ReadUpstream reads n's upstream file.
+	ReadUpstream(ctx context.Context, n NginxConfig) ([]byte, error)
+	// WriteUpstream replaces n's upstream file, whose content rollout
+	// last saw as have, with next; tests the Nginx config (putting the
+	// previous file back if it fails) and reloads Nginx. With drained
+	// ports it then waits for the old workers, and, with waitHere, for
+	// those ports' requests in flight on this host. A file changed by
+	// someone else meanwhile is errUpstreamChanged, and nothing was
+	// written.
+	WriteUpstream(ctx context.Context, n NginxConfig, have, next []byte, drained []int, waitHere bool) (drainWait, error)
+}
+
+// haproxyOps are an HAProxy backend's operations, through its runtime API
+// (the haproxy balancer driver).
+type haproxyOps interface {
+	// HAProxy runs op (check, state, drain or ready) on servers of
+	// backend through the API at socket; it returns what the script
+	// printed.
+	HAProxy(ctx context.Context, api haproxyAPI, op string, servers []string) ([]byte, error)
+}
+
+// haproxyAPI is an HAProxy's runtime API and the backend rollout changes.
+type haproxyAPI struct{ Socket, Backend string }
+
+// lockOps are the host's deploy lock of the app.
+type lockOps interface {
 	// AcquireLock takes the deploy lock with info, or returns its state.
 	// With breakStale it takes over a stale lock; with takeOver, the lock
 	// of the holder with that token (one known to be dead). A lock taken
@@ -74,17 +113,18 @@ type remote interface {
 	ReleaseLock(ctx context.Context, token string) error
 	// LockStatus reads the lock.
 	LockStatus(ctx context.Context) (LockState, error)
-	// ReadAccessLog reads the Nginx access log file from a position (its
-	// end: offset -1), following a rotation, with the instances' restarts
-	// and, since the host's clock since (0: not), their journal's errors.
-	ReadAccessLog(ctx context.Context, file string, from logPos, since int64, ports []int) (logRead, error)
+}
+
+// historyOps are the host's deploy history of the app.
+type historyOps interface {
 	// AppendHistory adds one entry to the host's deploy history.
 	AppendHistory(ctx context.Context, e HistoryEntry) error
 	// ReadHistory returns the host's last n entries, oldest first.
 	ReadHistory(ctx context.Context, n int) ([]HistoryEntry, error)
+}
 
-	// The release layout (release: set).
-
+// releaseOps are the release layout (release: set).
+type releaseOps interface {
 	// ReleaseState reads the releases on the host, its release log, and
 	// per instance its link, the release its process runs and the unit's
 	// WorkingDirectory.
@@ -104,9 +144,8 @@ type remote interface {
 
 // hostState is one inspection of a host.
 type hostState struct {
-	units    map[int]unitState // by port
-	uptime   uint64            // µs since boot: systemd's monotonic clock
-	upstream []byte
+	units  map[int]unitState // by port
+	uptime uint64            // µs since boot: systemd's monotonic clock
 }
 
 // drainWait is how the wait for drained instances' requests ended.

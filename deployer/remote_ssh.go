@@ -44,41 +44,45 @@ func (r sshRemote) units(ports []int) []string {
 
 func (r sshRemote) cmdCores() string { return "nproc" }
 
-// nginx is the Nginx on this host: the config's, or none (empty) on an
-// app host behind balancers of its own (lb:).
-func (r sshRemote) nginx() NginxConfig {
-	if r.cfg.LB != nil {
-		return NginxConfig{}
-	}
-	return r.cfg.Nginx
+func (r sshRemote) cmdPreflight(ports []int) string {
+	return script("preflight", true, r.sudo, append([]string{"", ""}, r.units(ports)...)...)
 }
 
-func (r sshRemote) cmdPreflight(ports []int) string {
-	n := r.nginx()
-	return script("preflight", true, r.sudo, append([]string{n.TestCommand, n.UpstreamFile}, r.units(ports)...)...)
+func (r sshRemote) cmdNginxCheck(n NginxConfig) string {
+	return script("preflight", true, r.sudo, n.TestCommand, n.UpstreamFile)
 }
 
 func (r sshRemote) cmdInspect(ports []int) string {
-	return script("inspect", false, r.sudo, append([]string{unitProps + ",MemoryCurrent", r.nginx().UpstreamFile}, r.units(ports)...)...)
+	return script("inspect", false, r.sudo, append([]string{unitProps + ",MemoryCurrent", ""}, r.units(ports)...)...)
 }
 
-func (r sshRemote) cmdReadUpstream() string {
-	return "cat -- " + sshexec.Quote(r.cfg.Nginx.UpstreamFile)
+func (r sshRemote) cmdReadUpstream(n NginxConfig) string {
+	return "cat -- " + sshexec.Quote(n.UpstreamFile)
 }
 
-func (r sshRemote) cmdWriteUpstream(drained []int) string {
-	n := r.nginx()
-	timeout := strconv.FormatInt(r.cfg.DrainTimeout.Milliseconds(), 10)
-	if r.cfg.lbHost {
-		timeout = "-" // the instances' connections are counted on their host
+// cmdWriteUpstream writes n's upstream file; with waitHere it then waits
+// for the drained ports' connections on this host ("-": they are counted
+// on their own host, WaitIdle).
+func (r sshRemote) cmdWriteUpstream(n NginxConfig, drained []int, waitHere bool) string {
+	timeout := "-"
+	if waitHere {
+		timeout = strconv.FormatInt(r.cfg.DrainTimeout.Milliseconds(), 10)
 	}
 	args := []string{n.UpstreamFile, n.TestCommand, n.ReloadCommand, n.PIDFile, timeout}
 	for _, p := range drained {
 		args = append(args, strconv.Itoa(p))
 	}
-	// Counting connections needs no root: without a file (an app host
-	// behind balancers) it runs without sudo.
-	return script("write-upstream", n.UpstreamFile != "", r.sudo, args...)
+	return script("write-upstream", true, r.sudo, args...)
+}
+
+// cmdWaitIdle counts the ports' connections (write-upstream.sh without a
+// file), which needs no root.
+func (r sshRemote) cmdWaitIdle(ports []int) string {
+	args := []string{"", "", "", "", strconv.FormatInt(r.cfg.DrainTimeout.Milliseconds(), 10)}
+	for _, p := range ports {
+		args = append(args, strconv.Itoa(p))
+	}
+	return script("write-upstream", false, r.sudo, args...)
 }
 
 func (r sshRemote) cmdUnitState(port int) string {
@@ -195,7 +199,7 @@ func (r sshRemote) cmdReadHistory(n int) string {
 // run runs a command. A failure names what it was doing (not the whole
 // script) and, when sudo refused, says what to do.
 func (r sshRemote) run(ctx context.Context, what, cmd string, stdin io.Reader) (sshexec.Result, error) {
-	res, err := r.conn.Run(ctx, cmd, stdin)
+	res, err := r.conn.Run(withOp(ctx, what), cmd, stdin)
 	var ee *sshexec.ExitError
 	switch {
 	case errors.As(err, &ee):
@@ -244,15 +248,24 @@ func (r sshRemote) Cores(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-func (r sshRemote) Preflight(ctx context.Context, ports []int) ([]byte, error) {
-	res, err := r.run(ctx, "preflight", r.cmdPreflight(ports), nil)
+func (r sshRemote) Preflight(ctx context.Context, ports []int) error {
+	_, err := r.run(ctx, "preflight", r.cmdPreflight(ports), nil)
+	return scriptError(err)
+}
+
+func (r sshRemote) NginxCheck(ctx context.Context, n NginxConfig) ([]byte, error) {
+	res, err := r.run(ctx, "check nginx", r.cmdNginxCheck(n), nil)
+	return res.Stdout, scriptError(err)
+}
+
+// scriptError is preflight.sh's error: its own words are the headline;
+// sudo's warnings before them (e.g. "unable to resolve host") are not.
+func scriptError(err error) error {
 	switch exitCode(err) {
 	case exitUnitMissing, exitNginxBroken, exitUpstreamUnreadable:
-		// The script's own words are the headline; sudo's warnings
-		// before them (e.g. "unable to resolve host") are not.
-		return nil, errors.New(scriptMessage(err))
+		return errors.New(scriptMessage(err))
 	}
-	return res.Stdout, err
+	return err
 }
 
 // scriptMessage is what a script said on stderr: its last lines, after
@@ -277,11 +290,10 @@ func (r sshRemote) Inspect(ctx context.Context, ports []int) (hostState, error) 
 		return hostState{}, err
 	}
 	parts := sections(res.Stdout)
-	upstream, ok := parts["upstream"]
-	if !ok {
+	if _, ok := parts["units"]; !ok {
 		return hostState{}, fmt.Errorf("inspect: unexpected output %q", res.Stdout)
 	}
-	st := hostState{upstream: []byte(upstream)}
+	var st hostState
 	if f := strings.Fields(parts["uptime"]); len(f) > 0 {
 		if secs, err := strconv.ParseFloat(f[0], 64); err == nil {
 			st.uptime = uint64(secs * 1e6)
@@ -298,30 +310,26 @@ func (r sshRemote) Inspect(ctx context.Context, ports []int) (hostState, error) 
 	return st, nil
 }
 
-func (r sshRemote) cmdHAProxy(op string, servers []string) string {
-	lb := r.cfg.balancer
-	args := []string{lb.Socket, lb.Backend, strconv.FormatInt(r.cfg.DrainTimeout.Milliseconds(), 10), op}
+func (r sshRemote) cmdHAProxy(api haproxyAPI, op string, servers []string) string {
+	args := []string{api.Socket, api.Backend, strconv.FormatInt(r.cfg.DrainTimeout.Milliseconds(), 10), op}
 	return script("haproxy", true, r.sudo, append(args, servers...)...)
 }
 
-func (r sshRemote) HAProxy(ctx context.Context, op string, servers []string) ([]byte, error) {
-	res, err := r.run(ctx, "haproxy "+op, r.cmdHAProxy(op, servers), nil)
+func (r sshRemote) HAProxy(ctx context.Context, api haproxyAPI, op string, servers []string) ([]byte, error) {
+	res, err := r.run(ctx, "haproxy "+op, r.cmdHAProxy(api, op, servers), nil)
 	return res.Stdout, err
 }
 
-func (r sshRemote) ReadUpstream(ctx context.Context) ([]byte, error) {
-	res, err := r.run(ctx, "read "+r.cfg.Nginx.UpstreamFile, r.cmdReadUpstream(), nil)
+func (r sshRemote) ReadUpstream(ctx context.Context, n NginxConfig) ([]byte, error) {
+	res, err := r.run(ctx, "read "+n.UpstreamFile, r.cmdReadUpstream(n), nil)
 	return res.Stdout, err
 }
 
-func (r sshRemote) WriteUpstream(ctx context.Context, have, next []byte, drained []int) (drainWait, error) {
+func (r sshRemote) WriteUpstream(ctx context.Context, n NginxConfig, have, next []byte, drained []int, waitHere bool) (drainWait, error) {
 	sum := sha256.Sum256(have)
 	stdin := bytes.NewReader(append([]byte(hex.EncodeToString(sum[:])+"\n"), next...))
-	what := "update " + r.cfg.Nginx.UpstreamFile
-	if r.cfg.LB != nil {
-		what = "wait for the requests in flight"
-	}
-	res, err := r.run(ctx, "write-upstream", r.cmdWriteUpstream(drained), stdin)
+	what := "update " + n.UpstreamFile
+	res, err := r.run(ctx, "write-upstream", r.cmdWriteUpstream(n, drained, waitHere), stdin)
 	if exitCode(err) == exitChanged {
 		return drainWait{}, errUpstreamChanged
 	}
@@ -331,12 +339,25 @@ func (r sshRemote) WriteUpstream(ctx context.Context, have, next []byte, drained
 	if len(drained) == 0 {
 		return drainWait{}, nil
 	}
-	// "drained MS" or "busy MS OPEN"
+	return parseDrainWait(what, res.Stdout)
+}
+
+func (r sshRemote) WaitIdle(ctx context.Context, ports []int) (drainWait, error) {
+	const what = "wait for the requests in flight"
+	res, err := r.run(ctx, what, r.cmdWaitIdle(ports), nil)
+	if err != nil {
+		return drainWait{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return parseDrainWait(what, res.Stdout)
+}
+
+// parseDrainWait reads "drained MS" or "busy MS OPEN".
+func parseDrainWait(what string, out []byte) (drainWait, error) {
 	var status string
 	var ms, open int
-	fmt.Sscan(strings.TrimSpace(string(res.Stdout)), &status, &ms, &open)
+	fmt.Sscan(strings.TrimSpace(string(out)), &status, &ms, &open)
 	if status != "drained" && status != "busy" {
-		return drainWait{}, fmt.Errorf("%s: unexpected output %q", what, res.Stdout)
+		return drainWait{}, fmt.Errorf("%s: unexpected output %q", what, out)
 	}
 	return drainWait{waited: time.Duration(ms) * time.Millisecond, open: open}, nil
 }

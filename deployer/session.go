@@ -30,17 +30,8 @@ type session struct {
 	rel releaseState
 	// run is the host's run, once it started.
 	run *hostRun
-	// lb is its remote behind the balancers of lb:; nil without.
-	lb *lbRemote
-}
-
-// remote is what the engine works on the host through: the remote over
-// its link, behind the balancers with lb:.
-func (s *session) remote() remote {
-	if s.lb != nil {
-		return s.lb
-	}
-	return s.r
+	// bal is where its instances are served from (balancer.go).
+	bal balancer
 }
 
 // open makes the session's link over its first connection, and the remote
@@ -65,13 +56,11 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 	sessions := make([]*session, len(cfg.Hosts))
 	errs := make([]error, len(cfg.Hosts)+1)
 	var wg sync.WaitGroup
-	if cfg.LB != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.lbs, errs[len(cfg.Hosts)] = d.connectBalancers(ctx)
-		}()
-	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.lbs, errs[len(cfg.Hosts)] = d.connectBalancers(ctx)
+	}()
 	for i, host := range cfg.Hosts {
 		wg.Add(1)
 		go func() {
@@ -97,8 +86,8 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 	for _, s := range sessions {
 		if s != nil {
 			opened = append(opened, s)
-			if d.lbs != nil && s.r != nil {
-				s.lb = &lbRemote{remote: s.r, b: d.lbs, addr: s.cfg.Nginx.ServerAddress}
+			if s.r != nil {
+				s.bal = d.newBalancer(s.cfg, s.r)
 			}
 		}
 	}
@@ -128,26 +117,20 @@ func resolveHost(ctx context.Context, cfg *Config, host string, r interface {
 	if err := checkNeighbors(hc, host, cfg.InstancesAuto(), cores); err != nil {
 		return nil, err
 	}
-	if cfg.LB != nil {
-		// The balancers' server lines name the host's address.
-		lc := *hc
-		lc.Nginx.ServerAddress = cfg.lbAddress(host)
-		hc = &lc
-	}
-	return hc, nil
+	return hc.onBalancers(host), nil
 }
 
 // preflight checks every host at once and takes its deploy lock; it
 // changes nothing else. On any failure no lock is kept.
 func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session) error {
 	err := d.eachHost(ctx, sessions, func(_ int, s *session) error {
-		upstream, err := s.remote().Preflight(ctx, s.cfg.Ports())
+		err := s.r.Preflight(ctx, s.cfg.Ports())
 		var missing []int
 		if err == nil {
-			missing, err = checkUpstream(s.cfg, upstream)
-		}
-		if err == nil && d.Config.Probe.Enabled && s.lb == nil { // with lb:, from each balancer
-			err = newProber(s.cfg, s.host, s.r.DialContext).check(ctx)
+			var srv servers
+			if srv, err = s.bal.preflight(ctx, s.cfg.Ports()); err == nil {
+				missing = notIn(srv, s.cfg.Ports())
+			}
 		}
 		if err == nil && op == opDeploy && d.Config.Strategy.Bake > 0 {
 			err = checkAccessLog(ctx, s)
@@ -163,7 +146,7 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 		}
 		e := Event{Host: s.host, Step: StepPreflight, Status: StatusOK, Duration: time.Since(s.t0)}
 		if len(missing) > 0 {
-			e.Message = fmt.Sprintf("upstream %q has no server line for %v: they will be started, checked and added first", s.cfg.Nginx.Upstream, missing)
+			e.Message = fmt.Sprintf("%s has no server line for %v: they will be started, checked and added first", s.bal, missing)
 		}
 		d.emit(e)
 		t0 := time.Now()
@@ -217,21 +200,15 @@ func joinErrors(errs []error) error {
 	return merr.ErrorOrNil()
 }
 
-// checkUpstream checks, before any change, that the upstream file has the
-// configured upstream block and that it parses; it returns the instances
-// that have no server line in it yet (the reconcile adds them).
-func checkUpstream(cfg *Config, content []byte) ([]int, error) {
-	servers, err := upstreamServers(content, cfg.Nginx.Upstream, cfg.Nginx.ServerAddress)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w (rollout edits the server lines of that block)", cfg.Nginx.UpstreamFile, err)
-	}
-	var missing []int
-	for _, p := range cfg.Ports() {
-		if _, ok := servers[p]; !ok {
-			missing = append(missing, p)
+// notIn are the ports that are none of srv's servers.
+func notIn(srv servers, ports []int) []int {
+	var out []int
+	for _, p := range ports {
+		if _, ok := srv[p]; !ok {
+			out = append(out, p)
 		}
 	}
-	return missing, nil
+	return out
 }
 
 // eachHost runs fn for every session at once and joins the errors.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pmezard/go-difflib/difflib"
@@ -153,7 +152,7 @@ func (p *setupPlan) do(a ...string) { p.actions = append(p.actions, a) }
 // host decides an app host's changes from what was found.
 func (p *setupPlan) host(cfg *Config, want setupWant, found setupFound, now time.Time) error {
 	s := cfg.setupDefaults()
-	if cfg.Watch != nil && len(found.Watch) == 3 && found.Watch[2] == "no-curl" {
+	if cfg.Watch != nil && contains(found.Watch, "no-curl") {
 		return errors.New("watch: the host has no curl, which its alerts post with (apt install curl)")
 	}
 	// The user.
@@ -312,38 +311,6 @@ func (p *setupPlan) apply(ctx context.Context, r hostSetup) (*SetupResult, error
 	return p.res, nil
 }
 
-// SetupBalancer writes the nginx files of one load balancer host (lb:) as
-// BalancerFiles says, then tests and reloads its Nginx; only what differs
-// is changed. With dryRun nothing changes and the result holds a diff.
-func SetupBalancer(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool, ports map[string][]int) (*SetupResult, error) {
-	lc := cfg.lbSide()
-	return setupBalancer(ctx, cfg, host, newSSHRemote(lc, conn), dryRun, ports)
-}
-
-func setupBalancer(ctx context.Context, cfg *Config, host string, r hostSetup, dryRun bool, ports map[string][]int) (*SetupResult, error) {
-	p := &setupPlan{res: &SetupResult{Host: host}, dryRun: dryRun}
-	var want setupWant
-	for _, f := range BalancerFiles(cfg, ports) {
-		if f.Host == host && !f.Doc {
-			want.Files = append(want.Files, f)
-		}
-	}
-	if len(want.Files) == 0 {
-		return p.res, nil
-	}
-	found, err := r.SetupInspect(ctx, want)
-	if err != nil {
-		return nil, fmt.Errorf("inspect: %w", err)
-	}
-	for _, f := range want.Files {
-		if err := p.file(f, found.Files, true); err != nil {
-			return nil, err
-		}
-	}
-	p.nginxCheck(cfg.lbSide().Nginx)
-	return p.apply(ctx, r)
-}
-
 // SetupReport is what setup did, or would do, on every host: Hosts in
 // Config.Hosts' order (nil where a host failed before it could say), then
 // the load balancers (lb:). Errs are the failures, one per host or
@@ -401,50 +368,8 @@ func (d *Deployer) Setup(ctx context.Context, dryRun bool) *SetupReport {
 		return err
 	})
 	rep.Errs = nonNil(errs)
-	if cfg.LB != nil {
-		d.setupBalancers(ctx, rep, dryRun)
-	}
+	d.setupBalancers(ctx, rep, dryRun)
 	return rep
-}
-
-// setupBalancers writes the load balancers' side (lb:): with nginx the
-// upstream file naming every app host's instances, and the site; HAProxy's
-// config is the user's (render shows the server lines to add).
-func (d *Deployer) setupBalancers(ctx context.Context, rep *SetupReport, dryRun bool) {
-	cfg := d.Config
-	lb := cfg.LB
-	if lb.Driver != lbNginx {
-		rep.Balancers = []*SetupResult{{Host: strings.Join(lb.Hosts, ", "),
-			Changes: []string{"none: rollout does not write haproxy.cfg; `rollout render` shows backend " + lb.Backend + "'s server lines to add"}}}
-		return
-	}
-	if len(rep.Errs) > 0 {
-		rep.Errs = append(rep.Errs, fmt.Errorf("load balancers %s not set up: an app host failed", strings.Join(lb.Hosts, ", ")))
-		return
-	}
-	ports := map[string][]int{}
-	for i, r := range rep.Hosts {
-		ports[cfg.Hosts[i]] = r.Ports
-	}
-	rep.Balancers = make([]*SetupResult, len(lb.Hosts))
-	errs := make([]error, len(lb.Hosts))
-	var wg sync.WaitGroup
-	for i, host := range lb.Hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := d.Connect(ctx, host)
-			if err == nil {
-				defer conn.Close()
-				rep.Balancers[i], err = SetupBalancer(ctx, cfg, host, conn, dryRun, ports)
-			}
-			if err != nil {
-				errs[i] = fmt.Errorf("load balancer %s: %w", host, err)
-			}
-		}()
-	}
-	wg.Wait()
-	rep.Errs = append(rep.Errs, nonNil(errs)...)
 }
 
 func nonNil(errs []error) []error {

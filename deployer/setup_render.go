@@ -2,8 +2,6 @@ package deployer
 
 import (
 	"bytes"
-	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -101,26 +99,13 @@ func renderSite(cfg *Config) string {
 func Render(cfg *Config, ports []int) []ManagedFile {
 	s := cfg.setupDefaults()
 	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
-	var unit, site, up bytes.Buffer
+	var unit bytes.Buffer
 	_ = unitTmpl.Execute(&unit, map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
 		"WorkDir": s.workDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartDelay), "MemoryMax": s.MemoryMax,
 		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit})
-	site.WriteString(renderSite(cfg))
-	fmt.Fprintf(&up, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
-	for _, p := range ports {
-		fmt.Fprintf(&up, "    server %s:%d;\n", cfg.Nginx.ServerAddress, p)
-	}
-	up.WriteString("}\n")
-	files := []ManagedFile{
-		{Path: cfg.unitFile(), Owner: "root:root", Mode: "644", Content: unit.String()},
-		{Path: cfg.Nginx.UpstreamFile, Owner: "root:root", Mode: "644", Content: up.String(), Keep: true},
-		{Path: s.SiteFile, Owner: "root:root", Mode: "644", Content: site.String()},
-		{Path: s.EnvFile, Owner: "root:root", Mode: "600", Content: "", Keep: true},
-	}
-	if cfg.LB != nil {
-		// Nginx is on the balancers (lb:), not beside the instances.
-		files = slices.Delete(files, 1, 3)
-	}
+	files := []ManagedFile{{Path: cfg.unitFile(), Owner: "root:root", Mode: "644", Content: unit.String()}}
+	files = append(files, appHostBalancerFiles(cfg, ports)...)
+	files = append(files, ManagedFile{Path: s.EnvFile, Owner: "root:root", Mode: "600", Content: "", Keep: true})
 	if w := cfg.Watch; w != nil {
 		webhook := w.webhook
 		if webhook == "" {
@@ -163,40 +148,3 @@ func setupDirs(cfg *Config) []managedDir {
 }
 
 func dirOf(p string) string { return p[:strings.LastIndex(p, "/")] }
-
-// BalancerFiles are the files of the load balancer hosts (lb:), for the
-// instances of each app host (ports, by host): with nginx, the upstream
-// file naming every instance at its host's address (written only when
-// missing: rollout edits it while it deploys) and the site sending
-// requests to it; with haproxy, the backend's server lines, which setup
-// does not write.
-func BalancerFiles(cfg *Config, ports map[string][]int) []ManagedFile {
-	lb := cfg.LB
-	if lb == nil {
-		return nil
-	}
-	var lines strings.Builder
-	if lb.Driver == lbHAProxy {
-		fmt.Fprintf(&lines, "# Add to haproxy.cfg (rollout drains and readies these servers through\n# the runtime API: \"stats socket %s level admin\" in global).\nbackend %s\n", lb.Socket, lb.Backend)
-		for _, h := range cfg.Hosts {
-			for _, p := range ports[h] {
-				fmt.Fprintf(&lines, "    server %s-%d %s:%d check\n", h, p, cfg.lbAddress(h), p)
-			}
-		}
-		return []ManagedFile{{Path: "/etc/haproxy/haproxy.cfg", Owner: "root:root", Mode: "644", Content: lines.String(), Doc: true}}
-	}
-	fmt.Fprintf(&lines, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
-	for _, h := range cfg.Hosts {
-		for _, p := range ports[h] {
-			fmt.Fprintf(&lines, "    server %s:%d;\n", cfg.lbAddress(h), p)
-		}
-	}
-	lines.WriteString("}\n")
-	var files []ManagedFile
-	for _, h := range lb.Hosts {
-		files = append(files,
-			ManagedFile{Host: h, Path: cfg.Nginx.UpstreamFile, Owner: "root:root", Mode: "644", Content: lines.String(), Keep: true},
-			ManagedFile{Host: h, Path: cfg.setupDefaults().SiteFile, Owner: "root:root", Mode: "644", Content: renderSite(cfg)})
-	}
-	return files
-}

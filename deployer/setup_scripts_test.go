@@ -25,7 +25,7 @@ func TestSetupScripts(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "app")
 	file := filepath.Join(dir, "site.conf")
 	want := setupWant{User: user, AppDir: dir, Dirs: []managedDir{{dir, user + ":" + group, "750"}},
-		Files: []ManagedFile{{Path: file}}, Units: []string{"rollout-test-no-such@1.service"}}
+		Files: []ManagedFile{{Path: file}}, Units: []string{"rollout-test-no-such@1.service"}, Timer: "rollout-test-no-such.timer"}
 	r := sshRemote{cfg: &Config{}} // no sudo: run as the current user
 	inspect := func() setupFound {
 		t.Helper()
@@ -42,6 +42,11 @@ func TestSetupScripts(t *testing.T) {
 	f := inspect()
 	if !f.UserExists || len(f.Dirs) != 0 || len(f.Files) != 0 || f.Code != "empty" || len(f.Enabled) != 1 {
 		t.Fatalf("bare: %+v", f)
+	}
+	// A timer that is not there still gives its three lines: enabled,
+	// active, and whether curl is.
+	if len(f.Watch) != 3 || (f.Watch[2] != "curl" && f.Watch[2] != "no-curl") {
+		t.Errorf("watch: %q", f.Watch)
 	}
 
 	apply := func(test string) (string, int) {

@@ -3,7 +3,6 @@ package deployer
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 )
@@ -72,76 +71,6 @@ func Status(ctx context.Context, cfg *Config, host string, conn Conn, lbs Balanc
 	return hostStatus(ctx, cfg, host, newSSHRemote(cfg, conn), lbs)
 }
 
-// Balancers are the load balancer hosts (lb:) as status reads them.
-type Balancers []balancerRead
-
-type balancerRead struct {
-	host    string
-	content []byte
-	err     error
-	dial    dialer
-	driver  lbDriver
-}
-
-// ReadBalancers reads every balancer's upstream file at once, over the
-// connections conn gives (the caller's, to close); nil without lb:.
-func ReadBalancers(ctx context.Context, cfg *Config, conn func(context.Context, string) (Conn, error)) Balancers {
-	if cfg.LB == nil {
-		return nil
-	}
-	lc := cfg.lbSide()
-	driver := newLBDriver(lc)
-	lbs := make(Balancers, len(cfg.LB.Hosts))
-	var wg sync.WaitGroup
-	for i, h := range cfg.LB.Hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lbs[i].host, lbs[i].driver = h, driver
-			c, err := conn(ctx, h)
-			if err == nil {
-				lbs[i].dial = c.DialContext
-				lbs[i].content, err = driver.read(ctx, newSSHRemote(lc, c))
-			}
-			lbs[i].err = err
-		}()
-	}
-	wg.Wait()
-	return lbs
-}
-
-// LoadBalancers is ReadBalancers over connections of its own, which the
-// function it returns closes (once the statuses that dial through them
-// are read).
-func LoadBalancers(ctx context.Context, cfg *Config, connect func(context.Context, string) (Conn, error)) (Balancers, func()) {
-	var mu sync.Mutex
-	var conns []Conn
-	lbs := ReadBalancers(ctx, cfg, func(ctx context.Context, host string) (Conn, error) {
-		conn, err := connect(ctx, host)
-		if err == nil {
-			mu.Lock()
-			conns = append(conns, conn)
-			mu.Unlock()
-		}
-		return conn, err
-	})
-	return lbs, func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}
-}
-
-// dialFrom is r dialing from the first balancer read.
-type dialFrom struct {
-	remote
-	dial dialer
-}
-
-func (d dialFrom) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	return d.dial(ctx, network, addr)
-}
-
 func hostStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Balancers) HostStatus {
 	hc, err := resolveHost(ctx, cfg, host, r)
 	if err != nil {
@@ -161,29 +90,26 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Bal
 // with its release layout as already read (nil: none, or not read).
 func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Balancers, rst *releaseState) HostStatus {
 	hs := HostStatus{Host: host}
-	check := r
-	if cfg.LB != nil {
-		check = dialFrom{r, func(context.Context, string, string) (net.Conn, error) {
-			return nil, fmt.Errorf("no load balancer (%s) could be read", cfg.LB.balancers())
-		}}
-		for _, lb := range lbs {
-			if lb.err == nil {
-				check = dialFrom{r, lb.dial}
-				break
-			}
-		}
-	}
+	src := lbs.source(cfg, r)
 	var health map[int]error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		health = checkAll(ctx, newHealthCheck(cfg, check), cfg.Ports())
+		health = checkAll(ctx, newHealthCheck(cfg, src.dial, r), cfg.Ports())
 	}()
 	st, err := r.Inspect(ctx, cfg.Ports())
+	var srv servers
+	var serr error
+	if err == nil {
+		srv, serr = src.read(ctx)
+	}
 	<-done
 	if err != nil {
 		hs.Error = fmt.Sprintf("read state: %v", err)
 		return hs
+	}
+	if serr != nil {
+		hs.Error = serr.Error()
 	}
 	var running map[int]string
 	if rst != nil {
@@ -193,41 +119,16 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 			hs.Paused = id
 		}
 	}
-	servers, err := upstreamServers(st.upstream, cfg.Nginx.Upstream, cfg.Nginx.ServerAddress)
-	if err != nil && cfg.LB == nil {
-		hs.Error = fmt.Sprintf("%s: %v", cfg.Nginx.UpstreamFile, err)
-	}
-	// Each host's own: lbs is shared by the hosts read at once.
-	onLB, lbErr := make([]map[int]bool, len(lbs)), make([]error, len(lbs))
-	for k, lb := range lbs {
-		if lbErr[k] = lb.err; lb.err == nil {
-			if onLB[k], err = lb.driver.servers(lb.content, cfg.Nginx.ServerAddress); err != nil {
-				lbErr[k] = fmt.Errorf("%s: %w", lb.driver, err)
-			}
-		}
-	}
 	for _, p := range cfg.Ports() {
 		u := st.units[p]
-		down, listed := servers[p]
 		is := InstanceStatus{Port: p, Unit: cfg.UnitName(p), State: u.Active, Sub: u.Sub, PID: u.MainPID,
-			Memory: u.Memory, Restarts: u.Restarts, InNginx: listed && !down, Healthy: health[p] == nil, Release: running[p]}
+			Memory: u.Memory, Restarts: u.Restarts, InNginx: srv.in(p), Healthy: health[p] == nil, Release: running[p],
+			Balancers: src.each(p)}
 		if u.running() && u.StartedAt > 0 && st.uptime > u.StartedAt {
 			is.Uptime = time.Duration(st.uptime-u.StartedAt) * time.Microsecond
 		}
 		if health[p] != nil {
 			is.Health = health[p].Error()
-		}
-		if cfg.LB != nil {
-			is.InNginx = true
-			for k, lb := range lbs {
-				down, listed := onLB[k][p]
-				bs := BalancerServer{Host: lb.host, In: lbErr[k] == nil && listed && !down}
-				if lbErr[k] != nil {
-					bs.Error = lbErr[k].Error()
-				}
-				is.InNginx = is.InNginx && bs.In
-				is.Balancers = append(is.Balancers, bs)
-			}
 		}
 		hs.Instances = append(hs.Instances, is)
 	}

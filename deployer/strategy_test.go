@@ -110,8 +110,13 @@ func TestDrainGroupCapacity(t *testing.T) {
 	h := newFakeRemote(t, 3000, 3001, 3002, 3003)
 	h.units[3003].healthy = false
 	d, _ := fakeDeployer(t, fourInstances+"min_serving: 2\nstrategy: {max_unavailable: 2}\n", h)
-	hr := &hostRun{d: d, cfg: d.Config, host: "web1", remote: h, health: newHealthCheck(d.Config, h), upstream: []byte(h.upstream)}
-	err := hr.drain(testCtx(t), []int{3000, 3001})
+	bal := &nginxBalancer{r: h, n: d.Config.Nginx}
+	srv, err := bal.read(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr := &hostRun{d: d, cfg: d.Config, host: "web1", remote: h, bal: bal, servers: srv, health: newHealthCheck(d.Config, h.DialContext, h)}
+	err = hr.drain(testCtx(t), []int{3000, 3001})
 	if !errors.Is(err, ErrCapacity) || !strings.Contains(err.Error(), "draining 3000, 3001 would leave 1 serving, min_serving is 2") {
 		t.Fatalf("err = %v, want a capacity failure", err)
 	}

@@ -43,12 +43,13 @@ func (c upstreamChange) note(port int, how string) string {
 	return how + " with the " + strings.Join(with, ", ")
 }
 
-// apply makes the change from the upstream file as rollout last read or
-// wrote it, in one write and one Nginx reload, then waits for the drained
-// instances' requests in flight (the wait-drain step). An undrain-only
-// change retries once on a file changed by someone else; a drain returns
-// errUpstreamChanged for the caller to check capacity again on the file as
-// it is now.
+// apply makes the change on the host's balancer, from its servers as
+// rollout last read or changed them, in one step (one Nginx write and
+// reload, one HAProxy call), then waits for the drained instances'
+// requests in flight (the wait-drain step). An undrain-only change retries
+// once on a balancer changed by someone else; a drain returns
+// errUpstreamChanged for the caller to check capacity again on the
+// balancer as it is now.
 func (h *hostRun) apply(ctx context.Context, change upstreamChange) error {
 	t0 := time.Now()
 	for _, p := range change.ports() {
@@ -57,21 +58,15 @@ func (h *hostRun) apply(ctx context.Context, change upstreamChange) error {
 	var wait drainWait
 	var err error
 	for attempt := 0; ; attempt++ {
-		var next []byte
-		if next, err = h.changed(change); err == nil {
-			wait, err = h.write(ctx, next, change.drain)
-		}
+		to := h.servers.with(true, change.drain...).with(false, change.undrain...)
+		wait, err = h.change(ctx, to, change.drain)
 		if !errors.Is(err, errUpstreamChanged) || len(change.drain) > 0 || attempt > 0 {
 			break
 		}
 	}
 	took := time.Since(t0) - wait.waited
-	how := "one reload"
-	if lb := h.cfg.LB; lb != nil && lb.Driver == lbHAProxy {
-		how = "one change (no reload)"
-	}
 	for _, p := range change.ports() {
-		e := Event{Host: h.host, Port: p, Step: change.step(p), Status: StatusOK, Duration: took, Message: change.note(p, how)}
+		e := Event{Host: h.host, Port: p, Step: change.step(p), Status: StatusOK, Duration: took, Message: change.note(p, h.bal.how())}
 		if err != nil {
 			e.Status, e.Message = StatusFail, err.Error()
 		}
@@ -91,33 +86,21 @@ func (h *hostRun) apply(ctx context.Context, change upstreamChange) error {
 	return nil
 }
 
-// changed is the upstream file with the change made.
-func (h *hostRun) changed(change upstreamChange) ([]byte, error) {
-	next := h.upstream
-	for _, p := range change.ports() {
-		var err error
-		if next, err = setServerDown(next, h.cfg.Nginx.Upstream, h.cfg.Nginx.ServerAddress, p, change.step(p) == StepDrain); err != nil {
-			return nil, fmt.Errorf("%s: %w", h.cfg.Nginx.UpstreamFile, err)
-		}
-	}
-	return next, nil
-}
-
-// write replaces the upstream file with next. When the file changed under
-// rollout, it reads it again and returns errUpstreamChanged.
-func (h *hostRun) write(ctx context.Context, next []byte, drained []int) (drainWait, error) {
-	wait, err := h.remote.WriteUpstream(ctx, h.upstream, next, drained)
+// change makes the host's servers to. When the balancer was changed by
+// someone else, it reads it again and returns errUpstreamChanged.
+func (h *hostRun) change(ctx context.Context, to servers, drained []int) (drainWait, error) {
+	wait, err := h.bal.change(ctx, h.servers, to, drained)
 	if errors.Is(err, errUpstreamChanged) {
-		cur, rerr := h.remote.ReadUpstream(ctx)
+		cur, rerr := h.bal.read(ctx)
 		if rerr != nil {
-			return wait, fmt.Errorf("read %s: %w", h.cfg.Nginx.UpstreamFile, rerr)
+			return wait, rerr
 		}
-		h.upstream = cur
+		h.servers = cur
 		return wait, errUpstreamChanged
 	}
 	if err != nil {
 		return wait, err
 	}
-	h.upstream = next
+	h.servers = to
 	return wait, nil
 }

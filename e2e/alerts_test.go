@@ -35,6 +35,31 @@ func alerts(t *testing.T, h *testbed.Host) []string {
 	return texts
 }
 
+// waitTimerRuns waits until the host's status timer (watch:) ran n more
+// times, each run seen by its service's exit time changing.
+func waitTimerRuns(t *testing.T, h *testbed.Host, n int) {
+	t.Helper()
+	ctx := context.Background()
+	read := func() string {
+		out, err := fleet.Run(ctx, h, "systemctl show -p ExecMainExitTimestampMonotonic --value rollout-status-my-app.service")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	last, runs := read(), 0
+	deadline := time.Now().Add(time.Duration(n)*10*time.Second + 10*time.Second)
+	for runs < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the status timer ran %d time(s), want %d", runs, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if now := read(); now != last && now != "0" {
+			last, runs = now, runs+1
+		}
+	}
+}
+
 // waitAlerts waits until the receiver holds n texts and returns them.
 func waitAlerts(t *testing.T, h *testbed.Host, n int, within time.Duration) []string {
 	t.Helper()
@@ -86,7 +111,7 @@ func TestWatchAlertsFromTheHost(t *testing.T) {
 	}
 
 	// status.json: what rollout status says, to loopback only.
-	time.Sleep(6 * time.Second) // a timer run since setup
+	waitTimerRuns(t, h, 1)
 	hostJSON, err := fleet.Run(ctx, h, "curl -sf -H 'Host: "+h.Addr+"' http://127.0.0.1/.rollout/status.json")
 	if err != nil {
 		t.Fatalf("status.json from the host: %v\n%s", err, hostJSON)
@@ -145,7 +170,7 @@ func TestWatchAlertsFromTheHost(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	time.Sleep(7 * time.Second)
+	waitTimerRuns(t, h, 2) // its status runs see the instance down: still one alert
 	if got := alerts(t, h); len(got) != 1 {
 		t.Fatalf("a crash loop produced %d alerts within the debounce window, want 1: %q", len(got), got)
 	}
@@ -162,7 +187,7 @@ func TestWatchAlertsFromTheHost(t *testing.T) {
 	if out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2", "--artifact", artifactDir(t, testbed.GoodRelease("v2"))); code != 0 {
 		t.Fatalf("deploy exited %d:\n%s", code, out)
 	}
-	time.Sleep(12 * time.Second) // two timer runs
+	waitTimerRuns(t, h, 2)
 	if got := alerts(t, h); len(got) != 2 {
 		t.Errorf("alerts after a deploy: %q, want only the two before it", got)
 	}

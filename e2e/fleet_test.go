@@ -240,10 +240,21 @@ func TestDeployLock(t *testing.T) {
 	if out, code := rollout(t, "lock", "release", "-c", cfg); code == 0 || !strings.Contains(out, "--force") {
 		t.Errorf("a fresh lock was released without --force (exit %d):\n%s", code, out)
 	}
-	time.Sleep(4 * time.Second)
-	if out, _ := rollout(t, "lock", "status", "-c", cfg); !strings.Contains(out, "STALE") {
-		t.Errorf("the lock is not reported stale:\n%s", out)
+	waitStale := func() {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second) // lock_stale_after: 3s
+		for {
+			out, _ := rollout(t, "lock", "status", "-c", cfg)
+			if strings.Contains(out, "STALE") {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the lock is not reported stale:\n%s", out)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
 	}
+	waitStale()
 	if out, code := rollout(t, "deploy", "-c", cfg, "--version", "v1"); code != 3 || !strings.Contains(out, "stale") {
 		t.Errorf("deploy over a stale lock exited %d, want 3 naming it stale:\n%s", code, out)
 	}
@@ -258,7 +269,7 @@ func TestDeployLock(t *testing.T) {
 	}
 
 	killMidDeploy()
-	time.Sleep(4 * time.Second)
+	waitStale()
 	if out, code := rollout(t, "deploy", "-c", cfg, "--version", "v1", "--break-stale-lock"); code != 0 {
 		t.Errorf("deploy --break-stale-lock exited %d:\n%s", code, out)
 	}

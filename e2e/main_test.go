@@ -1,10 +1,18 @@
 // Package e2e holds rollout's real-host tests: they boot a testbed fleet
 // (systemd-nspawn containers with real systemd, OpenSSH and Nginx), deploy
-// examples/app to it and check what users would see. They need root.
+// examples/app to it and check what users would see. They need root: without
+// it the package fails, saying so.
+//
+// One test process runs on one testbed. `make e2e` runs several at once,
+// each on its own slot (ROLLOUT_E2E_SLOT: its own names and 10.213.N.0/24)
+// with a share of the tests (ROLLOUT_E2E_SHARD=i/n, balanced by the times
+// in testdata/durations.tsv), and the core tests (TestCore*) on every
+// Debian release the testbed boots (ROLLOUT_E2E_SUITE).
 package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,6 +36,7 @@ var (
 	fleet      *testbed.Testbed
 	balancers  []*testbed.Host // not in fleet.Hosts
 	rolloutBin string          // the rollout binary under test
+	suite      string          // the Debian release the hosts run
 )
 
 func TestMain(m *testing.M) {
@@ -35,11 +44,25 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	flag.Parse()
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "e2e: skipped: the real-host tests need root (systemd-nspawn, network namespaces)")
-		return 0
+		fmt.Fprintln(os.Stderr, "e2e: FAIL: the real-host tests need root (systemd-nspawn, network namespaces); run them with make e2e as root")
+		return 1
 	}
-	// Generous: Up first waits for any other testbed on this machine to finish.
+	slot, err := envInt("ROLLOUT_E2E_SLOT", 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	suite = os.Getenv("ROLLOUT_E2E_SUITE")
+	if suite == "" {
+		suite = testbed.Bookworm
+	}
+	if err := selectTests(suite, os.Getenv("ROLLOUT_E2E_SHARD")); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	// Generous: Up first waits for any other testbed of this slot to finish.
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
 	bin, err := os.MkdirTemp("", "rollout-e2e-")
@@ -53,7 +76,7 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: build rollout: %v\n%s", err, out)
 		return 1
 	}
-	tb, err := testbed.Up(ctx, testbed.Options{Hosts: fleetHosts + lbCount, Log: os.Stderr})
+	tb, err := testbed.Up(ctx, testbed.Options{Hosts: fleetHosts + lbCount, Slot: slot, Suite: suite, Log: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1

@@ -195,14 +195,7 @@ func TestReleasesLifecycle(t *testing.T) {
 
 	deploy := func(name string, wantCode int, args ...string) string {
 		t.Helper()
-		var out string
-		var code int
-		res := underLoad(t, hosts, func() { out, code = rollout(t, append([]string{args[0], "-c", cfg}, args[1:]...)...) })
-		noFailedRequests(t, res)
-		if code != wantCode {
-			t.Fatalf("%s exited %d, want %d:\n%s", name, code, wantCode, out)
-		}
-		return out
+		return deployUnderLoad(t, hosts, cfg, name, wantCode, args...)
 	}
 
 	deploy("v2 from a directory", 0, "deploy", "--version", "v2", "--artifact", artifactDir(t, testbed.GoodRelease("v2")))

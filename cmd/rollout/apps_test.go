@@ -85,7 +85,7 @@ func TestChangedSincePicksTheChangedApps(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	if !strings.Contains(out, "== app auth ==") || strings.Contains(out, "== app web ==") || !strings.Contains(out, "rollout-preflight 'nginx -t' /etc/nginx/conf.d/auth-upstream.conf auth@4190 auth@4191") {
+	if !strings.Contains(out, "== app auth ==") || strings.Contains(out, "== app web ==") || !strings.Contains(out, "rollout-preflight '' '' auth@4190 auth@4191") || !strings.Contains(out, "rollout-preflight 'nginx -t' /etc/nginx/conf.d/auth-upstream.conf\n") {
 		t.Errorf("plan of auth only:\n%s", out)
 	}
 	if want := "changed since " + base + ": auth (services/auth/server.js)"; !strings.Contains(errOut, want) {

@@ -70,8 +70,10 @@ done
 
 section watch
 if [ -n "$timer" ]; then
-  systemctl is-enabled -- "$timer" 2>/dev/null || true
-  systemctl is-active -- "$timer" 2>/dev/null || true
+  state=$(systemctl is-enabled -- "$timer" 2>/dev/null) || true
+  echo "${state:-unknown}"
+  state=$(systemctl is-active -- "$timer" 2>/dev/null) || true
+  echo "${state:-unknown}"
   if command -v curl >/dev/null; then echo curl; else echo no-curl; fi
 else
   echo "$watch_installed"

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 //go:embed rootfs.sh
@@ -24,11 +25,12 @@ func recipeHash() string {
 	return hex.EncodeToString(sum[:6])
 }
 
-// EnsureRootfs returns the directory of the testbed's Debian rootfs, building
-// it with debootstrap when it is missing or its recipe (rootfs.sh) changed.
-// Builds are serialised by a lock file, so concurrent callers wait for one
-// build. Rootfs directories of older recipes are removed.
-func EnsureRootfs(ctx context.Context, cacheDir string, log io.Writer) (string, error) {
+// EnsureRootfs returns the directory of the testbed's rootfs of a Debian
+// release (suite), building it with debootstrap when it is missing or its
+// recipe (rootfs.sh) changed. Builds are serialised by a lock file, so
+// concurrent callers wait for one build. Rootfs directories of the suite's
+// older recipes are removed.
+func EnsureRootfs(ctx context.Context, cacheDir, suite string, log io.Writer) (string, error) {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("create rootfs cache %s: %w", cacheDir, err)
 	}
@@ -38,7 +40,7 @@ func EnsureRootfs(ctx context.Context, cacheDir string, log io.Writer) (string, 
 	}
 	defer unlock()
 
-	dir := filepath.Join(cacheDir, "rootfs-"+recipeHash())
+	dir := filepath.Join(cacheDir, "rootfs-"+suite+"-"+recipeHash())
 	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
 		return dir, nil
 	}
@@ -46,9 +48,10 @@ func EnsureRootfs(ctx context.Context, cacheDir string, log io.Writer) (string, 
 	if err := os.RemoveAll(tmp); err != nil {
 		return "", fmt.Errorf("remove partial rootfs %s: %w", tmp, err)
 	}
-	fmt.Fprintf(log, "testbed: building rootfs %s with debootstrap (once per recipe change)\n", dir)
+	fmt.Fprintf(log, "testbed: building the %s rootfs %s with debootstrap (once per recipe change)\n", suite, dir)
+	t0 := time.Now()
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", "-s", "--", tmp)
+	cmd := exec.CommandContext(ctx, "bash", "-s", "--", tmp, suite)
 	cmd.Stdin = bytes.NewReader(rootfsRecipe)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -60,9 +63,13 @@ func EnsureRootfs(ctx context.Context, cacheDir string, log io.Writer) (string, 
 	if err := os.Rename(tmp, dir); err != nil {
 		return "", fmt.Errorf("install rootfs %s: %w", dir, err)
 	}
+	fmt.Fprintf(log, "testbed: built the %s rootfs in %.0fs\n", suite, time.Since(t0).Seconds())
 	old, _ := filepath.Glob(filepath.Join(cacheDir, "rootfs-*"))
 	for _, o := range old {
-		if o != dir {
+		// Another suite's, or a recipe before suites (rootfs-HASH): kept
+		// when it is another suite's current one.
+		base := strings.TrimPrefix(filepath.Base(o), "rootfs-")
+		if o != dir && (strings.HasPrefix(base, suite+"-") || !strings.Contains(base, "-")) {
 			_ = os.RemoveAll(o)
 		}
 	}

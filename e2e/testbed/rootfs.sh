@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the testbed's Debian bookworm rootfs into $1 (a new directory).
+# Builds the testbed's Debian rootfs of release $2 (bullseye, bookworm or
+# trixie; bookworm if not given) into $1 (a new directory).
 # The recipe is this file: the testbed hashes it and rebuilds the cached
 # rootfs whenever it changes. Hosts boot the rootfs read-only with a
 # volatile overlay, so everything here is shared and nothing per host
@@ -7,7 +8,7 @@
 set -euo pipefail
 
 dest=$1
-suite=bookworm
+suite=${2:-bookworm}
 packages=systemd,systemd-sysv,dbus,libnss-myhostname,openssh-server,nginx,sudo,iproute2,procps,nodejs,ca-certificates,curl,haproxy,socat
 
 # Use the mirror this machine's apt already uses, so the build needs no
@@ -64,4 +65,8 @@ install -d "$dest/etc/systemd/system/systemd-user-sessions.service.d"
 printf '[Unit]\nStartLimitIntervalSec=0\n\n[Service]\nRestart=on-failure\nRestartSec=1s\n' >"$dest/etc/systemd/system/systemd-user-sessions.service.d/testbed-retry.conf"
 rm -f "$dest/etc/nginx/sites-enabled/default"
 echo testbed >"$dest/etc/hostname"
+# The host's own name resolves locally, before DNS: the testbed has no DNS,
+# and bullseye's nsswitch asks it first, so every sudo waited 10s on it.
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$dest/etc/hosts"
+sed -i 's/^hosts:.*/hosts:          files myhostname dns/' "$dest/etc/nsswitch.conf"
 in_root apt-get clean

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,11 +43,29 @@ const (
 	DefaultStateDir = "/run/rollout-testbed"
 )
 
+// The Debian releases a testbed can boot (Options.Suite): their systemd,
+// Nginx and OpenSSH are the versions rollout supports.
+const (
+	Bullseye = "bullseye" // Debian 11: systemd 247, Nginx 1.18, OpenSSH 8.4
+	Bookworm = "bookworm" // Debian 12: systemd 252, Nginx 1.22, OpenSSH 9.2
+	Trixie   = "trixie"   // Debian 13: systemd 257, Nginx 1.26, OpenSSH 10.0
+)
+
+// Suites are the Debian releases the testbed boots, oldest first.
+var Suites = []string{Bullseye, Bookworm, Trixie}
+
 // Options configure Up.
 type Options struct {
-	Hosts    int       // how many hosts to boot (1..9)
+	Hosts int // how many hosts to boot (1..9)
+	// Slot numbers the testbed among those running on this machine at
+	// once (0..9): each slot has its own names (rtb-*, rtbN-*), network
+	// (10.213.N.0/24), state and lock.
+	Slot int
+	// Suite is the Debian release the hosts run (Suites); Bookworm when
+	// empty.
+	Suite    string
 	CacheDir string    // rootfs cache; DefaultCacheDir when empty
-	StateDir string    // keys, logs, pid files; DefaultStateDir when empty
+	StateDir string    // keys, logs, pid files; DefaultStateDir (slot N: DefaultStateDir-N) when empty
 	Log      io.Writer // progress lines; io.Discard when nil
 }
 
@@ -71,6 +90,7 @@ type Testbed struct {
 	KnownHosts string
 
 	opts   Options
+	net    network
 	rootfs string
 	unlock func()
 }
@@ -83,11 +103,23 @@ func Up(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if opts.Hosts < 1 || opts.Hosts > 9 {
 		return nil, fmt.Errorf("testbed: hosts must be 1..9, got %d", opts.Hosts)
 	}
+	if opts.Slot < 0 || opts.Slot > 9 {
+		return nil, fmt.Errorf("testbed: slot must be 0..9, got %d", opts.Slot)
+	}
+	if opts.Suite == "" {
+		opts.Suite = Bookworm
+	}
+	if !slices.Contains(Suites, opts.Suite) {
+		return nil, fmt.Errorf("testbed: suite %q: want one of %v", opts.Suite, Suites)
+	}
 	if opts.CacheDir == "" {
 		opts.CacheDir = DefaultCacheDir
 	}
 	if opts.StateDir == "" {
 		opts.StateDir = DefaultStateDir
+		if opts.Slot > 0 {
+			opts.StateDir = fmt.Sprintf("%s-%d", DefaultStateDir, opts.Slot)
+		}
 	}
 	if opts.Log == nil {
 		opts.Log = io.Discard
@@ -100,7 +132,7 @@ func Up(ctx context.Context, opts Options) (tb *Testbed, err error) {
 			return nil, fmt.Errorf("testbed: %s not found (apt-get install systemd-container debootstrap iproute2): %w", bin, err)
 		}
 	}
-	rootfs, err := EnsureRootfs(ctx, opts.CacheDir, opts.Log)
+	rootfs, err := EnsureRootfs(ctx, opts.CacheDir, opts.Suite, opts.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -111,20 +143,20 @@ func Up(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tb = &Testbed{opts: opts, rootfs: rootfs, unlock: unlock}
+	tb = &Testbed{opts: opts, net: newNetwork(opts.Slot), rootfs: rootfs, unlock: unlock}
 	defer func() {
 		if err != nil {
 			_ = tb.Down(context.WithoutCancel(ctx))
 			tb = nil
 		}
 	}()
-	if err := Clean(ctx, opts.StateDir); err != nil {
+	if err := tb.clean(ctx); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("testbed: state dir: %w", err)
 	}
-	if err := setupBridge(ctx); err != nil {
+	if err := tb.net.setupBridge(ctx); err != nil {
 		return nil, err
 	}
 	tb.KeyFile = filepath.Join(opts.StateDir, "id_ed25519")
@@ -135,7 +167,8 @@ func Up(ctx context.Context, opts Options) (tb *Testbed, err error) {
 
 	var known []string
 	for i := 0; i < opts.Hosts; i++ {
-		h := &Host{Name: hostName(i), Addr: hostAddr(i), index: i, dir: filepath.Join(opts.StateDir, hostName(i))}
+		name := tb.net.hostName(i)
+		h := &Host{Name: name, Addr: tb.net.hostAddr(i), index: i, dir: filepath.Join(opts.StateDir, name)}
 		if err := os.MkdirAll(h.dir, 0o700); err != nil {
 			return nil, fmt.Errorf("testbed: %w", err)
 		}
@@ -166,13 +199,13 @@ func Up(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(opts.Log, "testbed: %d hosts up in %.1fs\n", len(tb.Hosts), time.Since(start).Seconds())
+	fmt.Fprintf(opts.Log, "testbed: %d %s hosts up in %.1fs (%s.0/24)\n", len(tb.Hosts), opts.Suite, time.Since(start).Seconds(), tb.net.subnet)
 	return tb, nil
 }
 
 // boot creates the host's network and starts its container.
 func (tb *Testbed) boot(ctx context.Context, h *Host) error {
-	if err := setupHostNet(ctx, h.Name, h.Addr); err != nil {
+	if err := tb.net.setupHost(ctx, h.Name, h.Addr); err != nil {
 		return err
 	}
 	return tb.start(ctx, h)
@@ -187,7 +220,7 @@ func (tb *Testbed) start(ctx context.Context, h *Host) error {
 	args := []string{
 		"--quiet", "--boot", "--directory=" + tb.rootfs, "--volatile=overlay",
 		"--register=no", "--keep-unit", "--console=read-only",
-		"--machine=" + h.Name, "--hostname=" + strings.TrimPrefix(h.Name, namePrefix),
+		"--machine=" + h.Name, "--hostname=" + strings.TrimPrefix(h.Name, tb.net.prefix),
 		"--network-namespace-path=/run/netns/" + h.Name,
 		"--bind-ro=" + tb.KeyFile + ".pub:/home/deploy/.ssh/authorized_keys",
 		"--bind-ro=" + tb.KeyFile + ".pub:/home/nosudo/.ssh/authorized_keys",
@@ -285,7 +318,7 @@ func (tb *Testbed) Down(ctx context.Context) error {
 	if tb == nil {
 		return nil
 	}
-	err := Clean(ctx, tb.opts.StateDir)
+	err := tb.clean(ctx)
 	if tb.unlock != nil {
 		tb.unlock()
 		tb.unlock = nil
@@ -293,30 +326,33 @@ func (tb *Testbed) Down(ctx context.Context) error {
 	return err
 }
 
-// Clean stops every testbed container still running (found by name, even
-// from a killed run) and removes the testbed's namespaces, links and state.
-func Clean(ctx context.Context, stateDir string) error {
+// clean stops every container of the testbed's slot still running (found
+// by name, even from a killed run) and removes the slot's namespaces, links
+// and state.
+func (tb *Testbed) clean(ctx context.Context) error {
+	stateDir := tb.opts.StateDir
 	var wg sync.WaitGroup
-	for _, pid := range nspawnPIDs() {
+	for _, pid := range nspawnPIDs(tb.net.prefix) {
 		wg.Add(1)
 		go func() { defer wg.Done(); stopProcess(pid, 20*time.Second) }()
 	}
 	wg.Wait()
-	cleanNet(ctx)
+	tb.net.clean(ctx)
 	entries, _ := os.ReadDir(stateDir)
 	for _, e := range entries {
 		if e.Name() != ".lock" {
 			_ = os.RemoveAll(filepath.Join(stateDir, e.Name()))
 		}
 	}
-	if left := nspawnPIDs(); len(left) > 0 {
+	if left := nspawnPIDs(tb.net.prefix); len(left) > 0 {
 		return fmt.Errorf("testbed: containers still running after clean: pids %v", left)
 	}
 	return nil
 }
 
-// nspawnPIDs finds the testbed's systemd-nspawn processes by command line.
-func nspawnPIDs() []int {
+// nspawnPIDs finds the systemd-nspawn processes of the testbeds whose names
+// start with prefix, by command line.
+func nspawnPIDs(prefix string) []int {
 	var pids []int
 	dirs, _ := os.ReadDir("/proc")
 	for _, d := range dirs {
@@ -333,7 +369,7 @@ func nspawnPIDs() []int {
 			continue
 		}
 		for _, a := range args {
-			if strings.HasPrefix(a, "--machine="+namePrefix) {
+			if strings.HasPrefix(a, "--machine="+prefix) {
 				pids = append(pids, pid)
 				break
 			}

@@ -9,19 +9,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rollout-dev/rollout/internal/testenv"
 )
 
 // A run killed with SIGKILL after booting leaves containers, namespaces and
 // links behind; the next Up must clean them and boot, and Down must leave
 // nothing.
 func TestUpAfterKilledRun(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.NeedRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	child := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperUpThenHang$", "-test.timeout=5m")
+	child := exec.CommandContext(ctx, os.Args[0], "-test.timeout=5m")
 	child.Env = append(os.Environ(), "TESTBED_HELPER=1")
 	child.Stderr = os.Stderr
 	stdout, err := child.StdoutPipe()
@@ -46,14 +46,15 @@ func TestUpAfterKilledRun(t *testing.T) {
 	_ = child.Process.Kill()
 	_ = child.Wait()
 
-	if len(nspawnPIDs()) == 0 {
+	n := newNetwork(helperSlot)
+	if len(nspawnPIDs(n.prefix)) == 0 {
 		t.Fatal("killed run left no container: the test would prove nothing")
 	}
-	if !netnsExists(t, hostName(0)) {
+	if !netnsExists(t, n.hostName(0)) {
 		t.Fatal("killed run left no namespace: the test would prove nothing")
 	}
 
-	tb, err := Up(ctx, Options{Hosts: 1})
+	tb, err := Up(ctx, Options{Hosts: 1, Slot: helperSlot})
 	if err != nil {
 		t.Fatalf("up after a killed run: %v", err)
 	}
@@ -64,13 +65,13 @@ func TestUpAfterKilledRun(t *testing.T) {
 	if err := tb.Down(ctx); err != nil {
 		t.Fatalf("down: %v", err)
 	}
-	if pids := nspawnPIDs(); len(pids) != 0 {
+	if pids := nspawnPIDs(n.prefix); len(pids) != 0 {
 		t.Errorf("containers left after down: %v", pids)
 	}
-	if netnsExists(t, hostName(0)) {
-		t.Errorf("namespace %s left after down", hostName(0))
+	if netnsExists(t, n.hostName(0)) {
+		t.Errorf("namespace %s left after down", n.hostName(0))
 	}
-	if out, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(out), namePrefix) {
+	if out, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(out), n.prefix) {
 		t.Errorf("links left after down:\n%s", out)
 	}
 	// Down is idempotent.
@@ -79,16 +80,21 @@ func TestUpAfterKilledRun(t *testing.T) {
 	}
 }
 
-// TestHelperUpThenHang is the process TestUpAfterKilledRun kills.
-func TestHelperUpThenHang(t *testing.T) {
-	if os.Getenv("TESTBED_HELPER") != "1" {
-		t.Skip("helper process for TestUpAfterKilledRun")
+// helperSlot is the slot of this package's testbeds: not the e2e tests'.
+const helperSlot = 9
+
+// TestMain is also the process TestUpAfterKilledRun kills: with
+// TESTBED_HELPER=1 it boots a testbed, says READY and hangs.
+func TestMain(m *testing.M) {
+	if os.Getenv("TESTBED_HELPER") == "1" {
+		if _, err := Up(context.Background(), Options{Hosts: 1, Slot: helperSlot}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("READY")
+		select {}
 	}
-	if _, err := Up(context.Background(), Options{Hosts: 1}); err != nil {
-		t.Fatal(err)
-	}
-	fmt.Println("READY")
-	select {}
+	os.Exit(m.Run())
 }
 
 func netnsExists(t *testing.T, name string) bool {

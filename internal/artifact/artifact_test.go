@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rollout-dev/rollout/internal/testenv"
 )
 
 // tent is one entry of a tarball built by a test.
@@ -505,9 +507,7 @@ func TestPackRoundTrip(t *testing.T) {
 	}
 
 	// Extract it the way the servers do.
-	if _, err := exec.LookPath("tar"); err != nil {
-		t.Skip("no tar to extract with")
-	}
+	testenv.NeedCommand(t, "tar")
 	out := t.TempDir()
 	r, err := a.Open()
 	if err != nil {

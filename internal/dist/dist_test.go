@@ -17,13 +17,15 @@ import (
 	"time"
 
 	"github.com/blakesmith/ar"
+
+	"github.com/rollout-dev/rollout/internal/testenv"
 )
 
 // One build for this machine's platform: the archive, the .deb and the
 // .rpm, each holding what a user installs, and checksums that match.
 func TestBuildHost(t *testing.T) {
 	if Host().OS != "linux" {
-		t.Skipf("packages are built for linux; this is %s", Host())
+		testenv.Skip(t, "packages are built for linux; this is %s", Host())
 	}
 	out := t.TempDir()
 	mtime := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
