@@ -60,8 +60,8 @@ e2e: deps
 # testdata/durations.tsv again from the last make e2e (it balances the shares).
 e2e-durations:
 	@{ printf '# Seconds each e2e test took (make e2e on a 2-core machine), to balance\n# the shards make e2e runs at once (shard_test.go). A test missing here\n# counts 30 s; make e2e-durations writes this file again from the last run.\n'; \
-		cat build/e2e/e2e-*.json | gotestsum tool slowest --threshold 0s | \
-		awk '{d = $$3; sub(/s$$/, "", d); printf "%s\t%.1f\n", $$2, d}' | sort; } >e2e/testdata/durations.tsv.new
+		cat build/e2e/e2e-*.json | gotestsum tool slowest --threshold 1ms | awk -v job=- -f tools/seconds.awk | \
+		awk '$$3 !~ /\// {printf "%s\t%.1f\n", $$3, $$1}' | sort; } >e2e/testdata/durations.tsv.new
 	@mv e2e/testdata/durations.tsv.new e2e/testdata/durations.tsv
 
 bench: deps-demo

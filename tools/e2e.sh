@@ -70,8 +70,8 @@ wait
 echo
 echo "e2e: time per test, slowest first:"
 for f in "$out"/*.json; do
-  gotestsum tool slowest --jsonfile "$f" --threshold 0s | awk -v job="$(basename "$f" .json)" '{printf "%s %s %s\n", $3, job, $2}'
-done | sort -rn -k1,1 | awk '{printf "  %8s  %-16s %s\n", $1, $2, $3}'
+  gotestsum tool slowest --jsonfile "$f" --threshold 1ms | awk -v job="$(basename "$f" .json)" -f tools/seconds.awk
+done | sort -rn -k1,1 | awk '{printf "  %7.1fs  %-16s %s\n", $1, $2, $3}'
 echo
 echo "e2e: time per job:"
 status=0
