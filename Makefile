@@ -11,9 +11,10 @@ GO ?= go
 FUZZTIME ?= 60000x
 
 # Debian packages: what the local fleet needs (make demo), and what the
-# tests add (shellcheck for the scripts, Chromium for the dashboard test).
+# tests add (shellcheck for the scripts, Chromium for the dashboard test,
+# sudo for visudo, which checks the helper's sudoers file).
 DEMO_PKGS := systemd-container debootstrap iproute2 nftables
-TEST_PKGS := shellcheck chromium
+TEST_PKGS := shellcheck chromium sudo
 
 # Go tools, pinned in tools/tools.mod (apart from go.mod, so they never
 # change what rollout is built with), built into build/tools.

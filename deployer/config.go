@@ -19,8 +19,11 @@ type Config struct {
 	Hosts        []string
 	SSH          SSHConfig
 	// Notify is the notify: section; nil: no notifications.
-	Notify       *NotifyConfig
-	Sudo         string // "auto", "true" or "false"
+	Notify *NotifyConfig
+	Sudo   string // "auto", "true", "false" or "helper"
+	// rootSetup: setup's own commands, which install the helper, run as
+	// root even with sudo: helper.
+	rootSetup    bool
 	Nginx        NginxConfig
 	Health       HealthConfig
 	DrainTimeout time.Duration
@@ -205,8 +208,8 @@ func (c *Config) unitTemplate() string {
 func (c *Config) UnitName(port int) string { return c.Unit(port) }
 
 // UseSudo says whether privileged remote commands go through `sudo -n`:
-// with sudo auto, whenever the SSH user is not root (an empty user counts
-// as not root).
+// with sudo auto or helper, whenever the SSH user is not root (an empty
+// user counts as not root).
 func (c *Config) UseSudo() bool {
 	switch c.Sudo {
 	case "true":

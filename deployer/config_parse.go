@@ -363,10 +363,10 @@ func (p *parser) readSudo(key string, dst *string) {
 	switch {
 	case n.Kind == yaml.ScalarNode && n.Tag == "!!bool" && n.Decode(&b) == nil:
 		*dst = strconv.FormatBool(b)
-	case n.Kind == yaml.ScalarNode && n.Tag == "!!str" && slices.Contains([]string{"auto", "true", "false"}, n.Value):
+	case n.Kind == yaml.ScalarNode && n.Tag == "!!str" && slices.Contains([]string{"auto", "true", "false", sudoHelper}, n.Value):
 		*dst = n.Value
 	default:
-		p.fail(key, fmt.Errorf("must be auto, true or false, got %s", describe(n)))
+		p.fail(key, fmt.Errorf("must be auto, true, false or helper, got %s", describe(n)))
 	}
 }
 
@@ -518,7 +518,7 @@ func duration(name string, dst *time.Duration) field {
 	return one(name, func(p *parser, key string) { p.readDuration(key, dst) })
 }
 
-// sudo is auto, true or false.
+// sudo is auto, true, false or helper.
 func sudo(dst *string) field {
 	return one("sudo", func(p *parser, key string) { p.readSudo(key, dst) })
 }

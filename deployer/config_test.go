@@ -218,7 +218,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "null", add: "logs:\n",
 			want: `rollout.yaml:7: logs: must be a list, got nothing`},
 		{name: "bad sudo", add: "sudo: sometimes\n",
-			want: `rollout.yaml:7: sudo: must be auto, true or false, got "sometimes"`},
+			want: `rollout.yaml:7: sudo: must be auto, true, false or helper, got "sometimes"`},
 
 		// Durations.
 		{name: "bare number duration", add: "health:\n  timeout: 30\n",

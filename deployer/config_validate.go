@@ -51,9 +51,7 @@ func (c *Config) problems() []problem {
 	c.SSH.check(&cs)
 	c.Notify.problems(cs.add)
 	c.checkWatch(&cs)
-	if !slices.Contains([]string{"auto", "true", "false"}, c.Sudo) {
-		cs.add("sudo", fmt.Errorf("must be auto, true or false, got %s", quoteValue(c.Sudo)))
-	}
+	c.checkSudo(&cs)
 	c.checkPorts(&cs)
 	c.checkStrategy(&cs)
 	c.checkBatches(&cs)

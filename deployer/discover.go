@@ -18,12 +18,14 @@ import (
 // Discovery is what one host says about itself to `rollout init`, read
 // without changing anything.
 type Discovery struct {
-	Host  string
-	User  string
-	Root  bool
-	Sudo  bool // sudo -n works (or the user is root)
-	Cores int
-	Apps  []FoundApp
+	Host string
+	User string
+	Root bool
+	Sudo bool // sudo -n works (or the user is root)
+	// Helpers are the apps whose helper (sudo: helper) the user may run.
+	Helpers []string
+	Cores   int
+	Apps    []FoundApp
 	// NginxErr says why the Nginx config could not be read; "" when it was.
 	NginxErr string
 }
@@ -127,6 +129,11 @@ func parseDiscovery(host string, out []byte) (*Discovery, string) {
 	}
 	sudo := strings.TrimSpace(parts["sudo"])
 	d.Sudo = sudo == "yes" || sudo == "root"
+	for _, line := range strings.Split(parts["helpers"], "\n") {
+		if app, ok := strings.CutSuffix(strings.TrimSpace(line), " allowed"); ok {
+			d.Helpers = append(d.Helpers, app)
+		}
+	}
 	d.Cores, _ = strconv.Atoi(strings.TrimSpace(parts["cores"]))
 
 	running := map[string]bool{}

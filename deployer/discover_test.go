@@ -223,3 +223,39 @@ func TestInitConfigProbeAddress(t *testing.T) {
 		}
 	}
 }
+
+// A host whose user may run only the app's helper: init writes sudo:
+// helper and does not ask for passwordless sudo; a host without it keeps
+// the question.
+func TestInitConfigFindsTheHelper(t *testing.T) {
+	out := strings.Replace(discoverOut, "@@rollout@@ sudo\nyes\n", "@@rollout@@ sudo\nno\n", 1)
+	out = strings.Replace(out, "@@rollout@@ nginx\n", "@@rollout@@ helpers\nmy-app allowed\nauth refused\n@@rollout@@ nginx\n", 1)
+	d, _ := parseDiscovery("web1", []byte(out))
+	if d.Sudo || !slices.Equal(d.Helpers, []string{"my-app"}) {
+		t.Fatalf("sudo %v, helpers %q", d.Sudo, d.Helpers)
+	}
+	helper := discovered("web1", 4, 3000, 3001, 3002, 3003)
+	helper.Sudo, helper.Helpers = false, []string{"my-app"}
+	r, err := InitConfig([]*Discovery{helper}, InitOptions{Hosts: []string{"web1"}, User: "deploy", App: "my-app", Now: time.Unix(0, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig("rollout.yaml", r.YAML)
+	if err != nil || !cfg.UsesHelper() {
+		t.Fatalf("%v\n%s", err, r.YAML)
+	}
+	for _, u := range r.Undecided {
+		if strings.Contains(u, "sudo") {
+			t.Errorf("asks for sudo with the helper there: %s", u)
+		}
+	}
+	bare := discovered("web2", 4, 3000, 3001, 3002, 3003)
+	bare.Sudo = false
+	r, err = InitConfig([]*Discovery{helper, bare}, InitOptions{Hosts: []string{"web1", "web2"}, User: "deploy", App: "my-app", Now: time.Unix(0, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(r.YAML), "sudo: helper") || !slices.ContainsFunc(r.Undecided, func(u string) bool { return strings.Contains(u, "web2") && strings.Contains(u, "sudo") }) {
+		t.Errorf("one host without the helper:\n%s\n%q", r.YAML, r.Undecided)
+	}
+}

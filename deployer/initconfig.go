@@ -101,8 +101,8 @@ func InitConfig(ds []*Discovery, opts InitOptions) (*InitResult, error) {
 		if len(a.Running) < len(a.Ports) {
 			r.Undecided = append(r.Undecided, fmt.Sprintf("%s: %d of %d instances of %s are not running", ds[i].Host, len(a.Ports)-len(a.Running), len(a.Ports), name))
 		}
-		if !ds[i].Sudo {
-			r.Undecided = append(r.Undecided, fmt.Sprintf("%s: user %s is not root and sudo -n refuses it: rollout needs passwordless sudo for systemctl, nginx and the upstream file", ds[i].Host, ds[i].User))
+		if !ds[i].Sudo && !slices.Contains(ds[i].Helpers, name) {
+			r.Undecided = append(r.Undecided, fmt.Sprintf("%s: user %s is not root and sudo -n refuses it: rollout needs passwordless sudo for systemctl, nginx and the upstream file, or the app's helper (sudo: helper, installed by rollout setup)", ds[i].Host, ds[i].User))
 		}
 	}
 	health, healthNote := initHealth(ds, apps)
@@ -203,6 +203,16 @@ func initHealth(ds []*Discovery, apps []FoundApp) (string, string) {
 	return "/healthz", fmt.Sprintf("no health path answered 2xx on every host (%s): health.path is /healthz; set the path your app answers", strings.Join(tried, ", "))
 }
 
+// helperEverywhere: every host lets its user run app's helper.
+func helperEverywhere(ds []*Discovery, app string) bool {
+	for _, d := range ds {
+		if !slices.Contains(d.Helpers, app) {
+			return false
+		}
+	}
+	return len(ds) > 0
+}
+
 // yamlString is s as a YAML scalar, quoted when it must be.
 func yamlString(s string) string {
 	b, err := yaml.Marshal(s)
@@ -235,6 +245,9 @@ func renderInit(ds []*Discovery, apps []FoundApp, opts InitOptions, name, instan
 		if opts.KnownHosts != "" {
 			w("  known_hosts: %s\n", yamlString(opts.KnownHosts))
 		}
+	}
+	if helperEverywhere(ds, name) {
+		w("# Every host has %s's helper (rollout setup): the deploy user may run\n# only it as root, and only for this app.\nsudo: helper\n", name)
 	}
 	w("%s", instances)
 	w("# The upstream block rollout marks instances down in, one at a time.\n")

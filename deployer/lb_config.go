@@ -98,6 +98,9 @@ func (p *parser) readStrMap(key string, dst *map[string]string) {
 // checkLB checks the lb: section: its hosts, none an app host, and the
 // address each app host is reached at from the balancers.
 func (c *Config) checkLB(cs *checks) {
+	if c.LB != nil && c.UsesHelper() {
+		cs.add("sudo", errors.New("helper is for app hosts with their own Nginx; with lb: use auto (the balancers have no helper yet)"))
+	}
 	if c.LB == nil || c.LB.Driver != lbHAProxy {
 		n := len(*cs)
 		c.Nginx.check(cs)

@@ -58,15 +58,26 @@ type logSource struct {
 // cmdLogSources are the commands that print (or follow) an instance's
 // journal and log files.
 func (r sshRemote) cmdLogSources(port int, files []string, o LogsOptions) []logSource {
-	journal := []string{"journalctl", "--no-pager", "-o", "short-iso", "-n", strconv.Itoa(o.Lines), "-u", r.cfg.UnitName(port)}
+	unit := r.cfg.UnitName(port)
+	journal := []string{"journalctl", "--no-pager", "-o", "short-iso", "-n", strconv.Itoa(o.Lines), "-u", unit}
+	args := []string{strconv.Itoa(o.Lines), "0", unit}
+	if o.Follow {
+		args[1] = "1"
+	}
 	if o.Since != "" {
 		journal = append(journal, "--since", o.Since)
+		args = append(args, o.Since)
 	}
 	if o.Follow {
 		journal = append(journal, "-f")
 	}
-	srcs := []logSource{{port, privileged(r.sudo, journal...)}}
+	srcs := []logSource{{port, r.priv.command("journal", args, journal)}}
 	for _, f := range files {
+		if r.priv.helper != "" {
+			// As the app's user, quiet about a missing file.
+			srcs = append(srcs, logSource{port, r.priv.command("tail", []string{args[0], args[1], f}, nil)})
+			continue
+		}
 		tail := []string{"tail", "-n", strconv.Itoa(o.Lines)}
 		if o.Follow {
 			tail = append(tail, "-F")

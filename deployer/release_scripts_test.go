@@ -88,6 +88,26 @@ func TestReleaseUploadScript(t *testing.T) {
 		}
 		noLeftovers()
 	})
+	t.Run("a device file", func(t *testing.T) {
+		// Unpacked as root: a device node readable by all would hand the
+		// app's user the disk; a fifo is no code either.
+		for _, h := range []tar.Header{{Name: "disk", Typeflag: tar.TypeBlock, Mode: 0o666, Devmajor: 8}, {Name: "pipe", Typeflag: tar.TypeFifo, Mode: 0o644}} {
+			var buf bytes.Buffer
+			zw := gzip.NewWriter(&buf)
+			tw := tar.NewWriter(zw)
+			tw.WriteHeader(&tar.Header{Name: "server.js", Mode: 0o4755, Size: 2})
+			tw.Write([]byte("ok"))
+			tw.WriteHeader(&h)
+			tw.Close()
+			zw.Close()
+			data := buf.String()
+			out, code := upload(relV1, data, sha(data), "")
+			if code != exitSpecial || !strings.Contains(out, h.Name) {
+				t.Errorf("%s: exit %d: %s", h.Name, code, out)
+			}
+			noLeftovers()
+		}
+	})
 	t.Run("shared path nowhere", func(t *testing.T) {
 		out, code := upload(relV1, body, sha(body), "", "uploads")
 		if code != exitShared || !strings.Contains(out, "uploads is neither in") {

@@ -25,13 +25,13 @@ import (
 type sshRemote struct {
 	cfg  *Config
 	conn Conn
-	sudo bool
+	priv privilege
 }
 
 var _ remote = sshRemote{}
 
 func newSSHRemote(cfg *Config, conn Conn) sshRemote {
-	return sshRemote{cfg: cfg, conn: conn, sudo: cfg.UseSudo()}
+	return sshRemote{cfg: cfg, conn: conn, priv: cfg.privilege()}
 }
 
 func (r sshRemote) units(ports []int) []string {
@@ -45,15 +45,15 @@ func (r sshRemote) units(ports []int) []string {
 func (r sshRemote) cmdCores() string { return "nproc" }
 
 func (r sshRemote) cmdPreflight(ports []int) string {
-	return script("preflight", true, r.sudo, append([]string{"", ""}, r.units(ports)...)...)
+	return script("preflight", true, r.priv, append([]string{"", ""}, r.units(ports)...)...)
 }
 
 func (r sshRemote) cmdNginxCheck(n NginxConfig) string {
-	return script("preflight", true, r.sudo, n.TestCommand, n.UpstreamFile)
+	return script("preflight", true, r.priv, n.TestCommand, n.UpstreamFile)
 }
 
 func (r sshRemote) cmdInspect(ports []int) string {
-	return script("inspect", false, r.sudo, append([]string{unitProps + ",MemoryCurrent", ""}, r.units(ports)...)...)
+	return script("inspect", false, r.priv, append([]string{unitProps + ",MemoryCurrent", ""}, r.units(ports)...)...)
 }
 
 func (r sshRemote) cmdReadUpstream(n NginxConfig) string {
@@ -72,7 +72,7 @@ func (r sshRemote) cmdWriteUpstream(n NginxConfig, drained []int, waitHere bool)
 	for _, p := range drained {
 		args = append(args, strconv.Itoa(p))
 	}
-	return script("write-upstream", true, r.sudo, args...)
+	return script("write-upstream", true, r.priv, args...)
 }
 
 // cmdWaitIdle counts the ports' connections (write-upstream.sh without a
@@ -82,7 +82,7 @@ func (r sshRemote) cmdWaitIdle(ports []int) string {
 	for _, p := range ports {
 		args = append(args, strconv.Itoa(p))
 	}
-	return script("write-upstream", false, r.sudo, args...)
+	return script("write-upstream", false, r.priv, args...)
 }
 
 func (r sshRemote) cmdUnitState(port int) string {
@@ -94,14 +94,14 @@ func (r sshRemote) cmdRestart(port int, logs []string, release string) string {
 	if release != "" {
 		args[2], args[3], args[4] = r.releaseRoot(), strconv.Itoa(port), release
 	}
-	return script("restart", true, r.sudo, append(args, logs...)...)
+	return script("restart", true, r.priv, append(args, logs...)...)
 }
 
 func (r sshRemote) cmdUnitFiles(units []string) string {
-	return script("unit-files", false, r.sudo, units...)
+	return script("unit-files", false, r.priv, units...)
 }
 
-func (r sshRemote) cmdDiscover() string { return script("discover", false, false) }
+func (r sshRemote) cmdDiscover() string { return script("discover", false, privilege{}) }
 
 func (r sshRemote) DiscoverHost(ctx context.Context) ([]byte, error) {
 	res, err := r.run(ctx, "discover", r.cmdDiscover(), nil)
@@ -143,19 +143,21 @@ func (r sshRemote) cmdAppOutput(port int, mark restartMark, lines int) string {
 // and a log file.
 func (r sshRemote) appOutputCommand(port, lines int, since string, offsets []string) string {
 	args := append([]string{r.cfg.UnitName(port), strconv.Itoa(lines), since}, offsets...)
-	return script("app-output", true, r.sudo, args...)
+	return script("app-output", true, r.priv, args...)
 }
 
 func (r sshRemote) cmdIsInstance(port int) string {
-	return script("is-instance", false, r.sudo, r.cfg.UnitName(port))
+	return script("is-instance", false, r.priv, r.cfg.UnitName(port))
 }
 
 func (r sshRemote) cmdStart(port int) string {
-	return privileged(r.sudo, "systemctl", "enable", "--now", "--", r.cfg.UnitName(port))
+	unit := r.cfg.UnitName(port)
+	return r.priv.command("start", []string{unit}, []string{"systemctl", "enable", "--now", "--", unit})
 }
 
 func (r sshRemote) cmdStop(port int) string {
-	return privileged(r.sudo, "systemctl", "disable", "--now", "--", r.cfg.UnitName(port))
+	unit := r.cfg.UnitName(port)
+	return r.priv.command("stop", []string{unit}, []string{"systemctl", "disable", "--now", "--", unit})
 }
 
 func (r sshRemote) cmdHook(command string, env []string) string {
@@ -173,27 +175,27 @@ func (r sshRemote) cmdAcquireLock(breakStale bool, takeOver string) string {
 	if takeOver != "" {
 		args = append(args, takeOver)
 	}
-	return script("lock-acquire", true, r.sudo, args...)
+	return script("lock-acquire", true, r.priv, args...)
 }
 
 func (r sshRemote) cmdRefreshLock(token string) string {
-	return script("lock-refresh", true, r.sudo, r.lockDir(), token)
+	return script("lock-refresh", true, r.priv, r.lockDir(), token)
 }
 
 func (r sshRemote) cmdReleaseLock(token string) string {
-	return script("lock-release", true, r.sudo, r.lockDir(), token)
+	return script("lock-release", true, r.priv, r.lockDir(), token)
 }
 
 func (r sshRemote) cmdLockStatus() string {
-	return script("lock-status", true, r.sudo, r.lockDir())
+	return script("lock-status", true, r.priv, r.lockDir())
 }
 
 func (r sshRemote) cmdAppendHistory() string {
-	return script("history-append", true, r.sudo, r.historyFile())
+	return script("history-append", true, r.priv, r.historyFile())
 }
 
 func (r sshRemote) cmdReadHistory(n int) string {
-	return script("history-read", true, r.sudo, r.historyFile(), strconv.Itoa(n))
+	return script("history-read", true, r.priv, r.historyFile(), strconv.Itoa(n))
 }
 
 // run runs a command. A failure names what it was doing (not the whole
@@ -202,6 +204,8 @@ func (r sshRemote) run(ctx context.Context, what, cmd string, stdin io.Reader) (
 	res, err := r.conn.Run(withOp(ctx, what), cmd, stdin)
 	var ee *sshexec.ExitError
 	switch {
+	case errors.As(err, &ee) && r.priv.helper != "" && (ee.Code == exitHelperStale || ee.Code == exitRefused):
+		err = fmt.Errorf("%s: %s", what, scriptMessage(err))
 	case errors.As(err, &ee):
 		short := *ee
 		short.Cmd = what
@@ -231,6 +235,12 @@ func explainRemote(err error, cfg *Config) error {
 	var ee *sshexec.ExitError
 	if errors.As(err, &ee) && ee.Code == 1 && strings.Contains(ee.Stderr, "sudo") &&
 		slices.ContainsFunc(sudoRefusals, func(s string) bool { return strings.Contains(ee.Stderr, s) }) {
+		switch {
+		case cfg.UsesHelper() && cfg.rootSetup:
+			return fmt.Errorf("sudo -n refused for user %q: rollout setup installs the helper and needs root; with sudo: helper the deploy user may run only the helper: run setup as root or an admin (rollout setup --user root): %w", cfg.SSH.User, err)
+		case cfg.UsesHelper():
+			return fmt.Errorf("sudo -n refused %s for user %q: install the helper and its sudoers file with rollout setup (as root: rollout setup --user root): %w", cfg.HelperPath(), cfg.SSH.User, err)
+		}
 		return fmt.Errorf("sudo -n refused for user %q (rollout needs passwordless sudo for systemctl, nginx and the upstream file, or connect as root with sudo: false): %w", cfg.SSH.User, err)
 	}
 	return err
@@ -312,7 +322,7 @@ func (r sshRemote) Inspect(ctx context.Context, ports []int) (hostState, error) 
 
 func (r sshRemote) cmdHAProxy(api haproxyAPI, op string, servers []string) string {
 	args := []string{api.Socket, api.Backend, strconv.FormatInt(r.cfg.DrainTimeout.Milliseconds(), 10), op}
-	return script("haproxy", true, r.sudo, append(args, servers...)...)
+	return script("haproxy", true, r.priv, append(args, servers...)...)
 }
 
 func (r sshRemote) HAProxy(ctx context.Context, api haproxyAPI, op string, servers []string) ([]byte, error) {
@@ -555,7 +565,7 @@ func (r sshRemote) ReadHistory(ctx context.Context, n int) ([]HistoryEntry, erro
 // privScript runs a script that rollout writes on the fly (setup's, which
 // depends on what the host has) as root, like script.
 func (r sshRemote) privScript(body string) string {
-	if r.sudo {
+	if r.priv.sudo {
 		return "sudo -n sh -c " + sshexec.Quote(body)
 	}
 	return "sh -c " + sshexec.Quote(body)
@@ -568,7 +578,7 @@ func (r sshRemote) cmdReleaseState(ports []int) string {
 	for _, p := range ports {
 		args = append(args, strconv.Itoa(p), r.cfg.UnitName(p))
 	}
-	return script("release-state", true, r.sudo, args...)
+	return script("release-state", true, r.priv, args...)
 }
 
 func (r sshRemote) cmdUpload(e ReleaseEntry) string {
@@ -577,11 +587,11 @@ func (r sshRemote) cmdUpload(e ReleaseEntry) string {
 	line, _ := json.Marshal(e)
 	args := []string{r.releaseRoot(), e.ID, e.SHA256, s.User, s.Group,
 		strconv.Itoa(int(rel.PrepareTimeout / time.Second)), rel.Prepare, string(line)}
-	return script("release-upload", true, r.sudo, append(args, rel.Shared...)...)
+	return script("release-upload", true, r.priv, append(args, rel.Shared...)...)
 }
 
 func (r sshRemote) cmdSwitch(port int, id string) string {
-	return script("release-switch", true, r.sudo, r.releaseRoot(), strconv.Itoa(port), id)
+	return script("release-switch", true, r.priv, r.releaseRoot(), strconv.Itoa(port), id)
 }
 
 func (r sshRemote) cmdRecordRelease(entries []ReleaseEntry, current string, remove []string) string {
@@ -591,12 +601,12 @@ func (r sshRemote) cmdRecordRelease(entries []ReleaseEntry, current string, remo
 		lines = append(lines, string(b))
 	}
 	line := strings.Join(lines, "\n")
-	return script("release-record", true, r.sudo, append([]string{r.releaseRoot(), line, current}, remove...)...)
+	return script("release-record", true, r.priv, append([]string{r.releaseRoot(), line, current}, remove...)...)
 }
 
 func (r sshRemote) cmdReadAccessLog(file string, from logPos, since int64, ports []int) string {
 	args := []string{file, from.inode, strconv.FormatInt(from.offset, 10), strconv.Itoa(maxLogRead), strconv.FormatInt(since, 10)}
-	return script("access-read", true, r.sudo, append(args, r.units(ports)...)...)
+	return script("access-read", true, r.priv, append(args, r.units(ports)...)...)
 }
 
 func (r sshRemote) ReadAccessLog(ctx context.Context, file string, from logPos, since int64, ports []int) (logRead, error) {
@@ -631,7 +641,7 @@ func (r sshRemote) Upload(ctx context.Context, e ReleaseEntry, open func() (io.R
 	switch exitCode(err) {
 	case exitPrepare:
 		return fmt.Errorf("%w in release %s:\n%s", ErrPrepare, e.ID, scriptMessage(err))
-	case exitChecksum, exitShared:
+	case exitChecksum, exitShared, exitSpecial:
 		return fmt.Errorf("upload release %s: %s", e.ID, scriptMessage(err))
 	}
 	return err
@@ -690,7 +700,7 @@ func (r sshRemote) cmdSetupInspect(w setupWant) string {
 	for _, f := range w.Files {
 		args = append(args, f.Path)
 	}
-	return script("setup-inspect", true, r.sudo, append(args, w.Units...)...)
+	return script("setup-inspect", true, r.priv, append(args, w.Units...)...)
 }
 
 func (r sshRemote) SetupInspect(ctx context.Context, w setupWant) (setupFound, error) {
@@ -750,13 +760,16 @@ func (r sshRemote) cmdSetupApply(actions []setupAction) string {
 	for _, a := range actions {
 		args = append(args, a...)
 	}
-	return script("setup-apply", true, r.sudo, args...)
+	return script("setup-apply", true, r.priv, args...)
 }
 
 func (r sshRemote) SetupApply(ctx context.Context, actions []setupAction, stdin []byte) error {
 	_, err := r.run(ctx, "setup-apply", r.cmdSetupApply(actions), bytes.NewReader(stdin))
-	if exitCode(err) == exitNginxTest {
+	switch exitCode(err) {
+	case exitNginxTest:
 		return fmt.Errorf("%w:\n%s", errNginxTest, strings.TrimPrefix(scriptMessage(err), errNginxTest.Error()+"\n"))
+	case exitSudoers:
+		return errors.New(scriptMessage(err))
 	}
 	return err
 }

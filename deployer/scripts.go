@@ -3,6 +3,7 @@ package deployer
 import (
 	"embed"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/rollout-dev/rollout/sshexec"
@@ -33,40 +34,50 @@ const (
 	exitNoRelease     = 75 // EX_NO_RELEASE: the release to switch to is not on the host
 	exitLogUnreadable = 76 // EX_LOG_UNREADABLE: the access log cannot be read
 	exitHAProxy       = 77 // EX_HAPROXY: HAProxy's runtime API cannot be reached or refused
+
+	exitHelperStale = 78 // EX_STALE: the host's helper is from another config or rollout version
+	exitRefused     = 79 // EX_REFUSED: the helper refused an argument; nothing ran
+	exitSudoers     = 80 // EX_SUDOERS: visudo refused a new sudoers file; it was not installed
+	exitSpecial     = 81 // EX_SPECIAL: a release holds a device, fifo or socket file
 )
 
 // sectionMark starts each part of a script's output: "@@rollout@@ NAME".
 const sectionMark = "@@rollout@@ "
 
-// script returns the shell command that runs the named script (scripts/NAME.sh)
-// with args as its positional parameters: `sh -c SCRIPT rollout-NAME ARGS...`,
-// through `sudo -n` (never a password prompt) when priv and the SSH user is
-// not root. Comment lines are left out of what is sent.
-func script(name string, priv, sudo bool, args ...string) string {
+// scriptText is the named script (scripts/NAME.sh) as it is.
+func scriptText(name string) string {
 	b, err := scriptFiles.ReadFile("scripts/" + name + ".sh")
 	if err != nil {
 		panic(fmt.Sprintf("rollout: no script %q: %v", name, err)) // a programming error
 	}
+	return string(b)
+}
+
+// scriptBody is the named script without its comment lines.
+func scriptBody(name string) string {
 	var body []string
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(scriptText(name)), "\n") {
 		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
 			body = append(body, line)
 		}
 	}
-	cmd := "sh -c " + sshexec.Quote(strings.Join(body, "\n")) + " " + sshexec.Quote("rollout-"+name)
+	return strings.Join(body, "\n")
+}
+
+// script returns the shell command that runs the named script with args
+// as its positional parameters: `sh -c SCRIPT rollout-NAME ARGS...`. With
+// priv it runs as root: through `sudo -n` (never a password prompt) when
+// the SSH user is not root, and with sudo: helper as the helper's verb of
+// the same name, which holds the script.
+func script(name string, priv bool, p privilege, args ...string) string {
+	if priv && p.helper != "" && slices.Contains(helperVerbs, name) {
+		return p.command(name, args, nil)
+	}
+	cmd := "sh -c " + sshexec.Quote(scriptBody(name)) + " " + sshexec.Quote("rollout-"+name)
 	if len(args) > 0 {
 		cmd += " " + sshexec.QuoteCommand(args...)
 	}
-	if priv && sudo {
-		return "sudo -n " + cmd
-	}
-	return cmd
-}
-
-// privileged runs a one-line command as root, like script.
-func privileged(sudo bool, args ...string) string {
-	cmd := sshexec.QuoteCommand(args...)
-	if sudo {
+	if priv && p.sudo {
 		return "sudo -n " + cmd
 	}
 	return cmd

@@ -27,7 +27,7 @@ func TestScriptExitCodesAgree(t *testing.T) {
 	goSide := map[string]int{"EX_NGINX_TEST": exitNginxTest, "EX_OLD_WORKERS": exitOldWorkers, "EX_CHANGED": exitChanged, "EX_HAPROXY": exitHAProxy, "EX_LOCK_LOST": exitLockLost,
 		"EX_UNIT_MISSING": exitUnitMissing, "EX_NGINX_BROKEN": exitNginxBroken, "EX_UPSTREAM_UNREADABLE": exitUpstreamUnreadable,
 		"EX_CHECKSUM": exitChecksum, "EX_PREPARE": exitPrepare, "EX_SHARED": exitShared, "EX_NO_RELEASE": exitNoRelease,
-		"EX_LOG_UNREADABLE": exitLogUnreadable}
+		"EX_LOG_UNREADABLE": exitLogUnreadable, "EX_STALE": exitHelperStale, "EX_REFUSED": exitRefused, "EX_SUDOERS": exitSudoers, "EX_SPECIAL": exitSpecial}
 	declRE := regexp.MustCompile(`(?m)^readonly (EX_[A-Z_]+)=([0-9]+)$`)
 	seen := map[string]bool{}
 	files, err := fs.Glob(scriptFiles, "scripts/*.sh")
@@ -56,7 +56,7 @@ func TestScriptExitCodesAgree(t *testing.T) {
 // positional parameters and stdin.
 func runScript(t *testing.T, name, stdin string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command("sh", "-c", script(name, false, false, args...))
+	cmd := exec.Command("sh", "-c", script(name, false, privilege{}, args...))
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

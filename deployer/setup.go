@@ -84,7 +84,19 @@ var errNginxTest = errors.New("nginx config test failed; restored the previous f
 // fleet, so that the first release has one ID everywhere (a rollback goes
 // only to a release that is on every host).
 func Setup(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool, now time.Time) (*SetupResult, error) {
+	cfg = cfg.asRoot()
 	return setupHost(ctx, cfg, host, newSSHRemote(cfg, conn), dryRun, now)
+}
+
+// asRoot is the config for setup's own commands, which run as root even
+// with sudo: helper: setup installs the helper.
+func (c *Config) asRoot() *Config {
+	if !c.UsesHelper() || c.rootSetup {
+		return c
+	}
+	root := *c
+	root.rootSetup = true
+	return &root
 }
 
 func setupHost(ctx context.Context, cfg *Config, host string, r hostSetup, dryRun bool, now time.Time) (*SetupResult, error) {
@@ -280,8 +292,11 @@ func (p *setupPlan) file(f ManagedFile, found map[string]foundFile, nginx bool) 
 	}
 	owner, group, _ := strings.Cut(f.Owner, ":")
 	flag := "0"
-	if nginx {
+	switch {
+	case nginx:
 		flag, p.nginx = "1", true
+	case f.check != "":
+		flag = f.check
 	}
 	if strings.HasPrefix(f.Path, "/etc/systemd/system/") {
 		p.units = true
@@ -336,7 +351,7 @@ func (r *SetupReport) Err() error {
 // The first release of a host moved to releases is named after one
 // instant for the whole fleet.
 func (d *Deployer) Setup(ctx context.Context, dryRun bool) *SetupReport {
-	cfg := d.Config
+	cfg := d.Config.asRoot()
 	now := time.Now()
 	holder := d.Holder
 	if holder.Token == "" {

@@ -12,7 +12,10 @@ import (
 // the way the seed article's playbook did. Empty fields take defaults
 // derived from the app's name (see setupDefaults).
 type SetupConfig struct {
-	User         string // runs the app: a system user without a login shell
+	User string // runs the app: a system user without a login shell
+	// DeployUser is the user sudo: helper lets run the helper (default:
+	// ssh.user as the config file says it).
+	DeployUser   string
 	Group        string // can read the code (the web server's group)
 	AppDir       string // the code: root:Group, directories 2750
 	ExecStart    string
@@ -34,6 +37,7 @@ type SetupConfig struct {
 func setupSection(s *SetupConfig) field {
 	return section("setup",
 		str("user", &s.User),
+		str("deploy_user", &s.DeployUser),
 		str("group", &s.Group),
 		str("app_dir", &s.AppDir),
 		str("exec_start", &s.ExecStart),
@@ -107,6 +111,9 @@ func (c *Config) setupProblems() []problem {
 	}
 	s := c.setupDefaults()
 	check("setup.user", match(userRE, s.User, `a user name: lower-case letters, digits, "_", "." or "-"`))
+	if s.DeployUser != "" {
+		check("setup.deploy_user", match(userRE, s.DeployUser, `a user name: lower-case letters, digits, "_", "." or "-"`))
+	}
 	check("setup.group", match(userRE, s.Group, `a group name: lower-case letters, digits, "_", "." or "-"`))
 	for key, v := range map[string]string{"setup.app_dir": s.AppDir, "setup.env_file": s.EnvFile, "setup.log_dir": s.LogDir, "setup.site_file": s.SiteFile} {
 		check(key, validPath(v, false))

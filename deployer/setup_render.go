@@ -20,6 +20,9 @@ type ManagedFile struct {
 	// Secret: its content is never shown (the webhook's URL): a dry run
 	// says it changes, not how.
 	Secret bool `json:"secret,omitempty"`
+	// check is how setup checks the new file before it takes the old
+	// one's place (checkSudoers); "" for none.
+	check string
 	// Host is the load balancer host the file is for (lb:); "": every
 	// app host.
 	Host string `json:"host,omitempty"`
@@ -113,7 +116,7 @@ func Render(cfg *Config, ports []int) []ManagedFile {
 		}
 		files = append(files, cfg.watchFiles(ports, webhook)...)
 	}
-	return files
+	return append(files, cfg.helperFiles()...)
 }
 
 // managedDir is a directory setup makes sure of.
@@ -143,6 +146,9 @@ func setupDirs(cfg *Config) []managedDir {
 	}
 	if cfg.Watch != nil {
 		dirs = append(dirs, cfg.watchDirs()...)
+	}
+	if cfg.UsesHelper() {
+		dirs = append(dirs, managedDir{helperDir, "root:root", "755"})
 	}
 	return dirs
 }

@@ -5,8 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/rollout-dev/rollout/internal/testenv"
 )
 
 // setup-inspect.sh and setup-apply.sh, run here as the current user on a
@@ -14,14 +17,7 @@ import (
 // decides on, an Nginx test that fails puts the files back, one that
 // passes keeps them.
 func TestSetupScripts(t *testing.T) {
-	id := func(flag string) string {
-		b, err := exec.Command("id", flag).Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(string(b))
-	}
-	user, group := id("-un"), id("-gn")
+	user, group := id(t, "-un"), id(t, "-gn")
 	dir := filepath.Join(t.TempDir(), "app")
 	file := filepath.Join(dir, "site.conf")
 	want := setupWant{User: user, AppDir: dir, Dirs: []managedDir{{dir, user + ":" + group, "750"}},
@@ -78,6 +74,16 @@ func TestSetupScripts(t *testing.T) {
 }
 
 // runCommand runs a command built for a host here, with stdin.
+// id is what id FLAG says of the current user.
+func id(t *testing.T, flag string) string {
+	t.Helper()
+	b, err := exec.Command("id", flag).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
 func runCommand(t *testing.T, cmd, stdin string) (string, int) {
 	t.Helper()
 	c := exec.Command("sh", "-c", cmd)
@@ -91,4 +97,31 @@ func runCommand(t *testing.T, cmd, stdin string) (string, int) {
 		t.Fatal(err)
 	}
 	return string(out), 0
+}
+
+// A sudoers file that visudo refuses is never installed; the old one
+// stays. One it accepts takes its place.
+func TestSetupAppliesSudoersOnlyIfValid(t *testing.T) {
+	testenv.NeedCommand(t, "visudo")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "rollout-my-app")
+	r := sshRemote{cfg: &Config{}}
+	apply := func(content string) (string, int) {
+		a := setupAction{"file", file, id(t, "-un"), id(t, "-gn"), "440", strconv.Itoa(len(content)), checkSudoers}
+		return runCommand(t, r.cmdSetupApply([]setupAction{a}), content)
+	}
+	good := "deploy ALL=(root) NOPASSWD: /usr/local/lib/rollout/my-app\n"
+	if out, code := apply(good); code != 0 {
+		t.Fatalf("a good file: exit %d\n%s", code, out)
+	}
+	out, code := apply("deploy ALL=(root) NOPASSWD ALL ALL\n")
+	if code != exitSudoers || !strings.Contains(out, "visudo refuses") {
+		t.Fatalf("a broken file: exit %d\n%s", code, out)
+	}
+	if b, _ := os.ReadFile(file); string(b) != good {
+		t.Errorf("the broken file took the good one's place: %q", b)
+	}
+	if m, _ := filepath.Glob(file + ".rollout.*"); len(m) > 0 {
+		t.Errorf("left behind %v", m)
+	}
 }

@@ -105,7 +105,7 @@ func upstreamFile(t *testing.T, h *testbed.Host) string {
 
 func nginxTestPasses(t *testing.T, h *testbed.Host) {
 	t.Helper()
-	if out, err := fleet.Run(context.Background(), h, "sudo -n nginx -t 2>&1"); err != nil {
+	if out, err := fleet.RunRoot(context.Background(), h, "nginx -t 2>&1"); err != nil {
 		t.Errorf("%s: nginx -t fails after the deploy: %v\n%s", h.Name, err, out)
 	}
 }

@@ -149,7 +149,7 @@ func onRelease(t *testing.T, cfg string, hosts []*testbed.Host, version, outcome
 			t.Errorf("%s: current is %q, not a release of %s", h.Name, hr.Current, version)
 		}
 		for p := basePort; p < basePort+instances; p++ {
-			cwd, _ := fleet.Run(context.Background(), h, fmt.Sprintf("sudo -n sh -c 'readlink /proc/$(systemctl show -p MainPID --value my-app@%d)/cwd'", p))
+			cwd, _ := fleet.RunRoot(context.Background(), h, fmt.Sprintf("readlink /proc/$(systemctl show -p MainPID --value my-app@%d)/cwd", p))
 			if strings.TrimSpace(cwd) != "/srv/my-app/releases/"+id {
 				t.Errorf("%s:%d runs in %q, want /srv/my-app/releases/%s", h.Name, p, strings.TrimSpace(cwd), id)
 			}

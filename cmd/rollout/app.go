@@ -196,6 +196,10 @@ func checkOutputFlag(c *cli.Context) error {
 // reach the hosts, and resolves the SSH user as ssh does.
 func applyConnFlags(c *cli.Context, cfg *deployer.Config) error {
 	if c.IsSet("user") {
+		if cfg.Setup.DeployUser == "" {
+			// The helper stays the file's user's (rollout setup --user root).
+			cfg.Setup.DeployUser = cfg.SSH.User
+		}
 		cfg.SSH.User = c.String("user")
 	}
 	if c.IsSet("ssh-config") {

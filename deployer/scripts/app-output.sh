@@ -5,14 +5,22 @@
 # microseconds; empty: the last LINES lines).
 #
 # usage: app-output.sh UNIT LINES SINCE [OFFSET FILE]...
+# With READ_AS set (by the helper) the files are read as that user.
 set -eu
+readf() {
+  if [ -n "${READ_AS:-}" ]; then
+    runuser -u "$READ_AS" -- "$@"
+  else
+    "$@"
+  fi
+}
 unit=$1
 lines=$2
 since=$3
 shift 3
 while [ "$#" -ge 2 ]; do
   echo "==> $2 <=="
-  tail -c "+$(($1 + 1))" -- "$2" 2>/dev/null | tail -n "$lines"
+  readf tail -c "+$(($1 + 1))" -- "$2" 2>/dev/null | tail -n "$lines"
   shift 2
 done
 echo "==> journal <=="

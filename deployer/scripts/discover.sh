@@ -2,8 +2,10 @@
 # discover: read what `rollout init` needs from a host, changing nothing:
 # who we are and whether sudo -n works, the CPU cores, the template
 # instances systemd knows (loaded, and enabled by a .wants link), and the
-# whole Nginx config (nginx -T, through sudo -n when not root). Each part
-# follows a section line "@@rollout@@ NAME".
+# whole Nginx config (nginx -T, through sudo -n when not root and sudo
+# lets it; else as the user), and the rollout helpers installed (sudo:
+# helper) with whether sudo lets the user run each. Each part follows a
+# section line "@@rollout@@ NAME".
 #
 # usage: discover.sh
 set -eu
@@ -27,9 +29,20 @@ for f in /etc/systemd/system/*.wants/*@*.service; do
   [ -e "$f" ] || [ -L "$f" ] || continue
   echo "${f##*/}"
 done
+echo "@@rollout@@ helpers"
+for f in /usr/local/lib/rollout/*; do
+  [ -f "$f" ] || continue
+  if [ "$(id -u)" -eq 0 ] || sudo -n -l -- "$f" >/dev/null 2>&1; then
+    echo "${f##*/} allowed"
+  else
+    echo "${f##*/} refused"
+  fi
+done
 echo "@@rollout@@ nginx"
 if [ "$(id -u)" -eq 0 ]; then
   nginx -T 2>&1 || echo "@@rollout@@ nginx-failed"
-else
+elif sudo -n true 2>/dev/null; then
   sudo -n nginx -T 2>&1 || echo "@@rollout@@ nginx-failed"
+else
+  nginx -T 2>/dev/null || echo "@@rollout@@ nginx-failed"
 fi

@@ -1,7 +1,8 @@
 #!/bin/sh
 # release-upload: put a release in place under ROOT/releases/ID. stdin is
 # the release as a gzipped tar; it is written to ID.partial.tgz, its
-# SHA-256 checked (EX_CHECKSUM), unpacked into ID.partial, the shared
+# SHA-256 checked (EX_CHECKSUM), unpacked into ID.partial (EX_SPECIAL
+# when it holds a device, fifo or socket file), the shared
 # paths linked in (EX_SHARED when one is neither in ROOT/shared nor in the
 # release), PREPARE run in it as USER:GROUP with a timeout (EX_PREPARE, its
 # output on stderr), then owned root:GROUP, directories 2750, files 0640
@@ -19,6 +20,7 @@ set -eu
 readonly EX_CHECKSUM=72
 readonly EX_PREPARE=73
 readonly EX_SHARED=74
+readonly EX_SPECIAL=81
 
 root=$1 id=$2 sum=$3 user=$4 group=$5 timeout=$6 prepare=$7 line=$8
 shift 8
@@ -52,6 +54,14 @@ fi
 mkdir -- "$part"
 tar -xzf "$part.tgz" -C "$part" --no-same-owner
 rm -f -- "$part.tgz"
+# Unpacked as root, a release must not hand anyone root: no device, fifo
+# or socket files, and no set-user-ID or set-group-ID bits.
+special=$(find "$part" ! -type f ! -type d ! -type l -print | head -n 1)
+if [ -n "$special" ]; then
+  echo "the release holds a device, fifo or socket file, which rollout does not install: ${special#"$part"/}" >&2
+  exit "$EX_SPECIAL"
+fi
+find "$part" -perm /6000 -exec chmod ug-s -- {} +
 
 for s in "$@"; do
   if [ ! -e "$root/shared/$s" ] && [ ! -L "$root/shared/$s" ]; then

@@ -11,9 +11,12 @@
 #                                     copy APP_DIR's code into release ID
 #                                     under ROOT; every PORT's link and
 #                                     current name it; LOG_LINE logged
-#   file PATH OWNER GROUP MODE SIZE NGINX
+#   file PATH OWNER GROUP MODE SIZE KIND
 #                                     write SIZE bytes of stdin to PATH
-#                                     (NGINX 1: put back if nginx -t fails)
+#                                     (KIND 1: an Nginx file, put back if
+#                                     nginx -t fails; sudoers: checked with
+#                                     visudo -cf, never installed if it
+#                                     fails; 0: neither)
 #   unwatch TIMER N PATH... N DIR...  stop the timer, remove the watch's
 #                                     files and their empty directories
 #   daemon-reload
@@ -27,9 +30,11 @@
 #
 # usage: setup-apply.sh ACTION...
 # exit:  0 done; EX_NGINX_TEST: nginx -t failed, the previous files are
-#        back; 2 an unknown action (a bug of rollout's)
+#        back; EX_SUDOERS: visudo refused a sudoers file, which is not
+#        installed; 2 an unknown action (a bug of rollout's)
 set -eu
 readonly EX_NGINX_TEST=65
+readonly EX_SUDOERS=80
 restore=""  # a script putting the Nginx files back
 prevs=""    # the copies to remove once nginx -t passed
 
@@ -83,6 +88,11 @@ while [ $# -gt 0 ]; do
     head -c "$size" >"$t"
     chown "$owner:$group" -- "$t"
     chmod "$mode" -- "$t"
+    if [ "$nginx" = sudoers ] && ! out=$(visudo -cf "$t" 2>&1); then
+      rm -f -- "$t"
+      printf 'visudo refuses the new %s; the old one stays (or none):\n%s\n' "$path" "$out" >&2
+      exit "$EX_SUDOERS"
+    fi
     if [ "$nginx" = 1 ]; then
       if [ -e "$path" ]; then
         cp -p -- "$path" "$path.rollout-prev"

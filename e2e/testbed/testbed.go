@@ -13,6 +13,7 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -303,6 +304,48 @@ func (tb *Testbed) RunInput(ctx context.Context, h *Host, cmd string, stdin io.R
 		return string(res.Stdout), fmt.Errorf("%s: %s: %w", h.Name, cmd, err)
 	}
 	return string(res.Stdout), nil
+}
+
+// RunRoot runs a shell command on h as root, from outside (nsenter into
+// the container's namespaces), not over SSH: for what the tests check
+// that a deploy user without sudo cannot read.
+func (tb *Testbed) RunRoot(ctx context.Context, h *Host, cmd string) (string, error) {
+	leader, err := containerLeader(h.cmd.Process.Pid)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", h.Name, err)
+	}
+	c := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(leader), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--", "/bin/sh", "-c", cmd)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	out, err := c.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %s: %w: %s", h.Name, cmd, err, stderr.String())
+	}
+	return string(out), nil
+}
+
+// containerLeader is the container's PID 1 as seen here: the first
+// process under systemd-nspawn's in another PID namespace.
+func containerLeader(nspawn int) (int, error) {
+	own, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return 0, err
+	}
+	queue := []int{nspawn}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err == nil && ns != own {
+			return pid, nil
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		for _, f := range strings.Fields(string(b)) {
+			if child, err := strconv.Atoi(f); err == nil {
+				queue = append(queue, child)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no container process under systemd-nspawn %d", nspawn)
 }
 
 // Reboot stops h's container and boots it again from the clean rootfs:
