@@ -4,11 +4,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rollout-dev/rollout/internal/testenv"
+	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // helperConfig is an app with releases, a prepare step, shared paths and
@@ -50,15 +52,7 @@ func helperHere(t *testing.T, cfg *Config) (path, id string) {
 
 func runHelper(t *testing.T, path string, args ...string) (string, int) {
 	t.Helper()
-	return runCommand(t, "sh "+strings.Join(quoteAll(append([]string{path}, args...)), " "), "")
-}
-
-func quoteAll(args []string) []string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return out
+	return runCommand(t, sshexec.QuoteCommand(append([]string{"sh", path}, args...)...), "")
 }
 
 // Every privileged command the remote builds with sudo: helper is a call
@@ -194,25 +188,17 @@ func TestHelperPortsAuto(t *testing.T) {
 	}
 	path, id := helperHere(t, cfg)
 	out, _ := runCommand(t, "nproc", "")
-	last := 4000 + atoi(t, strings.TrimSpace(out)) - 1
+	cores, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("nproc: %q", out)
+	}
+	last := 4000 + cores - 1
 	for port, ok := range map[int]bool{4000: true, last: true, last + 1: false, 3999: false} {
 		out, code := runHelper(t, path, id, "access-read", cfg.AccessLogFile(), "", "0", "10", "0", cfg.UnitName(port))
 		if (code == 0) != ok {
 			t.Errorf("port %d: exit %d, want accepted %v\n%s", port, code, ok, out)
 		}
 	}
-}
-
-func atoi(t *testing.T, s string) int {
-	t.Helper()
-	n := 0
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			t.Fatalf("not a number: %q", s)
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
 }
 
 // The helper setup installs passes shellcheck, scripts included, and its

@@ -73,17 +73,14 @@ func (r sshRemote) cmdLogSources(port int, files []string, o LogsOptions) []logS
 	}
 	srcs := []logSource{{port, r.priv.command("journal", args, journal)}}
 	for _, f := range files {
-		if r.priv.helper != "" {
-			// As the app's user, quiet about a missing file.
-			srcs = append(srcs, logSource{port, r.priv.command("tail", []string{args[0], args[1], f}, nil)})
-			continue
-		}
 		tail := []string{"tail", "-n", strconv.Itoa(o.Lines)}
 		if o.Follow {
 			tail = append(tail, "-F")
 		}
-		// Quiet about a missing file, not about sudo.
-		srcs = append(srcs, logSource{port, r.privScript(sshexec.QuoteCommand(append(tail, "--", f)...) + " 2>/dev/null")})
+		// Quiet about a missing file, not about sudo; the helper reads it
+		// as the app's user.
+		plain := []string{"sh", "-c", sshexec.QuoteCommand(append(tail, "--", f)...) + " 2>/dev/null"}
+		srcs = append(srcs, logSource{port, r.priv.command("tail", []string{args[0], args[1], f}, plain)})
 	}
 	return srcs
 }

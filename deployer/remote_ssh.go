@@ -562,15 +562,6 @@ func (r sshRemote) ReadHistory(ctx context.Context, n int) ([]HistoryEntry, erro
 	return out, nil
 }
 
-// privScript runs a script that rollout writes on the fly (setup's, which
-// depends on what the host has) as root, like script.
-func (r sshRemote) privScript(body string) string {
-	if r.priv.sudo {
-		return "sudo -n sh -c " + sshexec.Quote(body)
-	}
-	return "sh -c " + sshexec.Quote(body)
-}
-
 func (r sshRemote) releaseRoot() string { return strings.TrimRight(r.cfg.Release.Root, "/") }
 
 func (r sshRemote) cmdReleaseState(ports []int) string {
