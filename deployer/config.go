@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Config is a rollout.yaml: the fleet, how to reach it, and how to roll it.
@@ -42,6 +44,8 @@ type Config struct {
 	Instances Instances
 	// Release is the release: section; nil: rollout ships no code.
 	Release *ReleaseConfig
+	// Secrets is the secrets: section; nil: the release carries no env.
+	Secrets *SecretsConfig
 	// Strategy is how many instances of a host restart together.
 	Strategy StrategyConfig
 	// Probe is the availability probe every deploy runs.
@@ -283,4 +287,75 @@ func (c *Config) Validate() error {
 		errs = append(errs, &configError{key: pr.key, err: pr.err})
 	}
 	return joinProblems("", errs)
+}
+
+// config reads the file's root node into a Config holding the defaults
+// for what the file leaves out, those derived from other keys included.
+func (p *parser) config(root *yaml.Node) *Config {
+	c := DefaultConfig()
+	p.nodes[""] = deref(root)
+	p.fields("", schema(c))
+	c.releaseDefaults()
+	return c
+}
+
+// schema is every key of the file and where its value goes, in the order
+// read (and "did you mean" tries them).
+func schema(c *Config) []field {
+	return []field{
+		str("app", &c.App),
+		str("unit", &c.UnitTemplate),
+		strs("hosts", &c.Hosts),
+		section("ssh",
+			str("user", &c.SSH.User),
+			integer("port", &c.SSH.Port),
+			str("key", &c.SSH.Key),
+			str("known_hosts", &c.SSH.KnownHosts),
+			boolean("accept_new", &c.SSH.AcceptNew),
+			str("config", &c.SSH.ConfigFile),
+			str("jump", &c.SSH.Jump),
+			duration("connect_timeout", &c.SSH.ConnectTimeout),
+			duration("keepalive", &c.SSH.KeepAlive),
+			duration("reconnect", &c.SSH.Reconnect),
+		),
+		sudo(&c.Sudo),
+		instances(&c.Instances),
+		optInteger("min_serving", &c.minServing),
+		section("nginx",
+			str("upstream_file", &c.Nginx.UpstreamFile),
+			str("upstream", &c.Nginx.Upstream),
+			str("server_address", &c.Nginx.ServerAddress),
+			str("test_command", &c.Nginx.TestCommand),
+			str("reload_command", &c.Nginx.ReloadCommand),
+			str("pid_file", &c.Nginx.PIDFile),
+		),
+		section("health",
+			str("path", &c.Health.Path),
+			integer("status", &c.Health.Status),
+			duration("timeout", &c.Health.Timeout),
+			duration("attempt_timeout", &c.Health.AttemptTimeout),
+			duration("interval", &c.Health.Interval),
+			duration("min_healthy", &c.Health.MinHealthy),
+		),
+		duration("drain_timeout", &c.DrainTimeout),
+		strs("logs", &c.Logs),
+		section("hooks",
+			strs("before", &c.Hooks.Before),
+			strs("after", &c.Hooks.After),
+			strs("host_before", &c.Hooks.HostBefore),
+			strs("host_after", &c.Hooks.HostAfter),
+		),
+		integer("parallel", &c.Parallel),
+		str("state_dir", &c.StateDir),
+		duration("lock_stale_after", &c.LockStaleAfter),
+		notifySection(c),
+		setupSection(&c.Setup),
+		releaseSection(c),
+		secretsSection(c),
+		strategySection(c),
+		probeSection(c),
+		watchSection(c),
+		lbSection(c),
+		strs(pathsKey, &c.Paths),
+	}
 }

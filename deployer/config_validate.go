@@ -65,6 +65,7 @@ func (c *Config) problems() []problem {
 	c.Hooks.check(&cs)
 	cs = append(cs, c.setupProblems()...)
 	c.releaseProblems(&cs)
+	c.secretsProblems(&cs)
 	cs.add("state_dir", validPath(c.StateDir, false))
 	if err := positive(c.LockStaleAfter); err != nil {
 		cs.add("lock_stale_after", err)

@@ -52,6 +52,8 @@ type Deployer struct {
 	// RollbackTo is the release a rollback goes to; "": the newest good
 	// one older than the current.
 	RollbackTo string
+	// Secrets are the env a deploy ships with the release (secrets: set).
+	Secrets *Secrets
 
 	// remote is how the engine works on a connected host: over SSH unless
 	// a test gives a fake.
@@ -116,6 +118,10 @@ func (d *Deployer) run(ctx context.Context, op string) (*Report, error) {
 	}
 	if d.Holder.Token == "" {
 		d.Holder = NewLockInfo(op, d.Version)
+	}
+	if err := d.checkSecrets(op); err != nil {
+		rep.Duration = time.Since(start)
+		return rep, err
 	}
 	sessions, err := d.connect(ctx)
 	defer closeSessions(sessions)
@@ -197,6 +203,9 @@ func (d *Deployer) finish(ctx context.Context, op string, sessions []*session, r
 		r := &rep.Hosts[s.index]
 		entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
 			Op: op, Version: rep.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
+		if s.secrets != nil {
+			entry.Secrets = s.secrets.Strings()
+		}
 		if err := s.r.AppendHistory(cctx, entry); err != nil {
 			said[i] = append(said[i], fmt.Sprintf("%s: %v", s.host, err))
 		}
@@ -270,7 +279,10 @@ func (d *Deployer) prepareRelease(ctx context.Context, op string, sessions []*se
 		rep.Version = d.versionOf(sessions, id, op)
 	}
 	if op == opDeploy {
-		return d.ship(ctx, id, sessions)
+		if err := d.ship(ctx, id, sessions); err != nil {
+			return err
+		}
+		return d.storeSecrets(ctx, id, sessions)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -71,6 +72,10 @@ type fakeRemote struct {
 	badPort  int      // the only instance it fails on; 0: all
 	uploads  []string // the IDs uploaded
 	workDir  string   // every unit's WorkingDirectory root; "" the release layout's
+	// envs and sealed are each release's stored secrets; noEnvFile: the
+	// units do not read them (setup not run since secrets:).
+	envs, sealed map[string][]byte
+	noEnvFile    bool
 
 	// site is the host's Nginx site, which the probe reaches at port 80;
 	// nil: nothing listens there.
@@ -542,6 +547,38 @@ func (r *fakeRemote) Upload(ctx context.Context, e ReleaseEntry, open func() (io
 	r.releases[e.ID] = true
 	r.relLog = append(r.relLog, e)
 	return nil
+}
+
+func (r *fakeRemote) WriteSecrets(ctx context.Context, id string, env, sealed []byte) ([]byte, error) {
+	if err := r.wire(ctx, "WriteSecrets"); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case !r.releases[id]:
+		return nil, fmt.Errorf("release %s is not in /srv/my-app/releases", id)
+	case r.noEnvFile:
+		return nil, errors.New("my-app@3000.service does not read the release's secrets: run rollout setup")
+	}
+	if r.envs == nil {
+		r.envs, r.sealed = map[string][]byte{}, map[string][]byte{}
+	}
+	r.log("secrets %s", id)
+	r.envs[id], r.sealed[id] = env, sealed
+	if r.current == id {
+		return nil, nil
+	}
+	return r.sealed[r.current], nil
+}
+
+func (r *fakeRemote) ReadSecrets(ctx context.Context) (string, []byte, error) {
+	if err := r.wire(ctx, "ReadSecrets"); err != nil {
+		return "", nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.current, r.sealed[r.current], nil
 }
 
 func (r *fakeRemote) SwitchInstance(_ context.Context, port int, id string) error {

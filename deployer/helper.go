@@ -24,7 +24,7 @@ const helperDir = "/usr/local/lib/rollout"
 // the helper also has start, stop, journal and tail (one command each).
 var helperVerbs = []string{"preflight", "write-upstream", "restart", "app-output",
 	"lock-acquire", "lock-refresh", "lock-release", "lock-status", "history-append", "history-read",
-	"release-state", "release-upload", "release-switch", "release-record", "access-read"}
+	"release-state", "release-upload", "release-switch", "release-record", "release-secrets", "secrets-read", "access-read"}
 
 // UsesHelper says whether privileged commands go through the app's helper.
 func (c *Config) UsesHelper() bool { return c.Sudo == sudoHelper }

@@ -87,6 +87,8 @@ func TestHelperAcceptsWhatRolloutSends(t *testing.T) {
 		"record":         r.cmdRecordRelease([]ReleaseEntry{entry, entry}, entry.ID, []string{"20261201120000-v1"}),
 		"access log":     r.cmdReadAccessLog(cfg.AccessLogFile(), logPos{inode: "1234", offset: 99}, 1764930000, []int{3000, 3001}),
 		"access log end": r.cmdReadAccessLog(cfg.AccessLogFile(), logPos{offset: -1}, 0, nil),
+		"secrets":        r.cmdWriteSecrets(entry.ID),
+		"read secrets":   r.cmdReadSecrets(),
 	}
 	_, real := cfg.helper()
 	prefix := "sudo -n " + cfg.HelperPath() + " " + real + " "
@@ -160,6 +162,12 @@ func TestHelperRefuses(t *testing.T) {
 		"another access log":          {"access-read", "/etc/shadow", "", "0", "100", "0"},
 		"a journal of another unit":   {"journal", "10", "0", "ssh.service"},
 		"a journal since a shell":     {"journal", "10", "0", "my-app@3000", "$(id)"},
+		"secrets of another unit":     {"release-secrets", root, "20261205120000-v2", "ssh.service"},
+		"secrets in another root":     {"release-secrets", "/etc", "20261205120000-v2", "my-app@3000"},
+		"secrets of release ..":       {"release-secrets", root, "..", "my-app@3000"},
+		"secrets of a release path":   {"release-secrets", root, "x/../../etc", "my-app@3000"},
+		"secrets read elsewhere":      {"secrets-read", "/etc"},
+		"secrets read, more":          {"secrets-read", root, "/etc/shadow"},
 		"an unknown verb":             {"sh", "-c", "id"},
 		"setup's script":              {"setup-apply", "user", "x"},
 		"too many arguments":          {"lock-status", lock, "extra"},

@@ -23,6 +23,9 @@ type HistoryEntry struct {
 	Restarted []int         `json:"restarted,omitempty"`
 	LeftOut   []int         `json:"left_out,omitempty"`
 	Error     string        `json:"error,omitempty"`
+	// Secrets are the names the deploy's secrets added (+), removed (-)
+	// and changed (~); never values.
+	Secrets []string `json:"secrets_changed,omitempty"`
 }
 
 // AppendHistory appends one entry to the host's history.

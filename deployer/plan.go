@@ -280,6 +280,15 @@ func planRelease(p *Plan, hp *HostPlan, c sshRemote, cfg *Config, version string
 			Does: fmt.Sprintf("unless a release with the artifact's SHA-256 is already on the host (then its ID is used for every host and nothing is uploaded): stream it into %s/releases/%s.partial (every host at once), check its SHA-256, link the shared paths %v, %s, make it root:%s (directories 2750, files 0640 or 0750), rename it into place; on any failure remove it and stop before any instance restarts (exit 3)",
 				rel.Root, p.Release, rel.Shared, prepare, cfg.setupDefaults().Group)},
 	}
+	if sc := cfg.Secrets; sc != nil {
+		required := "no secrets.required"
+		if len(sc.Required) > 0 {
+			required = "secrets.required " + strings.Join(sc.Required, ", ")
+		}
+		hp.Ship = append(hp.Ship, Step{Name: StepUpload, Command: c.cmdWriteSecrets(p.Release),
+			Stdin: "a tar of env (systemd's EnvironmentFile= format) and secrets.age (" + sc.File + " as it is), decrypted locally before anything connected",
+			Does:  fmt.Sprintf("before anything connects, stop (exit 3) if the secrets lack a name of %s or of the release's .env.example; then, every host at once, check that the units read %s, and store the secrets in %s/releases/%s/.rollout (root's, 0700; files 0600), where systemd reads them for each instance of the release; name the variables added, removed and changed (never values) from the current release's", required, cfg.secretsEnvFile(), rel.Root, p.Release)})
+	}
 	policy := "release.on_failure: halt: stop, keep the old instances serving, leave the switched ones on the new release (a rerun resumes)"
 	if rel.OnFailure == OnFailureRevert {
 		policy = "release.on_failure: revert: when an instance does not come up, switch it and every instance already switched, on every host in reverse order, back to the release it ran before, with the same drain, health and undrain gates; mark the release BAD"

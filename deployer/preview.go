@@ -32,9 +32,10 @@ type hostLook struct {
 }
 
 // PreviewReleases reads every host at once and says what a deploy of the
-// artifact with SHA-256 sum (empty: not known) would do on each; force is
+// artifact with SHA-256 sum (empty: not known) and secrets of
+// secretsDigest (secrets:) would do on each; force is
 // --force. It changes nothing.
-func PreviewReleases(ctx context.Context, cfg *Config, version, sum string, force bool, connect func(context.Context, string) (Conn, error)) []Preview {
+func PreviewReleases(ctx context.Context, cfg *Config, version, sum, secretsDigest string, force bool, connect func(context.Context, string) (Conn, error)) []Preview {
 	looks := make([]hostLook, len(cfg.Hosts))
 	lbs, closeLBs := LoadBalancers(ctx, cfg, connect)
 	defer closeLBs()
@@ -66,7 +67,7 @@ func PreviewReleases(ctx context.Context, cfg *Config, version, sum string, forc
 	id := ""
 	for i, l := range looks {
 		if errs[i] == nil && sum != "" {
-			if have := l.rel.withSum(sum); have > id {
+			if have := l.rel.withSum(sum, secretsDigest); have > id {
 				id = have
 			}
 		}

@@ -47,6 +47,11 @@ type ReleaseEntry struct {
 	User    string         `json:"user,omitempty"`
 	Time    time.Time      `json:"time"`
 	Outcome ReleaseOutcome `json:"outcome"`
+	// Secrets is the digest of the release's sealed secrets (secrets:);
+	// SecretsChanged, on the entry of a deploy that went through, the
+	// names it added (+), removed (-) and changed (~), never values.
+	Secrets        string   `json:"secrets,omitempty"`
+	SecretsChanged []string `json:"secrets_changed,omitempty"`
 }
 
 // good reports whether rollback may go to a release with this outcome.
@@ -71,6 +76,9 @@ func (st releaseState) latest() map[string]ReleaseEntry {
 		if ok && e.SHA256 == "" {
 			e.SHA256 = prev.SHA256
 		}
+		if ok && e.Secrets == "" {
+			e.Secrets = prev.Secrets
+		}
 		if ok && e.Version == "" {
 			e.Version = prev.Version
 		}
@@ -81,10 +89,10 @@ func (st releaseState) latest() map[string]ReleaseEntry {
 
 // withSum is the newest release present on the host whose artifact had
 // sum, or "".
-func (st releaseState) withSum(sum string) string {
+func (st releaseState) withSum(sum, secrets string) string {
 	best := ""
 	for id, e := range st.latest() {
-		if e.SHA256 == sum && st.present[id] && id > best {
+		if e.SHA256 == sum && e.Secrets == secrets && st.present[id] && id > best {
 			best = id
 		}
 	}

@@ -308,7 +308,7 @@ func TestParseReleaseState(t *testing.T) {
 	if st.links[3001] != "" || st.running[3001] != "" || st.workDir[3001] != "/var/www/my app" {
 		t.Errorf("3001: %q %q %q", st.links[3001], st.running[3001], st.workDir[3001])
 	}
-	if st.withSum("aa") != relV1 || st.withSum("bb") != "" {
+	if st.withSum("aa", "") != relV1 || st.withSum("bb", "") != "" || st.withSum("aa", "d1") != "" {
 		t.Error("withSum")
 	}
 }

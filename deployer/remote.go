@@ -140,6 +140,14 @@ type releaseOps interface {
 	// current (when not ""), and removes the releases in remove that
 	// neither current nor an instance names.
 	RecordRelease(ctx context.Context, entries []ReleaseEntry, current string, remove []string) error
+	// WriteSecrets stores release id's secrets beside it (root's only):
+	// env, as systemd reads it, and sealed, the same encrypted. It returns
+	// the sealed secrets of the current release when that is another one
+	// (nil if it has none).
+	WriteSecrets(ctx context.Context, id string, env, sealed []byte) ([]byte, error)
+	// ReadSecrets returns the current release and its sealed secrets (nil
+	// if it has none).
+	ReadSecrets(ctx context.Context) (current string, sealed []byte, err error)
 }
 
 // hostState is one inspection of a host.

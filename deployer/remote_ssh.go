@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -649,6 +650,70 @@ func (r sshRemote) SwitchInstance(ctx context.Context, port int, id string) erro
 func (r sshRemote) RecordRelease(ctx context.Context, entries []ReleaseEntry, current string, remove []string) error {
 	_, err := r.run(ctx, "record the release in "+r.releaseRoot(), r.cmdRecordRelease(entries, current, remove), nil)
 	return err
+}
+
+func (r sshRemote) cmdWriteSecrets(id string) string {
+	// The first instance's unit says whether the units read the release's
+	// env (they share their template).
+	first := r.cfg.Instances.Base
+	if ports := r.cfg.Ports(); len(ports) > 0 {
+		first = ports[0]
+	}
+	return script("release-secrets", true, r.priv, r.releaseRoot(), id, r.cfg.UnitName(first))
+}
+
+func (r sshRemote) WriteSecrets(ctx context.Context, id string, env, sealed []byte) ([]byte, error) {
+	body, err := secretsTar(env, sealed)
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.run(ctx, "store the secrets of release "+id, r.cmdWriteSecrets(id), bytes.NewReader(body))
+	switch exitCode(err) {
+	case exitNoEnvFile, exitNoRelease:
+		return nil, errors.New(scriptMessage(err))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res.Stdout, nil
+}
+
+func (r sshRemote) cmdReadSecrets() string {
+	return script("secrets-read", true, r.priv, r.releaseRoot())
+}
+
+func (r sshRemote) ReadSecrets(ctx context.Context) (string, []byte, error) {
+	res, err := r.run(ctx, "read the current release's secrets in "+r.releaseRoot(), r.cmdReadSecrets(), nil)
+	if err != nil {
+		return "", nil, err
+	}
+	cur, sealed, _ := bytes.Cut(res.Stdout, []byte("\n"))
+	if len(sealed) == 0 {
+		sealed = nil
+	}
+	return string(cur), sealed, nil
+}
+
+// secretsTar is what release-secrets.sh reads: a tar of env and
+// secrets.age.
+func secretsTar(env, sealed []byte) ([]byte, error) {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, f := range []struct {
+		name string
+		body []byte
+	}{{"env", env}, {"secrets.age", sealed}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o600, Size: int64(len(f.body)), Typeflag: tar.TypeReg}); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(f.body); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // reopener is a stream a link can send again from its start: seeking to

@@ -39,6 +39,7 @@ const (
 	exitRefused     = 79 // EX_REFUSED: the helper refused an argument; nothing ran
 	exitSudoers     = 80 // EX_SUDOERS: visudo refused a new sudoers file; it was not installed
 	exitSpecial     = 81 // EX_SPECIAL: a release holds a device, fifo or socket file
+	exitNoEnvFile   = 82 // EX_NO_ENVFILE: the unit does not read the release's secrets
 )
 
 // sectionMark starts each part of a script's output: "@@rollout@@ NAME".

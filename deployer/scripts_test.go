@@ -27,7 +27,7 @@ func TestScriptExitCodesAgree(t *testing.T) {
 	goSide := map[string]int{"EX_NGINX_TEST": exitNginxTest, "EX_OLD_WORKERS": exitOldWorkers, "EX_CHANGED": exitChanged, "EX_HAPROXY": exitHAProxy, "EX_LOCK_LOST": exitLockLost,
 		"EX_UNIT_MISSING": exitUnitMissing, "EX_NGINX_BROKEN": exitNginxBroken, "EX_UPSTREAM_UNREADABLE": exitUpstreamUnreadable,
 		"EX_CHECKSUM": exitChecksum, "EX_PREPARE": exitPrepare, "EX_SHARED": exitShared, "EX_NO_RELEASE": exitNoRelease,
-		"EX_LOG_UNREADABLE": exitLogUnreadable, "EX_STALE": exitHelperStale, "EX_REFUSED": exitRefused, "EX_SUDOERS": exitSudoers, "EX_SPECIAL": exitSpecial}
+		"EX_LOG_UNREADABLE": exitLogUnreadable, "EX_STALE": exitHelperStale, "EX_REFUSED": exitRefused, "EX_SUDOERS": exitSudoers, "EX_SPECIAL": exitSpecial, "EX_NO_ENVFILE": exitNoEnvFile}
 	declRE := regexp.MustCompile(`(?m)^readonly (EX_[A-Z_]+)=([0-9]+)$`)
 	seen := map[string]bool{}
 	files, err := fs.Glob(scriptFiles, "scripts/*.sh")

@@ -1,6 +1,8 @@
 package deployer
 
 import (
+	"github.com/rollout-dev/rollout/internal/secrets"
+
 	"context"
 	"fmt"
 	"sync"
@@ -32,6 +34,9 @@ type session struct {
 	run *hostRun
 	// bal is where its instances are served from (balancer.go).
 	bal balancer
+	// secrets is how the release's secrets changed the host's names (a
+	// deploy with secrets:); nil if unknown.
+	secrets *secrets.Change
 }
 
 // open makes the session's link over its first connection, and the remote

@@ -50,7 +50,8 @@ Group={{.User}}
 SupplementaryGroups={{.Group}}
 Environment=NODE_ENV=production PORT=%i
 EnvironmentFile={{.EnvFile}}
-WorkingDirectory={{.WorkDir}}
+{{if .SecretsEnv}}EnvironmentFile=-{{.SecretsEnv}}
+{{end}}WorkingDirectory={{.WorkDir}}
 ExecStart={{.ExecStart}}
 Restart=on-failure
 RestartSec={{.RestartSec}}
@@ -105,7 +106,8 @@ func Render(cfg *Config, ports []int) []ManagedFile {
 	var unit bytes.Buffer
 	_ = unitTmpl.Execute(&unit, map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
 		"WorkDir": s.workDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartDelay), "MemoryMax": s.MemoryMax,
-		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit})
+		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit,
+		"SecretsEnv": cfg.secretsEnvFile()})
 	files := []ManagedFile{{Path: cfg.unitFile(), Owner: "root:root", Mode: "644", Content: unit.String()}}
 	files = append(files, appHostBalancerFiles(cfg, ports)...)
 	files = append(files, ManagedFile{Path: s.EnvFile, Owner: "root:root", Mode: "600", Content: "", Keep: true})

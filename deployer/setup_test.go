@@ -1,6 +1,8 @@
 package deployer
 
 import (
+	"github.com/rollout-dev/rollout/internal/secrets"
+
 	"context"
 	"encoding/json"
 	"reflect"
@@ -279,6 +281,24 @@ func TestRenderRelease(t *testing.T) {
 				t.Errorf("dirs\n%v\nwant\n%v", got, tt.wantDirs)
 			}
 		})
+	}
+}
+
+// With secrets:, each instance reads its release's env after the host's.
+func TestRenderSecrets(t *testing.T) {
+	_, pub, _ := secrets.Keygen()
+	for _, tc := range []struct{ add, want string }{
+		{"release: {}\n", ""},
+		{"release: {}\nsecrets: {file: s.age, recipients: [" + pub + "]}\n", "EnvironmentFile=-/srv/my-app/instances/%i/.rollout/env\n"},
+	} {
+		cfg, err := ParseConfig("rollout.yaml", []byte(validConfig+tc.add))
+		if err != nil {
+			t.Fatal(err)
+		}
+		unit := Render(cfg, cfg.Ports())[0].Content
+		if want := "EnvironmentFile=/etc/my-app/.env\n" + tc.want + "WorkingDirectory="; !strings.Contains(unit, want) {
+			t.Errorf("the unit lacks\n%s\n%s", want, unit)
+		}
 	}
 }
 

@@ -19,6 +19,9 @@ type Artifact struct {
 	// Open opens it from its start; each host's upload (and each try of
 	// one) opens it once.
 	Open func() (io.ReadCloser, error)
+	// EnvExample is its top-level .env.example, if any: the names it
+	// lists are required secrets (secrets:).
+	EnvExample []byte
 }
 
 // progressEvery is how often an upload reports its progress.
@@ -44,14 +47,32 @@ func (d *Deployer) chooseRelease(op string, sessions []*session) (string, error)
 	}
 	id := ""
 	for _, s := range sessions {
-		if have := s.rel.withSum(d.Artifact.SHA256); have > id {
+		if have := s.rel.withSum(d.Artifact.SHA256, d.Secrets.Digest()); have > id {
 			id = have
 		}
 	}
 	if id == "" {
-		id = ReleaseID(time.Now(), d.Version)
+		id = newReleaseID(time.Now(), d.Version, states)
 	}
 	return id, nil
+}
+
+// newReleaseID is a new release's ID: from now, a second later while a
+// host has (or logged) a release of that ID, as a deploy of the same
+// version with other secrets within the same second would.
+func newReleaseID(now time.Time, version string, states []releaseState) string {
+	for {
+		id := ReleaseID(now, version)
+		taken := false
+		for _, st := range states {
+			_, logged := st.latest()[id]
+			taken = taken || st.present[id] || logged
+		}
+		if !taken {
+			return id
+		}
+		now = now.Add(time.Second)
+	}
 }
 
 // ship puts release id on every host that lacks it, all hosts at once:
@@ -103,7 +124,7 @@ func (d *Deployer) upload(ctx context.Context, s *session, id string) error {
 		sent.Store(0)
 		return countingReader{r, &sent}, nil
 	}
-	e := ReleaseEntry{ID: id, Version: d.Version, SHA256: a.SHA256, User: d.Holder.User, Time: time.Now().UTC(), Outcome: ReleaseNew}
+	e := ReleaseEntry{ID: id, Version: d.Version, SHA256: a.SHA256, Secrets: d.Secrets.Digest(), User: d.Holder.User, Time: time.Now().UTC(), Outcome: ReleaseNew}
 	err := s.r.Upload(ctx, e, open)
 	close(done)
 	if err != nil {
@@ -256,7 +277,11 @@ func (d *Deployer) record(ctx context.Context, op, id string, sessions []*sessio
 			entries = append(entries, entry(id, ReleaseReverted))
 			current = id
 		case err == nil:
-			entries = append(entries, entry(id, ReleaseOK))
+			ok := entry(id, ReleaseOK)
+			if s.secrets != nil && op == opDeploy {
+				ok.SecretsChanged = s.secrets.Strings()
+			}
+			entries = append(entries, ok)
 			current = id
 			links := map[int]string{}
 			for _, p := range s.cfg.Ports() {

@@ -91,6 +91,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			rollbackCommand(),
 			promoteCommand(),
 			releasesCommand(),
+			secretsCommand(),
 			scaleCommand(),
 			setupCommand(),
 			renderCommand(),
@@ -304,8 +305,16 @@ func deployAction(c *cli.Context) error {
 			return err
 		}
 		defer cleanup()
+		var example []byte
+		if art != nil {
+			example = art.EnvExample
+		}
+		sec, err := deploySecrets(c, cfg, example)
+		if err != nil {
+			return err
+		}
 		return runNotified(c, cfg, v, o, func(d *deployer.Deployer) (*deployer.Report, error) {
-			d.Artifact, d.Force = art, c.Bool("force")
+			d.Artifact, d.Force, d.Secrets = art, c.Bool("force"), sec
 			return d.Deploy(c.Context)
 		})
 	})

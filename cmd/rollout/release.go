@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -47,7 +48,7 @@ func packArtifact(c *cli.Context, cfg *deployer.Config) (*deployer.Artifact, fun
 	if err != nil {
 		return nil, nil, usageError{err}
 	}
-	return &deployer.Artifact{SHA256: a.SHA256, Size: a.Size, Open: a.Open}, func() { _ = a.Remove() }, nil
+	return &deployer.Artifact{SHA256: a.SHA256, Size: a.Size, Open: a.Open, EnvExample: a.EnvExample}, func() { _ = a.Remove() }, nil
 }
 
 // checkArtifactFlag refuses one --artifact for several apps that ship
@@ -102,7 +103,15 @@ func previewHosts(c *cli.Context, cfg *deployer.Config, version string) ([]deplo
 		defer cleanup()
 		sum = art.SHA256
 	}
-	return deployer.PreviewReleases(c.Context, cfg, version, sum, c.Bool("force"), connector(cfg)), nil
+	digest := ""
+	if cfg.Secrets != nil {
+		sealed, err := os.ReadFile(cfg.Secrets.SecretsFile(c.String("config")))
+		if err != nil {
+			return nil, usageError{fmt.Errorf("secrets.file: %w", err)}
+		}
+		digest = deployer.SecretsDigest(sealed)
+	}
+	return deployer.PreviewReleases(c.Context, cfg, version, sum, digest, c.Bool("force"), connector(cfg)), nil
 }
 
 func rollbackCommand() *cli.Command {

@@ -235,6 +235,16 @@ release-record)
   for id in "$@"; do need_name "a release to remove" "$id"; done
   set -- "$a" "$b" "$c" "$@"
   ;;
+release-secrets)
+  need_count release-secrets $# -eq 3
+  need "the release root" "$1" "$RELEASE_ROOT"
+  need_name "the release" "$2"
+  need_unit "$3"
+  ;;
+secrets-read)
+  need_count secrets-read $# -eq 1
+  need "the release root" "$1" "$RELEASE_ROOT"
+  ;;
 access-read)
   need_count access-read $# -ge 5
   need "the access log" "$1" "$ACCESS_LOG"

@@ -2,7 +2,7 @@
 # release-upload: put a release in place under ROOT/releases/ID. stdin is
 # the release as a gzipped tar; it is written to ID.partial.tgz, its
 # SHA-256 checked (EX_CHECKSUM), unpacked into ID.partial (EX_SPECIAL
-# when it holds a device, fifo or socket file), the shared
+# when it holds a device, fifo or socket file, or .rollout), the shared
 # paths linked in (EX_SHARED when one is neither in ROOT/shared nor in the
 # release), PREPARE run in it as USER:GROUP with a timeout (EX_PREPARE, its
 # output on stderr), then owned root:GROUP, directories 2750, files 0640
@@ -62,6 +62,11 @@ if [ -n "$special" ]; then
   exit "$EX_SPECIAL"
 fi
 find "$part" -perm /6000 -exec chmod ug-s -- {} +
+# .rollout is where the release's secrets go (release-secrets.sh).
+if [ -e "$part/.rollout" ] || [ -L "$part/.rollout" ]; then
+  echo "the release holds .rollout, where rollout keeps the release's secrets: rename it" >&2
+  exit "$EX_SPECIAL"
+fi
 
 for s in "$@"; do
   if [ ! -e "$root/shared/$s" ] && [ ! -L "$root/shared/$s" ]; then

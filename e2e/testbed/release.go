@@ -33,6 +33,10 @@ type Release struct {
 	Healthy     bool     `json:"healthy"`
 	// FailPercent of real requests answer 500 (health checks pass).
 	FailPercent int `json:"failPercent,omitempty"`
+	// EnvHashes serves /envhash?name=NAME: the SHA-256 of the variable.
+	EnvHashes bool `json:"envHashes,omitempty"`
+	// EnvExample, if not empty, is the release's .env.example.
+	EnvExample string `json:"-"`
 }
 
 // GoodRelease is a release that starts and becomes healthy.
@@ -63,6 +67,9 @@ func (r Release) files() (map[string][]byte, error) {
 		return nil, err
 	}
 	files["app.json"] = append(settings, '\n')
+	if r.EnvExample != "" {
+		files[".env.example"] = []byte(r.EnvExample)
+	}
 	return files, nil
 }
 

@@ -12,6 +12,9 @@
 //                but never becomes ready)
 //   failPercent  this share of real requests (not /healthz) answer 500: a
 //                release that passes its health check but fails users
+//   envHashes    true: /envhash?name=NAME answers the SHA-256 of the
+//                variable's value (never the value), so tests can check the
+//                env an instance runs with
 //
 // CRASH_VERSION=V in an instance's environment makes version V exit at once
 // with a FATAL line on that instance only (a host-specific problem that
@@ -20,6 +23,7 @@
 // It listens on BIND_ADDRESS (default 127.0.0.1), port PORT.
 'use strict';
 
+const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
@@ -62,6 +66,12 @@ const server = http.createServer((req, res) => {
   if (url.pathname === '/healthz') {
     if (settings.healthy === false) return reply(res, 503, { status: 'not ready', version });
     return reply(res, 200, { status: 'ok', version, port });
+  }
+  if (url.pathname === '/envhash' && settings.envHashes === true) {
+    const name = url.searchParams.get('name') || '';
+    const value = process.env[name];
+    const sha256 = value === undefined ? null : crypto.createHash('sha256').update(value, 'utf8').digest('hex');
+    return reply(res, 200, { version, port, name, set: value !== undefined, sha256 });
   }
   const chunks = [];
   req.on('data', (c) => chunks.push(c));

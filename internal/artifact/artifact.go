@@ -51,7 +51,17 @@ type Artifact struct {
 	SHA256 string // hex sha256 of the file at Path
 	Size   int64  // bytes of the file at Path
 	Files  int    // regular files in it
+	// EnvExample is the release's top-level .env.example, if any: the
+	// variables the app expects (see secrets.ExampleNames).
+	EnvExample []byte
 }
+
+// maxEnvExample bounds the .env.example Pack keeps.
+const maxEnvExample = 64 << 10
+
+// Reserved is the top-level name rollout keeps in each release on the
+// hosts (the release's secrets): an artifact must not hold it.
+const Reserved = ".rollout"
 
 // entry is one checked entry of an artifact, before it is written out.
 type entry struct {
@@ -412,6 +422,9 @@ func checkTree(entries []entry) (int, error) {
 	}
 	files := 0
 	for _, e := range entries {
+		if e.name == Reserved || strings.HasPrefix(e.name, Reserved+"/") {
+			return 0, fmt.Errorf("entry %q: %s is where rollout keeps the release's secrets on the hosts; rename it", e.name, Reserved)
+		}
 		for p := path.Dir(e.name); p != "."; p = path.Dir(p) {
 			if dir, ok := isDir[p]; ok && !dir {
 				return 0, fmt.Errorf("entry %q: is under %q, which is not a directory", e.name, p)
@@ -447,9 +460,15 @@ func write(entries []entry, tmpDir string) (_ *Artifact, err error) {
 	sum := sha256.New()
 	zw := gzip.NewWriter(io.MultiWriter(f, sum)) // no name, zero ModTime
 	tw := tar.NewWriter(zw)
+	var example []byte
 	for _, e := range entries {
 		if err := writeEntry(tw, e); err != nil {
 			return nil, err
+		}
+		if e.name == ".env.example" && e.typ == tar.TypeReg {
+			if example, err = readExample(e); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := tw.Close(); err != nil {
@@ -466,11 +485,29 @@ func write(entries []entry, tmpDir string) (_ *Artifact, err error) {
 		return nil, err
 	}
 	return &Artifact{
-		Path:   f.Name(),
-		SHA256: hex.EncodeToString(sum.Sum(nil)),
-		Size:   fi.Size(),
-		Files:  files,
+		Path:       f.Name(),
+		SHA256:     hex.EncodeToString(sum.Sum(nil)),
+		Size:       fi.Size(),
+		Files:      files,
+		EnvExample: example,
 	}, nil
+}
+
+// readExample reads the .env.example entry e, bounded.
+func readExample(e entry) ([]byte, error) {
+	if e.size > maxEnvExample {
+		return nil, fmt.Errorf("entry %q: larger than %d bytes", e.name, maxEnvExample)
+	}
+	r, err := e.open()
+	if err != nil {
+		return nil, fmt.Errorf("entry %q: %w", e.name, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, maxEnvExample+1))
+	if err != nil {
+		return nil, fmt.Errorf("entry %q: %w", e.name, err)
+	}
+	return b, nil
 }
 
 // writeEntry writes e's normalized header and, for a regular file, its

@@ -305,6 +305,8 @@ func TestPackRefusesDirectoryEntries(t *testing.T) {
 		{"symlink escapes", map[string]string{"a": "a", "lib/up": "-> ../../outside"}, `entry "lib/up": symlink to "../../outside" escapes the release directory`},
 		{"newline", map[string]string{"a": "a", "b\nc": "x"}, "NUL or a newline"},
 		{"no files", map[string]string{"d/e/": "", "d/l": "-> e"}, "has no files"},
+		{".rollout", map[string]string{"a": "a", ".rollout/env": "X=1"}, `entry ".rollout": .rollout is where rollout keeps the release's secrets on the hosts; rename it`},
+		{".rollout file", map[string]string{"a": "a", ".rollout": "x"}, `entry ".rollout": .rollout is where`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			refused(t, tree(t, tc.files), tc.want)
@@ -546,6 +548,28 @@ func TestPackRoundTrip(t *testing.T) {
 	}
 	if got, err := os.ReadFile(filepath.Join(out, "lib/app/index.js")); err != nil || string(got) != files["index.html"] {
 		t.Errorf("reading through lib/app/index.js: %q, %v", got, err)
+	}
+}
+
+// A top-level .env.example is kept for the deploy's required secrets; one
+// deeper is not.
+func TestPackKeepsEnvExample(t *testing.T) {
+	dir := tree(t, map[string]string{"a": "a", ".env.example": "API_KEY=\n", "sub/.env.example": "OTHER=\n"})
+	a, err := Pack(dir, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Remove()
+	if string(a.EnvExample) != "API_KEY=\n" {
+		t.Errorf("got %q", a.EnvExample)
+	}
+	b, err := Pack(tree(t, map[string]string{"a": "a"}), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Remove()
+	if b.EnvExample != nil {
+		t.Errorf("got %q without one", b.EnvExample)
 	}
 }
 
