@@ -70,6 +70,29 @@ type LockState struct {
 	Holder *LockInfo     `json:"holder,omitempty"`
 	Age    time.Duration `json:"age_ns,omitempty"` // since the holder last refreshed it
 	Stale  bool          `json:"stale,omitempty"`
+	// State is free, held, stale, or unknown when the host could not be
+	// read (Error says why): never free for a host rollout did not read.
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}
+
+// UnknownLock is the state of a host whose lock could not be read.
+func UnknownLock(host string, err error) LockState {
+	return LockState{Host: host, State: "unknown", Error: err.Error()}
+}
+
+// WithState fills State from Held and Stale.
+func (s LockState) WithState() LockState {
+	switch {
+	case s.State == "unknown":
+	case s.Stale:
+		s.State = "stale"
+	case s.Held:
+		s.State = "held"
+	default:
+		s.State = "free"
+	}
+	return s
 }
 
 // LockedError: the host's lock is held by someone else.

@@ -261,6 +261,11 @@ Examples:
 						}
 						writeJSONLine(out.stdout, e)
 					}
+					for i, err := range errs {
+						if err != nil {
+							writeJSONLine(out.stdout, out.doc(map[string]any{"host": cfg.Hosts[i], "state": "unknown", "error": err.Error()}))
+						}
+					}
 				} else {
 					tw := tabwriter.NewWriter(out.stdout, 0, 0, 2, ' ', 0)
 					fmt.Fprintln(tw, "TIME\tHOST\tOP\tVERSION\tOUTCOME\tBY\tTOOK\tERROR")
@@ -270,6 +275,11 @@ Examples:
 							by += " " + e.RunURL
 						}
 						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Host, e.Op, e.Version, e.Outcome, by, e.Duration.Round(time.Millisecond), e.Error)
+					}
+					for i, err := range errs {
+						if err != nil {
+							fmt.Fprintf(tw, "-\t%s\t\t\tUNKNOWN\t\t\t%s\n", cfg.Hosts[i], err)
+						}
 					}
 					tw.Flush()
 				}
@@ -289,6 +299,8 @@ func lockCommand() *cli.Command {
 		fmt.Fprintln(tw, "HOST\tLOCK\tHOLDER\tREFRESHED")
 		for _, s := range states {
 			switch {
+			case s.State == "unknown":
+				fmt.Fprintf(tw, "%s\tUNKNOWN\t\t(%s)\n", s.Host, s.Error)
 			case !s.Held:
 				fmt.Fprintf(tw, "%s\tfree\t\t\n", s.Host)
 			default:
@@ -318,6 +330,18 @@ func lockCommand() *cli.Command {
 			})
 			for i := range states {
 				states[i].Host = cfg.Hosts[i]
+				var locked *deployer.LockedError
+				switch {
+				case errs[i] == nil:
+					states[i] = states[i].WithState()
+				case errors.As(errs[i], &locked):
+					// Read, and held by someone else: what it is is known.
+					states[i] = states[i].WithState()
+					states[i].Error = errs[i].Error()
+				default:
+					// Not read: never shown as free.
+					states[i] = deployer.UnknownLock(cfg.Hosts[i], errs[i])
+				}
 			}
 			show(c, out, states)
 			return hostErrors(errs)
