@@ -49,6 +49,7 @@ unit: deps
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./deployer/
 	$(GO) test -run '^$$' -fuzz '^FuzzUpstreamEdit$$' -fuzztime $(FUZZTIME) ./deployer/
+	$(GO) test -run '^$$' -fuzz '^FuzzFormatRoundTrips$$' -fuzztime $(FUZZTIME) ./internal/secrets/
 
 # Real hosts (root): several go test processes at once, each on a testbed of
 # its own: the e2e package in E2E_SHARDS shares on Debian 12, the core tests
