@@ -60,6 +60,9 @@ type Config struct {
 	LB *LBConfig
 
 	minServing *int // nil: all the other instances of a host
+	// balancer is the lb: section on the config of a balancer host's side
+	// (lbSide), for its helper.
+	balancer *LBConfig
 	// neighbors are the file's other apps on some of the same hosts.
 	neighbors []neighbor
 }

@@ -24,7 +24,7 @@ const helperDir = "/usr/local/lib/rollout"
 // the helper also has start, stop, journal and tail (one command each).
 var helperVerbs = []string{"preflight", "write-upstream", "restart", "app-output",
 	"lock-acquire", "lock-refresh", "lock-release", "lock-status", "history-append", "history-read",
-	"release-state", "release-upload", "release-switch", "release-record", "release-secrets", "secrets-read", "access-read"}
+	"release-state", "release-upload", "release-switch", "release-record", "release-secrets", "secrets-read", "access-read", "haproxy"}
 
 // UsesHelper says whether privileged commands go through the app's helper.
 func (c *Config) UsesHelper() bool { return c.Sudo == sudoHelper }
@@ -80,6 +80,7 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 		}
 		ports = strings.Join(p, " ")
 	}
+	haSocket, haBackend := c.helperHAProxy()
 	var root, prepare, shared string
 	timeout := "0"
 	if r := c.Release; r != nil {
@@ -101,6 +102,7 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 		{"LOCK_DIR", strings.TrimRight(c.StateDir, "/") + "/" + c.App},
 		{"RELEASE_ROOT", root}, {"PREPARE", prepare}, {"PREPARE_TIMEOUT", timeout}, {"SHARED", shared},
 		{"LOG_DIRS", strings.Join(logDirs, "\n")}, {"ACCESS_LOG", c.AccessLogFile()},
+		{"HAPROXY_SOCKET", haSocket}, {"HAPROXY_BACKEND", haBackend},
 	}
 	var b strings.Builder
 	for _, v := range values {

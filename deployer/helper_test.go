@@ -245,12 +245,13 @@ func TestHelperRendered(t *testing.T) {
 	}
 }
 
-// sudo: helper needs a deploy user that is not root, and no lb: yet.
+// sudo: helper needs a deploy user that is not root, and with lb: the
+// ports listed.
 func TestHelperConfig(t *testing.T) {
 	for name, tc := range map[string]struct{ yaml, want string }{
 		"root":                                   {"ssh: {user: root}\n", "helper needs the user it lets run the helper"},
 		"no user":                                {"", "helper needs the user it lets run the helper"},
-		"lb":                                     {"ssh: {user: deploy}\nlb: {hosts: [10.0.0.9], driver: haproxy, backend: app, socket: /run/haproxy/admin.sock}\n", "the balancers have no helper yet"},
+		"lb":                                     {"ssh: {user: deploy}\nlb: {hosts: [10.0.0.9]}\n", ""},
 		"deploy_user root ok with ssh user root": {"ssh: {user: root}\nsetup: {deploy_user: deploy}\n", ""},
 	} {
 		_, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [10.0.0.5]\nports: [3000]\nsudo: helper\nnginx: {upstream_file: /etc/nginx/conf.d/my-app-upstream.conf, upstream: my_app}\n"+tc.yaml))

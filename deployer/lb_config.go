@@ -98,8 +98,8 @@ func (p *parser) readStrMap(key string, dst *map[string]string) {
 // checkLB checks the lb: section: its hosts, none an app host, and the
 // address each app host is reached at from the balancers.
 func (c *Config) checkLB(cs *checks) {
-	if c.LB != nil && c.UsesHelper() {
-		cs.add("sudo", errors.New("helper is for app hosts with their own Nginx; with lb: use auto (the balancers have no helper yet)"))
+	if c.LB != nil && c.UsesHelper() && c.Instances.Auto {
+		cs.add("sudo", errors.New("helper with lb: needs the instances' ports listed (ports:, or base_port with a number of instances): a balancer's helper checks them, and it cannot count the app hosts' cores"))
 	}
 	if c.LB == nil || c.LB.Driver != lbHAProxy {
 		n := len(*cs)
@@ -191,6 +191,7 @@ func (c *Config) lbAddress(h string) string {
 func (c *Config) lbSide() *Config {
 	lc := *c
 	lc.LB = nil
+	lc.balancer = c.LB
 	return &lc
 }
 
@@ -211,4 +212,13 @@ func (c *Config) onBalancers(host string) *Config {
 	lc := *c
 	lc.Nginx.ServerAddress = c.lbAddress(host)
 	return &lc
+}
+
+// helperHAProxy are the socket and backend a balancer host's helper takes
+// (lbSide of driver haproxy); "" on any other host.
+func (c *Config) helperHAProxy() (socket, backend string) {
+	if b := c.balancer; b != nil && b.Driver == lbHAProxy {
+		return b.Socket, b.Backend
+	}
+	return "", ""
 }

@@ -26,7 +26,8 @@ func BalancerFiles(cfg *Config, ports map[string][]int) []ManagedFile {
 				fmt.Fprintf(&lines, "    server %s-%d %s:%d check\n", h, p, cfg.lbAddress(h), p)
 			}
 		}
-		return []ManagedFile{{Path: "/etc/haproxy/haproxy.cfg", Owner: "root:root", Mode: "644", Content: lines.String(), Doc: true}}
+		return append([]ManagedFile{{Path: "/etc/haproxy/haproxy.cfg", Owner: "root:root", Mode: "644", Content: lines.String(), Doc: true}},
+			balancerHelpers(cfg)...)
 	}
 	fmt.Fprintf(&lines, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
 	for _, h := range cfg.Hosts {
@@ -41,6 +42,21 @@ func BalancerFiles(cfg *Config, ports map[string][]int) []ManagedFile {
 			ManagedFile{Host: h, Path: cfg.Nginx.UpstreamFile, Owner: "root:root", Mode: "644", Content: lines.String(), Keep: true},
 			ManagedFile{Host: h, Path: cfg.setupDefaults().SiteFile, Owner: "root:root", Mode: "644", Content: renderSite(cfg)})
 	}
+	return append(files, balancerHelpers(cfg)...)
+}
+
+// balancerHelpers are, with sudo: helper, each balancer host's helper and
+// sudoers drop-in: the helper of the balancer's side, which takes only
+// this app's upstream file and Nginx commands, or its HAProxy socket and
+// backend, and its ports.
+func balancerHelpers(cfg *Config) []ManagedFile {
+	var files []ManagedFile
+	for _, h := range cfg.LB.Hosts {
+		for _, f := range cfg.lbSide().helperFiles() {
+			f.Host = h
+			files = append(files, f)
+		}
+	}
 	return files
 }
 
@@ -48,7 +64,7 @@ func BalancerFiles(cfg *Config, ports map[string][]int) []ManagedFile {
 // BalancerFiles says, then tests and reloads its Nginx; only what differs
 // is changed. With dryRun nothing changes and the result holds a diff.
 func SetupBalancer(ctx context.Context, cfg *Config, host string, conn Conn, dryRun bool, ports map[string][]int) (*SetupResult, error) {
-	lc := cfg.lbSide()
+	lc := cfg.lbSide().asRoot()
 	return setupBalancer(ctx, cfg, host, newSSHRemote(lc, conn), dryRun, ports)
 }
 
@@ -63,16 +79,22 @@ func setupBalancer(ctx context.Context, cfg *Config, host string, r hostSetup, d
 	if len(want.Files) == 0 {
 		return p.res, nil
 	}
+	if cfg.UsesHelper() {
+		want.Dirs = []managedDir{{helperDir, "root:root", "755"}}
+	}
 	found, err := r.SetupInspect(ctx, want)
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)
 	}
+	p.dirs(want.Dirs, found.Dirs)
 	for _, f := range want.Files {
 		if err := p.file(f, found.Files, true); err != nil {
 			return nil, err
 		}
 	}
-	p.nginxCheck(cfg.lbSide().Nginx)
+	if cfg.LB.Driver == lbNginx {
+		p.nginxCheck(cfg.lbSide().Nginx)
+	}
 	return p.apply(ctx, r)
 }
 
@@ -85,7 +107,7 @@ func (d *Deployer) setupBalancers(ctx context.Context, rep *SetupReport, dryRun 
 	if lb == nil {
 		return
 	}
-	if lb.Driver != lbNginx {
+	if lb.Driver != lbNginx && !cfg.UsesHelper() {
 		rep.Balancers = []*SetupResult{{Host: strings.Join(lb.Hosts, ", "),
 			Changes: []string{"none: rollout does not write haproxy.cfg; `rollout render` shows backend " + lb.Backend + "'s server lines to add"}}}
 		return

@@ -99,6 +99,24 @@ func (c *Config) asRoot() *Config {
 	return &root
 }
 
+// dirs creates the directories of want, or sets their owner and mode,
+// where found (path -> "owner mode") differs.
+func (p *setupPlan) dirs(want []managedDir, found map[string]string) {
+	for _, d := range want {
+		have, ok := found[d.path]
+		if have == d.owner+" "+d.mode {
+			continue
+		}
+		if !ok {
+			p.change("create %s (%s %s)", d.path, d.owner, d.mode)
+		} else {
+			p.change("%s: %s -> %s %s", d.path, have, d.owner, d.mode)
+		}
+		owner, group, _ := strings.Cut(d.owner, ":")
+		p.do("dir", d.path, owner, group, d.mode)
+	}
+}
+
 func setupHost(ctx context.Context, cfg *Config, host string, r hostSetup, dryRun bool, now time.Time) (*SetupResult, error) {
 	if !strings.HasSuffix(cfg.unitFile(), "@.service") {
 		return nil, errors.New(`setup writes a template unit: unit must end with "@{port}"`)
@@ -176,20 +194,7 @@ func (p *setupPlan) host(cfg *Config, want setupWant, found setupFound, now time
 		p.change("add %s to group %s", s.User, s.Group)
 		p.do("join", s.User, s.Group)
 	}
-	// The directories.
-	for _, d := range want.Dirs {
-		have, ok := found.Dirs[d.path]
-		if have == d.owner+" "+d.mode {
-			continue
-		}
-		if !ok {
-			p.change("create %s (%s %s)", d.path, d.owner, d.mode)
-		} else {
-			p.change("%s: %s -> %s %s", d.path, have, d.owner, d.mode)
-		}
-		owner, group, _ := strings.Cut(d.owner, ":")
-		p.do("dir", d.path, owner, group, d.mode)
-	}
+	p.dirs(want.Dirs, found.Dirs)
 	// A host in the seed's layout: its code becomes the first release,
 	// before the unit runs instances from their links.
 	if cfg.Release != nil && found.Code == "code" {

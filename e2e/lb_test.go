@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -421,6 +422,71 @@ func TestLBHAProxyDeploy(t *testing.T) {
 	if code != 0 || strings.Count(text, balancers[1].Addr+":in") != fleetHosts*instances {
 		t.Errorf("status (exit %d):\n%s", code, text)
 	}
+
+	// The same with sudo: helper: the app hosts' helper and the balancers'
+	// (which takes only this socket and backend), as rollout render shows
+	// them, and deploy may run nothing else as root; no activation hook
+	// then (it needs sudo), so the deploy restarts what the hosts have.
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := "hooks:\n  host_before:\n    - sudo -n /usr/local/sbin/my-app-activate \"$ROLLOUT_VERSION\"\n"
+	if !strings.Contains(string(b), hook) {
+		t.Fatalf("no activation hook to remove:\n%s", b)
+	}
+	helperCfg := filepath.Join(t.TempDir(), "helper.yaml")
+	if err := os.WriteFile(helperCfg, []byte(strings.Replace(string(b), hook, "", 1)+"sudo: helper\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	installHelpers(t, helperCfg)
+	onlyHelper(t, append(slices.Clone(fleet.Hosts), balancers...)...)
+	if out, err := fleet.Run(context.Background(), balancers[0], "sudo -n /usr/local/lib/rollout/my-app x haproxy /run/haproxy/admin.sock app 100 state 2>&1 | grep -o 'has helper [0-9a-f]*'"); err != nil {
+		t.Fatalf("the balancer's helper: %v\n%s", err, out)
+	}
+	out, _ = deployThroughBalancers(t, helperCfg)
+	if !strings.Contains(out, "deploy v2: ok") {
+		t.Errorf("the deploy with the helpers:\n%s", out)
+	}
+}
+
+// installHelpers writes the helpers and sudoers files rollout render
+// shows for cfg on the fleet's hosts and the balancers, as root (what
+// rollout setup would write; TestLBSetupBareHosts runs setup itself).
+func installHelpers(t *testing.T, cfg string) {
+	t.Helper()
+	out, code := rollout(t, "render", "-c", cfg, "--output", "json")
+	var doc struct {
+		Files []struct{ Host, Path, Owner, Mode, Content string }
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil {
+		t.Fatalf("render exited %d:\n%s", code, out)
+	}
+	n := 0
+	for _, f := range doc.Files {
+		if f.Path != "/usr/local/lib/rollout/my-app" && f.Path != "/etc/sudoers.d/rollout-my-app" {
+			continue
+		}
+		targets := fleet.Hosts
+		if f.Host != "" {
+			targets = nil
+			for _, lb := range balancers {
+				if lb.Addr == f.Host {
+					targets = append(targets, lb)
+				}
+			}
+		}
+		for _, x := range targets {
+			cmd := fmt.Sprintf("sudo -n mkdir -p /usr/local/lib/rollout && sudo -n tee %s >/dev/null && sudo -n chown %s %s && sudo -n chmod %s %s", f.Path, f.Owner, f.Path, f.Mode, f.Path)
+			if out, err := fleet.RunInput(context.Background(), x, cmd, strings.NewReader(f.Content)); err != nil {
+				t.Fatalf("%s: %v\n%s", x.Name, err, out)
+			}
+			n++
+		}
+	}
+	if n != 2*(len(fleet.Hosts)+len(balancers)) {
+		t.Fatalf("render showed %d helper files for %d hosts", n, len(fleet.Hosts)+len(balancers))
+	}
 }
 
 // A server a human put in maintenance is never readied: the deploy stops
@@ -474,6 +540,7 @@ func TestLBSetupBareHosts(t *testing.T) {
 	}
 	noHooks := strings.Replace(string(b), "hooks:\n  host_before:\n    - sudo -n /usr/local/sbin/my-app-activate \"$ROLLOUT_VERSION\"\n", "", 1)
 	noHooks = strings.Replace(noHooks, "nginx:\n  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n", "nginx:\n", 1)
+	noHooks += "sudo: helper\n" // setup installs a helper on the app host and on the balancer
 	if !strings.Contains(noHooks, "nginx:\n  upstream: my_app\n") {
 		t.Fatalf("could not move the upstream file into lb::\n%s", noHooks)
 	}
@@ -506,12 +573,29 @@ func TestLBSetupBareHosts(t *testing.T) {
 	if out, code := rollout(t, "setup", "-c", cfg); code != 0 || !strings.Contains(out, h.Addr+": no changes") || !strings.Contains(out, lb.Addr+": no changes") {
 		t.Errorf("a second setup exited %d or changed something:\n%s", code, out)
 	}
+	// From here on deploy may run only the helpers, on both hosts.
+	onlyHelper(t, h, lb)
 	if _, code := rollout(t, "deploy", "-c", cfg, "--version", "v2"); code != 0 {
 		t.Fatalf("deploy after setup exited %d", code)
 	}
 	for range 8 {
 		if code, v := getVersion(t, "http://"+lb.Addr+"/"); code != 200 || v != "v2" {
 			t.Fatalf("through the balancer: %d, version %q", code, v)
+		}
+	}
+}
+
+// onlyHelper removes deploy's NOPASSWD: ALL from hosts, which must have
+// the app's helper: deploy may then run only the helper as root.
+func onlyHelper(t *testing.T, hosts ...*testbed.Host) {
+	t.Helper()
+	ctx := context.Background()
+	for _, x := range hosts {
+		if out, err := fleet.Run(ctx, x, "sudo -n test -x /usr/local/lib/rollout/my-app && sudo -n rm -f /etc/sudoers.d/deploy"); err != nil {
+			t.Fatalf("%s: %v\n%s", x.Name, err, out)
+		}
+		if out, err := fleet.Run(ctx, x, "sudo -n true"); err == nil {
+			t.Fatalf("%s: deploy still runs anything as root:\n%s", x.Name, out)
 		}
 	}
 }

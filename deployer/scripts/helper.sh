@@ -245,6 +245,28 @@ secrets-read)
   need_count secrets-read $# -eq 1
   need "the release root" "$1" "$RELEASE_ROOT"
   ;;
+haproxy)
+  # On a balancer host (lb: with driver haproxy): this app's backend only.
+  need_count haproxy $# -ge 4
+  [ -n "$HAPROXY_SOCKET" ] || refuse "haproxy: this is not the helper of $APP's HAProxy balancer"
+  need "the runtime API's socket" "$1" "$HAPROXY_SOCKET"
+  need "the backend" "$2" "$HAPROXY_BACKEND"
+  need_uint "the drain timeout" "$3"
+  case $4 in
+  check | state) need_count "haproxy $4" $# -eq 4 ;;
+  apply) ;;
+  *) refuse "haproxy: unknown operation '$4'" ;;
+  esac
+  a=$1 b=$2 c=$3 d=$4
+  shift 4
+  for item in "$@"; do
+    case $item in
+    ready:* | drain:*) need_name "a server" "${item#*:}" ;;
+    *) refuse "haproxy: '$item' is not ready:SERVER or drain:SERVER" ;;
+    esac
+  done
+  set -- "$a" "$b" "$c" "$d" "$@"
+  ;;
 access-read)
   need_count access-read $# -ge 5
   need "the access log" "$1" "$ACCESS_LOG"
