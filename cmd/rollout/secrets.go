@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"filippo.io/age"
@@ -313,7 +314,7 @@ func secretsUnset(c *cli.Context) error {
 		if _, ok := env[n]; !ok {
 			return usageError{fmt.Errorf("%s is not set in %s; nothing was changed", n, f.path)}
 		}
-		if required(f.cfg, n) {
+		if slices.Contains(f.cfg.Secrets.Required, n) {
 			return usageError{fmt.Errorf("%s is in secrets.required: remove it there first; nothing was changed", n)}
 		}
 	}
@@ -326,15 +327,6 @@ func secretsUnset(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.ErrWriter, "rollout: removed %s from %s; deploy to ship it\n", strings.Join(names, ", "), f.path)
 	return nil
-}
-
-func required(cfg *deployer.Config, name string) bool {
-	for _, r := range cfg.Secrets.Required {
-		if r == name {
-			return true
-		}
-	}
-	return false
 }
 
 // deploySecrets are the secrets a deploy of cfg ships (secrets: set):
@@ -356,7 +348,7 @@ func deploySecrets(c *cli.Context, cfg *deployer.Config, example []byte) (*deplo
 			return nil, usageError{fmt.Errorf("the artifact's %w", err)}
 		}
 		for _, n := range names {
-			if !required(f.cfg, n) {
+			if !slices.Contains(f.cfg.Secrets.Required, n) {
 				req = append(req, n)
 			}
 		}
