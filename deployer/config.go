@@ -138,6 +138,9 @@ func DefaultConfig() *Config {
 		LockStaleAfter: time.Minute,
 		Strategy:       defaultStrategy(),
 		Probe:          defaultProbe(),
+		// The file's value, 0 included, replaces these: never a silent
+		// substitution.
+		Setup: SetupConfig{RestartDelay: 2 * time.Second, StartLimit: 3, StartWindow: time.Minute, Listen: 80},
 	}
 }
 
@@ -156,6 +159,9 @@ func (c *Config) SetInstances(n int) error {
 	}
 	if n < 0 || base+n-1 > maxPort {
 		return fmt.Errorf("instances must be 1..%d from base_port %d, got %d", maxPort+1-base, base, n)
+	}
+	if err := tooManyInstances(n); err != nil {
+		return fmt.Errorf("instances %w", err)
 	}
 	c.Instances = Instances{Base: base, Count: n, Auto: n == 0}
 	return nil
@@ -193,6 +199,20 @@ func (c *Config) MinServing() int {
 	}
 	n := len(c.Ports())
 	return max(n-c.Unavailable(n), 0)
+}
+
+// servingFloor says how many instances of a host a drain must leave
+// serving, as the plan and a capacity failure word it: min_serving, and
+// never the host's last one (min_serving: 0 included).
+func (c *Config) servingFloor() string {
+	switch n := c.MinServing(); n {
+	case 0:
+		return "at least 1 other serving (min_serving is 0, but a host's last serving instance is never drained)"
+	case 1:
+		return "at least 1 other serving (min_serving)"
+	default:
+		return fmt.Sprintf("at least %d others serving (min_serving)", n)
+	}
 }
 
 // SetMinServing overrides MinServing (0 included); call Validate afterwards.
@@ -285,11 +305,24 @@ func parseConfig(name string, data []byte) (*Config, error) {
 // reports the problems, one per line, as "key: problem" (the first
 // maxErrors, then how many more).
 func (c *Config) Validate() error {
+	return c.ValidateSet("", func(string) string { return "" })
+}
+
+// ValidateSet is Validate naming where each problem's value came from:
+// setBy(key) for a key set other than by the file (a flag, say, for
+// "hosts" or "parallel"; list keys are asked without their index), file
+// otherwise.
+func (c *Config) ValidateSet(file string, setBy func(key string) string) error {
 	var errs []*configError
 	for _, pr := range c.problems() {
-		errs = append(errs, &configError{key: pr.key, err: pr.err})
+		base, _, _ := strings.Cut(pr.key, "[")
+		from := file
+		if by := setBy(base); by != "" {
+			from = by
+		}
+		errs = append(errs, &configError{file: from, key: pr.key, err: pr.err})
 	}
-	return joinProblems("", errs)
+	return joinProblems(file, errs)
 }
 
 // config reads the file's root node into a Config holding the defaults

@@ -202,3 +202,80 @@ func TestParseConfigManyTypeErrors(t *testing.T) {
 		t.Errorf("got %d lines:\n%.3000v", len(lines), err)
 	}
 }
+
+// Every duration has bounds (a typo of 1ns or 100h is refused, naming the
+// key and the range), explicit zeros are never replaced by a default, and
+// instances per host are capped.
+func TestEveryValueBounded(t *testing.T) {
+	for _, tc := range []struct{ add, want string }{
+		{"drain_timeout: 1ns\n", "drain_timeout: must be 1s..1h, got 1ns"},
+		{"drain_timeout: 100h\n", "drain_timeout: must be 1s..1h, got 100h0m0s"},
+		{"health: {interval: 1ns}\n", "health.interval: must be 10ms..1m, got 1ns"},
+		{"health: {timeout: 1ns}\n", "health.timeout: must be 1s..1h, got 1ns"},
+		{"health: {attempt_timeout: 1ns}\n", "health.attempt_timeout: must be 10ms..1m, got 1ns"},
+		{"health: {min_healthy: 11m}\n", "health.min_healthy: must be 0s..10m, got 11m0s"},
+		{"ssh: {connect_timeout: 1ns}\n", "ssh.connect_timeout: must be 1s..10m, got 1ns"},
+		{"strategy: {batches: [1, 100%], bake: 1ns}\n", "strategy.bake: must be 1s..24h, got 1ns"},
+		{"release: {root: /srv/my-app, artifact: build, prepare_timeout: 1ns}\n", "release.prepare_timeout: must be 1s..2h, got 1ns"},
+		{"probe: {timeout: 1ns}\n", "probe.timeout: must be 10ms..1m, got 1ns"},
+		{"lock_stale_after: 1000h\n", "lock_stale_after: must be 3s..1h, got 1000h0m0s"},
+		{"setup: {restart_sec: 1h}\n", "setup.restart_sec: must be 0s..10m, got 1h0m0s"},
+		{"setup: {listen: 0}\n", "setup.listen: must be"},
+		{"setup: {start_limit_burst: 0}\n", "setup.start_limit_burst: must be at least 1, got 0"},
+	} {
+		t.Run(tc.add, func(t *testing.T) {
+			_, err := ParseConfig("rollout.yaml", []byte(minimal+tc.add))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// An explicit 0 where 0 means something is kept, not replaced.
+	c, err := ParseConfig("rollout.yaml", []byte(minimal+"setup: {restart_sec: 0s}\n"))
+	if err != nil || c.setupDefaults().RestartDelay != 0 {
+		t.Errorf("restart_sec: 0s: %v, %v", c, err)
+	}
+
+	for _, tc := range []struct{ yaml, want string }{
+		{"base_port: 3000\ninstances: 1025\n", "instances: must be at most 1024 instances per host (one per CPU core is usual), got 1025"},
+		{"base_port: 3000\ninstances: 60000\n", "instances: must be at most 1024 instances per host"},
+		{"ports: [" + strings.TrimSuffix(strings.Repeat("3000, ", 1025), ", ") + "]\n", "ports: must be at most 1024 instances per host"},
+	} {
+		body := strings.Replace(minimal, "ports: [3000, 3001, 3002]\n", tc.yaml, 1)
+		if body == minimal {
+			t.Fatalf("minimal has no ports line to replace:\n%s", minimal)
+		}
+		_, err := ParseConfig("rollout.yaml", []byte(body))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "\n") > 12 {
+			t.Errorf("got %v, want %q", err, tc.want)
+		}
+	}
+	c, err = ParseConfig("rollout.yaml", []byte(strings.Replace(minimal, "ports: [3000, 3001, 3002]\n", "base_port: 3000\ninstances: 1024\n", 1)))
+	if err != nil || len(c.Ports()) != MaxInstances {
+		t.Errorf("1024 instances: %v", err)
+	}
+	if err := c.SetInstances(1025); err == nil {
+		t.Error("scale to 1025 accepted")
+	}
+}
+
+// A merge key is refused as what it is, not as a misspelt key; the plan
+// says what min_serving: 0 really does.
+func TestMergeKeysAndServingFloorSaid(t *testing.T) {
+	_, err := ParseConfig("rollout.yaml", []byte(minimal+"health:\n  <<: {timeout: 10s}\n  path: /healthz\n"))
+	if err == nil || !strings.Contains(err.Error(), "rollout.yaml:8: health: YAML merge keys (<<) are not read") || strings.Contains(err.Error(), "did you mean") {
+		t.Errorf("merge key: %v", err)
+	}
+	c, err := ParseConfig("rollout.yaml", []byte(minimal+"min_serving: 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := BuildPlanFor(c, "v1", nil).WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "stop unless the drain leaves at least 1 other serving (min_serving is 0, but a host's last serving instance is never drained)") ||
+		strings.Contains(b.String(), "1 others") {
+		t.Errorf("the plan does not say what min_serving: 0 does:\n%s", b.String())
+	}
+}

@@ -249,6 +249,9 @@ func (p *parser) mapping(path string, known ...string) bool {
 		k, v := n.Content[i], n.Content[i+1]
 		key := join(path, k.Value)
 		switch first, dup := p.lines[key]; {
+		case k.Value == "<<" && k.Tag == "!!merge":
+			p.errs = append(p.errs, &configError{file: p.file, line: k.Line, key: path,
+				err: errors.New("YAML merge keys (<<) are not read: write the keys out (with apps:, the top level is already shared by every app)")})
 		case !slices.Contains(known, k.Value):
 			msg := fmt.Sprintf("unknown key %s (in %s)", quoteValue(k.Value), p.scope.where(path, k.Line))
 			if s := closest(k.Value, known); s != "" {
@@ -380,6 +383,10 @@ func (p *parser) readInstances(dst *Instances) {
 	case hasList && (hasBase || hasCount):
 		p.fail("ports", errors.New("give either ports or base_port with instances, not both"))
 	case hasList:
+		if n, _ := p.list("ports"); tooManyInstances(n) != nil {
+			p.fail("ports", tooManyInstances(n))
+			return
+		}
 		dst.List = p.readPorts("ports")
 	case !hasCount && hasBase:
 		p.fail("base_port", errors.New("needs instances too"))
@@ -421,6 +428,8 @@ func (p *parser) readBaseCount(dst *Instances) {
 		p.fail("base_port", validPort(base))
 	case count < 1:
 		p.fail("instances", fmt.Errorf("must be at least 1, got %d", count))
+	case tooManyInstances(count) != nil:
+		p.fail("instances", tooManyInstances(count))
 	case base+count-1 > maxPort:
 		p.fail("instances", fmt.Errorf("%d instances from base_port %d run past port 65535", count, base))
 	default:

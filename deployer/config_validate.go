@@ -58,7 +58,7 @@ func (c *Config) problems() []problem {
 	c.checkProbe(&cs)
 	c.checkLB(&cs) // and the nginx: section, which the balancers may not use
 	c.Health.check(&cs)
-	cs.add("drain_timeout", positive(c.DrainTimeout))
+	cs.add("drain_timeout", within(c.DrainTimeout, time.Second, time.Hour))
 	for i, l := range c.Logs {
 		cs.add(fmt.Sprintf("logs[%d]", i), validPath(l, true))
 	}
@@ -67,10 +67,10 @@ func (c *Config) problems() []problem {
 	c.releaseProblems(&cs)
 	c.secretsProblems(&cs)
 	cs.add("state_dir", validPath(c.StateDir, false))
-	if err := positive(c.LockStaleAfter); err != nil {
-		cs.add("lock_stale_after", err)
-	} else if c.LockStaleAfter < 3*time.Second {
+	if c.LockStaleAfter < 3*time.Second {
 		cs.add("lock_stale_after", fmt.Errorf("must be at least 3s (the lock is refreshed every third of it), got %s", c.LockStaleAfter))
+	} else {
+		cs.add("lock_stale_after", within(c.LockStaleAfter, 3*time.Second, time.Hour))
 	}
 	if c.Parallel < 1 {
 		cs.add("parallel", fmt.Errorf("must be at least 1, got %d", c.Parallel))
@@ -116,7 +116,7 @@ func (s SSHConfig) check(cs *checks) {
 			}
 		}
 	}
-	cs.add("ssh.connect_timeout", positive(s.ConnectTimeout))
+	cs.add("ssh.connect_timeout", within(s.ConnectTimeout, time.Second, 10*time.Minute))
 	if s.KeepAlive < time.Second || s.KeepAlive > 10*time.Minute {
 		cs.add("ssh.keepalive", fmt.Errorf("must be 1s..10m, got %s", s.KeepAlive))
 	}
@@ -180,17 +180,15 @@ func (h HealthConfig) check(cs *checks) {
 	if h.Status < 100 || h.Status > 599 {
 		cs.add("health.status", fmt.Errorf("must be an HTTP status 100..599, got %d", h.Status))
 	}
-	cs.add("health.timeout", positive(h.Timeout))
-	if err := positive(h.AttemptTimeout); err != nil {
+	cs.add("health.timeout", within(h.Timeout, time.Second, time.Hour))
+	if err := within(h.AttemptTimeout, 10*time.Millisecond, time.Minute); err != nil {
 		cs.add("health.attempt_timeout", err)
 	} else if h.AttemptTimeout > h.Timeout {
 		cs.add("health.attempt_timeout", fmt.Errorf("must not be longer than health.timeout (%s), got %s",
 			h.Timeout, h.AttemptTimeout), "health.timeout")
 	}
-	cs.add("health.interval", positive(h.Interval))
-	if h.MinHealthy < 0 {
-		cs.add("health.min_healthy", fmt.Errorf("must not be negative, got %s", h.MinHealthy))
-	}
+	cs.add("health.interval", within(h.Interval, 10*time.Millisecond, time.Minute))
+	cs.add("health.min_healthy", within(h.MinHealthy, 0, 10*time.Minute))
 }
 
 // check checks that every hook is a command.
@@ -270,10 +268,24 @@ func validCommand(s string) error {
 	return nil
 }
 
-// positive checks that a duration is more than 0.
-func positive(d time.Duration) error {
-	if d <= 0 {
-		return fmt.Errorf("must be more than 0, got %s", d)
+// within checks that d is lo..hi: every duration has bounds, since "1ns"
+// or "100h" is a typo, never what was meant.
+func within(d, lo, hi time.Duration) error {
+	if d < lo || d > hi {
+		return fmt.Errorf("must be %s..%s, got %s", shortDuration(lo), shortDuration(hi), d)
 	}
 	return nil
 }
+
+// shortDuration is d as written in a config: "1m", not "1m0s".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+

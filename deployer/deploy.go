@@ -134,6 +134,8 @@ func (d *Deployer) run(ctx context.Context, op string) (*Report, error) {
 	}
 	if err == nil {
 		err = d.roll(ctx, op, sessions, rep)
+	} else {
+		noteEarlyFailures(rep, err)
 	}
 	rep.Duration = time.Since(start)
 	if op == opDeploy {
@@ -164,7 +166,7 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 	probe := d.startProbes(ctx, sessions)
 	errs, paused := d.runBatches(ctx, op, sessions, rep, stop)
 	if stop.lockLost.Load() && errs == nil {
-		errs = multierror.Append(errs, errors.New("the deploy lock was taken over by someone else: stopped before the next instance"))
+		errs = appendErr(errs, errors.New("the deploy lock was taken over by someone else: stopped before the next instance"))
 	}
 	markUnfinished(rep, sessions, paused, ctx.Err() != nil)
 	var rv *revertResult
@@ -173,11 +175,11 @@ func (d *Deployer) roll(ctx context.Context, op string, sessions []*session, rep
 		rv.to, rv.err = d.revert(ctx, rep.Release, sessions)
 		rep.Reverted = rv.summary(ctx, d, sessions)
 		if rv.err != nil {
-			errs = multierror.Append(errs, rv.err)
+			errs = appendErr(errs, rv.err)
 		}
 	}
 	if perr := probe.stop(d, rep); perr != nil {
-		errs = multierror.Append(errs, perr)
+		errs = appendErr(errs, perr)
 		failProbed(rep, perr)
 	}
 	if rep.Release != "" {
@@ -319,7 +321,7 @@ func (d *Deployer) runBatches(ctx context.Context, op string, sessions []*sessio
 		if !last && d.Config.Strategy.Bake > 0 {
 			if err := d.bake(ctx, stop.c, sessions, b, rep); err != nil {
 				if !errors.Is(err, ErrStopped) {
-					errs = multierror.Append(errs, err)
+					errs = appendErr(errs, err)
 				}
 				stop.halt()
 				return errs, false
@@ -438,10 +440,10 @@ func (d *Deployer) batch(ctx context.Context, op string, sessions []*session, qu
 					r.Outcome, r.Error = HostStopped, herr.Error()
 				case ctx.Err() != nil && !errors.Is(herr, ErrUnreachable): // a host lost is a failure, interrupted or not
 					r.Outcome, r.Error = HostInterrupted, herr.Error()
-					*errs = multierror.Append(*errs, herr)
+					*errs = appendErr(*errs, herr)
 				default:
 					r.Outcome, r.Error = HostFailed, herr.Error()
-					*errs = multierror.Append(*errs, herr)
+					*errs = appendErr(*errs, herr)
 					halt()
 				}
 				mu.Unlock()

@@ -3,6 +3,10 @@ package deployer
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
 )
 
 var (
@@ -18,6 +22,16 @@ var (
 	ErrRestarted = errors.New("instance was restarted by systemd")
 )
 
+// UnreachableError is a host that could not be connected to: nothing was
+// read or changed on it.
+type UnreachableError struct {
+	Host string
+	Err  error
+}
+
+func (e *UnreachableError) Error() string { return e.Host + ": " + e.Err.Error() }
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
 // StepError is a failure of one step on one host (Port 0: the host itself).
 type StepError struct {
 	Host string
@@ -29,12 +43,18 @@ type StepError struct {
 	Output string
 	// LeftOut is true when the instance was left out of Nginx.
 	LeftOut bool
+	// Took is how long the host had been at it when the step failed (0:
+	// not measured; the progress line has the step's own time).
+	Took time.Duration
 }
 
 func (e *StepError) Error() string {
 	where := e.Host
 	if e.Port != 0 {
 		where = fmt.Sprintf("%s:%d", e.Host, e.Port)
+	}
+	if e.Took > 0 {
+		where += fmt.Sprintf(" (after %s)", e.Took.Round(max(time.Microsecond, e.Took/1000)))
 	}
 	msg := fmt.Sprintf("%s %s: %v", e.Step, where, e.Err)
 	if where == "" {
@@ -47,3 +67,49 @@ func (e *StepError) Error() string {
 }
 
 func (e *StepError) Unwrap() error { return e.Err }
+
+// appendErr aggregates failures as multierror.Append does, written one
+// per line with nothing around them.
+func appendErr(errs error, more ...error) *multierror.Error {
+	merr := multierror.Append(errs, more...)
+	merr.ErrorFormat = errorLines
+	return merr
+}
+
+// errorLines is one failure per line.
+func errorLines(errs []error) string {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// noteEarlyFailures puts the failures of the checks before any change
+// (connect, preflight, lock) into the report's rows: each failed host's
+// error and the time it took; the others say why they did not start.
+func noteEarlyFailures(rep *Report, err error) {
+	var merr *multierror.Error
+	errs := []error{err}
+	if errors.As(err, &merr) {
+		errs = merr.WrappedErrors()
+	}
+	failed := map[string]*StepError{}
+	for _, e := range errs {
+		var se *StepError
+		if errors.As(e, &se) && se.Host != "" {
+			failed[se.Host] = se
+		}
+	}
+	for i := range rep.Hosts {
+		r := &rep.Hosts[i]
+		if r.Outcome != HostNotStarted || r.Error != "" {
+			continue
+		}
+		if se, ok := failed[r.Host]; ok {
+			r.Error, r.Duration = fmt.Sprintf("%s: %v", se.Step, se.Err), se.Took
+			continue
+		}
+		r.Error = "nothing changed: the checks before any change failed"
+	}
+}

@@ -118,7 +118,7 @@ func (h *hostRun) drain(ctx context.Context, ports []int) error {
 			}
 		}
 		if out > 0 && len(serving)-out < need {
-			err := fmt.Errorf("%w: draining %s would leave %d serving, min_serving is %d", ErrCapacity, portList(ports), len(serving)-out, need)
+			err := fmt.Errorf("%w: draining %s would leave %d serving; it must leave %s", ErrCapacity, portList(ports), len(serving)-out, h.cfg.servingFloor())
 			h.emit(port, StepCapacity, StatusFail, t0, err.Error())
 			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: err}
 		}

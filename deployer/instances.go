@@ -1,9 +1,25 @@
 package deployer
 
-import "slices"
+import (
+	"fmt"
+	"slices"
+)
 
 // maxPort is the highest TCP port.
 const maxPort = 65535
+
+// MaxInstances bounds the instances of one host: a typo of 6000 for 6
+// would otherwise enable thousands of units (and plan them all).
+const MaxInstances = 1024
+
+// tooManyInstances says why n instances per host are refused, nil when
+// they are not.
+func tooManyInstances(n int) error {
+	if n > MaxInstances {
+		return fmt.Errorf("must be at most %d instances per host (one per CPU core is usual), got %d", MaxInstances, n)
+	}
+	return nil
+}
 
 // Instances are the ports of a host's instances: an explicit list (ports:),
 // or base_port with a count (instances: N) or one per CPU core (instances: auto).

@@ -58,7 +58,7 @@ func (d *Deployer) connectBalancers(ctx context.Context) (*balancers, error) {
 			conn, err := d.Connect(ctx, host)
 			if err != nil {
 				err = fmt.Errorf("load balancer: %w", err)
-				errs[i] = &StepError{Host: host, Step: StepPreflight, Err: err}
+				errs[i] = &StepError{Host: host, Step: StepPreflight, Err: err, Took: time.Since(t0)}
 				d.emit(Event{Host: host, Step: StepPreflight, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
 				return
 			}

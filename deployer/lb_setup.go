@@ -128,11 +128,12 @@ func (d *Deployer) setupBalancers(ctx context.Context, rep *SetupReport, dryRun 
 		go func() {
 			defer wg.Done()
 			conn, err := d.Connect(ctx, host)
-			if err == nil {
-				defer conn.Close()
-				rep.Balancers[i], err = SetupBalancer(ctx, cfg, host, conn, dryRun, ports)
-			}
 			if err != nil {
+				errs[i] = fmt.Errorf("load balancer %w", &UnreachableError{Host: host, Err: err})
+				return
+			}
+			defer conn.Close()
+			if rep.Balancers[i], err = SetupBalancer(ctx, cfg, host, conn, dryRun, ports); err != nil {
 				errs[i] = fmt.Errorf("load balancer %s: %w", host, err)
 			}
 		}()

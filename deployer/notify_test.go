@@ -28,8 +28,8 @@ func TestNotifyConfig(t *testing.T) {
 		{"bad env name", "notify: {url_env: \"MY-URL\"}\n", nil,
 			`c.yaml:7: notify.url_env: must be an environment variable name (letters, digits, _), got "MY-URL"`},
 		{"long timeout", "notify: {timeout: 5m}\n", nil,
-			"c.yaml:7: notify.timeout: must be at most 1m (a notification never holds up the deploy for long), got 5m0s"},
-		{"zero timeout", "notify: {timeout: 0s}\n", nil, "c.yaml:7: notify.timeout: must be more than 0, got 0s"},
+			"c.yaml:7: notify.timeout: must be 100ms..1m, got 5m0s"},
+		{"zero timeout", "notify: {timeout: 0s}\n", nil, "c.yaml:7: notify.timeout: must be 100ms..1m, got 0s"},
 		{"not a mapping", "notify: slack\n", nil, `c.yaml:7: notify: must be a mapping of keys, got "slack"`},
 	}
 	for _, tt := range tests {

@@ -181,7 +181,7 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 			}
 			ip.Steps = []Step{
 				{Name: StepCapacity, Does: fmt.Sprintf(
-					"health-check every instance (%s); those drained in %s as last read do not count; stop unless at least %d others stay serving", strings.Replace(health, "%d", "PORT", 1), bp.what, max(cfg.MinServing(), 1))},
+					"health-check every instance (%s); those drained in %s as last read do not count; stop unless the drain leaves %s", strings.Replace(health, "%d", "PORT", 1), bp.what, cfg.servingFloor())},
 				bp.drain([]int{port}, back),
 				bp.wait([]int{port}),
 				restart,

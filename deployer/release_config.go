@@ -107,11 +107,7 @@ func (c *Config) releaseProblems(cs *checks) {
 	if r.Prepare != "" {
 		cs.add("release.prepare", validCommand(r.Prepare))
 	}
-	if err := positive(r.PrepareTimeout); err != nil {
-		cs.add("release.prepare_timeout", err)
-	} else if r.PrepareTimeout > maxPrepareTimeout {
-		cs.add("release.prepare_timeout", fmt.Errorf("must be at most 2h, got %s", r.PrepareTimeout))
-	}
+	cs.add("release.prepare_timeout", within(r.PrepareTimeout, time.Second, maxPrepareTimeout))
 	if r.OnFailure != OnFailureRevert && r.OnFailure != OnFailureHalt {
 		cs.add("release.on_failure", fmt.Errorf("must be %s or %s, got %s", OnFailureRevert, OnFailureHalt, quoteValue(r.OnFailure)))
 	}

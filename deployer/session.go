@@ -79,7 +79,7 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 				s.cfg, err = resolveHost(ctx, cfg, host, d.newRemote(cfg, conn))
 			}
 			if err != nil {
-				errs[i] = &StepError{Host: host, Step: StepPreflight, Err: err}
+				errs[i] = &StepError{Host: host, Step: StepPreflight, Err: err, Took: time.Since(s.t0)}
 				d.emit(Event{Host: host, Step: StepPreflight, Status: StatusFail, Duration: time.Since(s.t0), Message: err.Error()})
 				return
 			}
@@ -111,6 +111,9 @@ func resolveHost(ctx context.Context, cfg *Config, host string, r interface {
 		n, err := cores()
 		if err != nil {
 			return nil, fmt.Errorf("count CPU cores for instances: auto: %w", err)
+		}
+		if err := tooManyInstances(n); err != nil {
+			return nil, fmt.Errorf("instances: auto (%d cores here): %w: give instances a number", n, err)
 		}
 		hc = cfg.ForCores(n)
 		var cs checks
@@ -147,7 +150,7 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 		}
 		if err != nil {
 			d.emit(Event{Host: s.host, Step: StepPreflight, Status: StatusFail, Duration: time.Since(s.t0), Message: err.Error()})
-			return &StepError{Host: s.host, Step: StepPreflight, Err: err}
+			return &StepError{Host: s.host, Step: StepPreflight, Err: err, Took: time.Since(s.t0)}
 		}
 		e := Event{Host: s.host, Step: StepPreflight, Status: StatusOK, Duration: time.Since(s.t0)}
 		if len(missing) > 0 {
@@ -158,7 +161,7 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 		lock, err := acquireLock(ctx, s.cfg, s.host, s.r, d.Holder, d.BreakStaleLock)
 		if err != nil {
 			d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
-			return &StepError{Host: s.host, Step: StepLock, Err: err}
+			return &StepError{Host: s.host, Step: StepLock, Err: err, Took: time.Since(s.t0)}
 		}
 		s.lock = lock
 		le := Event{Host: s.host, Step: StepLock, Status: StatusOK, Duration: time.Since(t0)}
@@ -181,7 +184,7 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 		defer func() { s.lock = nil }()
 		return s.lock.Release(cctx)
 	})
-	return multierror.Append(err, rerr).ErrorOrNil()
+	return appendErr(err, rerr).ErrorOrNil()
 }
 
 func closeSessions(sessions []*session) {
@@ -199,7 +202,7 @@ func joinErrors(errs []error) error {
 	var merr *multierror.Error
 	for _, e := range errs {
 		if e != nil {
-			merr = multierror.Append(merr, e)
+			merr = appendErr(merr, e)
 		}
 	}
 	return merr.ErrorOrNil()

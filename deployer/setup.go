@@ -346,7 +346,13 @@ func (r *SetupReport) Err() error {
 	if len(r.Errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("setup failed on %d host(s)", len(r.Errs))
+	for _, e := range r.Errs {
+		var u *UnreachableError
+		if !errors.As(e, &u) {
+			return fmt.Errorf("setup failed on %d host(s)", len(r.Errs))
+		}
+	}
+	return &UnreachableError{Host: "setup", Err: fmt.Errorf("%d host(s) could not be reached: nothing was set up there", len(r.Errs))}
 }
 
 // Setup prepares every host at once (see Setup), each under its deploy

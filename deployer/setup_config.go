@@ -1,7 +1,6 @@
 package deployer
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -76,18 +75,6 @@ func (c *Config) setupDefaults() SetupConfig {
 	def(&s.MemoryMax, "1G")
 	def(&s.SiteFile, "/etc/nginx/conf.d/"+c.App+"-site.conf")
 	def(&s.ServerName, "_")
-	if s.RestartDelay == 0 {
-		s.RestartDelay = 2 * time.Second
-	}
-	if s.StartLimit == 0 {
-		s.StartLimit = 3
-	}
-	if s.StartWindow == 0 {
-		s.StartWindow = time.Minute
-	}
-	if s.Listen == 0 {
-		s.Listen = 80
-	}
 	return s
 }
 
@@ -126,9 +113,8 @@ func (c *Config) setupProblems() []problem {
 		check("setup.exec_start", match(execRE, s.ExecStart, "an absolute program path and plain arguments (letters, digits, . _ / = : , + @ - and %i)"))
 	}
 	check("setup.memory_max", match(memoryRE, s.MemoryMax, `a size like 512M or 1G, a percentage, or infinity`))
-	if s.RestartDelay < 0 || s.StartWindow < 0 {
-		check("setup.restart_sec", errors.New("must not be negative"))
-	}
+	check("setup.restart_sec", within(s.RestartDelay, 0, 10*time.Minute))
+	check("setup.start_limit_interval", within(s.StartWindow, 0, 24*time.Hour))
 	if s.StartLimit < 1 {
 		check("setup.start_limit_burst", fmt.Errorf("must be at least 1, got %d", s.StartLimit))
 	}

@@ -147,7 +147,7 @@ func EachHost(ctx context.Context, cfg *Config, connect func(context.Context, st
 			defer wg.Done()
 			conn, err := connect(ctx, host)
 			if err != nil {
-				errs[i] = fmt.Errorf("%s: %w", host, err)
+				errs[i] = &UnreachableError{Host: host, Err: err}
 				return
 			}
 			defer conn.Close()

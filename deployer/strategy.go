@@ -192,8 +192,8 @@ func (c *Config) checkBatches(cs *checks) {
 			cs.add("strategy.batches", fmt.Errorf("at most %d batches, got %d", maxBatches, len(st.Batches)))
 		}
 	}
-	if st.Bake > maxBake {
-		cs.add("strategy.bake", fmt.Errorf("must be at most 24h, got %s", st.Bake))
+	if st.Bake != 0 {
+		cs.add("strategy.bake", within(st.Bake, time.Second, maxBake))
 	}
 	if st.Bake > 0 && len(st.Batches) < 2 {
 		cs.add("strategy.bake", errors.New("bakes after each batch but the last: it needs strategy.batches with at least two batches, e.g. [1, 100%]"))
@@ -315,9 +315,7 @@ func (c *Config) checkProbe(cs *checks) {
 	if pc.Interval < 10*time.Millisecond || pc.Interval > time.Minute {
 		cs.add("probe.interval", fmt.Errorf("must be 10ms..1m, got %s", pc.Interval))
 	}
-	if pc.Timeout <= 0 || pc.Timeout > time.Minute {
-		cs.add("probe.timeout", fmt.Errorf("must be more than 0 and at most 1m, got %s", pc.Timeout))
-	}
+	cs.add("probe.timeout", within(pc.Timeout, 10*time.Millisecond, time.Minute))
 	if pc.VersionHeader != "" {
 		cs.add("probe.version_header", match(headerRE, pc.VersionHeader, "an HTTP header name"))
 	}

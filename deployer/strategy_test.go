@@ -117,7 +117,7 @@ func TestDrainGroupCapacity(t *testing.T) {
 	}
 	hr := &hostRun{d: d, cfg: d.Config, host: "web1", remote: h, bal: bal, servers: srv, health: newHealthCheck(d.Config, h.DialContext, h)}
 	err = hr.drain(testCtx(t), []int{3000, 3001})
-	if !errors.Is(err, ErrCapacity) || !strings.Contains(err.Error(), "draining 3000, 3001 would leave 1 serving, min_serving is 2") {
+	if !errors.Is(err, ErrCapacity) || !strings.Contains(err.Error(), "draining 3000, 3001 would leave 1 serving; it must leave at least 2 others serving (min_serving)") {
 		t.Fatalf("err = %v, want a capacity failure", err)
 	}
 	if len(h.writes) != 0 {

@@ -88,12 +88,12 @@ func (w *Watcher) pollHost(ctx context.Context, host string, lbs Balancers) (Hos
 	defer cancel()
 	conn, err := w.conn(ctx, host)
 	if err != nil {
-		return HostStatus{Host: host, Error: fmt.Sprintf("unreachable: %v", err)}, "", nil
+		return HostStatus{Host: host, Error: err.Error()}, "", nil
 	}
 	if _, err := newSSHRemote(w.Config, conn).Alive(ctx); err != nil {
 		w.drop(host)
 		if conn, err = w.conn(ctx, host); err != nil {
-			return HostStatus{Host: host, Error: fmt.Sprintf("unreachable: %v", err)}, "", nil
+			return HostStatus{Host: host, Error: err.Error()}, "", nil
 		}
 	}
 	hs := Status(ctx, w.Config, host, conn, lbs)

@@ -287,7 +287,7 @@ func TestPauseThenPromoteOrRollback(t *testing.T) {
 		if lock, _ := rollout(t, "lock", "status", "-c", cfg); !strings.Contains(lock, "free") {
 			t.Errorf("the lock is held while paused:\n%s", lock)
 		}
-		if plan, _ := rollout(t, "plan", "-c", cfg, "--version", "v9", "--live"); strings.Count(plan, "now: mid-rollout, paused after the canary on release "+run.report.Release) != len(fleet.Hosts) {
+		if plan, _ := rollout(t, "plan", "-c", cfg, "--version", "v9", "--artifact", artifactDir(t, r), "--live"); strings.Count(plan, "now: mid-rollout, paused after the canary on release "+run.report.Release) != len(fleet.Hosts) {
 			t.Errorf("plan --live does not say the rollout is paused:\n%s", plan)
 		}
 		return run

@@ -36,14 +36,14 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 
 	auth, closeAgent, err := authMethod(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("ssh %s: %w", who, err)
+		return nil, &LocalError{Host: who, Err: err}
 	}
 	defer closeAgent()
 	clientCfg := &ssh.ClientConfig{User: cfg.User, Auth: []ssh.AuthMethod{auth}}
 	if cfg.InsecureIgnoreHostKey {
 		clientCfg.HostKeyCallback = ssh.InsecureIgnoreHostKey()
 	} else if clientCfg.HostKeyCallback, clientCfg.HostKeyAlgorithms, err = hostKeyCheck(cfg, addr); err != nil {
-		return nil, fmt.Errorf("ssh %s: %w", who, err)
+		return nil, &LocalError{Host: who, Err: err}
 	}
 
 	dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
@@ -90,6 +90,45 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	return cl, nil
 }
+
+// LocalError is a problem on this machine, not on the host: a key that
+// cannot be read or parsed, no key at all, a known_hosts that cannot be
+// read. Nothing was sent to the host.
+type LocalError struct {
+	Host string // user@host:port it was for
+	Err  error
+}
+
+func (e *LocalError) Error() string { return fmt.Sprintf("ssh %s: %v", e.Host, e.Err) }
+func (e *LocalError) Unwrap() error { return e.Err }
+
+// CheckLocal checks what Dial would read on this machine (the key files
+// and data, an agent when there is no key, the known_hosts files and
+// data) without connecting: a *LocalError says what is wrong. A
+// passphrase-protected key file passes; Dial asks for its passphrase.
+func CheckLocal(cfg Config) error {
+	who := cfg.User + "@" + net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	cfg.Passphrase = func(string) ([]byte, error) { return nil, errPassphraseLater }
+	_, closeAgent, err := authMethod(cfg)
+	if errors.Is(err, errPassphraseLater) {
+		err = nil
+	}
+	if err != nil {
+		return &LocalError{Host: who, Err: err}
+	}
+	if closeAgent != nil {
+		closeAgent()
+	}
+	if cfg.InsecureIgnoreHostKey {
+		return nil
+	}
+	if _, _, err := hostKeyCheck(cfg, net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))); err != nil {
+		return &LocalError{Host: who, Err: err}
+	}
+	return nil
+}
+
+var errPassphraseLater = errors.New("passphrase asked when dialing")
 
 // authMethod offers the key files' signers, then the agent's, in a single
 // publickey method (x/crypto tries each method name only once).
@@ -138,7 +177,7 @@ func authMethod(cfg Config) (ssh.AuthMethod, func(), error) {
 		}
 	}
 	if len(signers) == 0 && ag == nil {
-		return nil, nil, errors.New("no SSH key: give a key file or run ssh-agent")
+		return nil, nil, errors.New("no SSH key, and no ssh-agent")
 	}
 	return ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
 		if ag == nil {

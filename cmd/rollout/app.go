@@ -8,21 +8,47 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"github.com/xrash/smetrics"
 
 	"github.com/rollout-dev/rollout/deployer"
+	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// Exit codes, mapped from errors in one place (exitCode).
+// Exit codes, mapped from errors in one place (exitCode), the same for
+// every command.
 const (
 	exitOK          = 0
-	exitFailed      = 1   // the rollout failed on some host
-	exitUsage       = 2   // bad flags or config
-	exitPreflight   = 3   // a check before any change failed, or the release's upload or prepare: nothing that runs changed
-	exitInterrupted = 130 // Ctrl-C or SIGTERM
+	exitFailed      = 1
+	exitUsage       = 2
+	exitPreflight   = 3
+	exitInterrupted = 130
 )
+
+// exitCodes is the table --help, the man page and the README show (a test
+// holds the README to it).
+var exitCodes = []struct {
+	code    int
+	meaning string
+}{
+	{exitOK, "done: every host deployed, every instance serving, every host read"},
+	{exitFailed, "failed on a host after the checks (see the summary), or an instance is not serving (status, watch --once)"},
+	{exitUsage, "a local mistake, before anything connects: bad flags, arguments, config, secrets, an artifact refused, or an SSH key or known_hosts on this machine that cannot be used (the flag, variable or file is named)"},
+	{exitPreflight, "nothing changed where it failed: a host could not be reached or read, or a check before any change failed (host key, sudo, units, nginx -t, the upstream, the release layout, a lock held by someone else, a local before-hook, the release's upload or prepare, no release to roll back to, no paused rollout, the probe's target)"},
+	{exitInterrupted, "interrupted (Ctrl-C, SIGTERM): the instance in progress went back into the balancer if healthy, stayed out if not"},
+}
+
+// exitCodesText is the table as --help and the man page print it.
+func exitCodesText() string {
+	var b strings.Builder
+	b.WriteString("Exit codes (every command):\n")
+	for _, e := range exitCodes {
+		fmt.Fprintf(&b, "   %-4d %s\n", e.code, e.meaning)
+	}
+	return b.String()
+}
 
 // usageError marks errors in flags or config.
 type usageError struct{ err error }
@@ -34,15 +60,22 @@ func exitCode(err error, interrupted bool, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(stderr, "rollout:", err)
+	// One line per failure, each saying it is rollout's.
+	for _, line := range strings.Split(strings.TrimRight(err.Error(), "\n"), "\n") {
+		fmt.Fprintln(stderr, "rollout:", line)
+	}
 	var ue usageError
+	var le *sshexec.LocalError
 	var se *deployer.StepError
+	var unreachable *deployer.UnreachableError
 	switch {
 	case interrupted:
 		return exitInterrupted
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.As(err, &le), strings.HasPrefix(err.Error(), "Required flag"):
 		return exitUsage
 	case errors.As(err, &se) && (se.Step == deployer.StepPreflight || se.Step == deployer.StepLock || se.Step == deployer.StepUpload || (se.Step == deployer.StepHook && se.Host == "local")):
+		return exitPreflight
+	case errors.As(err, &unreachable):
 		return exitPreflight
 	default:
 		return exitFailed
@@ -50,9 +83,16 @@ func exitCode(err error, interrupted bool, stderr io.Writer) int {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
-		Name:      "rollout",
-		Usage:     "zero-downtime rolling restarts of systemd instances behind Nginx, over SSH",
+	app := &cli.App{
+		Name:  "rollout",
+		Usage: "zero-downtime rolling restarts of systemd instances behind Nginx, over SSH",
+		Description: `rollout rolls a release through a fleet of systemd template instances,
+one instance at a time: drain it from the balancer, wait for its requests,
+restart it, wait until it is active and healthy, put it back. It installs
+nothing resident on the servers. Start with rollout init; rollout plan
+prints every step without touching anything.
+
+` + exitCodesText(),
 		Version:   version,
 		Writer:    stdout,
 		ErrWriter: stderr,
@@ -105,21 +145,107 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			completionCommand(),
 			manCommand(),
 		},
+		Action: unknownCommand,
+	}
+	refuseExtraArgs(app.Commands)
+	return app
+}
+
+// unknownCommand runs for "rollout WORD" when WORD is no command; plain
+// "rollout" prints the help.
+func unknownCommand(c *cli.Context) error {
+	sub := c.Command != nil && len(c.Command.Subcommands) > 0 && c.Command.Name != c.App.Name
+	if !c.Args().Present() {
+		if sub {
+			return cli.ShowSubcommandHelp(c)
+		}
+		return cli.ShowAppHelp(c)
+	}
+	name, cmds, where := c.Args().First(), c.App.Commands, "rollout"
+	if sub {
+		cmds, where = c.Command.Subcommands, c.Command.FullName()
+		if !strings.HasPrefix(where, "rollout") {
+			where = "rollout " + where
+		}
+	}
+	var names []string
+	for _, cmd := range cmds {
+		names = append(names, cmd.Names()...)
+	}
+	return usageError{fmt.Errorf("unknown command %q%s (%s --help lists them)", name, didYouMean(name, names, ""), where)}
+}
+
+// didYouMean is `: did you mean "X"?` for the candidate closest to name,
+// or "" when none is close.
+func didYouMean(name string, candidates []string, prefix string) string {
+	best, score := "", 0.0
+	for _, c := range candidates {
+		if s := smetrics.JaroWinkler(name, c, 0.7, 4); s > score {
+			best, score = c, s
+		}
+	}
+	if score < 0.8 {
+		return ""
+	}
+	return fmt.Sprintf(": did you mean %q?", prefix+best)
+}
+
+// refuseExtraArgs makes every command that takes no arguments refuse
+// them (a flag after an argument is one: urfave/cli stops parsing flags
+// at the first argument).
+func refuseExtraArgs(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		refuseExtraArgs(cmd.Subcommands)
+		if len(cmd.Subcommands) > 0 && cmd.Action == nil {
+			cmd.Action = unknownCommand
+		}
+		if cmd.ArgsUsage != "" || cmd.Action == nil || len(cmd.Subcommands) > 0 {
+			continue
+		}
+		action := cmd.Action
+		cmd.Action = func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				hint := ""
+				if strings.HasPrefix(c.Args().Get(1), "-") || strings.HasPrefix(c.Args().First(), "-") {
+					hint = " (flags go before any argument)"
+				}
+				return usageError{fmt.Errorf("%s takes no arguments, got %q%s", c.Command.FullName(), strings.Join(c.Args().Slice(), " "), hint)}
+			}
+			return action(c)
+		}
 	}
 }
 
-func onUsageError(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+// onUsageError marks a flag error as a usage error, with the closest flag
+// for an unknown one.
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	const undefined = "flag provided but not defined: "
+	if rest, ok := strings.CutPrefix(err.Error(), undefined); ok {
+		name := strings.TrimLeft(rest, "-")
+		var names []string
+		flags := c.App.Flags
+		if c.Command != nil && len(c.Command.Flags) > 0 {
+			flags = c.Command.Flags
+		}
+		for _, f := range flags {
+			names = append(names, f.Names()...)
+		}
+		names = append(names, "help")
+		return usageError{fmt.Errorf("unknown flag --%s%s", name, didYouMean(name, names, "--"))}
+	}
+	return usageError{err}
+}
 
 // overrideFlags override the config file; each has a ROLLOUT_* variable.
 func overrideFlags() []cli.Flag {
 	return append(connFlags(),
 		&cli.StringFlag{Name: "version", EnvVars: []string{"ROLLOUT_VERSION"}, Usage: "release version (passed to hooks as ROLLOUT_VERSION)"},
-		&cli.IntFlag{Name: "parallel", EnvVars: []string{"ROLLOUT_PARALLEL"}, Usage: "hosts deployed at once"},
-		&cli.IntFlag{Name: "min-serving", EnvVars: []string{"ROLLOUT_MIN_SERVING"}, Usage: "instances per host that must keep serving (default: all others)"},
+		&cli.IntFlag{Name: "parallel", EnvVars: []string{"ROLLOUT_PARALLEL"}, DefaultText: fromConfig("parallel", deployer.DefaultConfig().Parallel), Usage: "hosts deployed at once"},
+		&cli.IntFlag{Name: "min-serving", EnvVars: []string{"ROLLOUT_MIN_SERVING"}, DefaultText: fromConfig("min_serving", "all others"), Usage: "instances per host that must keep serving"},
 		&cli.StringFlag{Name: "max-unavailable", EnvVars: []string{"ROLLOUT_MAX_UNAVAILABLE"}, Usage: "instances per host restarted together: N or P% (strategy.max_unavailable)"},
 		&cli.BoolFlag{Name: "no-probe", EnvVars: []string{"ROLLOUT_NO_PROBE"}, Usage: "do not probe the site through each host's Nginx during the deploy (probe: false)"},
-		&cli.DurationFlag{Name: "drain-timeout", EnvVars: []string{"ROLLOUT_DRAIN_TIMEOUT"}, Usage: "longest wait for in-flight requests"},
-		&cli.DurationFlag{Name: "health-timeout", EnvVars: []string{"ROLLOUT_HEALTH_TIMEOUT"}, Usage: "longest wait for a restarted instance to be healthy"},
+		&cli.DurationFlag{Name: "drain-timeout", EnvVars: []string{"ROLLOUT_DRAIN_TIMEOUT"}, DefaultText: fromConfig("drain_timeout", deployer.DefaultConfig().DrainTimeout), Usage: "longest wait for in-flight requests"},
+		&cli.DurationFlag{Name: "health-timeout", EnvVars: []string{"ROLLOUT_HEALTH_TIMEOUT"}, DefaultText: fromConfig("health.timeout", deployer.DefaultConfig().Health.Timeout), Usage: "longest wait for a restarted instance to be healthy"},
 	)
 }
 
@@ -131,7 +257,7 @@ func connFlags() []cli.Flag {
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "rollout.yaml", EnvVars: []string{"ROLLOUT_CONFIG"}, Usage: "config file"},
 		&cli.StringSliceFlag{Name: "hosts", EnvVars: []string{"ROLLOUT_HOSTS"}, Usage: "hosts, replacing the config's (comma-separated)"},
 		&cli.StringFlag{Name: "user", EnvVars: []string{"ROLLOUT_SSH_USER"}, Usage: "SSH user"},
-		&cli.IntFlag{Name: "ssh-port", EnvVars: []string{"ROLLOUT_SSH_PORT"}, Usage: "SSH port"},
+		&cli.IntFlag{Name: "ssh-port", EnvVars: []string{"ROLLOUT_SSH_PORT"}, DefaultText: fromConfig("ssh.port", deployer.DefaultConfig().SSH.Port), Usage: "SSH port"},
 		&cli.StringFlag{Name: "key", EnvVars: []string{"ROLLOUT_SSH_KEY_FILE"}, Usage: "SSH private key file"},
 		&cli.StringFlag{Name: "known-hosts", EnvVars: []string{"ROLLOUT_KNOWN_HOSTS_FILE"}, Usage: "known_hosts file"},
 		&cli.BoolFlag{Name: "accept-new", EnvVars: []string{"ROLLOUT_ACCEPT_NEW"}, Usage: "trust and record unknown host keys (a changed key is still refused)"},
@@ -178,10 +304,50 @@ func applyFlags(c *cli.Context, cfg *deployer.Config) error {
 	if c.IsSet("health-timeout") {
 		cfg.Health.Timeout = c.Duration("health-timeout")
 	}
-	if err := cfg.Validate(); err != nil {
-		return usageError{fmt.Errorf("%s: %w", c.String("config"), err)}
+	if err := cfg.ValidateSet(c.String("config"), func(key string) string { return flagFor(c, key) }); err != nil {
+		return usageError{err}
 	}
 	return nil
+}
+
+// fromConfig is a flag's default: the config's key, or what rollout uses
+// without it.
+func fromConfig(key string, def any) string {
+	return fmt.Sprintf("%s in the config, else %v", key, def)
+}
+
+// flagKeys are the config keys the override flags set.
+var flagKeys = map[string]string{
+	"hosts":                    "hosts",
+	"parallel":                 "parallel",
+	"min_serving":              "min-serving",
+	"strategy.max_unavailable": "max-unavailable",
+	"drain_timeout":            "drain-timeout",
+	"health.timeout":           "health-timeout",
+	"ssh.user":                 "user",
+	"ssh.port":                 "ssh-port",
+	"ssh.key":                  "key",
+	"ssh.known_hosts":          "known-hosts",
+	"ssh.config":               "ssh-config",
+	"ssh.jump":                 "jump",
+}
+
+// flagFor names the flag (and its variable) that set key, "" when the
+// config file did.
+func flagFor(c *cli.Context, key string) string {
+	name, ok := flagKeys[key]
+	if !ok || !c.IsSet(name) {
+		return ""
+	}
+	for _, f := range c.Command.Flags {
+		if f.Names()[0] != name {
+			continue
+		}
+		if ev, ok := f.(interface{ GetEnvVars() []string }); ok && len(ev.GetEnvVars()) > 0 {
+			return fmt.Sprintf("--%s (or %s)", name, ev.GetEnvVars()[0])
+		}
+	}
+	return "--" + name
 }
 
 // checkOutputFlag checks --output.
@@ -270,17 +436,44 @@ func planAction(c *cli.Context) error {
 		return err
 	}
 	return eachApp(c, pr, apps, 1, true, func(cfg *deployer.Config, out appOutput) error {
+		// The artifact is checked (and packed) as the deploy would: a plan
+		// of a release that cannot ship is refused, not printed.
+		art, cleanup, err := packArtifact(c, cfg)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
 		var preview []deployer.Preview
 		if c.Bool("live") {
-			if preview, err = previewHosts(c, cfg, v); err != nil {
+			sum := ""
+			if art != nil {
+				sum = art.SHA256
+			}
+			if preview, err = previewHosts(c, cfg, v, sum); err != nil {
 				return err
 			}
 		}
 		p := deployer.BuildPlanFor(cfg, v, preview)
 		if c.String("output") == "json" {
-			return p.WriteJSON(out.stdout)
+			err = p.WriteJSON(out.stdout)
+		} else {
+			err = p.WriteText(out.stdout)
 		}
-		return p.WriteText(out.stdout)
+		if err != nil {
+			return err
+		}
+		// Hosts --live could not read: what the deploy would do there is
+		// unknown (exit 3, as the deploy's preflight would).
+		var unread []error
+		for _, h := range preview {
+			if h.Error != "" {
+				unread = append(unread, &deployer.UnreachableError{Host: h.Host, Err: errors.New(h.Error)})
+			}
+		}
+		if len(unread) > 0 {
+			return fmt.Errorf("plan --live: what the deploy would do is unknown on %d host(s):\n%w", len(unread), errors.Join(unread...))
+		}
+		return nil
 	})
 }
 
@@ -338,14 +531,14 @@ func runNotified(c *cli.Context, cfg *deployer.Config, version string, o appOutp
 func newDeployer(c *cli.Context, cfg *deployer.Config, version string, o appOutput) (*deployer.Deployer, *printer, error) {
 	out := newPrinter(o.stdout, o.stderr, outputOptionsFor(c.String("output"), cfg.Parallel, c.App.ErrWriter, os.Getenv))
 	out.app = o.app
-	dialer, err := newSSHDialer(cfg)
+	connect, err := connector(cfg)
 	if err != nil {
-		return nil, nil, usageError{err}
+		return nil, nil, err
 	}
 	return &deployer.Deployer{
 		Config:         cfg,
 		Version:        version,
-		Connect:        dialer.Dial,
+		Connect:        connect,
 		Events:         out.event,
 		Stdout:         o.stderr,
 		Stderr:         o.stderr,

@@ -55,19 +55,23 @@ func TestExitCodes(t *testing.T) {
 	if err := os.WriteFile(noRelease, []byte("app: my-app\nhosts: [10.9.9.9]\nports: [3000]\nnginx: {upstream_file: /etc/nginx/u.conf, upstream: u}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	noArtifact := filepath.Join(t.TempDir(), "no-artifact.yaml")
+	if err := os.WriteFile(noArtifact, []byte("app: my-app\nhosts: [10.9.9.9]\nports: [3000]\nnginx: {upstream_file: /etc/nginx/u.conf, upstream: u}\nrelease: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
 		code int
 		want string
 	}{
-		{"unknown flag", []string{"plan", "--nope"}, exitUsage, "flag provided but not defined"},
+		{"unknown flag", []string{"plan", "--nope"}, exitUsage, "unknown flag --nope"},
 		{"missing config", []string{"plan", "-c", "/nonexistent.yaml", "--version", "v1"}, exitUsage, "read config"},
 		{"bad config names file and line", []string{"plan", "-c", bad, "--version", "v1"}, exitUsage, bad + `:2: unknown key "helth"`},
 		{"missing version", []string{"plan", "-c", "../../examples/rollout.yaml"}, exitUsage, "--version (or ROLLOUT_VERSION) is required"},
 		{"bad output", []string{"plan", "-c", "../../examples/rollout.yaml", "--version", "v1", "-o", "yaml"}, exitUsage, "--output must be text or json"},
 		{"bad host override", []string{"plan", "-c", "../../examples/rollout.yaml", "--version", "v1", "--hosts", "a;b"}, exitUsage, `hosts[0]: must be a host name`},
-		{"release without artifact", []string{"deploy", "-c", "../../examples/rollout.yaml", "--version", "v1"}, exitUsage, "--artifact (or ROLLOUT_ARTIFACT, or release.artifact) is required"},
+		{"release without artifact", []string{"deploy", "-c", noArtifact, "--version", "v1"}, exitUsage, "--artifact (or ROLLOUT_ARTIFACT, or release.artifact) is required"},
 		{"artifact without release", []string{"deploy", "-c", noRelease, "--version", "v1", "--artifact", "."}, exitUsage, "--artifact needs the release: section"},
 		{"artifact missing", []string{"deploy", "-c", "../../examples/rollout.yaml", "--version", "v1", "--artifact", "/nonexistent/build"}, exitUsage, "artifact /nonexistent/build"},
 		{"rollback to a bad ID", []string{"rollback", "-c", "../../examples/rollout.yaml", "--to", "v1"}, exitUsage, "is not a release id"},

@@ -54,12 +54,6 @@ func loopbackOnly(addr string) (bool, error) {
 }
 
 func dashboardAction(c *cli.Context) error {
-	w, interval, err := newWatcher(c, 10)
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	cfg := w.Config
 	addr, token := c.String("listen"), c.String("token")
 	loop, err := loopbackOnly(addr)
 	if err != nil {
@@ -68,6 +62,12 @@ func dashboardAction(c *cli.Context) error {
 	if !loop && len(token) < 16 {
 		return usageError{fmt.Errorf("--listen %s is beyond loopback: give a token of at least 16 characters (--token or ROLLOUT_DASHBOARD_TOKEN)", addr)}
 	}
+	w, interval, err := newWatcher(c, 10)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	cfg := w.Config
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return usageError{fmt.Errorf("--listen: %w", err)}

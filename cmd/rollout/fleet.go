@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -18,12 +19,22 @@ import (
 // errNotServing: status found an instance that is down or unhealthy.
 var errNotServing = errors.New("not every instance is serving")
 
-func connector(cfg *deployer.Config) func(context.Context, string) (deployer.Conn, error) {
+// connector dials cfg's hosts (and balancers), once what that reads on
+// this machine (keys, known_hosts) is checked: a local mistake is a usage
+// error before anything connects.
+func connector(cfg *deployer.Config) (func(context.Context, string) (deployer.Conn, error), error) {
 	d, err := newSSHDialer(cfg)
 	if err != nil {
-		return func(context.Context, string) (deployer.Conn, error) { return nil, err }
+		return nil, usageError{err}
 	}
-	return d.Dial
+	hosts := slices.Clone(cfg.Hosts)
+	if cfg.LB != nil {
+		hosts = append(hosts, cfg.LB.Hosts...)
+	}
+	if err := d.checkLocal(hosts); err != nil {
+		return nil, err
+	}
+	return d.Dial, nil
 }
 
 // hostErrors joins the per-host errors, nil when there are none.
@@ -56,9 +67,13 @@ Examples:
 // status prints one app's status and fails when it has a problem.
 func status(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 	hosts := make([]deployer.HostStatus, len(cfg.Hosts))
-	lbs, closeLBs := deployer.LoadBalancers(c.Context, cfg, connector(cfg))
+	connect, err := connector(cfg)
+	if err != nil {
+		return err
+	}
+	lbs, closeLBs := deployer.LoadBalancers(c.Context, cfg, connect)
 	defer closeLBs()
-	errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) error {
+	errs := deployer.EachHost(c.Context, cfg, connect, func(ctx context.Context, i int, host string, conn deployer.Conn) error {
 		hosts[i] = deployer.Status(ctx, cfg, host, conn, lbs)
 		return nil
 	})
@@ -82,6 +97,10 @@ func status(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 				bad++
 			}
 		}
+	}
+	if err := hostErrors(errs); err != nil {
+		// Exit 3: what those hosts serve is unknown.
+		return fmt.Errorf("%w: %d problem(s), and what these hosts serve is unknown:\n%w", errNotServing, bad, err)
 	}
 	if bad > 0 {
 		return fmt.Errorf("%w: %d problem(s)", errNotServing, bad)
@@ -210,7 +229,11 @@ func logs(c *cli.Context, cfg *deployer.Config, ao appOutput) error {
 		w = &prefixWriter{prefix: ao.app + " ", w: ao.stdout}
 	}
 	out := deployer.NewLineWriter(w)
-	errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, _ int, host string, conn deployer.Conn) error {
+	connect, err := connector(cfg)
+	if err != nil {
+		return err
+	}
+	errs := deployer.EachHost(c.Context, cfg, connect, func(ctx context.Context, _ int, host string, conn deployer.Conn) error {
 		s, ok := conn.(deployer.Streamer)
 		if !ok {
 			return errors.New("connection cannot stream")
@@ -249,7 +272,11 @@ Examples:
 			}
 			return eachApp(c, pr, apps, 1, true, func(cfg *deployer.Config, out appOutput) error {
 				per := make([][]deployer.HistoryEntry, len(cfg.Hosts))
-				errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
+				connect, err := connector(cfg)
+				if err != nil {
+					return err
+				}
+				errs := deployer.EachHost(c.Context, cfg, connect, func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
 					per[i], err = deployer.ReadHistory(ctx, cfg, host, conn, n)
 					return err
 				})
@@ -324,7 +351,11 @@ func lockCommand() *cli.Command {
 		}
 		return eachApp(c, pr, apps, 1, true, func(cfg *deployer.Config, out appOutput) error {
 			states := make([]deployer.LockState, len(cfg.Hosts))
-			errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
+			connect, err := connector(cfg)
+			if err != nil {
+				return err
+			}
+			errs := deployer.EachHost(c.Context, cfg, connect, func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
 				states[i], err = fn(ctx, cfg, host, conn)
 				return err
 			})

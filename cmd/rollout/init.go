@@ -71,14 +71,14 @@ func initAction(c *cli.Context) error {
 	if err := applyConnFlags(c, cfg); err != nil {
 		return err
 	}
-	dialer, err := newSSHDialer(cfg)
+	connect, err := connector(cfg)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 	// Every host at once; any host that cannot be read fails the whole
 	// init, naming it.
 	ds := make([]*deployer.Discovery, len(hosts))
-	errs := deployer.EachHost(c.Context, cfg, dialer.Dial, func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
+	errs := deployer.EachHost(c.Context, cfg, connect, func(ctx context.Context, i int, host string, conn deployer.Conn) (err error) {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		ds[i], err = deployer.Discover(ctx, conn, host)

@@ -90,18 +90,9 @@ func loadReleaseApps(c *cli.Context) (*deployer.Project, []*deployer.Config, err
 }
 
 // previewHosts reads what each host says now (plan --live).
-func previewHosts(c *cli.Context, cfg *deployer.Config, version string) ([]deployer.Preview, error) {
+func previewHosts(c *cli.Context, cfg *deployer.Config, version, sum string) ([]deployer.Preview, error) {
 	if cfg.Release == nil {
 		return nil, usageError{fmt.Errorf("--live reads the hosts' releases: %s has no release: section", c.String("config"))}
-	}
-	sum := ""
-	if c.String("artifact") != "" {
-		art, cleanup, err := packArtifact(c, cfg)
-		if err != nil {
-			return nil, err
-		}
-		defer cleanup()
-		sum = art.SHA256
 	}
 	digest := ""
 	if cfg.Secrets != nil {
@@ -111,7 +102,11 @@ func previewHosts(c *cli.Context, cfg *deployer.Config, version string) ([]deplo
 		}
 		digest = deployer.SecretsDigest(sealed)
 	}
-	return deployer.PreviewReleases(c.Context, cfg, version, sum, digest, c.Bool("force"), connector(cfg)), nil
+	connect, err := connector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return deployer.PreviewReleases(c.Context, cfg, version, sum, digest, c.Bool("force"), connect), nil
 }
 
 func rollbackCommand() *cli.Command {
@@ -212,7 +207,11 @@ Examples:
 			}
 			return eachApp(c, pr, apps, 1, true, func(cfg *deployer.Config, out appOutput) error {
 				hosts := make([]deployer.HostReleases, len(cfg.Hosts))
-				errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) error {
+				connect, err := connector(cfg)
+				if err != nil {
+					return err
+				}
+				errs := deployer.EachHost(c.Context, cfg, connect, func(ctx context.Context, i int, host string, conn deployer.Conn) error {
 					var err error
 					hosts[i], err = deployer.Releases(ctx, cfg, host, conn)
 					return err

@@ -32,7 +32,11 @@ func secretsDiff(c *cli.Context) error {
 	local := f.env
 	cfg := f.cfg
 	out := make([]hostSecretsDiff, len(cfg.Hosts))
-	errs := deployer.EachHost(c.Context, cfg, connector(cfg), func(ctx context.Context, i int, host string, conn deployer.Conn) error {
+	connect, err := connector(cfg)
+	if err != nil {
+		return err
+	}
+	errs := deployer.EachHost(c.Context, cfg, connect, func(ctx context.Context, i int, host string, conn deployer.Conn) error {
 		cur, sealed, err := deployer.HostSecrets(ctx, cfg, conn)
 		if err != nil {
 			return err

@@ -100,7 +100,11 @@ func setup(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 		cfg.Watch.SetWebhook(os.Getenv(cfg.Notify.URLEnv))
 	}
 	dry := c.Bool("dry-run")
-	d := &deployer.Deployer{Config: cfg, Connect: connector(cfg), BreakStaleLock: c.Bool("break-stale-lock"),
+	connect, err := connector(cfg)
+	if err != nil {
+		return err
+	}
+	d := &deployer.Deployer{Config: cfg, Connect: connect, BreakStaleLock: c.Bool("break-stale-lock"),
 		Events: func(e deployer.Event) { fmt.Fprintf(out.stderr, "rollout: %s: %s\n", e.Host, e.Message) }}
 	rep := d.Setup(c.Context, dry)
 	if c.String("output") == "json" {

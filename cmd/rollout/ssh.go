@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/kevinburke/ssh_config"
+	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
 	"github.com/rollout-dev/rollout/deployer"
@@ -33,9 +34,15 @@ func newSSHDialer(cfg *deployer.Config) (*sshDialer, error) {
 	d := &sshDialer{cfg: cfg}
 	if k := os.Getenv("ROLLOUT_SSH_KEY"); k != "" {
 		d.keyPEM = []byte(k)
+		if err := checkKeyData(d.keyPEM); err != nil {
+			return nil, fmt.Errorf("ROLLOUT_SSH_KEY: %w", err)
+		}
 	}
 	if k := os.Getenv("ROLLOUT_KNOWN_HOSTS"); k != "" {
 		d.knownHosts = []byte(k)
+		if err := checkKnownHostsData(d.knownHosts); err != nil {
+			return nil, fmt.Errorf("ROLLOUT_KNOWN_HOSTS: %w", err)
+		}
 	}
 	if cfg.SSH.ConfigFile == "" {
 		return d, nil
@@ -231,3 +238,77 @@ func expandHome(p string) string {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// checkKeyData checks a private key given in a variable (never printed).
+func checkKeyData(pem []byte) error {
+	_, err := gossh.ParsePrivateKey(pem)
+	var missing *gossh.PassphraseMissingError
+	switch {
+	case errors.As(err, &missing):
+		return errors.New("the key is passphrase-protected: give a deploy key without a passphrase")
+	case err != nil:
+		return fmt.Errorf("not an OpenSSH or PEM private key (%v)", err)
+	}
+	return nil
+}
+
+// checkKnownHostsData checks known_hosts lines given in a variable.
+func checkKnownHostsData(data []byte) error {
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if _, _, _, _, _, err := gossh.ParseKnownHosts([]byte(line)); err != nil {
+			return fmt.Errorf("line %d is not a known_hosts line (%v): ssh-keyscan HOST prints them", i+1, err)
+		}
+	}
+	return nil
+}
+
+// checkLocal checks, before anything connects, what dialing aliases
+// would read on this machine (keys, agent, known_hosts), naming the
+// setting at fault: a local mistake is never blamed on a host.
+func (d *sshDialer) checkLocal(aliases []string) error {
+	seen := map[string]bool{}
+	for _, alias := range aliases {
+		targets := []sshexec.Config{d.hostConfig(alias, "", 0)}
+		for _, hop := range d.jumps(alias) {
+			user, host, port, err := sshexec.ParseJump(hop)
+			if err != nil {
+				return usageError{fmt.Errorf("ssh.jump (or --jump, ProxyJump) of %s: %w", alias, err)}
+			}
+			targets = append(targets, d.hostConfig(host, user, port))
+		}
+		for _, sc := range targets {
+			key := fmt.Sprint(sc.KeyFiles, sc.KnownHostsFiles, len(sc.KeyPEMs))
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			if err := sshexec.CheckLocal(sc); err != nil {
+				// The host plays no part: name the setting instead.
+				var le *sshexec.LocalError
+				if errors.As(err, &le) {
+					err = le.Err
+				}
+				return usageError{fmt.Errorf("ssh: %w%s", err, d.keyHint(err))}
+			}
+		}
+	}
+	return nil
+}
+
+// keyHint names the settings that chose the key or known_hosts file.
+func (d *sshDialer) keyHint(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "no SSH key"):
+		return ": set ssh.key (or --key, ROLLOUT_SSH_KEY_FILE), give the key itself in ROLLOUT_SSH_KEY, add an IdentityFile to the ssh config, or run ssh-agent"
+	case strings.Contains(msg, "known_hosts"):
+		return " (ssh.known_hosts, --known-hosts or ROLLOUT_KNOWN_HOSTS_FILE, or UserKnownHostsFile in the ssh config)"
+	case d.cfg.SSH.Key != "":
+		return " (ssh.key, --key or ROLLOUT_SSH_KEY_FILE)"
+	}
+	return " (an IdentityFile of the ssh config, or ~/.ssh)"
+}

@@ -75,8 +75,10 @@ Host *.internal
 }
 
 func TestSSHSecretsFromEnvironment(t *testing.T) {
-	t.Setenv("ROLLOUT_SSH_KEY", "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n")
-	t.Setenv("ROLLOUT_KNOWN_HOSTS", "10.0.0.5 ssh-ed25519 AAAA\n")
+	_, key := testKey(t, t.TempDir())
+	line := testHostKeyLine(t, "10.0.0.5")
+	t.Setenv("ROLLOUT_SSH_KEY", string(key))
+	t.Setenv("ROLLOUT_KNOWN_HOSTS", line)
 	cfg := deployer.DefaultConfig()
 	cfg.SSH.ConfigFile = ""
 	d, err := newSSHDialer(cfg)
@@ -84,7 +86,7 @@ func TestSSHSecretsFromEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc := d.hostConfig("10.0.0.5", "", 0)
-	if len(sc.KeyPEMs) != 1 || string(sc.KnownHostsData) != "10.0.0.5 ssh-ed25519 AAAA\n" {
+	if len(sc.KeyPEMs) != 1 || string(sc.KnownHostsData) != line {
 		t.Errorf("secrets not used: %d keys, known hosts %q", len(sc.KeyPEMs), sc.KnownHostsData)
 	}
 }

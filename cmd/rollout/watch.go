@@ -106,7 +106,11 @@ func newWatcher(c *cli.Context, history int) (*deployer.Watcher, time.Duration, 
 	if interval < time.Second {
 		return nil, 0, usageError{fmt.Errorf("--interval must be at least 1s, got %s", interval)}
 	}
-	return &deployer.Watcher{Config: cfg, Connect: connector(cfg), PollTimeout: max(interval, 10*time.Second), History: history}, interval, nil
+	connect, err := connector(cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &deployer.Watcher{Config: cfg, Connect: connect, PollTimeout: max(interval, 10*time.Second), History: history}, interval, nil
 }
 
 // notifyTransitions posts one message with a poll's changes (those outside
