@@ -279,3 +279,21 @@ func TestMergeKeysAndServingFloorSaid(t *testing.T) {
 		t.Errorf("the plan does not say what min_serving: 0 does:\n%s", b.String())
 	}
 }
+
+// An unquoted {port} in a [ ] list is a YAML error; rollout says how to
+// write it, and the quoted form is read.
+func TestPlaceholderInFlowListHint(t *testing.T) {
+	_, err := ParseConfig("rollout.yaml", []byte(minimal+"logs: [/var/log/my-app/stderr-{port}.log]\n"))
+	if err == nil || !strings.Contains(err.Error(), "rollout.yaml:7:") || !strings.Contains(err.Error(), `quote the item ("/var/log/my-app/{port}.log")`) {
+		t.Errorf("got %v", err)
+	}
+	c, err := ParseConfig("rollout.yaml", []byte(minimal+"logs: [\"/var/log/my-app/stderr-{port}.log\"]\n"))
+	if err != nil || len(c.Logs) != 1 {
+		t.Errorf("quoted: %v", err)
+	}
+	// Another syntax error gets no such hint.
+	_, err = ParseConfig("rollout.yaml", []byte(minimal+"logs: [/var/log/a.log\n"))
+	if err == nil || strings.Contains(err.Error(), "{port}") {
+		t.Errorf("unrelated error: %v", err)
+	}
+}

@@ -82,7 +82,7 @@ func document(name string, data []byte) (*yaml.Node, error) {
 	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
 		return nil, empty
 	} else if err != nil {
-		return nil, syntaxError(name, err)
+		return nil, withPlaceholderHint(syntaxError(name, err), data)
 	}
 	var next yaml.Node
 	if err := dec.Decode(&next); err == nil {
@@ -94,6 +94,25 @@ func document(name string, data []byte) (*yaml.Node, error) {
 		return nil, empty
 	}
 	return doc.Content[0], nil
+}
+
+// placeholderInFlowRE is an unquoted {port} or {app} inside [ … ], which
+// YAML reads as a mapping.
+var placeholderInFlowRE = regexp.MustCompile(`\[[^\]"']*[^"'\[]\{(port|app)\}`)
+
+// withPlaceholderHint says how to write {port} in a [ … ] list when a
+// syntax error is on such a line.
+func withPlaceholderHint(err error, data []byte) error {
+	var ce *configError
+	if !errors.As(err, &ce) || ce.line < 1 {
+		return err
+	}
+	lines := strings.Split(string(data), "\n")
+	if ce.line > len(lines) || !placeholderInFlowRE.MatchString(lines[ce.line-1]) {
+		return err
+	}
+	ce.err = fmt.Errorf(`%w: a {port} inside [ ] is read as a YAML mapping: quote the item ("/var/log/my-app/{port}.log") or write the list one "- item" per line`, ce.err)
+	return ce
 }
 
 // syntaxError locates a yaml.v3 error in the file named name.

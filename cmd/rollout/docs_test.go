@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
+
+	"github.com/rollout-dev/rollout/deployer"
+)
+
+// docFiles are the README and every page under docs/.
+func docFiles(t *testing.T) []string {
+	t.Helper()
+	pages, _ := filepath.Glob("../../docs/*.md")
+	return append([]string{"../../README.md"}, pages...)
+}
+
+// snippet is a fenced block of a doc: its language, first line and text.
+type snippet struct {
+	file, lang string
+	line       int
+	text       string
+	skip       bool // preceded by <!-- not checked: … -->
+}
+
+func snippets(t *testing.T, file string) []snippet {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []snippet
+	var cur *snippet
+	skipNext := false
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case cur == nil && strings.HasPrefix(trimmed, "```") && len(trimmed) > 3:
+			cur = &snippet{file: file, lang: strings.TrimPrefix(trimmed, "```"), line: n + 1, skip: skipNext}
+			skipNext = false
+		case cur == nil && strings.HasPrefix(trimmed, "<!-- not checked"):
+			skipNext = true
+		case cur != nil && trimmed == "```":
+			out = append(out, *cur)
+			cur = nil
+		case cur != nil:
+			cur.text += line + "\n"
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// docBase is what a partial snippet (a section or two) is checked on top
+// of: the snippet's top-level keys replace these.
+const docBase = `app: my-app
+hosts: [10.0.0.5, 10.0.0.6]
+base_port: 3000
+instances: 4
+nginx: {upstream_file: /etc/nginx/conf.d/my-app-upstream.conf, upstream: my_app}
+`
+
+// Every YAML block of the docs is a config rollout reads (a partial one on
+// top of docBase): a snippet that breaks when copied fails here.
+func TestDocsYAMLBlocksParse(t *testing.T) {
+	checked := 0
+	for _, file := range docFiles(t) {
+		for _, s := range snippets(t, file) {
+			if s.lang != "yaml" || s.skip {
+				continue
+			}
+			checked++
+			var doc yaml.Node
+			if err := yaml.Unmarshal([]byte(s.text), &doc); err != nil {
+				t.Errorf("%s:%d: not YAML: %v", s.file, s.line, err)
+				continue
+			}
+			text := s.text
+			if doc.Content[0].Kind == yaml.MappingNode && !hasKey(doc.Content[0], "app") && !hasKey(doc.Content[0], "apps") {
+				text = overlay(t, docBase, doc.Content[0]) + text
+			}
+			path := filepath.Join(t.TempDir(), "rollout.yaml")
+			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := deployer.LoadProject(path); err != nil {
+				t.Errorf("%s:%d: the block is refused:\n%v\n%s", s.file, s.line, err, text)
+			}
+		}
+	}
+	if checked < 5 {
+		t.Fatalf("only %d YAML blocks found", checked)
+	}
+}
+
+func hasKey(m *yaml.Node, key string) bool {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return true
+		}
+	}
+	return false
+}
+
+// overlay is base without the top-level keys the snippet gives.
+func overlay(t *testing.T, base string, snip *yaml.Node) string {
+	t.Helper()
+	var out strings.Builder
+	for _, line := range strings.SplitAfter(base, "\n") {
+		key, _, _ := strings.Cut(line, ":")
+		if line != "" && !hasKey(snip, key) {
+			out.WriteString(line)
+		}
+	}
+	return out.String()
+}
+
+// Every "rollout …" line of the docs' shell blocks names a command that
+// exists, with flags that command has.
+func TestDocsCommandLinesParse(t *testing.T) {
+	app := newApp(os.Stdout, os.Stderr)
+	checked := 0
+	for _, file := range docFiles(t) {
+		for _, s := range snippets(t, file) {
+			if (s.lang != "sh" && s.lang != "bash") || s.skip {
+				continue
+			}
+			for i, line := range strings.Split(s.text, "\n") {
+				args := commandLine(line)
+				if args == nil {
+					continue
+				}
+				checked++
+				if err := checkCommandLine(app.Commands, args); err != "" {
+					t.Errorf("%s:%d: %s: %s", s.file, s.line+i, strings.TrimSpace(line), err)
+				}
+			}
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("only %d command lines found", checked)
+	}
+}
+
+// commandLine is the arguments after "rollout" on a shell line (its
+// comment and any VAR=value before it dropped), nil if it runs no rollout.
+func commandLine(line string) []string {
+	if i := strings.Index(line, " #"); i >= 0 {
+		line = line[:i]
+	}
+	fields := strings.Fields(line)
+	for len(fields) > 0 && strings.Contains(fields[0], "=") && !strings.HasPrefix(fields[0], "-") {
+		fields = fields[1:]
+	}
+	if len(fields) < 2 || fields[0] != "rollout" {
+		return nil
+	}
+	var args []string
+	for _, f := range fields[1:] {
+		if f == "|" || f == ">" || f == "&&" || f == ";" {
+			break
+		}
+		// [--flag VALUE] marks what is optional.
+		if f = strings.Trim(f, "[]"); f != "" && f != "…" && f != "..." {
+			args = append(args, f)
+		}
+	}
+	return args
+}
+
+// checkCommandLine says what is wrong with args, "" if nothing.
+func checkCommandLine(cmds []*cli.Command, args []string) string {
+	var cmd *cli.Command
+	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		var next *cli.Command
+		for _, c := range cmds {
+			if slices.Contains(c.Names(), args[0]) {
+				next = c
+			}
+		}
+		if next == nil {
+			if cmd != nil && cmd.ArgsUsage != "" {
+				break // the command's own arguments
+			}
+			return "no command " + args[0]
+		}
+		cmd, cmds, args = next, next.Subcommands, args[1:]
+	}
+	if cmd == nil {
+		if len(args) > 0 && (args[0] == "--version" || args[0] == "--help" || args[0] == "-h" || args[0] == "-v") {
+			return ""
+		}
+		return "no command"
+	}
+	names := []string{"help", "h"}
+	for _, f := range cmd.Flags {
+		names = append(names, f.Names()...)
+	}
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !slices.Contains(names, name) {
+			return "rollout " + cmd.Name + " has no flag " + a
+		}
+	}
+	return ""
+}
