@@ -288,4 +288,3 @@ func shortDuration(d time.Duration) string {
 	}
 	return s
 }
-
