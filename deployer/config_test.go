@@ -363,7 +363,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "yaml syntax", replace: []string{"hosts: [10.0.0.5, web2.example.com]", "hosts: [10.0.0.5"},
 			want: `rollout.yaml:2: did not find expected ',' or ']'`},
 		{name: "unquoted {port} in a flow list", add: "logs: [/var/log/my-app/{port}.log]\n",
-			want: `rollout.yaml:7: did not find expected ',' or ']'`},
+			want: `rollout.yaml:7: did not find expected ',' or ']': a {port} inside [ ] is read as a YAML mapping: quote the item ("/var/log/my-app/{port}.log") or write the list one "- item" per line`},
 		{name: "bad indentation", replace: []string{"  upstream: my_app", " upstream: my_app"},
 			want: `rollout.yaml:6: did not find expected key`},
 		{name: "tab indentation", replace: []string{"nginx:\n", "nginx:\n\tpid_file: /run/nginx.pid\n"},

@@ -304,15 +304,28 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 	return enc.Encode(p)
 }
 
-// WriteText writes the plan for people: every step, with its command.
-func (p *Plan) WriteText(w io.Writer) error {
+// WriteText writes the plan for people, short: each host's steps, its
+// first instance's steps in full and one line for each other instance; no
+// remote command (WriteScripts prints them). Its length grows with the
+// instances by a line each.
+func (p *Plan) WriteText(w io.Writer) error { return p.write(w, false) }
+
+// WriteScripts writes the whole plan: every step of every instance, with
+// the exact remote command each runs.
+func (p *Plan) WriteScripts(w io.Writer) error { return p.write(w, true) }
+
+func (p *Plan) write(w io.Writer, scripts bool) error {
 	ew := &errWriter{w: w}
 	each := "one at a time"
 	if p.MaxUnavailable != "" && p.MaxUnavailable != "1" {
 		each = p.MaxUnavailable + " at a time (strategy.max_unavailable)"
 	}
 	ew.printf("plan: deploy %s version %q to %d host(s), %d at a time; instances %s on each host\n", p.App, p.Version, len(p.Hosts), p.Parallel, each)
-	ew.printf("nothing below has been run\n")
+	if scripts {
+		ew.printf("nothing below has been run\n")
+	} else {
+		ew.printf("nothing below has been run; rollout plan --scripts shows every remote command and every instance's steps\n")
+	}
 	if p.Release != "" {
 		ew.printf("release %s (or the release already on a host with the artifact's SHA-256); on failure: %s\n", p.Release, p.OnFailure)
 	}
@@ -324,6 +337,9 @@ func (p *Plan) WriteText(w io.Writer) error {
 	}
 	step := func(indent string, n int, s Step) {
 		ew.printf("%s%d. %s: %s\n", indent, n, s.Name, s.Does)
+		if !scripts {
+			return
+		}
 		if s.Command != "" {
 			prefix := indent + "   $ "
 			if s.Local {
@@ -366,7 +382,15 @@ func (p *Plan) WriteText(w io.Writer) error {
 		step("  ", n, h.Scale)
 		n++
 		step("  ", n, h.Inspect)
-		for _, inst := range h.Instances {
+		for k, inst := range h.Instances {
+			if !scripts && k > 0 {
+				names := make([]string, len(inst.Steps))
+				for j, s := range inst.Steps {
+					names[j] = string(s.Name)
+				}
+				ew.printf("  instance %d (%s): %s, as %d\n", inst.Port, inst.Unit, strings.Join(names, ", "), h.Instances[0].Port)
+				continue
+			}
 			ew.printf("  instance %d (%s)\n", inst.Port, inst.Unit)
 			for j, s := range inst.Steps {
 				step("    ", j+1, s)

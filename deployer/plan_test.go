@@ -35,14 +35,18 @@ func TestPlanGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := BuildPlan(cfg, "v2")
-	var text, js bytes.Buffer
-	if err := p.WriteText(&text); err != nil {
+	var text, short, js bytes.Buffer
+	if err := p.WriteScripts(&text); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WriteText(&short); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.WriteJSON(&js); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "plan.txt", text.Bytes())
+	golden(t, "plan-short.txt", short.Bytes())
 	golden(t, "plan.json", js.Bytes())
 
 	// Every instance of every host, each with its steps in order.
@@ -93,7 +97,7 @@ func TestPlanWithReleases(t *testing.T) {
 	}
 	p := BuildPlanFor(cfg, "v2", preview)
 	var text bytes.Buffer
-	if err := p.WriteText(&text); err != nil {
+	if err := p.WriteScripts(&text); err != nil {
 		t.Fatal(err)
 	}
 	out := text.String()

@@ -373,7 +373,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	h := fleet.Hosts[0]
 	resetHost(t, h) // a host left crash-looping by an earlier test changes by itself
 	before, upBefore := instanceStates(t, h), sha256.Sum256([]byte(upstreamFile(t, h)))
-	for _, args := range [][]string{{"deploy", "--dry-run"}, {"plan"}} {
+	for _, args := range [][]string{{"deploy", "--dry-run", "--scripts"}, {"plan", "--scripts"}} {
 		out, code := rollout(t, append(args, "-c", cfg, "--version", "v9")...)
 		if code != 0 {
 			t.Fatalf("%v exited %d", args, code)

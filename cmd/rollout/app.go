@@ -111,7 +111,7 @@ prints every step without touching anything.
    rollout deploy --dry-run --version v2     # print every step, change nothing
    rollout deploy --version v2 --artifact build/   # with release: ship build/ first`,
 				Flags: append(append(overrideFlags(), releaseFlags()...), changedSinceFlag(),
-					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
+					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"}, scriptsFlag(),
 					&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
 				Action:       deployAction,
 				OnUsageError: onUsageError,
@@ -121,8 +121,9 @@ prints every step without touching anything.
 				Usage: "print every step a deploy would take, with the exact remote commands; changes nothing",
 				Description: `Examples:
    rollout plan --version v2
+   rollout plan --version v2 --scripts       # every remote command in full
    rollout plan --version v2 --output json`,
-				Flags: append(append(overrideFlags(), releaseFlags()...), changedSinceFlag(),
+				Flags: append(append(overrideFlags(), releaseFlags()...), changedSinceFlag(), scriptsFlag(),
 					&cli.BoolFlag{Name: "live", Usage: "with release: also read every host (changing nothing): the release it would use, whether it uploads, the instances it would skip, what cleanup would remove"}),
 				Action:       planAction,
 				OnUsageError: onUsageError,
@@ -218,6 +219,12 @@ func refuseExtraArgs(cmds []*cli.Command) {
 
 // onUsageError marks a flag error as a usage error, with the closest flag
 // for an unknown one.
+// scriptsFlag makes the plan print every instance's steps and every remote
+// command in full.
+func scriptsFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "scripts", Usage: "print every instance's steps with the exact remote command each runs (the plan is short without it; --output json always has them)"}
+}
+
 func onUsageError(c *cli.Context, err error, _ bool) error {
 	const undefined = "flag provided but not defined: "
 	if rest, ok := strings.CutPrefix(err.Error(), undefined); ok {
@@ -454,9 +461,12 @@ func planAction(c *cli.Context) error {
 			}
 		}
 		p := deployer.BuildPlanFor(cfg, v, preview)
-		if c.String("output") == "json" {
+		switch {
+		case c.String("output") == "json":
 			err = p.WriteJSON(out.stdout)
-		} else {
+		case c.Bool("scripts"):
+			err = p.WriteScripts(out.stdout)
+		default:
 			err = p.WriteText(out.stdout)
 		}
 		if err != nil {

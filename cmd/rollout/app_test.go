@@ -33,10 +33,17 @@ func TestPlanEveryExample(t *testing.T) {
 			if code != exitOK {
 				t.Fatalf("exit %d: %s", code, errOut)
 			}
-			for _, want := range []string{"nothing below has been run", "systemctl restart --", "undrain"} {
+			for _, want := range []string{"nothing below has been run", "rollout plan --scripts shows every remote command", "undrain"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("plan lacks %q", want)
 				}
+			}
+			if strings.Contains(out, "systemctl restart --") {
+				t.Errorf("the short plan prints commands")
+			}
+			out, errOut, code = runCLI(t, "plan", "-c", f, "--version", "v2", "--scripts")
+			if code != exitOK || !strings.Contains(out, "systemctl restart --") {
+				t.Errorf("plan --scripts: exit %d, no restart command: %s", code, errOut)
 			}
 			out, _, code = runCLI(t, "deploy", "--dry-run", "-c", f, "--version", "v2", "--output", "json")
 			if code != exitOK || !strings.HasPrefix(out, "{") || !strings.Contains(out, `"name": "drain"`) {

@@ -81,7 +81,7 @@ func TestChangedSincePicksTheChangedApps(t *testing.T) {
 	base := commit("docs", "README.md")
 	commit("auth fix", "services/auth/server.js")
 
-	out, errOut, code := runCLI(t, "plan", "--changed-since", base, "--version", "v2")
+	out, errOut, code := runCLI(t, "plan", "--changed-since", base, "--version", "v2", "--scripts")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}

@@ -95,7 +95,7 @@ func TestSecretsCLI(t *testing.T) {
 	}
 
 	// The plan shows the step, decrypting nothing.
-	if out, errOut, code := runCLI(t, "plan", "-c", cfg, "--version", "v2", "--artifact", "../../examples/app"); code != 0 || !strings.Contains(out, "release-secrets") ||
+	if out, errOut, code := runCLI(t, "plan", "-c", cfg, "--version", "v2", "--artifact", "../../examples/app", "--scripts"); code != 0 || !strings.Contains(out, "release-secrets") ||
 		!strings.Contains(out, "secrets.required API_KEY") || strings.Contains(out, "sk_live") {
 		t.Errorf("plan: %d %s\n%s", code, errOut, out)
 	}

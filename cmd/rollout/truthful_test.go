@@ -341,3 +341,37 @@ func mustAbs(t *testing.T, p string) string {
 	}
 	return a
 }
+
+// The plan of the README's quick-start config is short (under 100 lines
+// for 2 hosts × 4 instances) and grows by one line per instance.
+func TestPlanIsShortAndLinear(t *testing.T) {
+	var quick string
+	for _, s := range snippets(t, "../../README.md") {
+		if s.lang == "yaml" && strings.Contains(s.text, "app: my-app") && strings.Contains(s.text, "instances: 4\n") {
+			quick = s.text
+			break
+		}
+	}
+	if quick == "" {
+		t.Fatal("the README has no quick-start config with instances: 4")
+	}
+	lines := func(instances string) int {
+		cfg := filepath.Join(t.TempDir(), "rollout.yaml")
+		if err := os.WriteFile(cfg, []byte(strings.Replace(quick, "instances: 4\n", "instances: "+instances+"\n", 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, code := runCLI(t, "plan", "-c", cfg, "--version", "v2")
+		if code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, errOut)
+		}
+		return strings.Count(out, "\n")
+	}
+	four, sixtyFour := lines("4"), lines("64")
+	if four >= 100 {
+		t.Errorf("the plan of 2 × 4 is %d lines", four)
+	}
+	if sixtyFour-four != 2*60 {
+		t.Errorf("2 × 4: %d lines, 2 × 64: %d lines: not one line per instance", four, sixtyFour)
+	}
+	t.Logf("2 × 4: %d lines; 2 × 64: %d lines", four, sixtyFour)
+}
