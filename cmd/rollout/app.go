@@ -200,6 +200,9 @@ func refuseExtraArgs(cmds []*cli.Command) {
 		if len(cmd.Subcommands) > 0 && cmd.Action == nil {
 			cmd.Action = unknownCommand
 		}
+		if len(cmd.Subcommands) == 0 && cmd.BashComplete == nil {
+			cmd.BashComplete = completeFlags
+		}
 		if cmd.ArgsUsage != "" || cmd.Action == nil || len(cmd.Subcommands) > 0 {
 			continue
 		}
@@ -213,6 +216,16 @@ func refuseExtraArgs(cmds []*cli.Command) {
 				return usageError{fmt.Errorf("%s takes no arguments, got %q%s", c.Command.FullName(), strings.Join(c.Args().Slice(), " "), hint)}
 			}
 			return action(c)
+		}
+	}
+}
+
+// completeFlags offers a command's flags (urfave/cli's default offers
+// them only once a "-" is typed).
+func completeFlags(c *cli.Context) {
+	for _, f := range c.Command.Flags {
+		if name := f.Names()[0]; len(name) > 1 {
+			fmt.Fprintln(c.App.Writer, "--"+name)
 		}
 	}
 }

@@ -27,18 +27,6 @@ func TestInitUsage(t *testing.T) {
 	}
 }
 
-func TestManPage(t *testing.T) {
-	out, errOut, code := runCLI(t, "man")
-	if code != exitOK {
-		t.Fatalf("exit %d: %s", code, errOut)
-	}
-	for _, want := range []string{".TH rollout 1", ".SH NAME", "init", "deploy", "--max-unavailable"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("the man page lacks %q", want)
-		}
-	}
-}
-
 func TestRanges(t *testing.T) {
 	for want, ports := range map[string][]int{"none": nil, "3000": {3000}, "3000-3003": {3000, 3001, 3002, 3003}, "3000-3001, 3005, 3007-3008": {3000, 3001, 3005, 3007, 3008}} {
 		if got := ranges(ports); got != want {
