@@ -179,7 +179,7 @@ func checkLayout(cfg *Config, st releaseState) error {
 	if len(wrong) == 0 {
 		return nil
 	}
-	return fmt.Errorf("the host is not in the release layout: %s. With release: set, the unit must run each instance from its link: WorkingDirectory=%s/instances/%%i and ExecStart under it. Run `rollout setup` to write that unit and move the host's current code into a first release (see the README, \"Moving a host to releases\")",
+	return fmt.Errorf("the host is not in the release layout: %s. With release: set, the unit must run each instance from its link: WorkingDirectory=%s/instances/%%i and ExecStart under it. Run `rollout setup` to write that unit and move the host's current code into a first release (see docs/releases.md, \"Moving a host to releases\")",
 		strings.Join(wrong, "; "), root)
 }
 

@@ -27,8 +27,8 @@ const (
 	exitInterrupted = 130
 )
 
-// exitCodes is the table --help, the man page and the README show (a test
-// holds the README to it).
+// exitCodes is the table --help, the man page and docs/troubleshooting.md
+// show (a test holds the docs to it).
 var exitCodes = []struct {
 	code    int
 	meaning string

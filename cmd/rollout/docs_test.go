@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -217,4 +218,72 @@ func checkCommandLine(cmds []*cli.Command, args []string) string {
 		}
 	}
 	return ""
+}
+
+// Every link of the README and docs to a file of the repository names a
+// file that exists, and a heading of it that exists.
+func TestDocsLinksResolve(t *testing.T) {
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	heading := regexp.MustCompile(`(?m)^#{1,6} (.+)$`)
+	anchors := func(file string) map[string]bool {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil
+		}
+		out := map[string]bool{}
+		inBlock := false
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "```") {
+				inBlock = !inBlock
+			}
+			if m := heading.FindStringSubmatch(line); m != nil && !inBlock {
+				out[slug(m[1])] = true
+			}
+		}
+		return out
+	}
+	checked := 0
+	for _, file := range docFiles(t) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			checked++
+			path, anchor, _ := strings.Cut(target, "#")
+			dest := file
+			if path != "" {
+				dest = filepath.Join(filepath.Dir(file), path)
+			}
+			if _, err := os.Stat(dest); err != nil {
+				t.Errorf("%s: link %s: %v", file, target, err)
+				continue
+			}
+			if anchor != "" && strings.HasSuffix(dest, ".md") && !anchors(dest)[anchor] {
+				t.Errorf("%s: link %s: no such heading in %s", file, target, dest)
+			}
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("only %d links found", checked)
+	}
+}
+
+// slug is GitHub's anchor for a heading.
+func slug(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	var b strings.Builder
+	for _, r := range h {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 127:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }

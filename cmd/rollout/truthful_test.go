@@ -265,16 +265,16 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 	}
 }
 
-// The README's exit code table is the one --help prints.
-func TestREADMEExitCodes(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+// The docs' exit code table is the one --help prints.
+func TestDocsExitCodes(t *testing.T) {
+	b, err := os.ReadFile("../../docs/troubleshooting.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range exitCodes {
 		row := "| " + strconv.Itoa(e.code) + " | " + e.meaning + " |"
 		if !strings.Contains(string(b), row) {
-			t.Errorf("README lacks the row %s", row)
+			t.Errorf("docs/troubleshooting.md lacks the row %s", row)
 		}
 	}
 }
