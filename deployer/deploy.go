@@ -68,7 +68,18 @@ const (
 	opScale    = "scale"
 	opRollback = "rollback"
 	opPromote  = "promote"
+	opCheck    = "check"
 )
+
+// Check runs every check a deploy runs before it changes anything, and
+// changes nothing: the secrets (before anything connects), then on every
+// host the connection, the preflight (sudo, units, the balancer, the
+// release layout, the access log a bake reads) and whether the deploy
+// lock is free, read and never taken. Local hooks do not run. The report
+// says each host's outcome: ok, or not started with why.
+func (d *Deployer) Check(ctx context.Context) (*Report, error) {
+	return d.run(ctx, opCheck)
+}
 
 // Deploy runs the rollout: connect to every host (and count its cores for
 // instances: auto), the local before-hooks, a preflight and the deploy lock
@@ -132,10 +143,15 @@ func (d *Deployer) run(ctx context.Context, op string) (*Report, error) {
 	if err == nil {
 		err = d.preflight(ctx, op, sessions)
 	}
-	if err == nil {
-		err = d.roll(ctx, op, sessions, rep)
-	} else {
+	switch {
+	case err != nil:
 		noteEarlyFailures(rep, err)
+	case op == opCheck:
+		for i := range rep.Hosts {
+			rep.Hosts[i].Outcome = HostOK
+		}
+	default:
+		err = d.roll(ctx, op, sessions, rep)
 	}
 	rep.Duration = time.Since(start)
 	if op == opDeploy {

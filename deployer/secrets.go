@@ -48,7 +48,7 @@ func SecretsDigest(sealed []byte) string {
 // checkSecrets refuses a deploy whose secrets lack a required name, before
 // anything connects.
 func (d *Deployer) checkSecrets(op string) error {
-	if op != opDeploy || d.Config.Secrets == nil {
+	if (op != opDeploy && op != opCheck) || d.Config.Secrets == nil {
 		return nil
 	}
 	if d.Secrets == nil {

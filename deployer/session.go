@@ -128,6 +128,29 @@ func resolveHost(ctx context.Context, cfg *Config, host string, r interface {
 	return hc.onBalancers(host), nil
 }
 
+// checkLock reads s's deploy lock without taking it: held by someone else
+// (and not stale) fails as a deploy would.
+func (d *Deployer) checkLock(ctx context.Context, s *session, t0 time.Time) error {
+	st, err := s.r.LockStatus(ctx)
+	st.Host = s.host
+	switch {
+	case err != nil:
+		err = fmt.Errorf("read the deploy lock: %w", err)
+	case st.Held && !st.Stale && (st.Holder == nil || !st.Holder.deadHere()):
+		err = &LockedError{State: st}
+	}
+	if err != nil {
+		d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
+		return &StepError{Host: s.host, Step: StepLock, Err: err, Took: time.Since(s.t0)}
+	}
+	e := Event{Host: s.host, Step: StepLock, Status: StatusOK, Duration: time.Since(t0), Message: "free (read, not taken)"}
+	if st.Held {
+		e.Status, e.Message = StatusWarn, "stale: a deploy would take it over only with --break-stale-lock (or at once if its holder is a process of this machine that is gone)"
+	}
+	d.emit(e)
+	return nil
+}
+
 // preflight checks every host at once and takes its deploy lock; it
 // changes nothing else. On any failure no lock is kept.
 func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session) error {
@@ -140,7 +163,7 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 				missing = notIn(srv, s.cfg.Ports())
 			}
 		}
-		if err == nil && op == opDeploy && d.Config.Strategy.Bake > 0 {
+		if err == nil && (op == opDeploy || op == opCheck) && d.Config.Strategy.Bake > 0 {
 			err = checkAccessLog(ctx, s)
 		}
 		if err == nil && s.cfg.Release != nil {
@@ -158,6 +181,9 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 		}
 		d.emit(e)
 		t0 := time.Now()
+		if op == opCheck {
+			return d.checkLock(ctx, s, t0)
+		}
 		lock, err := acquireLock(ctx, s.cfg, s.host, s.r, d.Holder, d.BreakStaleLock)
 		if err != nil {
 			d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})

@@ -128,6 +128,7 @@ prints every step without touching anything.
 				Action:       planAction,
 				OnUsageError: onUsageError,
 			},
+			checkCommand(),
 			initCommand(),
 			rollbackCommand(),
 			promoteCommand(),
@@ -516,24 +517,37 @@ func deployAction(c *cli.Context) error {
 		return err
 	}
 	return eachApp(c, pr, apps, pr.AppsParallel, false, func(cfg *deployer.Config, o appOutput) error {
-		art, cleanup, err := packArtifact(c, cfg)
+		art, sec, cleanup, err := releaseInputs(c, cfg)
 		if err != nil {
 			return err
 		}
 		defer cleanup()
-		var example []byte
-		if art != nil {
-			example = art.EnvExample
-		}
-		sec, err := deploySecrets(c, cfg, example)
-		if err != nil {
-			return err
-		}
 		return runNotified(c, cfg, v, o, func(d *deployer.Deployer) (*deployer.Report, error) {
 			d.Artifact, d.Force, d.Secrets = art, c.Bool("force"), sec
 			return d.Deploy(c.Context)
 		})
 	})
+}
+
+// releaseInputs are what a deploy ships, checked before anything connects:
+// the artifact, packed (release:), and the secrets, opened with their
+// required names (and the artifact's .env.example's) present; the caller
+// removes the packed artifact.
+func releaseInputs(c *cli.Context, cfg *deployer.Config) (*deployer.Artifact, *deployer.Secrets, func(), error) {
+	art, cleanup, err := packArtifact(c, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var example []byte
+	if art != nil {
+		example = art.EnvExample
+	}
+	sec, err := deploySecrets(c, cfg, example)
+	if err != nil {
+		cleanup()
+		return nil, nil, nil, err
+	}
+	return art, sec, cleanup, nil
 }
 
 // runNotified runs one operation that changes what the fleet runs

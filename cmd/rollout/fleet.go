@@ -233,7 +233,16 @@ func logs(c *cli.Context, cfg *deployer.Config, ao appOutput) error {
 	if err != nil {
 		return err
 	}
-	errs := deployer.EachHost(c.Context, cfg, connect, func(ctx context.Context, _ int, host string, conn deployer.Conn) error {
+	// A host that cannot be reached says so where its lines would be:
+	// never an empty log.
+	dial := func(ctx context.Context, host string) (deployer.Conn, error) {
+		conn, err := connect(ctx, host)
+		if err != nil {
+			fmt.Fprintf(out.Prefixed(host+" "), "UNKNOWN: its logs could not be read: %v\n", err)
+		}
+		return conn, err
+	}
+	errs := deployer.EachHost(c.Context, cfg, dial, func(ctx context.Context, _ int, host string, conn deployer.Conn) error {
 		s, ok := conn.(deployer.Streamer)
 		if !ok {
 			return errors.New("connection cannot stream")

@@ -375,3 +375,35 @@ func TestPlanIsShortAndLinear(t *testing.T) {
 	}
 	t.Logf("2 × 4: %d lines; 2 × 64: %d lines", four, sixtyFour)
 }
+
+// rollout check runs the offline checks a deploy runs before connecting
+// (config, artifact, the SSH material) and exits as the deploy would;
+// --live against a host that refuses is exit 3 with the cause.
+func TestCheckOffline(t *testing.T) {
+	_, dir := plainConfig(t)
+	key, _ := testKey(t, dir)
+	cfg := plainConfigIn(t, dir, ", key: "+key+", known_hosts: "+filepath.Join(dir, "kh"))
+	out, errOut, code := runCLI(t, "check", "-c", cfg)
+	if code != exitOK || !strings.Contains(out, "my-app: config ok: 1 host(s), 2 instance(s) per host") {
+		t.Errorf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = runCLI(t, "check", "-c", "../../examples/rollout.yaml", "--key", key)
+	if code != exitOK || !strings.Contains(out, "artifact ok: ") {
+		t.Errorf("check of the example: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-c", "../../examples/rollout.yaml", "--key", key, "--artifact", "/nonexistent"}, exitUsage, "/nonexistent"},
+		{[]string{"-c", cfg, "--key", filepath.Join(dir, "nope")}, exitUsage, "read key"},
+		{[]string{"-c", cfg, "--parallel", "0"}, exitUsage, "--parallel (or ROLLOUT_PARALLEL)"},
+		{[]string{"-c", cfg, "--live"}, exitPreflight, "preflight 127.0.0.1"},
+	} {
+		out, errOut, code := runCLI(t, append([]string{"check"}, tc.args...)...)
+		if code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("check %v: exit %d, want %d and %q\n%s%s", tc.args, code, tc.code, tc.want, out, errOut)
+		}
+	}
+}

@@ -44,6 +44,10 @@ func TestUnreadableHostIsUnknown(t *testing.T) {
 	if code != exitPreflight || !strings.Contains(out, "127.0.0.1") || !strings.Contains(out, "UNKNOWN") {
 		t.Errorf("history: exit %d\n%s", code, out)
 	}
+	out, _, code = runCLI(t, "logs", "-c", cfg)
+	if code != exitPreflight || !strings.Contains(out, "127.0.0.1 UNKNOWN: its logs could not be read: ") {
+		t.Errorf("logs: exit %d\n%s", code, out)
+	}
 	out, _, _ = runCLI(t, "history", "-c", cfg, "--output", "json")
 	if !strings.Contains(out, `"state":"unknown"`) {
 		t.Errorf("history json: %s", out)
