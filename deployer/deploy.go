@@ -54,6 +54,8 @@ type Deployer struct {
 	RollbackTo string
 	// Secrets are the env a deploy ships with the release (secrets: set).
 	Secrets *Secrets
+	// Only are the ports a restart restarts (nil: every instance).
+	Only []int
 
 	// remote is how the engine works on a connected host: over SSH unless
 	// a test gives a fake.
@@ -69,7 +71,19 @@ const (
 	opRollback = "rollback"
 	opPromote  = "promote"
 	opCheck    = "check"
+	opRestart  = "restart"
 )
+
+// Restart restarts what runs now, instance by instance, with every gate of
+// a deploy (the preflight and lock, capacity, drain, wait, the restart,
+// active, health, stable, undrain) and nothing shipped: each instance
+// restarts from the release its link names, no link or current moves, no
+// hook runs. Like a deploy it first reconciles each host's instances with
+// the config. Only, when set, limits it to those ports. It is recorded in
+// each host's history.
+func (d *Deployer) Restart(ctx context.Context) (*Report, error) {
+	return d.run(ctx, opRestart)
+}
 
 // Check runs every check a deploy runs before it changes anything, and
 // changes nothing: the secrets (before anything connects), then on every
@@ -282,7 +296,7 @@ func (d *Deployer) watchStop(ctx context.Context, sessions []*session) *fleetSto
 // scale) and, for a deploy, ships it to every host that lacks it before
 // any instance restarts.
 func (d *Deployer) prepareRelease(ctx context.Context, op string, sessions []*session, rep *Report) error {
-	if d.Config.Release == nil || op == opScale {
+	if d.Config.Release == nil || op == opScale || op == opRestart {
 		return nil
 	}
 	id, err := d.chooseRelease(op, sessions)
@@ -485,7 +499,7 @@ func (d *Deployer) runHost(ctx context.Context, op string, s *session, stop <-ch
 			hr.setRelease(s.rel.current, s.rel)
 		} else {
 			hr.setRelease(release, s.rel)
-			hr.noHooks = op == opRollback
+			hr.noHooks = op == opRollback || op == opRestart
 		}
 	}
 	var err error
@@ -603,6 +617,8 @@ func (d *Deployer) nextStep(op string, s *session, r *HostReport, lockKept bool)
 		cmd = "rollout scale"
 	case opRollback:
 		cmd = "rollout rollback"
+	case opRestart:
+		cmd = "rollout restart"
 	}
 	fmt.Fprintf(&b, ". Once it answers, run `%s` again from this machine: it takes this run's lock over at once (its process is gone), puts every instance back and restarts each once more", cmd)
 	return b.String()

@@ -251,6 +251,8 @@ func (h *hostRun) begin(ctx context.Context) error {
 		case h.added[port]:
 			h.emit(port, StepRestart, StatusSkip, time.Time{}, "started on this release by the scale step")
 			h.restarted = append(h.restarted, port)
+		case h.d.Only != nil && !slices.Contains(h.d.Only, port):
+			h.skipped = append(h.skipped, port) // rollout restart --port: another instance
 		default:
 			h.queue = append(h.queue, port)
 		}

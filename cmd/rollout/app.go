@@ -135,6 +135,7 @@ prints every step without touching anything.
 			releasesCommand(),
 			secretsCommand(),
 			scaleCommand(),
+			restartCommand(),
 			setupCommand(),
 			renderCommand(),
 			statusCommand(),
