@@ -314,7 +314,10 @@ func (d *Deployer) prepareRelease(ctx context.Context, op string, sessions []*se
 		if err := d.ship(ctx, id, sessions); err != nil {
 			return err
 		}
-		return d.storeSecrets(ctx, id, sessions)
+		if err := d.storeSecrets(ctx, id, sessions); err != nil {
+			return err
+		}
+		return d.migrate(ctx, id, sessions)
 	}
 	return nil
 }

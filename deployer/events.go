@@ -21,6 +21,7 @@ const (
 	StepUndrain   StepName = "undrain"
 	StepHistory   StepName = "history"
 	StepUpload    StepName = "upload"  // ship the release to the host and prepare it
+	StepMigrate   StepName = "migrate" // run release.migrate once, on one host
 	StepSwitch    StepName = "switch"  // point an instance's link at a release
 	StepRevert    StepName = "revert"  // put switched instances back on their release
 	StepRelease   StepName = "release" // record the outcome, move current, clean up

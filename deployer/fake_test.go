@@ -71,6 +71,11 @@ type fakeRemote struct {
 	bad      string   // a suffix of the release ID that fails
 	badPort  int      // the only instance it fails on; 0: all
 	uploads  []string // the IDs uploaded
+	// migrated: the releases release.migrate ran for; migrations how many
+	// times it ran; migrateFails makes it fail.
+	migrated     map[string]bool
+	migrations   int
+	migrateFails bool
 	workDir  string   // every unit's WorkingDirectory root; "" the release layout's
 	// envs and sealed are each release's stored secrets; noEnvFile: the
 	// units do not read them (setup not run since secrets:).
@@ -579,6 +584,28 @@ func (r *fakeRemote) ReadSecrets(ctx context.Context) (string, []byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.current, r.sealed[r.current], nil
+}
+
+func (r *fakeRemote) Migrate(ctx context.Context, id string, out io.Writer) (bool, error) {
+	if err := r.wire(ctx, "Migrate"); err != nil {
+		return false, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.migrated == nil {
+		r.migrated = map[string]bool{}
+	}
+	if r.migrated[id] {
+		return true, nil
+	}
+	r.log("migrate %s", id)
+	r.migrations++
+	fmt.Fprintf(out, "migrating %s\n", id)
+	if r.migrateFails {
+		return false, errors.New("release.migrate exited 1")
+	}
+	r.migrated[id] = true
+	return false, nil
 }
 
 func (r *fakeRemote) SwitchInstance(_ context.Context, port int, id string) error {

@@ -24,7 +24,7 @@ const helperDir = "/usr/local/lib/rollout"
 // the helper also has start, stop, journal and tail (one command each).
 var helperVerbs = []string{"preflight", "write-upstream", "restart", "app-output",
 	"lock-acquire", "lock-refresh", "lock-release", "lock-status", "history-append", "history-read",
-	"release-state", "release-upload", "release-switch", "release-record", "release-secrets", "secrets-read", "access-read", "haproxy"}
+	"release-state", "release-upload", "release-switch", "release-record", "release-secrets", "release-migrate", "secrets-read", "access-read", "haproxy"}
 
 // UsesHelper says whether privileged commands go through the app's helper.
 func (c *Config) UsesHelper() bool { return c.Sudo == sudoHelper }
@@ -81,11 +81,12 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 		ports = strings.Join(p, " ")
 	}
 	haSocket, haBackend := c.helperHAProxy()
-	var root, prepare, shared string
-	timeout := "0"
+	var root, prepare, shared, migrate string
+	timeout, migrateTimeout := "0", "0"
 	if r := c.Release; r != nil {
-		root, prepare, shared = strings.TrimRight(r.Root, "/"), r.Prepare, strings.Join(r.Shared, "\n")
+		root, prepare, shared, migrate = strings.TrimRight(r.Root, "/"), r.Prepare, strings.Join(r.Shared, "\n"), r.Migrate
 		timeout = strconv.Itoa(int(r.PrepareTimeout / time.Second))
+		migrateTimeout = strconv.Itoa(int(r.MigrateTimeout / time.Second))
 	}
 	logDirs := []string{strings.TrimRight(s.LogDir, "/")}
 	for _, l := range c.Logs {
@@ -101,6 +102,7 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 		{"NGINX_RELOAD", c.Nginx.ReloadCommand}, {"NGINX_PID", c.Nginx.PIDFile},
 		{"LOCK_DIR", strings.TrimRight(c.StateDir, "/") + "/" + c.App},
 		{"RELEASE_ROOT", root}, {"PREPARE", prepare}, {"PREPARE_TIMEOUT", timeout}, {"SHARED", shared},
+		{"MIGRATE", migrate}, {"MIGRATE_TIMEOUT", migrateTimeout}, {"ENV_FILE", s.EnvFile},
 		{"LOG_DIRS", strings.Join(logDirs, "\n")}, {"ACCESS_LOG", c.AccessLogFile()},
 		{"HAPROXY_SOCKET", haSocket}, {"HAPROXY_BACKEND", haBackend},
 	}

@@ -137,6 +137,26 @@ func (l *link) RunOnce(ctx context.Context, cmd string, stdin io.Reader) (res ss
 	return res, err
 }
 
+// StreamOnce runs cmd once as RunOnce does, its output written as it
+// comes (in one piece at its end over a connection that cannot stream).
+func (l *link) StreamOnce(ctx context.Context, cmd string, stdout, stderr io.Writer) error {
+	return l.do(ctx, func() bool { return false }, func(c Conn) error {
+		var err error
+		if s, ok := c.(Streamer); ok {
+			err = s.Stream(ctx, cmd, stdout, stderr)
+		} else {
+			var res sshexec.Result
+			res, err = c.Run(ctx, cmd, nil)
+			_, _ = stdout.Write(res.Stdout)
+			_, _ = stderr.Write(res.Stderr)
+		}
+		if errors.Is(err, sshexec.ErrConnectionLost) {
+			err = fmt.Errorf("whether it ran to its end is unknown: %w", err)
+		}
+		return err
+	})
+}
+
 // DialContext dials from the host, on a new connection when the
 // connection was lost.
 func (l *link) DialContext(ctx context.Context, network, addr string) (nc net.Conn, err error) {

@@ -30,6 +30,14 @@ type ReleaseConfig struct {
 	// OnFailure is "revert" (switch every instance already switched back
 	// to the release it ran before) or "halt" (stop, as without releases).
 	OnFailure string
+	// Migrate runs once per release, on MigrateHost (default: the first
+	// host), in the new release's directory as the service user with the
+	// app's env (setup.env_file and the release's secrets), after every
+	// host has the release and before any instance restarts; empty:
+	// nothing.
+	Migrate        string
+	MigrateHost    string
+	MigrateTimeout time.Duration
 	// Artifact is the local directory or .tar.gz a deploy ships when
 	// --artifact is not given (relative: to the config file's directory);
 	// in a file with apps:, each app's.
@@ -51,7 +59,7 @@ const (
 // defaultRelease is a release: section holding every default but Root,
 // which derives from the app (see releaseDefaults).
 func defaultRelease() *ReleaseConfig {
-	return &ReleaseConfig{Keep: 5, PrepareTimeout: 10 * time.Minute, OnFailure: OnFailureRevert}
+	return &ReleaseConfig{Keep: 5, PrepareTimeout: 10 * time.Minute, MigrateTimeout: 10 * time.Minute, OnFailure: OnFailureRevert}
 }
 
 // defaultReleaseRoot is release.root when the file does not give it.
@@ -67,6 +75,9 @@ func releaseSection(c *Config) field {
 		integer("keep", &r.Keep),
 		str("prepare", &r.Prepare),
 		duration("prepare_timeout", &r.PrepareTimeout),
+		str("migrate", &r.Migrate),
+		str("migrate_host", &r.MigrateHost),
+		duration("migrate_timeout", &r.MigrateTimeout),
 		str("on_failure", &r.OnFailure),
 		str("artifact", &r.Artifact),
 	}
@@ -108,9 +119,28 @@ func (c *Config) releaseProblems(cs *checks) {
 		cs.add("release.prepare", validCommand(r.Prepare))
 	}
 	cs.add("release.prepare_timeout", within(r.PrepareTimeout, time.Second, maxPrepareTimeout))
+	if r.Migrate != "" {
+		cs.add("release.migrate", validCommand(r.Migrate))
+	}
+	if r.MigrateHost != "" && !slices.Contains(c.Hosts, r.MigrateHost) {
+		cs.add("release.migrate_host", fmt.Errorf("must be one of hosts (%s), got %s", strings.Join(c.Hosts, ", "), quoteValue(r.MigrateHost)), "hosts")
+	}
+	cs.add("release.migrate_timeout", within(r.MigrateTimeout, time.Second, maxPrepareTimeout))
 	if r.OnFailure != OnFailureRevert && r.OnFailure != OnFailureHalt {
 		cs.add("release.on_failure", fmt.Errorf("must be %s or %s, got %s", OnFailureRevert, OnFailureHalt, quoteValue(r.OnFailure)))
 	}
+}
+
+// migrateHost is the host release.migrate runs on: migrate_host, or the
+// first host.
+func (c *Config) migrateHost() string {
+	if c.Release != nil && c.Release.MigrateHost != "" {
+		return c.Release.MigrateHost
+	}
+	if len(c.Hosts) > 0 {
+		return c.Hosts[0]
+	}
+	return ""
 }
 
 // validReleaseRoot checks release.root: an absolute path, clean (so that

@@ -9,7 +9,7 @@ import (
 
 func TestReleaseConfig(t *testing.T) {
 	defaults := func(edit func(r *ReleaseConfig)) *ReleaseConfig {
-		r := &ReleaseConfig{Root: "/srv/my-app", Keep: 5, PrepareTimeout: 10 * time.Minute, OnFailure: OnFailureRevert}
+		r := &ReleaseConfig{Root: "/srv/my-app", Keep: 5, PrepareTimeout: 10 * time.Minute, MigrateTimeout: 10 * time.Minute, OnFailure: OnFailureRevert}
 		edit(r)
 		return r
 	}
@@ -21,9 +21,14 @@ func TestReleaseConfig(t *testing.T) {
 		{"absent", "", nil, ""},
 		{"defaults", "release: {}\n", defaults(func(*ReleaseConfig) {}), ""},
 		{"every key", "release:\n  root: /opt/shop\n  shared: [.env, uploads, storage/logs, storage/cache]\n  keep: 3\n" +
-			"  prepare: npm ci --omit=dev\n  prepare_timeout: 90s\n  on_failure: halt\n",
+			"  prepare: npm ci --omit=dev\n  prepare_timeout: 90s\n  on_failure: halt\n" +
+			"  migrate: npm run migrate\n  migrate_host: 10.0.0.5\n  migrate_timeout: 5m\n",
 			&ReleaseConfig{Root: "/opt/shop", Shared: []string{".env", "uploads", "storage/logs", "storage/cache"}, Keep: 3,
-				Prepare: "npm ci --omit=dev", PrepareTimeout: 90 * time.Second, OnFailure: OnFailureHalt}, ""},
+				Prepare: "npm ci --omit=dev", PrepareTimeout: 90 * time.Second, OnFailure: OnFailureHalt,
+				Migrate: "npm run migrate", MigrateHost: "10.0.0.5", MigrateTimeout: 5 * time.Minute}, ""},
+		{"migrate_host not a host", "release: {migrate: ./m.sh, migrate_host: db1}\n", nil, `c.yaml:7: release.migrate_host: must be one of hosts (10.0.0.5, web2.example.com), got "db1"`},
+		{"migrate two lines", "release: {migrate: \"a\\nb\"}\n", nil, `c.yaml:7: release.migrate: must be one non-empty line, got "a\nb"`},
+		{"migrate_timeout 1ns", "release: {migrate: ./m.sh, migrate_timeout: 1ns}\n", nil, `c.yaml:7: release.migrate_timeout: must be 1s..2h, got 1ns`},
 		{"the bounds", "release: {keep: 100, prepare_timeout: 2h}\n",
 			defaults(func(r *ReleaseConfig) { r.Keep, r.PrepareTimeout = 100, 2*time.Hour }), ""},
 		{"an empty root is the default", "release: {root: \"\", keep: 1}\n", defaults(func(r *ReleaseConfig) { r.Keep = 1 }), ""},

@@ -148,6 +148,10 @@ type releaseOps interface {
 	// ReadSecrets returns the current release and its sealed secrets (nil
 	// if it has none).
 	ReadSecrets(ctx context.Context) (current string, sealed []byte, err error)
+	// Migrate runs release.migrate for release id once, its output written
+	// to out as it comes; it is never run again after a lost connection.
+	// already says the release's marker said it had run.
+	Migrate(ctx context.Context, id string, out io.Writer) (already bool, err error)
 }
 
 // hostState is one inspection of a host.

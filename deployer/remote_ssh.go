@@ -829,3 +829,64 @@ func (r sshRemote) SetupApply(ctx context.Context, actions []setupAction, stdin 
 	}
 	return err
 }
+
+func (r sshRemote) cmdMigrate(id string) string {
+	rel, s := r.cfg.Release, r.cfg.setupDefaults()
+	return script("release-migrate", true, r.priv, r.releaseRoot(), id, s.User, s.Group,
+		strconv.Itoa(int(rel.MigrateTimeout/time.Second)), s.EnvFile, rel.Migrate)
+}
+
+func (r sshRemote) Migrate(ctx context.Context, id string, out io.Writer) (bool, error) {
+	cmd := r.cmdMigrate(id)
+	var stdout finalLine
+	var stderr bytes.Buffer
+	w := io.MultiWriter(out, &stdout)
+	var err error
+	if o, ok := r.conn.(interface {
+		StreamOnce(ctx context.Context, cmd string, stdout, stderr io.Writer) error
+	}); ok {
+		err = o.StreamOnce(ctx, cmd, w, &stderr)
+	} else if s, ok := r.conn.(Streamer); ok {
+		err = s.Stream(ctx, cmd, w, &stderr)
+	} else {
+		var res sshexec.Result
+		res, err = r.conn.Run(ctx, cmd, nil)
+		_, _ = w.Write(res.Stdout)
+		stderr.Write(res.Stderr)
+	}
+	switch exitCode(err) {
+	case exitMigrate, exitNoRelease:
+		return false, errors.New(strings.TrimSpace(stderr.String()))
+	case -1:
+	default:
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			return false, fmt.Errorf("release.migrate: %s: %w", msg, err)
+		}
+	}
+	if err != nil {
+		return false, fmt.Errorf("release.migrate: %w", err)
+	}
+	return strings.HasPrefix(stdout.last, "already migrated"), nil
+}
+
+// finalLine keeps the last complete line written to it.
+type finalLine struct {
+	last    string
+	partial []byte
+}
+
+func (l *finalLine) Write(p []byte) (int, error) {
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.last = string(l.partial[:i])
+		l.partial = l.partial[i+1:]
+	}
+	if len(l.partial) > 4096 {
+		l.partial = l.partial[len(l.partial)-4096:]
+	}
+	return len(p), nil
+}

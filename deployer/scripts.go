@@ -40,6 +40,7 @@ const (
 	exitSudoers     = 80 // EX_SUDOERS: visudo refused a new sudoers file; it was not installed
 	exitSpecial     = 81 // EX_SPECIAL: a release holds a device, fifo or socket file
 	exitNoEnvFile   = 82 // EX_NO_ENVFILE: the unit does not read the release's secrets
+	exitMigrate     = 83 // EX_MIGRATE: release.migrate failed or timed out
 )
 
 // sectionMark starts each part of a script's output: "@@rollout@@ NAME".

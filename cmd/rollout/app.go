@@ -73,7 +73,7 @@ func exitCode(err error, interrupted bool, stderr io.Writer) int {
 		return exitInterrupted
 	case errors.As(err, &ue), errors.As(err, &le), strings.HasPrefix(err.Error(), "Required flag"):
 		return exitUsage
-	case errors.As(err, &se) && (se.Step == deployer.StepPreflight || se.Step == deployer.StepLock || se.Step == deployer.StepUpload || (se.Step == deployer.StepHook && se.Host == "local")):
+	case errors.As(err, &se) && (se.Step == deployer.StepPreflight || se.Step == deployer.StepLock || se.Step == deployer.StepUpload || se.Step == deployer.StepMigrate || (se.Step == deployer.StepHook && se.Host == "local")):
 		return exitPreflight
 	case errors.As(err, &unreachable):
 		return exitPreflight

@@ -241,6 +241,17 @@ release-secrets)
   need_name "the release" "$2"
   need_unit "$3"
   ;;
+release-migrate)
+  need_count release-migrate $# -eq 7
+  need "the release root" "$1" "$RELEASE_ROOT"
+  need_name "the release" "$2"
+  need "the app's user" "$3" "$APP_USER"
+  need "the app's group" "$4" "$APP_GROUP"
+  need "the migrate timeout" "$5" "$MIGRATE_TIMEOUT"
+  need "setup.env_file" "$6" "$ENV_FILE"
+  [ -n "$MIGRATE" ] || refuse "release-migrate: the config of this helper has no release.migrate"
+  need "release.migrate" "$7" "$MIGRATE"
+  ;;
 secrets-read)
   need_count secrets-read $# -eq 1
   need "the release root" "$1" "$RELEASE_ROOT"
