@@ -53,15 +53,15 @@ func (e *StepError) Error() string {
 	if e.Port != 0 {
 		where = fmt.Sprintf("%s:%d", e.Host, e.Port)
 	}
-	if e.Took > 0 {
-		where += fmt.Sprintf(" (after %s)", e.Took.Round(max(time.Microsecond, e.Took/1000)))
-	}
 	msg := fmt.Sprintf("%s %s: %v", e.Step, where, e.Err)
 	if where == "" {
 		msg = fmt.Sprintf("%s: %v", e.Step, e.Err)
 	}
 	if e.LeftOut {
 		msg += " (instance left out of nginx)"
+	}
+	if e.Took > 0 {
+		msg += fmt.Sprintf(" (after %s)", e.Took.Round(max(time.Microsecond, e.Took/1000)))
 	}
 	return msg
 }

@@ -158,7 +158,7 @@ func TestUnreachableHostOneExitCode(t *testing.T) {
 	if !row.MatchString(out) {
 		t.Errorf("the summary row does not say why:\n%s", out)
 	}
-	if !regexp.MustCompile(`(?m)^rollout: preflight 127\.0\.0\.1 \(after [0-9.]+[µm]?s\): ssh .*connection refused$`).MatchString(errOut) {
+	if !regexp.MustCompile(`(?m)^rollout: preflight 127\.0\.0\.1: ssh .*connection refused \(after [0-9.]+[µm]?s\)$`).MatchString(errOut) {
 		t.Errorf("the failure line lacks step, host, time or cause:\n%s", errOut)
 	}
 	out, _, _ = runCLI(t, "deploy", "-c", cfg, "--version", "v1", "-o", "json")
