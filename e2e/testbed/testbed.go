@@ -355,6 +355,16 @@ func (tb *Testbed) Reboot(ctx context.Context, h *Host) error {
 	return tb.start(ctx, h)
 }
 
+// Stop stops h's container and leaves it down (Start boots it again).
+func (tb *Testbed) Stop(h *Host) {
+	stopProcess(h.cmd.Process.Pid, 20*time.Second)
+}
+
+// Start boots h's stopped container again from the clean rootfs.
+func (tb *Testbed) Start(ctx context.Context, h *Host) error {
+	return tb.start(ctx, h)
+}
+
 // Down stops every host and removes the network. It is safe to call more
 // than once.
 func (tb *Testbed) Down(ctx context.Context) error {
