@@ -76,7 +76,7 @@ type fakeRemote struct {
 	migrated     map[string]bool
 	migrations   int
 	migrateFails bool
-	workDir  string   // every unit's WorkingDirectory root; "" the release layout's
+	workDir      string // every unit's WorkingDirectory root; "" the release layout's
 	// envs and sealed are each release's stored secrets; noEnvFile: the
 	// units do not read them (setup not run since secrets:).
 	envs, sealed map[string][]byte
