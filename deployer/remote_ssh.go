@@ -838,9 +838,8 @@ func (r sshRemote) cmdMigrate(id string) string {
 
 func (r sshRemote) Migrate(ctx context.Context, id string, out io.Writer) (bool, error) {
 	cmd := r.cmdMigrate(id)
-	var stdout finalLine
 	var stderr bytes.Buffer
-	w := io.MultiWriter(out, &stdout)
+	w := out
 	var err error
 	if o, ok := r.conn.(interface {
 		StreamOnce(ctx context.Context, cmd string, stdout, stderr io.Writer) error
@@ -866,27 +865,5 @@ func (r sshRemote) Migrate(ctx context.Context, id string, out io.Writer) (bool,
 	if err != nil {
 		return false, fmt.Errorf("release.migrate: %w", err)
 	}
-	return strings.HasPrefix(stdout.last, "already migrated"), nil
-}
-
-// finalLine keeps the last complete line written to it.
-type finalLine struct {
-	last    string
-	partial []byte
-}
-
-func (l *finalLine) Write(p []byte) (int, error) {
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		l.last = string(l.partial[:i])
-		l.partial = l.partial[i+1:]
-	}
-	if len(l.partial) > 4096 {
-		l.partial = l.partial[len(l.partial)-4096:]
-	}
-	return len(p), nil
+	return strings.HasPrefix(strings.TrimSpace(stderr.String()), "already migrated"), nil
 }

@@ -5,8 +5,9 @@
 # as it does for the units), through a transient systemd service.
 #
 # usage: release-migrate.sh ROOT ID USER GROUP TIMEOUT_S ENV_FILE COMMAND
-# prints: the command's output, then "migrated"; or "already migrated AT"
-#         when the release's marker says it ran (a resumed deploy).
+# prints: the command's output on stdout; on stderr, last, "migrated", or
+#         "already migrated AT" when the release's marker says it ran (a
+#         resumed deploy) and nothing ran.
 # exit:   0 ran (or had run); EX_NO_RELEASE the release is not on the host;
 #         EX_MIGRATE the command failed or timed out (its last lines said
 #         on stderr).
@@ -22,7 +23,7 @@ if [ ! -d "$dir" ] || [ -L "$dir" ]; then
 fi
 mark=$dir/.rollout/migrated
 if [ -f "$mark" ]; then
-  echo "already migrated $(cat -- "$mark")"
+  echo "already migrated $(cat -- "$mark")" >&2
   exit 0
 fi
 set +e
@@ -44,4 +45,4 @@ fi
 mkdir -p -- "$dir/.rollout"
 date -u +%Y-%m-%dT%H:%M:%SZ >"$mark.tmp"
 mv -f -- "$mark.tmp" "$mark"
-echo migrated
+echo migrated >&2
