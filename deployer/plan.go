@@ -290,9 +290,10 @@ func planRelease(p *Plan, hp *HostPlan, c sshRemote, cfg *Config, version string
 			Does:  fmt.Sprintf("before anything connects, stop (exit 3) if the secrets lack a name of %s or of the release's .env.example; then, every host at once, check that the units read %s, and store the secrets in %s/releases/%s/.rollout (root's, 0700; files 0600), where systemd reads them for each instance of the release; name the variables added, removed and changed (never values) from the current release's", required, cfg.secretsEnvFile(), rel.Root, p.Release)})
 	}
 	if rel.Migrate != "" && hp.Host == cfg.migrateHost() {
+		s := cfg.setupDefaults()
 		hp.Ship = append(hp.Ship, Step{Name: StepMigrate, Command: c.cmdMigrate(p.Release),
 			Does: fmt.Sprintf("once for the whole fleet, on this host, after every host has the release and before any instance restarts: run release.migrate %q in %s/releases/%s as %s, through systemd-run with the env of its instances (%s, then the release's secrets), at most %s, its output shown as it comes; skipped when the release's marker says an earlier run migrated it; a failure, a timeout or a lost connection stops the deploy with nothing restarted (exit 3)",
-				rel.Migrate, rel.Root, p.Release, cfg.setupDefaults().User, cfg.setupDefaults().EnvFile, rel.MigrateTimeout)})
+				rel.Migrate, rel.Root, p.Release, s.User, s.EnvFile, rel.MigrateTimeout)})
 	}
 	policy := "release.on_failure: halt: stop, keep the old instances serving, leave the switched ones on the new release (a rerun resumes)"
 	if rel.OnFailure == OnFailureRevert {

@@ -22,7 +22,12 @@ type Preview struct {
 	// host (rollout promote continues it); "" if none.
 	Paused string `json:"paused,omitempty"`
 	Error  string `json:"error,omitempty"`
+	err    error  // what Error says, as it was returned
 }
+
+// Err is why the host could not be read (nil if it was): an
+// *UnreachableError when it could not be connected to.
+func (v Preview) Err() error { return v.err }
 
 // hostLook is one host as the preview reads it.
 type hostLook struct {
@@ -82,7 +87,7 @@ func PreviewReleases(ctx context.Context, cfg *Config, version, sum, secretsDige
 			out[i].Paused = p
 		}
 		if errs[i] != nil {
-			out[i].Error = errs[i].Error()
+			out[i].Error, out[i].err = errs[i].Error(), errs[i]
 			continue
 		}
 		out[i].Upload = !l.rel.present[id]

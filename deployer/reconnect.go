@@ -141,20 +141,36 @@ func (l *link) RunOnce(ctx context.Context, cmd string, stdin io.Reader) (res ss
 // comes (in one piece at its end over a connection that cannot stream).
 func (l *link) StreamOnce(ctx context.Context, cmd string, stdout, stderr io.Writer) error {
 	return l.do(ctx, func() bool { return false }, func(c Conn) error {
-		var err error
-		if s, ok := c.(Streamer); ok {
-			err = s.Stream(ctx, cmd, stdout, stderr)
-		} else {
-			var res sshexec.Result
-			res, err = c.Run(ctx, cmd, nil)
-			_, _ = stdout.Write(res.Stdout)
-			_, _ = stderr.Write(res.Stderr)
-		}
+		err := stream(ctx, c, cmd, stdout, stderr)
 		if errors.Is(err, sshexec.ErrConnectionLost) {
 			err = fmt.Errorf("whether it ran to its end is unknown: %w", err)
 		}
 		return err
 	})
+}
+
+// streamOnce runs cmd on c once, its output written as it comes: through
+// the link when c is one (reconnecting for what follows, never running
+// cmd again), on c itself otherwise.
+func streamOnce(ctx context.Context, c Conn, cmd string, stdout, stderr io.Writer) error {
+	if l, ok := c.(interface {
+		StreamOnce(ctx context.Context, cmd string, stdout, stderr io.Writer) error
+	}); ok {
+		return l.StreamOnce(ctx, cmd, stdout, stderr)
+	}
+	return stream(ctx, c, cmd, stdout, stderr)
+}
+
+// stream runs cmd on c, its output written as it comes, or in one piece at
+// its end over a connection that cannot stream.
+func stream(ctx context.Context, c Conn, cmd string, stdout, stderr io.Writer) error {
+	if s, ok := c.(Streamer); ok {
+		return s.Stream(ctx, cmd, stdout, stderr)
+	}
+	res, err := c.Run(ctx, cmd, nil)
+	_, _ = stdout.Write(res.Stdout)
+	_, _ = stderr.Write(res.Stderr)
+	return err
 }
 
 // DialContext dials from the host, on a new connection when the

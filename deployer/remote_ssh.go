@@ -837,22 +837,8 @@ func (r sshRemote) cmdMigrate(id string) string {
 }
 
 func (r sshRemote) Migrate(ctx context.Context, id string, out io.Writer) (bool, error) {
-	cmd := r.cmdMigrate(id)
 	var stderr bytes.Buffer
-	w := out
-	var err error
-	if o, ok := r.conn.(interface {
-		StreamOnce(ctx context.Context, cmd string, stdout, stderr io.Writer) error
-	}); ok {
-		err = o.StreamOnce(ctx, cmd, w, &stderr)
-	} else if s, ok := r.conn.(Streamer); ok {
-		err = s.Stream(ctx, cmd, w, &stderr)
-	} else {
-		var res sshexec.Result
-		res, err = r.conn.Run(ctx, cmd, nil)
-		_, _ = w.Write(res.Stdout)
-		stderr.Write(res.Stderr)
-	}
+	err := streamOnce(ctx, r.conn, r.cmdMigrate(id), out, &stderr)
 	switch exitCode(err) {
 	case exitMigrate, exitNoRelease:
 		return false, errors.New(strings.TrimSpace(stderr.String()))

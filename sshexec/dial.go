@@ -28,8 +28,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = defaultKeepAlive
 	}
-	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	who := cfg.User + "@" + addr
+	addr, who := target(cfg)
 	if cfg.Host == "" || cfg.User == "" {
 		return nil, fmt.Errorf("ssh %s: host and user are required", who)
 	}
@@ -107,7 +106,10 @@ func (e *LocalError) Unwrap() error { return e.Err }
 // data) without connecting: a *LocalError says what is wrong. A
 // passphrase-protected key file passes; Dial asks for its passphrase.
 func CheckLocal(cfg Config) error {
-	who := cfg.User + "@" + net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	if cfg.Port == 0 {
+		cfg.Port = defaultPort
+	}
+	addr, who := target(cfg)
 	cfg.Passphrase = func(string) ([]byte, error) { return nil, errPassphraseLater }
 	_, closeAgent, err := authMethod(cfg)
 	if errors.Is(err, errPassphraseLater) {
@@ -122,13 +124,19 @@ func CheckLocal(cfg Config) error {
 	if cfg.InsecureIgnoreHostKey {
 		return nil
 	}
-	if _, _, err := hostKeyCheck(cfg, net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))); err != nil {
+	if _, _, err := hostKeyCheck(cfg, addr); err != nil {
 		return &LocalError{Host: who, Err: err}
 	}
 	return nil
 }
 
 var errPassphraseLater = errors.New("passphrase asked when dialing")
+
+// target is cfg's host:port, and user@host:port as errors name it.
+func target(cfg Config) (addr, who string) {
+	addr = net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	return addr, cfg.User + "@" + addr
+}
 
 // authMethod offers the key files' signers, then the agent's, in a single
 // publickey method (x/crypto tries each method name only once).

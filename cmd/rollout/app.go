@@ -112,7 +112,7 @@ prints every step without touching anything.
    rollout deploy --version v2 --artifact build/   # with release: ship build/ first`,
 				Flags: append(append(overrideFlags(), releaseFlags()...), changedSinceFlag(),
 					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"}, scriptsFlag(),
-					&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
+					breakStaleLockFlag()),
 				Action:       deployAction,
 				OnUsageError: onUsageError,
 			},
@@ -232,14 +232,20 @@ func completeFlags(c *cli.Context) {
 	}
 }
 
-// onUsageError marks a flag error as a usage error, with the closest flag
-// for an unknown one.
 // scriptsFlag makes the plan print every instance's steps and every remote
 // command in full.
 func scriptsFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "scripts", Usage: "print every instance's steps with the exact remote command each runs (the plan is short without it; --output json always has them)"}
 }
 
+// breakStaleLockFlag lets a command that takes the deploy lock take over a
+// stale one.
+func breakStaleLockFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}
+}
+
+// onUsageError marks a flag error as a usage error, with the closest flag
+// for an unknown one.
 func onUsageError(c *cli.Context, err error, _ bool) error {
 	const undefined = "flag provided but not defined: "
 	if rest, ok := strings.CutPrefix(err.Error(), undefined); ok {
@@ -491,8 +497,8 @@ func planAction(c *cli.Context) error {
 		// unknown (exit 3, as the deploy's preflight would).
 		var unread []error
 		for _, h := range preview {
-			if h.Error != "" {
-				unread = append(unread, &deployer.UnreachableError{Host: h.Host, Err: errors.New(h.Error)})
+			if err := h.Err(); err != nil {
+				unread = append(unread, err)
 			}
 		}
 		if len(unread) > 0 {

@@ -450,7 +450,7 @@ Examples:
    rollout scale --instances auto        # one per CPU core of each host`,
 		Flags: append(connFlags(),
 			&cli.StringFlag{Name: "instances", Required: true, EnvVars: []string{"ROLLOUT_INSTANCES"}, Usage: "instances per host: a number, or auto (one per CPU core)"},
-			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
+			breakStaleLockFlag()),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			n := 0 // auto

@@ -125,7 +125,7 @@ Examples:
 		Flags: append(overrideFlags(),
 			&cli.StringFlag{Name: "to", Usage: "the release ID to go back to (see rollout releases)"},
 			&cli.BoolFlag{Name: "force", Usage: "restart instances that already run that release"},
-			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
+			breakStaleLockFlag()),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			to := c.String("to")
@@ -165,7 +165,7 @@ Examples:
    rollout status                       # the canary, beside the others
    rollout promote                      # or: rollout rollback`,
 		Flags: append(overrideFlags(),
-			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
+			breakStaleLockFlag()),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			pr, apps, err := loadReleaseApps(c)

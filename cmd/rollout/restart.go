@@ -29,7 +29,7 @@ Examples:
    rollout restart --hosts 10.0.0.5 --port 3001 # one instance`,
 		Flags: append(overrideFlags(),
 			&cli.IntSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only these instances (each host's instances on these ports)"},
-			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
+			breakStaleLockFlag()),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			pr, apps, err := loadApps(c)

@@ -79,7 +79,7 @@ Examples:
    rollout setup --hosts 10.0.0.9           # a new server`,
 		Flags: append(connFlags(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "show what would change, as a diff per file; change nothing"},
-			&cli.BoolFlag{Name: "break-stale-lock", EnvVars: []string{"ROLLOUT_BREAK_STALE_LOCK"}, Usage: "take over a deploy lock whose holder stopped refreshing it"}),
+			breakStaleLockFlag()),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			pr, apps, err := loadApps(c)
