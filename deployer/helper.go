@@ -24,7 +24,7 @@ const helperDir = "/usr/local/lib/rollout"
 // the helper also has start, stop, journal and tail (one command each).
 var helperVerbs = []string{"preflight", "write-upstream", "restart", "app-output",
 	"lock-acquire", "lock-refresh", "lock-release", "lock-status", "history-append", "history-read",
-	"release-state", "release-upload", "release-switch", "release-record", "release-secrets", "release-migrate", "secrets-read", "access-read", "haproxy"}
+	"release-state", "release-upload", "release-switch", "release-record", "release-secrets", "release-migrate", "secrets-read", "access-read", "haproxy", "exec", "exec-stop"}
 
 // UsesHelper says whether privileged commands go through the app's helper.
 func (c *Config) UsesHelper() bool { return c.Sudo == sudoHelper }
@@ -103,6 +103,7 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 		{"LOCK_DIR", strings.TrimRight(c.StateDir, "/") + "/" + c.App},
 		{"RELEASE_ROOT", root}, {"PREPARE", prepare}, {"PREPARE_TIMEOUT", timeout}, {"SHARED", shared},
 		{"MIGRATE", migrate}, {"MIGRATE_TIMEOUT", migrateTimeout}, {"ENV_FILE", s.EnvFile},
+		{"WORK_DIR", s.workDir},
 		{"LOG_DIRS", strings.Join(logDirs, "\n")}, {"ACCESS_LOG", c.AccessLogFile()},
 		{"HAPROXY_SOCKET", haSocket}, {"HAPROXY_BACKEND", haBackend},
 	}

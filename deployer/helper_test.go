@@ -91,6 +91,10 @@ func TestHelperAcceptsWhatRolloutSends(t *testing.T) {
 		"secrets":        r.cmdWriteSecrets(entry.ID),
 		"read secrets":   r.cmdReadSecrets(),
 		"migrate":        r.cmdMigrate(entry.ID),
+		"exec":           r.cmdExec(cfg.Release.Root+"/releases/"+entry.ID, entry.ID, "rollout-exec-my-app-0a1b2c", "pipe", []string{"sh", "-c", "echo \"$1\"; id", "sh", "a 'b' $c"}),
+		"exec check":     r.cmdExec(cfg.Release.Root+"/releases/"+entry.ID, entry.ID, "rollout-exec-my-app-0a1b2c", "check", []string{"node"}),
+		"exec -t":        r.cmdExec(cfg.Release.Root+"/releases/"+entry.ID, entry.ID, "rollout-exec-my-app-0a1b2c", "tty", []string{"node"}),
+		"exec stop":      r.cmdExecStop("rollout-exec-my-app-0a1b2c"),
 	}
 	_, real := cfg.helper()
 	prefix := "sudo -n " + cfg.HelperPath() + " " + real + " "
@@ -172,6 +176,15 @@ func TestHelperRefuses(t *testing.T) {
 		"a migrate as root":           {"release-migrate", root, "20261205120000-v2", "root", "www-data", "600", "/etc/my-app/.env", "npm run migrate"},
 		"a migrate with another env":  {"release-migrate", root, "20261205120000-v2", "my-app", "www-data", "600", "/etc/shadow", "npm run migrate"},
 		"a migrate of release ..":     {"release-migrate", root, "..", "my-app", "www-data", "600", "/etc/my-app/.env", "npm run migrate"},
+		"an exec as root":             {"exec", root + "/releases/20261205120000-v2", "20261205120000-v2", "root", "www-data", "/etc/my-app/.env", "rollout-exec-my-app-1", "pipe", "id"},
+		"an exec elsewhere":           {"exec", "/etc", "20261205120000-v2", "my-app", "www-data", "/etc/my-app/.env", "rollout-exec-my-app-1", "pipe", "id"},
+		"an exec in release ..":       {"exec", root + "/releases/..", "..", "my-app", "www-data", "/etc/my-app/.env", "rollout-exec-my-app-1", "pipe", "id"},
+		"an exec with another env":    {"exec", root + "/releases/20261205120000-v2", "20261205120000-v2", "my-app", "www-data", "/etc/shadow", "rollout-exec-my-app-1", "pipe", "id"},
+		"an exec as another unit":     {"exec", root + "/releases/20261205120000-v2", "20261205120000-v2", "my-app", "www-data", "/etc/my-app/.env", "ssh", "pipe", "id"},
+		"an exec in another mode":     {"exec", root + "/releases/20261205120000-v2", "20261205120000-v2", "my-app", "www-data", "/etc/my-app/.env", "rollout-exec-my-app-1", "root", "id"},
+		"an exec with no command":     {"exec", root + "/releases/20261205120000-v2", "20261205120000-v2", "my-app", "www-data", "/etc/my-app/.env", "rollout-exec-my-app-1", "pipe"},
+		"an exec-stop of ssh":         {"exec-stop", "ssh.service"},
+		"an exec-stop of another app": {"exec-stop", "rollout-exec-other-1"},
 		"secrets read elsewhere":      {"secrets-read", "/etc"},
 		"secrets read, more":          {"secrets-read", root, "/etc/shadow"},
 		"an unknown verb":             {"sh", "-c", "id"},

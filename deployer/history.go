@@ -26,6 +26,8 @@ type HistoryEntry struct {
 	// Secrets are the names the deploy's secrets added (+), removed (-)
 	// and changed (~); never values.
 	Secrets []string `json:"secrets_changed,omitempty"`
+	// Command is what rollout exec ran, quoted as a shell would read it.
+	Command string `json:"command,omitempty"`
 }
 
 // AppendHistory appends one entry to the host's history.

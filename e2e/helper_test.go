@@ -70,6 +70,8 @@ func TestLeastPrivilegeHelper(t *testing.T) {
 		"a file outside":        "tail 5 0 /etc/shadow",
 		"a link out of the app": "release-switch /srv/my-app 3000 ../../etc",
 		"a shell":               "lock-status '/var/lib/rollout/my-app;id'",
+		"exec as root":          "exec /srv/my-app/releases/x x root root /etc/my-app/.env rollout-exec-my-app-1 pipe id",
+		"exec-stop of ssh":      "exec-stop ssh.service",
 	} {
 		out, err := fleet.Run(ctx, h, helper+args+" 2>&1; echo exit=$?")
 		if err != nil || !strings.Contains(out, "refused: ") || !strings.Contains(out, "exit=79") {

@@ -261,7 +261,31 @@ func (c *Client) Stream(ctx context.Context, cmd string, stdout, stderr io.Write
 	return c.run(ctx, cmd, nil, stdout, stderr)
 }
 
+// Terminal is the pseudo-terminal a command run by Attach gets: its type
+// ($TERM) and size, and the sizes the local window takes later.
+type Terminal struct {
+	Term          string
+	Width, Height int
+	// Resize, if not nil, gives each new size: [width, height].
+	Resize <-chan [2]int
+}
+
+// Attach is Stream with stdin (nil: none) and, with t, a pseudo-terminal
+// on the host: the command's stdout and stderr are then both the
+// terminal's output, written to stdout, and stdin goes to the terminal
+// as it is, Ctrl-C included (the caller puts the local terminal in raw
+// mode). Attach returns when the command ends, without waiting for stdin
+// to end (a terminal's never does): a read of stdin may then still be
+// under way, and what it reads is dropped.
+func (c *Client) Attach(ctx context.Context, cmd string, t *Terminal, stdin io.Reader, stdout, stderr io.Writer) error {
+	return c.session(ctx, cmd, stdin, stdout, stderr, t, true)
+}
+
 func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return c.session(ctx, cmd, stdin, stdout, stderr, nil, false)
+}
+
+func (c *Client) session(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer, t *Terminal, detachStdin bool) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("run on %s: %w", c.host, err)
 	}
@@ -275,8 +299,33 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	defer s.Close()
 	g, errTail := &gate{}, &tailBuffer{}
 	defer g.shut()
-	s.Stdin, s.Stdout = stdin, g.writer(stdout)
+	s.Stdout = g.writer(stdout)
 	s.Stderr = g.writer(io.MultiWriter(orDiscard(stderr), errTail))
+	switch {
+	case stdin != nil && detachStdin:
+		w, err := s.StdinPipe()
+		if err != nil {
+			return fmt.Errorf("run on %s: stdin: %w", c.host, err)
+		}
+		go func() {
+			_, _ = io.Copy(w, stdin) // ends with stdin, or at the first write after the session
+			_ = w.Close()
+		}()
+	default:
+		s.Stdin = stdin
+	}
+	if t != nil {
+		if err := s.RequestPty(t.Term, t.Height, t.Width, ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
+			return fmt.Errorf("run on %s: a terminal: %w", c.host, err)
+		}
+		if t.Resize != nil {
+			go func() { // until the caller closes Resize
+				for size := range t.Resize {
+					_ = s.WindowChange(size[1], size[0]) // the session may have ended
+				}
+			}()
+		}
+	}
 	if err := s.Start(cmd); err != nil {
 		if lerr := c.lost(err); lerr != nil {
 			return lerr

@@ -805,3 +805,29 @@ func TestConnectionLost(t *testing.T) {
 		t.Errorf("a new connection: %v", err)
 	}
 }
+
+// Attach gives the command its stdin, and returns when the command ends,
+// also while stdin has not ended (a terminal's never does).
+func TestAttach(t *testing.T) {
+	c := dial(t, newEnv(t).config())
+	var stdout, stderr bytes.Buffer
+	err := c.Attach(context.Background(), "head -n 1; exit 3", nil, strings.NewReader("first\nsecond\n"), &stdout, &stderr)
+	var ee *sshexec.ExitError
+	if !errors.As(err, &ee) || ee.Code != 3 || stdout.String() != "first\n" {
+		t.Fatalf("err = %v, stdout %q; want exit 3 and the first line", err, stdout.String())
+	}
+	pr, pw := io.Pipe() // written to, never closed
+	defer pw.Close()
+	go func() { _, _ = io.WriteString(pw, "typed\n") }()
+	done := make(chan error, 1)
+	stdout.Reset()
+	go func() { done <- c.Attach(context.Background(), "read line; echo got $line", nil, pr, &stdout, nil) }()
+	select {
+	case err := <-done:
+		if err != nil || stdout.String() != "got typed\n" {
+			t.Errorf("err = %v, stdout %q", err, stdout.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Attach waits for stdin to end after the command ended")
+	}
+}

@@ -5,82 +5,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 	"github.com/xrash/smetrics"
 
 	"github.com/rollout-dev/rollout/deployer"
-	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
-
-// Exit codes, mapped from errors in one place (exitCode), the same for
-// every command.
-const (
-	exitOK          = 0
-	exitFailed      = 1
-	exitUsage       = 2
-	exitPreflight   = 3
-	exitInterrupted = 130
-)
-
-// exitCodes is the table --help, the man page and docs/troubleshooting.md
-// show (a test holds the docs to it).
-var exitCodes = []struct {
-	code    int
-	meaning string
-}{
-	{exitOK, "done: every host deployed, every instance serving, every host read"},
-	{exitFailed, "failed on a host after the checks (see the summary), or an instance is not serving (status, watch --once)"},
-	{exitUsage, "a local mistake, before anything connects: bad flags, arguments, config, secrets, an artifact refused, or an SSH key or known_hosts on this machine that cannot be used (the flag, variable or file is named)"},
-	{exitPreflight, "nothing changed where it failed: a host could not be reached or read, or a check before any change failed (host key, sudo, units, nginx -t, the upstream, the release layout, a lock held by someone else, a local before-hook, the release's upload or prepare, no release to roll back to, no paused rollout, the probe's target)"},
-	{exitInterrupted, "interrupted (Ctrl-C, SIGTERM): the instance in progress went back into the balancer if healthy, stayed out if not"},
-}
-
-// exitCodesText is the table as --help and the man page print it.
-func exitCodesText() string {
-	var b strings.Builder
-	b.WriteString("Exit codes (every command):\n")
-	for _, e := range exitCodes {
-		fmt.Fprintf(&b, "   %-4d %s\n", e.code, e.meaning)
-	}
-	return b.String()
-}
-
-// usageError marks errors in flags or config.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func exitCode(err error, interrupted bool, stderr io.Writer) int {
-	if err == nil {
-		return exitOK
-	}
-	// One line per failure, each saying it is rollout's.
-	for _, line := range strings.Split(strings.TrimRight(err.Error(), "\n"), "\n") {
-		fmt.Fprintln(stderr, "rollout:", line)
-	}
-	var ue usageError
-	var le *sshexec.LocalError
-	var se *deployer.StepError
-	var unreachable *deployer.UnreachableError
-	switch {
-	case interrupted:
-		return exitInterrupted
-	case errors.As(err, &ue), errors.As(err, &le), strings.HasPrefix(err.Error(), "Required flag"):
-		return exitUsage
-	case errors.As(err, &se) && (se.Step == deployer.StepPreflight || se.Step == deployer.StepLock || se.Step == deployer.StepUpload || se.Step == deployer.StepMigrate || (se.Step == deployer.StepHook && se.Host == "local")):
-		return exitPreflight
-	case errors.As(err, &unreachable):
-		return exitPreflight
-	default:
-		return exitFailed
-	}
-}
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
@@ -136,6 +71,7 @@ prints every step without touching anything.
 			secretsCommand(),
 			scaleCommand(),
 			restartCommand(),
+			execCommand(),
 			setupCommand(),
 			renderCommand(),
 			statusCommand(),
@@ -380,6 +316,9 @@ func flagFor(c *cli.Context, key string) string {
 
 // checkOutputFlag checks --output.
 func checkOutputFlag(c *cli.Context) error {
+	if !slices.ContainsFunc(c.Command.Flags, func(f cli.Flag) bool { return f.Names()[0] == "output" }) {
+		return nil // exec: the command's output is its own
+	}
 	switch c.String("output") {
 	case "text", "json":
 		return nil

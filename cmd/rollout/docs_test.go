@@ -209,7 +209,10 @@ func checkCommandLine(cmds []*cli.Command, args []string) string {
 		names = append(names, f.Names()...)
 	}
 	for _, a := range args {
-		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+		if a == "--" {
+			break // the rest is a command's (rollout exec -- CMD ARGS)
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
 			continue
 		}
 		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")

@@ -304,13 +304,24 @@ Examples:
 					}
 				} else {
 					tw := tabwriter.NewWriter(out.stdout, 0, 0, 2, ' ', 0)
-					fmt.Fprintln(tw, "TIME\tHOST\tOP\tVERSION\tOUTCOME\tBY\tTOOK\tERROR")
+					fmt.Fprintln(tw, "TIME\tHOST\tOP\tVERSION\tOUTCOME\tBY\tTOOK\tDETAIL")
 					for _, e := range entries {
 						by := e.User + "@" + e.From
 						if e.RunURL != "" {
 							by += " " + e.RunURL
 						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Host, e.Op, e.Version, e.Outcome, by, e.Duration.Round(time.Millisecond), e.Error)
+						detail := e.Error
+						if e.Command != "" { // rollout exec
+							detail = "$ " + e.Command
+							if e.Error != "" {
+								detail += " (" + e.Error + ")"
+							}
+						}
+						version := e.Version
+						if version == "" {
+							version = e.Release
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Host, e.Op, version, e.Outcome, by, e.Duration.Round(time.Millisecond), detail)
 					}
 					for i, err := range errs {
 						if err != nil {

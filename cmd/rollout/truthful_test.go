@@ -139,9 +139,13 @@ func TestUnreachableHostOneExitCode(t *testing.T) {
 	key, _ := testKey(t, dir)
 	cfg := plainConfigIn(t, dir, ", key: "+key+", known_hosts: "+filepath.Join(dir, "kh"))
 	for _, args := range [][]string{
-		{"deploy", "--version", "v1"}, {"status"}, {"setup"}, {"logs"}, {"history"}, {"lock", "status"}, {"lock", "release"}, {"scale", "--instances", "2"},
+		{"deploy", "--version", "v1"}, {"status"}, {"setup"}, {"logs"}, {"history"}, {"lock", "status"}, {"lock", "release"}, {"scale", "--instances", "2"}, {"exec"},
 	} {
-		out, errOut, code := runCLI(t, append(args, "-c", cfg)...)
+		args := append(args, "-c", cfg)
+		if args[0] == "exec" {
+			args = append(args, "--", "true")
+		}
+		out, errOut, code := runCLI(t, args...)
 		if code != exitPreflight {
 			t.Errorf("%v: exit %d, want %d\n%s%s", args, code, exitPreflight, out, errOut)
 		}

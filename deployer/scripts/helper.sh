@@ -61,6 +61,10 @@ need_name() {
   case $2 in '' | .* | *[!A-Za-z0-9._-]*) refuse "$1 must be plain letters, digits, . _ -, got '$2'" ;; esac
   [ ${#2} -le 128 ] || refuse "$1 is too long"
 }
+# The transient unit of a rollout exec: rollout-exec-APP-TOKEN.
+need_exec_unit() {
+  case $1 in "rollout-exec-$APP-"*) need_name "the exec's unit" "${1#"rollout-exec-$APP-"}" ;; *) refuse "'$1' is not one of $APP's exec units (rollout-exec-$APP-TOKEN)" ;; esac
+}
 need_json() {
   case $2 in *"$NL"*) refuse "$1 must be one line" ;; '{'*'}') ;; *) refuse "$1 must be a JSON object" ;; esac
 }
@@ -251,6 +255,28 @@ release-migrate)
   need "setup.env_file" "$6" "$ENV_FILE"
   [ -n "$MIGRATE" ] || refuse "release-migrate: the config of this helper has no release.migrate"
   need "release.migrate" "$7" "$MIGRATE"
+  ;;
+exec)
+  # rollout exec: the user's command runs as the app's user (never root),
+  # in one of its releases (or its directory) with its env: what a
+  # deploy of any code could run all the same.
+  need_count exec $# -ge 8
+  if [ -n "$RELEASE_ROOT" ]; then
+    need_name "the release" "$2"
+    need "the release's directory" "$1" "$RELEASE_ROOT/releases/$2"
+  else
+    need "the release" "$2" ""
+    need "the app's directory" "$1" "$WORK_DIR"
+  fi
+  need "the app's user" "$3" "$APP_USER"
+  need "the app's group" "$4" "$APP_GROUP"
+  need "setup.env_file" "$5" "$ENV_FILE"
+  need_exec_unit "$6"
+  case $7 in check | pipe | tty) ;; *) refuse "exec: unknown mode '$7'" ;; esac
+  ;;
+exec-stop)
+  need_count exec-stop $# -eq 1
+  need_exec_unit "$1"
   ;;
 secrets-read)
   need_count secrets-read $# -eq 1

@@ -26,6 +26,10 @@ if [ -f "$mark" ]; then
   echo "already migrated $(cat -- "$mark")" >&2
   exit 0
 fi
+# systemd replaces $NAME and ${NAME} in a service's command line; "$$" is
+# its "$": the shell gets the command as it was given.
+cmd=$(printf '%sx' "$cmd" | sed 's/\$/$$/g')
+cmd=${cmd%x}
 set +e
 systemd-run --quiet --wait --pipe --collect --service-type=exec \
   -p User="$user" -p Group="$group" -p WorkingDirectory="$dir" \
