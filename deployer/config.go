@@ -282,13 +282,9 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 	return pr.Apps[0], nil
 }
 
-// parseConfig is ParseConfig without the bound on the size of data; each
-// value is still bounded.
-func parseConfig(name string, data []byte) (*Config, error) {
-	root, err := document(name, data)
-	if err != nil {
-		return nil, err
-	}
+// parseConfig parses the root node of a config of one app, from the
+// file named name.
+func parseConfig(name string, root *yaml.Node) (*Config, error) {
 	p := newParser(name)
 	c := p.config(root)
 	p.report(c.problems())

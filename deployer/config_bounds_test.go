@@ -55,7 +55,13 @@ func TestConfigValueTooLong(t *testing.T) {
 		add     string                             // appended to minimal, from line 7 (inside nginx:)
 		want    string
 	}{
-		{name: "10 MB upstream, past the file's bound", parse: func(data []byte) (*Config, error) { return parseConfig("rollout.yaml", data) },
+		{name: "10 MB upstream, past the file's bound", parse: func(data []byte) (*Config, error) {
+			root, err := document("rollout.yaml", data)
+			if err != nil {
+				return nil, err
+			}
+			return parseConfig("rollout.yaml", root)
+		},
 			replace: []string{"upstream: my_app", "upstream: " + long(10<<20)},
 			want:    "rollout.yaml:6: nginx.upstream: is 10485760 characters long; at most 4096"},
 		{name: "upstream in a file under 1 MiB", replace: []string{"upstream: my_app", "upstream: " + long(1_000_000)},

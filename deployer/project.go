@@ -81,6 +81,11 @@ func ParseProject(name string, data []byte) (*Project, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseProject(name, root)
+}
+
+// parseProject parses a config's root node, from the file named name.
+func parseProject(name string, root *yaml.Node) (*Project, error) {
 	top := deref(root)
 	if top.Kind != yaml.MappingNode || mappingValue(top, appsKey) == nil {
 		for _, k := range []string{appsParallelKey, pathsKey} {
@@ -88,7 +93,7 @@ func ParseProject(name string, data []byte) (*Project, error) {
 				return nil, &configError{file: name, line: key.Line, key: k, err: errors.New("only in a file with apps: (" + map[string]string{appsParallelKey: "how many apps deploy at once", pathsKey: "the files of one app, under apps.NAME"}[k] + ")")}
 			}
 		}
-		c, err := parseConfig(name, data)
+		c, err := parseConfig(name, root)
 		if err != nil {
 			return nil, err
 		}

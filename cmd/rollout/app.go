@@ -72,6 +72,7 @@ prints every step without touching anything.
 			scaleCommand(),
 			restartCommand(),
 			execCommand(),
+			configCommand(),
 			setupCommand(),
 			renderCommand(),
 			statusCommand(),
@@ -219,6 +220,7 @@ func connFlags() []cli.Flag {
 	return []cli.Flag{
 		appFlag(),
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "rollout.yaml", EnvVars: []string{"ROLLOUT_CONFIG"}, Usage: "config file"},
+		envFlag(),
 		&cli.StringSliceFlag{Name: "hosts", EnvVars: []string{"ROLLOUT_HOSTS"}, Usage: "hosts, replacing the config's (comma-separated)"},
 		&cli.StringFlag{Name: "user", EnvVars: []string{"ROLLOUT_SSH_USER"}, Usage: "SSH user"},
 		&cli.IntFlag{Name: "ssh-port", EnvVars: []string{"ROLLOUT_SSH_PORT"}, DefaultText: fromConfig("ssh.port", deployer.DefaultConfig().SSH.Port), Usage: "SSH port"},

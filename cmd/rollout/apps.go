@@ -49,9 +49,9 @@ func loadConfig(c *cli.Context) (*deployer.Config, error) {
 // and applies flags and ROLLOUT_* variables to each. None picked by
 // --changed-since is no error: it says so on stderr.
 func loadApps(c *cli.Context) (*deployer.Project, []*deployer.Config, error) {
-	pr, err := deployer.LoadProject(c.String("config"))
+	pr, err := loadProject(c)
 	if err != nil {
-		return nil, nil, usageError{err}
+		return nil, nil, err
 	}
 	apps := pr.Apps
 	if names := splitList(c.StringSlice("app")); len(names) > 0 {
