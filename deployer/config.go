@@ -140,7 +140,7 @@ func DefaultConfig() *Config {
 		Probe:          defaultProbe(),
 		// The file's value, 0 included, replaces these: never a silent
 		// substitution.
-		Setup: SetupConfig{RestartDelay: 2 * time.Second, StartLimit: 3, StartWindow: time.Minute, Listen: 80},
+		Setup: SetupConfig{RestartDelay: 2 * time.Second, StartLimit: 3, StartWindow: time.Minute, Listen: 80, LogRotateSize: "100M", LogRotateKeep: 5},
 	}
 }
 

@@ -746,7 +746,7 @@ func (o *reopener) Close() error {
 }
 
 func (r sshRemote) cmdSetupInspect(w setupWant) string {
-	args := []string{w.User, w.AppDir, w.ReleaseRoot, w.Timer, strconv.Itoa(len(w.WatchFiles))}
+	args := []string{w.User, w.AppDir, w.ReleaseRoot, w.Timer, w.LogTimer, strconv.Itoa(len(w.WatchFiles))}
 	args = append(args, w.WatchFiles...)
 	args = append(args, strconv.Itoa(len(w.Dirs)))
 	for _, d := range w.Dirs {
@@ -782,7 +782,7 @@ func parseSetupFound(out []byte, w setupWant) (setupFound, error) {
 		return strings.Split(s, "\n")
 	}
 	f := setupFound{Dirs: map[string]string{}, Files: map[string]foundFile{}, Enabled: lines(parts["enabled"]),
-		Watch: lines(parts["watch"]), Code: strings.TrimSpace(parts["code"])}
+		Watch: lines(parts["watch"]), LogRotate: lines(parts["logrotate"]), Code: strings.TrimSpace(parts["code"])}
 	if user := strings.Fields(parts["user"]); len(user) > 0 && user[0] != "none" {
 		f.UserExists = true
 		if len(user) > 1 {

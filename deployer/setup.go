@@ -26,7 +26,10 @@ type setupWant struct {
 	User, AppDir, ReleaseRoot string
 	// Timer is the watch's timer ("" without a watch: section), and
 	// WatchFiles the files an earlier setup's watch left.
-	Timer      string
+	Timer string
+	// LogTimer is the timer that rotates the instances' output files ("":
+	// no rotation).
+	LogTimer   string
 	WatchFiles []string
 	Dirs       []managedDir
 	Files      []ManagedFile
@@ -43,6 +46,9 @@ type setupFound struct {
 	// Watch: with a timer its is-enabled, is-active and "curl"/"no-curl";
 	// without, "installed" or "none".
 	Watch []string
+	// LogRotate: with a LogTimer, its is-enabled, is-active and
+	// "logrotate"/"no-logrotate".
+	LogRotate []string
 	// Code: "current" (the release layout is in place), "code" (the app
 	// directory holds the seed's code) or "empty".
 	Code string
@@ -149,6 +155,9 @@ func (c *Config) setupWant(ports []int) setupWant {
 	if c.Release != nil {
 		w.ReleaseRoot = strings.TrimRight(c.Release.Root, "/")
 	}
+	if c.logRotates() {
+		w.LogTimer = c.logRotateUnit() + ".timer"
+	}
 	if c.Watch != nil {
 		w.Timer = c.statusUnit() + ".timer"
 	} else {
@@ -184,6 +193,9 @@ func (p *setupPlan) host(cfg *Config, want setupWant, found setupFound, now time
 	s := cfg.setupDefaults()
 	if cfg.Watch != nil && contains(found.Watch, "no-curl") {
 		return errors.New("watch: the host has no curl, which its alerts post with (apt install curl)")
+	}
+	if contains(found.LogRotate, "no-logrotate") {
+		return errors.New("setup.log_rotate_keep: the host has no /usr/sbin/logrotate, which rotates the instances' output files (apt install logrotate, or log_rotate_keep: 0 to rotate them yourself)")
 	}
 	// The user.
 	if !found.UserExists {
@@ -237,6 +249,10 @@ func (p *setupPlan) host(cfg *Config, want setupWant, found setupFound, now time
 		if found.Code != "empty" {
 			p.do(append([]string{"start", strconv.Itoa(len(toEnable))}, toEnable...)...)
 		}
+	}
+	if cfg.logRotates() && strings.Join(found.LogRotate, "\n") != "enabled\nactive\nlogrotate" {
+		p.change("enable and start %s.timer (rotates %s's output files past %s, every %s)", cfg.logRotateUnit(), s.LogDir, s.LogRotateSize, logRotateEvery)
+		p.do("enable-now", cfg.logRotateUnit()+".timer")
 	}
 	if w := cfg.Watch; w != nil && strings.Join(found.Watch, "\n") != "enabled\nactive\ncurl" {
 		p.change("enable and start %s.timer (status.json and alerts every %s)", cfg.statusUnit(), w.Interval)

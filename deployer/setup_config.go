@@ -28,6 +28,11 @@ type SetupConfig struct {
 	SiteFile     string        // the Nginx site proxying to the upstream
 	Listen       int
 	ServerName   string
+	// LogRotateSize is the size past which an output file in LogDir is
+	// rotated; LogRotateKeep how many rotated ones are kept (0: no
+	// rotation is set up).
+	LogRotateSize string
+	LogRotateKeep int
 
 	workDir string // the unit's WorkingDirectory, from setupDefaults
 }
@@ -50,6 +55,8 @@ func setupSection(s *SetupConfig) field {
 		str("site_file", &s.SiteFile),
 		integer("listen", &s.Listen),
 		str("server_name", &s.ServerName),
+		str("log_rotate_size", &s.LogRotateSize),
+		integer("log_rotate_keep", &s.LogRotateKeep),
 	)
 }
 
@@ -79,6 +86,7 @@ func (c *Config) setupDefaults() SetupConfig {
 }
 
 var (
+	logSizeRE    = regexp.MustCompile(`^[1-9][0-9]{0,5}[kMG]?$`)
 	memoryRE     = regexp.MustCompile(`^[0-9]+[KMGT]?$|^[0-9]{1,2}%$|^infinity$`)
 	serverNameRE = regexp.MustCompile(`^[A-Za-z0-9_.*-]+( [A-Za-z0-9_.*-]+)*$`)
 	// execRE is a program and its arguments; "%i" (the instance's port,
@@ -120,5 +128,9 @@ func (c *Config) setupProblems() []problem {
 	}
 	check("setup.listen", validPort(s.Listen))
 	check("setup.server_name", match(serverNameRE, s.ServerName, "server names separated by spaces"))
+	check("setup.log_rotate_size", match(logSizeRE, s.LogRotateSize, `a size logrotate reads, like 100M, 500k or 2G`))
+	if s.LogRotateKeep < 0 || s.LogRotateKeep > 1000 {
+		check("setup.log_rotate_keep", fmt.Errorf("must be 0..1000 (0: no rotation), got %d", s.LogRotateKeep))
+	}
 	return ps
 }

@@ -118,6 +118,7 @@ func Render(cfg *Config, ports []int) []ManagedFile {
 		}
 		files = append(files, cfg.watchFiles(ports, webhook)...)
 	}
+	files = append(files, cfg.logRotateFiles()...)
 	return append(files, cfg.helperFiles()...)
 }
 

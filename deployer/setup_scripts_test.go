@@ -125,3 +125,27 @@ func TestSetupAppliesSudoersOnlyIfValid(t *testing.T) {
 		t.Errorf("left behind %v", m)
 	}
 }
+
+// app-output.sh reads a log file past the offset of the restart, and all
+// of a file a rotation truncated below that offset (copytruncate) since.
+func TestAppOutputReadsAcrossARotation(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "stdout-3000.log")
+	if err := os.WriteFile(log, []byte("before the restart\nafter the restart\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := newSSHRemote(&Config{App: "my-app", UnitTemplate: "my-app@{port}"}, nil)
+	r.priv = privilege{}
+	mark := restartMark{offsets: map[string]int64{log: int64(len("before the restart\n"))}}
+	out, _ := runCommand(t, r.cmdAppOutput(3000, mark, 20), "")
+	if !strings.Contains(out, "after the restart") || strings.Contains(out, "before the restart") {
+		t.Errorf("before the rotation:\n%s", out)
+	}
+	// Rotated: the copy is elsewhere, the file starts again, shorter.
+	if err := os.WriteFile(log, []byte("new\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ = runCommand(t, r.cmdAppOutput(3000, mark, 20), ""); !strings.Contains(out, "==> "+log+" <==\nnew\n") {
+		t.Errorf("after the rotation, the file's lines are not shown:\n%s", out)
+	}
+}

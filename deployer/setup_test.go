@@ -116,6 +116,13 @@ func inspection(cfg *Config, prepared bool) setupFound {
 	default:
 		f.Watch = []string{"disabled", "inactive", "curl"}
 	}
+	switch {
+	case !cfg.logRotates():
+	case prepared:
+		f.LogRotate = []string{"enabled", "active", "logrotate"}
+	default:
+		f.LogRotate = []string{"disabled", "inactive", "logrotate"}
+	}
 	return f
 }
 
@@ -381,5 +388,55 @@ func TestSetupWatch(t *testing.T) {
 	if at["unwatch"] > at["daemon-reload"] || unwatch[1] != "rollout-status-my-app.timer" ||
 		!slices.Contains(unwatch, "/usr/local/lib/rollout/my-app-watch") || !slices.Contains(unwatch, "/etc/rollout/my-app/webhook.env") {
 		t.Errorf("the removal: %q", installed.applied[0])
+	}
+}
+
+// The instances' output files: a logrotate rule past setup.log_rotate_size
+// and a timer that checks them, enabled; none with log_rotate_keep: 0; a
+// host without logrotate is refused, saying what to do.
+func TestSetupLogRotation(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := ParseConfig("rollout.yaml", []byte(validConfig+"setup: {log_rotate_size: 5M, log_rotate_keep: 3}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := &fakeSetupHost{found: inspection(cfg, false)}
+	res, err := setupHost(ctx, cfg, "web1", bare, false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(res.Changes, "\n")
+	for _, want := range []string{"write /etc/logrotate.d/rollout-my-app", "write /etc/systemd/system/rollout-logrotate-my-app.timer", "enable and start rollout-logrotate-my-app.timer (rotates /var/log/my-app's output files past 5M, every 10min)"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("no %q in:\n%s", want, joined)
+		}
+	}
+	rule := ""
+	for _, f := range Render(cfg, cfg.Ports()) {
+		if f.Path == "/etc/logrotate.d/rollout-my-app" {
+			rule = f.Content
+		}
+	}
+	for _, want := range []string{"/var/log/my-app/stdout-*.log /var/log/my-app/stderr-*.log {", "\tsize 5M\n", "\trotate 3\n", "\tcopytruncate\n"} {
+		if !strings.Contains(rule, want) {
+			t.Errorf("the rule lacks %q:\n%s", want, rule)
+		}
+	}
+	noTool := inspection(cfg, true)
+	noTool.LogRotate[2] = "no-logrotate"
+	if _, err := setupHost(ctx, cfg, "web1", &fakeSetupHost{found: noTool}, false, time.Now()); err == nil || !strings.Contains(err.Error(), "apt install logrotate, or log_rotate_keep: 0") {
+		t.Errorf("a host without logrotate: %v", err)
+	}
+	off, err := ParseConfig("rollout.yaml", []byte(validConfig+"setup: {log_rotate_keep: 0}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := off.setupWant(off.Ports()); w.LogTimer != "" || slices.ContainsFunc(w.Files, func(f ManagedFile) bool { return strings.Contains(f.Path, "logrotate") }) {
+		t.Errorf("log_rotate_keep: 0 still rotates: %+v", w)
+	}
+	for _, bad := range []string{"log_rotate_size: 0", "log_rotate_size: 5 M", "log_rotate_size: '100M; rm -rf /'", "log_rotate_keep: -1", "log_rotate_keep: 1001"} {
+		if _, err := ParseConfig("rollout.yaml", []byte(validConfig+"setup: {"+bad+"}\n")); err == nil || !strings.Contains(err.Error(), "setup.log_rotate_") {
+			t.Errorf("%s: %v", bad, err)
+		}
 	}
 }

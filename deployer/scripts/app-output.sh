@@ -1,6 +1,7 @@
 #!/bin/sh
 # app-output: print what an instance said since its restart: the last LINES
-# lines its log files got past the given byte offsets, then systemd's
+# lines its log files got past the given byte offsets (from the start of a
+# file truncated below its offset by a rotation), then systemd's
 # journal lines for its unit since SINCE (seconds since the epoch, with
 # microseconds; empty: the last LINES lines).
 #
@@ -20,7 +21,12 @@ since=$3
 shift 3
 while [ "$#" -ge 2 ]; do
   echo "==> $2 <=="
-  readf tail -c "+$(($1 + 1))" -- "$2" 2>/dev/null | tail -n "$lines"
+  off=$1
+  # A file shorter than its offset was rotated (copytruncate) since: all
+  # of it is newer than the restart.
+  size=$(stat -c %s -- "$2" 2>/dev/null || echo 0)
+  [ "$size" -ge "$off" ] || off=0
+  readf tail -c "+$((off + 1))" -- "$2" 2>/dev/null | tail -n "$lines"
   shift 2
 done
 echo "==> journal <=="

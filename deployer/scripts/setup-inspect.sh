@@ -10,16 +10,18 @@
 #   watch       with a timer: its is-enabled and is-active, then "curl" or
 #               "no-curl"; without: "installed" if any of the watch files
 #               exists, else "none"
+#   logrotate   with a LOG_TIMER: its is-enabled and is-active, then
+#               "logrotate" or "no-logrotate"; without: nothing
 #   code        "current" (RELEASE_ROOT/current is a link), "code"
 #               (APP_DIR holds files) or "empty"
 #
-# usage: setup-inspect.sh USER APP_DIR RELEASE_ROOT TIMER WATCH_FILE_COUNT
+# usage: setup-inspect.sh USER APP_DIR RELEASE_ROOT TIMER LOG_TIMER WATCH_FILE_COUNT
 #          WATCH_FILE... DIR_COUNT DIR... FILE_COUNT FILE... UNIT...
-#        TIMER "" without a watch: section; RELEASE_ROOT "" without
-#        releases.
+#        TIMER "" without a watch: section; LOG_TIMER "" without log
+#        rotation; RELEASE_ROOT "" without releases.
 set -eu
-user=$1 app_dir=$2 release_root=$3 timer=$4
-shift 4
+user=$1 app_dir=$2 release_root=$3 timer=$4 log_timer=$5
+shift 5
 section() { echo "@@rollout@@ $*"; }
 
 section user
@@ -77,6 +79,15 @@ if [ -n "$timer" ]; then
   if command -v curl >/dev/null; then echo curl; else echo no-curl; fi
 else
   echo "$watch_installed"
+fi
+
+section logrotate
+if [ -n "$log_timer" ]; then
+  state=$(systemctl is-enabled -- "$log_timer" 2>/dev/null) || true
+  echo "${state:-unknown}"
+  state=$(systemctl is-active -- "$log_timer" 2>/dev/null) || true
+  echo "${state:-unknown}"
+  if [ -x /usr/sbin/logrotate ]; then echo logrotate; else echo no-logrotate; fi
 fi
 
 section code

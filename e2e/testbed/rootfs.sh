@@ -9,7 +9,7 @@ set -euo pipefail
 
 dest=$1
 suite=${2:-bookworm}
-packages=systemd,systemd-sysv,dbus,libnss-myhostname,openssh-server,nginx,sudo,iproute2,procps,nodejs,ca-certificates,curl,haproxy,socat
+packages=systemd,systemd-sysv,dbus,libnss-myhostname,openssh-server,nginx,sudo,iproute2,procps,nodejs,ca-certificates,curl,haproxy,socat,logrotate
 
 # Use the mirror this machine's apt already uses, so the build needs no
 # network access apt itself doesn't have.
