@@ -56,6 +56,12 @@ type Deployer struct {
 	Secrets *Secrets
 	// Only are the ports a restart restarts (nil: every instance).
 	Only []int
+	// Targets are the instances Drain and Undrain change, by host; no
+	// ports: every instance of the host.
+	Targets map[string][]int
+
+	// fleet are every host of the app, while a drain runs on some.
+	fleet []string
 
 	// remote is how the engine works on a connected host: over SSH unless
 	// a test gives a fake.
@@ -234,7 +240,7 @@ func (d *Deployer) finish(ctx context.Context, op string, sessions []*session, r
 		defer cancel()
 		r := &rep.Hosts[s.index]
 		entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
-			Op: op, Version: rep.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Error: r.Error}
+			Op: op, Version: rep.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Ports: r.Ports, Error: r.Error}
 		if s.secrets != nil {
 			entry.Secrets = s.secrets.Strings()
 		}
@@ -296,7 +302,7 @@ func (d *Deployer) watchStop(ctx context.Context, sessions []*session) *fleetSto
 // scale) and, for a deploy, ships it to every host that lacks it before
 // any instance restarts.
 func (d *Deployer) prepareRelease(ctx context.Context, op string, sessions []*session, rep *Report) error {
-	if d.Config.Release == nil || op == opScale || op == opRestart {
+	if d.Config.Release == nil || op == opScale || op == opRestart || op == opDrain || op == opUndrain {
 		return nil
 	}
 	id, err := d.chooseRelease(op, sessions)
@@ -463,7 +469,7 @@ func (d *Deployer) batch(ctx context.Context, op string, sessions []*session, qu
 				hr, took, herr := d.runHost(ctx, op, s, stop, rep.Release, n)
 				mu.Lock()
 				r := &rep.Hosts[s.index]
-				r.Duration, r.Restarted, r.LeftOut, r.Skipped = r.Duration+took, hr.restarted, hr.leftOut, hr.skipped
+				r.Duration, r.Restarted, r.LeftOut, r.Skipped, r.Ports = r.Duration+took, hr.restarted, hr.leftOut, hr.skipped, hr.handPorts
 				switch {
 				case herr == nil:
 					r.Outcome = HostOK
@@ -506,10 +512,17 @@ func (d *Deployer) runHost(ctx context.Context, op string, s *session, stop <-ch
 		}
 	}
 	var err error
-	if op == opScale {
+	switch op {
+	case opScale:
 		err = hr.scale(ctx)
 		hr.finished = err == nil
-	} else {
+	case opDrain:
+		err = hr.handDrain(ctx)
+		hr.finished = err == nil
+	case opUndrain:
+		err = hr.handUndrain(ctx)
+		hr.finished = err == nil
+	default:
 		err = hr.deploy(ctx, upto)
 	}
 	if err == nil && hr.finished && release != "" && op != opScale {
@@ -622,6 +635,8 @@ func (d *Deployer) nextStep(op string, s *session, r *HostReport, lockKept bool)
 		cmd = "rollout rollback"
 	case opRestart:
 		cmd = "rollout restart"
+	case opDrain, opUndrain:
+		cmd = "rollout " + op + " " + s.host
 	}
 	fmt.Fprintf(&b, ". Once it answers, run `%s` again from this machine: it takes this run's lock over at once (its process is gone), puts every instance back and restarts each once more", cmd)
 	return b.String()

@@ -86,6 +86,8 @@ type HostReport struct {
 	// Skipped are instances that already ran the release (a resumed
 	// deploy) and were left as they were.
 	Skipped []int `json:"skipped,omitempty"`
+	// Ports are the instances a drain took out, or an undrain put back.
+	Ports []int `json:"ports,omitempty"`
 }
 
 // Report is what happened in one deploy or scale.

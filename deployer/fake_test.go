@@ -38,8 +38,10 @@ type fakeRemote struct {
 	ops     []string // "restart 3000", "start 3004", "stop 3003", ...
 	locked  bool
 	history []HistoryEntry
-	hooks   [][]string // the env of each hook run
-	dials   []string   // the addresses health checks dialled
+	// handDrained is the host's list of instances drained by hand.
+	handDrained []HandDrain
+	hooks       [][]string // the env of each hook run
+	dials       []string   // the addresses health checks dialled
 	// conn is the connection the engine made the fake with.
 	conn Conn
 	// forward, on a load balancer, is the app host its dials reach.
@@ -506,6 +508,25 @@ func (r *fakeRemote) ReadHistory(context.Context, int) ([]HistoryEntry, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.history), nil
+}
+
+func (r *fakeRemote) HandDrained(ctx context.Context) ([]HandDrain, error) {
+	if err := r.wire(ctx, "HandDrained"); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.handDrained), nil
+}
+
+func (r *fakeRemote) SetHandDrained(ctx context.Context, list []HandDrain) error {
+	if err := r.wire(ctx, "SetHandDrained"); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.handDrained = slices.Clone(list)
+	return nil
 }
 
 func (r *fakeRemote) ReleaseState(_ context.Context, ports []int) (releaseState, error) {

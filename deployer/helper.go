@@ -23,7 +23,7 @@ const helperDir = "/usr/local/lib/rollout"
 // helperVerbs are the scripts the helper runs for its callers, by name;
 // the helper also has start, stop, journal and tail (one command each).
 var helperVerbs = []string{"preflight", "write-upstream", "restart", "app-output",
-	"lock-acquire", "lock-refresh", "lock-release", "lock-status", "history-append", "history-read",
+	"lock-acquire", "lock-refresh", "lock-release", "lock-status", "history-append", "history-read", "drained",
 	"release-state", "release-upload", "release-switch", "release-record", "release-secrets", "release-migrate", "secrets-read", "access-read", "haproxy", "exec", "exec-stop"}
 
 // UsesHelper says whether privileged commands go through the app's helper.

@@ -28,6 +28,8 @@ type HistoryEntry struct {
 	Secrets []string `json:"secrets_changed,omitempty"`
 	// Command is what rollout exec ran, quoted as a shell would read it.
 	Command string `json:"command,omitempty"`
+	// Ports are the instances a drain took out, or an undrain put back.
+	Ports []int `json:"ports,omitempty"`
 }
 
 // AppendHistory appends one entry to the host's history.

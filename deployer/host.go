@@ -39,6 +39,12 @@ type hostRun struct {
 
 	restarted, leftOut []int
 
+	// handDrained are the instances drained by hand (rollout drain), as
+	// read under the lock: they stay out of service after a restart.
+	// handPorts are those a drain or undrain changed.
+	handDrained map[int]HandDrain
+	handPorts   []int
+
 	// targets are the releases instances switch to just before their
 	// restart (release: set); nil: no switching.
 	targets map[int]string
@@ -133,7 +139,7 @@ func (h *hostRun) revert(ctx context.Context, ports []int) (err error) {
 func newHostRun(d *Deployer, s *session, stop <-chan struct{}) *hostRun {
 	return &hostRun{
 		d: d, cfg: s.cfg, host: s.host, remote: s.r, bal: s.bal, stop: stop,
-		health: newHealthCheck(s.cfg, s.bal.dial, s.r), added: map[int]bool{},
+		health: newHealthCheck(s.cfg, s.bal.dial, s.r), added: map[int]bool{}, handDrained: s.handDrained,
 	}
 }
 

@@ -43,8 +43,11 @@ func (h *hostRun) group(ctx context.Context, ports []int) error {
 	for i, port := range ports {
 		if errs[i] == nil {
 			// Healthy: it goes back into Nginx with the next group's
-			// drain (one reload for both), or on its own at the end.
-			h.pending = append(h.pending, port)
+			// drain (one reload for both), or on its own at the end;
+			// unless it was drained by hand.
+			if !h.keepOut(port) {
+				h.pending = append(h.pending, port)
+			}
 			continue
 		}
 		failed = append(failed, h.afterFailure(ctx, port, errs[i]))
@@ -118,7 +121,7 @@ func (h *hostRun) drain(ctx context.Context, ports []int) error {
 			}
 		}
 		if out > 0 && len(serving)-out < need {
-			err := fmt.Errorf("%w: draining %s would leave %d serving; it must leave %s", ErrCapacity, portList(ports), len(serving)-out, h.cfg.servingFloor())
+			err := fmt.Errorf("%w: draining %s would leave %d serving; it must leave %s%s", ErrCapacity, portList(ports), len(serving)-out, h.cfg.servingFloor(), h.handNote())
 			h.emit(port, StepCapacity, StatusFail, t0, err.Error())
 			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: err}
 		}
@@ -141,6 +144,9 @@ func (h *hostRun) drain(ctx context.Context, ports []int) error {
 // only if healthy. An instance interrupted while booting gets
 // health.timeout (at most 30s) to come up; a failed one is not waited for.
 func (h *hostRun) afterFailure(ctx context.Context, port int, err error) error {
+	if h.keepOut(port) {
+		return err
+	}
 	wait := min(h.cfg.Health.Timeout, 30*time.Second)
 	if err != nil && ctx.Err() == nil {
 		wait = h.cfg.Health.AttemptTimeout

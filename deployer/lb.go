@@ -151,6 +151,32 @@ func (b *balancers) servers(addr string) (servers, error) {
 	return all, nil
 }
 
+// inService counts the instances of hosts in service on every balancer,
+// as they say now.
+func (b *balancers) inService(ctx context.Context, hosts []string) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.read(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, host := range hosts {
+		srv, err := b.servers(b.d.Config.lbAddress(host))
+		if err != nil {
+			return 0, err
+		}
+		for p := range srv {
+			if srv.in(p) {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// String names the balancer hosts: "lb1 and lb2".
+func (b *balancers) String() string { return b.d.Config.LB.balancers() }
+
 // lbChange is one change of addr's server lines on the balancers: what
 // each port was (from) and is to be (to); a port missing from either is
 // added or removed.

@@ -121,6 +121,10 @@ type historyOps interface {
 	AppendHistory(ctx context.Context, e HistoryEntry) error
 	// ReadHistory returns the host's last n entries, oldest first.
 	ReadHistory(ctx context.Context, n int) ([]HistoryEntry, error)
+	// HandDrained reads the instances drained by hand (rollout drain).
+	HandDrained(ctx context.Context) ([]HandDrain, error)
+	// SetHandDrained replaces that list.
+	SetHandDrained(ctx context.Context, list []HandDrain) error
 }
 
 // releaseOps are the release layout (release: set).

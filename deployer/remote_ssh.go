@@ -563,6 +563,38 @@ func (r sshRemote) ReadHistory(ctx context.Context, n int) ([]HistoryEntry, erro
 	return out, nil
 }
 
+func (r sshRemote) drainedFile() string { return r.lockDir() + "/drained.json" }
+
+func (r sshRemote) cmdDrained(op string) string {
+	return script("drained", true, r.priv, r.drainedFile(), op)
+}
+
+func (r sshRemote) HandDrained(ctx context.Context) ([]HandDrain, error) {
+	res, err := r.run(ctx, "drained", r.cmdDrained("read"), nil)
+	if err != nil {
+		return nil, fmt.Errorf("read the instances drained by hand, %s: %w", r.drainedFile(), err)
+	}
+	var list []HandDrain
+	if len(bytes.TrimSpace(res.Stdout)) == 0 {
+		return nil, nil
+	}
+	if err := json.Unmarshal(res.Stdout, &list); err != nil {
+		return nil, fmt.Errorf("read the instances drained by hand: %s is not rollout's JSON list: %w", r.drainedFile(), err)
+	}
+	return list, nil
+}
+
+func (r sshRemote) SetHandDrained(ctx context.Context, list []HandDrain) error {
+	b, err := json.Marshal(list)
+	if err != nil {
+		return err
+	}
+	if _, err := r.run(ctx, "drained", r.cmdDrained("write"), bytes.NewReader(append(b, '\n'))); err != nil {
+		return fmt.Errorf("record the instances drained by hand in %s: %w", r.drainedFile(), err)
+	}
+	return nil
+}
+
 func (r sshRemote) releaseRoot() string { return strings.TrimRight(r.cfg.Release.Root, "/") }
 
 func (r sshRemote) cmdReleaseState(ports []int) string {

@@ -37,6 +37,8 @@ type session struct {
 	// secrets is how the release's secrets changed the host's names (a
 	// deploy with secrets:); nil if unknown.
 	secrets *secrets.Change
+	// handDrained are its instances drained by hand, read under the lock.
+	handDrained map[int]HandDrain
 }
 
 // open makes the session's link over its first connection, and the remote
@@ -166,6 +168,9 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 		if err == nil && (op == opDeploy || op == opCheck) && d.Config.Strategy.Bake > 0 {
 			err = checkAccessLog(ctx, s)
 		}
+		if err == nil && (op == opDrain || op == opUndrain) {
+			err = d.checkTargets(s)
+		}
 		if err == nil && s.cfg.Release != nil {
 			if s.rel, err = s.r.ReleaseState(ctx, s.cfg.Ports()); err == nil {
 				err = checkLayout(s.cfg, s.rel)
@@ -190,6 +195,10 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 			return &StepError{Host: s.host, Step: StepLock, Err: err, Took: time.Since(s.t0)}
 		}
 		s.lock = lock
+		if s.handDrained, err = readHandDrained(ctx, s.r); err != nil {
+			d.emit(Event{Host: s.host, Step: StepLock, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
+			return &StepError{Host: s.host, Step: StepLock, Err: err, Took: time.Since(s.t0)}
+		}
 		le := Event{Host: s.host, Step: StepLock, Status: StatusOK, Duration: time.Since(t0)}
 		if msg := lock.TakeOverMessage(); msg != "" {
 			le.Status, le.Message = StatusWarn, msg

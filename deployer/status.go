@@ -26,6 +26,9 @@ type InstanceStatus struct {
 	Release string `json:"release,omitempty"`
 	// Balancers are, with lb:, whether each balancer sends it requests.
 	Balancers []BalancerServer `json:"balancers,omitempty"`
+	// Drained is who drained it by hand (rollout drain) and when; nil if
+	// nobody did.
+	Drained *HandDrain `json:"drained_by_hand,omitempty"`
 }
 
 // BalancerServer is an instance on one load balancer (lb:).
@@ -35,8 +38,11 @@ type BalancerServer struct {
 	Error string `json:"error,omitempty"` // the balancer could not be read
 }
 
-// OK: running, in Nginx and healthy.
-func (i InstanceStatus) OK() bool { return i.State == "active" && i.InNginx && i.Healthy }
+// OK: running, healthy and in Nginx, or out of it because it was
+// drained by hand.
+func (i InstanceStatus) OK() bool {
+	return i.State == "active" && i.Healthy && (i.InNginx || i.Drained != nil)
+}
 
 // HostStatus is one host's instances, or why they could not be read.
 type HostStatus struct {
@@ -99,17 +105,22 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 	}()
 	st, err := r.Inspect(ctx, cfg.Ports())
 	var srv servers
-	var serr error
+	var serr, herr error
+	var hand map[int]HandDrain
 	if err == nil {
 		srv, serr = src.read(ctx)
+		hand, herr = readHandDrained(ctx, r)
 	}
 	<-done
 	if err != nil {
 		hs.Error = fmt.Sprintf("read state: %v", err)
 		return hs
 	}
-	if serr != nil {
+	switch {
+	case serr != nil:
 		hs.Error = serr.Error()
+	case herr != nil:
+		hs.Error = herr.Error()
 	}
 	var running map[int]string
 	if rst != nil {
@@ -129,6 +140,9 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 		}
 		if health[p] != nil {
 			is.Health = health[p].Error()
+		}
+		if m, ok := hand[p]; ok {
+			is.Drained = &m
 		}
 		hs.Instances = append(hs.Instances, is)
 	}

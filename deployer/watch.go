@@ -244,6 +244,8 @@ func Transitions(prev *Snapshot, cur Snapshot) []Transition {
 				}
 			}
 			switch {
+			case !i.InNginx && i.Drained != nil && (before == nil || before.InNginx):
+				add(i.Port, "out-of-nginx", false, i.Drained.String())
 			case !i.InNginx && (before == nil || before.InNginx):
 				add(i.Port, "out-of-nginx", true, "not in the upstream, or marked down")
 			case i.InNginx && before != nil && !before.InNginx:

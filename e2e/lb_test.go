@@ -192,6 +192,88 @@ func TestLBDeployThroughTwoBalancers(t *testing.T) {
 	if code == 0 || !strings.Contains(text, want) {
 		t.Errorf("status (exit %d) lacks %q:\n%s", code, want, text)
 	}
+	t.Run("DrainAHostForMaintenance", func(t *testing.T) { drainAHost(t, cfg) })
+}
+
+// drainAHost runs on the fleet behind two balancers as the deploy above
+// left it (its first instance marked down on lb2 by hand-editing), under
+// 400 req/s sent to the balancers: undrain puts that instance back; the
+// first host is drained whole on both balancers, shown drained by hand by
+// status, kept out by a restart, then put back by undrain; draining the
+// second host too is refused. Not one request fails.
+func drainAHost(t *testing.T, cfg string) {
+	web1, web2 := fleet.Hosts[0], fleet.Hosts[1]
+	down := func(lb *testbed.Host, addr string) []string {
+		var out []string
+		for _, line := range strings.Split(upstreamFile(t, lb), "\n") {
+			if strings.Contains(line, "server "+addr+":") && strings.Contains(line, " down;") {
+				out = append(out, strings.TrimSpace(line))
+			}
+		}
+		return out
+	}
+	step := func(want int, args ...string) string {
+		t.Helper()
+		out, code := rollout(t, append([]string{args[0], "-c", cfg}, args[1:]...)...)
+		if code != want {
+			t.Fatalf("rollout %s exited %d, want %d:\n%s", strings.Join(args, " "), code, want, out)
+		}
+		return out
+	}
+	pids := map[int]instanceState{}
+	results := underLoad(t, balancers, func() {
+		step(0, "undrain", fmt.Sprintf("%s:%d", web1.Addr, basePort))
+		if got := down(balancers[1], web1.Addr); len(got) != 0 {
+			t.Errorf("after the undrain of %s:%d, down on %s: %v", web1.Addr, basePort, balancers[1].Name, got)
+		}
+		out := step(0, "drain", web1.Addr)
+		for _, lb := range balancers {
+			if got := down(lb, web1.Addr); len(got) != instances {
+				t.Errorf("%s after the drain of %s: down %v\n%s", lb.Name, web1.Addr, got, out)
+			}
+			if got := down(lb, web2.Addr); len(got) != 0 {
+				t.Errorf("%s: %s drained too: %v", lb.Name, web2.Addr, got)
+			}
+		}
+		out = step(1, "drain", web2.Addr)
+		if !strings.Contains(out, "would leave 0 instance(s) of the other hosts in service") {
+			t.Errorf("the drain of the second host too:\n%s", out)
+		}
+		// Drained by hand is what status shows, and not a problem.
+		js := step(0, "status", "-o", "json")
+		if n := strings.Count(js, `"drained_by_hand":{"port":`); n != instances {
+			t.Errorf("status shows %d instances drained by hand, want %d:\n%s", n, instances, js)
+		}
+		if text := step(0, "status"); !strings.Contains(text, fmt.Sprintf("%s:%d: drained by hand by ", web1.Addr, basePort)) {
+			t.Errorf("status does not say who drained it:\n%s", text)
+		}
+		pids = instanceStates(t, web1)
+		out = step(0, "restart", "--hosts", web1.Addr)
+		if n := strings.Count(out, "kept out: drained by hand by "); n != instances {
+			t.Errorf("the restart said %d times that it kept an instance out, want %d:\n%s", n, instances, out)
+		}
+		for _, lb := range balancers {
+			if got := down(lb, web1.Addr); len(got) != instances {
+				t.Errorf("%s after the restart: down %v", lb.Name, got)
+			}
+		}
+		step(0, "undrain", web1.Addr)
+	})
+	servedThroughout(t, results)
+	for port, st := range instanceStates(t, web1) {
+		if st.MainPID == pids[port].MainPID {
+			t.Errorf("%s:%d was not restarted", web1.Addr, port)
+		}
+	}
+	for _, lb := range balancers {
+		if got := upstreamFile(t, lb); got != lbUpstream() {
+			t.Errorf("%s: after the undrain, not as before:\n%s", lb.Name, got)
+		}
+	}
+	hist := step(0, "history", "--hosts", web1.Addr)
+	if !strings.Contains(hist, fmt.Sprintf("instances %d %d %d %d", basePort, basePort+1, basePort+2, basePort+3)) {
+		t.Errorf("history lacks the drain's instances:\n%s", hist)
+	}
 }
 
 // deployThroughBalancers deploys v2 with cfg under 400 req/s sent to the

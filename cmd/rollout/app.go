@@ -71,6 +71,8 @@ prints every step without touching anything.
 			secretsCommand(),
 			scaleCommand(),
 			restartCommand(),
+			drainCommand(),
+			undrainCommand(),
 			execCommand(),
 			configCommand(),
 			setupCommand(),

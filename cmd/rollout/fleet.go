@@ -108,11 +108,15 @@ func status(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 	return nil
 }
 
-// nginxColumn is "in" or "OUT"; with balancers, each one's: "lb1:in lb2:OUT".
+// nginxColumn is "in" or "OUT" ("drained" when drained by hand); with
+// balancers, each one's: "lb1:in lb2:OUT".
 func nginxColumn(i deployer.InstanceStatus) string {
 	word := func(in bool) string {
-		if in {
+		switch {
+		case in:
 			return "in"
+		case i.Drained != nil:
+			return "drained"
 		}
 		return "OUT"
 	}
@@ -175,6 +179,11 @@ func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 	}
 	tw.Flush()
 	for _, h := range hosts {
+		for _, i := range h.Instances {
+			if i.Drained != nil {
+				fmt.Fprintf(w, "%s:%d: %s; `rollout undrain %s:%d` puts it back\n", h.Host, i.Port, i.Drained, h.Host, i.Port)
+			}
+		}
 		if h.Paused != "" {
 			var on []string
 			for _, i := range h.Instances {
@@ -311,6 +320,9 @@ Examples:
 							by += " " + e.RunURL
 						}
 						detail := e.Error
+						if len(e.Ports) > 0 { // rollout drain, undrain
+							detail = strings.TrimSpace("instances " + strings.Trim(fmt.Sprint(e.Ports), "[]") + " " + detail)
+						}
 						if e.Command != "" { // rollout exec
 							detail = "$ " + e.Command
 							if e.Error != "" {

@@ -184,6 +184,11 @@ history-append)
   need_count history-append $# -eq 1
   need "the history file" "$1" "$LOCK_DIR/history.jsonl"
   ;;
+drained)
+  need_count drained $# -eq 2
+  need "the drained list" "$1" "$LOCK_DIR/drained.json"
+  case $2 in read | write) ;; *) refuse "drained: unknown operation '$2'" ;; esac
+  ;;
 history-read)
   need_count history-read $# -eq 2
   need "the history file" "$1" "$LOCK_DIR/history.jsonl"
