@@ -202,10 +202,10 @@ func (c *Config) MinServing() int {
 }
 
 // servingFloor says how many instances of a host a drain must leave
-// serving, as the plan and a capacity failure word it: min_serving, and
+// serving (n, min_serving), as the plan and a capacity failure word it:
 // never the host's last one (min_serving: 0 included).
-func (c *Config) servingFloor() string {
-	switch n := c.MinServing(); n {
+func servingFloor(n int) string {
+	switch n {
 	case 0:
 		return "at least 1 other serving (min_serving is 0, but a host's last serving instance is never drained)"
 	case 1:

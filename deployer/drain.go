@@ -102,6 +102,7 @@ func (h *hostRun) handTargets() ([]int, bool) {
 // behind lb:, the fleet's); if that fails, the record is put back as it
 // was.
 func (h *hostRun) handDrain(ctx context.Context) error {
+	h.byHand = true
 	ports, whole := h.handTargets()
 	srv, err := h.bal.read(ctx)
 	if err != nil {
@@ -241,6 +242,25 @@ func (h *hostRun) keepOut(port int) bool {
 	return ok
 }
 
+// minServing is how many of the host's instances a drain must leave
+// serving: min_serving. At its default (all but max_unavailable), a
+// deploy, restart or revert counts only the instances not drained by
+// hand, which are out by choice: the others still roll max_unavailable at
+// a time. A min_serving set in the config or by a flag, and rollout drain
+// itself, keep the configured figure.
+func (h *hostRun) minServing() int {
+	n := h.cfg.MinServing()
+	if h.byHand || h.cfg.minServing != nil {
+		return n
+	}
+	for _, p := range h.cfg.Ports() {
+		if _, ok := h.handDrained[p]; ok {
+			n--
+		}
+	}
+	return max(n, 0)
+}
+
 // handNote is what a capacity failure adds when instances drained by
 // hand are part of why.
 func (h *hostRun) handNote() string {
@@ -252,7 +272,7 @@ func (h *hostRun) handNote() string {
 		ports = append(ports, p)
 	}
 	slices.Sort(ports)
-	return fmt.Sprintf(" (%s drained by hand: `rollout undrain %s` puts them back, or lower min_serving)", portList(ports), h.host)
+	return fmt.Sprintf(" (%s drained by hand: `rollout undrain %s` puts them back, or lower --min-serving)", portList(ports), h.host)
 }
 
 // readHandDrained reads a host's instances drained by hand, by port.

@@ -54,8 +54,18 @@ func TestDrainKeptThroughADeployUntilUndrain(t *testing.T) {
 		t.Errorf("a refused drain changed something: %d writes, record %s", len(h.writes)-writes, handPorts(h))
 	}
 
-	// A deploy restarts it and keeps it out.
-	d.Config.SetMinServing(2)
+	// With min_serving set to 3, a deploy cannot drain any of the 3 left
+	// serving: refused, naming the drained one.
+	d.Config.SetMinServing(3)
+	d.Holder = NewLockInfo(opDeploy, "")
+	if _, err := d.Deploy(testCtx(t)); !errors.Is(err, ErrCapacity) || !strings.Contains(err.Error(), "3001 drained by hand: `rollout undrain web1` puts them back") {
+		t.Fatalf("deploy below a set min_serving: %v", err)
+	}
+
+	// At its default (all but max_unavailable), the drained one does not
+	// count: the deploy restarts it and keeps it out, and rolls the others
+	// one at a time.
+	d.Config.minServing = nil
 	pid := h.unit(3001).pid
 	*events = nil
 	if _, err := d.Deploy(testCtx(t)); err != nil {

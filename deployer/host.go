@@ -44,6 +44,8 @@ type hostRun struct {
 	// handPorts are those a drain or undrain changed.
 	handDrained map[int]HandDrain
 	handPorts   []int
+	// byHand: this run is a rollout drain (min_serving as configured).
+	byHand bool
 
 	// targets are the releases instances switch to just before their
 	// restart (release: set); nil: no switching.

@@ -113,7 +113,7 @@ func (h *hostRun) drain(ctx context.Context, ports []int) error {
 		if err != nil {
 			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: err}
 		}
-		need := max(h.cfg.MinServing(), 1)
+		need := max(h.minServing(), 1)
 		out := 0
 		for _, p := range ports {
 			if serving[p] {
@@ -121,7 +121,7 @@ func (h *hostRun) drain(ctx context.Context, ports []int) error {
 			}
 		}
 		if out > 0 && len(serving)-out < need {
-			err := fmt.Errorf("%w: draining %s would leave %d serving; it must leave %s%s", ErrCapacity, portList(ports), len(serving)-out, h.cfg.servingFloor(), h.handNote())
+			err := fmt.Errorf("%w: draining %s would leave %d serving; it must leave %s%s", ErrCapacity, portList(ports), len(serving)-out, servingFloor(h.minServing()), h.handNote())
 			h.emit(port, StepCapacity, StatusFail, t0, err.Error())
 			return &StepError{Host: h.host, Port: port, Step: StepCapacity, Err: err}
 		}

@@ -181,7 +181,7 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 			}
 			ip.Steps = []Step{
 				{Name: StepCapacity, Does: fmt.Sprintf(
-					"health-check every instance (%s); those drained in %s as last read do not count; stop unless the drain leaves %s", strings.Replace(health, "%d", "PORT", 1), bp.what, cfg.servingFloor())},
+					"health-check every instance (%s); those drained in %s as last read do not count; stop unless the drain leaves %s", strings.Replace(health, "%d", "PORT", 1), bp.what, servingFloor(cfg.MinServing()))},
 				bp.drain([]int{port}, back),
 				bp.wait([]int{port}),
 				restart,
