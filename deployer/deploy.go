@@ -636,7 +636,8 @@ func (d *Deployer) nextStep(op string, s *session, r *HostReport, lockKept bool)
 	case opRestart:
 		cmd = "rollout restart"
 	case opDrain, opUndrain:
-		cmd = "rollout " + op + " " + s.host
+		fmt.Fprintf(&b, ". Once it answers, run `rollout %s %s` again from this machine: it takes this run's lock over at once (its process is gone); until then `rollout status` shows which instances are in service and which are recorded as drained by hand", op, handArgs(s.host, d.Targets[s.host]))
+		return b.String()
 	}
 	fmt.Fprintf(&b, ". Once it answers, run `%s` again from this machine: it takes this run's lock over at once (its process is gone), puts every instance back and restarts each once more", cmd)
 	return b.String()

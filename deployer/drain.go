@@ -125,7 +125,8 @@ func (h *hostRun) handDrain(ctx context.Context) error {
 	}
 	slices.SortFunc(after, func(a, b HandDrain) int { return a.Port - b.Port })
 	if err := h.remote.SetHandDrained(ctx, after); err != nil {
-		return &StepError{Host: h.host, Port: ports[0], Step: StepDrain, Err: err}
+		// The write may have landed before the error: put it back.
+		return h.restoreHandList(ctx, before, &StepError{Host: h.host, Port: ports[0], Step: StepDrain, Err: err})
 	}
 	if whole {
 		err = h.apply(ctx, upstreamChange{drain: ports})
@@ -136,10 +137,40 @@ func (h *hostRun) handDrain(ctx context.Context) error {
 		err = h.drain(ctx, ports)
 	}
 	if err != nil {
-		return h.restoreHandList(ctx, before, err)
+		return h.afterFailedDrain(ctx, before, after, ports, err)
 	}
 	h.handPorts = ports
 	return nil
+}
+
+// afterFailedDrain keeps the record true after a drain that failed or was
+// interrupted: the balancers may already have taken some of ports out
+// (an interrupt during the wait for requests in flight). Those stay
+// recorded as drained by hand, so no deploy puts them back unasked; the
+// others are taken off the record. If the balancers cannot be read, the
+// record stays as written (after), which errs on the side of keeping
+// them out, and the error says so.
+func (h *hostRun) afterFailedDrain(ctx context.Context, before, after []HandDrain, ports []int, err error) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	srv, rerr := h.bal.read(cctx)
+	if rerr != nil {
+		return errors.Join(err, fmt.Errorf("%s: whether %s left %s is unknown (%w): they stay recorded as drained by hand; `rollout status` shows where they are, `rollout undrain` puts them back", h.host, portList(ports), h.bal, rerr))
+	}
+	keep := slices.Clone(before)
+	var out []int
+	for _, m := range after {
+		if slices.Contains(ports, m.Port) && !srv.in(m.Port) && !slices.ContainsFunc(keep, func(b HandDrain) bool { return b.Port == m.Port }) {
+			keep = append(keep, m)
+			out = append(out, m.Port)
+		}
+	}
+	slices.SortFunc(keep, func(a, b HandDrain) int { return a.Port - b.Port })
+	err = h.restoreHandList(cctx, keep, err)
+	if len(out) > 0 {
+		err = errors.Join(err, fmt.Errorf("%s: %s out of service already, recorded as drained by hand (`rollout undrain` puts them back)", h.host, portList(out)))
+	}
+	return err
 }
 
 // handUndrain health-checks the host's targets, removes them from the
@@ -147,7 +178,7 @@ func (h *hostRun) handDrain(ctx context.Context) error {
 // put back as it was. One that fails its check stops the host's undrain
 // before anything changes.
 func (h *hostRun) handUndrain(ctx context.Context) error {
-	ports, _ := h.handTargets()
+	ports, whole := h.handTargets()
 	t0 := time.Now()
 	for _, p := range ports {
 		h.emit(p, StepHealth, StatusStart, t0, "")
@@ -156,7 +187,11 @@ func (h *hostRun) handUndrain(ctx context.Context) error {
 	var errs []error
 	for _, p := range ports {
 		if err := checks[p]; err != nil {
-			err = fmt.Errorf("not put back, it fails its health check: %w; `rollout restart --hosts %s --port %d` restarts it (drained, it stays out), then undrain it", err, h.host, p)
+			how := "restarts it in service"
+			if _, ok := h.handDrained[p]; ok {
+				how = "restarts it (drained by hand, it stays out), then undrain it"
+			}
+			err = fmt.Errorf("not put back, it fails its health check: %w; `rollout restart --hosts %s --port %d` %s", err, h.host, p, how)
 			h.emit(p, StepHealth, StatusFail, t0, err.Error())
 			errs = append(errs, &StepError{Host: h.host, Port: p, Step: StepHealth, Err: err})
 			continue
@@ -172,10 +207,14 @@ func (h *hostRun) handUndrain(ctx context.Context) error {
 	}
 	h.servers = srv
 	before := h.handList()
-	after := slices.DeleteFunc(slices.Clone(before), func(m HandDrain) bool { return slices.Contains(ports, m.Port) })
+	after := slices.DeleteFunc(slices.Clone(before), func(m HandDrain) bool {
+		// A whole host's undrain also clears what a scale-in left of
+		// instances the config no longer has.
+		return slices.Contains(ports, m.Port) || whole && !slices.Contains(h.cfg.Ports(), m.Port)
+	})
 	if len(after) != len(before) {
 		if err := h.remote.SetHandDrained(ctx, after); err != nil {
-			return &StepError{Host: h.host, Port: ports[0], Step: StepUndrain, Err: err}
+			return h.restoreHandList(ctx, before, &StepError{Host: h.host, Port: ports[0], Step: StepUndrain, Err: err})
 		}
 	}
 	if err := h.apply(ctx, upstreamChange{undrain: ports}); err != nil {
@@ -261,6 +300,33 @@ func (h *hostRun) minServing() int {
 	return max(n, 0)
 }
 
+// forgetHand takes an instance the scale step removed off the record of
+// those drained by hand, so that a later scale-out does not find it
+// there and keep it out.
+func (h *hostRun) forgetHand(ctx context.Context, port int) error {
+	if _, ok := h.handDrained[port]; !ok {
+		return nil
+	}
+	delete(h.handDrained, port)
+	if err := h.remote.SetHandDrained(ctx, h.handList()); err != nil {
+		return fmt.Errorf("take %d off the record of instances drained by hand: %w", port, err)
+	}
+	return nil
+}
+
+// handArgs are a drain's or undrain's arguments for host: HOST:PORT for
+// each port, or HOST for the whole host (no ports).
+func handArgs(host string, ports []int) string {
+	if len(ports) == 0 {
+		return host
+	}
+	var args []string
+	for _, p := range ports {
+		args = append(args, fmt.Sprintf("%s:%d", host, p))
+	}
+	return strings.Join(args, " ")
+}
+
 // handNote is what a capacity failure adds when instances drained by
 // hand are part of why.
 func (h *hostRun) handNote() string {
@@ -269,7 +335,12 @@ func (h *hostRun) handNote() string {
 	}
 	var ports []int
 	for p := range h.handDrained {
-		ports = append(ports, p)
+		if slices.Contains(h.cfg.Ports(), p) {
+			ports = append(ports, p)
+		}
+	}
+	if len(ports) == 0 {
+		return ""
 	}
 	slices.Sort(ports)
 	return fmt.Sprintf(" (%s drained by hand: `rollout undrain %s` puts them back, or lower --min-serving)", portList(ports), h.host)

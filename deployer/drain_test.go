@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -181,5 +182,57 @@ func TestDrainWholeHostBehindBalancers(t *testing.T) {
 		if lb.upstream != lbUpstream {
 			t.Errorf("lb%d: not as before the drain:\n%s", i+1, lb.upstream)
 		}
+	}
+}
+
+// A drain interrupted after the balancers took the instance out (during
+// the wait for its requests in flight) keeps it on the record, so that no
+// deploy puts it back unasked; a refused one leaves the record as it was.
+func TestDrainInterruptedKeepsWhatIsOut(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	lb1 := fakeBalancer(t, app)
+	d, _ := lbDeployer(t, fourInstances+"lb:\n  hosts: [lb1]\n  server_addresses: {web1: 10.0.0.5}\n", app, lb1)
+	d.Targets = map[string][]int{"web1": {3001}}
+	// The balancer's write lands; the wait after it is cut.
+	app.waitIdleErr = context.Canceled
+	_, err := d.Drain(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "3001 out of service already, recorded as drained by hand") {
+		t.Fatalf("interrupted drain: %v", err)
+	}
+	if got := fmt.Sprint(lbDown(t, lb1.upstream, "10.0.0.5")); got != "[3001]" {
+		t.Fatalf("down on lb1: %s", got)
+	}
+	if handPorts(app) != "[3001]" {
+		t.Errorf("record after an interrupted drain: %s, want [3001]", handPorts(app))
+	}
+
+	// Refused by capacity before any change: the record is as it was.
+	app.waitIdleErr = nil
+	d.Targets = map[string][]int{"web1": {3000}}
+	d.Config.SetMinServing(3)
+	if _, err := d.Drain(testCtx(t)); !errors.Is(err, ErrCapacity) {
+		t.Fatalf("drain below min_serving: %v", err)
+	}
+	if handPorts(app) != "[3001]" {
+		t.Errorf("record after a refused drain: %s, want [3001]", handPorts(app))
+	}
+}
+
+// An instance drained by hand that a scale-in removes leaves the record
+// with it: a later scale-out does not find it there and keep it out.
+func TestDrainForgottenWhenScaledIn(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	d, _ := fakeDeployer(t, fourInstances, h)
+	d.Targets = map[string][]int{"web1": {3003}}
+	if _, err := d.Drain(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	d.Targets = nil
+	d.Config.SetPorts([]int{3000, 3001, 3002})
+	if _, err := d.Scale(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if handPorts(h) != "[]" {
+		t.Errorf("record after 3003 was removed: %s", handPorts(h))
 	}
 }

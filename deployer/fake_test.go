@@ -55,6 +55,8 @@ type fakeRemote struct {
 	// onWrite runs before a write is checked (to change the file under
 	// rollout).
 	onWrite func(n int)
+	// waitIdleErr: the wait for requests in flight fails so (interrupted).
+	waitIdleErr error
 	// lose makes the next calls of the named operations fail as if the
 	// connection broke; unreachable makes every call fail so, and every
 	// connect too. connects counts the connections made.
@@ -256,6 +258,9 @@ func (r *fakeRemote) WaitIdle(ctx context.Context, ports []int) (drainWait, erro
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.waitIdleErr != nil {
+		return drainWait{}, r.waitIdleErr
+	}
 	r.drained = append(r.drained, slices.Clone(ports))
 	return drainWait{}, nil
 }

@@ -137,6 +137,9 @@ func (h *hostRun) removeInstance(ctx context.Context, port int) error {
 	if _, err := h.change(ctx, h.servers.without(port), nil); err != nil {
 		return fail(fmt.Errorf("remove from %s: %w", h.bal, err))
 	}
+	if err := h.forgetHand(ctx, port); err != nil {
+		return fail(err)
+	}
 	h.emit(port, StepScale, StatusOK, t0, "removed: drained, stopped, disabled, out of nginx")
 	return nil
 }

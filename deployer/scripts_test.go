@@ -340,3 +340,30 @@ func TestHostWatchJSONString(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+// drained.sh replaces the record with a whole list only: a write cut short
+// (a lost connection) or an empty one leaves it as it was.
+func TestDrainedScript(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "state", "drained.json")
+	if out, code := runScript(t, "drained", "", file, "read"); code != 0 || out != "" {
+		t.Fatalf("read of no record: %d %q", code, out)
+	}
+	whole := `[{"port":3001,"user":"ann","from":"laptop","time":"2026-12-06T14:02:00Z"}]` + "\n"
+	if out, code := runScript(t, "drained", whole, file, "write"); code != 0 {
+		t.Fatalf("write: %d %s", code, out)
+	}
+	for _, cut := range []string{"", whole[:20], strings.TrimSuffix(whole, "\n"), "nul"} {
+		if out, code := runScript(t, "drained", cut, file, "write"); code != 1 || !strings.Contains(out, "unchanged") {
+			t.Errorf("write of %q: %d %s", cut, code, out)
+		}
+	}
+	if out, code := runScript(t, "drained", "", file, "read"); code != 0 || out != whole {
+		t.Errorf("read after refused writes: %d %q", code, out)
+	}
+	if _, code := runScript(t, "drained", "null\n", file, "write"); code != 0 {
+		t.Errorf("write of null: %d", code)
+	}
+	if matches, _ := filepath.Glob(filepath.Dir(file) + "/*.tmp"); len(matches) != 0 {
+		t.Errorf("left behind: %v", matches)
+	}
+}

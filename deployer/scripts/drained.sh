@@ -14,6 +14,16 @@ read)
 write)
   mkdir -p -- "$(dirname -- "$file")"
   cat >"$file.tmp"
+  # rollout sends one JSON list (or null) and a newline: a write cut
+  # short (a lost connection) is refused, and the list stays as it was.
+  case "$(head -n 1 -- "$file.tmp" | cut -c 1)$(tail -c 2 -- "$file.tmp")" in
+  '[]' | nl) ;;
+  *)
+    rm -f -- "$file.tmp"
+    echo "drained: the new list is not a whole JSON list; $file is unchanged" >&2
+    exit 1
+    ;;
+  esac
   mv -f -- "$file.tmp" "$file"
   ;;
 *)
