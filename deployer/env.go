@@ -97,11 +97,18 @@ func loadEnv(path, env string) (*merged, error) {
 	if err != nil {
 		return nil, fmt.Errorf("environment %s: %w (its keys go in %s, beside %s)", env, err, m.envFile, path)
 	}
+	var doc yaml.Node
+	if yaml.Unmarshal(over, &doc) == nil && (len(doc.Content) == 0 || doc.Content[0].Tag == "!!null") {
+		return nil, &configError{file: m.envFile, err: fmt.Errorf("has no keys: give it those environment %s changes (hosts, at least)", env)}
+	}
 	top, err := document(m.envFile, over)
 	if err != nil {
 		return nil, err
 	}
 	top = deref(top)
+	if err := twice(m.envFile, top, "", map[*yaml.Node]bool{}); err != nil {
+		return nil, err // overlay would merge the two
+	}
 	if top.Kind != yaml.MappingNode {
 		return nil, &configError{file: m.envFile, line: top.Line, err: fmt.Errorf("must be a mapping of the keys environment %s changes, got %s", env, describe(top))}
 	}
@@ -118,6 +125,34 @@ func loadEnv(path, env string) (*merged, error) {
 	}
 	overlay(base, top)
 	return m, nil
+}
+
+// twice finds a key given twice in a mapping at or under n (path is n's
+// key path), as the config's parser does for the config itself.
+func twice(file string, n *yaml.Node, path string, seen map[*yaml.Node]bool) error {
+	n = deref(n)
+	if n == nil || seen[n] {
+		return nil
+	}
+	seen[n] = true
+	first := map[string]int{}
+	for i, c := range n.Content {
+		key := path
+		if n.Kind == yaml.MappingNode {
+			if i%2 == 0 {
+				if line, ok := first[c.Value]; ok {
+					return &configError{file: file, line: c.Line, key: join(path, c.Value), err: fmt.Errorf("given twice (first on line %d)", line)}
+				}
+				first[c.Value] = c.Line
+				continue
+			}
+			key = join(path, n.Content[i-1].Value)
+		}
+		if err := twice(file, c, key, seen); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // shift moves n's lines and those under it past the config's.

@@ -69,6 +69,10 @@ func TestEnvErrorsNameTheirFile(t *testing.T) {
 		{"- a list\n", env + ":1: must be a mapping of the keys environment staging changes"},
 		{"hosts: [\n", env + ":"},
 		{"instances: 2000\n", env + ":1: instances: "},
+		{"hosts: [a]\nhosts: [b]\n", env + ":2: hosts: given twice (first on line 1)"},
+		{"ssh:\n  port: 2222\n  port: 2223\n", env + ":3: ssh.port: given twice (first on line 2)"},
+		{"# nothing yet\n", env + ": has no keys: give it those environment staging changes"},
+		{"", env + ": has no keys"},
 	} {
 		if err := os.WriteFile(env, []byte(c.env), 0o600); err != nil {
 			t.Fatal(err)

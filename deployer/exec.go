@@ -125,6 +125,9 @@ func Exec(ctx context.Context, cfg *Config, host string, conn Conn, o ExecOption
 		res.Code = -1
 	case errors.As(err, &ee) && ee.Signal == "":
 		res.Code, err = ee.Code, nil
+	case errors.As(err, &ee):
+		// Its output was shown as it came: not again, nor the script.
+		res.Code, err = -1, fmt.Errorf("the command was killed by signal %s", ee.Signal)
 	case err != nil:
 		res.Code = -1
 	}

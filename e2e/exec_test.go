@@ -46,11 +46,12 @@ func TestExecInTheRelease(t *testing.T) {
 		t.Errorf("exec of a command that does not exist exited %d (want 127):\n%s", code, out)
 	}
 
-	// Every host, each line prefixed with it; the first failure decides.
-	out, code = rollout(t, "exec", "-c", cfg, "--all", "--", "sh", "-c", `a=$(hostname -I); echo "on ${a% }"; case " $a" in *" `+hosts[1].Addr+` "*) exit 4 ;; esac`)
+	// Every host, each line prefixed with it, each given all of stdin; the
+	// first failure decides.
+	out, code = rolloutStdin(t, "from stdin\n", "exec", "-c", cfg, "--all", "--", "sh", "-c", `read -r w; a=$(hostname -I); echo "on ${a% } $w"; case " $a" in *" `+hosts[1].Addr+` "*) exit 4 ;; esac`)
 	for _, x := range hosts {
-		if !strings.Contains(out, x.Addr+" | on "+x.Addr+"\n") {
-			t.Errorf("exec --all does not show %s's line:\n%s", x.Addr, out)
+		if !strings.Contains(out, x.Addr+" | on "+x.Addr+" from stdin\n") {
+			t.Errorf("exec --all does not show %s's line, with stdin:\n%s", x.Addr, out)
 		}
 	}
 	if code != 4 || !strings.Contains(out, "rollout: "+hosts[1].Addr+": the command exited 4") {
@@ -142,4 +143,10 @@ func onTerminal(t *testing.T, cfg, command, ready string, keys ...string) string
 	_ = cmd.Wait()
 	t.Logf("on the terminal:\n%s", out.String())
 	return out.String()
+}
+
+// rolloutStdin runs rollout with stdin from a pipe.
+func rolloutStdin(t *testing.T, stdin string, args ...string) (string, int) {
+	t.Helper()
+	return rolloutWith(t, "", nil, strings.NewReader(stdin), args...)
 }

@@ -60,11 +60,18 @@ func rolloutEnv(t testing.TB, env []string, args ...string) (string, int) {
 // rolloutIn runs rollout in dir ("": this one) with env added.
 func rolloutIn(t testing.TB, dir string, env []string, args ...string) (string, int) {
 	t.Helper()
+	return rolloutWith(t, dir, env, nil, args...)
+}
+
+// rolloutWith is rolloutIn with stdin (nil: none).
+func rolloutWith(t testing.TB, dir string, env []string, stdin io.Reader, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, rolloutBin, args...)
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "NO_COLOR=1"), env...)
+	cmd.Stdin = stdin
 	out, err := cmd.CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {

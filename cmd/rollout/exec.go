@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -120,10 +121,22 @@ func execAction(c *cli.Context) error {
 	if c.Bool("tty") || !term.IsTerminal(int(stdin.Fd())) {
 		in = stdin // a terminal's input goes to a command only with -t
 	}
+	var all []byte // with --all, stdin read once for every host
+	if in != nil && len(hosts) > 1 {
+		if all, err = io.ReadAll(io.LimitReader(in, maxAllStdin+1)); err != nil {
+			return fmt.Errorf("read stdin: %w", err)
+		}
+		if len(all) > maxAllStdin {
+			return usageError{fmt.Errorf("--all sends stdin to every host, read to its end first: at most %d MiB of it (run it host by host with --host)", maxAllStdin>>20)}
+		}
+	}
 	var failed hostFailures
 	for _, host := range hosts {
 		o := o
 		o.Stdin, o.Stdout, o.Stderr = in, c.App.Writer, c.App.ErrWriter
+		if all != nil {
+			o.Stdin = bytes.NewReader(all)
+		}
 		var flush []*deployer.PrefixWriter
 		if len(hosts) > 1 {
 			out, errOut := deployer.NewLineWriter(c.App.Writer).Prefixed(host+" | "), deployer.NewLineWriter(c.App.ErrWriter).Prefixed(host+" | ")
@@ -150,6 +163,10 @@ func execAction(c *cli.Context) error {
 	}
 	return failed
 }
+
+// maxAllStdin bounds the stdin exec --all reads into memory to send it to
+// every host.
+const maxAllStdin = 64 << 20
 
 // execOn runs o on one host, with the local terminal in raw mode for -t.
 func execOn(c *cli.Context, cfg *deployer.Config, connect func(context.Context, string) (deployer.Conn, error), host string, o deployer.ExecOptions) (int, error) {

@@ -63,7 +63,13 @@ need_name() {
 }
 # The transient unit of a rollout exec: rollout-exec-APP-TOKEN.
 need_exec_unit() {
-  case $1 in "rollout-exec-$APP-"*) need_name "the exec's unit" "${1#"rollout-exec-$APP-"}" ;; *) refuse "'$1' is not one of $APP's exec units (rollout-exec-$APP-TOKEN)" ;; esac
+  # TOKEN is 12 hex digits, so that another app whose name starts with
+  # this one's and a dash (web and web-api) keeps its own units.
+  case ${1#"rollout-exec-$APP-"} in
+  "$1" | *[!0-9a-f]*) refuse "'$1' is not one of $APP's exec units (rollout-exec-$APP-TOKEN)" ;;
+  ????????????) ;;
+  *) refuse "'$1' is not one of $APP's exec units (rollout-exec-$APP-TOKEN, 12 hex digits)" ;;
+  esac
 }
 need_json() {
   case $2 in *"$NL"*) refuse "$1 must be one line" ;; '{'*'}') ;; *) refuse "$1 must be a JSON object" ;; esac
