@@ -58,6 +58,8 @@ type Config struct {
 	// LB is the lb: section; nil: Nginx runs beside the instances on each
 	// app host.
 	LB *LBConfig
+	// Workers are the app's template units with no port (workers:).
+	Workers []Worker
 
 	minServing *int // nil: all the other instances of a host
 	// balancer is the lb: section on the config of a balancer host's side
@@ -388,6 +390,7 @@ func schema(c *Config) []field {
 		probeSection(c),
 		watchSection(c),
 		lbSection(c),
+		workersField(&c.Workers),
 		strs(pathsKey, &c.Paths),
 	}
 }

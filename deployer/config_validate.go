@@ -57,6 +57,7 @@ func (c *Config) problems() []problem {
 	c.checkBatches(&cs)
 	c.checkProbe(&cs)
 	c.checkLB(&cs) // and the nginx: section, which the balancers may not use
+	c.checkWorkers(&cs)
 	c.Health.check(&cs)
 	cs.add("drain_timeout", within(c.DrainTimeout, time.Second, time.Hour))
 	for i, l := range c.Logs {

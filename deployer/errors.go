@@ -36,8 +36,10 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 type StepError struct {
 	Host string
 	Port int
-	Step StepName
-	Err  error
+	// Worker is the worker's unit (workers:) when the step was a worker's.
+	Worker string
+	Step   StepName
+	Err    error
 	// Output is what the app and systemd said since the restart, when the
 	// failure is the app's.
 	Output string
@@ -49,10 +51,7 @@ type StepError struct {
 }
 
 func (e *StepError) Error() string {
-	where := e.Host
-	if e.Port != 0 {
-		where = fmt.Sprintf("%s:%d", e.Host, e.Port)
-	}
+	where := Where(e.Host, e.Port, e.Worker)
 	msg := fmt.Sprintf("%s %s: %v", e.Step, where, e.Err)
 	if where == "" {
 		msg = fmt.Sprintf("%s: %v", e.Step, e.Err)
@@ -67,6 +66,18 @@ func (e *StepError) Error() string {
 }
 
 func (e *StepError) Unwrap() error { return e.Err }
+
+// Where names a place of a run: a host, one of its instances (HOST:PORT)
+// or one of its workers (HOST/UNIT).
+func Where(host string, port int, worker string) string {
+	switch {
+	case port != 0:
+		return fmt.Sprintf("%s:%d", host, port)
+	case worker != "":
+		return host + "/" + worker
+	}
+	return host
+}
 
 // appendErr aggregates failures as multierror.Append does, written one
 // per line with nothing around them.

@@ -52,6 +52,7 @@ type Event struct {
 	Time     time.Time     `json:"time"`
 	Host     string        `json:"host,omitempty"`
 	Port     int           `json:"port,omitempty"`
+	Worker   string        `json:"worker,omitempty"` // a worker's unit (workers:)
 	Step     StepName      `json:"step"`
 	Status   StepStatus    `json:"status"`
 	Duration time.Duration `json:"duration_ns,omitempty"`

@@ -40,8 +40,10 @@ type fakeRemote struct {
 	history []HistoryEntry
 	// handDrained is the host's list of instances drained by hand.
 	handDrained []HandDrain
-	hooks       [][]string // the env of each hook run
-	dials       []string   // the addresses health checks dialled
+	// workers are its workers' units (workers:), by unit.
+	workers map[string]*fakeWorker
+	hooks   [][]string // the env of each hook run
+	dials   []string   // the addresses health checks dialled
 	// conn is the connection the engine made the fake with.
 	conn Conn
 	// forward, on a load balancer, is the app host its dials reach.
@@ -538,7 +540,11 @@ func (r *fakeRemote) ReleaseState(_ context.Context, ports []int) (releaseState,
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := releaseState{present: map[string]bool{}, log: slices.Clone(r.relLog), current: r.current,
-		links: map[int]string{}, running: map[int]string{}, runDir: map[int]string{}, workDir: map[int]string{}}
+		links: map[int]string{}, running: map[int]string{}, runDir: map[int]string{}, workDir: map[int]string{},
+		workers: map[string]workerRelease{}}
+	for u, w := range r.workers {
+		st.workers[u] = workerRelease{link: w.link, running: w.runs, workDir: "/srv/my-app/instances/" + u}
+	}
 	for id := range r.releases {
 		st.present[id] = true
 	}
@@ -782,4 +788,93 @@ func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// fakeWorker is a worker's unit on a fake host.
+type fakeWorker struct {
+	pid      int
+	restarts int
+	link     string // the release its link names
+	runs     string // the release its process runs
+	// missing: the host has no such unit.
+	missing bool
+	// crashOn: on a release whose ID ends so, systemd restarts it right
+	// after each start.
+	crashOn string
+}
+
+// worker is the fake host's worker unit, made on first use.
+func (r *fakeRemote) worker(unit string) *fakeWorker {
+	if r.workers == nil {
+		r.workers = map[string]*fakeWorker{}
+	}
+	w, ok := r.workers[unit]
+	if !ok {
+		w = &fakeWorker{pid: 500 + len(r.workers)}
+		r.workers[unit] = w
+	}
+	return w
+}
+
+func (r *fakeRemote) workerState(unit string) unitState {
+	w := r.worker(unit)
+	if w.missing {
+		return unitState{ID: unit + ".service", Load: "not-found", Active: "inactive", Sub: "dead"}
+	}
+	if w.crashOn != "" && strings.HasSuffix(w.runs, w.crashOn) {
+		// Each reading finds it started again by systemd, until systemd
+		// gives up on the third.
+		if w.restarts >= 3 {
+			return unitState{ID: unit + ".service", Load: "loaded", Active: "failed", Sub: "failed", Restarts: w.restarts, Result: "exit-code"}
+		}
+		w.pid++
+		w.restarts++
+	}
+	return unitState{ID: unit + ".service", Load: "loaded", Active: "active", Sub: "running", MainPID: w.pid, StartedAt: uint64(w.pid), Restarts: w.restarts}
+}
+
+func (r *fakeRemote) WorkerStates(ctx context.Context, units []string) (map[string]unitState, error) {
+	if err := r.wire(ctx, "WorkerStates"); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]unitState{}
+	for _, u := range units {
+		out[u] = r.workerState(u)
+	}
+	return out, nil
+}
+
+func (r *fakeRemote) RestartWorker(ctx context.Context, unit string, _ []string, release string) (restartMark, error) {
+	if err := r.wire(ctx, "RestartWorker"); err != nil {
+		return restartMark{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.worker(unit)
+	if release != "" {
+		if !r.releases[release] {
+			return restartMark{}, fmt.Errorf("release %s is not in /srv/my-app/releases", release)
+		}
+		r.log("switch %s %s", unit, release)
+		w.link = release
+	}
+	r.log("restart %s", unit)
+	before := r.workerState(unit)
+	w.pid += 1000
+	w.runs = w.link
+	return restartMark{clock: 1, before: before, after: r.workerState(unit)}, nil
+}
+
+func (r *fakeRemote) WorkerLogFiles(_ context.Context, units []string) (map[string][]string, error) {
+	logs := map[string][]string{}
+	for _, u := range units {
+		logs[u] = []string{"/var/log/my-app/" + u + ".log"}
+	}
+	return logs, nil
+}
+
+func (r *fakeRemote) WorkerOutput(_ context.Context, unit string, _ restartMark, _ int) (string, error) {
+	return "==> /var/log/my-app/" + unit + ".log <==\nworker: cannot reach the queue\n", nil
 }

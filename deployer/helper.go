@@ -80,6 +80,14 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 		}
 		ports = strings.Join(p, " ")
 	}
+	var workers []string // NAME:COUNT, or NAME:auto
+	for _, w := range c.Workers {
+		n := strconv.Itoa(w.Count)
+		if w.Auto {
+			n = "auto"
+		}
+		workers = append(workers, w.Unit+":"+n)
+	}
 	haSocket, haBackend := c.helperHAProxy()
 	var root, prepare, shared, migrate string
 	timeout, migrateTimeout := "0", "0"
@@ -97,7 +105,7 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 	values := []struct{ name, value string }{
 		{"APP", c.App}, {"APP_USER", s.User}, {"APP_GROUP", s.Group},
 		{"UNIT_PREFIX", prefix}, {"UNIT_SUFFIX", suffix}, {"PORTS", ports}, {"PORT_BASE", base},
-		{"UNIT_PROPS", unitProps},
+		{"UNIT_PROPS", unitProps}, {"WORKERS", strings.Join(workers, " ")},
 		{"NGINX_UPSTREAM", c.Nginx.UpstreamFile}, {"NGINX_TEST", c.Nginx.TestCommand},
 		{"NGINX_RELOAD", c.Nginx.ReloadCommand}, {"NGINX_PID", c.Nginx.PIDFile},
 		{"LOCK_DIR", strings.TrimRight(c.StateDir, "/") + "/" + c.App},

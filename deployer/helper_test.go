@@ -31,6 +31,8 @@ release:
   prepare: npm ci --omit=dev
   shared: [node_modules, uploads]
   migrate: npm run migrate
+workers:
+  - {unit: my-app-worker, count: 2}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +77,7 @@ func TestHelperAcceptsWhatRolloutSends(t *testing.T) {
 		"undrain":        r.cmdWriteUpstream(up, nil, false),
 		"restart":        r.cmdRestart(3000, logs, ""),
 		"switch+restart": r.cmdRestart(3001, logs, entry.ID),
-		"app output":     r.cmdAppOutput(3000, mark, 20),
+		"app output":     r.cmdAppOutput("my-app@3000", mark, 20),
 		"lock":           r.cmdAcquireLock(true, "0123abcd"),
 		"refresh":        r.cmdRefreshLock("0123abcd"),
 		"unlock":         r.cmdReleaseLock("0123abcd"),
@@ -95,6 +97,8 @@ func TestHelperAcceptsWhatRolloutSends(t *testing.T) {
 		"exec check":     r.cmdExec(cfg.Release.Root+"/releases/"+entry.ID, entry.ID, "rollout-exec-my-app-0a1b2c3d4e5f", "check", []string{"node"}),
 		"exec -t":        r.cmdExec(cfg.Release.Root+"/releases/"+entry.ID, entry.ID, "rollout-exec-my-app-0a1b2c3d4e5f", "tty", []string{"node"}),
 		"exec stop":      r.cmdExecStop("rollout-exec-my-app-0a1b2c3d4e5f"),
+		"worker restart": r.cmdRestartUnit("my-app-worker@2", "my-app-worker@2", []string{"/var/log/my-app/my-app-worker-2.log"}, entry.ID),
+		"worker output":  r.cmdAppOutput("my-app-worker@1", mark, 20),
 	}
 	_, real := cfg.helper()
 	prefix := "sudo -n " + cfg.HelperPath() + " " + real + " "
@@ -122,7 +126,7 @@ func TestHelperAcceptsWhatRolloutSends(t *testing.T) {
 			t.Errorf("%s: %s", name, cmd)
 		}
 	}
-	for _, src := range r.cmdLogSources(3000, logs, LogsOptions{Lines: 10, Follow: true, Since: "10 min ago"}) {
+	for _, src := range r.cmdLogSources("my-app@3000", "10.0.0.5:3000", logs, LogsOptions{Lines: 10, Follow: true, Since: "10 min ago"}) {
 		if !strings.HasPrefix(src.cmd, prefix+"journal ") && !strings.HasPrefix(src.cmd, prefix+"tail ") {
 			t.Errorf("logs: %s", src.cmd)
 		}
@@ -185,6 +189,10 @@ func TestHelperRefuses(t *testing.T) {
 		"an exec with no command":      {"exec", root + "/releases/20261205120000-v2", "20261205120000-v2", "my-app", "www-data", "/etc/my-app/.env", "rollout-exec-my-app-0a1b2c3d4e5f", "pipe"},
 		"an exec-stop of ssh":          {"exec-stop", "ssh.service"},
 		"an exec-stop of another app":  {"exec-stop", "rollout-exec-other-0a1b2c3d4e5f"},
+		"a worker beyond its count":    {"restart", "my-app-worker@3", unitProps, "", "", ""},
+		"another app's worker":         {"restart", "other-worker@1", unitProps, "", "", ""},
+		"a worker's link elsewhere":    {"restart", "my-app-worker@1", unitProps, root, "my-app-worker@2", "20261205120000-v2"},
+		"a worker as a release state":  {"release-state", root, "my-app-worker@1", "my-app-worker@2"},
 		"an exec-stop of my-app-api's": {"exec-stop", "rollout-exec-my-app-api-0a1b2c3d4e5f"},
 		"an exec-stop, short token":    {"exec-stop", "rollout-exec-my-app-0a1b2c"},
 		"secrets read elsewhere":       {"secrets-read", "/etc"},

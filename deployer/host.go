@@ -48,8 +48,15 @@ type hostRun struct {
 	byHand bool
 
 	// targets are the releases instances switch to just before their
-	// restart (release: set); nil: no switching.
-	targets map[int]string
+	// restart (release: set); nil: no switching. workerTargets are the
+	// same for the workers' units.
+	targets       map[int]string
+	workerTargets map[string]string
+	// workersSwitched are the workers' units switched so far, in order;
+	// workersRestarted those restarted and stable; wlogs their log files,
+	// read once.
+	workersSwitched, workersRestarted []string
+	wlogs                             map[string][]string
 	// rel is what each instance ran when the run began.
 	rel releaseState
 	// switched are the instances switched so far, in order.
@@ -77,6 +84,10 @@ func (h *hostRun) setRelease(id string, rel releaseState) {
 	h.targets = map[int]string{}
 	for _, p := range h.cfg.Ports() {
 		h.targets[p] = id
+	}
+	h.workerTargets = map[string]string{}
+	for _, u := range h.cfg.WorkerUnits() {
+		h.workerTargets[u] = id
 	}
 }
 
@@ -221,6 +232,9 @@ func (h *hostRun) deploy(ctx context.Context, upto int) (err error) {
 		return nil
 	}
 	if err := h.undrainPending(ctx); err != nil {
+		return err
+	}
+	if err := h.workers(ctx); err != nil {
 		return err
 	}
 	for _, hook := range h.hostHooks(h.cfg.Hooks.HostAfter) {

@@ -72,7 +72,7 @@ func (h *hostRun) instance(ctx context.Context, port int) error {
 
 	t0 := time.Now()
 	h.emit(port, StepActive, StatusStart, t0, "")
-	now, err := h.waitActive(ctx, port, mark.before, mark.after)
+	now, err := h.waitActive(ctx, h.portState(port), mark.before, mark.after)
 	if err != nil {
 		h.emit(port, StepActive, StatusFail, t0, err.Error())
 		return h.appFailure(ctx, port, StepActive, err, mark)
@@ -81,7 +81,7 @@ func (h *hostRun) instance(ctx context.Context, port int) error {
 
 	t0 = time.Now()
 	h.emit(port, StepHealth, StatusStart, t0, "")
-	alive := func(ctx context.Context) error { return h.stillSame(ctx, port, now) }
+	alive := func(ctx context.Context) error { return stillSame(ctx, h.portState(port), now) }
 	if err := h.health.Wait(ctx, port, h.cfg.Health.Timeout, h.cfg.Health.Interval, alive); err != nil {
 		h.emit(port, StepHealth, StatusFail, t0, err.Error())
 		return h.appFailure(ctx, port, StepHealth, err, mark)
@@ -252,10 +252,18 @@ func (h *hostRun) logFiles(ctx context.Context, port int) ([]string, error) {
 	return h.logs[port], nil
 }
 
+// stateFunc reads one unit's state.
+type stateFunc func(context.Context) (unitState, error)
+
+// portState reads the state of the instance on port.
+func (h *hostRun) portState(port int) stateFunc {
+	return func(ctx context.Context) (unitState, error) { return h.remote.UnitState(ctx, port) }
+}
+
 // waitActive waits until systemd runs a new process for the instance (not
 // the old one): active, with another MainPID or start time. u is its state
 // right after the restart.
-func (h *hostRun) waitActive(ctx context.Context, port int, before, u unitState) (unitState, error) {
+func (h *hostRun) waitActive(ctx context.Context, state stateFunc, before, u unitState) (unitState, error) {
 	deadline := time.Now().Add(h.cfg.Health.Timeout)
 	for {
 		fresh := u.MainPID != before.MainPID || u.StartedAt != before.StartedAt
@@ -273,7 +281,7 @@ func (h *hostRun) waitActive(ctx context.Context, port int, before, u unitState)
 		case <-time.After(h.cfg.Health.Interval):
 		}
 		var err error
-		if u, err = h.remote.UnitState(ctx, port); err != nil {
+		if u, err = state(ctx); err != nil {
 			return u, err
 		}
 	}
@@ -281,8 +289,8 @@ func (h *hostRun) waitActive(ctx context.Context, port int, before, u unitState)
 
 // stillSame fails if the process that became active is gone: it exited,
 // or systemd restarted it.
-func (h *hostRun) stillSame(ctx context.Context, port int, was unitState) error {
-	u, err := h.remote.UnitState(ctx, port)
+func stillSame(ctx context.Context, state stateFunc, was unitState) error {
+	u, err := state(ctx)
 	if errors.Is(err, ErrUnreachable) {
 		return err
 	}
@@ -304,7 +312,7 @@ func (h *hostRun) waitStable(ctx context.Context, port int, was unitState) error
 	end := time.Now().Add(h.cfg.Health.MinHealthy)
 	tick := min(max(h.cfg.Health.MinHealthy/4, h.cfg.Health.Interval), time.Second)
 	for {
-		if err := h.stillSame(ctx, port, was); err != nil {
+		if err := stillSame(ctx, h.portState(port), was); err != nil {
 			return err
 		}
 		if err := h.health.Check(ctx, port); err != nil && !errors.Is(err, errReconnected) {
@@ -339,9 +347,9 @@ const (
 // settle reads the unit's state; if its process died (cause), it waits
 // until systemd is done restarting it, at most settleTimeout, and says how
 // long it waited (0: the first reading was final).
-func (h *hostRun) settle(ctx context.Context, port int, cause error) (unitState, time.Duration, error) {
+func (h *hostRun) settle(ctx context.Context, state stateFunc, cause error) (unitState, time.Duration, error) {
 	t0 := time.Now()
-	u, err := h.remote.UnitState(ctx, port)
+	u, err := state(ctx)
 	if err != nil || !(errors.Is(cause, ErrExited) || errors.Is(cause, ErrRestarted)) {
 		return u, 0, err
 	}
@@ -357,7 +365,7 @@ func (h *hostRun) settle(ctx context.Context, port int, cause error) (unitState,
 			return u, time.Since(t0), nil
 		case <-time.After(250 * time.Millisecond):
 		}
-		next, err := h.remote.UnitState(ctx, port)
+		next, err := state(ctx)
 		if err != nil {
 			continue
 		}
@@ -373,6 +381,16 @@ func (h *hostRun) settle(ctx context.Context, port int, cause error) (unitState,
 // what the app and systemd said since the restart.
 func (h *hostRun) appFailure(ctx context.Context, port int, step StepName, cause error, mark restartMark) error {
 	se := &StepError{Host: h.host, Port: port, Step: step, Err: cause}
+	return h.failure(ctx, se, h.cfg.UnitName(port), h.portState(port), func(ctx context.Context) (string, error) {
+		return h.remote.AppOutput(ctx, port, mark, appOutputLines)
+	})
+}
+
+// failure completes se, the failure of unit's step, with what the app and
+// systemd said since the restart (said reads it), once systemd is done
+// restarting it (state reads it).
+func (h *hostRun) failure(ctx context.Context, se *StepError, unit string, state stateFunc, said func(context.Context) (string, error)) error {
+	cause, step := se.Err, se.Step
 	if ctx.Err() != nil {
 		se.Err = fmt.Errorf("interrupted (%v) during %s: %w", context.Cause(ctx), step, cause)
 		return se
@@ -383,14 +401,14 @@ func (h *hostRun) appFailure(ctx context.Context, port int, step StepName, cause
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout+10*time.Second)
 	defer cancel()
 	var out string
-	if u, waited, err := h.settle(cctx, port, cause); err == nil {
-		out = fmt.Sprintf("systemd: %s is %s\n", h.cfg.UnitName(port), u)
+	if u, waited, err := h.settle(cctx, state, cause); err == nil {
+		out = fmt.Sprintf("systemd: %s is %s\n", unit, u)
 		if waited > 0 {
 			se.Err = fmt.Errorf("%w; %s later systemd reports %s", cause, waited.Round(time.Millisecond), u)
 		}
 	}
-	if said, err := h.remote.AppOutput(cctx, port, mark, appOutputLines); err == nil {
-		out += said
+	if s, err := said(cctx); err == nil {
+		out += s
 	}
 	se.Output = out
 	return se

@@ -49,16 +49,16 @@ func (o LogsOptions) Validate(cfg *Config) error {
 	return nil
 }
 
-// logSource is one stream of an instance's output.
+// logSource is one stream of an instance's (or a worker's) output; where
+// prefixes its lines.
 type logSource struct {
-	port int
-	cmd  string
+	where string
+	cmd   string
 }
 
-// cmdLogSources are the commands that print (or follow) an instance's
-// journal and log files.
-func (r sshRemote) cmdLogSources(port int, files []string, o LogsOptions) []logSource {
-	unit := r.cfg.UnitName(port)
+// cmdLogSources are the commands that print (or follow) a unit's journal
+// and log files, each line prefixed with where.
+func (r sshRemote) cmdLogSources(unit, where string, files []string, o LogsOptions) []logSource {
 	journal := []string{"journalctl", "--no-pager", "-o", "short-iso", "-n", strconv.Itoa(o.Lines), "-u", unit}
 	args := []string{strconv.Itoa(o.Lines), "0", unit}
 	if o.Follow {
@@ -71,7 +71,7 @@ func (r sshRemote) cmdLogSources(port int, files []string, o LogsOptions) []logS
 	if o.Follow {
 		journal = append(journal, "-f")
 	}
-	srcs := []logSource{{port, r.priv.command("journal", args, journal)}}
+	srcs := []logSource{{where, r.priv.command("journal", args, journal)}}
 	for _, f := range files {
 		tail := []string{"tail", "-n", strconv.Itoa(o.Lines)}
 		if o.Follow {
@@ -80,7 +80,7 @@ func (r sshRemote) cmdLogSources(port int, files []string, o LogsOptions) []logS
 		// Quiet about a missing file, not about sudo; the helper reads it
 		// as the app's user.
 		plain := []string{"sh", "-c", sshexec.QuoteCommand(append(tail, "--", f)...) + " 2>/dev/null"}
-		srcs = append(srcs, logSource{port, r.priv.command("tail", []string{args[0], args[1], f}, plain)})
+		srcs = append(srcs, logSource{where, r.priv.command("tail", []string{args[0], args[1], f}, plain)})
 	}
 	return srcs
 }
@@ -110,10 +110,20 @@ func Logs(ctx context.Context, cfg *Config, host string, conn Conn, s Streamer, 
 		if len(fs) == 0 {
 			fs = files[p]
 		}
-		srcs = append(srcs, r.cmdLogSources(p, fs, o)...)
+		srcs = append(srcs, r.cmdLogSources(cfg.UnitName(p), fmt.Sprintf("%s:%d", host, p), fs, o)...)
+	}
+	if units := cfg.WorkerUnits(); len(o.Ports) == 0 && len(units) > 0 {
+		// Every instance: the workers too, each prefixed HOST/UNIT.
+		wfiles, err := r.WorkerLogFiles(ctx, units)
+		if err != nil {
+			return err
+		}
+		for _, u := range units {
+			srcs = append(srcs, r.cmdLogSources(u, Where(host, 0, u), wfiles[u], o)...)
+		}
 	}
 	run := func(src logSource) error {
-		w := out.Prefixed(fmt.Sprintf("%s:%d ", host, src.port))
+		w := out.Prefixed(src.where + " ")
 		defer w.Flush()
 		err := s.Stream(ctx, src.cmd, w, w)
 		var ee *sshexec.ExitError

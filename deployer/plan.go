@@ -51,6 +51,7 @@ type HostPlan struct {
 	Scale     Step           `json:"scale"`   // reconcile the instances with the config
 	Inspect   Step           `json:"inspect"` // once, to order the instances
 	Instances []InstancePlan `json:"instances"`
+	Workers   []WorkerPlan   `json:"workers,omitempty"` // after the instances
 	After     []Step         `json:"after,omitempty"`
 	History   Step           `json:"history"`          // on every way out, with the lock's release
 	Record    *Step          `json:"record,omitempty"` // release: the release log, current, cleanup
@@ -59,6 +60,12 @@ type HostPlan struct {
 // InstancePlan is one instance's steps.
 type InstancePlan struct {
 	Port  int    `json:"port"`
+	Unit  string `json:"unit"`
+	Steps []Step `json:"steps"`
+}
+
+// WorkerPlan is one worker unit's steps (workers:).
+type WorkerPlan struct {
 	Unit  string `json:"unit"`
 	Steps []Step `json:"steps"`
 }
@@ -199,7 +206,7 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 				offsets = append(offsets, "SIZE", f)
 			}
 			fail.Does += " (SINCE and SIZE are the clock and the log files' sizes that the restart noted)"
-			fail.Also = append(fail.Also, c.appOutputCommand(port, appOutputLines, "SINCE", offsets))
+			fail.Also = append(fail.Also, c.appOutputCommand(cfg.UnitName(port), appOutputLines, "SINCE", offsets))
 			if i < len(ports)-1 {
 				ip.Steps = append(ip.Steps, Step{Name: StepUndrain, Does: fmt.Sprintf("back into service with the drain of %d: %s", ports[i+1], bp.change)})
 			} else {
@@ -214,9 +221,34 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 			hp.Instances = append(hp.Instances, ip)
 		}
 		planGroups(&hp, cfg.Unavailable(len(cfg.Ports())), cfg.Strategy.MaxUnavailable, bp)
+		hp.Workers = planWorkers(c, cfg, p.Release)
 		p.Hosts = append(p.Hosts, hp)
 	}
 	return p
+}
+
+// planWorkers are the steps of the host's workers, after its instances.
+func planWorkers(c sshRemote, cfg *Config, release string) []WorkerPlan {
+	var out []WorkerPlan
+	stable := max(cfg.Health.MinHealthy, minWorkerStable)
+	for _, w := range cfg.Workers {
+		k := cfg.Unavailable(w.Count)
+		for _, u := range w.Instances() {
+			restart := Step{Name: StepRestart, Command: c.cmdRestartUnit(u, u, nil, release), Also: []string{c.cmdUnitFiles(cfg.WorkerUnits())},
+				Does: fmt.Sprintf("after every instance of the host, %d of %s at a time: note the clock, its log files' sizes (from the unit files, read once) and its state, restart it (its old process's stop and the start: at most stop_timeout %s + health.timeout %s), print its state", k, w.Unit, w.StopTimeout, cfg.Health.Timeout)}
+			steps := []Step{restart,
+				{Name: StepActive, Command: c.cmdWorkerStates([]string{u}), Does: fmt.Sprintf("repeat until systemd runs a new process (new MainPID), at most %s; stop if it exits", cfg.Health.Timeout)},
+				{Name: StepStable, Command: c.cmdWorkerStates([]string{u}), Does: fmt.Sprintf("keep the same process, not restarted by systemd, for %s (a worker has no health check); if it does not, show what it and systemd said since the restart (the last %d lines), revert and stop", stable, appOutputLines),
+					Also: []string{c.appOutputCommand(u, appOutputLines, "SINCE", nil)}},
+			}
+			if release != "" {
+				steps[0].Does = fmt.Sprintf("skip it if it already runs release %s (its link and its process's directory; --force restarts it); otherwise ", release) + steps[0].Does
+				steps = slices.Insert(steps, 0, Step{Name: StepSwitch, Does: fmt.Sprintf("point %s/instances/%s at release %s, in the restart's command just below", cfg.Release.Root, u, release)})
+			}
+			out = append(out, WorkerPlan{Unit: u, Steps: steps})
+		}
+	}
+	return out
 }
 
 // planGroups says, with strategy.max_unavailable above 1, which instances
@@ -399,6 +431,16 @@ func (p *Plan) write(w io.Writer, scripts bool) error {
 			}
 			ew.printf("  instance %d (%s)\n", inst.Port, inst.Unit)
 			for j, s := range inst.Steps {
+				step("    ", j+1, s)
+			}
+		}
+		for k, wp := range h.Workers {
+			if !scripts && k > 0 {
+				ew.printf("  worker %s: as %s\n", wp.Unit, h.Workers[0].Unit)
+				continue
+			}
+			ew.printf("  worker %s\n", wp.Unit)
+			for j, s := range wp.Steps {
 				step("    ", j+1, s)
 			}
 		}

@@ -84,10 +84,10 @@ func (h *hostRun) addInstance(ctx context.Context, port int) error {
 	}
 	u, err := h.remote.UnitState(ctx, port)
 	if err == nil {
-		u, err = h.waitActive(ctx, port, unitState{}, u)
+		u, err = h.waitActive(ctx, h.portState(port), unitState{}, u)
 	}
 	if err == nil {
-		alive := func(ctx context.Context) error { return h.stillSame(ctx, port, u) }
+		alive := func(ctx context.Context) error { return stillSame(ctx, h.portState(port), u) }
 		err = h.health.Wait(ctx, port, h.cfg.Health.Timeout, h.cfg.Health.Interval, alive)
 	}
 	if err != nil {

@@ -66,7 +66,14 @@ type releaseState struct {
 	running map[int]string  // by port: the release its process runs in; "" if none or not a release
 	runDir  map[int]string  // by port: the directory its process runs in
 	workDir map[int]string  // by port: the unit's WorkingDirectory
+	// workers are the same of the workers' units (instances/UNIT), by
+	// unit.
+	workers map[string]workerRelease
 }
+
+// workerRelease is a worker unit's release layout: the release its link
+// names, the one its process runs in, and its WorkingDirectory.
+type workerRelease struct{ link, running, workDir string }
 
 // latest is each release's latest log entry, by ID.
 func (st releaseState) latest() map[string]ReleaseEntry {
@@ -106,7 +113,7 @@ func parseReleaseState(out []byte, root string) (releaseState, error) {
 		return releaseState{}, fmt.Errorf("release state: unexpected output %q", out)
 	}
 	st := releaseState{present: map[string]bool{}, links: map[int]string{}, running: map[int]string{},
-		runDir: map[int]string{}, workDir: map[int]string{}}
+		runDir: map[int]string{}, workDir: map[int]string{}, workers: map[string]workerRelease{}}
 	for _, id := range strings.Fields(parts["releases"]) {
 		if ValidReleaseID(id) == nil {
 			st.present[id] = true
@@ -124,15 +131,16 @@ func parseReleaseState(out []byte, root string) (releaseState, error) {
 		if len(f) < 4 {
 			continue
 		}
-		port, err := strconv.Atoi(f[0])
-		if err != nil {
-			continue
-		}
 		dash := func(s string) string {
 			if s == "-" {
 				return ""
 			}
 			return s
+		}
+		port, err := strconv.Atoi(f[0])
+		if err != nil { // a worker's unit
+			st.workers[f[0]] = workerRelease{link: releaseOf(dash(f[1]), root), running: releaseOf(dash(f[2]), root), workDir: dash(strings.TrimSpace(f[3]))}
+			continue
 		}
 		st.links[port] = releaseOf(dash(f[1]), root)
 		st.runDir[port] = dash(f[2])
@@ -174,6 +182,15 @@ func checkLayout(cfg *Config, st releaseState) error {
 				wd = "no WorkingDirectory"
 			}
 			wrong = append(wrong, fmt.Sprintf("%s runs from %s, not %s", cfg.UnitName(p), wd, want))
+		}
+	}
+	for _, u := range cfg.WorkerUnits() {
+		if want := root + "/instances/" + u; st.workers[u].workDir != want {
+			wd := st.workers[u].workDir
+			if wd == "" {
+				wd = "no WorkingDirectory"
+			}
+			wrong = append(wrong, fmt.Sprintf("%s runs from %s, not %s (a worker's template: WorkingDirectory=%s/instances/%%p@%%i)", u, wd, want, root))
 		}
 	}
 	if len(wrong) == 0 {

@@ -17,6 +17,7 @@ import (
 // load balancer host are the same.
 type remote interface {
 	instanceOps
+	workerOps
 	nginxOps
 	haproxyOps
 	lockOps
@@ -66,6 +67,21 @@ type instanceOps interface {
 	// WaitIdle waits until no connection to the ports is established (the
 	// drained instances' requests in flight), at most drain_timeout.
 	WaitIdle(ctx context.Context, ports []int) (drainWait, error)
+}
+
+// workerOps are the app's workers (workers:): template units with no
+// port, each named by its unit (my-app-worker@1).
+type workerOps interface {
+	// WorkerStates reads the units' states.
+	WorkerStates(ctx context.Context, units []string) (map[string]unitState, error)
+	// RestartWorker restarts a worker's unit and says where its output
+	// starts; with a release (not ""), it first points the unit's link
+	// (instances/UNIT) at it.
+	RestartWorker(ctx context.Context, unit string, logs []string, release string) (restartMark, error)
+	// WorkerLogFiles reads the log files that the units' unit files name.
+	WorkerLogFiles(ctx context.Context, units []string) (map[string][]string, error)
+	// WorkerOutput is what a worker and systemd said since mark.
+	WorkerOutput(ctx context.Context, unit string, mark restartMark, lines int) (string, error)
 }
 
 // nginxOps are an Nginx upstream file's operations (the nginx balancer

@@ -91,11 +91,21 @@ func (r sshRemote) cmdUnitState(port int) string {
 }
 
 func (r sshRemote) cmdRestart(port int, logs []string, release string) string {
-	args := []string{r.cfg.UnitName(port), unitProps, "", "", ""}
+	return r.cmdRestartUnit(r.cfg.UnitName(port), strconv.Itoa(port), logs, release)
+}
+
+// cmdRestartUnit restarts unit, first pointing its link (instances/LINK)
+// at release when one is given.
+func (r sshRemote) cmdRestartUnit(unit, link string, logs []string, release string) string {
+	args := []string{unit, unitProps, "", "", ""}
 	if release != "" {
-		args[2], args[3], args[4] = r.releaseRoot(), strconv.Itoa(port), release
+		args[2], args[3], args[4] = r.releaseRoot(), link, release
 	}
 	return script("restart", true, r.priv, append(args, logs...)...)
+}
+
+func (r sshRemote) cmdWorkerStates(units []string) string {
+	return sshexec.QuoteCommand(append([]string{"systemctl", "show", "-p", unitProps, "--"}, units...)...)
 }
 
 func (r sshRemote) cmdUnitFiles(units []string) string {
@@ -123,7 +133,7 @@ func (r sshRemote) UnitFiles(ctx context.Context, units []string) (map[string]st
 	return out, nil
 }
 
-func (r sshRemote) cmdAppOutput(port int, mark restartMark, lines int) string {
+func (r sshRemote) cmdAppOutput(unit string, mark restartMark, lines int) string {
 	since := ""
 	if mark.clock > 0 {
 		since = fmt.Sprintf("%d.%06d", mark.clock/1e6, mark.clock%1e6)
@@ -137,13 +147,13 @@ func (r sshRemote) cmdAppOutput(port int, mark restartMark, lines int) string {
 	for _, f := range files {
 		offsets = append(offsets, strconv.FormatInt(mark.offsets[f], 10), f)
 	}
-	return r.appOutputCommand(port, lines, since, offsets)
+	return r.appOutputCommand(unit, lines, since, offsets)
 }
 
 // appOutputCommand runs app-output.sh; offsets are pairs of a byte offset
 // and a log file.
-func (r sshRemote) appOutputCommand(port, lines int, since string, offsets []string) string {
-	args := append([]string{r.cfg.UnitName(port), strconv.Itoa(lines), since}, offsets...)
+func (r sshRemote) appOutputCommand(unit string, lines int, since string, offsets []string) string {
+	args := append([]string{unit, strconv.Itoa(lines), since}, offsets...)
 	return script("app-output", true, r.priv, args...)
 }
 
@@ -386,7 +396,45 @@ func (r sshRemote) UnitState(ctx context.Context, port int) (unitState, error) {
 }
 
 func (r sshRemote) Restart(ctx context.Context, port int, logs []string, release string) (restartMark, error) {
-	res, err := r.run(ctx, "restart "+r.cfg.UnitName(port), r.cmdRestart(port, logs, release), nil)
+	return r.restart(ctx, r.cfg.UnitName(port), r.cmdRestart(port, logs, release), logs)
+}
+
+func (r sshRemote) RestartWorker(ctx context.Context, unit string, logs []string, release string) (restartMark, error) {
+	return r.restart(ctx, unit, r.cmdRestartUnit(unit, unit, logs, release), logs)
+}
+
+func (r sshRemote) WorkerStates(ctx context.Context, units []string) (map[string]unitState, error) {
+	res, err := r.run(ctx, "state of the workers", r.cmdWorkerStates(units), nil)
+	if err != nil {
+		return nil, err
+	}
+	return parseUnitStates(string(res.Stdout))
+}
+
+func (r sshRemote) WorkerLogFiles(ctx context.Context, units []string) (map[string][]string, error) {
+	parts, err := r.UnitFiles(ctx, units)
+	if err != nil {
+		return nil, err
+	}
+	logs := map[string][]string{}
+	for _, u := range units {
+		logs[u] = unitLogFiles(parts[u], u)
+	}
+	return logs, nil
+}
+
+func (r sshRemote) WorkerOutput(ctx context.Context, unit string, mark restartMark, lines int) (string, error) {
+	res, err := r.run(ctx, "app output", r.cmdAppOutput(unit, mark, lines), nil)
+	if err != nil && len(res.Stdout) == 0 {
+		return "", err
+	}
+	return string(res.Stdout), nil
+}
+
+// restart runs cmd, restart.sh for unit, and reads where its output starts
+// and its state before and after.
+func (r sshRemote) restart(ctx context.Context, unit, cmd string, logs []string) (restartMark, error) {
+	res, err := r.run(ctx, "restart "+unit, cmd, nil)
 	if exitCode(err) == exitNoRelease {
 		return restartMark{}, errors.New(scriptMessage(err))
 	}
@@ -417,7 +465,6 @@ func (r sshRemote) Restart(ctx context.Context, port int, logs []string, release
 	if err := errors.Join(berr, aerr); err != nil {
 		return mark, fmt.Errorf("restart: %w", err)
 	}
-	unit := r.cfg.UnitName(port)
 	mark.before, mark.after = b[unit], a[unit]
 	return mark, nil
 }
@@ -436,7 +483,7 @@ func (r sshRemote) LogFiles(ctx context.Context, ports []int) (map[int][]string,
 }
 
 func (r sshRemote) AppOutput(ctx context.Context, port int, mark restartMark, lines int) (string, error) {
-	res, err := r.run(ctx, "app output", r.cmdAppOutput(port, mark, lines), nil)
+	res, err := r.run(ctx, "app output", r.cmdAppOutput(r.cfg.UnitName(port), mark, lines), nil)
 	if err != nil && len(res.Stdout) == 0 {
 		return "", err
 	}
@@ -601,6 +648,9 @@ func (r sshRemote) cmdReleaseState(ports []int) string {
 	args := []string{r.releaseRoot()}
 	for _, p := range ports {
 		args = append(args, strconv.Itoa(p), r.cfg.UnitName(p))
+	}
+	for _, u := range r.cfg.WorkerUnits() {
+		args = append(args, u, u) // its link is instances/UNIT
 	}
 	return script("release-state", true, r.priv, args...)
 }

@@ -109,6 +109,14 @@ func resolveHost(ctx context.Context, cfg *Config, host string, r interface {
 }) (*Config, error) {
 	cores := sync.OnceValues(func() (int, error) { return r.Cores(ctx) })
 	hc := cfg
+	if cfg.workersAuto() {
+		n, err := cores()
+		if err != nil {
+			return nil, fmt.Errorf("count CPU cores for workers' count: auto: %w", err)
+		}
+		hc = cfg.workersForCores(n)
+		cfg = hc
+	}
 	if cfg.InstancesAuto() {
 		n, err := cores()
 		if err != nil {
@@ -170,6 +178,9 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 		}
 		if err == nil && (op == opDrain || op == opUndrain) {
 			err = d.checkTargets(s)
+		}
+		if err == nil {
+			err = checkWorkers(ctx, s.cfg, s.r)
 		}
 		if err == nil && s.cfg.Release != nil {
 			if s.rel, err = s.r.ReleaseState(ctx, s.cfg.Ports()); err == nil {

@@ -166,6 +166,9 @@ func (c *Config) setupWant(ports []int) setupWant {
 	for _, p := range ports {
 		w.Units = append(w.Units, c.UnitName(p))
 	}
+	for _, wk := range c.setupWorkers() {
+		w.Units = append(w.Units, wk.Instances()...)
+	}
 	return w
 }
 
@@ -214,7 +217,7 @@ func (p *setupPlan) host(cfg *Config, want setupWant, found setupFound, now time
 		p.change("move the code in %s into release %s under %s (every instance's link and current name it; running instances are not restarted)",
 			s.AppDir, id, cfg.Release.Root)
 		e := ReleaseEntry{ID: id, Version: "initial", User: NewLockInfo("setup", "").User, Time: time.Now().UTC(), Outcome: ReleaseOK}
-		p.do(migrateAction(want.ReleaseRoot, s.AppDir, s.Group, e, cfg.Ports())...)
+		p.do(migrateAction(want.ReleaseRoot, s.AppDir, s.Group, e, cfg.links())...)
 	}
 	// The files.
 	for _, f := range want.Files {
@@ -243,6 +246,13 @@ func (p *setupPlan) host(cfg *Config, want setupWant, found setupFound, now time
 		where := s.AppDir + " holds the code"
 		if cfg.Release != nil {
 			where = "a release is in place"
+			if found.Code == "current" {
+				// A worker's new instances run from links of their own:
+				// made where current points, unless there.
+				if links := cfg.WorkerUnits(); len(links) > 0 {
+					p.do(append([]string{"links", want.ReleaseRoot, strconv.Itoa(len(links))}, links...)...)
+				}
+			}
 		}
 		p.change("enable %s (started if %s)", strings.Join(toEnable, " "), where)
 		p.do(append([]string{"enable", strconv.Itoa(len(toEnable))}, toEnable...)...)
@@ -275,13 +285,20 @@ func contains(list []string, s string) bool {
 // every instance's link and current name, logged as e. Running instances
 // are not touched: they run the same code from the new place at their
 // next restart. It runs before the unit file changes.
-func migrateAction(root, appDir, group string, e ReleaseEntry, ports []int) setupAction {
+func migrateAction(root, appDir, group string, e ReleaseEntry, links []string) setupAction {
 	line, _ := json.Marshal(e)
-	a := setupAction{"migrate", appDir, root, group, e.ID, string(line), strconv.Itoa(len(ports))}
-	for _, p := range ports {
-		a = append(a, strconv.Itoa(p))
+	a := setupAction{"migrate", appDir, root, group, e.ID, string(line), strconv.Itoa(len(links))}
+	return append(a, links...)
+}
+
+// links are the names of the links under release.root/instances: each
+// instance's port and each worker's unit.
+func (c *Config) links() []string {
+	var out []string
+	for _, p := range c.Ports() {
+		out = append(out, strconv.Itoa(p))
 	}
-	return a
+	return append(out, c.WorkerUnits()...)
 }
 
 // file writes f unless found shows it as it should be (or it is kept and

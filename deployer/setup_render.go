@@ -36,9 +36,9 @@ func (c *Config) unitFile() string {
 	return "/etc/systemd/system/" + strings.Replace(strings.TrimSuffix(c.unitTemplate(), ".service"), "{port}", "", 1) + ".service"
 }
 
-var unitTmpl = template.Must(template.New("unit").Parse(`# Written by rollout setup: edit rollout.yaml's setup section, not this file.
+var unitTmpl = template.Must(template.New("unit").Parse(`# Written by rollout setup: edit rollout.yaml's {{.Section}} section, not this file.
 [Unit]
-Description={{.App}} instance on port %i
+Description={{.Description}}
 After=network.target
 StartLimitIntervalSec={{.StartWindow}}
 StartLimitBurst={{.StartLimit}}
@@ -48,25 +48,59 @@ Type=simple
 User={{.User}}
 Group={{.User}}
 SupplementaryGroups={{.Group}}
-Environment=NODE_ENV=production PORT=%i
+Environment={{.Environment}}
 EnvironmentFile={{.EnvFile}}
 {{if .SecretsEnv}}EnvironmentFile=-{{.SecretsEnv}}
 {{end}}WorkingDirectory={{.WorkDir}}
 ExecStart={{.ExecStart}}
 Restart=on-failure
 RestartSec={{.RestartSec}}
-MemoryMax={{.MemoryMax}}
+{{if .StopTimeout}}TimeoutStopSec={{.StopTimeout}}
+{{end}}MemoryMax={{.MemoryMax}}
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
 ReadWritePaths={{.LogDir}}{{if .UploadsDir}} {{.UploadsDir}}{{end}}
-StandardOutput=append:{{.LogDir}}/stdout-%i.log
-StandardError=append:{{.LogDir}}/stderr-%i.log
+StandardOutput=append:{{.LogDir}}/{{.Stdout}}.log
+StandardError=append:{{.LogDir}}/{{.Stderr}}.log
 
 [Install]
 WantedBy=multi-user.target
 `))
+
+// unitValues are unitTmpl's values common to the instances' and the
+// workers' units.
+func unitValues(cfg *Config) map[string]any {
+	s := cfg.setupDefaults()
+	return map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
+		"RestartSec": seconds(s.RestartDelay), "MemoryMax": s.MemoryMax, "LogDir": s.LogDir, "UploadsDir": s.UploadsDir,
+		"StartWindow": seconds(s.StartWindow), "StartLimit": s.StartLimit}
+}
+
+// seconds is d as systemd reads it: "1.5s".
+func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+
+// renderWorker is w's template unit: no port; its instances are %p@1,
+// %p@2, …, each with its own link under the release root
+// (instances/%p@%i) and its own log file.
+func renderWorker(cfg *Config, w Worker) ManagedFile {
+	v := unitValues(cfg)
+	workDir, secretsEnv := cfg.setupDefaults().AppDir, ""
+	if r := cfg.Release; r != nil {
+		workDir = strings.TrimRight(r.Root, "/") + "/instances/%p@%i"
+		if cfg.secretsEnvFile() != "" {
+			secretsEnv = workDir + "/" + secretsDir + "/env"
+		}
+	}
+	for k, x := range map[string]any{"Section": "workers", "Description": cfg.App + " worker %p@%i", "Environment": "NODE_ENV=production WORKER=%i",
+		"WorkDir": workDir, "ExecStart": w.ExecStart, "SecretsEnv": secretsEnv, "StopTimeout": seconds(w.StopTimeout), "Stdout": "%p-%i", "Stderr": "%p-%i"} {
+		v[k] = x
+	}
+	var unit bytes.Buffer
+	_ = unitTmpl.Execute(&unit, v)
+	return ManagedFile{Path: w.unitFile(), Owner: "root:root", Mode: "644", Content: unit.String()}
+}
 
 var siteTmpl = template.Must(template.New("site").Parse(`# Written by rollout setup: edit rollout.yaml's setup section, not this file.
 # The access log's upstream fields are what rollout's bake reads.
@@ -102,13 +136,17 @@ func renderSite(cfg *Config) string {
 // instances.
 func Render(cfg *Config, ports []int) []ManagedFile {
 	s := cfg.setupDefaults()
-	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+	v := unitValues(cfg)
+	for k, x := range map[string]any{"Section": "setup", "Description": cfg.App + " instance on port %i", "Environment": "NODE_ENV=production PORT=%i",
+		"WorkDir": s.workDir, "ExecStart": s.ExecStart, "SecretsEnv": cfg.secretsEnvFile(), "Stdout": "stdout-%i", "Stderr": "stderr-%i"} {
+		v[k] = x
+	}
 	var unit bytes.Buffer
-	_ = unitTmpl.Execute(&unit, map[string]any{"App": cfg.App, "User": s.User, "Group": s.Group, "EnvFile": s.EnvFile,
-		"WorkDir": s.workDir, "ExecStart": s.ExecStart, "RestartSec": secs(s.RestartDelay), "MemoryMax": s.MemoryMax,
-		"LogDir": s.LogDir, "UploadsDir": s.UploadsDir, "StartWindow": secs(s.StartWindow), "StartLimit": s.StartLimit,
-		"SecretsEnv": cfg.secretsEnvFile()})
+	_ = unitTmpl.Execute(&unit, v)
 	files := []ManagedFile{{Path: cfg.unitFile(), Owner: "root:root", Mode: "644", Content: unit.String()}}
+	for _, w := range cfg.setupWorkers() {
+		files = append(files, renderWorker(cfg, w))
+	}
 	files = append(files, appHostBalancerFiles(cfg, ports)...)
 	files = append(files, ManagedFile{Path: s.EnvFile, Owner: "root:root", Mode: "600", Content: "", Keep: true})
 	if w := cfg.Watch; w != nil {

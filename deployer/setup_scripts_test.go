@@ -137,7 +137,7 @@ func TestAppOutputReadsAcrossARotation(t *testing.T) {
 	r := newSSHRemote(&Config{App: "my-app", UnitTemplate: "my-app@{port}"}, nil)
 	r.priv = privilege{}
 	mark := restartMark{offsets: map[string]int64{log: int64(len("before the restart\n"))}}
-	out, _ := runCommand(t, r.cmdAppOutput(3000, mark, 20), "")
+	out, _ := runCommand(t, r.cmdAppOutput("my-app@3000", mark, 20), "")
 	if !strings.Contains(out, "after the restart") || strings.Contains(out, "before the restart") {
 		t.Errorf("before the rotation:\n%s", out)
 	}
@@ -145,7 +145,7 @@ func TestAppOutputReadsAcrossARotation(t *testing.T) {
 	if err := os.WriteFile(log, []byte("new\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, _ = runCommand(t, r.cmdAppOutput(3000, mark, 20), ""); !strings.Contains(out, "==> "+log+" <==\nnew\n") {
+	if out, _ = runCommand(t, r.cmdAppOutput("my-app@3000", mark, 20), ""); !strings.Contains(out, "==> "+log+" <==\nnew\n") {
 		t.Errorf("after the rotation, the file's lines are not shown:\n%s", out)
 	}
 }

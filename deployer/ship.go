@@ -184,38 +184,65 @@ func (d *Deployer) revert(ctx context.Context, id string, sessions []*session) (
 			// A promote: the canary an earlier run switched goes back too.
 			ports = append(slices.Clone(hr.skipped), ports...)
 		}
-		if len(ports) == 0 {
+		workers := slices.Clone(s.run.workersSwitched)
+		if len(ports) == 0 && len(workers) == 0 {
 			continue
 		}
 		slices.Reverse(ports)
-		targets := map[int]string{}
+		slices.Reverse(workers)
 		var back []string // this host's
-		for _, p := range ports {
-			prev := s.rel.links[p]
+		before := func(link string) string {
+			prev := link
 			if prev == id {
 				prev = s.rel.current // switched before this run: back to current
 			}
-			targets[p] = prev
 			if prev != "" && !slices.Contains(back, prev) {
 				back = append(back, prev)
 			}
 			if prev != "" && !slices.Contains(to, prev) {
 				to = append(to, prev)
 			}
+			return prev
+		}
+		targets := map[int]string{}
+		for _, p := range ports {
+			targets[p] = before(s.rel.links[p])
+		}
+		workerTargets := map[string]string{}
+		for _, u := range workers {
+			workerTargets[u] = before(s.rel.workers[u].link)
 		}
 		t0 := time.Now()
-		d.emit(Event{Host: s.host, Step: StepRevert, Status: StatusStart, Message: fmt.Sprintf("instances %v back from %s", ports, id)})
+		d.emit(Event{Host: s.host, Step: StepRevert, Status: StatusStart, Message: fmt.Sprintf("%s back from %s", revertWhat(ports, workers), id)})
 		h := newHostRun(d, s, stop)
-		h.targets = targets
-		if err := h.revert(ctx, ports); err != nil {
+		h.targets, h.workerTargets = targets, workerTargets
+		// The workers went last: they go back first.
+		err := h.revertWorkers(ctx, workers)
+		if err == nil && len(ports) > 0 {
+			err = h.revert(ctx, ports)
+		}
+		if err != nil {
 			errs = append(errs, err)
 			d.emit(Event{Host: s.host, Step: StepRevert, Status: StatusFail, Duration: time.Since(t0), Message: err.Error()})
 			continue
 		}
-		d.emit(Event{Host: s.host, Step: StepRevert, Status: StatusOK, Duration: time.Since(t0), Message: fmt.Sprintf("instances %v back on %s", ports, strings.Join(back, ", "))})
+		d.emit(Event{Host: s.host, Step: StepRevert, Status: StatusOK, Duration: time.Since(t0), Message: fmt.Sprintf("%s back on %s", revertWhat(ports, workers), strings.Join(back, ", "))})
 	}
 	slices.Sort(to)
 	return to, errors.Join(errs...)
+}
+
+// revertWhat names what a revert puts back: "instances [3001 3000]",
+// and the workers' units.
+func revertWhat(ports []int, workers []string) string {
+	var parts []string
+	if len(ports) > 0 {
+		parts = append(parts, fmt.Sprintf("instances %v", ports))
+	}
+	if len(workers) > 0 {
+		parts = append(parts, "workers "+strings.Join(workers, " "))
+	}
+	return strings.Join(parts, " and ")
 }
 
 // runningSummary says which release each instance runs now, host by host.

@@ -44,11 +44,26 @@ func (i InstanceStatus) OK() bool {
 	return i.State == "active" && i.Healthy && (i.InNginx || i.Drained != nil)
 }
 
+// WorkerStatus is one worker's unit (workers:) as systemd sees it.
+type WorkerStatus struct {
+	Unit     string        `json:"unit"`
+	State    string        `json:"state"`
+	Sub      string        `json:"sub"`
+	PID      int           `json:"pid"`
+	Uptime   time.Duration `json:"uptime_ns"`
+	Restarts int           `json:"restarts"`
+	Release  string        `json:"release,omitempty"`
+}
+
+// OK: running.
+func (w WorkerStatus) OK() bool { return w.State == "active" && w.PID > 0 }
+
 // HostStatus is one host's instances, or why they could not be read.
 type HostStatus struct {
 	Host      string           `json:"host"`
 	Error     string           `json:"error,omitempty"`
 	Instances []InstanceStatus `json:"instances"`
+	Workers   []WorkerStatus   `json:"workers,omitempty"`
 	// Paused is the release of a rollout paused after its canary (release
 	// log: canary), beside the current one; "" if none.
 	Paused  string `json:"paused,omitempty"`
@@ -62,6 +77,11 @@ func (h HostStatus) OK() bool {
 	}
 	for _, i := range h.Instances {
 		if !i.OK() {
+			return false
+		}
+	}
+	for _, w := range h.Workers {
+		if !w.OK() {
 			return false
 		}
 	}
@@ -105,11 +125,15 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 	}()
 	st, err := r.Inspect(ctx, cfg.Ports())
 	var srv servers
-	var serr, herr error
+	var serr, herr, werr error
 	var hand map[int]HandDrain
+	var workers map[string]unitState
 	if err == nil {
 		srv, serr = src.read(ctx)
 		hand, herr = readHandDrained(ctx, r)
+		if units := cfg.WorkerUnits(); len(units) > 0 {
+			workers, werr = r.WorkerStates(ctx, units)
+		}
 	}
 	<-done
 	if err != nil {
@@ -121,6 +145,8 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 		hs.Error = serr.Error()
 	case herr != nil:
 		hs.Error = herr.Error()
+	case werr != nil:
+		hs.Error = fmt.Sprintf("read the workers' state: %v", werr)
 	}
 	var running map[int]string
 	if rst != nil {
@@ -145,6 +171,19 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 			is.Drained = &m
 		}
 		hs.Instances = append(hs.Instances, is)
+	}
+	if werr == nil {
+		for _, unit := range cfg.WorkerUnits() {
+			u := workers[unit]
+			ws := WorkerStatus{Unit: unit, State: u.Active, Sub: u.Sub, PID: u.MainPID, Restarts: u.Restarts}
+			if u.running() && u.StartedAt > 0 && st.uptime > u.StartedAt {
+				ws.Uptime = time.Duration(st.uptime-u.StartedAt) * time.Microsecond
+			}
+			if rst != nil {
+				ws.Release = rst.workers[unit].running
+			}
+			hs.Workers = append(hs.Workers, ws)
+		}
 	}
 	return hs
 }

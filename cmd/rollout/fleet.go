@@ -97,6 +97,11 @@ func status(c *cli.Context, cfg *deployer.Config, out appOutput) error {
 				bad++
 			}
 		}
+		for _, w := range h.Workers {
+			if !w.OK() {
+				bad++
+			}
+		}
 	}
 	if err := hostErrors(errs); err != nil {
 		// Exit 3: what those hosts serve is unknown.
@@ -175,6 +180,21 @@ func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 				mem = fmt.Sprintf("%.1f MiB", float64(i.Memory)/(1<<20))
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%s/%s\t%s\t%s\t%s\t%d\t%s%s\t%s\n", h.Host, i.Port, i.State, i.Sub, pid, uptime, mem, i.Restarts, nginx, release(i), health)
+		}
+		for _, w := range h.Workers {
+			// A worker has no port, no balancer and no health check.
+			pid, uptime, health := "-", "-", "-"
+			if w.PID > 0 {
+				pid, uptime = fmt.Sprint(w.PID), w.Uptime.Round(time.Second).String()
+			}
+			if !w.OK() {
+				health = "FAIL: not running"
+			}
+			rel := ""
+			if releases {
+				rel = "\t" + orDash(w.Release)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t-\t%d\t-%s\t%s\n", h.Host, w.Unit, w.State, w.Sub, pid, uptime, w.Restarts, rel, health)
 		}
 	}
 	tw.Flush()
@@ -510,4 +530,12 @@ func orNone(s []string) string {
 		return "no instance"
 	}
 	return strings.Join(s, ", ")
+}
+
+// orDash is s, or "-" when it is empty.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

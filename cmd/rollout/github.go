@@ -47,10 +47,7 @@ func (p *printer) githubReport(rep *deployer.Report, err error) {
 		title := "rollout deploy failed"
 		var se *deployer.StepError
 		if errors.As(f, &se) {
-			where := se.Host
-			if se.Port != 0 {
-				where = fmt.Sprintf("%s:%d", se.Host, se.Port)
-			}
+			where := deployer.Where(se.Host, se.Port, se.Worker)
 			title = fmt.Sprintf("rollout: %s failed on %s", se.Step, where)
 		}
 		fmt.Fprintf(p.stderr, "::error title=%s::%s\n", escapeProperty(title), escapeData(f.Error()))
@@ -117,7 +114,7 @@ func jobSummary(appTitle string, rep *deployer.Report, err error) string {
 	}
 	for _, f := range appFailures(err) {
 		fence := codeFence(f.Output)
-		fmt.Fprintf(&b, "\n**%s:%d did not come up**; what it said since the restart:\n\n%stext\n%s\n%s\n", mdCell(f.Host), f.Port, fence, strings.TrimRight(f.Output, "\n"), fence)
+		fmt.Fprintf(&b, "\n**%s did not come up**; what it said since the restart:\n\n%stext\n%s\n%s\n", mdCell(deployer.Where(f.Host, f.Port, f.Worker)), fence, strings.TrimRight(f.Output, "\n"), fence)
 	}
 	if rep != nil {
 		for _, h := range rep.Hosts {

@@ -109,8 +109,8 @@ func (p *printer) line(e deployer.Event) string {
 	case where == "":
 		where = "local"
 	}
-	if e.Port != 0 {
-		where = fmt.Sprintf("%s:%d", e.Host, e.Port)
+	if e.Port != 0 || e.Worker != "" {
+		where = deployer.Where(e.Host, e.Port, e.Worker)
 	}
 	where = p.where(where)
 	status := fmt.Sprintf("%-4s", e.Status)
@@ -128,6 +128,7 @@ func (p *printer) line(e deployer.Event) string {
 type appFailure struct {
 	Host   string            `json:"host"`
 	Port   int               `json:"port"`
+	Worker string            `json:"worker,omitempty"`
 	Step   deployer.StepName `json:"step"`
 	Error  string            `json:"error"`
 	Output string            `json:"output"`
@@ -151,7 +152,7 @@ func appFailures(err error) []appFailure {
 	for _, e := range failures(err) {
 		var se *deployer.StepError
 		if errors.As(e, &se) && se.Output != "" {
-			out = append(out, appFailure{Host: se.Host, Port: se.Port, Step: se.Step, Error: se.Error(), Output: se.Output})
+			out = append(out, appFailure{Host: se.Host, Port: se.Port, Worker: se.Worker, Step: se.Step, Error: se.Error(), Output: se.Output})
 		}
 	}
 	return out
@@ -172,7 +173,7 @@ func (p *printer) report(rep *deployer.Report, err error) {
 	}
 	// What the app said: the thing PM2 hides.
 	for _, f := range appFailures(err) {
-		fmt.Fprintf(p.stderr, "\n%s did not come up; what it said since the restart:\n%s\n", p.where(fmt.Sprintf("%s:%d", f.Host, f.Port)), indentLines(f.Output, "  | "))
+		fmt.Fprintf(p.stderr, "\n%s did not come up; what it said since the restart:\n%s\n", p.where(deployer.Where(f.Host, f.Port, f.Worker)), indentLines(f.Output, "  | "))
 	}
 	if rep == nil {
 		return

@@ -56,6 +56,22 @@ unit_port() {
   port_ok "$_p" && printf '%s' "$_p"
 }
 need_unit() { unit_port "$1" >/dev/null || refuse "'$1' is not one of $APP's instances (${UNIT_PREFIX}PORT$UNIT_SUFFIX, ports $PORTS)"; }
+# worker_ok UNIT: UNIT is NAME@N of a worker NAME:COUNT of WORKERS, N in
+# 1..COUNT (auto: the host's cores).
+worker_ok() {
+  for _w in $WORKERS; do
+    _n=${1#"${_w%:*}@"}
+    [ "$_n" != "$1" ] || continue
+    uint "$_n" || return 1
+    _c=${_w##*:}
+    [ "$_c" != auto ] || _c=$(nproc)
+    [ "$_n" -ge 1 ] && [ "$_n" -le "$_c" ]
+    return
+  done
+  return 1
+}
+# need_any_unit UNIT: an instance's unit or a worker's.
+need_any_unit() { unit_port "$1" >/dev/null || worker_ok "$1" || refuse "'$1' is neither one of $APP's instances (${UNIT_PREFIX}PORT$UNIT_SUFFIX, ports $PORTS) nor of its workers (${WORKERS:-none})"; }
 # A release id or a lock token: plain characters, not starting with a dot.
 need_name() {
   case $2 in '' | .* | *[!A-Za-z0-9._-]*) refuse "$1 must be plain letters, digits, . _ -, got '$2'" ;; esac
@@ -137,11 +153,15 @@ write-upstream)
   ;;
 restart)
   need_count restart $# -ge 5
-  need_unit "$1"
+  need_any_unit "$1"
   need "the unit properties" "$2" "$UNIT_PROPS"
   if [ -n "$3$4$5" ]; then
     need "the release root" "$3" "$RELEASE_ROOT"
-    need "the instance's port" "$4" "$(unit_port "$1")"
+    if worker_ok "$1"; then
+      need "the worker's link" "$4" "$1"
+    else
+      need "the instance's port" "$4" "$(unit_port "$1")"
+    fi
     need_name "the release" "$5"
   fi
   a=$1 b=$2 c=$3 d=$4 e=$5
@@ -151,7 +171,7 @@ restart)
   ;;
 app-output)
   need_count app-output $# -ge 3
-  need_unit "$1"
+  need_any_unit "$1"
   need_uint "the number of lines" "$2"
   case $3 in *[!0-9.]*) refuse "since must be seconds, got '$3'" ;; esac
   a=$1 b=$2 c=$3
@@ -207,8 +227,12 @@ release-state)
   [ $(($# % 2)) -eq 0 ] || refuse "release-state: ports and units go in pairs"
   n=$#
   while [ "$n" -gt 0 ]; do
-    need_port "$1"
-    need "the unit of port $1" "$2" "$UNIT_PREFIX$1$UNIT_SUFFIX"
+    if worker_ok "$1"; then
+      need "the worker's link" "$2" "$1"
+    else
+      need_port "$1"
+      need "the unit of port $1" "$2" "$UNIT_PREFIX$1$UNIT_SUFFIX"
+    fi
     set -- "$@" "$1" "$2"
     shift 2
     n=$((n - 2))
@@ -341,7 +365,7 @@ journal)
   need_count journal $# -le 4
   need_uint "the number of lines" "$1"
   case $2 in 0 | 1) ;; *) refuse "follow must be 0 or 1" ;; esac
-  need_unit "$3"
+  need_any_unit "$3"
   lines=$1 follow=$2 unit=$3
   shift 3
   if [ $# -eq 1 ]; then

@@ -11,6 +11,9 @@
 #                                     copy APP_DIR's code into release ID
 #                                     under ROOT; every PORT's link and
 #                                     current name it; LOG_LINE logged
+#   links ROOT N NAME...              point each NAME's link under
+#                                     ROOT/instances that is not there
+#                                     yet where ROOT/current points
 #   file PATH OWNER GROUP MODE SIZE KIND
 #                                     write SIZE bytes of stdin to PATH
 #                                     (KIND 1: an Nginx file, put back if
@@ -80,6 +83,19 @@ while [ $# -gt 0 ]; do
     ln -sfn -- "releases/$id" "$root/.current.tmp"
     mv -T -- "$root/.current.tmp" "$root/current"
     printf '%s\n' "$line" >>"$root/.rollout/releases.jsonl"
+    ;;
+  links)
+    root=$1 n=$2
+    shift 2
+    cur=$(readlink -- "$root/current")
+    while [ "$n" -gt 0 ]; do
+      if [ ! -L "$root/instances/$1" ]; then
+        ln -sfn -- "../$cur" "$root/instances/.$1.tmp"
+        mv -T -- "$root/instances/.$1.tmp" "$root/instances/$1"
+      fi
+      n=$((n - 1))
+      shift
+    done
     ;;
   file)
     path=$1 owner=$2 group=$3 mode=$4 size=$5 nginx=$6

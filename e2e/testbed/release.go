@@ -37,6 +37,8 @@ type Release struct {
 	EnvHashes bool `json:"envHashes,omitempty"`
 	// EnvExample, if not empty, is the release's .env.example.
 	EnvExample string `json:"-"`
+	// WorkerCrash: its worker (worker.js) exits at once.
+	WorkerCrash bool `json:"workerCrash,omitempty"`
 }
 
 // GoodRelease is a release that starts and becomes healthy.
@@ -55,7 +57,7 @@ func AppDir() string {
 // files are the release's files by name: examples/app with r's app.json.
 func (r Release) files() (map[string][]byte, error) {
 	files := map[string][]byte{}
-	for _, name := range []string{"server.js", "package.json"} {
+	for _, name := range []string{"server.js", "worker.js", "package.json"} {
 		data, err := os.ReadFile(filepath.Join(AppDir(), name))
 		if err != nil {
 			return nil, fmt.Errorf("release %s: %w", r.Version, err)

@@ -1,0 +1,232 @@
+package deployer
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+const workersYAML = releaseYAML + "workers:\n  - {unit: my-app-worker, count: 2}\n"
+
+// withWorkers gives the fake host the workers' units, running id.
+func (r *fakeRemote) withWorkers(id string, units ...string) *fakeRemote {
+	for _, u := range units {
+		w := r.worker(u)
+		w.link, w.runs = id, id
+	}
+	return r
+}
+
+// A deploy restarts the workers after every web instance of the host, each
+// switched to the release in the same command, and each must keep its new
+// process; a rerun leaves them alone.
+func TestWorkersRestartAfterTheWebInstances(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002).withReleases(relV1).withWorkers(relV1, "my-app-worker@1", "my-app-worker@2")
+	d, events := fakeDeployer(t, workersYAML, h)
+	d.Artifact = testArtifact("release v2")
+	rep, err := d.Deploy(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := rep.Release
+	ops := opsLike(h, "restart ")
+	want := []string{"restart 3000", "restart 3001", "restart 3002", "restart my-app-worker@1", "restart my-app-worker@2"}
+	if !slices.Equal(ops, want) {
+		t.Errorf("restarts %v, want %v", ops, want)
+	}
+	for _, u := range []string{"my-app-worker@1", "my-app-worker@2"} {
+		if w := h.workers[u]; w.link != id || w.runs != id {
+			t.Errorf("%s: link %s runs %s, want %s", u, w.link, w.runs, id)
+		}
+	}
+	stable := 0
+	for _, e := range *events {
+		if e.Worker != "" && e.Step == StepStable && e.Status == StatusOK {
+			stable++
+		}
+		if e.Worker != "" && e.Port != 0 {
+			t.Errorf("an event with a port and a worker: %+v", e)
+		}
+	}
+	if stable != 2 {
+		t.Errorf("%d workers said stable, want 2", stable)
+	}
+
+	// Again: nothing to do for them either.
+	*events = nil
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ops := opsLike(h, "restart "); len(ops) != len(want) {
+		t.Errorf("the rerun restarted %v", ops[len(want):])
+	}
+	skipped := 0
+	for _, e := range *events {
+		if e.Worker != "" && e.Step == StepRestart && e.Status == StatusSkip && strings.Contains(e.Message, "already runs release "+id) {
+			skipped++
+		}
+	}
+	if skipped != 2 {
+		t.Errorf("%d workers said they already run %s, want 2", skipped, id)
+	}
+}
+
+// A worker that systemd restarts after the switch (a crash loop) fails
+// the deploy with what it said, and the revert puts every worker and web
+// instance back on the release it ran.
+func TestWorkerCrashLoopIsReverted(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002).withReleases(relV1).withWorkers(relV1, "my-app-worker@1", "my-app-worker@2")
+	d, _ := fakeDeployer(t, workersYAML+"strategy: {max_unavailable: 2}\n", h)
+	d.Artifact = testArtifact("release v2")
+	// Both start together (max_unavailable 2); the second crash-loops.
+	h.worker("my-app-worker@2").crashOn = "-v2"
+	rep, err := d.Deploy(testCtx(t))
+	if err == nil {
+		t.Fatal("the deploy passed")
+	}
+	var se *StepError
+	if !errors.As(err, &se) || se.Worker != "my-app-worker@2" || se.Step != StepStable || !strings.Contains(se.Output, "worker: cannot reach the queue") {
+		t.Fatalf("error %v (%+v)", err, se)
+	}
+	if !strings.Contains(err.Error(), "stable web1/my-app-worker@2: ") {
+		t.Errorf("the error does not name the worker: %v", err)
+	}
+	if rep.Reverted != "reverted to "+relV1 {
+		t.Errorf("reverted %q", rep.Reverted)
+	}
+	for u, w := range h.workers {
+		if w.link != relV1 || w.runs != relV1 {
+			t.Errorf("%s: link %s runs %s after the revert, want %s", u, w.link, w.runs, relV1)
+		}
+	}
+	for _, p := range []int{3000, 3001, 3002} {
+		if h.links[p] != relV1 {
+			t.Errorf("%d: link %s after the revert", p, h.links[p])
+		}
+	}
+	if h.outcome(rep.Release) != ReleaseBad {
+		t.Errorf("%s is %q, want BAD", rep.Release, h.outcome(rep.Release))
+	}
+}
+
+// rollout restart restarts the workers too (no release: no switch), but
+// not when it names ports.
+func TestRestartRestartsWorkersUnlessPortsAreNamed(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001)
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nworkers: [{unit: w, count: 1}]\n", h)
+	if _, err := d.Restart(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ops := fmt.Sprint(opsLike(h, "restart ", "switch ")); ops != "[restart 3000 restart 3001 restart w@1]" {
+		t.Errorf("restart: %s", ops)
+	}
+	d.Only = []int{3001}
+	if _, err := d.Restart(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ops := fmt.Sprint(opsLike(h, "restart ")); ops != "[restart 3000 restart 3001 restart w@1 restart 3001]" {
+		t.Errorf("restart --port 3001: %s", ops)
+	}
+}
+
+// Status shows each worker's unit: its state, process and release; one
+// that is not running is a problem.
+func TestStatusShowsWorkers(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002).withReleases(relV1).withWorkers(relV1, "my-app-worker@1", "my-app-worker@2")
+	d, _ := fakeDeployer(t, workersYAML, h)
+	hs := hostStatus(testCtx(t), d.Config, "web1", h, Balancers{})
+	if len(hs.Workers) != 2 || hs.Workers[0].Unit != "my-app-worker@1" || hs.Workers[1].Release != relV1 || !hs.Workers[0].OK() || !hs.OK() {
+		t.Fatalf("status: %+v", hs)
+	}
+	h.worker("my-app-worker@2").crashOn = "-v1"
+	h.worker("my-app-worker@2").restarts = 3
+	if hs = hostStatus(testCtx(t), d.Config, "web1", h, Balancers{}); hs.OK() || hs.Workers[1].State != "failed" {
+		t.Errorf("a failed worker: %+v", hs.Workers)
+	}
+}
+
+// Setup writes a worker's template unit (its link under the release root,
+// its stop timeout), enables its instances, and on a host already on
+// releases first links the new ones where current points.
+func TestSetupWorkers(t *testing.T) {
+	cfg, err := ParseConfig("rollout.yaml", []byte(validConfig+"release: {}\nworkers:\n  - {unit: my-app-worker, count: 2, stop_timeout: 20s, exec_start: /usr/bin/node worker.js}\n  - {unit: mailer, count: 1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unit string
+	for _, f := range Render(cfg, cfg.Ports()) {
+		if f.Path == "/etc/systemd/system/my-app-worker@.service" {
+			unit = f.Content
+		}
+		if strings.Contains(f.Path, "mailer") {
+			t.Errorf("a unit for a worker without exec_start: %s", f.Path)
+		}
+	}
+	for _, want := range []string{"WorkingDirectory=/srv/my-app/instances/%p@%i\n", "ExecStart=/usr/bin/node worker.js\n", "TimeoutStopSec=20s\n", "StandardOutput=append:/var/log/my-app/%p-%i.log\n"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("the worker's unit lacks %q:\n%s", want, unit)
+		}
+	}
+	found := inspection(cfg, true)
+	found.Code = "current"
+	h := &fakeSetupHost{found: found} // the web units enabled, the workers' not yet
+	res, err := setupHost(testCtx(t), cfg, "web1", h, false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(res.Changes, "\n"); !strings.Contains(got, "enable my-app-worker@1 my-app-worker@2 (started if a release is in place)") {
+		t.Fatalf("changes:\n%s", got)
+	}
+	at := verbs(h.applied[0])
+	links := h.applied[0][at["links"]]
+	if !slices.Equal(links, setupAction{"links", "/srv/my-app", "3", "my-app-worker@1", "my-app-worker@2", "mailer@1"}) || at["links"] > at["start"] {
+		t.Errorf("the workers are not linked before they start: %q", h.applied[0])
+	}
+}
+
+// A worker whose unit the host does not have stops the deploy at the
+// preflight, before any change.
+func TestWorkerUnitMissingIsRefusedAtPreflight(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001)
+	h.worker("w@1").missing = true
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nworkers: [{unit: w, count: 1}]\n", h)
+	if _, err := d.Deploy(testCtx(t)); err == nil || !strings.Contains(err.Error(), "the workers' units w@1 are not installed (w@.service)") {
+		t.Fatalf("deploy: %v", err)
+	}
+	if ops := opsLike(h, "restart "); len(ops) != 0 {
+		t.Errorf("restarted %v", ops)
+	}
+}
+
+// workers: is checked: a unit and a count, not the web template's name,
+// not twice.
+func TestWorkersConfigErrors(t *testing.T) {
+	for yaml, want := range map[string]string{
+		"workers: [{count: 2}]":                               "workers[0].unit: required",
+		"workers: [{unit: w}]":                                "workers[0].count: required",
+		"workers: [{unit: w, count: 0}]":                      "workers[0].count: required",
+		"workers: [{unit: w, count: 300}]":                    "workers[0].count: must be 1..256 or auto",
+		"workers: [{unit: w, count: many}]":                   "workers[0].count: must be a number of instances or auto",
+		"workers: [{unit: 'w x', count: 1}]":                  "workers[0].unit: must be a template's name",
+		"workers: [{unit: my-app, count: 1}]":                 "the web instances' template",
+		"workers: [{unit: w, count: 1}, {unit: w, count: 1}]": "workers[1].unit: \"w\" is given twice",
+		"workers: [{unit: w, count: 1, stop_timeout: 0s}]":    "workers[0].stop_timeout: must be 1s..1h",
+		"workers: [{unit: w, count: 1, exec_start: node}]":    "workers[0].exec_start: must be an absolute program path",
+		"workers: [{unit: w, count: 1, restart: always}]":     "unknown key \"restart\"",
+	} {
+		_, err := ParseConfig("rollout.yaml", []byte(validConfig+yaml+"\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v; want %q", yaml, err, want)
+		}
+	}
+	cfg, err := ParseConfig("rollout.yaml", []byte(validConfig+"workers: [{unit: w, count: auto}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(cfg.workersForCores(3).WorkerUnits()); got != "[w@1 w@2 w@3]" {
+		t.Errorf("count: auto on 3 cores: %s", got)
+	}
+}
