@@ -26,6 +26,9 @@ type Discovery struct {
 	Helpers []string
 	Cores   int
 	Apps    []FoundApp
+	// Workers are templates whose instances are numbered 1, 2, … (up to
+	// 256: no web instance listens on such a port): workers of an app.
+	Workers []FoundWorker
 	// NginxErr says why the Nginx config could not be read; "" when it was.
 	NginxErr string
 }
@@ -48,6 +51,13 @@ type FoundApp struct {
 	LogFiles []string
 	// Health is what the health path candidates answered on one instance.
 	Health []HealthAnswer
+}
+
+// FoundWorker is a template whose instances are numbers, not ports.
+type FoundWorker struct {
+	Unit    string // the template's prefix: my-app-worker
+	Count   int    // its highest instance number
+	Running int
 }
 
 // FoundUpstream is an upstream block of the Nginx config whose server
@@ -175,6 +185,12 @@ func parseDiscovery(host string, out []byte) (*Discovery, string) {
 		}
 	}
 	for _, a := range apps {
+		if len(a.Ports) > 0 && slices.Max(a.Ports) <= maxWorkers && len(a.Other) == 0 {
+			// Numbered, not ported: a worker (workers:).
+			fw := FoundWorker{Unit: a.Name, Count: slices.Max(a.Ports), Running: len(a.Running)}
+			d.Workers = append(d.Workers, fw)
+			continue
+		}
 		if len(a.Ports) == 0 {
 			continue // no instance named by a port: not an app of ours
 		}
@@ -184,6 +200,7 @@ func parseDiscovery(host string, out []byte) (*Discovery, string) {
 		d.Apps = append(d.Apps, *a)
 	}
 	slices.SortFunc(d.Apps, func(a, b FoundApp) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(d.Workers, func(a, b FoundWorker) int { return strings.Compare(a.Unit, b.Unit) })
 
 	nginxT := parts["nginx"]
 	if _, failed := parts["nginx-failed"]; failed || !strings.Contains(nginxT, "# configuration file ") {

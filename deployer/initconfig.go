@@ -119,7 +119,10 @@ func InitConfig(ds []*Discovery, opts InitOptions) (*InitResult, error) {
 	if listen == "" {
 		r.Undecided = append(r.Undecided, fmt.Sprintf("no server block with a listen directive proxies to upstream %s: the availability probe is left off (probe: false)", up.Name))
 	}
+	workers, notes := initWorkers(ds, name)
+	r.Undecided = append(r.Undecided, notes...)
 	r.YAML = renderInit(ds, apps, opts, name, inst, up, health, listen)
+	r.YAML = append(r.YAML, workers...)
 	if _, err := ParseConfig("rollout.yaml", r.YAML); err != nil {
 		return nil, fmt.Errorf("the config init wrote does not load (a bug in rollout init): %w", err)
 	}
@@ -220,6 +223,46 @@ func yamlString(s string) string {
 		return strconv.Quote(s)
 	}
 	return strings.TrimSuffix(string(b), "\n")
+}
+
+// initWorkers are the app's workers in YAML: the templates numbered 1, 2,
+// … whose name is the app's and more (my-app-worker for my-app), with
+// the highest count any host runs; and what it could not decide.
+func initWorkers(ds []*Discovery, name string) ([]byte, []string) {
+	count := map[string]int{}
+	var units []string
+	for _, d := range ds {
+		for _, w := range d.Workers {
+			rest, ok := strings.CutPrefix(w.Unit, name)
+			if !ok || rest == "" || !strings.ContainsAny(rest[:1], "-_.") {
+				continue
+			}
+			if !slices.Contains(units, w.Unit) {
+				units = append(units, w.Unit)
+			}
+			count[w.Unit] = max(count[w.Unit], w.Count)
+		}
+	}
+	if len(units) == 0 {
+		return nil, nil
+	}
+	slices.Sort(units)
+	var notes []string
+	var b strings.Builder
+	b.WriteString("# Workers: templates with numbered instances and no port, restarted after\n# the web instances (give each exec_start to have rollout setup write it).\nworkers:\n")
+	for _, u := range units {
+		fmt.Fprintf(&b, "  - unit: %s\n    count: %d\n", yamlString(u), count[u])
+		for _, d := range ds {
+			j := slices.IndexFunc(d.Workers, func(w FoundWorker) bool { return w.Unit == u })
+			switch {
+			case j < 0:
+				notes = append(notes, fmt.Sprintf("%s: no instance of worker %s (the others run %d): deploys will refuse the host until it has the unit", d.Host, u, count[u]))
+			case d.Workers[j].Count != count[u]:
+				notes = append(notes, fmt.Sprintf("%s: worker %s runs %d instance(s), another host %d: count is %d", d.Host, u, d.Workers[j].Count, count[u], count[u]))
+			}
+		}
+	}
+	return []byte(b.String()), notes
 }
 
 func renderInit(ds []*Discovery, apps []FoundApp, opts InitOptions, name, instances string, up FoundUpstream, health string, listen string) []byte {

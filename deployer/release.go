@@ -299,8 +299,10 @@ type ReleaseInfo struct {
 	ReleaseEntry
 	Present bool `json:"present"` // its directory is on the host
 	Current bool `json:"current"`
-	// Instances are the instances whose process runs it.
-	Instances []int `json:"instances,omitempty"`
+	// Instances are the instances whose process runs it; Workers the
+	// workers' units (workers:).
+	Instances []int    `json:"instances,omitempty"`
+	Workers   []string `json:"workers,omitempty"`
 }
 
 // InstanceRelease says what an instance's link names and what its
@@ -327,11 +329,11 @@ func Releases(ctx context.Context, cfg *Config, host string, conn Conn) (HostRel
 	if err != nil {
 		return out, err
 	}
-	return st.report(host, hc.Ports()), nil
+	return st.report(host, hc.Ports(), hc.WorkerUnits()), nil
 }
 
 // report is the host's releases for `rollout releases`.
-func (st releaseState) report(host string, ports []int) HostReleases {
+func (st releaseState) report(host string, ports []int, workers []string) HostReleases {
 	out := HostReleases{Host: host, Current: st.current}
 	latest := st.latest()
 	ids := map[string]bool{}
@@ -353,6 +355,11 @@ func (st releaseState) report(host string, ports []int) HostReleases {
 		for _, p := range ports {
 			if st.running[p] == id {
 				info.Instances = append(info.Instances, p)
+			}
+		}
+		for _, u := range workers {
+			if st.workers[u].running == id {
+				info.Workers = append(info.Workers, u)
 			}
 		}
 		out.Releases = append(out.Releases, info)

@@ -33,6 +33,11 @@ func (s Snapshot) Problems() int {
 				n++
 			}
 		}
+		for _, w := range h.Workers {
+			if !w.OK() {
+				n++
+			}
+		}
 	}
 	return n
 }
@@ -158,7 +163,9 @@ func (w *Watcher) Close() {
 // Transition is one change between two polls.
 type Transition struct {
 	Host string `json:"host"`
-	Port int    `json:"port,omitempty"` // 0: the host itself
+	Port int    `json:"port,omitempty"` // 0: the host itself (or a worker)
+	// Worker is the worker's unit (workers:) that changed, if one did.
+	Worker string `json:"worker,omitempty"`
 	// Kind is what changed: unreachable, reachable, down, up, restarted,
 	// unhealthy, healthy, out-of-nginx, in-nginx.
 	Kind string `json:"kind"`
@@ -171,11 +178,7 @@ type Transition struct {
 }
 
 func (t Transition) String() string {
-	where := t.Host
-	if t.Port != 0 {
-		where = fmt.Sprintf("%s:%d", t.Host, t.Port)
-	}
-	s := where + " " + t.Kind
+	s := Where(t.Host, t.Port, t.Worker) + " " + t.Kind
 	if t.Detail != "" {
 		s += ": " + t.Detail
 	}
@@ -250,6 +253,26 @@ func Transitions(prev *Snapshot, cur Snapshot) []Transition {
 				add(i.Port, "out-of-nginx", true, "not in the upstream, or marked down")
 			case i.InNginx && before != nil && !before.InNginx:
 				add(i.Port, "in-nginx", false, "")
+			}
+		}
+		for _, wk := range h.Workers {
+			var before *WorkerStatus
+			if was != nil {
+				if j := slices.IndexFunc(was.Workers, func(b WorkerStatus) bool { return b.Unit == wk.Unit }); j >= 0 {
+					before = &was.Workers[j]
+				}
+			}
+			worker := func(kind string, problem bool, detail string) {
+				out = append(out, Transition{Host: h.Host, Worker: wk.Unit, Kind: kind, Problem: problem, Detail: detail, During: during})
+			}
+			switch {
+			case !wk.OK() && (before == nil || before.OK()):
+				worker("down", true, wk.State+"/"+wk.Sub)
+			case wk.OK() && before != nil && !before.OK():
+				worker("up", false, fmt.Sprintf("pid %d", wk.PID))
+			}
+			if before != nil && wk.Restarts > before.Restarts {
+				worker("restarted", true, fmt.Sprintf("systemd restarted it %d time(s) since the last poll (%d in all)", wk.Restarts-before.Restarts, wk.Restarts))
 			}
 		}
 	}

@@ -91,3 +91,23 @@ func TestTransitions(t *testing.T) {
 		t.Fatalf("no deploy: %+v", ts)
 	}
 }
+
+// A worker that stops running, or that systemd restarts, is a problem;
+// its recovery is said too.
+func TestTransitionsOfWorkers(t *testing.T) {
+	w := WorkerStatus{Unit: "my-app-worker@1", State: "active", Sub: "running", PID: 10}
+	good := snap(HostStatus{Host: "a", Instances: []InstanceStatus{okInstance(3000)}, Workers: []WorkerStatus{w}})
+	down := snap(HostStatus{Host: "a", Instances: []InstanceStatus{okInstance(3000)}, Workers: []WorkerStatus{{Unit: w.Unit, State: "activating", Sub: "auto-restart", Restarts: 2}}})
+	ts := Transitions(&good, down)
+	var got []string
+	for _, tr := range ts {
+		got = append(got, tr.String())
+	}
+	want := []string{"a/my-app-worker@1 down: activating/auto-restart", "a/my-app-worker@1 restarted: systemd restarted it 2 time(s) since the last poll (2 in all)"}
+	if !slices.Equal(got, want) || down.Problems() != 1 || !ts[0].Problem {
+		t.Fatalf("a worker down: %v (%d problems), want %v", got, down.Problems(), want)
+	}
+	if ts := Transitions(&down, good); len(ts) != 1 || ts[0].String() != "a/my-app-worker@1 up: pid 10" || ts[0].Problem {
+		t.Errorf("recovered: %v", ts)
+	}
+}

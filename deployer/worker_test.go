@@ -230,3 +230,35 @@ func TestWorkersConfigErrors(t *testing.T) {
 		t.Errorf("count: auto on 3 cores: %s", got)
 	}
 }
+
+// rollout init finds a template numbered 1, 2, … beside the app's as its
+// worker (not a second app), and writes it into the config.
+func TestInitFindsWorkers(t *testing.T) {
+	out := strings.Replace(discoverOut, "@@rollout@@ wants\n", "my-app-worker@1.service loaded active running worker 1\nmy-app-worker@2.service loaded active running worker 2\n@@rollout@@ wants\n", 1)
+	d, _ := parseDiscovery("web1", []byte(out))
+	if got := AppNames([]*Discovery{d}); !slices.Equal(got, []string{"auth", "my-app"}) {
+		t.Fatalf("apps %v: the worker is not an app", got)
+	}
+	if len(d.Workers) != 1 || d.Workers[0] != (FoundWorker{Unit: "my-app-worker", Count: 2, Running: 2}) {
+		t.Fatalf("workers %+v", d.Workers)
+	}
+	web1, web2 := discovered("web1", 4, 3000, 3001, 3002, 3003), discovered("web2", 4, 3000, 3001, 3002, 3003)
+	web1.Workers = d.Workers
+	web2.Workers = []FoundWorker{{Unit: "my-app-worker", Count: 1, Running: 1}, {Unit: "auth-worker", Count: 1}}
+	r, err := InitConfig([]*Discovery{web1, web2}, InitOptions{Hosts: []string{"web1", "web2"}, App: "my-app", Now: time.Unix(0, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig("rollout.yaml", r.YAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Workers) != 1 || cfg.Workers[0].Unit != "my-app-worker" || cfg.Workers[0].Count != 2 {
+		t.Errorf("workers %+v in:\n%s", cfg.Workers, r.YAML)
+	}
+	if !slices.ContainsFunc(r.Undecided, func(s string) bool {
+		return strings.Contains(s, "web2: worker my-app-worker runs 1 instance(s), another host 2: count is 2")
+	}) {
+		t.Errorf("undecided %q", r.Undecided)
+	}
+}

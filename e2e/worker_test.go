@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -104,6 +105,26 @@ func TestWorkersConsumeAQueueThroughADeploy(t *testing.T) {
 	}
 	if out, code := rollout(t, "logs", "-c", cfg, "--lines", "3"); code != 0 || !strings.Contains(out, h.Addr+"/my-app-worker@2 ") {
 		t.Errorf("logs exited %d or show no worker line:\n%s", code, out)
+	}
+	if out, code := rollout(t, "releases", "-c", cfg); code != 0 || !strings.Contains(out, "3000,3001,3002,3003,my-app-worker@1,my-app-worker@2") {
+		t.Errorf("releases exited %d, or does not show the workers on %s:\n%s", code, v2, out)
+	}
+	// rollout init finds them beside the app.
+	initCfg := filepath.Join(t.TempDir(), "rollout.yaml")
+	if out, code := rollout(t, initArgs(initCfg, hosts)...); code != 0 || !strings.Contains(out, "worker my-app-worker: my-app-worker@.service, instances 1-2 (2 running)") {
+		t.Errorf("init exited %d, or did not find the workers:\n%s", code, out)
+	} else if b, err := os.ReadFile(initCfg); err != nil || !strings.Contains(string(b), "workers:\n  - unit: my-app-worker\n    count: 2\n") {
+		t.Errorf("init wrote no worker (%v):\n%s", err, b)
+	}
+	// A worker that stops is a problem for watch and status.
+	if out, err := fleet.RunRoot(ctx, h, "systemctl stop my-app-worker@2"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if out, code := rollout(t, "watch", "--once", "-c", cfg); code != 1 || !strings.Contains(out, h.Addr+"/my-app-worker@2 down: inactive/dead") {
+		t.Errorf("watch --once with a worker stopped exited %d (want 1, saying it is down):\n%s", code, out)
+	}
+	if out, code := rollout(t, "status", "-c", cfg); code != 1 || !strings.Contains(out, "FAIL: not running") {
+		t.Errorf("status with a worker stopped exited %d (want 1):\n%s", code, out)
 	}
 }
 

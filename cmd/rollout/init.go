@@ -146,6 +146,9 @@ func printDiscovery(w io.Writer, d *deployer.Discovery) {
 	if d.NginxErr != "" {
 		fmt.Fprintf(w, "  nginx -T failed: %s\n", d.NginxErr)
 	}
+	for _, wk := range d.Workers {
+		fmt.Fprintf(w, "  worker %s: %s@.service, instances 1-%d (%d running)\n", wk.Unit, wk.Unit, wk.Count, wk.Running)
+	}
 	for _, a := range d.Apps {
 		fmt.Fprintf(w, "  app %s: %s@.service, instances %s (%d running)\n", a.Name, a.Name, ranges(a.Ports), len(a.Running))
 		if len(a.Other) > 0 {

@@ -252,7 +252,11 @@ func writeReleases(w io.Writer, hosts []deployer.HostReleases) {
 			if !r.Time.IsZero() {
 				by = strings.TrimSpace(by + " " + r.Time.Format("2006-01-02 15:04"))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, r.ID, r.Version, outcome, cur, ports(r.Instances), by)
+			runs := ports(r.Instances)
+			if len(r.Workers) > 0 { // and the workers' units
+				runs = strings.TrimPrefix(strings.Join(append([]string{strings.TrimPrefix(runs, "-")}, r.Workers...), ","), ",")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, r.ID, r.Version, outcome, cur, runs, by)
 		}
 	}
 	tw.Flush()
