@@ -240,7 +240,7 @@ func (d *Deployer) finish(ctx context.Context, op string, sessions []*session, r
 		defer cancel()
 		r := &rep.Hosts[s.index]
 		entry := HistoryEntry{Time: time.Now().UTC(), User: d.Holder.User, From: d.Holder.From, RunURL: d.Holder.RunURL,
-			Op: op, Version: rep.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, LeftOut: r.LeftOut, Ports: r.Ports, Error: r.Error}
+			Op: op, Version: rep.Version, Release: rep.Release, Outcome: r.Outcome, Duration: r.Duration, Restarted: r.Restarted, Workers: r.Workers, LeftOut: r.LeftOut, Ports: r.Ports, Error: r.Error}
 		if s.secrets != nil {
 			entry.Secrets = s.secrets.Strings()
 		}
@@ -470,6 +470,7 @@ func (d *Deployer) batch(ctx context.Context, op string, sessions []*session, qu
 				mu.Lock()
 				r := &rep.Hosts[s.index]
 				r.Duration, r.Restarted, r.LeftOut, r.Skipped, r.Ports = r.Duration+took, hr.restarted, hr.leftOut, hr.skipped, hr.handPorts
+				r.Workers = hr.workersRestarted
 				switch {
 				case herr == nil:
 					r.Outcome = HostOK

@@ -89,6 +89,8 @@ type HostReport struct {
 	Skipped []int `json:"skipped,omitempty"`
 	// Ports are the instances a drain took out, or an undrain put back.
 	Ports []int `json:"ports,omitempty"`
+	// Workers are the workers' units (workers:) restarted and stable.
+	Workers []string `json:"workers_restarted,omitempty"`
 }
 
 // Report is what happened in one deploy or scale.

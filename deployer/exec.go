@@ -164,7 +164,7 @@ func (r sshRemote) cmdExecStop(unit string) string { return script("exec-stop", 
 // execRelease is the release exec runs in: want if the host has it, else
 // the host's current one.
 func execRelease(ctx context.Context, r sshRemote, want string) (string, error) {
-	st, err := r.ReleaseState(ctx, nil)
+	st, err := r.ReleaseState(ctx, nil, nil)
 	if err != nil {
 		return "", err
 	}

@@ -536,14 +536,16 @@ func (r *fakeRemote) SetHandDrained(ctx context.Context, list []HandDrain) error
 	return nil
 }
 
-func (r *fakeRemote) ReleaseState(_ context.Context, ports []int) (releaseState, error) {
+func (r *fakeRemote) ReleaseState(_ context.Context, ports []int, workers []string) (releaseState, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := releaseState{present: map[string]bool{}, log: slices.Clone(r.relLog), current: r.current,
 		links: map[int]string{}, running: map[int]string{}, runDir: map[int]string{}, workDir: map[int]string{},
 		workers: map[string]workerRelease{}}
-	for u, w := range r.workers {
-		st.workers[u] = workerRelease{link: w.link, running: w.runs, workDir: "/srv/my-app/instances/" + u}
+	for _, u := range workers {
+		if w, ok := r.workers[u]; ok {
+			st.workers[u] = workerRelease{link: w.link, running: w.runs, workDir: "/srv/my-app/instances/" + u}
+		}
 	}
 	for id := range r.releases {
 		st.present[id] = true
@@ -796,8 +798,8 @@ type fakeWorker struct {
 	restarts int
 	link     string // the release its link names
 	runs     string // the release its process runs
-	// missing: the host has no such unit.
-	missing bool
+	// missing: the host has no such unit; disabled: it is not enabled.
+	missing, disabled bool
 	// crashOn: on a release whose ID ends so, systemd restarts it right
 	// after each start.
 	crashOn string
@@ -820,6 +822,9 @@ func (r *fakeRemote) workerState(unit string) unitState {
 	w := r.worker(unit)
 	if w.missing {
 		return unitState{ID: unit + ".service", Load: "not-found", Active: "inactive", Sub: "dead"}
+	}
+	if w.disabled {
+		return unitState{ID: unit + ".service", Load: "loaded", Active: "inactive", Sub: "dead", FileState: "disabled"}
 	}
 	if w.crashOn != "" && strings.HasSuffix(w.runs, w.crashOn) {
 		// Each reading finds it started again by systemd, until systemd

@@ -84,7 +84,7 @@ func TestHelperAcceptsWhatRolloutSends(t *testing.T) {
 		"lock status":    r.cmdLockStatus(),
 		"history":        r.cmdAppendHistory(),
 		"read history":   r.cmdReadHistory(50),
-		"releases":       r.cmdReleaseState([]int{3000, 3001}),
+		"releases":       r.cmdReleaseState([]int{3000, 3001}, cfg.WorkerUnits()),
 		"upload":         r.cmdUpload(entry),
 		"switch":         r.cmdSwitch(3000, entry.ID),
 		"record":         r.cmdRecordRelease([]ReleaseEntry{entry, entry}, entry.ID, []string{"20261201120000-v1"}),

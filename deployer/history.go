@@ -21,6 +21,7 @@ type HistoryEntry struct {
 	Outcome   Outcome       `json:"outcome"`
 	Duration  time.Duration `json:"duration_ns"`
 	Restarted []int         `json:"restarted,omitempty"`
+	Workers   []string      `json:"workers_restarted,omitempty"`
 	LeftOut   []int         `json:"left_out,omitempty"`
 	Error     string        `json:"error,omitempty"`
 	// Secrets are the names the deploy's secrets added (+), removed (-)

@@ -56,6 +56,8 @@ type hostRun struct {
 	// workersRestarted those restarted and stable; wlogs their log files,
 	// read once.
 	workersSwitched, workersRestarted []string
+	// workersSkipped already ran the target release (an earlier run's).
+	workersSkipped []string
 	wlogs                             map[string][]string
 	// rel is what each instance ran when the run began.
 	rel releaseState

@@ -233,7 +233,11 @@ func planWorkers(c sshRemote, cfg *Config, release string) []WorkerPlan {
 	stable := max(cfg.Health.MinHealthy, minWorkerStable)
 	for _, w := range cfg.Workers {
 		k := cfg.Unavailable(w.Count)
-		for _, u := range w.Instances() {
+		units := w.Instances()
+		if w.Auto { // known on the host: its first stands for them
+			units, k = []string{w.Unit + "@1"}, cfg.Unavailable(1)
+		}
+		for _, u := range units {
 			restart := Step{Name: StepRestart, Command: c.cmdRestartUnit(u, u, nil, release), Also: []string{c.cmdUnitFiles(cfg.WorkerUnits())},
 				Does: fmt.Sprintf("after every instance of the host, %d of %s at a time: note the clock, its log files' sizes (from the unit files, read once) and its state, restart it (its old process's stop and the start: at most stop_timeout %s + health.timeout %s), print its state", k, w.Unit, w.StopTimeout, cfg.Health.Timeout)}
 			steps := []Step{restart,
@@ -244,6 +248,9 @@ func planWorkers(c sshRemote, cfg *Config, release string) []WorkerPlan {
 			if release != "" {
 				steps[0].Does = fmt.Sprintf("skip it if it already runs release %s (its link and its process's directory; --force restarts it); otherwise ", release) + steps[0].Does
 				steps = slices.Insert(steps, 0, Step{Name: StepSwitch, Does: fmt.Sprintf("point %s/instances/%s at release %s, in the restart's command just below", cfg.Release.Root, u, release)})
+			}
+			if w.Auto {
+				steps[0].Does += fmt.Sprintf("; count: auto: %s@1 … one per CPU core of the host, each as this one", w.Unit)
 			}
 			out = append(out, WorkerPlan{Unit: u, Steps: steps})
 		}
@@ -306,7 +313,7 @@ func planRelease(p *Plan, hp *HostPlan, c sshRemote, cfg *Config, version string
 	}
 	e := ReleaseEntry{ID: p.Release, Version: version, SHA256: "SHA256", User: "USER", Outcome: ReleaseNew}
 	hp.Ship = []Step{
-		{Name: StepPreflight, Command: c.cmdReleaseState(ports), Does: fmt.Sprintf(
+		{Name: StepPreflight, Command: c.cmdReleaseState(ports, cfg.WorkerUnits()), Does: fmt.Sprintf(
 			"read the releases in %s/releases, the release log, current, and for each instance its link, the release its process runs and its unit's WorkingDirectory; stop unless every unit runs from %s/instances/%%i", rel.Root, rel.Root)},
 		{Name: StepUpload, Command: c.cmdUpload(e), Stdin: "the artifact, checked and packed locally as a gzipped tar (no absolute paths, no .. entries, no links leaving it)",
 			Does: fmt.Sprintf("unless a release with the artifact's SHA-256 is already on the host (then its ID is used for every host and nothing is uploaded): stream it into %s/releases/%s.partial (every host at once), check its SHA-256, link the shared paths %v, %s, make it root:%s (directories 2750, files 0640 or 0750), rename it into place; on any failure remove it and stop before any instance restarts (exit 3)",

@@ -51,7 +51,7 @@ func PreviewReleases(ctx context.Context, cfg *Config, version, sum, secretsDige
 			return err
 		}
 		ports := hc.Ports()
-		st, err := r.ReleaseState(ctx, ports)
+		st, err := r.ReleaseState(ctx, ports, hc.WorkerUnits())
 		if err != nil {
 			return err
 		}

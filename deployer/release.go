@@ -325,7 +325,7 @@ func Releases(ctx context.Context, cfg *Config, host string, conn Conn) (HostRel
 	if err != nil {
 		return out, err
 	}
-	st, err := r.ReleaseState(ctx, hc.Ports())
+	st, err := r.ReleaseState(ctx, hc.Ports(), hc.WorkerUnits())
 	if err != nil {
 		return out, err
 	}

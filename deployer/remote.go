@@ -146,9 +146,9 @@ type historyOps interface {
 // releaseOps are the release layout (release: set).
 type releaseOps interface {
 	// ReleaseState reads the releases on the host, its release log, and
-	// per instance its link, the release its process runs and the unit's
-	// WorkingDirectory.
-	ReleaseState(ctx context.Context, ports []int) (releaseState, error)
+	// per instance (and worker unit) its link, the release its process
+	// runs and the unit's WorkingDirectory.
+	ReleaseState(ctx context.Context, ports []int, workers []string) (releaseState, error)
 	// Upload puts release e.ID in place from the gzipped tar that open
 	// opens (once per try), whose SHA-256 is e.SHA256: unpacked, its
 	// shared paths linked, prepared, and logged as e (new); on any failure

@@ -105,7 +105,7 @@ func (r sshRemote) cmdRestartUnit(unit, link string, logs []string, release stri
 }
 
 func (r sshRemote) cmdWorkerStates(units []string) string {
-	return sshexec.QuoteCommand(append([]string{"systemctl", "show", "-p", unitProps, "--"}, units...)...)
+	return sshexec.QuoteCommand(append([]string{"systemctl", "show", "-p", unitProps + ",UnitFileState", "--"}, units...)...)
 }
 
 func (r sshRemote) cmdUnitFiles(units []string) string {
@@ -644,12 +644,12 @@ func (r sshRemote) SetHandDrained(ctx context.Context, list []HandDrain) error {
 
 func (r sshRemote) releaseRoot() string { return strings.TrimRight(r.cfg.Release.Root, "/") }
 
-func (r sshRemote) cmdReleaseState(ports []int) string {
+func (r sshRemote) cmdReleaseState(ports []int, workers []string) string {
 	args := []string{r.releaseRoot()}
 	for _, p := range ports {
 		args = append(args, strconv.Itoa(p), r.cfg.UnitName(p))
 	}
-	for _, u := range r.cfg.WorkerUnits() {
+	for _, u := range workers {
 		args = append(args, u, u) // its link is instances/UNIT
 	}
 	return script("release-state", true, r.priv, args...)
@@ -694,8 +694,8 @@ func (r sshRemote) ReadAccessLog(ctx context.Context, file string, from logPos, 
 	return parseLogRead(res.Stdout, from)
 }
 
-func (r sshRemote) ReleaseState(ctx context.Context, ports []int) (releaseState, error) {
-	res, err := r.run(ctx, "read the releases in "+r.releaseRoot(), r.cmdReleaseState(ports), nil)
+func (r sshRemote) ReleaseState(ctx context.Context, ports []int, workers []string) (releaseState, error) {
+	res, err := r.run(ctx, "read the releases in "+r.releaseRoot(), r.cmdReleaseState(ports, workers), nil)
 	if err != nil {
 		return releaseState{}, err
 	}

@@ -179,11 +179,11 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 		if err == nil && (op == opDrain || op == opUndrain) {
 			err = d.checkTargets(s)
 		}
-		if err == nil {
+		if err == nil && (op == opDeploy || op == opRestart || op == opRollback || op == opPromote || op == opCheck) {
 			err = checkWorkers(ctx, s.cfg, s.r)
 		}
 		if err == nil && s.cfg.Release != nil {
-			if s.rel, err = s.r.ReleaseState(ctx, s.cfg.Ports()); err == nil {
+			if s.rel, err = s.r.ReleaseState(ctx, s.cfg.Ports(), s.cfg.WorkerUnits()); err == nil {
 				err = checkLayout(s.cfg, s.rel)
 			}
 		}

@@ -185,6 +185,10 @@ func (d *Deployer) revert(ctx context.Context, id string, sessions []*session) (
 			ports = append(slices.Clone(hr.skipped), ports...)
 		}
 		workers := slices.Clone(s.run.workersSwitched)
+		if hr := s.run; len(hr.workersSkipped) > 0 && s.rel.current != id {
+			// A resumed run: the workers an earlier run switched go back too.
+			workers = append(slices.Clone(hr.workersSkipped), workers...)
+		}
 		if len(ports) == 0 && len(workers) == 0 {
 			continue
 		}
@@ -216,10 +220,11 @@ func (d *Deployer) revert(ctx context.Context, id string, sessions []*session) (
 		d.emit(Event{Host: s.host, Step: StepRevert, Status: StatusStart, Message: fmt.Sprintf("%s back from %s", revertWhat(ports, workers), id)})
 		h := newHostRun(d, s, stop)
 		h.targets, h.workerTargets = targets, workerTargets
-		// The workers went last: they go back first.
+		// The workers went last: they go back first; the instances go
+		// back whatever became of them.
 		err := h.revertWorkers(ctx, workers)
-		if err == nil && len(ports) > 0 {
-			err = h.revert(ctx, ports)
+		if len(ports) > 0 {
+			err = errors.Join(err, h.revert(ctx, ports))
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -251,7 +256,7 @@ func (d *Deployer) runningSummary(ctx context.Context, sessions []*session) stri
 	defer cancel()
 	var parts []string
 	for _, s := range sessions {
-		st, err := s.r.ReleaseState(cctx, s.cfg.Ports())
+		st, err := s.r.ReleaseState(cctx, s.cfg.Ports(), nil)
 		if err != nil {
 			parts = append(parts, fmt.Sprintf("%s: unknown (%v)", s.host, err))
 			continue
@@ -325,7 +330,7 @@ func (d *Deployer) record(ctx context.Context, op, id string, sessions []*sessio
 			}
 		case rv != nil:
 			entries = append(entries, entry(id, ReleaseBad))
-		case (op == opDeploy || op == opPromote) && s.run != nil && len(s.run.switched) > 0:
+		case (op == opDeploy || op == opPromote) && s.run != nil && len(s.run.switched)+len(s.run.workersSwitched) > 0:
 			entries = append(entries, entry(id, ReleaseFailed))
 		}
 		if len(entries) == 0 && current == "" {

@@ -105,7 +105,7 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Bal
 	var rst *releaseState
 	if hc.Release != nil {
 		// Best effort: the instances' state stands without it.
-		if st, err := r.ReleaseState(ctx, hc.Ports()); err == nil {
+		if st, err := r.ReleaseState(ctx, hc.Ports(), hc.WorkerUnits()); err == nil {
 			rst = &st
 		}
 	}

@@ -18,6 +18,7 @@ type unitState struct {
 	StartedAt uint64 // ExecMainStartTimestampMonotonic, µs
 	Restarts  int    // NRestarts
 	Memory    uint64 // MemoryCurrent, bytes; 0 when systemd does not say
+	FileState string // UnitFileState: enabled, disabled, ... (read for workers)
 	Result    string // Result: success, exit-code, start-limit-hit, ...
 	// StartLimitBurst starts within StartLimitInterval make systemd give
 	// up on the unit (Result start-limit-hit).
@@ -101,6 +102,8 @@ func parseUnitStates(out string) (map[string]unitState, error) {
 			cur.StartLimitBurst, _ = strconv.Atoi(v)
 		case "StartLimitIntervalUSec":
 			cur.StartLimitInterval = parseSystemdSpan(v)
+		case "UnitFileState":
+			cur.FileState = v
 		case "MemoryCurrent":
 			cur.Memory, _ = strconv.ParseUint(v, 10, 64) // "[not set]" without accounting
 		}

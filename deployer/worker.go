@@ -30,6 +30,7 @@ func (h *hostRun) workers(ctx context.Context) error {
 		for _, u := range w.Instances() {
 			if id := h.workerTargets[u]; id != "" && !h.d.Force && h.rel.workers[u].link == id && h.rel.workers[u].running == id {
 				h.emitWorker(u, StepRestart, StatusSkip, time.Time{}, "already runs release "+id+" (--force restarts it)")
+				h.workersSkipped = append(h.workersSkipped, u)
 				continue
 			}
 			queue = append(queue, u)
@@ -176,31 +177,48 @@ func checkWorkers(ctx context.Context, cfg *Config, r remote) error {
 	if err != nil {
 		return fmt.Errorf("read the workers' units: %w", err)
 	}
-	var missing []string
+	var missing, disabled []string
 	for _, u := range units {
-		if st[u].Load != "loaded" {
-			missing = append(missing, u)
+		switch st[u].FileState {
+		case "enabled", "enabled-runtime":
+		case "":
+			if st[u].Load != "loaded" {
+				missing = append(missing, u)
+			}
+		default:
+			if st[u].Load != "loaded" {
+				missing = append(missing, u)
+			} else {
+				disabled = append(disabled, u)
+			}
 		}
 	}
-	if len(missing) > 0 {
+	switch {
+	case len(missing) > 0:
 		return fmt.Errorf("the workers' units %s are not installed (%s@.service): give the worker exec_start and run rollout setup, or install the unit", strings.Join(missing, ", "), strings.Split(missing[0], "@")[0])
+	case len(disabled) > 0:
+		return fmt.Errorf("the workers' units %s are not enabled (a count raised?): rollout setup links, enables and starts them (or systemctl enable them)", strings.Join(disabled, ", "))
 	}
 	return nil
 }
 
 // revertWorkers restarts the workers a failed run switched onto their
 // targets (the releases they ran before), one at a time.
+// A worker that ran no release before is left as it is (and said), and
+// the others still go back.
 func (h *hostRun) revertWorkers(ctx context.Context, units []string) error {
+	var errs []error
 	for _, u := range units {
 		if h.workerTargets[u] == "" {
-			return &StepError{Host: h.host, Worker: u, Step: StepRevert, Err: fmt.Errorf("ran no release before this run: nothing to go back to")}
+			errs = append(errs, &StepError{Host: h.host, Worker: u, Step: StepRevert, Err: fmt.Errorf("ran no release before this run: nothing to go back to")})
+			continue
 		}
 		w, _ := h.cfg.worker(u)
 		if err := h.worker(ctx, w, u); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (h *hostRun) emitWorker(unit string, step StepName, status StepStatus, t0 time.Time, msg string) {

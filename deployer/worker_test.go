@@ -199,6 +199,18 @@ func TestWorkerUnitMissingIsRefusedAtPreflight(t *testing.T) {
 	if ops := opsLike(h, "restart "); len(ops) != 0 {
 		t.Errorf("restarted %v", ops)
 	}
+	h.worker("w@1").missing, h.worker("w@1").disabled = false, true
+	if _, err := d.Deploy(testCtx(t)); err == nil || !strings.Contains(err.Error(), "the workers' units w@1 are not enabled (a count raised?)") {
+		t.Fatalf("deploy with a worker not enabled: %v", err)
+	}
+	if ops := opsLike(h, "restart "); len(ops) != 0 {
+		t.Errorf("restarted %v", ops)
+	}
+	// A drain does not need the workers.
+	d.Targets = map[string][]int{"web1": {3001}}
+	if _, err := d.Drain(testCtx(t)); err != nil {
+		t.Errorf("drain with a worker not enabled: %v", err)
+	}
 }
 
 // workers: is checked: a unit and a count, not the web template's name,
@@ -260,5 +272,58 @@ func TestInitFindsWorkers(t *testing.T) {
 		return strings.Contains(s, "web2: worker my-app-worker runs 1 instance(s), another host 2: count is 2")
 	}) {
 		t.Errorf("undecided %q", r.Undecided)
+	}
+}
+
+// A resumed deploy that fails puts back the workers an earlier, cut-off
+// run had already switched (and this one skipped), not only its own.
+func TestResumedDeployRevertsTheWorkersItSkipped(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002).withReleases(relV1).withWorkers(relV1, "my-app-worker@1", "my-app-worker@2")
+	h.releases[relV2] = true
+	h.relLog = append(h.relLog, ReleaseEntry{ID: relV2, SHA256: testArtifact("release v2").SHA256, Outcome: ReleaseNew})
+	for _, p := range []int{3000, 3001, 3002} {
+		h.links[p], h.runs[p] = relV2, relV2 // every instance done before the controller died
+	}
+	w1 := h.worker("my-app-worker@1")
+	w1.link, w1.runs = relV2, relV2 // and the first worker
+	h.worker("my-app-worker@2").crashOn = "-v2"
+	d, _ := fakeDeployer(t, workersYAML, h)
+	d.Artifact = testArtifact("release v2")
+	rep, err := d.Deploy(testCtx(t))
+	if err == nil || rep.Release != relV2 {
+		t.Fatalf("deploy: %v, release %s", err, rep.Release)
+	}
+	for u, w := range h.workers {
+		if w.link != relV1 || w.runs != relV1 {
+			t.Errorf("%s: link %s runs %s after the revert, want %s", u, w.link, w.runs, relV1)
+		}
+	}
+	for _, p := range []int{3000, 3001, 3002} {
+		if h.links[p] != relV1 {
+			t.Errorf("%d: link %s after the revert", p, h.links[p])
+		}
+	}
+}
+
+// A worker with no release to go back to (a count raised since) does not
+// keep the others, or the instances, from going back.
+func TestRevertGoesOnPastAWorkerWithNothingToGoBackTo(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002).withReleases(relV1).withWorkers(relV1, "my-app-worker@1", "my-app-worker@2")
+	h.worker("my-app-worker@3").crashOn = "-v2" // new: it ran nothing before
+	d, _ := fakeDeployer(t, strings.Replace(workersYAML, "count: 2", "count: 3", 1), h)
+	d.Artifact = testArtifact("release v2")
+	_, err := d.Deploy(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "my-app-worker@3: ran no release before this run") {
+		t.Fatalf("deploy: %v", err)
+	}
+	for _, u := range []string{"my-app-worker@1", "my-app-worker@2"} {
+		if w := h.workers[u]; w.link != relV1 || w.runs != relV1 {
+			t.Errorf("%s: link %s runs %s after the revert, want %s", u, w.link, w.runs, relV1)
+		}
+	}
+	for _, p := range []int{3000, 3001, 3002} {
+		if h.links[p] != relV1 {
+			t.Errorf("%d: link %s after the revert", p, h.links[p])
+		}
 	}
 }

@@ -63,6 +63,7 @@ worker_ok() {
     _n=${1#"${_w%:*}@"}
     [ "$_n" != "$1" ] || continue
     uint "$_n" || return 1
+    case $_n in 0*) return 1 ;; esac # @01 is another unit than @1
     _c=${_w##*:}
     [ "$_c" != auto ] || _c=$(nproc)
     [ "$_n" -ge 1 ] && [ "$_n" -le "$_c" ]
