@@ -58,6 +58,7 @@ type Host struct {
 	upstream []byte
 	units    map[int]*unit
 	locked   bool
+	drained  []byte // the record of instances drained by hand
 	conns    []net.Conn
 	// Commands counts the commands run, by name.
 	commands map[string]int
@@ -239,6 +240,14 @@ func (h *Host) run(command string, stdin func() []byte, stdout, stderr io.Writer
 		h.mu.Unlock()
 	case "history-append":
 		stdin()
+	case "drained": // FILE read|write: the instances drained by hand
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if len(args) > 1 && args[1] == "write" {
+			h.drained = stdin()
+		} else {
+			stdout.Write(h.drained)
+		}
 	case "inspect": // PROPERTIES UPSTREAM_FILE UNIT...
 		h.mu.Lock()
 		defer h.mu.Unlock()
