@@ -798,8 +798,9 @@ type fakeWorker struct {
 	restarts int
 	link     string // the release its link names
 	runs     string // the release its process runs
-	// missing: the host has no such unit; disabled: it is not enabled.
-	missing, disabled bool
+	// missing: the host has no such unit; disabled: it is not enabled;
+	// hang: its old process never stops (a restart lasts until cut).
+	missing, disabled, hang bool
 	// crashOn: on a release whose ID ends so, systemd restarts it right
 	// after each start.
 	crashOn string
@@ -856,6 +857,11 @@ func (r *fakeRemote) RestartWorker(ctx context.Context, unit string, _ []string,
 		return restartMark{}, err
 	}
 	r.mu.Lock()
+	if r.worker(unit).hang {
+		r.mu.Unlock()
+		<-ctx.Done()
+		return restartMark{}, fmt.Errorf("restart %s: %w", unit, ctx.Err())
+	}
 	defer r.mu.Unlock()
 	w := r.worker(unit)
 	if release != "" {

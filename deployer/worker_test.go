@@ -327,3 +327,19 @@ func TestRevertGoesOnPastAWorkerWithNothingToGoBackTo(t *testing.T) {
 		}
 	}
 }
+
+// A worker whose old process never stops holds its restart no longer than
+// stop_timeout + health.timeout, and the deploy says so.
+func TestWorkerThatNeverStopsIsBounded(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001)
+	h.worker("w@1").hang = true
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nhealth: {timeout: 1s, attempt_timeout: 500ms}\nworkers: [{unit: w, count: 1, stop_timeout: 1s}]\n", h)
+	t0 := time.Now()
+	_, err := d.Deploy(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "restart web1/w@1: its restart did not end within stop_timeout 1s + health.timeout 1s") {
+		t.Fatalf("deploy: %v", err)
+	}
+	if took := time.Since(t0); took > 30*time.Second {
+		t.Errorf("the deploy took %s", took)
+	}
+}
