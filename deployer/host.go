@@ -58,7 +58,7 @@ type hostRun struct {
 	workersSwitched, workersRestarted []string
 	// workersSkipped already ran the target release (an earlier run's).
 	workersSkipped []string
-	wlogs                             map[string][]string
+	wlogs          map[string][]string
 	// rel is what each instance ran when the run began.
 	rel releaseState
 	// switched are the instances switched so far, in order.
