@@ -123,7 +123,7 @@ func (h *hostRun) handDrain(ctx context.Context) error {
 			after = append(after, HandDrain{Port: p, User: h.d.Holder.User, From: h.d.Holder.From, Time: now})
 		}
 	}
-	slices.SortFunc(after, func(a, b HandDrain) int { return a.Port - b.Port })
+	sortByPort(after)
 	if err := h.remote.SetHandDrained(ctx, after); err != nil {
 		// The write may have landed before the error: put it back.
 		return h.restoreHandList(ctx, before, &StepError{Host: h.host, Port: ports[0], Step: StepDrain, Err: err})
@@ -165,7 +165,7 @@ func (h *hostRun) afterFailedDrain(ctx context.Context, before, after []HandDrai
 			out = append(out, m.Port)
 		}
 	}
-	slices.SortFunc(keep, func(a, b HandDrain) int { return a.Port - b.Port })
+	sortByPort(keep)
 	err = h.restoreHandList(cctx, keep, err)
 	if len(out) > 0 {
 		err = errors.Join(err, fmt.Errorf("%s: %s out of service already, recorded as drained by hand (`rollout undrain` puts them back)", h.host, portList(out)))
@@ -242,8 +242,14 @@ func (h *hostRun) handList() []HandDrain {
 	for _, m := range h.handDrained {
 		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b HandDrain) int { return a.Port - b.Port })
+	sortByPort(out)
 	return out
+}
+
+// sortByPort puts a record of instances drained by hand in port order, as
+// the host keeps it.
+func sortByPort(list []HandDrain) {
+	slices.SortFunc(list, func(a, b HandDrain) int { return a.Port - b.Port })
 }
 
 // wholeHostCapacity refuses to take every instance of the host out of

@@ -309,20 +309,34 @@ func stillSame(ctx context.Context, state stateFunc, was unitState) error {
 // waitStable requires the instance to stay healthy, on the same process,
 // for min_healthy.
 func (h *hostRun) waitStable(ctx context.Context, port int, was unitState) error {
-	end := time.Now().Add(h.cfg.Health.MinHealthy)
 	tick := min(max(h.cfg.Health.MinHealthy/4, h.cfg.Health.Interval), time.Second)
-	for {
-		if err := stillSame(ctx, h.portState(port), was); err != nil {
+	return holdFor(ctx, h.portState(port), was, h.cfg.Health.MinHealthy, tick, func(ctx context.Context) error {
+		err := h.health.Check(ctx, port)
+		switch {
+		case err == nil || errors.Is(err, errReconnected):
+			return nil
+		case ctx.Err() != nil:
+			return fmt.Errorf("interrupted while it had to stay healthy for %s: %w", h.cfg.Health.MinHealthy, ctx.Err())
+		case errors.Is(err, ErrUnreachable):
 			return err
 		}
-		if err := h.health.Check(ctx, port); err != nil && !errors.Is(err, errReconnected) {
-			switch {
-			case ctx.Err() != nil:
-				return fmt.Errorf("interrupted while it had to stay healthy for %s: %w", h.cfg.Health.MinHealthy, ctx.Err())
-			case errors.Is(err, ErrUnreachable):
+		return fmt.Errorf("unhealthy within min_healthy %s: %w", h.cfg.Health.MinHealthy, err)
+	})
+}
+
+// holdFor requires the process that became active (was) to run on,
+// without a restart, for d, read every tick; check, when not nil, is
+// asked too at each reading and fails it with its error.
+func holdFor(ctx context.Context, state stateFunc, was unitState, d, tick time.Duration, check func(context.Context) error) error {
+	end := time.Now().Add(d)
+	for {
+		if err := stillSame(ctx, state, was); err != nil {
+			return err
+		}
+		if check != nil {
+			if err := check(ctx); err != nil {
 				return err
 			}
-			return fmt.Errorf("unhealthy within min_healthy %s: %w", h.cfg.Health.MinHealthy, err)
 		}
 		left := time.Until(end)
 		if left <= 0 {

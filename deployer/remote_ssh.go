@@ -411,6 +411,8 @@ func (r sshRemote) WorkerStates(ctx context.Context, units []string) (map[string
 	return parseUnitStates(string(res.Stdout))
 }
 
+// WorkerLogFiles reads the log files any units' unit files name (LogFiles
+// too, by port).
 func (r sshRemote) WorkerLogFiles(ctx context.Context, units []string) (map[string][]string, error) {
 	parts, err := r.UnitFiles(ctx, units)
 	if err != nil {
@@ -423,6 +425,7 @@ func (r sshRemote) WorkerLogFiles(ctx context.Context, units []string) (map[stri
 	return logs, nil
 }
 
+// WorkerOutput is what any unit said since mark (AppOutput too, by port).
 func (r sshRemote) WorkerOutput(ctx context.Context, unit string, mark restartMark, lines int) (string, error) {
 	res, err := r.run(ctx, "app output", r.cmdAppOutput(unit, mark, lines), nil)
 	if err != nil && len(res.Stdout) == 0 {
@@ -470,24 +473,19 @@ func (r sshRemote) restart(ctx context.Context, unit, cmd string, logs []string)
 }
 
 func (r sshRemote) LogFiles(ctx context.Context, ports []int) (map[int][]string, error) {
-	parts, err := r.UnitFiles(ctx, r.units(ports))
+	byUnit, err := r.WorkerLogFiles(ctx, r.units(ports))
 	if err != nil {
 		return nil, err
 	}
 	logs := map[int][]string{}
 	for _, p := range ports {
-		unit := r.cfg.UnitName(p)
-		logs[p] = unitLogFiles(parts[unit], unit)
+		logs[p] = byUnit[r.cfg.UnitName(p)]
 	}
 	return logs, nil
 }
 
 func (r sshRemote) AppOutput(ctx context.Context, port int, mark restartMark, lines int) (string, error) {
-	res, err := r.run(ctx, "app output", r.cmdAppOutput(r.cfg.UnitName(port), mark, lines), nil)
-	if err != nil && len(res.Stdout) == 0 {
-		return "", err
-	}
-	return string(res.Stdout), nil
+	return r.WorkerOutput(ctx, r.cfg.UnitName(port), mark, lines)
 }
 
 func (r sshRemote) IsInstance(ctx context.Context, port int) (bool, error) {

@@ -160,10 +160,7 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 		u := st.units[p]
 		is := InstanceStatus{Port: p, Unit: cfg.UnitName(p), State: u.Active, Sub: u.Sub, PID: u.MainPID,
 			Memory: u.Memory, Restarts: u.Restarts, InNginx: srv.in(p), Healthy: health[p] == nil, Release: running[p],
-			Balancers: src.each(p)}
-		if u.running() && u.StartedAt > 0 && st.uptime > u.StartedAt {
-			is.Uptime = time.Duration(st.uptime-u.StartedAt) * time.Microsecond
-		}
+			Balancers: src.each(p), Uptime: u.uptime(st.uptime)}
 		if health[p] != nil {
 			is.Health = health[p].Error()
 		}
@@ -175,10 +172,7 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 	if werr == nil {
 		for _, unit := range cfg.WorkerUnits() {
 			u := workers[unit]
-			ws := WorkerStatus{Unit: unit, State: u.Active, Sub: u.Sub, PID: u.MainPID, Restarts: u.Restarts}
-			if u.running() && u.StartedAt > 0 && st.uptime > u.StartedAt {
-				ws.Uptime = time.Duration(st.uptime-u.StartedAt) * time.Microsecond
-			}
+			ws := WorkerStatus{Unit: unit, State: u.Active, Sub: u.Sub, PID: u.MainPID, Restarts: u.Restarts, Uptime: u.uptime(st.uptime)}
 			if rst != nil {
 				ws.Release = rst.workers[unit].running
 			}

@@ -39,6 +39,15 @@ func (u unitState) hitStartLimit() string {
 	return fmt.Sprintf("hit the start limit (StartLimitBurst=%d in %s): systemd will not start it again until reset", u.StartLimitBurst, u.StartLimitInterval)
 }
 
+// uptime is how long its process has run, the host's monotonic clock
+// being now (µs); 0 when it does not run or the clocks do not tell.
+func (u unitState) uptime(now uint64) time.Duration {
+	if !u.running() || u.StartedAt == 0 || now <= u.StartedAt {
+		return 0
+	}
+	return time.Duration(now-u.StartedAt) * time.Microsecond
+}
+
 // running reports whether systemd considers the instance up.
 func (u unitState) running() bool { return u.Active == "active" && u.MainPID > 0 }
 

@@ -111,7 +111,7 @@ func (h *hostRun) worker(ctx context.Context, w Worker, unit string) error {
 	t0 = time.Now()
 	stable := max(h.cfg.Health.MinHealthy, minWorkerStable)
 	h.emitWorker(unit, StepStable, StatusStart, t0, "")
-	if err := waitSame(ctx, state, now, stable); err != nil {
+	if err := holdFor(ctx, state, now, stable, 250*time.Millisecond, nil); err != nil {
 		h.emitWorker(unit, StepStable, StatusFail, t0, err.Error())
 		return h.workerFailure(ctx, unit, state, StepStable, err, mark)
 	}
@@ -120,26 +120,6 @@ func (h *hostRun) worker(ctx context.Context, w Worker, unit string) error {
 	h.workersRestarted = append(h.workersRestarted, unit)
 	h.mu.Unlock()
 	return nil
-}
-
-// waitSame requires the process that became active to run on, without a
-// restart, for d.
-func waitSame(ctx context.Context, state stateFunc, was unitState, d time.Duration) error {
-	end := time.Now().Add(d)
-	for {
-		if err := stillSame(ctx, state, was); err != nil {
-			return err
-		}
-		left := time.Until(end)
-		if left <= 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("interrupted while it had to keep its process for %s: %w", d, ctx.Err())
-		case <-time.After(min(250*time.Millisecond, left)):
-		}
-	}
 }
 
 // workerLogs are a worker unit's log files, from its unit file's
@@ -179,18 +159,12 @@ func checkWorkers(ctx context.Context, cfg *Config, r remote) error {
 	}
 	var missing, disabled []string
 	for _, u := range units {
-		switch st[u].FileState {
-		case "enabled", "enabled-runtime":
-		case "":
-			if st[u].Load != "loaded" {
-				missing = append(missing, u)
-			}
-		default:
-			if st[u].Load != "loaded" {
-				missing = append(missing, u)
-			} else {
-				disabled = append(disabled, u)
-			}
+		switch fs := st[u].FileState; {
+		case fs == "enabled" || fs == "enabled-runtime":
+		case st[u].Load != "loaded":
+			missing = append(missing, u)
+		case fs != "":
+			disabled = append(disabled, u)
 		}
 	}
 	switch {

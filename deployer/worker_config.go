@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -145,7 +146,7 @@ func (c *Config) checkWorkers(cs *checks) {
 			cs.add(key+".unit", fmt.Errorf("must be a template's name before the @: 1..64 letters, digits, : _ . -, got %s", quoteValue(w.Unit)))
 		case seen[w.Unit]:
 			cs.add(key+".unit", fmt.Errorf("%s is given twice", quoteValue(w.Unit)))
-		case w.Unit+"@" == c.unitTemplate()[:min(len(w.Unit)+1, len(c.unitTemplate()))]:
+		case strings.HasPrefix(c.unitTemplate(), w.Unit+"@"):
 			cs.add(key+".unit", fmt.Errorf("%s is the web instances' template (unit: %s)", quoteValue(w.Unit), c.unitTemplate()))
 		}
 		seen[w.Unit] = true

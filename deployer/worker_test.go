@@ -20,6 +20,28 @@ func (r *fakeRemote) withWorkers(id string, units ...string) *fakeRemote {
 	return r
 }
 
+// backOn checks that the fake host's instances 3000-3002 and its workers
+// (units, or all of them) are back on release id after a revert.
+func backOn(t *testing.T, h *fakeRemote, id string, units ...string) {
+	t.Helper()
+	if len(units) == 0 {
+		for u := range h.workers {
+			units = append(units, u)
+		}
+		slices.Sort(units)
+	}
+	for _, u := range units {
+		if w := h.workers[u]; w.link != id || w.runs != id {
+			t.Errorf("%s: link %s runs %s after the revert, want %s", u, w.link, w.runs, id)
+		}
+	}
+	for _, p := range []int{3000, 3001, 3002} {
+		if h.links[p] != id {
+			t.Errorf("%d: link %s after the revert", p, h.links[p])
+		}
+	}
+}
+
 // A deploy restarts the workers after every web instance of the host, each
 // switched to the release in the same command, and each must keep its new
 // process; a rerun leaves them alone.
@@ -97,16 +119,7 @@ func TestWorkerCrashLoopIsReverted(t *testing.T) {
 	if rep.Reverted != "reverted to "+relV1 {
 		t.Errorf("reverted %q", rep.Reverted)
 	}
-	for u, w := range h.workers {
-		if w.link != relV1 || w.runs != relV1 {
-			t.Errorf("%s: link %s runs %s after the revert, want %s", u, w.link, w.runs, relV1)
-		}
-	}
-	for _, p := range []int{3000, 3001, 3002} {
-		if h.links[p] != relV1 {
-			t.Errorf("%d: link %s after the revert", p, h.links[p])
-		}
-	}
+	backOn(t, h, relV1)
 	if h.outcome(rep.Release) != ReleaseBad {
 		t.Errorf("%s is %q, want BAD", rep.Release, h.outcome(rep.Release))
 	}
@@ -293,16 +306,7 @@ func TestResumedDeployRevertsTheWorkersItSkipped(t *testing.T) {
 	if err == nil || rep.Release != relV2 {
 		t.Fatalf("deploy: %v, release %s", err, rep.Release)
 	}
-	for u, w := range h.workers {
-		if w.link != relV1 || w.runs != relV1 {
-			t.Errorf("%s: link %s runs %s after the revert, want %s", u, w.link, w.runs, relV1)
-		}
-	}
-	for _, p := range []int{3000, 3001, 3002} {
-		if h.links[p] != relV1 {
-			t.Errorf("%d: link %s after the revert", p, h.links[p])
-		}
-	}
+	backOn(t, h, relV1)
 }
 
 // A worker with no release to go back to (a count raised since) does not
@@ -316,16 +320,7 @@ func TestRevertGoesOnPastAWorkerWithNothingToGoBackTo(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "my-app-worker@3: ran no release before this run") {
 		t.Fatalf("deploy: %v", err)
 	}
-	for _, u := range []string{"my-app-worker@1", "my-app-worker@2"} {
-		if w := h.workers[u]; w.link != relV1 || w.runs != relV1 {
-			t.Errorf("%s: link %s runs %s after the revert, want %s", u, w.link, w.runs, relV1)
-		}
-	}
-	for _, p := range []int{3000, 3001, 3002} {
-		if h.links[p] != relV1 {
-			t.Errorf("%d: link %s after the revert", p, h.links[p])
-		}
-	}
+	backOn(t, h, relV1, "my-app-worker@1", "my-app-worker@2")
 }
 
 // A worker whose old process never stops holds its restart no longer than

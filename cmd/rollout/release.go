@@ -253,8 +253,11 @@ func writeReleases(w io.Writer, hosts []deployer.HostReleases) {
 				by = strings.TrimSpace(by + " " + r.Time.Format("2006-01-02 15:04"))
 			}
 			runs := ports(r.Instances)
-			if len(r.Workers) > 0 { // and the workers' units
-				runs = strings.TrimPrefix(strings.Join(append([]string{strings.TrimPrefix(runs, "-")}, r.Workers...), ","), ",")
+			switch { // and the workers' units
+			case len(r.Workers) > 0 && len(r.Instances) > 0:
+				runs += "," + strings.Join(r.Workers, ",")
+			case len(r.Workers) > 0:
+				runs = strings.Join(r.Workers, ",")
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, r.ID, r.Version, outcome, cur, runs, by)
 		}
