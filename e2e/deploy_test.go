@@ -190,9 +190,7 @@ func stageEverywhere(t testing.TB, r testbed.Release) {
 
 func resetFleet(t testing.TB) {
 	t.Helper()
-	for _, h := range fleet.Hosts {
-		resetHost(t, h)
-	}
+	resetHosts(t, fleet.Hosts...)
 }
 
 // The product: v1 to v2 across every host under load, without one failed

@@ -12,11 +12,13 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,12 +100,32 @@ func run(m *testing.M) int {
 // earlier tests did to it.
 func resetHost(t testing.TB, h *testbed.Host) {
 	t.Helper()
+	resetHosts(t, h)
+}
+
+// resetHosts is resetHost for several hosts, all at once (a reset is
+// mostly waiting: the boot, then the instances' own).
+func resetHosts(t testing.TB, hosts ...*testbed.Host) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := fleet.Reboot(ctx, h); err != nil {
-		t.Fatalf("reboot %s: %v", h.Name, err)
+	errs := make([]error, len(hosts))
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fleet.Reboot(ctx, h); err != nil {
+				errs[i] = fmt.Errorf("reboot %s: %w", h.Name, err)
+				return
+			}
+			if err := fleet.Provision(ctx, h, basePort, instances); err != nil {
+				errs[i] = fmt.Errorf("provision %s: %w", h.Name, err)
+			}
+		}()
 	}
-	if err := fleet.Provision(ctx, h, basePort, instances); err != nil {
-		t.Fatalf("provision %s: %v", h.Name, err)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
 	}
 }
