@@ -15,6 +15,8 @@ FUZZTIME ?= 60000x
 # sudo for visudo, which checks the helper's sudoers file).
 DEMO_PKGS := systemd-container debootstrap iproute2 nftables
 TEST_PKGS := shellcheck chromium sudo
+# make bench installs PM2 from npm for its PM2 peer (build/bench).
+BENCH_PKGS := npm
 
 # Go tools, pinned in tools/tools.mod (apart from go.mod, so they never
 # change what rollout is built with), built into build/tools.
@@ -67,6 +69,7 @@ e2e-durations:
 	@mv e2e/testdata/durations.tsv.new e2e/testdata/durations.tsv
 
 bench: deps-demo
+	@tools/apt-need.sh $(BENCH_PKGS)
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./e2e/ ./internal/simhost/
 
 demo: deps-demo build

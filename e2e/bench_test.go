@@ -24,31 +24,44 @@ const seedScript = `for port in 3000 3001 3002 3003; do
 done`
 
 // BenchmarkDeploy compares, on the same host under 400 req/s of GETs and
-// POSTs through its Nginx, the seed's restart-and-sleep script with rollout,
-// and prints requests, failures and seconds for both, and rollout's time
-// per instance against the app's own boot-to-healthy time. Run it with
-// `make bench` (-benchtime 1x: one deploy of each).
+// POSTs through its Nginx, the ways to deploy v2 to its 4 instances: the
+// seed's restart-and-sleep script, a careful hand-written drain loop, PM2's
+// cluster reload, and rollout (one at a time, and two at a time). It
+// prints requests, failures and seconds for each, the floor measured on
+// the same host (one bare balancer change; the app's own boot-to-healthy
+// time), rollout's overhead per instance against that floor, and the
+// ratios. Run it with `make bench` (-benchtime 1x: one deploy of each).
 func BenchmarkDeploy(b *testing.B) {
 	h := fleet.Hosts[0]
 	for b.Loop() {
 		seed := benchSeedScript(b, h)
+		loop := benchHandLoop(b, h)
+		pm2, pm2MB := benchPM2(b, h)
+		floor := benchFloor(b, h)
 		roll, span, n, bootSum := benchRollout(b, h)
 		perInstance, boot := span/time.Duration(n), bootSum/time.Duration(n)
 		overhead := perInstance - boot
 		two, twoSpan, _, _ := benchRollout(b, h, "--max-unavailable", "2")
 		b.ReportMetric(float64(two.res.Failed), "rollout_mu2_failed")
-		fmt.Printf("rollout max_unavailable=2: requests=%d failed=%d seconds=%.1f (%s)\n", two.res.Requests, two.res.Failed, two.seconds, two.res)
-		fmt.Printf("bench: seconds_per_host_of_4 one_at_a_time=%.2f max_unavailable_2=%.2f (first capacity check to last undrain; PM2's reload of 4 takes its own)\n", span.Seconds(), twoSpan.Seconds())
 		b.ReportMetric(float64(roll.res.Failed), "rollout_failed")
 		b.ReportMetric(float64(seed.res.Failed), "seed_failed")
+		b.ReportMetric(float64(loop.res.Failed), "hand_loop_failed")
+		b.ReportMetric(float64(pm2.res.Failed), "pm2_failed")
 		b.ReportMetric(float64(overhead.Milliseconds()), "overhead_ms/instance")
-		fmt.Printf("seed script: requests=%d failed=%d seconds=%.1f nginx_no_live_upstreams=%d (%s)\n",
+		b.ReportMetric(float64(floor.Milliseconds()), "floor_ms/change")
+		fmt.Printf("seed script:       requests=%d failed=%d seconds=%.1f nginx_no_live_upstreams=%d (%s)\n",
 			seed.res.Requests, seed.res.Failed, seed.seconds, seed.noLive, seed.res)
-		fmt.Printf("rollout:     requests=%d failed=%d seconds=%.1f (%s)\n", roll.res.Requests, roll.res.Failed, roll.seconds, roll.res)
-		fmt.Printf("rollout per instance: %s; the app's own boot-to-healthy: %s; overhead: %s (min_healthy 0 in this run)\n",
-			perInstance.Round(time.Millisecond), boot.Round(time.Millisecond), overhead.Round(time.Millisecond))
-		fmt.Printf("bench: rollout failed=%d requests=%d seconds=%.1f overhead_ms_per_instance=%d; seed_script failed=%d requests=%d seconds=%.1f\n",
-			roll.res.Failed, roll.res.Requests, roll.seconds, overhead.Milliseconds(), seed.res.Failed, seed.res.Requests, seed.seconds)
+		fmt.Printf("hand-written loop: requests=%d failed=%d seconds=%.1f (%s)\n", loop.res.Requests, loop.res.Failed, loop.seconds, loop.res)
+		fmt.Printf("pm2 %s reload:    requests=%d failed=%d seconds=%.1f daemon_rss_mb=%d (%s)\n", pm2Version, pm2.res.Requests, pm2.res.Failed, pm2.seconds, pm2MB, pm2.res)
+		fmt.Printf("rollout:           requests=%d failed=%d seconds=%.1f (%s)\n", roll.res.Requests, roll.res.Failed, roll.seconds, roll.res)
+		fmt.Printf("rollout max_unavailable=2: requests=%d failed=%d seconds=%.1f (%s)\n", two.res.Requests, two.res.Failed, two.seconds, two.res)
+		fmt.Printf("rollout per instance: %s; the app's own boot-to-healthy: %s; overhead: %s (min_healthy 0 in this run); the floor, one bare balancer change: %s\n",
+			perInstance.Round(time.Millisecond), boot.Round(time.Millisecond), overhead.Round(time.Millisecond), floor.Round(time.Millisecond))
+		fmt.Printf("bench: seconds_per_host_of_4 one_at_a_time=%.2f max_unavailable_2=%.2f (first capacity check to last undrain)\n", span.Seconds(), twoSpan.Seconds())
+		fmt.Printf("bench: seconds (the whole command) seed=%.1f hand_loop=%.1f pm2=%.1f rollout=%.1f rollout_mu2=%.1f; failed seed=%d hand_loop=%d pm2=%d rollout=%d rollout_mu2=%d\n",
+			seed.seconds, loop.seconds, pm2.seconds, roll.seconds, two.seconds, seed.res.Failed, loop.res.Failed, pm2.res.Failed, roll.res.Failed, two.res.Failed)
+		fmt.Printf("bench: ratios rollout/hand_loop=%.2f rollout/pm2=%.2f rollout_mu2/pm2=%.2f overhead/floor=%.2f (overhead_ms_per_instance=%d floor_ms=%d)\n",
+			roll.seconds/loop.seconds, roll.seconds/pm2.seconds, two.seconds/pm2.seconds, float64(overhead)/float64(floor), overhead.Milliseconds(), floor.Milliseconds())
 	}
 }
 
