@@ -847,6 +847,15 @@ func (r *fakeRemote) WorkerStates(ctx context.Context, units []string) (map[stri
 	defer r.mu.Unlock()
 	out := map[string]unitState{}
 	for _, u := range units {
+		if tmpl, ok := strings.CutSuffix(u, "@*"); ok {
+			// systemctl's pattern: the instances it has loaded.
+			for name, w := range r.workers {
+				if strings.HasPrefix(name, tmpl+"@") && !w.missing {
+					out[name] = r.workerState(name)
+				}
+			}
+			continue
+		}
 		out[u] = r.workerState(u)
 	}
 	return out, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -147,13 +148,21 @@ func (h *hostRun) workerFailure(ctx context.Context, unit string, state stateFun
 }
 
 // checkWorkers checks, before any change, that every worker's unit is
-// installed on the host.
+// installed on the host, and that no instance beyond a worker's count
+// runs there: after a count is lowered, one left running would go on
+// with the code it has while the others move on.
 func checkWorkers(ctx context.Context, cfg *Config, r remote) error {
 	units := cfg.WorkerUnits()
 	if len(units) == 0 {
 		return nil
 	}
-	st, err := r.WorkerStates(ctx, units)
+	// A pattern matches the instances systemd has loaded (running,
+	// starting or failed), whatever their number.
+	asked := slices.Clone(units)
+	for _, w := range cfg.Workers {
+		asked = append(asked, w.Unit+"@*")
+	}
+	st, err := r.WorkerStates(ctx, asked)
 	if err != nil {
 		return fmt.Errorf("read the workers' units: %w", err)
 	}
@@ -173,7 +182,38 @@ func checkWorkers(ctx context.Context, cfg *Config, r remote) error {
 	case len(disabled) > 0:
 		return fmt.Errorf("the workers' units %s are not enabled (a count raised?): rollout setup links, enables and starts them (or systemctl enable them)", strings.Join(disabled, ", "))
 	}
+	if extra := extraWorkers(cfg, st); len(extra) > 0 {
+		verb := "are"
+		if len(extra) == 1 {
+			verb = "is"
+		}
+		return fmt.Errorf("%s %s running beyond the workers' count (a count lowered?): they would go on with the code they have; stop them (sudo systemctl disable --now %s) or raise the count",
+			strings.Join(extra, ", "), verb, strings.Join(extra, " "))
+	}
 	return nil
+}
+
+// extraWorkers are the instances in st of a worker's template that are
+// not among its instances and are running or starting, in order.
+func extraWorkers(cfg *Config, st map[string]unitState) []string {
+	var out []string
+	for _, w := range cfg.Workers {
+		var nums []int
+		for id, s := range st {
+			n, err := strconv.Atoi(strings.TrimPrefix(id, w.Unit+"@"))
+			if !strings.HasPrefix(id, w.Unit+"@") || err != nil || (n >= 1 && n <= w.Count) {
+				continue
+			}
+			if s.Active == "active" || s.Active == "activating" || s.Active == "reloading" {
+				nums = append(nums, n)
+			}
+		}
+		slices.Sort(nums)
+		for _, n := range nums {
+			out = append(out, w.Unit+"@"+strconv.Itoa(n))
+		}
+	}
+	return out
 }
 
 // revertWorkers restarts the workers a failed run switched onto their

@@ -226,6 +226,32 @@ func TestWorkerUnitMissingIsRefusedAtPreflight(t *testing.T) {
 	}
 }
 
+// An instance running beyond a worker's count (the count lowered, the
+// extra ones never stopped) stops the deploy at the preflight, naming it:
+// it would go on with its old code. Once it is stopped, the deploy runs.
+func TestWorkerBeyondTheCountIsRefusedAtPreflight(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001)
+	for _, u := range []string{"w@1", "w@2", "w@3", "w@12", "other@7"} {
+		h.worker(u)
+	}
+	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nworkers: [{unit: w, count: 2}]\n", h)
+	_, err := d.Deploy(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "w@3, w@12 are running beyond the workers' count (a count lowered?)") ||
+		!strings.Contains(err.Error(), "sudo systemctl disable --now w@3 w@12") || strings.Contains(err.Error(), "other@7") {
+		t.Fatalf("deploy: %v", err)
+	}
+	if ops := opsLike(h, "restart "); len(ops) != 0 {
+		t.Errorf("restarted %v", ops)
+	}
+	h.worker("w@3").disabled, h.worker("w@12").disabled = true, true // stopped and disabled
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatalf("deploy once the extra instances are stopped: %v", err)
+	}
+	if ops := opsLike(h, "restart w@"); len(ops) != 2 {
+		t.Errorf("worker restarts %v, want w@1 and w@2", ops)
+	}
+}
+
 // workers: is checked: a unit and a count, not the web template's name,
 // not twice.
 func TestWorkersConfigErrors(t *testing.T) {

@@ -126,6 +126,30 @@ func TestWorkersConsumeAQueueThroughADeploy(t *testing.T) {
 	if out, code := rollout(t, "status", "-c", cfg); code != 1 || !strings.Contains(out, "FAIL: not running") {
 		t.Errorf("status with a worker stopped exited %d (want 1):\n%s", code, out)
 	}
+
+	// The count lowered to 1 while my-app-worker@2 runs: the deploy stops
+	// at the preflight, naming it (it would go on with its old code), and
+	// restarts nothing.
+	if out, err := fleet.RunRoot(ctx, h, "systemctl start my-app-worker@2"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	b, err = os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lowered := filepath.Join(t.TempDir(), "rollout.yaml")
+	if err := os.WriteFile(lowered, []byte(strings.Replace(string(b), "count: 2,", "count: 1,", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pids := "systemctl show -p MainPID --value my-app-worker@1 my-app-worker@2 my-app@3000"
+	before, _ := fleet.Run(ctx, h, pids)
+	out, code = rollout(t, "deploy", "-c", lowered, "--version", "v4", "--artifact", artifactDir(t, testbed.GoodRelease("v4")))
+	if code == 0 || !strings.Contains(out, "my-app-worker@2 is running beyond the workers' count (a count lowered?)") {
+		t.Errorf("a deploy with a worker beyond the count exited %d (want it refused, naming my-app-worker@2):\n%s", code, out)
+	}
+	if after, _ := fleet.Run(ctx, h, pids); after != before {
+		t.Errorf("the refused deploy restarted something: MainPIDs %q, then %q", before, after)
+	}
 }
 
 // drainedQueue waits until the host's queue has no job left to do, and
