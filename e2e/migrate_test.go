@@ -24,7 +24,6 @@ func TestMigrateOnceBeforeRestarts(t *testing.T) {
 	}
 	cfg := releaseConfig(t, hosts, `  migrate: 'echo "migrating $ROLLOUT_RELEASE as $(id -un) in $PWD with ${DATABASE_URL%%:*}" && echo "$ROLLOUT_RELEASE" >>`+log+`'
   migrate_host: `+migrateHost.Addr+"\n")
-	withLines(t, cfg, "parallel: 2\n") // the migration runs once before any host restarts, hosts at once or not
 	moveToReleases(t, cfg, hosts)
 
 	art := artifactDir(t, testbed.GoodRelease("v2"))

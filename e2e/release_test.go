@@ -182,9 +182,7 @@ func outcomeOf(t *testing.T, cfg, version string) []string {
 // killed; not one failed request in any of them.
 func TestReleasesLifecycle(t *testing.T) {
 	hosts := fleet.Hosts
-	// Both hosts at once: the order of hosts is not what this tests, and
-	// it halves the wait.
-	cfg := withLines(t, releaseConfig(t, hosts, "  keep: 3\n"), "parallel: 2\n")
+	cfg := releaseConfig(t, hosts, "  keep: 3\n")
 	moveToReleases(t, cfg, hosts)
 	// The seed's code is now a release; the instances move to it at their
 	// next restart.
