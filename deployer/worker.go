@@ -1,11 +1,11 @@
 package deployer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -194,24 +194,21 @@ func checkWorkers(ctx context.Context, cfg *Config, r remote) error {
 }
 
 // extraWorkers are the instances in st of a worker's template that are
-// not among its instances and are running or starting, in order.
+// not among its instances (UNIT@1 … UNIT@Count, by name: UNIT@03 is
+// not UNIT@3) and are running or starting, in order.
 func extraWorkers(cfg *Config, st map[string]unitState) []string {
 	var out []string
 	for _, w := range cfg.Workers {
-		var nums []int
+		var extra []string
 		for id, s := range st {
-			n, err := strconv.Atoi(strings.TrimPrefix(id, w.Unit+"@"))
-			if !strings.HasPrefix(id, w.Unit+"@") || err != nil || (n >= 1 && n <= w.Count) {
-				continue
-			}
-			if s.Active == "active" || s.Active == "activating" || s.Active == "reloading" {
-				nums = append(nums, n)
+			if strings.HasPrefix(id, w.Unit+"@") && !slices.Contains(w.Instances(), id) &&
+				(s.Active == "active" || s.Active == "activating" || s.Active == "reloading") {
+				extra = append(extra, id)
 			}
 		}
-		slices.Sort(nums)
-		for _, n := range nums {
-			out = append(out, w.Unit+"@"+strconv.Itoa(n))
-		}
+		// By length, then name: UNIT@3 before UNIT@12.
+		slices.SortFunc(extra, func(a, b string) int { return cmp.Or(cmp.Compare(len(a), len(b)), strings.Compare(a, b)) })
+		out = append(out, extra...)
 	}
 	return out
 }

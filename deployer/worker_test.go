@@ -231,19 +231,21 @@ func TestWorkerUnitMissingIsRefusedAtPreflight(t *testing.T) {
 // it would go on with its old code. Once it is stopped, the deploy runs.
 func TestWorkerBeyondTheCountIsRefusedAtPreflight(t *testing.T) {
 	h := newFakeRemote(t, 3000, 3001)
-	for _, u := range []string{"w@1", "w@2", "w@3", "w@12", "other@7"} {
+	for _, u := range []string{"w@1", "w@2", "w@3", "w@12", "w@02", "other@7"} {
 		h.worker(u)
 	}
 	d, _ := fakeDeployer(t, "ports: [3000, 3001]\nworkers: [{unit: w, count: 2}]\n", h)
 	_, err := d.Deploy(testCtx(t))
-	if err == nil || !strings.Contains(err.Error(), "w@3, w@12 are running beyond the workers' count (a count lowered?)") ||
-		!strings.Contains(err.Error(), "sudo systemctl disable --now w@3 w@12") || strings.Contains(err.Error(), "other@7") {
+	if err == nil || !strings.Contains(err.Error(), "w@3, w@02, w@12 are running beyond the workers' count (a count lowered?)") ||
+		!strings.Contains(err.Error(), "sudo systemctl disable --now w@3 w@02 w@12") || strings.Contains(err.Error(), "other@7") {
 		t.Fatalf("deploy: %v", err)
 	}
 	if ops := opsLike(h, "restart "); len(ops) != 0 {
 		t.Errorf("restarted %v", ops)
 	}
-	h.worker("w@3").disabled, h.worker("w@12").disabled = true, true // stopped and disabled
+	for _, u := range []string{"w@3", "w@02", "w@12"} {
+		h.worker(u).disabled = true // stopped and disabled
+	}
 	if _, err := d.Deploy(testCtx(t)); err != nil {
 		t.Fatalf("deploy once the extra instances are stopped: %v", err)
 	}
