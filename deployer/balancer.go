@@ -43,7 +43,8 @@ func (s servers) without(ports ...int) servers {
 
 // balancer is the engine's one way to take an app host's instances out of
 // service and put them back, wherever they are served: the host's own
-// Nginx (nginxBalancer) or the load balancer hosts of lb: (lbBalancer, with
+// Nginx (nginxBalancer) or HAProxy (haproxyBalancer), or the load balancer
+// hosts of lb: (lbBalancer, with
 // a driver per kind of balancer). The engine asks "drain these" and
 // "serve these again" and never which balancer it is.
 type balancer interface {
@@ -66,11 +67,15 @@ type balancer interface {
 }
 
 // newBalancer is an app host's balancer: the load balancer hosts of the
-// run (lb:) when it has them, else the host's own Nginx. cfg is the host's
+// run (lb:) when it has them, else the host's own HAProxy (haproxy:) or
+// Nginx. cfg is the host's
 // (nginx.server_address: its address on the balancers); r its remote.
 func (d *Deployer) newBalancer(cfg *Config, r remote) balancer {
-	if d.lbs != nil {
+	switch {
+	case d.lbs != nil:
 		return &lbBalancer{b: d.lbs, app: r, addr: cfg.Nginx.ServerAddress}
+	case cfg.HAProxy != nil:
+		return newHAProxyBalancer(cfg, r)
 	}
 	return &nginxBalancer{r: r, n: cfg.Nginx, cfg: cfg}
 }
@@ -168,6 +173,91 @@ func (b *nginxBalancer) change(ctx context.Context, from, to servers, drained []
 	return wait, nil
 }
 
+// haproxyBalancer is HAProxy on the app host itself (haproxy:): the
+// servers of one backend at haproxy.server_address, drained and readied
+// through its runtime API with the haproxy driver (no reload, so no client
+// connection is closed), and the drain's wait is HAProxy's count of the
+// servers' current sessions.
+type haproxyBalancer struct {
+	r    remote
+	drv  haproxyDriver
+	addr string
+	cfg  *Config // the host's (the probe's settings)
+	// state is the backend's servers as rollout last read or changed them.
+	state []byte
+}
+
+var _ balancer = (*haproxyBalancer)(nil)
+
+func newHAProxyBalancer(cfg *Config, r remote) *haproxyBalancer {
+	return &haproxyBalancer{r: r, cfg: cfg, addr: cfg.Nginx.ServerAddress,
+		drv: haproxyDriver{api: haproxyAPI{Socket: cfg.HAProxy.Socket, Backend: cfg.HAProxy.Backend}}}
+}
+
+func (b *haproxyBalancer) String() string { return b.drv.String() }
+
+func (b *haproxyBalancer) how() string { return "one runtime API call (no reload)" }
+
+func (b *haproxyBalancer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return b.r.DialContext(ctx, network, addr)
+}
+
+// preflight checks that the runtime API answers at level admin and that
+// the backend has a server for every instance, none in maintenance, and,
+// with the probe on, that the site answers through this host.
+func (b *haproxyBalancer) preflight(ctx context.Context, ports []int) (servers, error) {
+	state, err := b.drv.check(ctx, b.r)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.drv.ready(state, b.addr, ports); err != nil {
+		return nil, fmt.Errorf("%s: %w", b.drv, err)
+	}
+	s, err := b.adopt(state)
+	if err == nil && b.cfg.Probe.Enabled {
+		err = newProber(b.cfg, "", b.r.DialContext).check(ctx)
+	}
+	return s, err
+}
+
+func (b *haproxyBalancer) read(ctx context.Context) (servers, error) {
+	state, err := b.drv.read(ctx, b.r)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", b.drv, err)
+	}
+	return b.adopt(state)
+}
+
+func (b *haproxyBalancer) adopt(state []byte) (servers, error) {
+	s, err := b.drv.servers(state, b.addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.drv, err)
+	}
+	b.state = state
+	return s, nil
+}
+
+// change drains and readies the servers in one call, when the backend
+// still holds from (else it is read again and errUpstreamChanged
+// returned); the call waits for the drained servers' sessions.
+func (b *haproxyBalancer) change(ctx context.Context, from, to servers, _ []int) (drainWait, error) {
+	cur, err := b.drv.servers(b.state, b.addr)
+	if err != nil {
+		return drainWait{}, fmt.Errorf("%s: %w", b.drv, err)
+	}
+	if !maps.Equal(servers(cur), from) {
+		if cur, err = b.read(ctx); err != nil {
+			return drainWait{}, err
+		}
+		if !maps.Equal(servers(cur), from) {
+			return drainWait{}, errUpstreamChanged
+		}
+	}
+	state, wait, err := b.drv.apply(ctx, b.r, b.state, lbChange{addr: b.addr, from: from, to: to})
+	b.state = state
+	return wait, err
+}
+
 // editUpstream makes the server lines of n's block in content go from
 // from to to: drained or put back, added (drained if so), or removed.
 // Every other byte stays.
@@ -206,8 +296,16 @@ func editUpstream(content []byte, n NginxConfig, from, to servers) ([]byte, erro
 // host: with its own Nginx, the upstream file naming the instances
 // (written only when missing: rollout edits it while it deploys) and the
 // site sending requests to it; with lb:, none (they are the balancers',
-// BalancerFiles).
+// BalancerFiles); with haproxy:, the backend's server lines, which setup
+// does not write (rollout does not write haproxy.cfg).
 func appHostBalancerFiles(cfg *Config, ports []int) []ManagedFile {
+	if h := cfg.HAProxy; h != nil {
+		var servers []haproxyServer
+		for _, p := range ports {
+			servers = append(servers, haproxyServer{name: fmt.Sprintf("%s-%d", cfg.App, p), addr: h.ServerAddress, port: p})
+		}
+		return []ManagedFile{haproxyLines(h.Socket, h.Backend, servers)}
+	}
 	if cfg.LB != nil {
 		return nil
 	}

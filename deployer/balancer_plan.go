@@ -36,10 +36,28 @@ type balancerPlan struct {
 }
 
 func newBalancerPlan(cfg *Config, host string) balancerPlan {
-	if cfg.LB != nil {
+	switch {
+	case cfg.LB != nil:
 		return lbPlan(cfg, host)
+	case cfg.HAProxy != nil:
+		return haproxyPlan(cfg)
 	}
 	return nginxPlan(cfg)
+}
+
+// haproxyPlan is the plan of the app host's own HAProxy (haproxyBalancer):
+// the haproxy driver's steps, run on the app host.
+func haproxyPlan(cfg *Config) balancerPlan {
+	b := newHAProxyBalancer(cfg, nil)
+	p := b.drv.plan(newSSHRemote(cfg, nil), cfg, b.addr)
+	p.addr = b.addr
+	p.probeVia = "each host's SSH connection"
+	p.healthFrom = "through the SSH connection"
+	p.change = "one runtime API call"
+	p.wait = func([]int) Step {
+		return Step{Name: StepWaitDrain, Does: "in the drain's call: until HAProxy counts no current session on the servers (show stat), at most " + cfg.DrainTimeout.String()}
+	}
+	return p
 }
 
 // nginxPlan is the plan of the app host's own Nginx (nginxBalancer).

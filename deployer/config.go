@@ -58,6 +58,10 @@ type Config struct {
 	// LB is the lb: section; nil: Nginx runs beside the instances on each
 	// app host.
 	LB *LBConfig
+	// HAProxy is the haproxy: section: HAProxy on each app host serves the
+	// instances (instead of Nginx), changed through its runtime API; nil
+	// without it.
+	HAProxy *HAProxyConfig
 	// Workers are the app's template units with no port (workers:).
 	Workers []Worker
 
@@ -390,6 +394,7 @@ func schema(c *Config) []field {
 		probeSection(c),
 		watchSection(c),
 		lbSection(c),
+		haproxySection(c),
 		workersField(&c.Workers),
 		strs(pathsKey, &c.Paths),
 	}

@@ -698,7 +698,7 @@ func fakeDeployer(t *testing.T, yaml string, hosts ...*fakeRemote) (*Deployer, *
 	if !strings.Contains(yaml, "ssh:") {
 		head += "ssh: {user: deploy}\n"
 	}
-	if !strings.Contains(yaml, "nginx:") && !strings.Contains(yaml, "driver: haproxy") {
+	if !strings.Contains(yaml, "nginx:") && !strings.Contains(yaml, "haproxy") {
 		head += "nginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app}\n"
 	}
 	if !strings.Contains(yaml, "probe:") {

@@ -40,6 +40,13 @@ type lbHost struct {
 
 func (b *lbHost) host() string { return b.s.host }
 
+// apply makes c on the balancer with driver d and keeps its state.
+func (b *lbHost) apply(ctx context.Context, d lbDriver, c lbChange) (drainWait, error) {
+	state, wait, err := d.apply(ctx, b.s.r, b.content, c)
+	b.content = state
+	return wait, err
+}
+
 // connectBalancers opens a session to every balancer host at once; nil
 // without lb:.
 func (d *Deployer) connectBalancers(ctx context.Context) (*balancers, error) {
@@ -272,7 +279,7 @@ func (b *balancers) change(ctx context.Context, c lbChange) (drainWait, error) {
 	waits := make(map[*lbHost]drainWait, len(b.all))
 	var wmu sync.Mutex
 	errs := b.each(func(lb *lbHost) error {
-		w, err := b.driver.apply(ctx, lb, c)
+		w, err := lb.apply(ctx, b.driver, c)
 		wmu.Lock()
 		waits[lb] = w
 		wmu.Unlock()
@@ -296,7 +303,7 @@ func (b *balancers) change(ctx context.Context, c lbChange) (drainWait, error) {
 			if !slices.Contains(done, lb) {
 				return nil
 			}
-			_, err := b.driver.apply(cctx, lb, out.reverse())
+			_, err := lb.apply(cctx, b.driver, out.reverse())
 			return err
 		})
 		var back []string
@@ -480,7 +487,11 @@ type statusSource struct {
 // it) is cfg and remote r: the balancers as read, or without lb: the
 // host's own Nginx.
 func (lbs Balancers) source(cfg *Config, r remote) statusSource {
-	if cfg.LB == nil {
+	switch {
+	case cfg.HAProxy != nil:
+		b := newHAProxyBalancer(cfg, r)
+		return statusSource{read: b.read, each: func(int) []BalancerServer { return nil }, dial: r.DialContext}
+	case cfg.LB == nil:
 		b := &nginxBalancer{r: r, n: cfg.Nginx}
 		return statusSource{read: b.read, each: func(int) []BalancerServer { return nil }, dial: r.DialContext}
 	}

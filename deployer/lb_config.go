@@ -101,7 +101,9 @@ func (c *Config) checkLB(cs *checks) {
 	if c.LB != nil && c.UsesHelper() && c.Instances.Auto {
 		cs.add("sudo", errors.New("helper with lb: needs the instances' ports listed (ports:, or base_port with a number of instances): a balancer's helper checks them, and it cannot count the app hosts' cores"))
 	}
-	if c.LB == nil || c.LB.Driver != lbHAProxy {
+	if c.HAProxy != nil {
+		c.checkHAProxy(cs)
+	} else if c.LB == nil || c.LB.Driver != lbHAProxy {
 		n := len(*cs)
 		c.Nginx.check(cs)
 		for i := n; i < len(*cs); i++ {
@@ -214,11 +216,68 @@ func (c *Config) onBalancers(host string) *Config {
 	return &lc
 }
 
-// helperHAProxy are the socket and backend a balancer host's helper takes
-// (lbSide of driver haproxy); "" on any other host.
+// helperHAProxy are the socket and backend a host's helper takes: a
+// balancer host's (lbSide of driver haproxy), or an app host's with
+// haproxy:; "" on any other host.
 func (c *Config) helperHAProxy() (socket, backend string) {
 	if b := c.balancer; b != nil && b.Driver == lbHAProxy {
 		return b.Socket, b.Backend
 	}
+	if h := c.HAProxy; h != nil {
+		return h.Socket, h.Backend
+	}
 	return "", ""
+}
+
+// HAProxyConfig is the haproxy: section: HAProxy on each app host, in
+// front of its instances instead of Nginx, changed through its runtime API
+// (no reload). Its backend's servers are the instances, at ServerAddress.
+type HAProxyConfig struct {
+	Socket, Backend, ServerAddress string
+
+	nginxGiven bool // some nginx: setting given too
+}
+
+func haproxySection(c *Config) field {
+	h := &HAProxyConfig{Socket: "/run/haproxy/admin.sock", ServerAddress: DefaultConfig().Nginx.ServerAddress}
+	fields := []field{
+		str("socket", &h.Socket),
+		str("backend", &h.Backend),
+		str("server_address", &h.ServerAddress),
+	}
+	return one("haproxy", func(p *parser, key string) {
+		if !p.fields(key, fields) {
+			return
+		}
+		c.HAProxy = h
+		// As with lb.driver haproxy: the engine's upstream is named after
+		// the backend, and messages name it where they would name the
+		// upstream file.
+		h.nginxGiven = c.Nginx != DefaultConfig().Nginx
+		c.Nginx.Upstream = h.Backend
+		c.Nginx.UpstreamFile = "haproxy backend " + h.Backend
+		c.Nginx.ServerAddress = h.ServerAddress
+	})
+}
+
+// checkHAProxy checks the haproxy: section.
+func (c *Config) checkHAProxy(cs *checks) {
+	h := c.HAProxy
+	cs.add("haproxy.backend", match(upstreamRE, h.Backend, `a backend name: letters, digits, "_", "." or "-"`))
+	cs.add("haproxy.socket", validPath(h.Socket, false))
+	if h.ServerAddress != "localhost" && net.ParseIP(h.ServerAddress) == nil {
+		cs.add("haproxy.server_address", fmt.Errorf(`must be an IP address or "localhost", got %s`, quoteValue(h.ServerAddress)))
+	}
+	if h.nginxGiven {
+		cs.add("nginx", errors.New("is for Nginx beside the instances; with haproxy: the instances are haproxy.backend's servers in haproxy.cfg"))
+	}
+	if c.LB != nil {
+		cs.add("haproxy", errors.New("is HAProxy on the app hosts; with lb:, the balancers are on hosts of their own (lb.driver: haproxy)"), "lb")
+	}
+	if c.Strategy.Bake > 0 {
+		cs.add("strategy.bake", errors.New("reads Nginx's access log on the app hosts: not supported with haproxy: yet"))
+	}
+	if c.Watch != nil {
+		cs.add("watch", errors.New("host alerts read Nginx on the app host: not supported with haproxy: yet (rollout watch from the controller works)"))
+	}
 }

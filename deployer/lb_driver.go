@@ -23,9 +23,11 @@ type lbDriver interface {
 	// ready checks, at the preflight, that the balancer can deploy addr's
 	// ports as its state says.
 	ready(state []byte, addr string, ports []int) error
-	// apply makes the change on the balancer and keeps its state; it
-	// returns how the wait for the drained instances' requests ended.
-	apply(ctx context.Context, lb *lbHost, c lbChange) (drainWait, error)
+	// apply makes the change on the balancer (r) whose state rollout last
+	// read or wrote is state; it returns the state after it (state when
+	// nothing changed) and how the wait for the drained instances'
+	// requests ended.
+	apply(ctx context.Context, r remote, state []byte, c lbChange) ([]byte, drainWait, error)
 	// countsOnAppHost: the drained instances' requests in flight are
 	// counted on their app host (not by the balancer).
 	countsOnAppHost() bool
@@ -93,7 +95,7 @@ func (n nginxDriver) edit(content []byte, c lbChange) ([]byte, error) {
 // apply writes the change, or nothing when the file holds it already. A
 // file changed by someone else meanwhile is read again and the change
 // made on it, once. It waits for the old workers, not for the requests.
-func (n nginxDriver) apply(ctx context.Context, lb *lbHost, c lbChange) (drainWait, error) {
+func (n nginxDriver) apply(ctx context.Context, r remote, content []byte, c lbChange) ([]byte, drainWait, error) {
 	var drained []int
 	for _, p := range c.ports() {
 		if c.to[p] {
@@ -101,26 +103,26 @@ func (n nginxDriver) apply(ctx context.Context, lb *lbHost, c lbChange) (drainWa
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		next, err := n.edit(lb.content, c)
+		next, err := n.edit(content, c)
 		if err != nil {
-			return drainWait{}, fmt.Errorf("%s: %w", n.n.UpstreamFile, err)
+			return content, drainWait{}, fmt.Errorf("%s: %w", n.n.UpstreamFile, err)
 		}
-		if bytes.Equal(next, lb.content) {
-			return drainWait{}, nil
+		if bytes.Equal(next, content) {
+			return content, drainWait{}, nil
 		}
-		_, err = lb.s.r.WriteUpstream(ctx, n.n, lb.content, next, drained, false)
+		_, err = r.WriteUpstream(ctx, n.n, content, next, drained, false)
 		if errors.Is(err, errUpstreamChanged) && attempt == 0 {
-			cur, rerr := lb.s.r.ReadUpstream(ctx, n.n)
+			cur, rerr := r.ReadUpstream(ctx, n.n)
 			if rerr != nil {
-				return drainWait{}, fmt.Errorf("read %s: %w", n.n.UpstreamFile, rerr)
+				return content, drainWait{}, fmt.Errorf("read %s: %w", n.n.UpstreamFile, rerr)
 			}
-			lb.content = cur
+			content = cur
 			continue
 		}
-		if err == nil {
-			lb.content = next
+		if err != nil {
+			return content, drainWait{}, err
 		}
-		return drainWait{}, err
+		return next, drainWait{}, nil
 	}
 }
 
@@ -244,10 +246,10 @@ func (h haproxyDriver) ready(state []byte, addr string, ports []int) error {
 // the script refuses to ready a server in maintenance on the state it
 // reads first, and prints the state after the change. A server the
 // backend lacks is an error (rollout does not write haproxy.cfg).
-func (h haproxyDriver) apply(ctx context.Context, lb *lbHost, c lbChange) (drainWait, error) {
-	servers, err := h.byPort(lb.content, c.addr)
+func (h haproxyDriver) apply(ctx context.Context, r remote, state []byte, c lbChange) ([]byte, drainWait, error) {
+	servers, err := h.byPort(state, c.addr)
 	if err != nil {
-		return drainWait{}, err
+		return state, drainWait{}, err
 	}
 	var items, drains []string // the readies first: capacity before the drains
 	for _, p := range c.ports() {
@@ -255,9 +257,9 @@ func (h haproxyDriver) apply(ctx context.Context, lb *lbHost, c lbChange) (drain
 		down, listed := c.to[p]
 		switch {
 		case !there || !listed:
-			return drainWait{}, fmt.Errorf("%s: no server to add or remove at %s:%d: rollout does not write haproxy.cfg; change backend %s there and reload HAProxy", h, c.addr, p, h.api.Backend)
+			return state, drainWait{}, fmt.Errorf("%s: no server to add or remove at %s:%d: rollout does not write haproxy.cfg; change backend %s there and reload HAProxy", h, c.addr, p, h.api.Backend)
 		case !down && s.maint():
-			return drainWait{}, fmt.Errorf("server %s/%s (%s:%d) is in maintenance (admin state %#x), put there by someone: rollout never readies it", h.api.Backend, s.name, c.addr, p, s.admin)
+			return state, drainWait{}, fmt.Errorf("server %s/%s (%s:%d) is in maintenance (admin state %#x), put there by someone: rollout never readies it", h.api.Backend, s.name, c.addr, p, s.admin)
 		case down:
 			drains = append(drains, "drain:"+s.name)
 		default:
@@ -266,25 +268,24 @@ func (h haproxyDriver) apply(ctx context.Context, lb *lbHost, c lbChange) (drain
 	}
 	items = append(items, drains...)
 	if len(items) == 0 {
-		return drainWait{}, nil
+		return state, drainWait{}, nil
 	}
-	out, err := lb.s.r.HAProxy(ctx, h.api, "apply", items)
+	out, err := r.HAProxy(ctx, h.api, "apply", items)
 	if err != nil {
-		return drainWait{}, err
+		return state, drainWait{}, err
 	}
 	// "drained MS" or "busy MS OPEN", then the state.
-	first, state, _ := bytes.Cut(out, []byte("\n"))
+	first, after, _ := bytes.Cut(out, []byte("\n"))
 	var wait drainWait
 	var status string
 	var ms int
 	fmt.Sscan(string(first), &status, &ms, &wait.open)
 	if status != "drained" && status != "busy" {
-		return wait, fmt.Errorf("haproxy apply: unexpected output %q", quoteValue(string(out)))
+		return state, wait, fmt.Errorf("haproxy apply: unexpected output %q", quoteValue(string(out)))
 	}
 	wait.waited = time.Duration(ms) * time.Millisecond
-	if _, err := parseServersState(state); err != nil {
-		return wait, err
+	if _, err := parseServersState(after); err != nil {
+		return state, wait, err
 	}
-	lb.content = state
-	return wait, nil
+	return after, wait, nil
 }

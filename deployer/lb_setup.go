@@ -18,17 +18,16 @@ func BalancerFiles(cfg *Config, ports map[string][]int) []ManagedFile {
 	if lb == nil {
 		return nil
 	}
-	var lines strings.Builder
 	if lb.Driver == lbHAProxy {
-		fmt.Fprintf(&lines, "# Add to haproxy.cfg (rollout drains and readies these servers through\n# the runtime API: \"stats socket %s level admin\" in global).\nbackend %s\n", lb.Socket, lb.Backend)
+		var servers []haproxyServer
 		for _, h := range cfg.Hosts {
 			for _, p := range ports[h] {
-				fmt.Fprintf(&lines, "    server %s-%d %s:%d check\n", h, p, cfg.lbAddress(h), p)
+				servers = append(servers, haproxyServer{name: fmt.Sprintf("%s-%d", h, p), addr: cfg.lbAddress(h), port: p})
 			}
 		}
-		return append([]ManagedFile{{Path: "/etc/haproxy/haproxy.cfg", Owner: "root:root", Mode: "644", Content: lines.String(), Doc: true}},
-			balancerHelpers(cfg)...)
+		return append([]ManagedFile{haproxyLines(lb.Socket, lb.Backend, servers)}, balancerHelpers(cfg)...)
 	}
+	var lines strings.Builder
 	fmt.Fprintf(&lines, "# Written by rollout setup; rollout marks servers down and up while it deploys.\nupstream %s {\n", cfg.Nginx.Upstream)
 	for _, h := range cfg.Hosts {
 		for _, p := range ports[h] {
@@ -43,6 +42,17 @@ func BalancerFiles(cfg *Config, ports map[string][]int) []ManagedFile {
 			ManagedFile{Host: h, Path: cfg.setupDefaults().SiteFile, Owner: "root:root", Mode: "644", Content: renderSite(cfg)})
 	}
 	return append(files, balancerHelpers(cfg)...)
+}
+
+// haproxyLines is the backend of haproxy.cfg rollout changes, for the user
+// to add (setup does not write haproxy.cfg): a server line per instance.
+func haproxyLines(socket, backend string, servers []haproxyServer) ManagedFile {
+	var lines strings.Builder
+	fmt.Fprintf(&lines, "# Add to haproxy.cfg (rollout drains and readies these servers through\n# the runtime API: \"stats socket %s level admin\" in global).\nbackend %s\n", socket, backend)
+	for _, s := range servers {
+		fmt.Fprintf(&lines, "    server %s %s:%d check\n", s.name, s.addr, s.port)
+	}
+	return ManagedFile{Path: "/etc/haproxy/haproxy.cfg", Owner: "root:root", Mode: "644", Content: lines.String(), Doc: true}
 }
 
 // balancerHelpers are, with sudo: helper, each balancer host's helper and

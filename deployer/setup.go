@@ -151,7 +151,12 @@ func setupHost(ctx context.Context, cfg *Config, host string, r hostSetup, dryRu
 // setupWant is what setup inspects on an app host for these ports.
 func (c *Config) setupWant(ports []int) setupWant {
 	s := c.setupDefaults()
-	w := setupWant{User: s.User, AppDir: s.AppDir, Dirs: setupDirs(c), Files: Render(c, ports)}
+	w := setupWant{User: s.User, AppDir: s.AppDir, Dirs: setupDirs(c)}
+	for _, f := range Render(c, ports) {
+		if !f.Doc { // render shows it; the user writes it
+			w.Files = append(w.Files, f)
+		}
+	}
 	if c.Release != nil {
 		w.ReleaseRoot = strings.TrimRight(c.Release.Root, "/")
 	}

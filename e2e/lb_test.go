@@ -545,7 +545,7 @@ func TestLBHAProxyDeploy(t *testing.T) {
 }
 
 // installHelpers writes the helpers and sudoers files rollout render
-// shows for cfg on the fleet's hosts and the balancers, as root (what
+// shows for cfg on the fleet's hosts and the balancers (with lb:), as root (what
 // rollout setup would write; TestLBSetupBareHosts runs setup itself).
 func installHelpers(t *testing.T, cfg string) {
 	t.Helper()
@@ -556,13 +556,14 @@ func installHelpers(t *testing.T, cfg string) {
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil {
 		t.Fatalf("render exited %d:\n%s", code, out)
 	}
-	n := 0
+	n, lbHosts := 0, map[string]bool{}
 	for _, f := range doc.Files {
 		if f.Path != "/usr/local/lib/rollout/my-app" && f.Path != "/etc/sudoers.d/rollout-my-app" {
 			continue
 		}
 		targets := fleet.Hosts
 		if f.Host != "" {
+			lbHosts[f.Host] = true
 			targets = nil
 			for _, lb := range balancers {
 				if lb.Addr == f.Host {
@@ -578,8 +579,8 @@ func installHelpers(t *testing.T, cfg string) {
 			n++
 		}
 	}
-	if n != 2*(len(fleet.Hosts)+len(balancers)) {
-		t.Fatalf("render showed %d helper files for %d hosts", n, len(fleet.Hosts)+len(balancers))
+	if want := 2 * (len(fleet.Hosts) + len(lbHosts)); n != want || len(lbHosts) != 0 && len(lbHosts) != len(balancers) {
+		t.Fatalf("render showed %d helper files, for the app hosts and balancers %v: want %d", n, lbHosts, want)
 	}
 }
 

@@ -64,7 +64,8 @@ func snippets(t *testing.T, file string) []snippet {
 }
 
 // docBase is what a partial snippet (a section or two) is checked on top
-// of: the snippet's top-level keys replace these.
+// of: the snippet's top-level keys replace these (and haproxy: replaces
+// nginx:).
 const docBase = `app: my-app
 hosts: [10.0.0.5, 10.0.0.6]
 base_port: 3000
@@ -120,7 +121,8 @@ func overlay(t *testing.T, base string, snip *yaml.Node) string {
 	var out strings.Builder
 	for _, line := range strings.SplitAfter(base, "\n") {
 		key, _, _ := strings.Cut(line, ":")
-		if line != "" && !hasKey(snip, key) {
+		// haproxy: is the balancer in nginx:'s place.
+		if line != "" && !hasKey(snip, key) && !(key == "nginx" && hasKey(snip, "haproxy")) {
 			out.WriteString(line)
 		}
 	}

@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rollout-dev/rollout/e2e/testbed"
+)
+
+// appHostHAProxyCfg is an app host's own HAProxy in front of its
+// instances, on port 80 in Nginx's place, its runtime API at level admin.
+func appHostHAProxyCfg() string {
+	var b strings.Builder
+	b.WriteString(`global
+    stats socket /run/haproxy/admin.sock mode 660 level admin
+    stats timeout 30s
+    user haproxy
+    group haproxy
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend web
+    bind :80
+    default_backend app
+
+backend app
+    balance roundrobin
+    option httpchk GET /healthz
+`)
+	for i := range instances {
+		fmt.Fprintf(&b, "    server my-app-%d 127.0.0.1:%d check inter 1s\n", basePort+i, basePort+i)
+	}
+	return b.String()
+}
+
+// useAppHostHAProxy puts HAProxy (Debian's package) in front of every app
+// host's instances, in place of its Nginx.
+func useAppHostHAProxy(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	for _, h := range fleet.Hosts {
+		if _, err := fleet.RunInput(ctx, h, "sudo -n tee /etc/haproxy/haproxy.cfg >/dev/null", strings.NewReader(appHostHAProxyCfg())); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := fleet.Run(ctx, h, "sudo -n systemctl stop nginx && sudo -n haproxy -c -q -f /etc/haproxy/haproxy.cfg 2>&1 && sudo -n systemctl restart haproxy 2>&1"); err != nil {
+			t.Fatalf("%s: %v\n%s", h.Name, err, out)
+		}
+		for range 2 * instances {
+			if code, _ := getVersion(t, "http://"+h.Addr+"/"); code != 200 {
+				t.Fatalf("GET through %s's HAProxy: %d", h.Name, code)
+			}
+		}
+	}
+}
+
+// appHostHAProxyConfig is fleetConfig with haproxy: in place of nginx:.
+func appHostHAProxyConfig(t *testing.T, extra string) string {
+	t.Helper()
+	path := fleetConfig(t, "1s")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nginx = "nginx:\n  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n  upstream: my_app\n"
+	cfg := strings.Replace(string(b), nginx, "haproxy:\n  backend: app\n", 1)
+	if cfg == string(b) {
+		t.Fatal("no nginx section to replace")
+	}
+	path = filepath.Join(t.TempDir(), "haproxy.yaml")
+	if err := os.WriteFile(path, []byte(cfg+extra), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// adminStates are the srv_admin_state of h's backend app, by server.
+func adminStates(t *testing.T, h *testbed.Host) map[string]string {
+	t.Helper()
+	state, err := fleet.RunRoot(context.Background(), h, "echo 'show servers state app' | socat stdio unix-connect:/run/haproxy/admin.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(state, "\n")[2:] {
+		// srv_name is the 4th field, srv_admin_state the 7th.
+		if f := strings.Fields(line); len(f) > 6 {
+			out[f[3]] = f[6]
+		}
+	}
+	if len(out) != instances {
+		t.Fatalf("%s: backend app has %d servers: %v", h.Name, len(out), out)
+	}
+	return out
+}
+
+// With HAProxy on each app host (haproxy:), rollout drains and readies
+// each instance through the runtime API: no reload, so a strict client
+// sees not one failed request and not one resend. A server someone put in
+// maintenance stops the next deploy at its preflight, and the same deploy
+// runs with sudo: helper, whose app-host helper takes only this socket
+// and backend.
+func TestAppHostHAProxy(t *testing.T) {
+	resetFleet(t)
+	useAppHostHAProxy(t)
+	stageEverywhere(t, testbed.GoodRelease("v2"))
+	cfg := appHostHAProxyConfig(t, "")
+
+	before := map[string]map[int]instanceState{}
+	for _, h := range fleet.Hosts {
+		before[h.Name] = instanceStates(t, h)
+	}
+	var out string
+	var code int
+	results := underLoad(t, fleet.Hosts, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2") })
+	if code != 0 {
+		t.Fatalf("deploy exited %d:\n%s", code, out)
+	}
+	servedThroughout(t, results)
+	for _, r := range results {
+		if len(r.Resent) != 0 {
+			t.Errorf("through HAProxy (no reload), requests were resent on closed connections: %v", r.Resent)
+		}
+	}
+	for _, h := range fleet.Hosts {
+		after := instanceStates(t, h)
+		for port, b := range before[h.Name] {
+			if a := after[port]; a.MainPID == b.MainPID || a.Restarts != "0" {
+				t.Errorf("%s:%d: before %+v, after %+v", h.Name, port, b, a)
+			}
+		}
+		for port, v := range versionsServed(t, h) {
+			if v != "v2" {
+				t.Errorf("%s:%d serves %q", h.Name, port, v)
+			}
+		}
+		for name, st := range adminStates(t, h) {
+			if st != "0" {
+				t.Errorf("%s: server %s left with admin state %s", h.Name, name, st)
+			}
+		}
+		if n, err := fleet.Run(context.Background(), h, "pgrep -c -x nginx || true"); err != nil || strings.TrimSpace(n) != "0" {
+			t.Errorf("%s: nginx runs (%q, %v): the deploy went through it", h.Name, n, err)
+		}
+	}
+	for _, want := range []string{"one runtime API call (no reload)", "wait-drain", "deploy v2: ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if text, code := rollout(t, "status", "-c", cfg); code != 0 || strings.Count(text, "active") < len(fleet.Hosts)*instances {
+		t.Errorf("status (exit %d):\n%s", code, text)
+	}
+
+	// A server put in maintenance by hand: the next deploy stops at the
+	// preflight, naming it, and changes nothing on any host; status shows
+	// it out of service.
+	h := fleet.Hosts[1]
+	maint := fmt.Sprintf("my-app-%d", basePort+2)
+	haproxyAPI(t, h, "set server app/"+maint+" state maint")
+	states := instanceStates(t, h)
+	out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2", "--force")
+	if code == 0 || !strings.Contains(out, "server app/"+maint+fmt.Sprintf(" (127.0.0.1:%d) is in maintenance", basePort+2)) {
+		t.Errorf("deploy with a server in maintenance: exit %d:\n%s", code, out)
+	}
+	if after := instanceStates(t, h); fmt.Sprint(after) != fmt.Sprint(states) {
+		t.Errorf("instances changed: %v, then %v", states, after)
+	}
+	if st := adminStates(t, h)[maint]; st == "0" {
+		t.Errorf("%s readied", maint)
+	}
+	if text, code := rollout(t, "status", "-c", cfg); code == 0 {
+		t.Errorf("status with %s out of service exited 0:\n%s", maint, text)
+	}
+	haproxyAPI(t, h, "set server app/"+maint+" state ready")
+
+	// sudo: helper: the app host's helper drains and readies this backend
+	// through the runtime API, and deploy runs nothing else as root (no
+	// activation hook then: it needs sudo).
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := "hooks:\n  host_before:\n    - sudo -n /usr/local/sbin/my-app-activate \"$ROLLOUT_VERSION\"\n"
+	if !strings.Contains(string(b), hook) {
+		t.Fatalf("no activation hook to remove:\n%s", b)
+	}
+	helperCfg := filepath.Join(t.TempDir(), "helper.yaml")
+	if err := os.WriteFile(helperCfg, []byte(strings.Replace(string(b), hook, "", 1)+"sudo: helper\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	installHelpers(t, helperCfg)
+	onlyHelper(t, fleet.Hosts...)
+	results = underLoad(t, fleet.Hosts, func() { out, code = rollout(t, "deploy", "-c", helperCfg, "--version", "v2", "--force") })
+	if code != 0 || !strings.Contains(out, "deploy v2: ok") {
+		t.Fatalf("deploy with the helper exited %d:\n%s", code, out)
+	}
+	for _, r := range results {
+		if r.Failed != 0 || len(r.Resent) != 0 {
+			t.Errorf("deploy with the helper: %d failed, resent %v", r.Failed, r.Resent)
+		}
+	}
+	for _, h := range fleet.Hosts {
+		for name, st := range adminStates(t, h) {
+			if st != "0" {
+				t.Errorf("%s: server %s left with admin state %s after the helper's deploy", h.Name, name, st)
+			}
+		}
+	}
+}
