@@ -41,12 +41,12 @@ backend app
 	return b.String()
 }
 
-// useAppHostHAProxy puts HAProxy (Debian's package) in front of every app
+// useAppHostHAProxy puts HAProxy (Debian's package) in front of each
 // host's instances, in place of its Nginx.
-func useAppHostHAProxy(t *testing.T) {
+func useAppHostHAProxy(t testing.TB, hosts ...*testbed.Host) {
 	t.Helper()
 	ctx := context.Background()
-	for _, h := range fleet.Hosts {
+	for _, h := range hosts {
 		if _, err := fleet.RunInput(ctx, h, "sudo -n tee /etc/haproxy/haproxy.cfg >/dev/null", strings.NewReader(appHostHAProxyCfg())); err != nil {
 			t.Fatal(err)
 		}
@@ -62,9 +62,9 @@ func useAppHostHAProxy(t *testing.T) {
 }
 
 // appHostHAProxyConfig is fleetConfig with haproxy: in place of nginx:.
-func appHostHAProxyConfig(t *testing.T, extra string) string {
+func appHostHAProxyConfig(t testing.TB, minHealthy string) string {
 	t.Helper()
-	path := fleetConfig(t, "1s")
+	path := fleetConfig(t, minHealthy)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func appHostHAProxyConfig(t *testing.T, extra string) string {
 		t.Fatal("no nginx section to replace")
 	}
 	path = filepath.Join(t.TempDir(), "haproxy.yaml")
-	if err := os.WriteFile(path, []byte(cfg+extra), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -109,9 +109,9 @@ func adminStates(t *testing.T, h *testbed.Host) map[string]string {
 // and backend.
 func TestAppHostHAProxy(t *testing.T) {
 	resetFleet(t)
-	useAppHostHAProxy(t)
+	useAppHostHAProxy(t, fleet.Hosts...)
 	stageEverywhere(t, testbed.GoodRelease("v2"))
-	cfg := appHostHAProxyConfig(t, "")
+	cfg := appHostHAProxyConfig(t, testMinHealthy)
 
 	before := map[string]map[int]instanceState{}
 	for _, h := range fleet.Hosts {

@@ -26,7 +26,8 @@ done`
 // BenchmarkDeploy compares, on the same host under 400 req/s of GETs and
 // POSTs through its Nginx, the ways to deploy v2 to its 4 instances: the
 // seed's restart-and-sleep script, a careful hand-written drain loop, PM2's
-// cluster reload, and rollout (one at a time, and two at a time). It
+// cluster reload, and rollout (one at a time, two at a time, and one at a
+// time through an HAProxy on the host in Nginx's place). It
 // prints requests, failures and seconds for each, the floor measured on
 // the same host (one bare balancer change; the app's own boot-to-healthy
 // time), rollout's overhead per instance against that floor, and the
@@ -42,6 +43,13 @@ func BenchmarkDeploy(b *testing.B) {
 		perInstance, boot := span/time.Duration(n), bootSum/time.Duration(n)
 		overhead := perInstance - boot
 		two, twoSpan, _, _ := benchRollout(b, h, "--max-unavailable", "2")
+		ha, haSpan, haN, haBoot := benchRolloutWith(b, h, "haproxy on the host", func() string {
+			useAppHostHAProxy(b, h)
+			return appHostHAProxyConfig(b, "0s")
+		})
+		haOverhead := haSpan/time.Duration(haN) - haBoot/time.Duration(haN)
+		b.ReportMetric(float64(ha.res.Failed), "rollout_haproxy_failed")
+		b.ReportMetric(float64(haOverhead.Milliseconds()), "haproxy_overhead_ms/instance")
 		b.ReportMetric(float64(two.res.Failed), "rollout_mu2_failed")
 		b.ReportMetric(float64(roll.res.Failed), "rollout_failed")
 		b.ReportMetric(float64(seed.res.Failed), "seed_failed")
@@ -55,13 +63,16 @@ func BenchmarkDeploy(b *testing.B) {
 		fmt.Printf("pm2 %s reload:    requests=%d failed=%d seconds=%.1f daemon_rss_mb=%d (%s)\n", pm2Version, pm2.res.Requests, pm2.res.Failed, pm2.seconds, pm2MB, pm2.res)
 		fmt.Printf("rollout:           requests=%d failed=%d seconds=%.1f (%s)\n", roll.res.Requests, roll.res.Failed, roll.seconds, roll.res)
 		fmt.Printf("rollout max_unavailable=2: requests=%d failed=%d seconds=%.1f (%s)\n", two.res.Requests, two.res.Failed, two.seconds, two.res)
+		fmt.Printf("rollout, HAProxy on the host: requests=%d failed=%d resent=%d seconds=%.1f (%s)\n", ha.res.Requests, ha.res.Failed, resent(ha.res), ha.seconds, ha.res)
+		fmt.Printf("rollout, HAProxy on the host, per instance: %s; boot-to-healthy: %s; overhead: %s (goal for a balancer without reload: at most 100ms)\n",
+			(haSpan / time.Duration(haN)).Round(time.Millisecond), (haBoot / time.Duration(haN)).Round(time.Millisecond), haOverhead.Round(time.Millisecond))
 		fmt.Printf("rollout per instance: %s; the app's own boot-to-healthy: %s; overhead: %s (min_healthy 0 in this run); the floor, one bare balancer change: %s\n",
 			perInstance.Round(time.Millisecond), boot.Round(time.Millisecond), overhead.Round(time.Millisecond), floor.Round(time.Millisecond))
 		fmt.Printf("bench: seconds_per_host_of_4 one_at_a_time=%.2f max_unavailable_2=%.2f (first capacity check to last undrain)\n", span.Seconds(), twoSpan.Seconds())
 		fmt.Printf("bench: seconds (the whole command) seed=%.1f hand_loop=%.1f pm2=%.1f rollout=%.1f rollout_mu2=%.1f; failed seed=%d hand_loop=%d pm2=%d rollout=%d rollout_mu2=%d\n",
 			seed.seconds, loop.seconds, pm2.seconds, roll.seconds, two.seconds, seed.res.Failed, loop.res.Failed, pm2.res.Failed, roll.res.Failed, two.res.Failed)
-		fmt.Printf("bench: ratios rollout/hand_loop=%.2f rollout/pm2=%.2f rollout_mu2/pm2=%.2f overhead/floor=%.2f (overhead_ms_per_instance=%d floor_ms=%d)\n",
-			roll.seconds/loop.seconds, roll.seconds/pm2.seconds, two.seconds/pm2.seconds, float64(overhead)/float64(floor), overhead.Milliseconds(), floor.Milliseconds())
+		fmt.Printf("bench: ratios rollout/hand_loop=%.2f rollout/pm2=%.2f rollout_mu2/pm2=%.2f rollout_haproxy/pm2=%.2f overhead/floor=%.2f (overhead_ms_per_instance=%d floor_ms=%d haproxy_overhead_ms_per_instance=%d)\n",
+			roll.seconds/loop.seconds, roll.seconds/pm2.seconds, two.seconds/pm2.seconds, ha.seconds/pm2.seconds, float64(overhead)/float64(floor), overhead.Milliseconds(), floor.Milliseconds(), haOverhead.Milliseconds())
 	}
 }
 
@@ -104,11 +115,27 @@ func benchSeedScript(b *testing.B, h *testbed.Host) benchRun {
 // figures, the span from the first capacity check to the last undrain,
 // the instances, and their summed boot-to-healthy time.
 func benchRollout(b *testing.B, h *testbed.Host, args ...string) (benchRun, time.Duration, int, time.Duration) {
+	return benchRolloutWith(b, h, fmt.Sprint(args), func() string { return fleetConfig(b, "0s") }, args...)
+}
+
+// resent counts a load's requests resent on a closed keep-alive
+// connection.
+func resent(r loadgen.Result) int {
+	n := 0
+	for _, c := range r.Resent {
+		n += c
+	}
+	return n
+}
+
+// benchRolloutWith is benchRollout with the config config writes (after
+// the host's reset: it may change the host), its figures labelled what.
+func benchRolloutWith(b *testing.B, h *testbed.Host, what string, config func() string, args ...string) (benchRun, time.Duration, int, time.Duration) {
 	resetHost(b, h)
 	if err := fleet.StageRelease(context.Background(), h, testbed.GoodRelease("v2")); err != nil {
 		b.Fatal(err)
 	}
-	cfg := fleetConfig(b, "0s")
+	cfg := config()
 	var events []byte
 	r := timedLoad(b, h, func() {
 		cmd := exec.Command(rolloutBin, append([]string{"deploy", "-c", cfg, "--version", "v2", "--hosts", h.Addr, "--output", "json"}, args...)...)
@@ -117,7 +144,7 @@ func benchRollout(b *testing.B, h *testbed.Host, args ...string) (benchRun, time
 			b.Fatalf("rollout: %v\n%s", err, events)
 		}
 	})
-	span, n, boot := stepFigures(b, events, fmt.Sprint(args))
+	span, n, boot := stepFigures(b, events, what)
 	return r, span, n, boot
 }
 
@@ -259,18 +286,15 @@ func BenchmarkDeployLB(b *testing.B) {
 				secs = time.Since(t0).Seconds()
 			})
 			span, n, boot := stepFigures(b, events, "lb "+driver)
-			failed, resent, requests := 0, 0, 0
+			failed, resends, requests := 0, 0, 0
 			for _, r := range res {
-				failed, requests = failed+r.Failed, requests+r.Requests
-				for _, k := range r.Resent {
-					resent += k
-				}
+				failed, requests, resends = failed+r.Failed, requests+r.Requests, resends+resent(r)
 			}
 			perInstance := span / time.Duration(n)
 			b.ReportMetric(float64(failed), "lb_"+driver+"_failed")
-			b.ReportMetric(float64(resent), "lb_"+driver+"_resent")
+			b.ReportMetric(float64(resends), "lb_"+driver+"_resent")
 			fmt.Printf("bench: lb %s: requests=%d failed=%d resent=%d seconds=%.1f per_instance=%s overhead_per_instance=%s (2 app hosts x 4, one at a time, 2 balancers)\n",
-				driver, requests, failed, resent, secs, perInstance.Round(time.Millisecond), (perInstance - boot/time.Duration(n)).Round(time.Millisecond))
+				driver, requests, failed, resends, secs, perInstance.Round(time.Millisecond), (perInstance - boot/time.Duration(n)).Round(time.Millisecond))
 		}
 	}
 }
