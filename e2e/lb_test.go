@@ -83,9 +83,9 @@ systemctl daemon-reload && systemctl restart my-app@3000 my-app@3001 my-app@3002
 }
 
 // lbConfig is the fleet's config with both balancers in lb: and more
-// (YAML) after it.
+// (YAML) after it, health.min_healthy testMinHealthy.
 func lbConfig(t testing.TB, lbHosts []string, more string) string {
-	return lbConfigHealthy(t, "1s", lbHosts, more)
+	return lbConfigHealthy(t, testMinHealthy, lbHosts, more)
 }
 
 // lbConfigHealthy is lbConfig with health.min_healthy.
@@ -487,7 +487,7 @@ func TestLBHAProxyDeploy(t *testing.T) {
 	setUpBalancers(t)
 	useHAProxy(t, "admin")
 	stageEverywhere(t, testbed.GoodRelease("v2"))
-	cfg := haproxyConfig(t, "1s")
+	cfg := haproxyConfig(t, testMinHealthy)
 	out, results := deployThroughBalancers(t, cfg)
 	for _, r := range results {
 		if len(r.Resent) != 0 {
@@ -590,7 +590,7 @@ func installHelpers(t *testing.T, cfg string) {
 func TestLBHAProxyRefusals(t *testing.T) {
 	setUpBalancers(t)
 	useHAProxy(t, "admin")
-	cfg := haproxyConfig(t, "1s")
+	cfg := haproxyConfig(t, testMinHealthy)
 	h := fleet.Hosts[1]
 	haproxyAPI(t, balancers[1], fmt.Sprintf("set server app/%s-%d state maint", h.Name, basePort+2))
 	before := instanceStates(t, h)

@@ -15,10 +15,10 @@ import (
 // releaseConfig is a config for hosts with the release: section (and
 // setup: matching the seed's hosts: the app runs as nodeuser), without
 // the activation hook: rollout ships the code. extra is appended under
-// release:.
+// release:. Its health.min_healthy is testMinHealthy.
 func releaseConfig(t testing.TB, hosts []*testbed.Host, release string) string {
 	t.Helper()
-	path := fleetConfig(t, "1s")
+	path := fleetConfig(t, testMinHealthy)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
