@@ -53,10 +53,14 @@ type WorkerStatus struct {
 	Uptime   time.Duration `json:"uptime_ns"`
 	Restarts int           `json:"restarts"`
 	Release  string        `json:"release,omitempty"`
+	// BeyondCount: an instance of the worker's template running beyond its
+	// count (a count lowered, the extra ones never stopped): it goes on
+	// with the code it has, and the next deploy refuses it.
+	BeyondCount bool `json:"beyond_count,omitempty"`
 }
 
-// OK: running.
-func (w WorkerStatus) OK() bool { return w.State == "active" && w.PID > 0 }
+// OK: running, and one of the worker's instances.
+func (w WorkerStatus) OK() bool { return !w.BeyondCount && w.State == "active" && w.PID > 0 }
 
 // HostStatus is one host's instances, or why they could not be read.
 type HostStatus struct {
@@ -132,7 +136,7 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 		srv, serr = src.read(ctx)
 		hand, herr = readHandDrained(ctx, r)
 		if units := cfg.WorkerUnits(); len(units) > 0 {
-			workers, werr = r.WorkerStates(ctx, units)
+			workers, werr = r.WorkerStates(ctx, workerPatterns(cfg))
 		}
 	}
 	<-done
@@ -177,6 +181,11 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 				ws.Release = rst.workers[unit].running
 			}
 			hs.Workers = append(hs.Workers, ws)
+		}
+		for _, unit := range extraWorkers(cfg, workers) {
+			u := workers[unit]
+			hs.Workers = append(hs.Workers, WorkerStatus{Unit: unit, State: u.Active, Sub: u.Sub, PID: u.MainPID,
+				Restarts: u.Restarts, Uptime: u.uptime(st.uptime), BeyondCount: true})
 		}
 	}
 	return hs

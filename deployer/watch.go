@@ -266,6 +266,10 @@ func Transitions(prev *Snapshot, cur Snapshot) []Transition {
 				out = append(out, Transition{Host: h.Host, Worker: wk.Unit, Kind: kind, Problem: problem, Detail: detail, During: during})
 			}
 			switch {
+			case wk.BeyondCount:
+				if before == nil {
+					worker("beyond-count", true, fmt.Sprintf("running beyond the workers' count (pid %d): it goes on with the code it has; stop it (sudo systemctl disable --now %s) or raise the count", wk.PID, wk.Unit))
+				}
 			case !wk.OK() && (before == nil || before.OK()):
 				worker("down", true, wk.State+"/"+wk.Sub)
 			case wk.OK() && before != nil && !before.OK():

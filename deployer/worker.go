@@ -156,13 +156,7 @@ func checkWorkers(ctx context.Context, cfg *Config, r remote) error {
 	if len(units) == 0 {
 		return nil
 	}
-	// A pattern matches the instances systemd has loaded (running,
-	// starting or failed), whatever their number.
-	asked := slices.Clone(units)
-	for _, w := range cfg.Workers {
-		asked = append(asked, w.Unit+"@*")
-	}
-	st, err := r.WorkerStates(ctx, asked)
+	st, err := r.WorkerStates(ctx, workerPatterns(cfg))
 	if err != nil {
 		return fmt.Errorf("read the workers' units: %w", err)
 	}
@@ -191,6 +185,18 @@ func checkWorkers(ctx context.Context, cfg *Config, r remote) error {
 			strings.Join(extra, ", "), verb, strings.Join(extra, " "))
 	}
 	return nil
+}
+
+// workerPatterns are the workers' units and a pattern of each worker's
+// template: a pattern matches the instances systemd has loaded (running,
+// starting or failed), whatever their number, so the instances beyond the
+// count are read in the same systemctl show (extraWorkers).
+func workerPatterns(cfg *Config) []string {
+	asked := cfg.WorkerUnits()
+	for _, w := range cfg.Workers {
+		asked = append(asked, w.Unit+"@*")
+	}
+	return asked
 }
 
 // extraWorkers are the instances in st of a worker's template that are

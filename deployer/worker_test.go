@@ -161,6 +161,36 @@ func TestStatusShowsWorkers(t *testing.T) {
 	}
 }
 
+// An instance running beyond a worker's count is a row of its own in
+// status, a problem (it keeps its code while deploys move on), named as
+// such; one stopped is not shown.
+func TestStatusShowsWorkersBeyondTheCount(t *testing.T) {
+	h := newFakeRemote(t, 3000, 3001, 3002).withReleases(relV1).withWorkers(relV1, "my-app-worker@1", "my-app-worker@2", "my-app-worker@3", "my-app-worker@4")
+	h.worker("my-app-worker@4").disabled = true // stopped
+	d, _ := fakeDeployer(t, workersYAML, h)
+	hs := hostStatus(testCtx(t), d.Config, "web1", h, Balancers{})
+	if hs.OK() || len(hs.Workers) != 3 {
+		t.Fatalf("status: %+v", hs)
+	}
+	extra := hs.Workers[2]
+	if extra.Unit != "my-app-worker@3" || !extra.BeyondCount || extra.OK() || extra.State != "active" {
+		t.Errorf("the instance beyond the count: %+v", extra)
+	}
+	if !hs.Workers[0].OK() || hs.Workers[0].BeyondCount || !hs.Workers[1].OK() {
+		t.Errorf("the worker's own instances: %+v", hs.Workers[:2])
+	}
+	if n := (Snapshot{Hosts: []HostStatus{hs}}).Problems(); n != 1 {
+		t.Errorf("%d problems, want 1", n)
+	}
+	ts := Transitions(nil, Snapshot{Hosts: []HostStatus{hs}})
+	if len(ts) != 1 || ts[0].Kind != "beyond-count" || !ts[0].Problem || !strings.Contains(ts[0].Detail, "sudo systemctl disable --now my-app-worker@3") {
+		t.Errorf("transitions: %v", ts)
+	}
+	if ts := Transitions(&Snapshot{Hosts: []HostStatus{hs}}, Snapshot{Hosts: []HostStatus{hs}}); len(ts) != 0 {
+		t.Errorf("still beyond the count at the next poll: %v", ts)
+	}
+}
+
 // Setup writes a worker's template unit (its link under the release root,
 // its stop timeout), enables its instances, and on a host already on
 // releases first links the new ones where current points.

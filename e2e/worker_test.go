@@ -150,6 +150,10 @@ func TestWorkersConsumeAQueueThroughADeploy(t *testing.T) {
 	if after, _ := fleet.Run(ctx, h, pids); after != before {
 		t.Errorf("the refused deploy restarted something: MainPIDs %q, then %q", before, after)
 	}
+	// status names it as a problem, not as a worker that is fine.
+	if out, code := rollout(t, "status", "-c", lowered, "--hosts", h.Addr); code != 1 || !strings.Contains(out, "my-app-worker@2") || !strings.Contains(out, "FAIL: beyond the workers' count") {
+		t.Errorf("status with my-app-worker@2 beyond the count exited %d (want 1, naming it):\n%s", code, out)
+	}
 }
 
 // drainedQueue waits until the host's queue has no job left to do, and

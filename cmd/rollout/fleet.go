@@ -187,7 +187,10 @@ func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 			if w.PID > 0 {
 				pid, uptime = fmt.Sprint(w.PID), w.Uptime.Round(time.Second).String()
 			}
-			if !w.OK() {
+			switch {
+			case w.BeyondCount:
+				health = "FAIL: beyond the workers' count (it keeps its code; sudo systemctl disable --now " + w.Unit + ")"
+			case !w.OK():
 				health = "FAIL: not running"
 			}
 			rel := ""
