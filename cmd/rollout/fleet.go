@@ -156,9 +156,9 @@ func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 		}
 		return "\t" + i.Release
 	}
-	head := "HOST\tPORT\tSTATE\tPID\tUPTIME\tMEMORY\tRESTARTS\tNGINX\tHEALTH"
+	head := "HOST\tPORT\tSTATE\tPID\tUPTIME\tMEMORY\tRESTARTS\tBALANCER\tHEALTH"
 	if releases {
-		head = "HOST\tPORT\tSTATE\tPID\tUPTIME\tMEMORY\tRESTARTS\tNGINX\tRELEASE\tHEALTH"
+		head = "HOST\tPORT\tSTATE\tPID\tUPTIME\tMEMORY\tRESTARTS\tBALANCER\tRELEASE\tHEALTH"
 	}
 	fmt.Fprintln(tw, head)
 	for _, h := range hosts {

@@ -179,7 +179,7 @@ func (p *printer) report(rep *deployer.Report, err error) {
 		return
 	}
 	tw := tabwriter.NewWriter(p.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "\nHOST\tOUTCOME\tRESTARTED\tLEFT OUT OF NGINX\tTIME\tERROR\n")
+	fmt.Fprintf(tw, "\nHOST\tOUTCOME\tRESTARTED\tLEFT OUT OF SERVICE\tTIME\tERROR\n")
 	for _, h := range rep.Hosts {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Outcome, ports(h.Restarted), ports(h.LeftOut), h.Duration.Round(time.Millisecond), h.Error)
 	}

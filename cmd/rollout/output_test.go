@@ -84,8 +84,8 @@ func TestTextOutput(t *testing.T) {
 04:00:02.001 10.213.0.11            host        ok    1.88s
 `
 	wantOut := `
-HOST         OUTCOME  RESTARTED  LEFT OUT OF NGINX  TIME   ERROR
-10.213.0.11  ok       3000,3001  -                  1.88s  
+HOST         OUTCOME  RESTARTED  LEFT OUT OF SERVICE  TIME   ERROR
+10.213.0.11  ok       3000,3001  -                    1.88s  
 deploy v1: ok in 2.002s
 `
 	if stderr != wantErr {
