@@ -173,6 +173,21 @@ func stream(ctx context.Context, c Conn, cmd string, stdout, stderr io.Writer) e
 	return err
 }
 
+// Attach runs cmd over the current connection, with stdin, and never
+// reconnects: it is for a session that lives as long as the connection
+// (an HAProxy runtime API session); its owner opens another when it ends.
+func (l *link) Attach(ctx context.Context, cmd string, t *sshexec.Terminal, stdin io.Reader, stdout, stderr io.Writer) error {
+	c, _, gone := l.current()
+	if gone != nil {
+		return gone
+	}
+	a, ok := c.(Attacher)
+	if !ok {
+		return fmt.Errorf("%s: the connection cannot run a session with stdin", l.host)
+	}
+	return a.Attach(ctx, cmd, t, stdin, stdout, stderr)
+}
+
 // DialContext dials from the host, on a new connection when the
 // connection was lost.
 func (l *link) DialContext(ctx context.Context, network, addr string) (nc net.Conn, err error) {

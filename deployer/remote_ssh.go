@@ -27,12 +27,15 @@ type sshRemote struct {
 	cfg  *Config
 	conn Conn
 	priv privilege
+	// haproxy are the HAProxy runtime API sessions kept open for the run
+	// (remote_haproxy.go).
+	haproxy *haproxySessions
 }
 
 var _ remote = sshRemote{}
 
 func newSSHRemote(cfg *Config, conn Conn) sshRemote {
-	return sshRemote{cfg: cfg, conn: conn, priv: cfg.privilege()}
+	return sshRemote{cfg: cfg, conn: conn, priv: cfg.privilege(), haproxy: &haproxySessions{}}
 }
 
 func (r sshRemote) units(ports []int) []string {
@@ -336,7 +339,19 @@ func (r sshRemote) cmdHAProxy(api haproxyAPI, op string, servers []string) strin
 	return script("haproxy", true, r.priv, append(args, servers...)...)
 }
 
+// HAProxy runs op; a change (apply) goes over the runtime API session
+// kept open for the run when there can be one, else (or when it fails to
+// say what happened) through the script, which does the same.
 func (r sshRemote) HAProxy(ctx context.Context, api haproxyAPI, op string, servers []string) ([]byte, error) {
+	if op == "apply" {
+		out, err := r.applyHAProxy(ctx, api, servers)
+		if !errors.Is(err, errSessionUnusable) {
+			if err != nil {
+				err = fmt.Errorf("haproxy apply: %w", err)
+			}
+			return out, err
+		}
+	}
 	res, err := r.run(ctx, "haproxy "+op, r.cmdHAProxy(api, op, servers), nil)
 	return res.Stdout, err
 }

@@ -81,6 +81,19 @@ func appHostHAProxyConfig(t testing.TB, minHealthy string) string {
 	return path
 }
 
+// apiSessions counts the HAProxy runtime API sessions rollout opened on h
+// (sudo logs each command it runs).
+func apiSessions(t testing.TB, h *testbed.Host) int {
+	t.Helper()
+	out, err := fleet.RunRoot(context.Background(), h, "journalctl -q --no-pager _COMM=sudo | grep -c 'COMMAND=/usr/bin/socat -t 2 stdio unix-connect:/run/haproxy/admin.sock' || true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	fmt.Sscan(out, &n)
+	return n
+}
+
 // adminStates are the srv_admin_state of h's backend app, by server.
 func adminStates(t *testing.T, h *testbed.Host) map[string]string {
 	t.Helper()
@@ -109,6 +122,7 @@ func adminStates(t *testing.T, h *testbed.Host) map[string]string {
 // and backend.
 func TestAppHostHAProxy(t *testing.T) {
 	resetFleet(t)
+	t.Cleanup(func() { resetFleet(t) }) // Nginx back in front, and sudo
 	useAppHostHAProxy(t, fleet.Hosts...)
 	stageEverywhere(t, testbed.GoodRelease("v2"))
 	cfg := appHostHAProxyConfig(t, testMinHealthy)
@@ -148,6 +162,11 @@ func TestAppHostHAProxy(t *testing.T) {
 		}
 		if n, err := fleet.Run(context.Background(), h, "pgrep -c -x nginx || true"); err != nil || strings.TrimSpace(n) != "0" {
 			t.Errorf("%s: nginx runs (%q, %v): the deploy went through it", h.Name, n, err)
+		}
+	}
+	for _, h := range fleet.Hosts {
+		if n := apiSessions(t, h); n == 0 {
+			t.Errorf("%s: no runtime API session was opened: every change was an SSH command", h.Name)
 		}
 	}
 	for _, want := range []string{"one runtime API call (no reload)", "wait-drain", "deploy v2: ok"} {

@@ -506,6 +506,9 @@ func TestLBHAProxyDeploy(t *testing.T) {
 		if n, err := fleet.Run(context.Background(), lb, "pgrep -c -x haproxy || true"); err != nil || strings.TrimSpace(n) == "0" {
 			t.Errorf("%s: haproxy not running (%q, %v)", lb.Name, n, err)
 		}
+		if n := apiSessions(t, lb); n == 0 {
+			t.Errorf("%s: no runtime API session was opened: every change was an SSH command", lb.Name)
+		}
 	}
 	for _, want := range []string{"load balancer", "wait-drain", "deploy v2: ok"} {
 		if !strings.Contains(out, want) {

@@ -1,0 +1,325 @@
+package deployer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rollout-dev/rollout/sshexec"
+)
+
+// haproxySessions are the HAProxy runtime API sessions a remote keeps
+// open for a run, one per socket: a change of a backend's servers is then
+// a few commands on an open session (a millisecond or two) instead of an
+// SSH command, sudo and a socat per command (about 90 ms on the testbed).
+// Only where the SSH user may run anything as root (sudo or root): with
+// sudo: helper an open session would hand it the whole admin API, and
+// every change goes through the helper's haproxy verb instead.
+type haproxySessions struct {
+	mu sync.Mutex
+	// open are the sessions by socket; broken are the sockets a session
+	// could not be opened on (the haproxy script, which says why, is used
+	// for them from then on).
+	open   map[string]*haproxySession
+	broken map[string]bool
+}
+
+// errSessionUnusable: the session cannot say what happened (it could not
+// be opened, ended, or did not answer in time); the caller makes the
+// change with the haproxy script, which is idempotent, instead.
+var errSessionUnusable = errors.New("haproxy runtime API session unusable")
+
+// haproxySessionTimeout bounds one answer of HAProxy's runtime API.
+const haproxySessionTimeout = 5 * time.Second
+
+// applyHAProxy is haproxy.sh's apply over an open session: the state
+// first when something is readied (a server in maintenance is refused
+// before anything changes), each set server command, the wait until no
+// drained server has a session, at most drainTimeout, and the state
+// after; its output is the script's ("drained MS" or "busy MS N", then
+// the state). errSessionUnusable when the session cannot be used.
+func (r sshRemote) applyHAProxy(ctx context.Context, api haproxyAPI, items []string) ([]byte, error) {
+	s, err := r.haproxy.session(ctx, r, api.Socket)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.apply(ctx, api.Backend, items, r.cfg.DrainTimeout)
+	if errors.Is(err, errSessionUnusable) {
+		r.haproxy.drop(api.Socket, s)
+	}
+	return out, err
+}
+
+// session is the open session on socket, opened (again, when the last one
+// ended) if need be.
+func (hs *haproxySessions) session(ctx context.Context, r sshRemote, socket string) (*haproxySession, error) {
+	if hs == nil || r.priv.helper != "" {
+		return nil, errSessionUnusable
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.broken[socket] {
+		return nil, errSessionUnusable
+	}
+	if s := hs.open[socket]; s != nil && !s.ended() {
+		return s, nil
+	}
+	a, ok := r.conn.(Attacher)
+	if !ok {
+		return nil, errSessionUnusable
+	}
+	cmd := "socat -t 2 stdio " + sshexec.Quote("unix-connect:"+socket)
+	if r.priv.sudo {
+		cmd = "sudo -n " + cmd
+	}
+	s, err := openHAProxySession(ctx, a, cmd)
+	if err != nil {
+		if hs.broken == nil {
+			hs.broken = map[string]bool{}
+		}
+		hs.broken[socket] = true
+		return nil, err
+	}
+	if hs.open == nil {
+		hs.open = map[string]*haproxySession{}
+	}
+	hs.open[socket] = s
+	return s, nil
+}
+
+// drop closes s, which failed; the next change opens another.
+func (hs *haproxySessions) drop(socket string, s *haproxySession) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.open[socket] == s {
+		delete(hs.open, socket)
+	}
+	s.close()
+}
+
+// haproxySession is HAProxy's runtime API in interactive mode ("prompt":
+// each answer ends with "\n> "), over one SSH session running socat.
+type haproxySession struct {
+	mu   sync.Mutex // one exchange at a time
+	in   *io.PipeWriter
+	out  *sessionOutput
+	done chan struct{} // closed when the SSH session ended
+}
+
+// sessionOutput is what the session printed and not yet read.
+type sessionOutput struct {
+	mu   sync.Mutex
+	buf  []byte
+	more chan struct{} // signalled on each write
+}
+
+func (o *sessionOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	o.buf = append(o.buf, p...)
+	o.mu.Unlock()
+	select {
+	case o.more <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+// answer takes one answer, up to its prompt, if it has come.
+func (o *sessionOutput) answer() (string, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	i := bytes.Index(o.buf, []byte("\n> "))
+	if i < 0 {
+		return "", false
+	}
+	a := string(o.buf[:i])
+	o.buf = o.buf[i+3:]
+	return a, true
+}
+
+func openHAProxySession(ctx context.Context, a Attacher, cmd string) (*haproxySession, error) {
+	pr, pw := io.Pipe()
+	s := &haproxySession{in: pw, out: &sessionOutput{more: make(chan struct{}, 1)}, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		// Not the caller's context: the session outlives this change. It
+		// ends when close closes its stdin (socat then exits), or with
+		// the connection.
+		_ = a.Attach(context.WithoutCancel(ctx), cmd, nil, pr, s.out, io.Discard)
+		pr.Close()
+	}()
+	if _, err := s.do(ctx, "prompt"); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *haproxySession) ended() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *haproxySession) close() { s.in.Close() }
+
+// do sends the commands, one per line, and returns their answers.
+func (s *haproxySession) do(ctx context.Context, cmds ...string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := io.WriteString(s.in, strings.Join(cmds, "\n")+"\n"); err != nil {
+		return nil, errSessionUnusable
+	}
+	timer := time.NewTimer(haproxySessionTimeout)
+	defer timer.Stop()
+	answers := make([]string, 0, len(cmds))
+	for len(answers) < len(cmds) {
+		if a, ok := s.out.answer(); ok {
+			answers = append(answers, a)
+			continue
+		}
+		select {
+		case <-s.out.more:
+		case <-s.done:
+			if a, ok := s.out.answer(); ok {
+				answers = append(answers, a)
+				continue
+			}
+			return nil, errSessionUnusable
+		case <-timer.C:
+			return nil, errSessionUnusable
+		case <-ctx.Done():
+			// What HAProxy did with the commands is unknown: this session
+			// is not used again.
+			return nil, errSessionUnusable
+		}
+	}
+	return answers, nil
+}
+
+// apply makes the items (ready:SERVER, drain:SERVER) on backend.
+func (s *haproxySession) apply(ctx context.Context, backend string, items []string, drainTimeout time.Duration) ([]byte, error) {
+	var sets, drained []string
+	readies := false
+	for _, item := range items {
+		state, name, _ := strings.Cut(item, ":")
+		readies = readies || state == "ready"
+		if state == "drain" {
+			drained = append(drained, name)
+		}
+		sets = append(sets, "set server "+backend+"/"+name+" state "+state)
+	}
+	if readies {
+		a, err := s.do(ctx, "show servers state "+backend)
+		if err != nil {
+			return nil, err
+		}
+		all, err := parseServersState([]byte(a[0]))
+		if err != nil {
+			return nil, fmt.Errorf("show servers state %s: HAProxy says: %s", backend, strings.TrimSpace(a[0]))
+		}
+		for _, item := range items {
+			state, name, _ := strings.Cut(item, ":")
+			if state != "ready" {
+				continue
+			}
+			i := indexServer(all, name)
+			switch {
+			case i < 0:
+				return nil, fmt.Errorf("HAProxy has no server %s/%s", backend, name)
+			case all[i].maint():
+				return nil, fmt.Errorf("server %s/%s is in maintenance (admin state %d), put there by someone: rollout never readies it", backend, name, all[i].admin)
+			}
+		}
+	}
+	answers, err := s.do(ctx, sets...)
+	if err != nil {
+		return nil, err
+	}
+	for i, a := range answers {
+		if strings.TrimSpace(a) != "" {
+			return nil, fmt.Errorf("%s: HAProxy says: %s", sets[i], strings.TrimSpace(a))
+		}
+	}
+	t0 := time.Now()
+	status := ""
+	for status == "" {
+		open := 0
+		if len(drained) > 0 {
+			a, err := s.do(ctx, "show stat")
+			if err != nil {
+				return nil, err
+			}
+			if open, err = sessionsOn(a[0], backend, drained); err != nil {
+				return nil, err
+			}
+		}
+		waited := time.Since(t0)
+		switch {
+		case open == 0:
+			status = fmt.Sprintf("drained %d", waited.Milliseconds())
+		case waited >= drainTimeout:
+			status = fmt.Sprintf("busy %d %d", waited.Milliseconds(), open)
+		default:
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, errSessionUnusable
+			}
+		}
+	}
+	a, err := s.do(ctx, "show servers state "+backend)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(status + "\n" + a[0]), nil
+}
+
+func indexServer(all []haproxyServer, name string) int {
+	for i, s := range all {
+		if s.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// sessionsOn sums the current sessions (scur) of backend's servers named
+// in "show stat"'s CSV, its columns found by name.
+func sessionsOn(stat, backend string, names []string) (int, error) {
+	lines := strings.Split(strings.TrimSpace(stat), "\n")
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "# ") {
+		return 0, fmt.Errorf("show stat: HAProxy says: %s", strings.TrimSpace(stat))
+	}
+	col := map[string]int{}
+	for i, name := range strings.Split(strings.TrimPrefix(lines[0], "# "), ",") {
+		col[name] = i
+	}
+	px, okP := col["pxname"]
+	sv, okS := col["svname"]
+	cur, okC := col["scur"]
+	if !okP || !okS || !okC {
+		return 0, fmt.Errorf("show stat: no pxname, svname or scur column in %q", lines[0])
+	}
+	n := 0
+	for _, line := range lines[1:] {
+		f := strings.Split(line, ",")
+		if len(f) <= max(px, sv, cur) || f[px] != backend || !contains(names, f[sv]) {
+			continue
+		}
+		var c int
+		if _, err := fmt.Sscan(f[cur], &c); err != nil {
+			return 0, fmt.Errorf("show stat: scur %q of %s/%s", f[cur], backend, f[sv])
+		}
+		n += c
+	}
+	return n, nil
+}

@@ -1,0 +1,233 @@
+package deployer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rollout-dev/rollout/sshexec"
+)
+
+// cliConn is a host whose HAProxy runtime API answers over an attached
+// session as HAProxy does in interactive mode (an answer, then "\n> "),
+// from fake's backend; the sessions it ran and the commands (Run) it ran
+// are recorded. Its scur gives each drained server's sessions at each
+// "show stat" (then 0).
+type cliConn struct {
+	mu       sync.Mutex
+	fake     *fakeHAProxy
+	scur     []int
+	attached []string // the session commands
+	sent     []string // the runtime API commands, in order
+	ran      []string // the commands run (the haproxy script)
+	// refuse makes a session end at once (sudo refused, no socat);
+	// hangAfter makes it stop answering after that many commands.
+	refuse    bool
+	hangAfter int
+}
+
+func (c *cliConn) Run(_ context.Context, cmd string, _ io.Reader) (sshexec.Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ran = append(c.ran, cmd)
+	state, _ := c.fake.run("state", nil)
+	return sshexec.Result{Stdout: append([]byte("drained 0\n"), state...)}, nil
+}
+
+func (c *cliConn) DialContext(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("no dials here")
+}
+
+func (c *cliConn) Close() error { return nil }
+
+func (c *cliConn) Attach(ctx context.Context, cmd string, _ *sshexec.Terminal, stdin io.Reader, stdout, _ io.Writer) error {
+	c.mu.Lock()
+	c.attached = append(c.attached, cmd)
+	refuse := c.refuse
+	c.mu.Unlock()
+	if refuse {
+		return errors.New("sudo: a password is required")
+	}
+	sc := bufio.NewScanner(stdin)
+	for sc.Scan() {
+		line := sc.Text()
+		c.mu.Lock()
+		c.sent = append(c.sent, line)
+		hang := c.hangAfter > 0 && len(c.sent) > c.hangAfter
+		answer := c.answer(line)
+		c.mu.Unlock()
+		if hang {
+			continue
+		}
+		fmt.Fprint(stdout, answer+"\n> ")
+	}
+	return nil
+}
+
+// answer is HAProxy's answer to line; c.mu held.
+func (c *cliConn) answer(line string) string {
+	f := strings.Fields(line)
+	switch {
+	case line == "prompt":
+		return ""
+	case len(f) == 4 && f[0] == "show" && f[1] == "servers":
+		state, _ := c.fake.run("state", nil)
+		return string(state) + "\n"
+	case line == "show stat":
+		var b strings.Builder
+		b.WriteString("# pxname,svname,qcur,qmax,scur,smax\n")
+		for _, s := range c.fake.servers {
+			cur := 0
+			if s.admin&0x08 != 0 && len(c.scur) > 0 {
+				cur = c.scur[0]
+			}
+			fmt.Fprintf(&b, "app,%s,0,0,%d,9\n", s.name, cur)
+		}
+		if len(c.scur) > 0 {
+			c.scur = c.scur[1:]
+		}
+		b.WriteString("app,BACKEND,0,0,0,9\n")
+		return b.String() + "\n"
+	case len(f) == 5 && f[0] == "set" && f[1] == "server" && f[3] == "state":
+		_, name, _ := strings.Cut(f[2], "/")
+		if _, err := c.fake.run("apply", []string{f[4] + ":" + name}); err != nil {
+			return "No such server.\n"
+		}
+		return ""
+	}
+	return "Unknown command.\n"
+}
+
+func cliRemote(t *testing.T, c *cliConn, yaml string) sshRemote {
+	t.Helper()
+	cfg, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [web1]\nports: [3000, 3001]\nhaproxy: {backend: app}\ndrain_timeout: 1s\n"+yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newSSHRemote(cfg, c)
+}
+
+var appAPI = haproxyAPI{Socket: "/run/haproxy/admin.sock", Backend: "app"}
+
+// A change goes over one runtime API session kept open for the run: the
+// state when something is readied, every set server, show stat until the
+// drained server has no session, the state after; the next change reuses
+// the session. No script runs.
+func TestHAProxySessionAppliesChanges(t *testing.T) {
+	c := &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001), scur: []int{2, 1}}
+	r := cliRemote(t, c, "")
+	out, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"drain:app3000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, state, _ := strings.Cut(string(out), "\n")
+	var ms int
+	if n, _ := fmt.Sscanf(first, "drained %d", &ms); n != 1 || ms < 20 {
+		t.Errorf("first line %q: want drained after two polls of 10ms", first)
+	}
+	if s, err := parseServersState([]byte(state)); err != nil || s[0].admin != 0x08 {
+		t.Errorf("state after: %v %v", s, err)
+	}
+	if _, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"ready:app3000", "drain:app3001"}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"prompt",
+		"set server app/app3000 state drain", "show stat", "show stat", "show stat", "show servers state app",
+		"show servers state app", "set server app/app3000 state ready", "set server app/app3001 state drain", "show stat", "show servers state app"}
+	if fmt.Sprint(c.sent) != fmt.Sprint(want) {
+		t.Errorf("sent:\n%q\nwant:\n%q", c.sent, want)
+	}
+	if len(c.attached) != 1 || c.attached[0] != "sudo -n socat -t 2 stdio unix-connect:/run/haproxy/admin.sock" || len(c.ran) != 0 {
+		t.Errorf("sessions %q, scripts %q", c.attached, c.ran)
+	}
+	if c.fake.servers[0].admin != 0 || c.fake.servers[1].admin != 0x08 {
+		t.Errorf("servers %+v", c.fake.servers)
+	}
+}
+
+// A server in maintenance is refused before anything changes, and an
+// error HAProxy answers is the change's error; neither falls back to the
+// script.
+func TestHAProxySessionRefuses(t *testing.T) {
+	c := &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001)}
+	c.fake.servers[1].admin = 0x01
+	r := cliRemote(t, c, "")
+	_, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"drain:app3000", "ready:app3001"})
+	if err == nil || !strings.Contains(err.Error(), "server app/app3001 is in maintenance (admin state 1), put there by someone: rollout never readies it") {
+		t.Fatalf("got %v", err)
+	}
+	if len(c.fake.ops) != 0 || len(c.ran) != 0 {
+		t.Errorf("changed %v, scripts %q", c.fake.ops, c.ran)
+	}
+	if _, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"drain:nope"}); err == nil || !strings.Contains(err.Error(), "set server app/nope state drain: HAProxy says: No such server.") {
+		t.Errorf("an unknown server: %v", err)
+	}
+}
+
+// Where a session cannot be opened (sudo refused, no socat), or with sudo:
+// helper (it would hand the SSH user the whole admin API), the script
+// makes the change; a session that stops answering is dropped, the change
+// made by the script, and the next change opens a new session.
+func TestHAProxySessionFallsBackToTheScript(t *testing.T) {
+	c := &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001), refuse: true}
+	r := cliRemote(t, c, "")
+	for range 2 {
+		if _, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"drain:app3000"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(c.attached) != 1 || len(c.ran) != 2 || !strings.Contains(c.ran[0], "rollout-haproxy") {
+		t.Errorf("refused session: sessions %q, scripts %q (want one session tried, the script twice)", c.attached, c.ran)
+	}
+
+	c = &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001)}
+	r = cliRemote(t, c, "sudo: helper\nssh: {user: deploy}\n")
+	if _, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"drain:app3000"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.attached) != 0 || len(c.ran) != 1 {
+		t.Errorf("with the helper: sessions %q, scripts %q", c.attached, c.ran)
+	}
+
+	if testing.Short() {
+		return // the hung session waits haproxySessionTimeout
+	}
+	c = &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001), hangAfter: 2}
+	r = cliRemote(t, c, "")
+	t0 := time.Now()
+	if _, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"drain:app3000"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.ran) != 1 || time.Since(t0) < haproxySessionTimeout {
+		t.Errorf("a session that stopped answering: scripts %q after %s", c.ran, time.Since(t0))
+	}
+	c.mu.Lock()
+	c.hangAfter = 0
+	c.mu.Unlock()
+	if _, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"ready:app3000"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.attached) != 2 || len(c.ran) != 1 {
+		t.Errorf("after a dropped session: sessions %q, scripts %q (want a second session)", c.attached, c.ran)
+	}
+}
+
+func TestSessionsOn(t *testing.T) {
+	stat := "# pxname,svname,qcur,qmax,scur\nweb,a,0,0,7\napp,a,0,0,2\napp,b,0,0,3\napp,c,0,0,5\napp,BACKEND,0,0,10\n"
+	if n, err := sessionsOn(stat, "app", []string{"a", "b"}); err != nil || n != 5 {
+		t.Errorf("got %d, %v", n, err)
+	}
+	if _, err := sessionsOn("# pxname,svname\napp,a\n", "app", []string{"a"}); err == nil || !strings.Contains(err.Error(), "no pxname, svname or scur column") {
+		t.Errorf("no scur column: %v", err)
+	}
+	if _, err := sessionsOn("Permission denied\n", "app", []string{"a"}); err == nil || !strings.Contains(err.Error(), "HAProxy says: Permission denied") {
+		t.Errorf("an error: %v", err)
+	}
+}
