@@ -55,6 +55,25 @@ func (r sshRemote) applyHAProxy(ctx context.Context, api haproxyAPI, items []str
 	return out, err
 }
 
+// drop closes s, which failed. One that ended (HAProxy closed it after
+// stats timeout idle, or restarted; the connection was lost) is opened
+// again for the next change; one still open that did not answer in time
+// is not trusted again in this run: the script makes the changes.
+func (hs *haproxySessions) drop(socket string, s *haproxySession) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.open[socket] == s {
+		delete(hs.open, socket)
+	}
+	if !s.ended() {
+		if hs.broken == nil {
+			hs.broken = map[string]bool{}
+		}
+		hs.broken[socket] = true
+	}
+	s.close()
+}
+
 // session is the open session on socket, opened (again, when the last one
 // ended) if need be.
 func (hs *haproxySessions) session(ctx context.Context, r sshRemote, socket string) (*haproxySession, error) {
@@ -90,16 +109,6 @@ func (hs *haproxySessions) session(ctx context.Context, r sshRemote, socket stri
 	}
 	hs.open[socket] = s
 	return s, nil
-}
-
-// drop closes s, which failed; the next change opens another.
-func (hs *haproxySessions) drop(socket string, s *haproxySession) {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	if hs.open[socket] == s {
-		delete(hs.open, socket)
-	}
-	s.close()
 }
 
 // haproxySession is HAProxy's runtime API in interactive mode ("prompt":

@@ -28,15 +28,22 @@ type cliConn struct {
 	sent     []string // the runtime API commands, in order
 	ran      []string // the commands run (the haproxy script)
 	// refuse makes a session end at once (sudo refused, no socat);
-	// hangAfter makes it stop answering after that many commands.
-	refuse    bool
-	hangAfter int
+	// hangAfter makes it stop answering after that many commands, and
+	// endAfter end (HAProxy closing it) after them.
+	refuse              bool
+	hangAfter, endAfter int
 }
 
 func (c *cliConn) Run(_ context.Context, cmd string, _ io.Reader) (sshexec.Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ran = append(c.ran, cmd)
+	// The script's items follow "apply".
+	if _, items, ok := strings.Cut(cmd, " apply "); ok {
+		if _, err := c.fake.run("apply", strings.Fields(items)); err != nil {
+			return sshexec.Result{}, err
+		}
+	}
 	state, _ := c.fake.run("state", nil)
 	return sshexec.Result{Stdout: append([]byte("drained 0\n"), state...)}, nil
 }
@@ -61,6 +68,12 @@ func (c *cliConn) Attach(ctx context.Context, cmd string, _ *sshexec.Terminal, s
 		c.mu.Lock()
 		c.sent = append(c.sent, line)
 		hang := c.hangAfter > 0 && len(c.sent) > c.hangAfter
+		end := c.endAfter > 0 && len(c.sent) > c.endAfter
+		if end {
+			c.endAfter = 0
+			c.mu.Unlock()
+			return nil
+		}
 		answer := c.answer(line)
 		c.mu.Unlock()
 		if hang {
@@ -173,8 +186,9 @@ func TestHAProxySessionRefuses(t *testing.T) {
 
 // Where a session cannot be opened (sudo refused, no socat), or with sudo:
 // helper (it would hand the SSH user the whole admin API), the script
-// makes the change; a session that stops answering is dropped, the change
-// made by the script, and the next change opens a new session.
+// makes the change. A session that ended (HAProxy closed it) is opened
+// again for the next change; one that stops answering is dropped, that
+// change and every later one made by the script.
 func TestHAProxySessionFallsBackToTheScript(t *testing.T) {
 	c := &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001), refuse: true}
 	r := cliRemote(t, c, "")
@@ -196,26 +210,32 @@ func TestHAProxySessionFallsBackToTheScript(t *testing.T) {
 		t.Errorf("with the helper: sessions %q, scripts %q", c.attached, c.ran)
 	}
 
+	// Ended after "prompt" and the first change's commands: the next
+	// change's first command finds it gone.
+	c = &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001), endAfter: 4}
+	r = cliRemote(t, c, "")
+	for _, items := range [][]string{{"drain:app3000"}, {"ready:app3000"}, {"drain:app3001"}} {
+		if _, err := r.HAProxy(testCtx(t), appAPI, "apply", items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(c.attached) != 2 || len(c.ran) != 1 || c.fake.servers[0].admin != 0 || c.fake.servers[1].admin != 0x08 {
+		t.Errorf("a session that ended: sessions %q, scripts %q, servers %+v (want a second session after one change by the script)", c.attached, c.ran, c.fake.servers)
+	}
+
 	if testing.Short() {
 		return // the hung session waits haproxySessionTimeout
 	}
 	c = &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001), hangAfter: 2}
 	r = cliRemote(t, c, "")
 	t0 := time.Now()
-	if _, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"drain:app3000"}); err != nil {
-		t.Fatal(err)
+	for _, items := range [][]string{{"drain:app3000"}, {"ready:app3000"}} {
+		if _, err := r.HAProxy(testCtx(t), appAPI, "apply", items); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if len(c.ran) != 1 || time.Since(t0) < haproxySessionTimeout {
-		t.Errorf("a session that stopped answering: scripts %q after %s", c.ran, time.Since(t0))
-	}
-	c.mu.Lock()
-	c.hangAfter = 0
-	c.mu.Unlock()
-	if _, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"ready:app3000"}); err != nil {
-		t.Fatal(err)
-	}
-	if len(c.attached) != 2 || len(c.ran) != 1 {
-		t.Errorf("after a dropped session: sessions %q, scripts %q (want a second session)", c.attached, c.ran)
+	if len(c.attached) != 1 || len(c.ran) != 2 || time.Since(t0) < haproxySessionTimeout {
+		t.Errorf("a session that stopped answering: sessions %q, scripts %q after %s", c.attached, c.ran, time.Since(t0))
 	}
 }
 
