@@ -15,26 +15,7 @@ import (
 // instances, on port 80 in Nginx's place, its runtime API at level admin.
 func appHostHAProxyCfg() string {
 	var b strings.Builder
-	b.WriteString(`global
-    stats socket /run/haproxy/admin.sock mode 660 level admin
-    stats timeout 30s
-    user haproxy
-    group haproxy
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-frontend web
-    bind :80
-    default_backend app
-
-backend app
-    balance roundrobin
-    option httpchk GET /healthz
-`)
+	b.WriteString(haproxyHead("admin"))
 	for i := range instances {
 		fmt.Fprintf(&b, "    server my-app-%d 127.0.0.1:%d check inter 1s\n", basePort+i, basePort+i)
 	}
@@ -127,29 +108,13 @@ func TestAppHostHAProxy(t *testing.T) {
 	stageEverywhere(t, testbed.GoodRelease("v2"))
 	cfg := appHostHAProxyConfig(t, testMinHealthy)
 
-	before := map[string]map[int]instanceState{}
-	for _, h := range fleet.Hosts {
-		before[h.Name] = instanceStates(t, h)
-	}
-	var out string
-	var code int
-	results := underLoad(t, fleet.Hosts, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2") })
-	if code != 0 {
-		t.Fatalf("deploy exited %d:\n%s", code, out)
-	}
-	servedThroughout(t, results)
+	out, results := deployThrough(t, cfg, fleet.Hosts)
 	for _, r := range results {
 		if len(r.Resent) != 0 {
 			t.Errorf("through HAProxy (no reload), requests were resent on closed connections: %v", r.Resent)
 		}
 	}
 	for _, h := range fleet.Hosts {
-		after := instanceStates(t, h)
-		for port, b := range before[h.Name] {
-			if a := after[port]; a.MainPID == b.MainPID || a.Restarts != "0" {
-				t.Errorf("%s:%d: before %+v, after %+v", h.Name, port, b, a)
-			}
-		}
 		for port, v := range versionsServed(t, h) {
 			if v != "v2" {
 				t.Errorf("%s:%d serves %q", h.Name, port, v)
@@ -185,7 +150,7 @@ func TestAppHostHAProxy(t *testing.T) {
 	maint := fmt.Sprintf("my-app-%d", basePort+2)
 	haproxyAPI(t, h, "set server app/"+maint+" state maint")
 	states := instanceStates(t, h)
-	out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2", "--force")
+	out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2", "--force")
 	if code == 0 || !strings.Contains(out, "server app/"+maint+fmt.Sprintf(" (127.0.0.1:%d) is in maintenance", basePort+2)) {
 		t.Errorf("deploy with a server in maintenance: exit %d:\n%s", code, out)
 	}
@@ -203,18 +168,7 @@ func TestAppHostHAProxy(t *testing.T) {
 	// sudo: helper: the app host's helper drains and readies this backend
 	// through the runtime API, and deploy runs nothing else as root (no
 	// activation hook then: it needs sudo).
-	b, err := os.ReadFile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hook := "hooks:\n  host_before:\n    - sudo -n /usr/local/sbin/my-app-activate \"$ROLLOUT_VERSION\"\n"
-	if !strings.Contains(string(b), hook) {
-		t.Fatalf("no activation hook to remove:\n%s", b)
-	}
-	helperCfg := filepath.Join(t.TempDir(), "helper.yaml")
-	if err := os.WriteFile(helperCfg, []byte(strings.Replace(string(b), hook, "", 1)+"sudo: helper\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	helperCfg := helperConfig(t, cfg)
 	installHelpers(t, helperCfg)
 	onlyHelper(t, fleet.Hosts...)
 	results = underLoad(t, fleet.Hosts, func() { out, code = rollout(t, "deploy", "-c", helperCfg, "--version", "v2", "--force") })

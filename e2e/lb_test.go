@@ -293,15 +293,22 @@ func drainAHost(t *testing.T, cfg string) {
 // was restarted once, by rollout (none by systemd).
 func deployThroughBalancers(t *testing.T, cfg string) (string, []loadgen.Result) {
 	t.Helper()
+	return deployThrough(t, cfg, balancers)
+}
+
+// deployThrough is deployThroughBalancers with the load sent to
+// frontends.
+func deployThrough(t *testing.T, cfg string, frontends []*testbed.Host) (string, []loadgen.Result) {
+	t.Helper()
 	before := map[string]map[int]instanceState{}
 	for _, h := range fleet.Hosts {
 		before[h.Name] = instanceStates(t, h)
 	}
 	var out string
 	var code int
-	results := underLoad(t, balancers, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2") })
+	results := underLoad(t, frontends, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2") })
 	if code != 0 {
-		t.Fatalf("deploy exited %d", code)
+		t.Fatalf("deploy exited %d:\n%s", code, out)
 	}
 	servedThroughout(t, results)
 	for _, h := range fleet.Hosts {
@@ -399,7 +406,19 @@ func TestLBFailsMidDeploy(t *testing.T) {
 // runtime API at level (admin, or less).
 func haproxyCfg(level string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `global
+	b.WriteString(haproxyHead(level))
+	for _, h := range fleet.Hosts {
+		for i := range instances {
+			fmt.Fprintf(&b, "    server %s-%d %s:%d check inter 1s\n", h.Name, basePort+i, h.Addr, basePort+i)
+		}
+	}
+	return b.String()
+}
+
+// haproxyHead is haproxy.cfg up to backend app's server lines: the
+// runtime API at level, and a frontend on port 80.
+func haproxyHead(level string) string {
+	return fmt.Sprintf(`global
     stats socket /run/haproxy/admin.sock mode 660 level %s
     stats timeout 30s
     user haproxy
@@ -419,12 +438,6 @@ backend app
     balance roundrobin
     option httpchk GET /healthz
 `, level)
-	for _, h := range fleet.Hosts {
-		for i := range instances {
-			fmt.Fprintf(&b, "    server %s-%d %s:%d check inter 1s\n", h.Name, basePort+i, h.Addr, basePort+i)
-		}
-	}
-	return b.String()
 }
 
 // useHAProxy makes every balancer an HAProxy (from Debian's package) in
@@ -524,6 +537,22 @@ func TestLBHAProxyDeploy(t *testing.T) {
 	// (which takes only this socket and backend), as rollout render shows
 	// them, and deploy may run nothing else as root; no activation hook
 	// then (it needs sudo), so the deploy restarts what the hosts have.
+	helperCfg := helperConfig(t, cfg)
+	installHelpers(t, helperCfg)
+	onlyHelper(t, append(slices.Clone(fleet.Hosts), balancers...)...)
+	if out, err := fleet.Run(context.Background(), balancers[0], "sudo -n /usr/local/lib/rollout/my-app x haproxy /run/haproxy/admin.sock app 100 state 2>&1 | grep -o 'has helper [0-9a-f]*'"); err != nil {
+		t.Fatalf("the balancer's helper: %v\n%s", err, out)
+	}
+	out, _ = deployThroughBalancers(t, helperCfg)
+	if !strings.Contains(out, "deploy v2: ok") {
+		t.Errorf("the deploy with the helpers:\n%s", out)
+	}
+}
+
+// helperConfig is cfg with sudo: helper and without the activation hook
+// (it needs sudo): the deploy restarts what the hosts have.
+func helperConfig(t *testing.T, cfg string) string {
+	t.Helper()
 	b, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -536,15 +565,7 @@ func TestLBHAProxyDeploy(t *testing.T) {
 	if err := os.WriteFile(helperCfg, []byte(strings.Replace(string(b), hook, "", 1)+"sudo: helper\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	installHelpers(t, helperCfg)
-	onlyHelper(t, append(slices.Clone(fleet.Hosts), balancers...)...)
-	if out, err := fleet.Run(context.Background(), balancers[0], "sudo -n /usr/local/lib/rollout/my-app x haproxy /run/haproxy/admin.sock app 100 state 2>&1 | grep -o 'has helper [0-9a-f]*'"); err != nil {
-		t.Fatalf("the balancer's helper: %v\n%s", err, out)
-	}
-	out, _ = deployThroughBalancers(t, helperCfg)
-	if !strings.Contains(out, "deploy v2: ok") {
-		t.Errorf("the deploy with the helpers:\n%s", out)
-	}
+	return helperCfg
 }
 
 // installHelpers writes the helpers and sudoers files rollout render
