@@ -71,10 +71,16 @@ type balancer interface {
 // Nginx. cfg is the host's
 // (nginx.server_address: its address on the balancers); r its remote.
 func (d *Deployer) newBalancer(cfg *Config, r remote) balancer {
-	switch {
-	case d.lbs != nil:
+	if d.lbs != nil {
 		return &lbBalancer{b: d.lbs, app: r, addr: cfg.Nginx.ServerAddress}
-	case cfg.HAProxy != nil:
+	}
+	return hostBalancer(cfg, r)
+}
+
+// hostBalancer is the balancer on the app host itself: its HAProxy
+// (haproxy:) or its Nginx.
+func hostBalancer(cfg *Config, r remote) balancer {
+	if cfg.HAProxy != nil {
 		return newHAProxyBalancer(cfg, r)
 	}
 	return &nginxBalancer{r: r, n: cfg.Nginx, cfg: cfg}

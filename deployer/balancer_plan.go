@@ -168,7 +168,7 @@ func (h haproxyDriver) plan(lc sshRemote, cfg *Config, addr string) balancerPlan
 		drain: func(ports, back []int) Step {
 			return Step{Name: StepDrain, Command: lc.cmdHAProxy(h.api, "apply", []string{"drain:" + server}),
 				Does: fmt.Sprintf("through HAProxy's runtime API, no reload: set server %s/%s state drain for %s (SERVER: the backend's server at %s), and state ready for %s in the same call; wait until their current sessions reach 0, at most %s. %s",
-					h.api.Backend, server, portList(ports), net.JoinHostPort(addr, "PORT"), portList(back), cfg.DrainTimeout, haproxySessionPlan(lc))}
+					h.api.Backend, server, portList(ports), net.JoinHostPort(addr, "PORT"), portList(back), cfg.DrainTimeout, haproxySessionPlan(lc, h.api.Socket))}
 		},
 		wait: func(ports []int) Step {
 			return Step{Name: StepWaitDrain, Does: "in the drain's call, on each balancer: until HAProxy counts no current session on the server (show stat), at most " + cfg.DrainTimeout.String()}
@@ -180,14 +180,11 @@ func (h haproxyDriver) plan(lc sshRemote, cfg *Config, addr string) balancerPlan
 	}
 }
 
-// haproxySessionPlan says how the runtime API is reached for a change.
-func haproxySessionPlan(r sshRemote) string {
+// haproxySessionPlan says how the runtime API at socket is reached for a
+// change.
+func haproxySessionPlan(r sshRemote, socket string) string {
 	if r.priv.helper != "" {
 		return "Each change is one command: the helper's haproxy verb (this script), which takes only this socket and backend"
 	}
-	cmd := "socat -t 2 stdio unix-connect:SOCKET"
-	if r.priv.sudo {
-		cmd = "sudo -n " + cmd
-	}
-	return "The changes go over one runtime API session kept open for the run (" + cmd + ", in interactive mode); where it cannot be opened or stops answering, this command makes the change instead"
+	return "The changes go over one runtime API session kept open for the run (" + r.cmdHAProxySession(socket) + ", in interactive mode); where it cannot be opened or stops answering, this command makes the change instead"
 }

@@ -485,14 +485,10 @@ type statusSource struct {
 
 // source is the status source of the app host whose config (resolved on
 // it) is cfg and remote r: the balancers as read, or without lb: the
-// host's own Nginx.
+// host's own Nginx or HAProxy (hostBalancer).
 func (lbs Balancers) source(cfg *Config, r remote) statusSource {
-	switch {
-	case cfg.HAProxy != nil:
-		b := newHAProxyBalancer(cfg, r)
-		return statusSource{read: b.read, each: func(int) []BalancerServer { return nil }, dial: r.DialContext}
-	case cfg.LB == nil:
-		b := &nginxBalancer{r: r, n: cfg.Nginx}
+	if cfg.LB == nil {
+		b := hostBalancer(cfg, r)
 		return statusSource{read: b.read, each: func(int) []BalancerServer { return nil }, dial: r.DialContext}
 	}
 	addr := cfg.Nginx.ServerAddress

@@ -66,12 +66,28 @@ func (hs *haproxySessions) drop(socket string, s *haproxySession) {
 		delete(hs.open, socket)
 	}
 	if !s.ended() {
-		if hs.broken == nil {
-			hs.broken = map[string]bool{}
-		}
-		hs.broken[socket] = true
+		hs.markBroken(socket)
 	}
 	s.close()
+}
+
+// markBroken: no session is opened on socket again in this run; hs.mu
+// held.
+func (hs *haproxySessions) markBroken(socket string) {
+	if hs.broken == nil {
+		hs.broken = map[string]bool{}
+	}
+	hs.broken[socket] = true
+}
+
+// cmdHAProxySession connects the session's stdin and stdout to the
+// runtime API at socket.
+func (r sshRemote) cmdHAProxySession(socket string) string {
+	cmd := "socat -t 2 stdio " + sshexec.Quote("unix-connect:"+socket)
+	if r.priv.sudo {
+		cmd = "sudo -n " + cmd
+	}
+	return cmd
 }
 
 // session is the open session on socket, opened (again, when the last one
@@ -92,16 +108,9 @@ func (hs *haproxySessions) session(ctx context.Context, r sshRemote, socket stri
 	if !ok {
 		return nil, errSessionUnusable
 	}
-	cmd := "socat -t 2 stdio " + sshexec.Quote("unix-connect:"+socket)
-	if r.priv.sudo {
-		cmd = "sudo -n " + cmd
-	}
-	s, err := openHAProxySession(ctx, a, cmd)
+	s, err := openHAProxySession(ctx, a, r.cmdHAProxySession(socket))
 	if err != nil {
-		if hs.broken == nil {
-			hs.broken = map[string]bool{}
-		}
-		hs.broken[socket] = true
+		hs.markBroken(socket)
 		return nil, err
 	}
 	if hs.open == nil {

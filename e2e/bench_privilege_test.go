@@ -57,7 +57,7 @@ func BenchmarkPrivilege(b *testing.B) {
 		moveToReleases(b, secretsCfg, hosts) // the helper, and units that read the release's env
 
 		seconds := make([][]float64, len(ways))
-		failed, resent := make([]int, len(ways)), make([]int, len(ways))
+		failed, resends := make([]int, len(ways)), make([]int, len(ways))
 		n := 2
 		for round := 0; round < 3; round++ {
 			for i, w := range ways {
@@ -70,9 +70,7 @@ func BenchmarkPrivilege(b *testing.B) {
 				})
 				seconds[i] = append(seconds[i], r.seconds)
 				failed[i] += r.res.Failed
-				for _, c := range r.res.Resent {
-					resent[i] += c
-				}
+				resends[i] += resent(r.res)
 			}
 		}
 		var parts []string
@@ -80,7 +78,7 @@ func BenchmarkPrivilege(b *testing.B) {
 			s := slices.Clone(seconds[i])
 			slices.Sort(s)
 			parts = append(parts, fmt.Sprintf("%s median_seconds=%.1f (%.1f %.1f %.1f) failed=%d resent=%d",
-				strings.ReplaceAll(w.name, " ", "_"), s[1], seconds[i][0], seconds[i][1], seconds[i][2], failed[i], resent[i]))
+				strings.ReplaceAll(w.name, " ", "_"), s[1], seconds[i][0], seconds[i][1], seconds[i][2], failed[i], resends[i]))
 		}
 		b.ReportMetric(float64(failed[1]+failed[2]), "helper_failed")
 		fmt.Printf("bench: privilege, one host of 4 instances, 400 req/s, three deploys each: %s\n", strings.Join(parts, "; "))
