@@ -175,3 +175,38 @@ func TestAppHostHAProxyPlanAndRender(t *testing.T) {
 		}
 	}
 }
+
+// HAProxy reloaded while an instance restarts: the instance served again
+// before rollout put it back, which the change that puts it back says as
+// a warning; the deploy goes on through the new process and ends with
+// every server in service.
+func TestAppHostHAProxyReloadedMidDeploy(t *testing.T) {
+	app := fakeHAProxyHost(t)
+	app.onRestart = func(port int) {
+		if port == 3001 {
+			app.haproxy.reload()
+		}
+	}
+	d, events := fakeDeployer(t, appHostHAProxy, app)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	var warned []string
+	for _, e := range *events {
+		if e.Status == StatusWarn {
+			warned = append(warned, fmt.Sprintf("%d %s: %s", e.Port, e.Step, e.Message))
+		}
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "(process 100, now 101)") || !strings.Contains(warned[0], "127.0.0.1:3001 served again before rollout put it back") {
+		t.Errorf("warnings %q", warned)
+	}
+	want := "[drain app3000 ready app3000 drain app3001 drain app3002 ready app3002 drain app3003 ready app3003]"
+	if fmt.Sprint(app.haproxy.ops) != want {
+		t.Errorf("runtime API: %v", app.haproxy.ops)
+	}
+	for _, s := range app.haproxy.servers {
+		if s.admin != 0 {
+			t.Errorf("server %s left with admin state %#x", s.name, s.admin)
+		}
+	}
+}

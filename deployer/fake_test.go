@@ -55,8 +55,9 @@ type fakeRemote struct {
 	// started).
 	failAfterRestart int
 	// onWrite runs before a write is checked (to change the file under
-	// rollout).
-	onWrite func(n int)
+	// rollout); onRestart when an instance restarts (r.mu held).
+	onWrite   func(n int)
+	onRestart func(port int)
 	// waitIdleErr: the wait for requests in flight fails so (interrupted).
 	waitIdleErr error
 	// lose makes the next calls of the named operations fail as if the
@@ -303,6 +304,9 @@ func (r *fakeRemote) Restart(ctx context.Context, port int, _ []string, release 
 		r.links[port] = release
 	}
 	r.log("restart %d", port)
+	if r.onRestart != nil {
+		r.onRestart(port)
+	}
 	before := r.state(port)
 	u := r.unit(port)
 	u.pid += 1000

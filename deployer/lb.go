@@ -293,6 +293,9 @@ func (b *balancers) change(ctx context.Context, c lbChange) (drainWait, error) {
 		}
 		done = append(done, lb)
 		wait.waited, wait.open = max(wait.waited, waits[lb].waited), wait.open+waits[lb].open
+		for _, n := range waits[lb].notes {
+			wait.notes = append(wait.notes, "load balancer "+lb.host()+": "+n)
+		}
 	}
 	if _, out := c.split(); merr.ErrorOrNil() != nil && len(out.ports()) > 0 {
 		// Put back on the balancers that took the change, within 30s

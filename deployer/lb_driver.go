@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -161,8 +163,10 @@ const haproxyDrainBits = 0x08 | 0x10
 func (s haproxyServer) maint() bool { return s.admin&^haproxyDrainBits != 0 }
 
 // parseServersState reads "show servers state" (format 1: a version line,
-// a "# name..." header, a line per server).
+// a "# name..." header, a line per server), after the "pid N" line
+// rollout's reads put first (statePid).
 func parseServersState(state []byte) ([]haproxyServer, error) {
+	_, state = cutPid(state)
 	lines := strings.Split(strings.TrimSpace(string(state)), "\n")
 	if len(lines) < 2 || strings.TrimSpace(lines[0]) != "1" || !strings.HasPrefix(lines[1], "# ") {
 		return nil, fmt.Errorf("show servers state: unexpected output %q", quoteValue(string(state)))
@@ -190,6 +194,17 @@ func parseServersState(state []byte) ([]haproxyServer, error) {
 		out = append(out, haproxyServer{name: f[col["srv_name"]], addr: f[col["srv_addr"]], port: port, admin: admin})
 	}
 	return out, nil
+}
+
+// cutPid splits a state as rollout reads it into HAProxy's process ID
+// (its first line, "pid N") and "show servers state"; "" when the state
+// has no such line.
+func cutPid(state []byte) (string, []byte) {
+	line, rest, _ := bytes.Cut(state, []byte("\n"))
+	if pid, ok := bytes.CutPrefix(line, []byte("pid ")); ok {
+		return string(bytes.TrimSpace(pid)), rest
+	}
+	return "", state
 }
 
 // byPort are addr's servers by port. Two servers at one address and port
@@ -246,46 +261,105 @@ func (h haproxyDriver) ready(state []byte, addr string, ports []int) error {
 // the script refuses to ready a server in maintenance on the state it
 // reads first, and prints the state after the change. A server the
 // backend lacks is an error (rollout does not write haproxy.cfg).
+//
+// The call names the HAProxy process the state was read from. One
+// reloaded or restarted since has forgotten every state set through its
+// API (a server rollout drained serves again): nothing is changed then,
+// and the change is made again from the new process's states to c.to,
+// which sets again what rollout holds out; the drainWait's note says so.
 func (h haproxyDriver) apply(ctx context.Context, r remote, state []byte, c lbChange) ([]byte, drainWait, error) {
+	var notes []string
+	for attempt := 0; ; attempt++ {
+		items, err := h.items(state, c)
+		if err != nil || len(items) == 0 {
+			return state, drainWait{notes: notes}, err
+		}
+		pid, _ := cutPid(state)
+		if pid != "" {
+			items = append([]string{"pid:" + pid}, items...)
+		}
+		out, err := r.HAProxy(ctx, h.api, "apply", items)
+		if err != nil {
+			return state, drainWait{notes: notes}, err
+		}
+		// "drained MS" or "busy MS OPEN", or "restarted"; then the state.
+		first, after, _ := bytes.Cut(out, []byte("\n"))
+		if string(first) == "restarted" {
+			now, _ := cutPid(after)
+			from, err := h.servers(after, c.addr)
+			switch {
+			case err != nil:
+				return state, drainWait{notes: notes}, err
+			case attempt > 0:
+				return after, drainWait{notes: notes}, fmt.Errorf("HAProxy at %s restarted again during the change (process %s, now %s)", h.api.Socket, pid, now)
+			}
+			notes = append(notes, fmt.Sprintf("HAProxy at %s was reloaded or restarted since rollout's last change (process %s, now %s), which forgets the states set through its API: %s", h.api.Socket, pid, now, h.lost(from, c)))
+			state, c.from = after, from
+			continue
+		}
+		wait := drainWait{notes: notes}
+		var status string
+		var ms int
+		fmt.Sscan(string(first), &status, &ms, &wait.open)
+		if status != "drained" && status != "busy" {
+			return state, wait, fmt.Errorf("haproxy apply: unexpected output %q", quoteValue(string(out)))
+		}
+		wait.waited = time.Duration(ms) * time.Millisecond
+		if _, err := parseServersState(after); err != nil {
+			return state, wait, err
+		}
+		return after, wait, nil
+	}
+}
+
+// lost says what a new HAProxy process (whose servers are now) undid of
+// what rollout had set (c.from): the servers it held out that serve again,
+// drained again by this change, or put back by it anyway.
+func (h haproxyDriver) lost(now servers, c lbChange) string {
+	var again, early []int
+	for _, p := range slices.Sorted(maps.Keys(c.from)) {
+		switch {
+		case !c.from[p] || !now.in(p):
+		case c.to[p]:
+			again = append(again, p)
+		default:
+			early = append(early, p)
+		}
+	}
+	var parts []string
+	if len(again) > 0 {
+		parts = append(parts, fmt.Sprintf("%s:%s served again, drained again", c.addr, portList(again)))
+	}
+	if len(early) > 0 {
+		parts = append(parts, fmt.Sprintf("%s:%s served again before rollout put it back", c.addr, portList(early)))
+	}
+	if len(parts) == 0 {
+		return "nothing rollout held out served again"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// items are the apply script's items for c: the readies first (capacity
+// before the drains).
+func (h haproxyDriver) items(state []byte, c lbChange) ([]string, error) {
 	servers, err := h.byPort(state, c.addr)
 	if err != nil {
-		return state, drainWait{}, err
+		return nil, err
 	}
-	var items, drains []string // the readies first: capacity before the drains
+	var items, drains []string
 	for _, p := range c.ports() {
 		s, there := servers[p]
 		down, listed := c.to[p]
 		switch {
 		case !there || !listed:
-			return state, drainWait{}, fmt.Errorf("%s: no server to add or remove at %s:%d: rollout does not write haproxy.cfg; change backend %s there and reload HAProxy", h, c.addr, p, h.api.Backend)
+			return nil, fmt.Errorf("%s: no server to add or remove at %s:%d: rollout does not write haproxy.cfg; change backend %s there and reload HAProxy", h, c.addr, p, h.api.Backend)
 		case !down && s.maint():
-			return state, drainWait{}, fmt.Errorf("server %s/%s (%s:%d) is in maintenance (admin state %#x), put there by someone: rollout never readies it", h.api.Backend, s.name, c.addr, p, s.admin)
+			return nil, fmt.Errorf("server %s/%s (%s:%d) is in maintenance (admin state %#x), put there by someone: rollout never readies it", h.api.Backend, s.name, c.addr, p, s.admin)
 		case down:
 			drains = append(drains, "drain:"+s.name)
 		default:
 			items = append(items, "ready:"+s.name)
 		}
 	}
-	items = append(items, drains...)
-	if len(items) == 0 {
-		return state, drainWait{}, nil
-	}
-	out, err := r.HAProxy(ctx, h.api, "apply", items)
-	if err != nil {
-		return state, drainWait{}, err
-	}
-	// "drained MS" or "busy MS OPEN", then the state.
-	first, after, _ := bytes.Cut(out, []byte("\n"))
-	var wait drainWait
-	var status string
-	var ms int
-	fmt.Sscan(string(first), &status, &ms, &wait.open)
-	if status != "drained" && status != "busy" {
-		return state, wait, fmt.Errorf("haproxy apply: unexpected output %q", quoteValue(string(out)))
-	}
-	wait.waited = time.Duration(ms) * time.Millisecond
-	if _, err := parseServersState(after); err != nil {
-		return state, wait, err
-	}
-	return after, wait, nil
+	return append(items, drains...), nil
 }

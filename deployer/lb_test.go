@@ -216,10 +216,11 @@ func TestLBConfigErrors(t *testing.T) {
 type fakeHAProxy struct {
 	servers []haproxyServer
 	ops     []string // "drain web1-3000", "ready web1-3000"
+	pid     int      // the process; reload starts another
 }
 
 func newFakeHAProxy(addr string, ports ...int) *fakeHAProxy {
-	h := &fakeHAProxy{}
+	h := &fakeHAProxy{pid: 100}
 	for _, p := range ports {
 		h.servers = append(h.servers, haproxyServer{name: fmt.Sprintf("app%d", p), addr: addr, port: p})
 	}
@@ -227,16 +228,32 @@ func newFakeHAProxy(addr string, ports ...int) *fakeHAProxy {
 	return h
 }
 
+// reload is HAProxy reloaded (or restarted): a new process, which
+// forgot the drains set through the API.
+func (h *fakeHAProxy) reload() {
+	h.pid++
+	for i := range h.servers {
+		h.servers[i].admin &^= haproxyDrainBits
+	}
+}
+
 func (h *fakeHAProxy) run(op string, names []string) ([]byte, error) {
 	switch op {
 	case "check", "state":
 		var b strings.Builder
-		b.WriteString("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord\n")
+		fmt.Fprintf(&b, "pid %d\n1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord\n", h.pid)
 		for i, s := range h.servers {
 			fmt.Fprintf(&b, "3 app %d %s %s 2 %d 1 1 10 6 3 4 6 0 0 0 - %d -\n", i+1, s.name, s.addr, s.admin, s.port)
 		}
 		return []byte(b.String()), nil
 	case "apply":
+		if len(names) > 0 && strings.HasPrefix(names[0], "pid:") {
+			if names[0] != fmt.Sprintf("pid:%d", h.pid) {
+				state, _ := h.run("state", nil)
+				return append([]byte("restarted\n"), state...), nil
+			}
+			names = names[1:]
+		}
 		for _, item := range names {
 			op, n, _ := strings.Cut(item, ":")
 			i := slices.IndexFunc(h.servers, func(s haproxyServer) bool { return s.name == n })

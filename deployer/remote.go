@@ -184,6 +184,9 @@ type hostState struct {
 type drainWait struct {
 	waited time.Duration
 	open   int // connections still open at drain_timeout; 0 when drained
+	// notes are what the change found and set right on its way (HAProxy
+	// restarted, forgetting what rollout had drained), for a warning.
+	notes []string
 }
 
 // restartMark is where an instance's output starts after its restart, and

@@ -44,15 +44,40 @@ const haproxySessionTimeout = 5 * time.Second
 // after; its output is the script's ("drained MS" or "busy MS N", then
 // the state). errSessionUnusable when the session cannot be used.
 func (r sshRemote) applyHAProxy(ctx context.Context, api haproxyAPI, items []string) ([]byte, error) {
-	s, err := r.haproxy.session(ctx, r, api.Socket)
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		s, err := r.haproxy.session(ctx, r, api.Socket)
+		if err != nil {
+			return nil, err
+		}
+		out, err := s.apply(ctx, api.Backend, items, r.cfg.DrainTimeout)
+		switch {
+		case errors.Is(err, errSessionStale) && attempt == 0:
+			// Reloaded: the session still talks to the old process, which
+			// stops once it is closed; the next one reaches the new process.
+			r.haproxy.forget(api.Socket, s)
+			continue
+		case errors.Is(err, errSessionStale), errors.Is(err, errSessionUnusable):
+			r.haproxy.drop(api.Socket, s)
+			return nil, errSessionUnusable
+		}
+		return out, err
 	}
-	out, err := s.apply(ctx, api.Backend, items, r.cfg.DrainTimeout)
-	if errors.Is(err, errSessionUnusable) {
-		r.haproxy.drop(api.Socket, s)
+}
+
+// errSessionStale: the session's HAProxy process is stopping (HAProxy was
+// reloaded; an open CLI session keeps the old process alive, and what it
+// is told no longer matters).
+var errSessionStale = errors.New("haproxy runtime API session on a stopping process")
+
+// forget closes s, which ended or is stale, for the next change to open
+// a new one.
+func (hs *haproxySessions) forget(socket string, s *haproxySession) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.open[socket] == s {
+		delete(hs.open, socket)
 	}
-	return out, err
+	s.close()
 }
 
 // drop closes s, which failed. One that ended (HAProxy closed it after
@@ -223,39 +248,50 @@ func (s *haproxySession) do(ctx context.Context, cmds ...string) ([]string, erro
 	return answers, nil
 }
 
-// apply makes the items (ready:SERVER, drain:SERVER) on backend.
+// apply makes the items (ready:SERVER, drain:SERVER) on backend; a first
+// item pid:PID is the process rollout last read (haproxy.sh's apply).
 func (s *haproxySession) apply(ctx context.Context, backend string, items []string, drainTimeout time.Duration) ([]byte, error) {
+	want, hasPid := strings.CutPrefix(items[0], "pid:")
+	if hasPid {
+		items = items[1:]
+	}
 	var sets, drained []string
-	readies := false
 	for _, item := range items {
 		state, name, _ := strings.Cut(item, ":")
-		readies = readies || state == "ready"
 		if state == "drain" {
 			drained = append(drained, name)
 		}
 		sets = append(sets, "set server "+backend+"/"+name+" state "+state)
 	}
-	if readies {
-		a, err := s.do(ctx, "show servers state "+backend)
-		if err != nil {
-			return nil, err
+	a, err := s.do(ctx, "show info", "show servers state "+backend)
+	if err != nil {
+		return nil, err
+	}
+	info := infoFields(a[0])
+	pid := info["Pid"]
+	switch {
+	case info["Stopping"] == "1":
+		return nil, errSessionStale
+	case pid == "":
+		return nil, fmt.Errorf("show info: HAProxy gives no Pid: %s", strings.TrimSpace(a[0]))
+	case hasPid && pid != want:
+		return []byte("restarted\npid " + pid + "\n" + a[1]), nil
+	}
+	all, err := parseServersState([]byte(a[1]))
+	if err != nil {
+		return nil, fmt.Errorf("show servers state %s: HAProxy says: %s", backend, strings.TrimSpace(a[1]))
+	}
+	for _, item := range items {
+		state, name, _ := strings.Cut(item, ":")
+		if state != "ready" {
+			continue
 		}
-		all, err := parseServersState([]byte(a[0]))
-		if err != nil {
-			return nil, fmt.Errorf("show servers state %s: HAProxy says: %s", backend, strings.TrimSpace(a[0]))
-		}
-		for _, item := range items {
-			state, name, _ := strings.Cut(item, ":")
-			if state != "ready" {
-				continue
-			}
-			i := indexServer(all, name)
-			switch {
-			case i < 0:
-				return nil, fmt.Errorf("HAProxy has no server %s/%s", backend, name)
-			case all[i].maint():
-				return nil, fmt.Errorf("server %s/%s is in maintenance (admin state %d), put there by someone: rollout never readies it", backend, name, all[i].admin)
-			}
+		i := indexServer(all, name)
+		switch {
+		case i < 0:
+			return nil, fmt.Errorf("HAProxy has no server %s/%s", backend, name)
+		case all[i].maint():
+			return nil, fmt.Errorf("server %s/%s is in maintenance (admin state %d), put there by someone: rollout never readies it", backend, name, all[i].admin)
 		}
 	}
 	answers, err := s.do(ctx, sets...)
@@ -294,11 +330,22 @@ func (s *haproxySession) apply(ctx context.Context, backend string, items []stri
 			}
 		}
 	}
-	a, err := s.do(ctx, "show servers state "+backend)
+	a, err = s.do(ctx, "show servers state "+backend)
 	if err != nil {
 		return nil, err
 	}
-	return []byte(status + "\n" + a[0]), nil
+	return []byte(status + "\npid " + pid + "\n" + a[0]), nil
+}
+
+// infoFields are the "Name: value" lines of "show info".
+func infoFields(info string) map[string]string {
+	out := map[string]string{}
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			out[k] = strings.TrimSpace(v)
+		}
+	}
+	return out
 }
 
 func indexServer(all []haproxyServer, name string) int {

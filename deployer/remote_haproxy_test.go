@@ -27,6 +27,7 @@ type cliConn struct {
 	attached []string // the session commands
 	sent     []string // the runtime API commands, in order
 	ran      []string // the commands run (the haproxy script)
+	lost     []string // the commands a stopping process was sent
 	// refuse makes a session end at once (sudo refused, no socat);
 	// hangAfter makes it stop answering after that many commands, and
 	// endAfter end (HAProxy closing it) after them.
@@ -40,12 +41,11 @@ func (c *cliConn) Run(_ context.Context, cmd string, _ io.Reader) (sshexec.Resul
 	c.ran = append(c.ran, cmd)
 	// The script's items follow "apply".
 	if _, items, ok := strings.Cut(cmd, " apply "); ok {
-		if _, err := c.fake.run("apply", strings.Fields(items)); err != nil {
-			return sshexec.Result{}, err
-		}
+		out, err := c.fake.run("apply", strings.Fields(items))
+		return sshexec.Result{Stdout: out}, err
 	}
 	state, _ := c.fake.run("state", nil)
-	return sshexec.Result{Stdout: append([]byte("drained 0\n"), state...)}, nil
+	return sshexec.Result{Stdout: state}, nil
 }
 
 func (c *cliConn) DialContext(context.Context, string, string) (net.Conn, error) {
@@ -58,6 +58,7 @@ func (c *cliConn) Attach(ctx context.Context, cmd string, _ *sshexec.Terminal, s
 	c.mu.Lock()
 	c.attached = append(c.attached, cmd)
 	refuse := c.refuse
+	pid := c.fake.pid // the process this session talks to
 	c.mu.Unlock()
 	if refuse {
 		return errors.New("sudo: a password is required")
@@ -74,7 +75,7 @@ func (c *cliConn) Attach(ctx context.Context, cmd string, _ *sshexec.Terminal, s
 			c.mu.Unlock()
 			return nil
 		}
-		answer := c.answer(line)
+		answer := c.answer(line, pid)
 		c.mu.Unlock()
 		if hang {
 			continue
@@ -84,14 +85,20 @@ func (c *cliConn) Attach(ctx context.Context, cmd string, _ *sshexec.Terminal, s
 	return nil
 }
 
-// answer is HAProxy's answer to line; c.mu held.
-func (c *cliConn) answer(line string) string {
+// answer is HAProxy's answer to line from process pid: a process HAProxy
+// replaced since (reload) is stopping, and what it is told is lost; c.mu
+// held.
+func (c *cliConn) answer(line string, pid int) string {
 	f := strings.Fields(line)
+	stale := pid != c.fake.pid
 	switch {
 	case line == "prompt":
 		return ""
+	case line == "show info":
+		return fmt.Sprintf("Name: HAProxy\nPid: %d\nStopping: %d\n", pid, map[bool]int{false: 0, true: 1}[stale])
 	case len(f) == 4 && f[0] == "show" && f[1] == "servers":
 		state, _ := c.fake.run("state", nil)
+		_, state = cutPid(state) // the CLI has no pid line
 		return string(state) + "\n"
 	case line == "show stat":
 		var b strings.Builder
@@ -108,6 +115,9 @@ func (c *cliConn) answer(line string) string {
 		}
 		b.WriteString("app,BACKEND,0,0,0,9\n")
 		return b.String() + "\n"
+	case len(f) == 5 && f[0] == "set" && f[1] == "server" && f[3] == "state" && stale:
+		c.lost = append(c.lost, line)
+		return ""
 	case len(f) == 5 && f[0] == "set" && f[1] == "server" && f[3] == "state":
 		_, name, _ := strings.Cut(f[2], "/")
 		if _, err := c.fake.run("apply", []string{f[4] + ":" + name}); err != nil {
@@ -152,8 +162,8 @@ func TestHAProxySessionAppliesChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"prompt",
-		"set server app/app3000 state drain", "show stat", "show stat", "show stat", "show servers state app",
-		"show servers state app", "set server app/app3000 state ready", "set server app/app3001 state drain", "show stat", "show servers state app"}
+		"show info", "show servers state app", "set server app/app3000 state drain", "show stat", "show stat", "show stat", "show servers state app",
+		"show info", "show servers state app", "set server app/app3000 state ready", "set server app/app3001 state drain", "show stat", "show servers state app"}
 	if fmt.Sprint(c.sent) != fmt.Sprint(want) {
 		t.Errorf("sent:\n%q\nwant:\n%q", c.sent, want)
 	}
@@ -212,7 +222,7 @@ func TestHAProxySessionFallsBackToTheScript(t *testing.T) {
 
 	// Ended after "prompt" and the first change's commands: the next
 	// change's first command finds it gone.
-	c = &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001), endAfter: 4}
+	c = &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001), endAfter: 6}
 	r = cliRemote(t, c, "")
 	for _, items := range [][]string{{"drain:app3000"}, {"ready:app3000"}, {"drain:app3001"}} {
 		if _, err := r.HAProxy(testCtx(t), appAPI, "apply", items); err != nil {
@@ -249,5 +259,62 @@ func TestSessionsOn(t *testing.T) {
 	}
 	if _, err := sessionsOn("Permission denied\n", "app", []string{"a"}); err == nil || !strings.Contains(err.Error(), "HAProxy says: Permission denied") {
 		t.Errorf("an error: %v", err)
+	}
+}
+
+// HAProxy reloaded between two changes has a new process, which forgot
+// the drains set through the API. The session, still on the old process
+// (stopping, kept alive by it), is closed and one opened on the new one;
+// the change then finds another process than the state it started from,
+// changes nothing on it, and makes itself again from the new process's
+// states: what rollout holds out is drained again, and a note says so.
+// Through the script (sudo: helper) the same.
+func TestHAProxyChangeAfterAReload(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		sessions   int
+	}{{"session", "", 2}, {"script", "sudo: helper\nssh: {user: deploy}\n", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			c := &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001, 3002)}
+			r := cliRemote(t, c, tc.yaml)
+			drv := haproxyDriver{api: appAPI}
+			state, err := drv.read(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all := servers{3000: false, 3001: false, 3002: false}
+			if state, _, err = drv.apply(ctx, r, state, lbChange{addr: "127.0.0.1", from: all, to: all.with(true, 3000)}); err != nil {
+				t.Fatal(err)
+			}
+			if pid, _ := cutPid(state); pid != "100" {
+				t.Fatalf("state after the first change is from process %q:\n%s", pid, state)
+			}
+			c.fake.reload()
+			// 3000 stays out and 3001 joins it (two at a time, or 3000 left
+			// out of service).
+			from := all.with(true, 3000)
+			state, wait, err := drv.apply(ctx, r, state, lbChange{addr: "127.0.0.1", from: from, to: from.with(true, 3001)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pid, _ := cutPid(state); pid != "101" {
+				t.Errorf("state after the reload is from process %q", pid)
+			}
+			if a := c.fake.servers; a[0].admin != 0x08 || a[1].admin != 0x08 || a[2].admin != 0 {
+				t.Errorf("new process's servers %+v: want 3000 and 3001 drained", a)
+			}
+			if len(wait.notes) != 1 || !strings.Contains(wait.notes[0], "reloaded or restarted since rollout's last change (process 100, now 101)") ||
+				!strings.Contains(wait.notes[0], "127.0.0.1:3000 served again, drained again") {
+				t.Errorf("notes %q", wait.notes)
+			}
+			if len(c.lost) != 0 || len(c.attached) != tc.sessions {
+				t.Errorf("sent to the stopping process %q; sessions %q", c.lost, c.attached)
+			}
+			// The next change, on the same process, has nothing to say.
+			if _, wait, err = drv.apply(ctx, r, state, lbChange{addr: "127.0.0.1", from: from.with(true, 3001), to: all}); err != nil || len(wait.notes) != 0 {
+				t.Errorf("next change: %v, notes %q", err, wait.notes)
+			}
+		})
 	}
 }

@@ -195,11 +195,13 @@ func TestHAProxyScript(t *testing.T) {
 		"3 app 1 web1-3000 10.0.0.5 2 0 1 1\n3 app 2 web1-3001 10.0.0.5 0 1 1 1\n"
 	os.WriteFile(filepath.Join(dir, "state"), []byte(state), 0o644)
 	os.WriteFile(filepath.Join(dir, "level"), []byte("admin\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "pid"), []byte("41\n"), 0o644)
 	// The fake: the command on stdin; "set server" is logged.
 	fake := `#!/bin/sh
 read -r cmd
 case $cmd in
 "show cli level") cat "$D/level" ;;
+"show info") printf 'Name: HAProxy\nPid: %s\nStopping: 0\n' "$(cat "$D/pid")" ;;
 "show servers state app") cat "$D/state" ;;
 "show servers state"*) echo "Can't find backend." ;;
 "show stat") echo "app,web1-3000,0,0,0,0" ;;
@@ -213,19 +215,26 @@ esac
 	t.Setenv("D", dir)
 
 	out, code := runScript(t, "haproxy", "", sock, "app", "1000", "check")
-	if code != 0 || out != state {
+	if code != 0 || out != "pid 41\n"+state {
 		t.Errorf("check: exit %d, %q", code, out)
 	}
 	out, code = runScript(t, "haproxy", "", sock, "nope", "1000", "state")
 	if code != exitHAProxy || !strings.Contains(out, "Can't find backend") {
 		t.Errorf("a missing backend: exit %d, %q", code, out)
 	}
-	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "apply", "ready:web1-3000", "drain:web1-3000")
-	if log, _ := os.ReadFile(filepath.Join(dir, "log")); code != 0 || !strings.HasPrefix(out, "drained ") || !strings.HasSuffix(out, state) ||
+	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "apply", "pid:41", "ready:web1-3000", "drain:web1-3000")
+	if log, _ := os.ReadFile(filepath.Join(dir, "log")); code != 0 || !strings.HasPrefix(out, "drained ") || !strings.HasSuffix(out, "\npid 41\n"+state) ||
 		string(log) != "set server app/web1-3000 state ready\nset server app/web1-3000 state drain\n" {
 		t.Errorf("apply: exit %d, %q, log %q", code, out, log)
 	}
 	os.Remove(filepath.Join(dir, "log"))
+	// Another process than the one rollout read (reloaded): nothing is
+	// set, and the new process's state comes back.
+	os.WriteFile(filepath.Join(dir, "pid"), []byte("57\n"), 0o644)
+	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "apply", "pid:41", "drain:web1-3000")
+	if _, err := os.Stat(filepath.Join(dir, "log")); code != 0 || out != "restarted\npid 57\n"+state || err == nil {
+		t.Errorf("apply on a reloaded HAProxy: exit %d, %q; something was set: %v", code, out, err == nil)
+	}
 	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "apply", "drain:web1-3000", "ready:web1-3001")
 	if _, err := os.Stat(filepath.Join(dir, "log")); code != exitHAProxy || !strings.Contains(out, "web1-3001 is in maintenance") || err == nil {
 		t.Errorf("readying a server in maintenance: exit %d, %q; something was set: %v", code, out, err == nil)

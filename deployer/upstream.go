@@ -65,10 +65,15 @@ func (h *hostRun) apply(ctx context.Context, change upstreamChange) error {
 		}
 	}
 	took := time.Since(t0) - wait.waited
-	for _, p := range change.ports() {
+	for i, p := range change.ports() {
 		e := Event{Host: h.host, Port: p, Step: change.step(p), Status: StatusOK, Duration: took, Message: change.note(p, h.bal.how())}
-		if err != nil {
+		switch {
+		case err != nil:
 			e.Status, e.Message = StatusFail, err.Error()
+		case len(wait.notes) > 0 && i == 0:
+			// What the change found and set right, once per change.
+			e.Status, e.Message = StatusWarn, strings.Join(append(slices.Clip(wait.notes), e.Message), "; ")
+			e.Message = strings.TrimSuffix(e.Message, "; ")
 		}
 		h.d.emit(e)
 	}

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/rollout-dev/rollout/e2e/testbed"
 )
@@ -143,6 +145,8 @@ func TestAppHostHAProxy(t *testing.T) {
 		t.Errorf("status (exit %d):\n%s", code, text)
 	}
 
+	reloadedMidDeploy(t, cfg)
+
 	// A server put in maintenance by hand: the next deploy stops at the
 	// preflight, naming it, and changes nothing on any host; status shows
 	// it out of service.
@@ -187,4 +191,105 @@ func TestAppHostHAProxy(t *testing.T) {
 			}
 		}
 	}
+}
+
+// reloadedMidDeploy: HAProxy reloaded on a host (systemctl reload) while
+// an instance restarts there. The new process forgot the drains set
+// through the API, and rollout's session still talks to the old one,
+// which it keeps alive. The next change reaches the new process and warns
+// of what the reload undid; the later instances are drained in the new
+// process (seen through a socket of its own every 100 ms); the deploy
+// ends with every server in service on v2.
+func reloadedMidDeploy(t *testing.T, cfg string) {
+	t.Helper()
+	h := fleet.Hosts[0]
+	before := haproxyPid(t, h)
+	var (
+		code   int
+		events []stepEvent
+		mu     sync.Mutex
+		seen   = map[string]bool{} // "PID SERVER" drained
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	onHost := func(e stepEvent) bool {
+		return (e.Host == h.Addr || e.Host == h.Name) && at(basePort+1, "restart", "start")(e)
+	}
+	results := underLoad(t, fleet.Hosts, func() {
+		code, events, _ = runWithFault(t, []string{"deploy", "-c", cfg, "--version", "v2", "--force"}, onHost, func() {
+			if out, err := fleet.RunRoot(context.Background(), h, "systemctl reload haproxy 2>&1"); err != nil {
+				t.Errorf("reload haproxy: %v\n%s", err, out)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					// One connection: both answers come from one process.
+					out, err := fleet.RunRoot(context.Background(), h, "printf 'show info; show servers state app\\n' | socat stdio unix-connect:/run/haproxy/admin.sock")
+					if err != nil {
+						continue // between two processes
+					}
+					pid := ""
+					for _, line := range strings.Split(out, "\n") {
+						f := strings.Fields(line)
+						switch {
+						case len(f) == 2 && f[0] == "Pid:":
+							pid = f[1]
+						case len(f) > 6 && f[1] == "app" && f[6] == "8": // srv_name, srv_admin_state
+							mu.Lock()
+							seen[pid+" "+f[3]] = true
+							mu.Unlock()
+						}
+					}
+				}
+			}()
+		})
+	})
+	close(stop)
+	wg.Wait()
+	for _, r := range results {
+		t.Logf("HAProxy reloaded mid-deploy: %d failed (%v), %d resent", r.Failed, r.Failures, len(r.Resent))
+	}
+	if code != 0 {
+		t.Fatalf("deploy with HAProxy reloaded mid-deploy exited %d", code)
+	}
+	after := haproxyPid(t, h)
+	if after == before {
+		t.Fatalf("HAProxy on %s was not reloaded (process %s)", h.Name, after)
+	}
+	if !hasStepEvent(events, "undrain", "warn", fmt.Sprintf("(process %s, now %s)", before, after)) {
+		t.Errorf("no warning that HAProxy on %s was reloaded (process %s, now %s)", h.Name, before, after)
+	}
+	for _, port := range []int{basePort + 2, basePort + 3} {
+		if !seen[fmt.Sprintf("%s my-app-%d", after, port)] {
+			t.Errorf("%d was never seen drained in the new process %s (seen: %v): rollout's changes went elsewhere", port, after, seen)
+		}
+	}
+	for name, st := range adminStates(t, h) {
+		if st != "0" {
+			t.Errorf("%s: server %s left with admin state %s after the reload", h.Name, name, st)
+		}
+	}
+	for port, v := range versionsServed(t, h) {
+		if v != "v2" {
+			t.Errorf("%s:%d serves %q", h.Name, port, v)
+		}
+	}
+}
+
+// haproxyPid is the process answering h's runtime API.
+func haproxyPid(t testing.TB, h *testbed.Host) string {
+	t.Helper()
+	for _, line := range strings.Split(haproxyAPI(t, h, "show info"), "\n") {
+		if pid, ok := strings.CutPrefix(line, "Pid: "); ok {
+			return strings.TrimSpace(pid)
+		}
+	}
+	t.Fatalf("%s: show info gives no Pid", h.Name)
+	return ""
 }

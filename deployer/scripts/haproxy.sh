@@ -8,8 +8,14 @@
 #        haproxy.sh SOCKET BACKEND DRAIN_TIMEOUT_MS apply ITEM...
 # check: socat is installed, the socket answers at level admin and the
 #        backend exists; then prints what state prints.
-# state: prints "show servers state BACKEND".
-# apply: each ITEM is ready:SERVER or drain:SERVER. A server to ready that
+# state: prints "pid PID", PID HAProxy's process (its worker's, in
+#        master-worker mode: a reload or a restart changes it), then
+#        "show servers state BACKEND".
+# apply: an ITEM pid:PID first is the process rollout last read: when
+#        HAProxy's is another one (reloaded or restarted since, which
+#        forgets the states set through the API), prints "restarted" then
+#        what state prints, and changes nothing. Each other ITEM is
+#        ready:SERVER or drain:SERVER. A server to ready that
 #        is in maintenance (any admin state bit but the drain ones, 0x18)
 #        is refused before anything changes: someone put it there. Then
 #        sets each server's state, and waits until none of the drained ones
@@ -40,6 +46,20 @@ fail() {
   exit "$EX_HAPROXY"
 }
 api() { printf '%s\n' "$1" | socat -t 5 stdio "unix-connect:$sock"; }
+# pid: the process answering on the socket ("show info" has "Pid: N").
+pid() {
+  p=$(api "show info" | awk -F': ' '$1 == "Pid" { print $2; exit }') || fail "$sock does not answer"
+  [ -n "$p" ] || fail "show info: HAProxy gives no Pid"
+  echo "$p"
+}
+# state: the pid line, then the backend's servers.
+state() {
+  out=$(api "show servers state $backend") || fail "$sock does not answer"
+  case $out in
+  1*) printf 'pid %s\n%s\n' "$1" "$out" ;;
+  *) fail "show servers state $backend: HAProxy says: $out" ;;
+  esac
+}
 
 
 command -v socat >/dev/null 2>&1 || fail "socat is not installed: rollout talks to HAProxy's runtime API with it (apt install socat)"
@@ -53,13 +73,21 @@ check)
 esac
 case $op in
 check | state)
-  out=$(api "show servers state $backend") || fail "$sock does not answer"
-  case $out in
-  1*) printf '%s\n' "$out" ;;
-  *) fail "show servers state $backend: HAProxy says: $out" ;;
-  esac
+  now_pid=$(pid)
+  state "$now_pid"
   ;;
 apply)
+  now_pid=$(pid)
+  case ${1:-} in
+  pid:*)
+    if [ "${1#pid:}" != "$now_pid" ]; then
+      echo restarted
+      state "$now_pid"
+      exit 0
+    fi
+    shift
+    ;;
+  esac
   case " $* " in
   *" ready:"*) before=$(api "show servers state $backend") || fail "$sock does not answer" ;;
   esac
@@ -104,7 +132,7 @@ apply)
     fi
     sleep 0.01
   done
-  api "show servers state $backend"
+  state "$now_pid"
   ;;
 *) fail "unknown operation $op" ;;
 esac

@@ -332,11 +332,17 @@ haproxy)
   esac
   a=$1 b=$2 c=$3 d=$4
   shift 4
+  first=true
   for item in "$@"; do
     case $item in
+    pid:*)
+      $first || refuse "haproxy: pid:PID comes first"
+      need_uint "HAProxy's process" "${item#pid:}"
+      ;;
     ready:* | drain:*) need_name "a server" "${item#*:}" ;;
     *) refuse "haproxy: '$item' is not ready:SERVER or drain:SERVER" ;;
     esac
+    first=false
   done
   set -- "$a" "$b" "$c" "$d" "$@"
   ;;
