@@ -213,7 +213,7 @@ func (d *Deployer) bake(ctx context.Context, stop <-chan struct{}, sessions []*s
 // bakeInterrupted reports a bake cut by an interrupt: ErrStopped.
 func (d *Deployer) bakeInterrupted(b int, t0 time.Time, res *BakeResult) error {
 	res.Verdict, res.Duration = "interrupted", time.Since(t0)
-	d.emit(Event{Step: StepBake, Status: StatusSkip, Duration: res.Duration, Message: "interrupted: every instance stays in nginx on the release it runs"})
+	d.emit(Event{Step: StepBake, Status: StatusSkip, Duration: res.Duration, Message: "interrupted: every instance stays in service on the release it runs"})
 	return &StepError{Step: StepBake, Err: fmt.Errorf("interrupted during the bake after batch %d: %w", b+1, ErrStopped)}
 }
 

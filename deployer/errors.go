@@ -57,7 +57,7 @@ func (e *StepError) Error() string {
 		msg = fmt.Sprintf("%s: %v", e.Step, e.Err)
 	}
 	if e.LeftOut {
-		msg += " (instance left out of nginx)"
+		msg += " (instance left out of service)"
 	}
 	if e.Took > 0 {
 		msg += fmt.Sprintf(" (after %s)", e.Took.Round(max(time.Microsecond, e.Took/1000)))

@@ -270,7 +270,7 @@ func (h *hostRun) begin(ctx context.Context) error {
 	for _, port := range h.order(st, serving) {
 		switch {
 		case h.upToDate(port, serving):
-			h.emit(port, StepRestart, StatusSkip, time.Time{}, "already runs release "+h.targets[port]+", healthy and in nginx (--force restarts it)")
+			h.emit(port, StepRestart, StatusSkip, time.Time{}, "already runs release "+h.targets[port]+", healthy and in service (--force restarts it)")
 			h.skipped = append(h.skipped, port)
 		case h.added[port]:
 			h.emit(port, StepRestart, StatusSkip, time.Time{}, "started on this release by the scale step")

@@ -155,9 +155,9 @@ func (h *hostRun) afterFailure(ctx context.Context, port int, err error) error {
 	defer cancel()
 	if cerr := h.health.Wait(cctx, port, wait, h.cfg.Health.Interval, nil); cerr != nil {
 		h.leftOut = append(h.leftOut, port)
-		why := fmt.Sprintf("left out of nginx: checked again for %s, still not healthy", wait)
+		why := fmt.Sprintf("left out of service: checked again for %s, still not healthy", wait)
 		if errors.Is(cerr, ErrUnreachable) {
-			why = "left out of nginx: " + cerr.Error()
+			why = "left out of service: " + cerr.Error()
 		}
 		h.emit(port, StepUndrain, StatusSkip, time.Time{}, why)
 		var se *StepError
@@ -188,7 +188,7 @@ func (h *hostRun) undrainPending(ctx context.Context) error {
 	for _, port := range ports {
 		if herr := h.health.Wait(cctx, port, h.cfg.Health.AttemptTimeout, h.cfg.Health.Interval, nil); herr != nil {
 			h.leftOut = append(h.leftOut, port)
-			h.emit(port, StepUndrain, StatusSkip, time.Time{}, "left out of nginx: "+herr.Error())
+			h.emit(port, StepUndrain, StatusSkip, time.Time{}, "left out of service: "+herr.Error())
 			errs = append(errs, &StepError{Host: h.host, Port: port, Step: StepUndrain, Err: herr, LeftOut: true})
 			continue
 		}

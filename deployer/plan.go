@@ -101,7 +101,7 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 		for _, a := range st.Batches {
 			b = append(b, a.String())
 		}
-		p.Batches = fmt.Sprintf("[%s] of the fleet's instances on the release at the end of each batch (a share of each host's, rounding going to the first hosts: a batch of 1 is one instance of the first host); hosts in a batch go %d at a time; every instance of a batch is back in nginx before the next",
+		p.Batches = fmt.Sprintf("[%s] of the fleet's instances on the release at the end of each batch (a share of each host's, rounding going to the first hosts: a batch of 1 is one instance of the first host); hosts in a batch go %d at a time; every instance of a batch is back in service before the next",
 			strings.Join(b, ", "), max(cfg.Parallel, 1))
 		if st.Bake > 0 {
 			sample := fmt.Sprintf("with fewer than %d requests to the new instances, bake again (at most 3 bakes), then stop", st.MinRequests)
@@ -200,7 +200,7 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 			}
 			// What the app said, when it does not come up.
 			fail := &ip.Steps[len(ip.Steps)-1]
-			fail.Does += fmt.Sprintf("; if the instance does not come up, show its state and what it and systemd said since the restart (the last %d lines), and leave it out of nginx", appOutputLines)
+			fail.Does += fmt.Sprintf("; if the instance does not come up, show its state and what it and systemd said since the restart (the last %d lines), and leave it out of service", appOutputLines)
 			var offsets []string
 			for _, f := range cfg.LogFiles(port) {
 				offsets = append(offsets, "SIZE", f)
@@ -216,7 +216,7 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 				sw := Step{Name: StepSwitch,
 					Does: fmt.Sprintf("point %s/instances/%d at release %s (a new link renamed over the old one), in the restart's command just below (its ROOT, PORT and RELEASE arguments): the restart starts it on that release", cfg.Release.Root, port, p.Release)}
 				ip.Steps = slices.Insert(ip.Steps, 3, sw)
-				ip.Steps[0].Does = fmt.Sprintf("skip the instance if it already runs release %s (its link and its process's directory), is healthy and in nginx: a rerun resumes (--force restarts it); otherwise ", p.Release) + ip.Steps[0].Does
+				ip.Steps[0].Does = fmt.Sprintf("skip the instance if it already runs release %s (its link and its process's directory), is healthy and in service: a rerun resumes (--force restarts it); otherwise ", p.Release) + ip.Steps[0].Does
 			}
 			hp.Instances = append(hp.Instances, ip)
 		}
@@ -485,7 +485,7 @@ func (v Preview) write(ew *errWriter) {
 	}
 	ew.printf("  now: release %s is %s; restarts %s", v.Release, upload, portList(v.Restart))
 	if len(v.Skip) > 0 {
-		ew.printf("; skips %s (already run it, healthy, in nginx)", portList(v.Skip))
+		ew.printf("; skips %s (already run it, healthy, in service)", portList(v.Skip))
 	}
 	if len(v.Remove) > 0 {
 		ew.printf("; cleanup would then remove %s", strings.Join(v.Remove, ", "))

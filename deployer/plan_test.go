@@ -103,7 +103,7 @@ func TestPlanWithReleases(t *testing.T) {
 	out := text.String()
 	for _, want := range []string{
 		"release " + relV2 + " (or the release already on a host with the artifact's SHA-256); on failure: revert",
-		"now: release " + relV2 + " is already on the host: no upload; restarts 3002, 3003; skips 3000, 3001 (already run it, healthy, in nginx); cleanup would then remove " + relV1,
+		"now: release " + relV2 + " is already on the host: no upload; restarts 3002, 3003; skips 3000, 3001 (already run it, healthy, in service); cleanup would then remove " + relV1,
 		"now: could not be read: dial: connection refused",
 		`run release.prepare "npm ci"`,
 		"rollout-release-upload",

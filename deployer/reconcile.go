@@ -103,7 +103,7 @@ func (h *hostRun) addInstance(ctx context.Context, port int) error {
 		return fail(&StepError{Host: h.host, Port: port, Step: StepScale, Err: fmt.Errorf("add to %s: %w", h.bal, err)})
 	}
 	h.added[port] = true
-	h.emit(port, StepScale, StatusOK, t0, fmt.Sprintf("added: started, healthy (pid %d), in nginx", u.MainPID))
+	h.emit(port, StepScale, StatusOK, t0, fmt.Sprintf("added: started, healthy (pid %d), in service", u.MainPID))
 	return nil
 }
 
@@ -140,6 +140,6 @@ func (h *hostRun) removeInstance(ctx context.Context, port int) error {
 	if err := h.forgetHand(ctx, port); err != nil {
 		return fail(err)
 	}
-	h.emit(port, StepScale, StatusOK, t0, "removed: drained, stopped, disabled, out of nginx")
+	h.emit(port, StepScale, StatusOK, t0, "removed: drained, stopped, disabled, out of service")
 	return nil
 }

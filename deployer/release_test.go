@@ -340,7 +340,7 @@ func TestReleaseRevertThatFailsSaysWhatRunsWhere(t *testing.T) {
 	if err == nil {
 		t.Fatal("deploy passed")
 	}
-	want := "revert FAILED (unhealthy instances are left out of nginx): web1: 3000 runs " + rep.Release + ", 3001 runs " + relV1 + ", 3002 runs " + relV1
+	want := "revert FAILED (unhealthy instances are left out of service): web1: 3000 runs " + rep.Release + ", 3001 runs " + relV1 + ", 3002 runs " + relV1
 	if rep.Reverted != want {
 		t.Errorf("reverted %q\nwant %q", rep.Reverted, want)
 	}

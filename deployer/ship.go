@@ -380,7 +380,7 @@ type revertResult struct {
 func (rv *revertResult) summary(ctx context.Context, d *Deployer, sessions []*session) string {
 	switch {
 	case rv.err != nil:
-		return "revert FAILED (unhealthy instances are left out of nginx): " + d.runningSummary(ctx, sessions)
+		return "revert FAILED (unhealthy instances are left out of service): " + d.runningSummary(ctx, sessions)
 	case len(rv.to) == 0:
 		return "nothing to revert: no instance had been switched"
 	}

@@ -215,8 +215,8 @@ func reloadedMidDeploy(t *testing.T, cfg string) {
 	onHost := func(e stepEvent) bool {
 		return (e.Host == h.Addr || e.Host == h.Name) && at(basePort+1, "restart", "start")(e)
 	}
-	results := underLoad(t, fleet.Hosts, func() {
-		code, events, _ = runWithFault(t, []string{"deploy", "-c", cfg, "--version", "v2", "--force"}, onHost, func() {
+	results := underLoad(t, []*testbed.Host{h}, func() {
+		code, events, _ = runWithFault(t, []string{"deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr}, onHost, func() {
 			if out, err := fleet.RunRoot(context.Background(), h, "systemctl reload haproxy 2>&1"); err != nil {
 				t.Errorf("reload haproxy: %v\n%s", err, out)
 			}

@@ -132,7 +132,7 @@ func TestCIFailedDeploy(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
-	annotation := regexp.MustCompile(`(?m)^::error title=rollout%3A (wait-active|health|stable) failed on ` + regexp.QuoteMeta(h.Addr) + `%3A3000::\S+ ` + regexp.QuoteMeta(h.Addr) + `:3000: .*\(instance left out of nginx\)$`)
+	annotation := regexp.MustCompile(`(?m)^::error title=rollout%3A (wait-active|health|stable) failed on ` + regexp.QuoteMeta(h.Addr) + `%3A3000::\S+ ` + regexp.QuoteMeta(h.Addr) + `:3000: .*\(instance left out of service\)$`)
 	if !annotation.MatchString(out) || strings.Count(out, "::error") != 1 {
 		t.Errorf("want one ::error:: annotation for %s:3000", h.Addr)
 	}
@@ -147,7 +147,7 @@ func TestCIFailedDeploy(t *testing.T) {
 	if i := strings.Index(summary, said); i < 0 || !strings.Contains(summary[i:], "FATAL: required environment variable PAYMENT_API_KEY is not set") {
 		t.Errorf("summary lacks what the app said")
 	}
-	if !strings.HasPrefix(posted, "❌ my-app v3 deploy FAILED after ") || !strings.Contains(posted, h.Addr+": failed, restarted 3000, left out of nginx 3000") {
+	if !strings.HasPrefix(posted, "❌ my-app v3 deploy FAILED after ") || !strings.Contains(posted, h.Addr+": failed, restarted 3000, left out of service 3000") {
 		t.Errorf("webhook text wrong")
 	}
 }

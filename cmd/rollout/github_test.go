@@ -51,14 +51,14 @@ func TestGitHubFailed(t *testing.T) {
 ::group::10.213.0.12
 04:00:00.210 10.213.0.12:3000       restart     ok     98ms
 04:00:00.700 10.213.0.12:3000       health      fail  490ms  instance was restarted by systemd
-04:00:00.701 10.213.0.12            host        fail  589ms  health 10.213.0.12:3000: instance was restarted by systemd (instance left out of nginx)
+04:00:00.701 10.213.0.12            host        fail  589ms  health 10.213.0.12:3000: instance was restarted by systemd (instance left out of service)
 ::endgroup::
 ::group::10.213.0.11
 04:00:00.200 10.213.0.11:3000       restart     ok     88ms
 04:00:00.800 10.213.0.11:3000       health      ok    600ms
 04:00:00.801 10.213.0.11            host        skip  690ms  capacity 10.213.0.11:3001: stopped before the next instance
 ::endgroup::
-::error title=rollout%3A health failed on 10.213.0.12%3A3000::health 10.213.0.12:3000: instance was restarted by systemd (instance left out of nginx)
+::error title=rollout%3A health failed on 10.213.0.12%3A3000::health 10.213.0.12:3000: instance was restarted by systemd (instance left out of service)
 
 10.213.0.12:3000 did not come up; what it said since the restart:
   | systemd: my-app@3000 is activating/auto-restart
@@ -72,7 +72,7 @@ func TestGitHubFailed(t *testing.T) {
 		"| host | outcome | restarted | left out | time | error |\n" +
 		"|---|---|---|---|---|---|\n" +
 		"| 10.213.0.11 | stopped | 3000 | - | 690ms | capacity 10.213.0.11:3001: stopped before the next instance |\n" +
-		"| 10.213.0.12 | failed | 3000 | 3000 | 589ms | health 10.213.0.12:3000: instance was restarted by systemd (instance left out of nginx) |\n" +
+		"| 10.213.0.12 | failed | 3000 | 3000 | 589ms | health 10.213.0.12:3000: instance was restarted by systemd (instance left out of service) |\n" +
 		"\n**10.213.0.12:3000 did not come up**; what it said since the restart:\n\n" +
 		"````text\nsystemd: my-app@3000 is activating/auto-restart\nFATAL: PAYMENT_API_KEY is not set | ``` 100%\n````\n\n"
 	if string(got) != want {

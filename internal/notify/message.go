@@ -63,7 +63,7 @@ func Message(app string, rep *deployer.Report, err error, link string) string {
 				fmt.Fprintf(&b, ", restarted %s", ports(h.Restarted))
 			}
 			if len(h.LeftOut) > 0 {
-				fmt.Fprintf(&b, ", left out of nginx %s", ports(h.LeftOut))
+				fmt.Fprintf(&b, ", left out of service %s", ports(h.LeftOut))
 			}
 			if h.Outcome != deployer.HostNotStarted {
 				fmt.Fprintf(&b, " (%s)", h.Duration.Round(time.Millisecond))

@@ -159,7 +159,7 @@ func TestMessage(t *testing.T) {
 		{Host: "10.213.0.12", Outcome: deployer.HostFailed, Restarted: []int{3000}, LeftOut: []int{3000}, Duration: 589 * time.Millisecond, Error: serr.Error()},
 	}}
 	want = "❌ my-app v3 deploy FAILED after 802ms\n10.213.0.11: stopped, restarted 3000 (690ms): capacity 10.213.0.11:3001: stopped before the next instance\n" +
-		"10.213.0.12: failed, restarted 3000, left out of nginx 3000 (589ms): health 10.213.0.12:3000: instance was restarted by systemd (instance left out of nginx)"
+		"10.213.0.12: failed, restarted 3000, left out of service 3000 (589ms): health 10.213.0.12:3000: instance was restarted by systemd (instance left out of service)"
 	if got := Message("my-app", failed, multierror.Append(nil, serr), ""); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
