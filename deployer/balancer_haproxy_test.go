@@ -210,3 +210,34 @@ func TestAppHostHAProxyReloadedMidDeploy(t *testing.T) {
 		}
 	}
 }
+
+// Only HAProxy's maintenance bits (SRV_ADMF_MAINT: forced, inherited,
+// address resolution) and drain bits take a server out of service. A
+// server with "disabled" in haproxy.cfg that was put in service (0x04
+// stays) or whose FQDN changed (0x40) serves: the deploy goes through it
+// and readies it again with its bit; one still in maintenance is refused.
+func TestAppHostHAProxyAdminStateBits(t *testing.T) {
+	app := fakeHAProxyHost(t)
+	app.haproxy.servers[1].admin = 0x04
+	app.haproxy.servers[2].admin = 0x40
+	d, _ := fakeDeployer(t, appHostHAProxy, app)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("%#x %#x", app.haproxy.servers[1].admin, app.haproxy.servers[2].admin); got != "0x4 0x40" {
+		t.Errorf("admin states after the deploy %s, want 0x4 0x40", got)
+	}
+	for _, is := range hostStatus(testCtx(t), d.Config, "web1", app, nil).Instances {
+		if !is.InNginx {
+			t.Errorf("%d shown out of service: %+v", is.Port, is)
+		}
+	}
+	for _, admin := range []int{0x05, 0x20} {
+		app := fakeHAProxyHost(t)
+		app.haproxy.servers[1].admin = admin
+		d, _ := fakeDeployer(t, appHostHAProxy, app)
+		if _, err := d.Deploy(testCtx(t)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("is in maintenance (admin state %#x)", admin)) {
+			t.Errorf("admin state %#x: %v", admin, err)
+		}
+	}
+}

@@ -156,11 +156,22 @@ type haproxyServer struct {
 	admin int // srv_admin_state: bits of maintenance and drain
 }
 
-// The drain bits of srv_admin_state (forced, inherited); every other bit
-// is a maintenance.
-const haproxyDrainBits = 0x08 | 0x10
+// The bits of srv_admin_state (HAProxy's enum srv_admin): maintenance
+// (forced, inherited from a tracked server, a failed address resolution:
+// SRV_ADMF_MAINT) and drain (forced, inherited: SRV_ADMF_DRAIN). The
+// others say nothing of service: 0x04 (the server has "disabled" in
+// haproxy.cfg; it stays once the server is put in service through the
+// API) and 0x40 (its FQDN changed).
+const (
+	haproxyMaintBits = 0x01 | 0x02 | 0x20
+	haproxyDrainBits = 0x08 | 0x10
+)
 
-func (s haproxyServer) maint() bool { return s.admin&^haproxyDrainBits != 0 }
+// maint: the server is in maintenance.
+func (s haproxyServer) maint() bool { return s.admin&haproxyMaintBits != 0 }
+
+// out: the server is sent no new request (in maintenance or drained).
+func (s haproxyServer) out() bool { return s.admin&(haproxyMaintBits|haproxyDrainBits) != 0 }
 
 // parseServersState reads "show servers state" (format 1: a version line,
 // a "# name..." header, a line per server), after the "pid N" line
@@ -234,7 +245,7 @@ func (h haproxyDriver) servers(state []byte, addr string) (map[int]bool, error) 
 	}
 	out := map[int]bool{}
 	for p, s := range servers {
-		out[p] = s.admin != 0
+		out[p] = s.out()
 	}
 	return out, nil
 }

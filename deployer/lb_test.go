@@ -267,7 +267,8 @@ func (h *fakeHAProxy) run(op string, names []string) ([]byte, error) {
 			if op == "drain" {
 				h.servers[i].admin |= 0x08
 			} else {
-				h.servers[i].admin = 0
+				// HAProxy keeps 0x04 ("disabled" in haproxy.cfg) and 0x40.
+				h.servers[i].admin &^= 0x01 | 0x08
 			}
 		}
 		state, _ := h.run("state", nil)

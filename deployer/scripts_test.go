@@ -239,6 +239,12 @@ esac
 	if _, err := os.Stat(filepath.Join(dir, "log")); code != exitHAProxy || !strings.Contains(out, "web1-3001 is in maintenance") || err == nil {
 		t.Errorf("readying a server in maintenance: exit %d, %q; something was set: %v", code, out, err == nil)
 	}
+	// 0x04 ("disabled" in haproxy.cfg, then readied) is no maintenance.
+	os.WriteFile(filepath.Join(dir, "state"), []byte(strings.Replace(state, "web1-3001 10.0.0.5 0 1", "web1-3001 10.0.0.5 0 4", 1)), 0o644)
+	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "apply", "pid:57", "ready:web1-3001")
+	if log, _ := os.ReadFile(filepath.Join(dir, "log")); code != 0 || string(log) != "set server app/web1-3001 state ready\n" {
+		t.Errorf("readying a server with admin state 4: exit %d, %q, log %q", code, out, log)
+	}
 	os.WriteFile(filepath.Join(dir, "level"), []byte("operator\n"), 0o644)
 	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "check")
 	if code != exitHAProxy || !strings.Contains(out, "at level operator, not admin") {

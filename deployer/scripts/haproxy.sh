@@ -16,8 +16,10 @@
 #        forgets the states set through the API), prints "restarted" then
 #        what state prints, and changes nothing. Each other ITEM is
 #        ready:SERVER or drain:SERVER. A server to ready that
-#        is in maintenance (any admin state bit but the drain ones, 0x18)
-#        is refused before anything changes: someone put it there. Then
+#        is in maintenance (an admin state bit of SRV_ADMF_MAINT, 0x23:
+#        forced, inherited, address resolution; not 0x04, "disabled" in
+#        haproxy.cfg, which stays once the server is readied) is refused
+#        before anything changes: someone put it there. Then
 #        sets each server's state, and waits until none of the drained ones
 #        has a current session, at most DRAIN_TIMEOUT_MS; prints "drained
 #        MS", or "busy MS N" with N sessions still open at the timeout,
@@ -101,7 +103,7 @@ apply)
         /^# / { for (i = 2; i <= NF; i++) { if ($i == "srv_name") n = i - 1; if ($i == "srv_admin_state") a = i - 1 }; next }
         n && a && $n == s { print $a; exit }')
       [ -n "$admin" ] || fail "HAProxy has no server $backend/$s"
-      [ "$((admin & ~24))" -eq 0 ] || fail "server $backend/$s is in maintenance (admin state $admin), put there by someone: rollout never readies it"
+      [ "$((admin & 35))" -eq 0 ] || fail "server $backend/$s is in maintenance (admin state $admin), put there by someone: rollout never readies it"
     else
       drained="$drained $s"
     fi
