@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -172,10 +174,13 @@ func TestAppHostHAProxy(t *testing.T) {
 	// sudo: helper: the app host's helper drains and readies this backend
 	// through the runtime API, and deploy runs nothing else as root (no
 	// activation hook then: it needs sudo).
+	// One host is enough: the helper is the same on each.
 	helperCfg := helperConfig(t, cfg)
 	installHelpers(t, helperCfg)
 	onlyHelper(t, fleet.Hosts...)
-	results = underLoad(t, fleet.Hosts, func() { out, code = rollout(t, "deploy", "-c", helperCfg, "--version", "v2", "--force") })
+	results = underLoad(t, fleet.Hosts[:1], func() {
+		out, code = rollout(t, "deploy", "-c", helperCfg, "--version", "v2", "--force", "--hosts", fleet.Hosts[0].Addr)
+	})
 	if code != 0 || !strings.Contains(out, "deploy v2: ok") {
 		t.Fatalf("deploy with the helper exited %d:\n%s", code, out)
 	}
@@ -193,17 +198,19 @@ func TestAppHostHAProxy(t *testing.T) {
 	}
 }
 
-// reloadedMidDeploy: HAProxy reloaded on a host (systemctl reload) while
-// an instance restarts there. The new process forgot the drains set
-// through the API, and rollout's session still talks to the old one,
-// which it keeps alive. The next change reaches the new process and warns
-// of what the reload undid; the later instances are drained in the new
-// process (seen through a socket of its own every 100 ms); the deploy
-// ends with every server in service on v2.
+// reloadedMidDeploy: HAProxy reloaded on the first host (systemctl
+// reload) and restarted on the second (systemctl restart) while an
+// instance restarts there. Each new process forgot the states set through
+// the API; on the first host rollout's session still talks to the old
+// process, which it keeps alive; on the second it ended. The next change on
+// each host reaches the new process and warns of what was undone; the
+// first host's later instances are drained in the new process (seen
+// through a socket of its own every 100 ms); the deploy ends with every
+// server in service on v2.
 func reloadedMidDeploy(t *testing.T, cfg string) {
 	t.Helper()
-	h := fleet.Hosts[0]
-	before := haproxyPid(t, h)
+	h, h2 := fleet.Hosts[0], fleet.Hosts[1]
+	before, before2 := haproxyPid(t, h), haproxyPid(t, h2)
 	var (
 		code   int
 		events []stepEvent
@@ -215,11 +222,33 @@ func reloadedMidDeploy(t *testing.T, cfg string) {
 	onHost := func(e stepEvent) bool {
 		return (e.Host == h.Addr || e.Host == h.Name) && at(basePort+1, "restart", "start")(e)
 	}
-	results := underLoad(t, []*testbed.Host{h}, func() {
-		code, events, _ = runWithFault(t, []string{"deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr}, onHost, func() {
+	results := underLoad(t, fleet.Hosts, func() {
+		code, events, _ = runWithFault(t, []string{"deploy", "-c", cfg, "--version", "v2", "--force"}, onHost, func() {
 			if out, err := fleet.RunRoot(context.Background(), h, "systemctl reload haproxy 2>&1"); err != nil {
 				t.Errorf("reload haproxy: %v\n%s", err, out)
 			}
+			// The second host's HAProxy restarts once rollout drained its
+			// second instance there.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						t.Errorf("%s: my-app-%d was never seen drained", h2.Name, basePort+1)
+						return
+					case <-time.After(50 * time.Millisecond):
+					}
+					out, err := fleet.RunRoot(context.Background(), h2, "echo 'show servers state app' | socat stdio unix-connect:/run/haproxy/admin.sock")
+					if err != nil || !regexp.MustCompile(fmt.Sprintf(`(?m)^\S+ app \S+ my-app-%d \S+ \S+ 8 `, basePort+1)).MatchString(out) {
+						continue
+					}
+					if out, err := fleet.RunRoot(context.Background(), h2, "systemctl restart haproxy 2>&1"); err != nil {
+						t.Errorf("restart haproxy: %v\n%s", err, out)
+					}
+					return
+				}
+			}()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -252,32 +281,45 @@ func reloadedMidDeploy(t *testing.T, cfg string) {
 	})
 	close(stop)
 	wg.Wait()
+	// The restart closes the second host's connections in flight: not
+	// rollout's to count.
 	for _, r := range results {
-		t.Logf("HAProxy reloaded mid-deploy: %d failed (%v), %d resent", r.Failed, r.Failures, len(r.Resent))
+		t.Logf("HAProxy reloaded (first host) and restarted (second) mid-deploy: %d failed (%v), %d resent", r.Failed, r.Failures, len(r.Resent))
 	}
 	if code != 0 {
-		t.Fatalf("deploy with HAProxy reloaded mid-deploy exited %d", code)
+		t.Fatalf("deploy with HAProxy reloaded and restarted mid-deploy exited %d", code)
 	}
-	after := haproxyPid(t, h)
-	if after == before {
-		t.Fatalf("HAProxy on %s was not reloaded (process %s)", h.Name, after)
+	after, after2 := haproxyPid(t, h), haproxyPid(t, h2)
+	if after == before || after2 == before2 {
+		t.Fatalf("HAProxy not reloaded or restarted: processes %s, %s then %s, %s", before, before2, after, after2)
 	}
-	if !hasStepEvent(events, "undrain", "warn", fmt.Sprintf("(process %s, now %s)", before, after)) {
-		t.Errorf("no warning that HAProxy on %s was reloaded (process %s, now %s)", h.Name, before, after)
+	for _, w := range []struct {
+		host, step, msg string
+	}{
+		{h.Addr, "undrain", fmt.Sprintf("(process %s, now %s)", before, after)},
+		{h2.Addr, "undrain", fmt.Sprintf("(process %s, now %s)", before2, after2)},
+	} {
+		if !slices.ContainsFunc(events, func(e stepEvent) bool {
+			return e.Host == w.host && e.Step == w.step && e.Status == "warn" && strings.Contains(e.Message, w.msg)
+		}) {
+			t.Errorf("%s: no %s warning that HAProxy was reloaded or restarted %s", w.host, w.step, w.msg)
+		}
 	}
 	for _, port := range []int{basePort + 2, basePort + 3} {
 		if !seen[fmt.Sprintf("%s my-app-%d", after, port)] {
 			t.Errorf("%d was never seen drained in the new process %s (seen: %v): rollout's changes went elsewhere", port, after, seen)
 		}
 	}
-	for name, st := range adminStates(t, h) {
-		if st != "0" {
-			t.Errorf("%s: server %s left with admin state %s after the reload", h.Name, name, st)
+	for _, h := range fleet.Hosts {
+		for name, st := range adminStates(t, h) {
+			if st != "0" {
+				t.Errorf("%s: server %s left with admin state %s", h.Name, name, st)
+			}
 		}
-	}
-	for port, v := range versionsServed(t, h) {
-		if v != "v2" {
-			t.Errorf("%s:%d serves %q", h.Name, port, v)
+		for port, v := range versionsServed(t, h) {
+			if v != "v2" {
+				t.Errorf("%s:%d serves %q", h.Name, port, v)
+			}
 		}
 	}
 }
