@@ -74,6 +74,8 @@ type hostSetup interface {
 	// stdin one after the other; an Nginx config that fails its test is
 	// errNginxTest, with the previous files back.
 	SetupApply(ctx context.Context, actions []setupAction, stdin []byte) error
+	// WorkerStates reads units (and patterns of them) as systemd has them.
+	WorkerStates(ctx context.Context, units []string) (map[string]unitState, error)
 }
 
 // errNginxTest: a change failed nginx -t; the previous files are back.
@@ -145,7 +147,29 @@ func setupHost(ctx context.Context, cfg *Config, host string, r hostSetup, dryRu
 	if err := p.host(cfg, want, found, now); err != nil {
 		return nil, err
 	}
+	if len(cfg.Workers) > 0 {
+		st, err := r.WorkerStates(ctx, workerPatterns(cfg))
+		if err != nil {
+			return nil, fmt.Errorf("inspect the workers' units: %w", err)
+		}
+		p.extraWorkers(cfg, st)
+	}
 	return p.apply(ctx, r)
+}
+
+// extraWorkers stops and disables the instances of a worker's template
+// beyond its count (a count lowered) that run or would start at boot:
+// each would go on with the code it has while the others move on. systemd
+// gives each its stop_timeout to finish the job in hand.
+func (p *setupPlan) extraWorkers(cfg *Config, st map[string]unitState) {
+	extra := beyondCount(cfg, st, func(s unitState) bool {
+		return s.upOrStarting() || s.FileState == "enabled" || s.FileState == "enabled-runtime"
+	})
+	if len(extra) == 0 {
+		return
+	}
+	p.change("stop and disable %s (beyond the workers' count; each gets its stop_timeout to finish the job in hand)", strings.Join(extra, " "))
+	p.do(append([]string{"disable-now", strconv.Itoa(len(extra))}, extra...)...)
 }
 
 // setupWant is what setup inspects on an app host for these ports.

@@ -71,6 +71,20 @@ func TestSetupScripts(t *testing.T) {
 	if out, code := runScript(t, "setup-apply", "", "frobnicate"); code != 2 || !strings.Contains(out, "unknown action frobnicate") {
 		t.Errorf("an unknown action: exit %d %s", code, out)
 	}
+	// The workers beyond a lowered count: one systemctl for all, each
+	// unit an argument of its own.
+	bin := t.TempDir()
+	log := filepath.Join(bin, "log")
+	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte("#!/bin/sh\nprintf '%s|' \"$@\" >>"+log+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	if out, code := runScript(t, "setup-apply", "", "disable-now", "2", "w@3", "w@12", "enable-now", "x.timer"); code != 0 {
+		t.Errorf("disable-now: exit %d %s", code, out)
+	}
+	if got, _ := os.ReadFile(log); string(got) != "disable|--now|--|w@3|w@12|enable|--now|--|x.timer|" {
+		t.Errorf("systemctl ran with %q", got)
+	}
 }
 
 // runCommand runs a command built for a host here, with stdin.

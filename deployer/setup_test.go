@@ -62,6 +62,11 @@ type fakeSetupHost struct {
 	found   setupFound
 	applied [][]setupAction
 	stdin   []string
+	workers map[string]unitState // the workers' units systemd has
+}
+
+func (h *fakeSetupHost) WorkerStates(context.Context, []string) (map[string]unitState, error) {
+	return h.workers, nil
 }
 
 func (h *fakeSetupHost) Cores(context.Context) (int, error) { return 2, nil }

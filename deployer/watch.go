@@ -268,7 +268,7 @@ func Transitions(prev *Snapshot, cur Snapshot) []Transition {
 			switch {
 			case wk.BeyondCount:
 				if before == nil {
-					worker("beyond-count", true, fmt.Sprintf("running beyond the workers' count (pid %d): it goes on with the code it has; stop it (sudo systemctl disable --now %s) or raise the count", wk.PID, wk.Unit))
+					worker("beyond-count", true, fmt.Sprintf("running beyond the workers' count (pid %d): it goes on with the code it has; rollout setup stops and disables it (or sudo systemctl disable --now %s), or raise the count", wk.PID, wk.Unit))
 				}
 			case !wk.OK() && (before == nil || before.OK()):
 				worker("down", true, wk.State+"/"+wk.Sub)

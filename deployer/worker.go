@@ -181,7 +181,7 @@ func checkWorkers(ctx context.Context, cfg *Config, r remote) error {
 		if len(extra) == 1 {
 			verb = "is"
 		}
-		return fmt.Errorf("%s %s running beyond the workers' count (a count lowered?): they would go on with the code they have; stop them (sudo systemctl disable --now %s) or raise the count",
+		return fmt.Errorf("%s %s running beyond the workers' count (a count lowered?): they would go on with the code they have; rollout setup stops and disables them (or sudo systemctl disable --now %s), or raise the count",
 			strings.Join(extra, ", "), verb, strings.Join(extra, " "))
 	}
 	return nil
@@ -203,20 +203,30 @@ func workerPatterns(cfg *Config) []string {
 // not among its instances (UNIT@1 … UNIT@Count, by name: UNIT@03 is
 // not UNIT@3) and are running or starting, in order.
 func extraWorkers(cfg *Config, st map[string]unitState) []string {
+	return beyondCount(cfg, st, unitState.upOrStarting)
+}
+
+// beyondCount are the instances in st of a worker's template that are
+// not among its instances and of which is says so, in order: by length,
+// then name (UNIT@3 before UNIT@12).
+func beyondCount(cfg *Config, st map[string]unitState, is func(unitState) bool) []string {
 	var out []string
 	for _, w := range cfg.Workers {
 		var extra []string
 		for id, s := range st {
-			if strings.HasPrefix(id, w.Unit+"@") && !slices.Contains(w.Instances(), id) &&
-				(s.Active == "active" || s.Active == "activating" || s.Active == "reloading") {
+			if strings.HasPrefix(id, w.Unit+"@") && !slices.Contains(w.Instances(), id) && is(s) {
 				extra = append(extra, id)
 			}
 		}
-		// By length, then name: UNIT@3 before UNIT@12.
 		slices.SortFunc(extra, func(a, b string) int { return cmp.Or(cmp.Compare(len(a), len(b)), strings.Compare(a, b)) })
 		out = append(out, extra...)
 	}
 	return out
+}
+
+// upOrStarting: systemd runs the unit or is starting it.
+func (s unitState) upOrStarting() bool {
+	return s.Active == "active" || s.Active == "activating" || s.Active == "reloading"
 }
 
 // revertWorkers restarts the workers a failed run switched onto their

@@ -230,6 +230,40 @@ func TestSetupWorkers(t *testing.T) {
 	}
 }
 
+// After a count is lowered, setup stops and disables the instances beyond
+// it that run or are enabled (they would start at boot), and leaves one
+// stopped and disabled, and the instances within the count, alone; a dry
+// run says so and changes nothing.
+func TestSetupStopsWorkersBeyondTheCount(t *testing.T) {
+	cfg, err := ParseConfig("rollout.yaml", []byte(validConfig+"workers:\n  - {unit: my-app-worker, count: 2, exec_start: /usr/bin/node worker.js}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := unitState{Load: "loaded", Active: "active", FileState: "enabled", MainPID: 7}
+	h := &fakeSetupHost{found: inspection(cfg, true), workers: map[string]unitState{
+		"my-app-worker@1":  up,
+		"my-app-worker@2":  up,
+		"my-app-worker@12": up,
+		"my-app-worker@3":  {Load: "loaded", Active: "inactive", FileState: "enabled"},
+		"my-app-worker@4":  {Load: "loaded", Active: "failed", FileState: "disabled"},
+	}}
+	h.found.Enabled = append(h.found.Enabled, "enabled", "enabled") // the workers within the count
+	res, err := setupHost(testCtx(t), cfg, "web1", h, true, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "stop and disable my-app-worker@3 my-app-worker@12 (beyond the workers' count; each gets its stop_timeout to finish the job in hand)"
+	if got := strings.Join(res.Changes, "\n"); got != want || len(h.applied) != 0 {
+		t.Fatalf("dry run: changes %q, applied %q", got, h.applied)
+	}
+	if _, err := setupHost(testCtx(t), cfg, "web1", h, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.applied) != 1 || fmt.Sprint(h.applied[0]) != "[[disable-now 2 my-app-worker@3 my-app-worker@12]]" {
+		t.Errorf("applied %q", h.applied)
+	}
+}
+
 // A worker whose unit the host does not have stops the deploy at the
 // preflight, before any change.
 func TestWorkerUnitMissingIsRefusedAtPreflight(t *testing.T) {

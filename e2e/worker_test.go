@@ -154,6 +154,23 @@ func TestWorkersConsumeAQueueThroughADeploy(t *testing.T) {
 	if out, code := rollout(t, "status", "-c", lowered, "--hosts", h.Addr); code != 1 || !strings.Contains(out, "my-app-worker@2") || !strings.Contains(out, "FAIL: beyond the workers' count") {
 		t.Errorf("status with my-app-worker@2 beyond the count exited %d (want 1, naming it):\n%s", code, out)
 	}
+	// setup stops and disables it (a dry run first says so and changes
+	// nothing); then status has nothing to say.
+	if out, code := rollout(t, "setup", "-c", lowered, "--hosts", h.Addr, "--dry-run"); code != 0 || !strings.Contains(out, "stop and disable my-app-worker@2 (beyond the workers' count") {
+		t.Errorf("setup --dry-run with my-app-worker@2 beyond the count exited %d:\n%s", code, out)
+	}
+	if state, _ := fleet.Run(ctx, h, "systemctl is-active my-app-worker@2 || true"); strings.TrimSpace(state) != "active" {
+		t.Errorf("the dry run stopped my-app-worker@2: %q", state)
+	}
+	if out, code := rollout(t, "setup", "-c", lowered, "--hosts", h.Addr); code != 0 || !strings.Contains(out, "stop and disable my-app-worker@2") {
+		t.Errorf("setup with my-app-worker@2 beyond the count exited %d:\n%s", code, out)
+	}
+	if state, _ := fleet.Run(ctx, h, "systemctl is-active my-app-worker@2 || true; systemctl is-enabled my-app-worker@2 || true; systemctl is-active my-app-worker@1"); state != "inactive\ndisabled\nactive\n" {
+		t.Errorf("after setup, my-app-worker@2 and @1: %q (want inactive, disabled; active)", state)
+	}
+	if out, code := rollout(t, "status", "-c", lowered, "--hosts", h.Addr); code != 0 || strings.Contains(out, "my-app-worker@2") {
+		t.Errorf("status after setup exited %d:\n%s", code, out)
+	}
 }
 
 // drainedQueue waits until the host's queue has no job left to do, and

@@ -189,7 +189,7 @@ func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 			}
 			switch {
 			case w.BeyondCount:
-				health = "FAIL: beyond the workers' count (it keeps its code; sudo systemctl disable --now " + w.Unit + ")"
+				health = "FAIL: beyond the workers' count (it keeps its code; rollout setup stops it)"
 			case !w.OK():
 				health = "FAIL: not running"
 			}

@@ -30,6 +30,7 @@
 #   enable N UNIT...                  enable units
 #   start N UNIT...                   start units
 #   enable-now UNIT                   enable and start a unit
+#   disable-now N UNIT...             stop and disable units
 #
 # usage: setup-apply.sh ACTION...
 # exit:  0 done; EX_NGINX_TEST: nginx -t failed, the previous files are
@@ -159,7 +160,7 @@ while [ $# -gt 0 ]; do
       fi
     fi
     ;;
-  enable | start)
+  enable | start | disable-now)
     n=$1
     shift
     units=""
@@ -168,7 +169,10 @@ while [ $# -gt 0 ]; do
       n=$((n - 1))
       shift
     done
-    eval "systemctl $verb -- $units"
+    case $verb in
+    disable-now) eval "systemctl disable --now -- $units" ;;
+    *) eval "systemctl $verb -- $units" ;;
+    esac
     ;;
   enable-now)
     systemctl enable --now -- "$1"
