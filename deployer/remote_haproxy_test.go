@@ -33,12 +33,18 @@ type cliConn struct {
 	// endAfter end (HAProxy closing it) after them.
 	refuse              bool
 	hangAfter, endAfter int
+	// down makes the next runs of the script find HAProxy down.
+	down int
 }
 
 func (c *cliConn) Run(_ context.Context, cmd string, _ io.Reader) (sshexec.Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ran = append(c.ran, cmd)
+	if c.down > 0 {
+		c.down--
+		return sshexec.Result{}, &sshexec.ExitError{Cmd: cmd, Code: exitHAProxyDown, Stderr: "/run/haproxy/admin.sock is not a socket"}
+	}
 	// The script's items follow "apply".
 	if _, items, ok := strings.Cut(cmd, " apply "); ok {
 		out, err := c.fake.run("apply", strings.Fields(items))
@@ -316,5 +322,31 @@ func TestHAProxyChangeAfterAReload(t *testing.T) {
 				t.Errorf("next change: %v, notes %q", err, wait.notes)
 			}
 		})
+	}
+}
+
+// HAProxy down during a deploy (between the stop and the start of a
+// restart): the change is tried again until it answers, within
+// haproxyDownWait; past it, the error says how long it waited. The
+// preflight's check is not tried again.
+func TestHAProxyDownIsWaitedFor(t *testing.T) {
+	c := &cliConn{fake: newFakeHAProxy("127.0.0.1", 3000, 3001), refuse: true, down: 3}
+	r := cliRemote(t, c, "")
+	t0 := time.Now()
+	if _, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"drain:app3000"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.ran) != 4 || c.fake.servers[0].admin != 0x08 || time.Since(t0) < 600*time.Millisecond {
+		t.Errorf("ran %d scripts in %s, servers %+v: want three found down, then the change", len(c.ran), time.Since(t0), c.fake.servers)
+	}
+	defer func(w time.Duration) { haproxyDownWait = w }(haproxyDownWait)
+	haproxyDownWait = 300 * time.Millisecond
+	c.down = 100
+	if _, err := r.HAProxy(testCtx(t), appAPI, "apply", []string{"ready:app3000"}); err == nil || !strings.Contains(err.Error(), "(HAProxy down for 300ms)") {
+		t.Errorf("HAProxy down for good: %v", err)
+	}
+	c.ran = nil
+	if _, err := r.HAProxy(testCtx(t), appAPI, "check", nil); exitCode(err) != exitHAProxyDown || len(c.ran) != 1 {
+		t.Errorf("check with HAProxy down: %v after %d runs", err, len(c.ran))
 	}
 }

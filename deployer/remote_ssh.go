@@ -352,9 +352,28 @@ func (r sshRemote) HAProxy(ctx context.Context, api haproxyAPI, op string, serve
 			return out, err
 		}
 	}
-	res, err := r.run(ctx, "haproxy "+op, r.cmdHAProxy(api, op, servers), nil)
-	return res.Stdout, err
+	// HAProxy down (stopped, or restarting: between its stop and its
+	// start) during a deploy: tried again for a while. Not at the
+	// preflight: nothing has changed yet, and the deploy stops there.
+	deadline := time.Now().Add(haproxyDownWait)
+	for {
+		res, err := r.run(ctx, "haproxy "+op, r.cmdHAProxy(api, op, servers), nil)
+		if op == "check" || exitCode(err) != exitHAProxyDown || time.Now().After(deadline) {
+			if exitCode(err) == exitHAProxyDown && op != "check" {
+				err = fmt.Errorf("%w (HAProxy down for %s)", err, haproxyDownWait)
+			}
+			return res.Stdout, err
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return res.Stdout, err
+		}
+	}
 }
+
+// haproxyDownWait is how long a change waits for HAProxy to answer again.
+var haproxyDownWait = 5 * time.Second
 
 func (r sshRemote) ReadUpstream(ctx context.Context, n NginxConfig) ([]byte, error) {
 	res, err := r.run(ctx, "read "+n.UpstreamFile, r.cmdReadUpstream(n), nil)

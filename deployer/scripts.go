@@ -41,6 +41,7 @@ const (
 	exitSpecial     = 81 // EX_SPECIAL: a release holds a device, fifo or socket file
 	exitNoEnvFile   = 82 // EX_NO_ENVFILE: the unit does not read the release's secrets
 	exitMigrate     = 83 // EX_MIGRATE: release.migrate failed or timed out
+	exitHAProxyDown = 84 // EX_HAPROXY_DOWN: nothing answers at HAProxy's socket (stopped, restarting)
 )
 
 // sectionMark starts each part of a script's output: "@@rollout@@ NAME".

@@ -27,7 +27,8 @@ func TestScriptExitCodesAgree(t *testing.T) {
 	goSide := map[string]int{"EX_NGINX_TEST": exitNginxTest, "EX_OLD_WORKERS": exitOldWorkers, "EX_CHANGED": exitChanged, "EX_HAPROXY": exitHAProxy, "EX_LOCK_LOST": exitLockLost,
 		"EX_UNIT_MISSING": exitUnitMissing, "EX_NGINX_BROKEN": exitNginxBroken, "EX_UPSTREAM_UNREADABLE": exitUpstreamUnreadable,
 		"EX_CHECKSUM": exitChecksum, "EX_PREPARE": exitPrepare, "EX_SHARED": exitShared, "EX_NO_RELEASE": exitNoRelease,
-		"EX_LOG_UNREADABLE": exitLogUnreadable, "EX_STALE": exitHelperStale, "EX_REFUSED": exitRefused, "EX_SUDOERS": exitSudoers, "EX_SPECIAL": exitSpecial, "EX_NO_ENVFILE": exitNoEnvFile}
+		"EX_LOG_UNREADABLE": exitLogUnreadable, "EX_STALE": exitHelperStale, "EX_REFUSED": exitRefused, "EX_SUDOERS": exitSudoers, "EX_SPECIAL": exitSpecial, "EX_NO_ENVFILE": exitNoEnvFile,
+		"EX_HAPROXY_DOWN": exitHAProxyDown}
 	declRE := regexp.MustCompile(`(?m)^readonly (EX_[A-Z_]+)=([0-9]+)$`)
 	seen := map[string]bool{}
 	files, err := fs.Glob(scriptFiles, "scripts/*.sh")
@@ -244,6 +245,10 @@ esac
 	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "apply", "pid:57", "ready:web1-3001")
 	if log, _ := os.ReadFile(filepath.Join(dir, "log")); code != 0 || string(log) != "set server app/web1-3001 state ready\n" {
 		t.Errorf("readying a server with admin state 4: exit %d, %q, log %q", code, out, log)
+	}
+	// Nothing at the socket: HAProxy down, a code of its own.
+	if out, code := runScript(t, "haproxy", "", filepath.Join(dir, "none.sock"), "app", "1000", "apply", "pid:57", "drain:web1-3000"); code != exitHAProxyDown || !strings.Contains(out, "is not a socket") {
+		t.Errorf("no socket: exit %d, %q", code, out)
 	}
 	os.WriteFile(filepath.Join(dir, "level"), []byte("operator\n"), 0o644)
 	out, code = runScript(t, "haproxy", "", sock, "app", "1000", "check")

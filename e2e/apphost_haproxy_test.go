@@ -199,8 +199,9 @@ func TestAppHostHAProxy(t *testing.T) {
 }
 
 // reloadedMidDeploy: HAProxy reloaded on the first host (systemctl
-// reload) and restarted on the second (systemctl restart) while an
-// instance restarts there. Each new process forgot the states set through
+// reload) and restarted on the second (stopped for 3 s, then started:
+// rollout's next change finds it down and waits) while an instance
+// restarts there. Each new process forgot the states set through
 // the API; on the first host rollout's session still talks to the old
 // process, which it keeps alive; on the second it ended. The next change on
 // each host reaches the new process and warns of what was undone; the
@@ -243,7 +244,10 @@ func reloadedMidDeploy(t *testing.T, cfg string) {
 					if err != nil || !regexp.MustCompile(fmt.Sprintf(`(?m)^\S+ app \S+ my-app-%d \S+ \S+ 8 `, basePort+1)).MatchString(out) {
 						continue
 					}
-					if out, err := fleet.RunRoot(context.Background(), h2, "systemctl restart haproxy 2>&1"); err != nil {
+					// Down for 3 s: rollout's next change comes within them
+					// (the instance's restart and health check take about 1.5
+					// s) and waits for HAProxy to answer again.
+					if out, err := fleet.RunRoot(context.Background(), h2, "systemctl stop haproxy && sleep 3 && systemctl start haproxy 2>&1"); err != nil {
 						t.Errorf("restart haproxy: %v\n%s", err, out)
 					}
 					return

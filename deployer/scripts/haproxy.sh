@@ -24,7 +24,9 @@
 #        has a current session, at most DRAIN_TIMEOUT_MS; prints "drained
 #        MS", or "busy MS N" with N sessions still open at the timeout,
 #        then what state prints.
-# exit:  0 done; EX_HAPROXY with HAProxy's own words on stderr
+# exit:  0 done; EX_HAPROXY with HAProxy's own words on stderr;
+#        EX_HAPROXY_DOWN when nothing answers at the socket (HAProxy
+#        stopped, or between the stop and the start of a restart)
 # needs: socat; a sleep that takes fractions of a second (GNU coreutils,
 #        BusyBox)
 set -eu
@@ -37,6 +39,7 @@ ms() {
   echo $((${cs:-0} * 10))
 }
 readonly EX_HAPROXY=77
+readonly EX_HAPROXY_DOWN=84
 sock=$1
 backend=$2
 timeout_ms=$3
@@ -47,16 +50,21 @@ fail() {
   printf '%s\n' "$*" >&2
   exit "$EX_HAPROXY"
 }
+down() {
+  printf '%s\n' "$*" >&2
+  exit "$EX_HAPROXY_DOWN"
+}
 api() { printf '%s\n' "$1" | socat -t 5 stdio "unix-connect:$sock"; }
 # pid: the process answering on the socket ("show info" has "Pid: N").
 pid() {
-  p=$(api "show info" | awk -F': ' '$1 == "Pid" { print $2; exit }') || fail "$sock does not answer"
-  [ -n "$p" ] || fail "show info: HAProxy gives no Pid"
+  info=$(api "show info") || down "$sock does not answer"
+  p=$(printf '%s\n' "$info" | awk -F': ' '$1 == "Pid" { print $2; exit }')
+  [ -n "$p" ] || fail "show info: HAProxy gives no Pid: $info"
   echo "$p"
 }
 # state: the pid line, then the backend's servers.
 state() {
-  out=$(api "show servers state $backend") || fail "$sock does not answer"
+  out=$(api "show servers state $backend") || down "$sock does not answer"
   case $out in
   1*) printf 'pid %s\n%s\n' "$1" "$out" ;;
   *) fail "show servers state $backend: HAProxy says: $out" ;;
@@ -65,11 +73,11 @@ state() {
 
 
 command -v socat >/dev/null 2>&1 || fail "socat is not installed: rollout talks to HAProxy's runtime API with it (apt install socat)"
-[ -S "$sock" ] || fail "$sock is not a socket: is HAProxy running, with \"stats socket $sock level admin\" in its global section?"
+[ -S "$sock" ] || down "$sock is not a socket: is HAProxy running, with \"stats socket $sock level admin\" in its global section?"
 
 case $op in
 check)
-  level=$(api "show cli level") || fail "$sock does not answer"
+  level=$(api "show cli level") || down "$sock does not answer"
   [ "$level" = admin ] || fail "$sock is at level ${level:-unknown}, not admin: rollout drains and readies servers, which needs \"stats socket $sock level admin\""
   ;;
 esac
@@ -91,7 +99,7 @@ apply)
     ;;
   esac
   case " $* " in
-  *" ready:"*) before=$(api "show servers state $backend") || fail "$sock does not answer" ;;
+  *" ready:"*) before=$(api "show servers state $backend") || down "$sock does not answer" ;;
   esac
   drained=
   cmds=
@@ -110,7 +118,7 @@ apply)
     cmds="${cmds:+$cmds; }set server $backend/$s state $state"
   done
   # One connection for every change: HAProxy runs the commands in order.
-  out=$(api "$cmds") || fail "$sock does not answer"
+  out=$(api "$cmds") || down "$sock does not answer"
   [ -z "$(printf '%s' "$out" | tr -d '[:space:]')" ] || fail "$cmds: HAProxy says: $out"
   # "show stat" is CSV under a "# pxname,svname,...,scur,..." header.
   sessions() {
