@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -198,61 +197,36 @@ func TestAppHostHAProxy(t *testing.T) {
 	}
 }
 
-// reloadedMidDeploy: HAProxy reloaded on the first host (systemctl
-// reload) and restarted on the second (stopped for 3 s, then started:
-// rollout's next change finds it down and waits) while an instance
-// restarts there. Each new process forgot the states set through
-// the API; on the first host rollout's session still talks to the old
-// process, which it keeps alive; on the second it ended. The next change on
-// each host reaches the new process and warns of what was undone; the
-// first host's later instances are drained in the new process (seen
-// through a socket of its own every 100 ms); the deploy ends with every
-// server in service on v2.
+// reloadedMidDeploy: HAProxy on the first host reloaded (systemctl
+// reload) while its second instance restarts, and later stopped for 3 s
+// while its last one restarts. Each new process forgot the states set
+// through the API. After the reload rollout's session still talks to the
+// old process, which it keeps alive; after the stop rollout's next change
+// finds nothing at the socket and waits. The next change after each
+// reaches the new process and warns of what was undone; the instances in
+// between are drained in the reloaded process (seen through a socket of
+// its own every 100 ms); the deploy ends with every server in service on
+// v2.
 func reloadedMidDeploy(t *testing.T, cfg string) {
 	t.Helper()
-	h, h2 := fleet.Hosts[0], fleet.Hosts[1]
-	before, before2 := haproxyPid(t, h), haproxyPid(t, h2)
+	h := fleet.Hosts[0]
+	p0 := haproxyPid(t, h)
+	last := fmt.Sprintf("my-app-%d", basePort+instances-1)
 	var (
 		code   int
 		events []stepEvent
 		mu     sync.Mutex
 		seen   = map[string]bool{} // "PID SERVER" drained
+		p1     string              // the process the last instance was drained in
 	)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	onHost := func(e stepEvent) bool {
-		return (e.Host == h.Addr || e.Host == h.Name) && at(basePort+1, "restart", "start")(e)
-	}
-	results := underLoad(t, fleet.Hosts, func() {
-		code, events, _ = runWithFault(t, []string{"deploy", "-c", cfg, "--version", "v2", "--force"}, onHost, func() {
+	onHost := func(e stepEvent) bool { return at(basePort+1, "restart", "start")(e) }
+	results := underLoad(t, []*testbed.Host{h}, func() {
+		code, events, _ = runWithFault(t, []string{"deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr}, onHost, func() {
 			if out, err := fleet.RunRoot(context.Background(), h, "systemctl reload haproxy 2>&1"); err != nil {
 				t.Errorf("reload haproxy: %v\n%s", err, out)
 			}
-			// The second host's HAProxy restarts once rollout drained its
-			// second instance there.
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						t.Errorf("%s: my-app-%d was never seen drained", h2.Name, basePort+1)
-						return
-					case <-time.After(50 * time.Millisecond):
-					}
-					out, err := fleet.RunRoot(context.Background(), h2, "echo 'show servers state app' | socat stdio unix-connect:/run/haproxy/admin.sock")
-					if err != nil || !regexp.MustCompile(fmt.Sprintf(`(?m)^\S+ app \S+ my-app-%d \S+ \S+ 8 `, basePort+1)).MatchString(out) {
-						continue
-					}
-					// Down for 3 s: rollout's next change comes within them
-					// (the instance's restart and health check take about 1.5
-					// s) and waits for HAProxy to answer again.
-					if out, err := fleet.RunRoot(context.Background(), h2, "systemctl stop haproxy && sleep 3 && systemctl start haproxy 2>&1"); err != nil {
-						t.Errorf("restart haproxy: %v\n%s", err, out)
-					}
-					return
-				}
-			}()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -265,7 +239,7 @@ func reloadedMidDeploy(t *testing.T, cfg string) {
 					// One connection: both answers come from one process.
 					out, err := fleet.RunRoot(context.Background(), h, "printf 'show info; show servers state app\\n' | socat stdio unix-connect:/run/haproxy/admin.sock")
 					if err != nil {
-						continue // between two processes
+						continue // HAProxy down
 					}
 					pid := ""
 					for _, line := range strings.Split(out, "\n") {
@@ -279,51 +253,57 @@ func reloadedMidDeploy(t *testing.T, cfg string) {
 							mu.Unlock()
 						}
 					}
+					mu.Lock()
+					stopNow := p1 == "" && seen[pid+" "+last]
+					if stopNow {
+						p1 = pid
+					}
+					mu.Unlock()
+					if stopNow {
+						// Down for 3 s: rollout's next change comes within
+						// them (the instance's restart and health check take
+						// about 1.5 s) and waits for HAProxy to answer again.
+						if out, err := fleet.RunRoot(context.Background(), h, "systemctl stop haproxy && sleep 3 && systemctl start haproxy 2>&1"); err != nil {
+							t.Errorf("stop and start haproxy: %v\n%s", err, out)
+						}
+					}
 				}
 			}()
 		})
 	})
 	close(stop)
 	wg.Wait()
-	// The restart closes the second host's connections in flight: not
-	// rollout's to count.
-	for _, r := range results {
-		t.Logf("HAProxy reloaded (first host) and restarted (second) mid-deploy: %d failed (%v), %d resent", r.Failed, r.Failures, len(r.Resent))
-	}
+	// The 3 s without HAProxy fail the requests sent then: not the
+	// deploy's.
+	t.Logf("HAProxy reloaded, then stopped for 3 s, mid-deploy: %d failed (%v), %d resent", results[0].Failed, results[0].Failures, len(results[0].Resent))
 	if code != 0 {
-		t.Fatalf("deploy with HAProxy reloaded and restarted mid-deploy exited %d", code)
+		t.Fatalf("deploy with HAProxy reloaded and stopped mid-deploy exited %d", code)
 	}
-	after, after2 := haproxyPid(t, h), haproxyPid(t, h2)
-	if after == before || after2 == before2 {
-		t.Fatalf("HAProxy not reloaded or restarted: processes %s, %s then %s, %s", before, before2, after, after2)
+	p2 := haproxyPid(t, h)
+	if p1 == "" || p1 == p0 || p2 == p1 {
+		t.Fatalf("HAProxy was not reloaded and then started again: processes %s, %q, %s", p0, p1, p2)
 	}
 	for _, w := range []struct {
-		host, step, msg string
-	}{
-		{h.Addr, "undrain", fmt.Sprintf("(process %s, now %s)", before, after)},
-		{h2.Addr, "undrain", fmt.Sprintf("(process %s, now %s)", before2, after2)},
-	} {
+		port     int
+		was, now string
+	}{{basePort + 1, p0, p1}, {basePort + instances - 1, p1, p2}} {
 		if !slices.ContainsFunc(events, func(e stepEvent) bool {
-			return e.Host == w.host && e.Step == w.step && e.Status == "warn" && strings.Contains(e.Message, w.msg)
+			return e.Port == w.port && e.Step == "undrain" && e.Status == "warn" && strings.Contains(e.Message, fmt.Sprintf("(process %s, now %s)", w.was, w.now))
 		}) {
-			t.Errorf("%s: no %s warning that HAProxy was reloaded or restarted %s", w.host, w.step, w.msg)
+			t.Errorf("no warning on the undrain of %d that HAProxy was reloaded or restarted (process %s, now %s)", w.port, w.was, w.now)
 		}
 	}
-	for _, port := range []int{basePort + 2, basePort + 3} {
-		if !seen[fmt.Sprintf("%s my-app-%d", after, port)] {
-			t.Errorf("%d was never seen drained in the new process %s (seen: %v): rollout's changes went elsewhere", port, after, seen)
+	if !seen[fmt.Sprintf("%s my-app-%d", p1, basePort+2)] {
+		t.Errorf("%d was never seen drained in the reloaded process %s (seen: %v): rollout's changes went elsewhere", basePort+2, p1, seen)
+	}
+	for name, st := range adminStates(t, h) {
+		if st != "0" {
+			t.Errorf("%s: server %s left with admin state %s", h.Name, name, st)
 		}
 	}
-	for _, h := range fleet.Hosts {
-		for name, st := range adminStates(t, h) {
-			if st != "0" {
-				t.Errorf("%s: server %s left with admin state %s", h.Name, name, st)
-			}
-		}
-		for port, v := range versionsServed(t, h) {
-			if v != "v2" {
-				t.Errorf("%s:%d serves %q", h.Name, port, v)
-			}
+	for port, v := range versionsServed(t, h) {
+		if v != "v2" {
+			t.Errorf("%s:%d serves %q", h.Name, port, v)
 		}
 	}
 }
