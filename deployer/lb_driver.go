@@ -175,7 +175,7 @@ func (s haproxyServer) out() bool { return s.admin&(haproxyMaintBits|haproxyDrai
 
 // parseServersState reads "show servers state" (format 1: a version line,
 // a "# name..." header, a line per server), after the "pid N" line
-// rollout's reads put first (statePid).
+// rollout's reads put first (cutPid).
 func parseServersState(state []byte) ([]haproxyServer, error) {
 	_, state = cutPid(state)
 	lines := strings.Split(strings.TrimSpace(string(state)), "\n")

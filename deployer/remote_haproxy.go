@@ -251,9 +251,12 @@ func (s *haproxySession) do(ctx context.Context, cmds ...string) ([]string, erro
 // apply makes the items (ready:SERVER, drain:SERVER) on backend; a first
 // item pid:PID is the process rollout last read (haproxy.sh's apply).
 func (s *haproxySession) apply(ctx context.Context, backend string, items []string, drainTimeout time.Duration) ([]byte, error) {
-	want, hasPid := strings.CutPrefix(items[0], "pid:")
-	if hasPid {
-		items = items[1:]
+	var want string
+	hasPid := false
+	if len(items) > 0 {
+		if want, hasPid = strings.CutPrefix(items[0], "pid:"); hasPid {
+			items = items[1:]
+		}
 	}
 	var sets, drained []string
 	for _, item := range items {
