@@ -387,3 +387,82 @@ func TestDrainedScript(t *testing.T) {
 		t.Errorf("left behind: %v", matches)
 	}
 }
+
+// host-watch.sh's status, with a fake systemctl, curl and systemd-run:
+// status.json holds the workers beside the instances (valid JSON, the
+// fields of rollout status); a worker not running is alerted once, and
+// said again when it runs; worker-stop alerts a worker that crashed.
+func TestHostWatchCoversWorkers(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(path, content string, mode os.FileMode) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	show := func(w2 string) string {
+		return "Id=my-app@3000.service\nActiveState=active\nSubState=running\nMainPID=7\nExecMainStartTimestampMonotonic=1\nNRestarts=0\nMemoryCurrent=100\n\n" +
+			"Id=w@1.service\nActiveState=active\nSubState=running\nMainPID=9\nExecMainStartTimestampMonotonic=1\nNRestarts=0\nMemoryCurrent=[not set]\n\n" +
+			"Id=w@2.service\n" + w2 + "ExecMainStartTimestampMonotonic=0\nNRestarts=3\nMemoryCurrent=[not set]\n"
+	}
+	write(filepath.Join(dir, "show"), show("ActiveState=failed\nSubState=failed\nMainPID=0\n"), 0o644)
+	write(filepath.Join(bin, "systemctl"), "#!/bin/sh\ncat \"$D/show\"\n", 0o755)
+	write(filepath.Join(bin, "curl"), "#!/bin/sh\nprintf 200\n", 0o755)
+	// The post runs at once here: its text appended to sent.
+	write(filepath.Join(bin, "systemd-run"), "#!/bin/sh\nwhile [ \"$1\" != -- ]; do shift; done\ncat \"$4\" >>\"$D/sent\"; echo >>\"$D/sent\"; rm -f \"$4\"\n", 0o755)
+	write(filepath.Join(dir, "up.conf"), "upstream my_app {\n    server 127.0.0.1:3000;\n}\n", 0o644)
+	body, err := scriptFiles.ReadFile("scripts/host-watch.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := "APP=my-app UNIT_PREFIX=my-app@ PORTS=3000 STATE=" + dir + "/state LOCK_STALE=60 MIN_INTERVAL=600 ENV_FILE=/nonexistent STATUS_FILE=" + dir + "/status.json " +
+		"UPSTREAM_FILE=" + dir + "/up.conf UPSTREAM=my_app SERVER_ADDR=127.0.0.1 HEALTH_PATH=/ HEALTH_STATUS=200 HEALTH_TIMEOUT=2 SELF=" + dir + "/watch WORKERS='w@1 w@2'\n"
+	write(filepath.Join(dir, "watch"), "#!/bin/sh\n"+vars+strings.TrimPrefix(string(body), "#!/bin/sh\n"), 0o755)
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	t.Setenv("D", dir)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(filepath.Join(dir, "watch"), args...).CombinedOutput(); err != nil {
+			t.Fatalf("watch %v: %v\n%s", args, err, out)
+		}
+	}
+	sent := func() string {
+		b, _ := os.ReadFile(filepath.Join(dir, "sent"))
+		return string(b)
+	}
+
+	run("status")
+	b, err := os.ReadFile(filepath.Join(dir, "status.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct{ Hosts []HostStatus }
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("status.json is not JSON: %v\n%s", err, b)
+	}
+	if h := st.Hosts[0]; len(h.Instances) != 1 || !h.Instances[0].Healthy || len(h.Workers) != 2 ||
+		h.Workers[0].Unit != "w@1" || h.Workers[0].PID != 9 || h.Workers[1].State != "failed" || h.Workers[1].Restarts != 3 {
+		t.Errorf("status.json: %+v", st.Hosts)
+	}
+	run("status") // still down: no second alert
+	if got := sent(); strings.Count(got, "❌") != 1 || !strings.Contains(got, "❌ worker w@2 on ") || !strings.Contains(got, " is not running: failed/failed") || strings.Contains(got, "w@1") {
+		t.Errorf("alerts after two runs with w@2 failed:\n%s", got)
+	}
+	write(filepath.Join(dir, "show"), show("ActiveState=active\nSubState=running\nMainPID=11\n"), 0o644)
+	run("status")
+	if got := sent(); !strings.Contains(got, "✅ worker w@2 on ") || !strings.Contains(got, " is running again") {
+		t.Errorf("no recovery:\n%s", got)
+	}
+	cmd := exec.Command(filepath.Join(dir, "watch"), "worker-stop", "w@1")
+	cmd.Env = append(os.Environ(), "SERVICE_RESULT=exit-code", "EXIT_CODE=exited", "EXIT_STATUS=3")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("worker-stop: %v\n%s", err, out)
+	}
+	if got := sent(); !strings.Contains(got, "❌ worker w@1 on ") || !strings.Contains(got, " stopped: exit-code (exited 3)") {
+		t.Errorf("no alert for the worker that stopped:\n%s", got)
+	}
+}

@@ -108,6 +108,25 @@ func (c *Config) watchStatusFile() string {
 func (c *Config) alertUnit() string   { return "rollout-alert-" + c.App + "@" }
 func (c *Config) watchDropIn() string { return c.unitFile() + ".d/rollout-watch.conf" }
 
+// A worker's pieces of the watch: the drop-in on its template, and the
+// unit its OnFailure= starts (one per worker: two workers' instances share
+// their numbers).
+func (w Worker) watchDropIn() string {
+	return "/etc/systemd/system/" + w.Unit + "@.service.d/rollout-watch.conf"
+}
+func (c *Config) workerAlertUnit(w Worker) string {
+	return "rollout-alert-" + c.App + "-" + w.Unit + "@"
+}
+
+// workerWatchFiles are the files of the watch for the workers.
+func (c *Config) workerWatchFiles() []string {
+	var out []string
+	for _, w := range c.Workers {
+		out = append(out, w.watchDropIn(), "/etc/systemd/system/"+c.workerAlertUnit(w)+".service")
+	}
+	return out
+}
+
 // removeWatchScript takes away what watchFiles installed (the timer
 // stopped and disabled first), and status.json.
 // unwatchAction removes what setup installed for a watch: section:
@@ -115,7 +134,11 @@ func (c *Config) watchDropIn() string { return c.unitFile() + ".d/rollout-watch.
 func (c *Config) unwatchAction() setupAction {
 	files := []string{c.watchDropIn(), "/etc/systemd/system/" + c.alertUnit() + ".service", "/etc/systemd/system/" + c.statusUnit() + ".service",
 		"/etc/systemd/system/" + c.statusUnit() + ".timer", c.watchScript(), c.watchEnvFile(), c.watchStatusFile()}
+	files = append(files, c.workerWatchFiles()...)
 	dirs := []string{dirOf(c.watchDropIn()), dirOf(c.watchEnvFile())}
+	for _, w := range c.Workers {
+		dirs = append(dirs, dirOf(w.watchDropIn()))
+	}
 	a := setupAction{"unwatch", c.statusUnit() + ".timer", strconv.Itoa(len(files))}
 	a = append(a, files...)
 	a = append(a, strconv.Itoa(len(dirs)))
@@ -148,6 +171,7 @@ func (c *Config) watchFiles(ports []int, webhook string) []ManagedFile {
 		{"ENV_FILE", c.watchEnvFile()}, {"STATUS_FILE", c.watchStatusFile()}, {"UPSTREAM_FILE", c.Nginx.UpstreamFile},
 		{"UPSTREAM", c.Nginx.Upstream}, {"SERVER_ADDR", c.Nginx.ServerAddress}, {"HEALTH_PATH", c.Health.Path},
 		{"HEALTH_STATUS", strconv.Itoa(c.Health.Status)}, {"HEALTH_TIMEOUT", secs(health)}, {"SELF", c.watchScript()},
+		{"WORKERS", strings.Join(c.WorkerUnits(), " ")},
 	}
 	body, err := scriptFiles.ReadFile("scripts/host-watch.sh")
 	if err != nil {
@@ -199,7 +223,7 @@ AccuracySec=1s
 [Install]
 WantedBy=timers.target
 `, c.App, w.Interval, secs(w.Interval)+"s", secs(w.Interval)+"s")
-	return []ManagedFile{
+	files := []ManagedFile{
 		{Path: c.watchScript(), Owner: "root:root", Mode: "755", Content: script.String()},
 		{Path: c.watchEnvFile(), Owner: "root:root", Mode: "600", Content: env, Secret: true},
 		{Path: c.watchDropIn(), Owner: "root:root", Mode: "644", Content: dropIn},
@@ -207,11 +231,33 @@ WantedBy=timers.target
 		{Path: "/etc/systemd/system/" + c.statusUnit() + ".service", Owner: "root:root", Mode: "644", Content: service},
 		{Path: "/etc/systemd/system/" + c.statusUnit() + ".timer", Owner: "root:root", Mode: "644", Content: timer},
 	}
+	for _, wk := range c.Workers {
+		dropIn := fmt.Sprintf(`# Written by rollout setup (watch:): alert when a worker stops with a
+# result other than success, and when systemd gives up restarting it.
+[Unit]
+OnFailure=%s%%i.service
+
+[Service]
+ExecStopPost=-+%s worker-stop %%p@%%i
+`, c.workerAlertUnit(wk), c.watchScript())
+		alert := fmt.Sprintf(`# Written by rollout setup (watch:): started by systemd when %s@%%i fails.
+[Unit]
+Description=rollout alert: %s@%%i failed
+
+[Service]
+Type=oneshot
+ExecStart=%s worker-start-limit %s@%%i
+`, wk.Unit, wk.Unit, c.watchScript(), wk.Unit)
+		files = append(files,
+			ManagedFile{Path: wk.watchDropIn(), Owner: "root:root", Mode: "644", Content: dropIn},
+			ManagedFile{Path: "/etc/systemd/system/" + c.workerAlertUnit(wk) + ".service", Owner: "root:root", Mode: "644", Content: alert})
+	}
+	return files
 }
 
 // watchDirs are the directories the watch's files need.
 func (c *Config) watchDirs() []managedDir {
-	return []managedDir{
+	dirs := []managedDir{
 		{"/usr/local/lib/rollout", "root:root", "755"},
 		{"/etc/rollout", "root:root", "755"},
 		{"/etc/rollout/" + c.App, "root:root", "700"},
@@ -219,6 +265,10 @@ func (c *Config) watchDirs() []managedDir {
 		{c.watchStateDir(), "root:root", "755"},
 		{c.watchStateDir() + "/public", "root:root", "755"},
 	}
+	for _, w := range c.Workers {
+		dirs = append(dirs, managedDir{dirOf(w.watchDropIn()), "root:root", "755"})
+	}
+	return dirs
 }
 
 // statusLocation is the site's location serving status.json.

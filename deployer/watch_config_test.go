@@ -78,3 +78,33 @@ func TestRenderWatch(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// With workers, the watch also puts a drop-in on each worker's template
+// and a unit for its OnFailure=, names the workers' instances to the
+// script, and takes all of it away with the rest.
+func TestRenderWatchWorkers(t *testing.T) {
+	cfg, err := ParseConfig("rollout.yaml", []byte(minimal+"notify: {url_env: HOOK}\nwatch: {}\nworkers:\n  - {unit: my-app-worker, count: 2}\n  - {unit: mailer, count: 1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPath := map[string]string{}
+	for _, f := range Render(cfg, []int{3000}) {
+		byPath[f.Path] = f.Content
+	}
+	if script := byPath["/usr/local/lib/rollout/my-app-watch"]; !strings.Contains(script, "WORKERS='my-app-worker@1 my-app-worker@2 mailer@1'\n") {
+		t.Errorf("the script does not name the workers")
+	}
+	dropIn := byPath["/etc/systemd/system/mailer@.service.d/rollout-watch.conf"]
+	if !strings.Contains(dropIn, "OnFailure=rollout-alert-my-app-mailer@%i.service\n") || !strings.Contains(dropIn, "ExecStopPost=-+/usr/local/lib/rollout/my-app-watch worker-stop %p@%i\n") {
+		t.Errorf("the worker's drop-in:\n%s", dropIn)
+	}
+	if alert := byPath["/etc/systemd/system/rollout-alert-my-app-mailer@.service"]; !strings.Contains(alert, "ExecStart=/usr/local/lib/rollout/my-app-watch worker-start-limit mailer@%i\n") {
+		t.Errorf("the worker's alert unit:\n%s", alert)
+	}
+	un := strings.Join(cfg.unwatchAction(), " ")
+	for _, p := range []string{"/etc/systemd/system/my-app-worker@.service.d/rollout-watch.conf", "/etc/systemd/system/rollout-alert-my-app-mailer@.service", "/etc/systemd/system/mailer@.service.d"} {
+		if !strings.Contains(un, p) {
+			t.Errorf("unwatch leaves %s: %s", p, un)
+		}
+	}
+}

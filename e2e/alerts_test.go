@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollout-dev/rollout/deployer"
 	"github.com/rollout-dev/rollout/e2e/testbed"
 )
 
@@ -89,7 +90,8 @@ func TestWatchAlertsFromTheHost(t *testing.T) {
 	const hook = "http://127.0.0.1:9099/hook-SECRETPATH"
 	t.Setenv("ROLLOUT_NOTIFY_URL", hook)
 	cfg := releaseConfig(t, hosts, "")
-	appendConfig(t, cfg, "notify: {url_env: ROLLOUT_NOTIFY_URL, format: slack, timeout: 5s}\nwatch: {min_interval: 1m, interval: 5s}\n")
+	appendConfig(t, cfg, "notify: {url_env: ROLLOUT_NOTIFY_URL, format: slack, timeout: 5s}\nwatch: {min_interval: 1m, interval: 5s}\n"+
+		"workers:\n  - {unit: my-app-worker, count: 1, exec_start: /bin/sleep 100000}\n")
 	moveToReleases(t, cfg, hosts) // resets h and runs rollout setup
 	if out, err := fleet.Run(ctx, h, receiverUnit); err != nil {
 		t.Fatalf("start the receiver: %v\n%s", err, out)
@@ -129,6 +131,13 @@ func TestWatchAlertsFromTheHost(t *testing.T) {
 	}
 	if len(fromHost.Hosts) != 1 || len(fromStatus.Hosts) != 1 || len(fromHost.Hosts[0].Instances) != instances {
 		t.Fatalf("status.json: %s", hostJSON)
+	}
+	var workers struct {
+		Hosts []struct{ Workers []deployer.WorkerStatus }
+	}
+	if err := json.Unmarshal([]byte(hostJSON), &workers); err != nil || len(workers.Hosts[0].Workers) != 1 ||
+		workers.Hosts[0].Workers[0].Unit != "my-app-worker@1" || workers.Hosts[0].Workers[0].State != "active" || workers.Hosts[0].Workers[0].PID == 0 {
+		t.Errorf("status.json's workers (%v): %s", err, hostJSON)
 	}
 	for i, a := range fromHost.Hosts[0].Instances {
 		b := fromStatus.Hosts[0].Instances[i]
@@ -190,6 +199,17 @@ func TestWatchAlertsFromTheHost(t *testing.T) {
 	waitTimerRuns(t, h, 2)
 	if got := alerts(t, h); len(got) != 2 {
 		t.Errorf("alerts after a deploy: %q, want only the two before it", got)
+	}
+
+	// A worker killed: an alert, and once systemd has restarted it, the
+	// timer says it runs again.
+	if out, err := fleet.Run(ctx, h, "sudo -n systemctl kill -s KILL my-app-worker@1"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	got = waitAlerts(t, h, 4, 30*time.Second)
+	if len(got) != 4 || !strings.HasPrefix(got[2], "❌ worker my-app-worker@1 on ") || !strings.Contains(got[2], "stopped: signal (killed KILL)") ||
+		!strings.HasPrefix(got[3], "✅ worker my-app-worker@1 on ") || !strings.Contains(got[3], "is running again") {
+		t.Errorf("alerts for the worker killed: %q", got)
 	}
 
 	// The webhook down: an instance killed still restarts at once, and the

@@ -8,9 +8,12 @@
 #                         instance stopped with a result other than success
 #                         ($SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS)
 #   start-limit INSTANCE  OnFailure= of APP@.service: systemd gave up
+#   worker-stop UNIT, worker-start-limit UNIT
+#                         the same for a worker's instance (UNIT@N)
 #   status                the timer: write status.json (the fields of
 #                         rollout status --output json), alert when an
-#                         instance turns bad, and say when it recovers
+#                         instance or a worker turns bad, and say when it
+#                         recovers
 #   send FILE             post FILE to the webhook (run by systemd-run, so
 #                         that a slow webhook never holds up a stop)
 #
@@ -22,7 +25,8 @@
 #
 # Set before this text: APP UNIT_PREFIX PORTS STATE LOCK_STALE
 # MIN_INTERVAL ENV_FILE STATUS_FILE UPSTREAM_FILE UPSTREAM SERVER_ADDR
-# HEALTH_PATH HEALTH_STATUS HEALTH_TIMEOUT SELF
+# HEALTH_PATH HEALTH_STATUS HEALTH_TIMEOUT SELF WORKERS (the workers'
+# instances, UNIT@N, space-separated)
 set -eu
 umask 077
 mode=${1:-}
@@ -96,6 +100,17 @@ start-limit)
   locked && exit 0
   alert "$inst" "❌ $UNIT_PREFIX$inst on $host failed: systemd hit its start limit and stopped restarting it"
   ;;
+worker-stop)
+  unit=$2
+  [ "${SERVICE_RESULT:-success}" = success ] && exit 0
+  locked && exit 0
+  alert "$unit" "❌ worker $unit on $host stopped: ${SERVICE_RESULT:-?} (${EXIT_CODE:-?} ${EXIT_STATUS:-?})"
+  ;;
+worker-start-limit)
+  unit=$2
+  locked && exit 0
+  alert "$unit" "❌ worker $unit on $host failed: systemd hit its start limit and stopped restarting it"
+  ;;
 send)
   f=$2
   # shellcheck disable=SC1090 # the env file rollout setup writes
@@ -113,6 +128,7 @@ send)
 status)
   units=
   for p in $PORTS; do units="$units $UNIT_PREFIX$p.service"; done
+  for u in $WORKERS; do units="$units $u.service"; done
   # shellcheck disable=SC2086 # one word per unit
   props=$(systemctl show -p Id,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts,MemoryCurrent -- $units) || true
   up_us=$(awk '{printf "%.0f", $1 * 1000000}' /proc/uptime) # %d is 32-bit in mawk
@@ -165,11 +181,35 @@ status)
       [ "$prev" = bad ] || alert "$p" "❌ $UNIT_PREFIX$p on $host is not serving: $why"
     fi
   done
+  out="$out],\"workers\":["
+  sep=
+  for u in $WORKERS; do
+    block=$(printf '%s\n' "$props" | awk -v id="Id=$u.service" 'BEGIN { RS = "" } index("\n" $0 "\n", "\n" id "\n") { print; exit }')
+    val() { printf '%s\n' "$block" | sed -n "s/^$1=//p" | head -n 1; }
+    active=$(val ActiveState) sub=$(val SubState) pid=$(val MainPID) started=$(val ExecMainStartTimestampMonotonic)
+    restarts=$(val NRestarts)
+    case $restarts in '' | *[!0-9]*) restarts=0 ;; esac
+    case $pid in '' | *[!0-9]*) pid=0 ;; esac
+    uptime=0
+    if [ "$pid" -gt 0 ] && [ -n "$started" ] && [ "$started" -gt 0 ] 2>/dev/null; then
+      uptime=$(((up_us - started) * 1000))
+    fi
+    out="$out$sep{\"unit\":$(json_string "$u"),\"state\":$(json_string "$active"),\"sub\":$(json_string "$sub"),\"pid\":$pid,\"uptime_ns\":$uptime,\"restarts\":$restarts}"
+    sep=,
+    $skip_alerts && continue
+    if [ "$active" = active ] && [ "$pid" -gt 0 ]; then
+      recovered "$u" "✅ worker $u on $host is running again"
+    else
+      prev=ok
+      [ -r "$w/$u.state" ] && read -r prev <"$w/$u.state"
+      [ "$prev" = bad ] || alert "$u" "❌ worker $u on $host is not running: $active/$sub"
+    fi
+  done
   out="$out]}"
   t=$(mktemp -- "$STATUS_FILE.XXXXXX") && printf '{"hosts":[%s]}\n' "$out" >"$t" && chmod 644 -- "$t" && mv -f -- "$t" "$STATUS_FILE"
   ;;
 *)
-  echo "usage: $0 stop|start-limit INSTANCE | status | send FILE" >&2
+  echo "usage: $0 stop|start-limit INSTANCE | worker-stop|worker-start-limit UNIT | status | send FILE" >&2
   exit 2
   ;;
 esac
