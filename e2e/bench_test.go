@@ -102,11 +102,28 @@ func noLiveUpstreams(b *testing.B, h *testbed.Host) int {
 func benchSeedScript(b *testing.B, h *testbed.Host) benchRun {
 	resetHost(b, h)
 	before := noLiveUpstreams(b, h)
+	// The script checks nothing: that it restarted every instance is
+	// checked here (their PIDs), or its figures would mean nothing.
+	const pids = "systemctl show -p MainPID --value my-app@3000 my-app@3001 my-app@3002 my-app@3003"
+	was, err := fleet.Run(context.Background(), h, pids)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out string
 	r := timedLoad(b, h, func() {
-		if out, err := fleet.Run(context.Background(), h, seedScript); err != nil {
+		if out, err = fleet.Run(context.Background(), h, seedScript); err != nil {
 			b.Fatalf("seed script: %v\n%s", err, out)
 		}
 	})
+	now, err := fleet.Run(context.Background(), h, pids)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i, p := range strings.Fields(was) {
+		if f := strings.Fields(now); len(f) != 4 || f[i] == p {
+			b.Fatalf("the seed script did not restart every instance (MainPIDs %q, then %q):\n%s", was, now, out)
+		}
+	}
 	r.noLive = noLiveUpstreams(b, h) - before
 	return r
 }
