@@ -66,6 +66,11 @@ type Config struct {
 	Workers []Worker
 
 	minServing *int // nil: all the other instances of a host
+	// moved: the host serves from some of its slots' spare ports
+	// (strategy.max_surge); Instances are its live ports, homeIn the
+	// configured ones.
+	moved  bool
+	homeIn Instances
 	// balancer is the lb: section on the config of a balancer host's side
 	// (lbSide), for its helper.
 	balancer *LBConfig

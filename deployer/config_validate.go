@@ -54,6 +54,7 @@ func (c *Config) problems() []problem {
 	c.checkSudo(&cs)
 	c.checkPorts(&cs)
 	c.checkStrategy(&cs)
+	c.checkSurge(&cs)
 	c.checkBatches(&cs)
 	c.checkProbe(&cs)
 	c.checkLB(&cs) // and the nginx: section, which the balancers may not use

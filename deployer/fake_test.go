@@ -102,6 +102,8 @@ type fakeRemote struct {
 	plain     bool
 	noLog     bool
 	restarts  map[int]int // NRestarts
+	// surge is what a surge's preflight reads.
+	surge surgeCheck
 
 	// historyBarrier, shared by hosts, holds each one's history write
 	// until every host's has begun.
@@ -310,6 +312,9 @@ func (r *fakeRemote) Restart(ctx context.Context, port int, _ []string, release 
 	before := r.state(port)
 	u := r.unit(port)
 	u.pid += 1000
+	if !u.active { // a start: it comes up healthy unless told
+		u.healthy = true
+	}
 	u.active = true
 	if port == r.failAfterRestart {
 		u.healthy = false
@@ -333,6 +338,16 @@ func (r *fakeRemote) AppOutput(_ context.Context, port int, _ restartMark, _ int
 	return fmt.Sprintf("==> /var/log/my-app/stderr-%d.log <==\nFATAL: not ready\n", port), nil
 }
 
+func (r *fakeRemote) SurgeCheck(ctx context.Context, spare, live []int) (surgeCheck, error) {
+	if err := r.wire(ctx, "SurgeCheck"); err != nil {
+		return surgeCheck{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log("surge-check %v %v", spare, live)
+	return r.surge, nil
+}
+
 func (r *fakeRemote) IsInstance(_ context.Context, port int) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -340,21 +355,38 @@ func (r *fakeRemote) IsInstance(_ context.Context, port int) (bool, error) {
 	return ok && (u.active || u.enabled), nil
 }
 
-func (r *fakeRemote) Start(_ context.Context, port int) error {
+func (r *fakeRemote) Start(_ context.Context, ports ...int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.log("start %d", port)
-	u := r.unit(port)
-	u.active, u.enabled, u.healthy = true, true, port != r.failAfterRestart
+	for _, port := range ports {
+		r.log("start %d", port)
+		u := r.unit(port)
+		if !u.active {
+			u.healthy = port != r.failAfterRestart
+		}
+		u.active, u.enabled = true, true
+	}
 	return nil
 }
 
-func (r *fakeRemote) Stop(_ context.Context, port int) error {
+func (r *fakeRemote) Enable(_ context.Context, ports ...int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.log("stop %d", port)
-	u := r.unit(port)
-	u.active, u.enabled = false, false
+	for _, port := range ports {
+		r.log("enable %d", port)
+		r.unit(port).enabled = true
+	}
+	return nil
+}
+
+func (r *fakeRemote) Stop(_ context.Context, ports ...int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, port := range ports {
+		r.log("stop %d", port)
+		u := r.unit(port)
+		u.active, u.enabled = false, false
+	}
 	return nil
 }
 

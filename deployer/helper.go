@@ -71,11 +71,15 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 	s := c.setupDefaults()
 	prefix, suffix, _ := strings.Cut(c.unitTemplate(), "{port}")
 	var ports, base string
+	slots := "1"
+	if c.surging() {
+		slots = "2" // each instance's slot has a spare port
+	}
 	if c.Instances.Auto {
 		base = strconv.Itoa(c.Instances.Base)
 	} else {
-		p := make([]string, 0, len(c.Ports()))
-		for _, port := range c.Ports() {
+		p := make([]string, 0, len(c.AllPorts()))
+		for _, port := range c.AllPorts() {
 			p = append(p, strconv.Itoa(port))
 		}
 		ports = strings.Join(p, " ")
@@ -104,7 +108,7 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 	}
 	values := []struct{ name, value string }{
 		{"APP", c.App}, {"APP_USER", s.User}, {"APP_GROUP", s.Group},
-		{"UNIT_PREFIX", prefix}, {"UNIT_SUFFIX", suffix}, {"PORTS", ports}, {"PORT_BASE", base},
+		{"UNIT_PREFIX", prefix}, {"UNIT_SUFFIX", suffix}, {"PORTS", ports}, {"PORT_BASE", base}, {"PORT_SLOTS", slots},
 		{"UNIT_PROPS", unitProps}, {"WORKERS", strings.Join(workers, " ")},
 		{"NGINX_UPSTREAM", c.Nginx.UpstreamFile}, {"NGINX_TEST", c.Nginx.TestCommand},
 		{"NGINX_RELOAD", c.Nginx.ReloadCommand}, {"NGINX_PID", c.Nginx.PIDFile},

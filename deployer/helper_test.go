@@ -121,7 +121,7 @@ func TestHelperAcceptsWhatRolloutSends(t *testing.T) {
 		}
 	}
 	// The one-command verbs are the helper's too (run on the testbed).
-	for name, cmd := range map[string]string{"start": r.cmdStart(3000), "stop": r.cmdStop(3001)} {
+	for name, cmd := range map[string]string{"start": r.cmdStart(3000), "stop": r.cmdStop(3001, 3002), "enable": r.cmdEnable(3002)} {
 		if !strings.HasPrefix(cmd, prefix+name+" my-app@") {
 			t.Errorf("%s: %s", name, cmd)
 		}
@@ -145,6 +145,8 @@ func TestHelperRefuses(t *testing.T) {
 		"another unit":                 {"start", "ssh.service"},
 		"another unit to restart":      {"restart", "ssh.service", unitProps, "", "", ""},
 		"a port out of range":          {"stop", "my-app@22"},
+		"one unit of several outside":  {"stop", "my-app@3000", "ssh.service"},
+		"another unit to enable":       {"enable", "ssh.service"},
 		"a port that is no number":     {"start", "my-app@3000;id"},
 		"another app's unit":           {"start", "other@3000"},
 		"another upstream file":        {"write-upstream", "/etc/passwd", "nginx -t", "", "/run/nginx.pid", "100"},
@@ -286,6 +288,32 @@ func TestHelperConfig(t *testing.T) {
 		_, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [10.0.0.5]\nports: [3000]\nsudo: helper\nnginx: {upstream_file: /etc/nginx/conf.d/my-app-upstream.conf, upstream: my_app}\n"+tc.yaml))
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+// With strategy.max_surge the helper takes both ports of every slot: the
+// configured ones and the spare ones after them (with instances: auto,
+// twice the host's cores from base_port).
+func TestHelperPortsSurge(t *testing.T) {
+	out, _ := runCommand(t, "nproc", "")
+	cores, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("nproc: %q", out)
+	}
+	for instances, last := range map[string]int{"2": 4003, "auto": 4000 + 2*cores - 1} {
+		cfg, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [10.0.0.5]\nssh: {user: deploy}\nsudo: helper\nbase_port: 4000\ninstances: "+instances+"\nstrategy: {max_surge: 100%}\nnginx: {upstream_file: /etc/nginx/conf.d/my-app-upstream.conf, upstream: my_app}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path, id := helperHere(t, cfg)
+		for port, ok := range map[int]bool{4000: true, last: true, last + 1: false} {
+			// stop runs systemctl itself (not here): only whether the
+			// helper refused counts.
+			out, code := runHelper(t, path, id, "stop", cfg.UnitName(4000), cfg.UnitName(port))
+			if (code != exitRefused) != ok {
+				t.Errorf("instances %s, port %d: exit %d, want accepted %v\n%s", instances, port, code, ok, out)
+			}
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 // instances, then each instance in turn.
 type hostRun struct {
 	d      *Deployer
+	sess   *session // whose cfg follows the run's (a surge moves ports)
 	cfg    *Config
 	host   string
 	remote remote
@@ -153,7 +154,7 @@ func (h *hostRun) revert(ctx context.Context, ports []int) (err error) {
 
 func newHostRun(d *Deployer, s *session, stop <-chan struct{}) *hostRun {
 	return &hostRun{
-		d: d, cfg: s.cfg, host: s.host, remote: s.r, bal: s.bal, stop: stop,
+		d: d, sess: s, cfg: s.cfg, host: s.host, remote: s.r, bal: s.bal, stop: stop,
 		health: newHealthCheck(s.cfg, s.bal.dial, s.r), added: map[int]bool{}, handDrained: s.handDrained,
 	}
 }
@@ -263,6 +264,9 @@ func (h *hostRun) begin(ctx context.Context) error {
 	if err == nil {
 		err = h.adopt(ctx)
 	}
+	if err == nil && h.cfg.surging() {
+		err = h.beginSurge(ctx)
+	}
 	if err != nil {
 		return &StepError{Host: h.host, Step: StepCapacity, Err: err}
 	}
@@ -296,6 +300,9 @@ func (h *hostRun) done() int {
 // groups rolls ports in order, strategy.max_unavailable of them at a time,
 // and stops at the first group that fails.
 func (h *hostRun) groups(ctx context.Context, ports []int) error {
+	if h.cfg.surging() {
+		return h.surgeGroups(ctx, ports)
+	}
 	k := h.cfg.Unavailable(len(h.cfg.Ports()))
 	for g := range slices.Chunk(ports, k) {
 		if h.stopped(ctx) {

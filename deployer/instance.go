@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -29,15 +30,7 @@ func (h *hostRun) group(ctx context.Context, ports []int) error {
 	case len(ports) == 1:
 		errs[0] = h.instance(ctx, ports[0])
 	default:
-		var wg sync.WaitGroup
-		for i, port := range ports {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = h.instance(ctx, port)
-			}()
-		}
-		wg.Wait()
+		errs = h.instances(ctx, ports)
 	}
 	var failed []error
 	for i, port := range ports {
@@ -56,6 +49,18 @@ func (h *hostRun) group(ctx context.Context, ports []int) error {
 		return failed[0]
 	}
 	return errors.Join(failed...)
+}
+
+// instances brings the instances up at once (instance), each one's
+// error at its index.
+func (h *hostRun) instances(ctx context.Context, ports []int) []error {
+	errs := make([]error, len(ports))
+	var wg sync.WaitGroup
+	for i, port := range ports {
+		wg.Go(func() { errs[i] = h.instance(ctx, port) })
+	}
+	wg.Wait()
+	return errs
 }
 
 // instance brings one drained instance up on the new release: restart,
@@ -77,7 +82,7 @@ func (h *hostRun) instance(ctx context.Context, port int) error {
 		h.emit(port, StepActive, StatusFail, t0, err.Error())
 		return h.appFailure(ctx, port, StepActive, err, mark)
 	}
-	h.emit(port, StepActive, StatusOK, t0, fmt.Sprintf("pid %d", now.MainPID))
+	h.emit(port, StepActive, statusOf(now), t0, activeNote(now))
 
 	t0 = time.Now()
 	h.emit(port, StepHealth, StatusStart, t0, "")
@@ -242,12 +247,20 @@ func (h *hostRun) logFiles(ctx context.Context, port int) ([]string, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.logs == nil {
-		logs, err := h.remote.LogFiles(ctx, h.cfg.Ports())
+	if _, ok := h.logs[port]; !ok {
+		// Every port an instance may have (a surge's spare ones too).
+		ports := h.cfg.AllPorts()
+		if !slices.Contains(ports, port) {
+			ports = append(ports, port)
+		}
+		logs, err := h.remote.LogFiles(ctx, ports)
 		if err != nil {
 			return nil, err
 		}
-		h.logs = logs
+		if h.logs == nil {
+			h.logs = map[int][]string{}
+		}
+		maps.Copy(h.logs, logs)
 	}
 	return h.logs[port], nil
 }
@@ -265,11 +278,17 @@ func (h *hostRun) portState(port int) stateFunc {
 // right after the restart.
 func (h *hostRun) waitActive(ctx context.Context, state stateFunc, before, u unitState) (unitState, error) {
 	deadline := time.Now().Add(h.cfg.Health.Timeout)
+	retried := false
 	for {
 		fresh := u.MainPID != before.MainPID || u.StartedAt != before.StartedAt
 		switch {
 		case u.running() && fresh:
+			u.setupRetried = retried
 			return u, nil
+		case u.Sub == "auto-restart" && u.ExitStatus == exitCgroup && u.Restarts < 3 && time.Now().Before(deadline):
+			// systemd's own failure, before the app ran: wait for its
+			// restart (a few times at most; the app's crash is not this).
+			retried = true
 		case u.Active == "failed" || u.Sub == "auto-restart" || (u.Active == "inactive" && fresh):
 			return u, fmt.Errorf("%w: systemd reports %s", ErrExited, u)
 		case time.Now().After(deadline):

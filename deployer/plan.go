@@ -24,6 +24,9 @@ type Plan struct {
 	Parallel int    `json:"parallel"`
 	// MaxUnavailable is how many instances of a host restart together.
 	MaxUnavailable string `json:"max_unavailable"`
+	// MaxSurge is how many new instances of a host start beside the old
+	// ones (strategy.max_surge); "": off.
+	MaxSurge string `json:"max_surge,omitempty"`
 	// Probe says what the availability probe does; "": it is off.
 	Probe string `json:"probe,omitempty"`
 	// Batches says how the fleet goes in batches (strategy.batches), and
@@ -93,6 +96,9 @@ func BuildPlan(cfg *Config, version string) *Plan {
 func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 	c := newSSHRemote(cfg, nil)
 	p := &Plan{App: cfg.App, Version: version, Parallel: max(cfg.Parallel, 1), MaxUnavailable: cfg.Strategy.MaxUnavailable.String(), Preview: preview}
+	if cfg.surging() {
+		p.MaxSurge = cfg.Strategy.MaxSurge.String()
+	}
 	if len(preview) > 0 {
 		p.Release = preview[0].Release
 	}
@@ -220,7 +226,11 @@ func BuildPlanFor(cfg *Config, version string, preview []Preview) *Plan {
 			}
 			hp.Instances = append(hp.Instances, ip)
 		}
-		planGroups(&hp, cfg.Unavailable(len(cfg.Ports())), cfg.Strategy.MaxUnavailable, bp)
+		if cfg.surging() {
+			planSurge(&hp, c, cfg, bp, release(p, cfg))
+		} else {
+			planGroups(&hp, cfg.Unavailable(len(cfg.Ports())), cfg.Strategy.MaxUnavailable, bp)
+		}
 		hp.Workers = planWorkers(c, cfg, p.Release)
 		p.Hosts = append(p.Hosts, hp)
 	}
@@ -364,6 +374,9 @@ func (p *Plan) write(w io.Writer, scripts bool) error {
 	each := "one at a time"
 	if p.MaxUnavailable != "" && p.MaxUnavailable != "1" {
 		each = p.MaxUnavailable + " at a time (strategy.max_unavailable)"
+	}
+	if p.MaxSurge != "" {
+		each = p.MaxSurge + " at a time, each new one started on a spare port beside the old one before the old one leaves (strategy.max_surge)"
 	}
 	ew.printf("plan: deploy %s version %q to %d host(s), %d at a time; instances %s on each host\n", p.App, p.Version, len(p.Hosts), p.Parallel, each)
 	if scripts {

@@ -385,10 +385,13 @@ func checkNeighbors(cfg *Config, host string, auto bool, cores func() (int, erro
 			}
 		}
 		theirs := nb.instances.Resolve(n)
-		if common := intersect(cfg.Ports(), theirs); len(common) > 0 {
+		if common := intersect(cfg.AllPorts(), theirs); len(common) > 0 {
 			how := ""
+			if cfg.surging() {
+				how = " (with the spare ports of strategy.max_surge)"
+			}
 			if nb.instances.Auto || auto {
-				how = fmt.Sprintf(" (instances: auto, %d cores here)", n)
+				how += fmt.Sprintf(" (instances: auto, %d cores here)", n)
 			}
 			errs = append(errs, fmt.Errorf("ports %s of app %s are also app %s's here (%s: %s)%s: give them ranges that do not meet",
 				PortRanges(common), cfg.App, nb.app, nb.app, PortRanges(theirs), how))

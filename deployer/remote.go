@@ -61,9 +61,15 @@ type instanceOps interface {
 	// IsInstance reports whether the port's unit runs (or tries to) or is
 	// enabled: whether it is one of the app's instances.
 	IsInstance(ctx context.Context, port int) (bool, error)
-	// Start enables and starts an instance; Stop stops and disables it.
-	Start(ctx context.Context, port int) error
-	Stop(ctx context.Context, port int) error
+	// Start enables and starts instances (enables those running); Stop
+	// stops and disables them; each in one systemctl call.
+	Start(ctx context.Context, ports ...int) error
+	Stop(ctx context.Context, ports ...int) error
+	// Enable enables instances, started or not: they start at boot.
+	Enable(ctx context.Context, ports ...int) error
+	// SurgeCheck reads, before a surge, what listens on the spare ports,
+	// the host's available memory and what the live instances use.
+	SurgeCheck(ctx context.Context, spare, live []int) (surgeCheck, error)
 	// WaitIdle waits until no connection to the ports is established (the
 	// drained instances' requests in flight), at most drain_timeout.
 	WaitIdle(ctx context.Context, ports []int) (drainWait, error)

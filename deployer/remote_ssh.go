@@ -60,6 +60,17 @@ func (r sshRemote) cmdInspect(ports []int) string {
 	return script("inspect", false, r.priv, append([]string{unitProps + ",MemoryCurrent", ""}, r.units(ports)...)...)
 }
 
+// cmdSurgeCheck reads what a surge onto spare would meet; as root unless
+// privileged commands go through the helper (then ss shows only the
+// deploy user's processes).
+func (r sshRemote) cmdSurgeCheck(spare, live []int) string {
+	ps := make([]string, len(spare))
+	for i, p := range spare {
+		ps[i] = strconv.Itoa(p)
+	}
+	return script("surge-check", r.priv.helper == "", r.priv, append([]string{strings.Join(ps, " "), strings.Join(r.units(spare), " ")}, r.units(live)...)...)
+}
+
 func (r sshRemote) cmdReadUpstream(n NginxConfig) string {
 	return "cat -- " + sshexec.Quote(n.UpstreamFile)
 }
@@ -164,15 +175,29 @@ func (r sshRemote) cmdIsInstance(port int) string {
 	return script("is-instance", false, r.priv, r.cfg.UnitName(port))
 }
 
-func (r sshRemote) cmdStart(port int) string {
-	unit := r.cfg.UnitName(port)
-	return r.priv.command("start", []string{unit}, []string{"systemctl", "enable", "--now", "--", unit})
+func (r sshRemote) cmdStart(ports ...int) string {
+	units := r.units(ports)
+	return r.priv.command("start", units, append([]string{"systemctl", "enable", "--no-reload", "--now", "--"}, units...))
 }
 
-func (r sshRemote) cmdStop(port int) string {
-	unit := r.cfg.UnitName(port)
-	return r.priv.command("stop", []string{unit}, []string{"systemctl", "disable", "--now", "--", unit})
+func (r sshRemote) cmdEnable(ports ...int) string {
+	units := r.units(ports)
+	return r.priv.command("enable", units, append([]string{"systemctl", "enable", "--no-reload", "--"}, units...))
 }
+
+func (r sshRemote) cmdStop(ports ...int) string {
+	units := r.units(ports)
+	// A unit stopped after it failed (a new instance that crashed) would
+	// stay "failed" in systemctl --failed: its failure was reported.
+	return r.priv.command("stop", units, append([]string{"sh", "-c", stopUnits, "rollout-stop"}, units...))
+}
+
+// stopUnits stops and disables the units "$@" (at once) and clears their
+// failed states. Enabling and disabling a template's instance only adds
+// or removes its link in the target's .wants: systemd reads those at
+// boot, and no daemon-reload is needed (--no-reload; a reload costs
+// hundreds of milliseconds of systemd's CPU, and blocks its other jobs).
+const stopUnits = `systemctl disable --no-reload --now -- "$@" && { systemctl reset-failed -- "$@" 2>/dev/null || true; }`
 
 func (r sshRemote) cmdHook(command string, env []string) string {
 	return "env " + sshexec.QuoteCommand(env...) + " sh -c " + sshexec.Quote(command)
@@ -306,6 +331,14 @@ func scriptMessage(err error) string {
 		}
 	}
 	return strings.TrimSpace(strings.Join(lines, "\n"))
+}
+
+func (r sshRemote) SurgeCheck(ctx context.Context, spare, live []int) (surgeCheck, error) {
+	res, err := r.run(ctx, "read the spare ports and the memory", r.cmdSurgeCheck(spare, live), nil)
+	if err != nil {
+		return surgeCheck{}, err
+	}
+	return parseSurgeCheck(res.Stdout)
 }
 
 func (r sshRemote) Inspect(ctx context.Context, ports []int) (hostState, error) {
@@ -533,13 +566,18 @@ func (r sshRemote) IsInstance(ctx context.Context, port int) (bool, error) {
 	return active || enabled, nil
 }
 
-func (r sshRemote) Start(ctx context.Context, port int) error {
-	_, err := r.run(ctx, "enable and start "+r.cfg.UnitName(port), r.cmdStart(port), nil)
+func (r sshRemote) Start(ctx context.Context, ports ...int) error {
+	_, err := r.run(ctx, "enable and start "+strings.Join(r.units(ports), " "), r.cmdStart(ports...), nil)
 	return err
 }
 
-func (r sshRemote) Stop(ctx context.Context, port int) error {
-	_, err := r.run(ctx, "stop and disable "+r.cfg.UnitName(port), r.cmdStop(port), nil)
+func (r sshRemote) Enable(ctx context.Context, ports ...int) error {
+	_, err := r.run(ctx, "enable "+strings.Join(r.units(ports), " "), r.cmdEnable(ports...), nil)
+	return err
+}
+
+func (r sshRemote) Stop(ctx context.Context, ports ...int) error {
+	_, err := r.run(ctx, "stop and disable "+strings.Join(r.units(ports), " "), r.cmdStop(ports...), nil)
 	return err
 }
 

@@ -102,7 +102,8 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 }
 
 // resolveHost is the config for one host: with instances: auto, one
-// instance per CPU core it has. Another app of the file with a port of
+// instance per CPU core it has; with strategy.max_surge, the ports it
+// serves from now (liveConfig). Another app of the file with a port of
 // this one on the host is an error naming both.
 func resolveHost(ctx context.Context, cfg *Config, host string, r interface {
 	Cores(ctx context.Context) (int, error)
@@ -134,6 +135,9 @@ func resolveHost(ctx context.Context, cfg *Config, host string, r interface {
 	}
 	if err := checkNeighbors(hc, host, cfg.InstancesAuto(), cores); err != nil {
 		return nil, err
+	}
+	if rr, ok := r.(remote); ok {
+		hc = liveConfig(ctx, hc, rr)
 	}
 	return hc.onBalancers(host), nil
 }
@@ -179,8 +183,17 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 		if err == nil && (op == opDrain || op == opUndrain) {
 			err = d.checkTargets(s)
 		}
+		if err == nil && op == opRestart && s.cfg.surging() {
+			err = checkOnlyLive(s.cfg, d.Only)
+		}
 		if err == nil && (op == opDeploy || op == opRestart || op == opRollback || op == opPromote || op == opCheck) {
 			err = checkWorkers(ctx, s.cfg, s.r)
+			if err == nil && s.cfg.surging() {
+				var sc surgeCheck
+				if sc, err = s.r.SurgeCheck(ctx, s.cfg.spareNow(), s.cfg.Ports()); err == nil {
+					err = checkSurgeRoom(s.cfg, sc)
+				}
+			}
 		}
 		if err == nil && s.cfg.Release != nil {
 			if s.rel, err = s.r.ReleaseState(ctx, s.cfg.Ports(), s.cfg.WorkerUnits()); err == nil {

@@ -18,6 +18,10 @@ type StrategyConfig struct {
 	// MaxUnavailable is how many instances of a host are drained and
 	// restarted together (default 1).
 	MaxUnavailable Amount
+	// MaxSurge is how many new instances of a host start beside the old
+	// ones, on spare ports, before the old ones leave (surge.go); zero:
+	// off, instances restart in place.
+	MaxSurge Amount
 	// Batches are how many of the fleet's instances are on the release at
 	// the end of each batch, rising to 100%; none: one batch.
 	Batches []Amount
@@ -164,6 +168,7 @@ func strategySection(c *Config) field {
 	st := &c.Strategy
 	return section("strategy",
 		amount("max_unavailable", &st.MaxUnavailable),
+		amount("max_surge", &st.MaxSurge),
 		amounts("batches", &st.Batches),
 		duration("bake", &st.Bake),
 		ratio("max_error_ratio", &st.MaxErrorRatio),

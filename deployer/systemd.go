@@ -19,7 +19,12 @@ type unitState struct {
 	Restarts  int    // NRestarts
 	Memory    uint64 // MemoryCurrent, bytes; 0 when systemd does not say
 	FileState string // UnitFileState: enabled, disabled, ... (read for workers)
-	Result    string // Result: success, exit-code, start-limit-hit, ...
+	// ExitStatus is the main process's last exit status (ExecMainStatus).
+	ExitStatus int
+	// setupRetried: waitActive waited through a start systemd itself
+	// failed (exitCgroup) and made again.
+	setupRetried bool
+	Result       string // Result: success, exit-code, start-limit-hit, ...
 	// StartLimitBurst starts within StartLimitInterval make systemd give
 	// up on the unit (Result start-limit-hit).
 	StartLimitBurst    int
@@ -65,7 +70,31 @@ func (u unitState) String() string {
 	return s
 }
 
-const unitProps = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts,Result,StartLimitBurst,StartLimitIntervalUSec"
+// exitCgroup is systemd's exit status (219, EXIT_CGROUP) for a process it
+// could not place in the unit's cgroup: the app never ran. Seen on loaded
+// hosts (and containers) when several units start at once; systemd's
+// Restart= starts it again.
+const exitCgroup = 219
+
+// activeNote is what the wait-active step says of the process it found.
+func activeNote(u unitState) string {
+	s := fmt.Sprintf("pid %d", u.MainPID)
+	if u.setupRetried {
+		s += fmt.Sprintf(" (systemd could not place the first process in the unit's cgroup, status %d/CGROUP, before the app ran, and started it again)", exitCgroup)
+	}
+	return s
+}
+
+// statusOf is the wait-active step's status: a warning when systemd had to
+// start the process again (activeNote says why).
+func statusOf(u unitState) StepStatus {
+	if u.setupRetried {
+		return StatusWarn
+	}
+	return StatusOK
+}
+
+const unitProps = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts,Result,StartLimitBurst,StartLimitIntervalUSec,ExecMainStatus"
 
 // parseUnitStates parses `systemctl show -p unitProps UNIT...` output:
 // KEY=VALUE lines, one block per unit, blocks separated by blank lines.
@@ -113,6 +142,8 @@ func parseUnitStates(out string) (map[string]unitState, error) {
 			cur.StartLimitInterval = parseSystemdSpan(v)
 		case "UnitFileState":
 			cur.FileState = v
+		case "ExecMainStatus":
+			cur.ExitStatus, _ = strconv.Atoi(v)
 		case "MemoryCurrent":
 			cur.Memory, _ = strconv.ParseUint(v, 10, 64) // "[not set]" without accounting
 		}

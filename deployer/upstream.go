@@ -13,17 +13,24 @@ import (
 // (drain) and to put back (undrain), with one Nginx reload for all.
 type upstreamChange struct {
 	drain, undrain []int
+	// remove are instances taken out of service and out of the
+	// balancer's servers (their requests in flight waited for, as a
+	// drain's); undrain adds an instance it does not list (a surge).
+	remove []int
 }
 
+// out are the instances the change takes out of service.
+func (c upstreamChange) out() []int { return append(slices.Clone(c.drain), c.remove...) }
+
 func (c upstreamChange) step(port int) StepName {
-	if slices.Contains(c.drain, port) {
+	if slices.Contains(c.out(), port) {
 		return StepDrain
 	}
 	return StepUndrain
 }
 
 func (c upstreamChange) ports() []int {
-	ports := append(slices.Clone(c.drain), c.undrain...)
+	ports := append(c.out(), c.undrain...)
 	slices.Sort(ports)
 	return ports
 }
@@ -58,9 +65,9 @@ func (h *hostRun) apply(ctx context.Context, change upstreamChange) error {
 	var wait drainWait
 	var err error
 	for attempt := 0; ; attempt++ {
-		to := h.servers.with(true, change.drain...).with(false, change.undrain...)
-		wait, err = h.change(ctx, to, change.drain)
-		if !errors.Is(err, errUpstreamChanged) || len(change.drain) > 0 || attempt > 0 {
+		to := h.servers.with(true, change.drain...).with(false, change.undrain...).without(change.remove...)
+		wait, err = h.change(ctx, to, change.out())
+		if !errors.Is(err, errUpstreamChanged) || len(change.out()) > 0 || attempt > 0 {
 			break
 		}
 	}
@@ -77,10 +84,10 @@ func (h *hostRun) apply(ctx context.Context, change upstreamChange) error {
 		}
 		h.d.emit(e)
 	}
-	if err != nil || len(change.drain) == 0 {
+	if err != nil || len(change.out()) == 0 {
 		return err
 	}
-	for _, p := range change.drain {
+	for _, p := range change.out() {
 		e := Event{Host: h.host, Port: p, Step: StepWaitDrain, Status: StatusOK, Duration: wait.waited, Message: "no requests in flight"}
 		if wait.open > 0 {
 			e.Status = StatusWarn

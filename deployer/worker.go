@@ -107,7 +107,7 @@ func (h *hostRun) worker(ctx context.Context, w Worker, unit string) error {
 		h.emitWorker(unit, StepActive, StatusFail, t0, err.Error())
 		return h.workerFailure(ctx, unit, state, StepActive, err, mark)
 	}
-	h.emitWorker(unit, StepActive, StatusOK, t0, fmt.Sprintf("pid %d", now.MainPID))
+	h.emitWorker(unit, StepActive, statusOf(now), t0, activeNote(now))
 
 	t0 = time.Now()
 	stable := max(h.cfg.Health.MinHealthy, minWorkerStable)

@@ -26,7 +26,8 @@ done`
 // BenchmarkDeploy compares, on the same host under 400 req/s of GETs and
 // POSTs through its Nginx, the ways to deploy v2 to its 4 instances: the
 // seed's restart-and-sleep script, a careful hand-written drain loop, PM2's
-// cluster reload, and rollout (one at a time, two at a time, and one at a
+// cluster reload, and rollout (one at a time, two at a time, every
+// instance at once beside the old ones with max_surge 100%, and one at a
 // time through an HAProxy on the host in Nginx's place). It
 // prints requests, failures and seconds for each, the floor measured on
 // the same host (one bare balancer change; the app's own boot-to-healthy
@@ -48,6 +49,15 @@ func BenchmarkDeploy(b *testing.B) {
 			return appHostHAProxyConfig(b, "0s")
 		})
 		haOverhead := haSpan/time.Duration(haN) - haBoot/time.Duration(haN)
+		sg, sgEvents := benchRolloutEvents(b, h, func() string { return fleetConfig(b, "0s") }, "--max-surge", "100%")
+		sgSpan, sgBoot := surgeFigures(b, sgEvents)
+		// The goal's boot-to-healthy: the app's own, one instance alone
+		// (the one-at-a-time run's); the new instances boot at once, and
+		// on a host with fewer cores than instances each takes longer.
+		sgGoal := boot*3/2 + 2*floor
+		sgGoalParallel := sgBoot*3/2 + 2*floor
+		b.ReportMetric(float64(sg.res.Failed), "rollout_surge_failed")
+		b.ReportMetric(sgSpan.Seconds(), "surge_seconds/host")
 		b.ReportMetric(float64(ha.res.Failed), "rollout_haproxy_failed")
 		b.ReportMetric(float64(haOverhead.Milliseconds()), "haproxy_overhead_ms/instance")
 		b.ReportMetric(float64(two.res.Failed), "rollout_mu2_failed")
@@ -63,6 +73,10 @@ func BenchmarkDeploy(b *testing.B) {
 		fmt.Printf("pm2 %s reload:    requests=%d failed=%d seconds=%.1f daemon_rss_mb=%d (%s)\n", pm2Version, pm2.res.Requests, pm2.res.Failed, pm2.seconds, pm2MB, pm2.res)
 		fmt.Printf("rollout:           requests=%d failed=%d seconds=%.1f (%s)\n", roll.res.Requests, roll.res.Failed, roll.seconds, roll.res)
 		fmt.Printf("rollout max_unavailable=2: requests=%d failed=%d seconds=%.1f (%s)\n", two.res.Requests, two.res.Failed, two.seconds, two.res)
+		fmt.Printf("rollout max_surge=100%%: requests=%d failed=%d resent=%d seconds=%.1f (%s)\n", sg.res.Requests, sg.res.Failed, resent(sg.res), sg.seconds, sg.res)
+		fmt.Printf("rollout max_surge=100%%, a host of 4: %s; goal 1.5 x the app's boot-to-healthy (%s, one instance alone) + 2 balancer changes (floor %s) = %s: ratio %.2f; with the boot of the 4 new instances at once (%s, the slowest) in its place = %s: ratio %.2f\n",
+			sgSpan.Round(time.Millisecond), boot.Round(time.Millisecond), floor.Round(time.Millisecond), sgGoal.Round(time.Millisecond), float64(sgSpan)/float64(sgGoal),
+			sgBoot.Round(time.Millisecond), sgGoalParallel.Round(time.Millisecond), float64(sgSpan)/float64(sgGoalParallel))
 		fmt.Printf("rollout, HAProxy on the host: requests=%d failed=%d resent=%d seconds=%.1f (%s)\n", ha.res.Requests, ha.res.Failed, resent(ha.res), ha.seconds, ha.res)
 		fmt.Printf("rollout, HAProxy on the host, per instance: %s; boot-to-healthy: %s; overhead: %s (goal for a balancer without reload: at most 100ms)\n",
 			(haSpan / time.Duration(haN)).Round(time.Millisecond), (haBoot / time.Duration(haN)).Round(time.Millisecond), haOverhead.Round(time.Millisecond))
@@ -71,8 +85,8 @@ func BenchmarkDeploy(b *testing.B) {
 		fmt.Printf("bench: seconds_per_host_of_4 one_at_a_time=%.2f max_unavailable_2=%.2f (first capacity check to last undrain)\n", span.Seconds(), twoSpan.Seconds())
 		fmt.Printf("bench: seconds (the whole command) seed=%.1f hand_loop=%.1f pm2=%.1f rollout=%.1f rollout_mu2=%.1f; failed seed=%d hand_loop=%d pm2=%d rollout=%d rollout_mu2=%d\n",
 			seed.seconds, loop.seconds, pm2.seconds, roll.seconds, two.seconds, seed.res.Failed, loop.res.Failed, pm2.res.Failed, roll.res.Failed, two.res.Failed)
-		fmt.Printf("bench: ratios rollout/hand_loop=%.2f rollout/pm2=%.2f rollout_mu2/pm2=%.2f rollout_haproxy/pm2=%.2f overhead/floor=%.2f (overhead_ms_per_instance=%d floor_ms=%d haproxy_overhead_ms_per_instance=%d)\n",
-			roll.seconds/loop.seconds, roll.seconds/pm2.seconds, two.seconds/pm2.seconds, ha.seconds/pm2.seconds, float64(overhead)/float64(floor), overhead.Milliseconds(), floor.Milliseconds(), haOverhead.Milliseconds())
+		fmt.Printf("bench: ratios rollout/hand_loop=%.2f rollout/pm2=%.2f rollout_mu2/pm2=%.2f rollout_haproxy/pm2=%.2f rollout_surge/pm2=%.2f surge/goal=%.2f surge/goal_parallel_boot=%.2f overhead/floor=%.2f (overhead_ms_per_instance=%d floor_ms=%d haproxy_overhead_ms_per_instance=%d)\n",
+			roll.seconds/loop.seconds, roll.seconds/pm2.seconds, two.seconds/pm2.seconds, ha.seconds/pm2.seconds, sg.seconds/pm2.seconds, float64(sgSpan)/float64(sgGoal), float64(sgSpan)/float64(sgGoalParallel), float64(overhead)/float64(floor), overhead.Milliseconds(), floor.Milliseconds(), haOverhead.Milliseconds())
 	}
 }
 
@@ -148,6 +162,15 @@ func resent(r loadgen.Result) int {
 // benchRolloutWith is benchRollout with the config config writes (after
 // the host's reset: it may change the host), its figures labelled what.
 func benchRolloutWith(b *testing.B, h *testbed.Host, what string, config func() string, args ...string) (benchRun, time.Duration, int, time.Duration) {
+	r, events := benchRolloutEvents(b, h, config, args...)
+	span, n, boot := stepFigures(b, events, what)
+	return r, span, n, boot
+}
+
+// benchRolloutEvents deploys v2 to h under load with the config config
+// writes (after the host's reset), and returns the load's figures and
+// rollout's JSON events.
+func benchRolloutEvents(b *testing.B, h *testbed.Host, config func() string, args ...string) (benchRun, []byte) {
 	resetHost(b, h)
 	if err := fleet.StageRelease(context.Background(), h, testbed.GoodRelease("v2")); err != nil {
 		b.Fatal(err)
@@ -161,8 +184,69 @@ func benchRolloutWith(b *testing.B, h *testbed.Host, what string, config func() 
 			b.Fatalf("rollout: %v\n%s", err, events)
 		}
 	})
-	span, n, boot := stepFigures(b, events, what)
-	return r, span, n, boot
+	return r, events
+}
+
+// surgeFigures reads a surge deploy's JSON events: the span from the
+// first new instance's start to the last old one's stop, and the slowest
+// new instance's boot-to-healthy (restart, wait-active, health: they boot
+// at once).
+func surgeFigures(b *testing.B, events []byte) (span, boot time.Duration) {
+	type event struct {
+		Type  string `json:"type"`
+		Event struct {
+			Port     int       `json:"port"`
+			Step     string    `json:"step"`
+			Status   string    `json:"status"`
+			Message  string    `json:"message"`
+			Time     time.Time `json:"time"`
+			Duration int64     `json:"duration_ns"`
+		} `json:"event"`
+	}
+	var start, first, last time.Time
+	var before []string // the steps before the first start, when each ended
+	perPort := map[int]time.Duration{}
+	steps := map[string]time.Duration{}
+	sc := bufio.NewScanner(strings.NewReader(string(events)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var e event
+		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Type != "step" {
+			continue
+		}
+		if start.IsZero() {
+			start = e.Event.Time
+		}
+		if first.IsZero() && e.Event.Status != "start" {
+			before = append(before, fmt.Sprintf("%s@%s", e.Event.Step, e.Event.Time.Sub(start).Round(time.Millisecond)))
+		}
+		if e.Event.Port == 0 {
+			continue
+		}
+		ev := e.Event
+		switch {
+		case ev.Step == "restart" && ev.Status == "start" && first.IsZero():
+			first = ev.Time
+		case (ev.Step == "restart" || ev.Step == "wait-active" || ev.Step == "health") && ev.Status == "ok":
+			perPort[ev.Port] += time.Duration(ev.Duration)
+		case ev.Step == "scale" && ev.Status == "ok" && strings.Contains(ev.Message, "serves in its place"):
+			last = ev.Time
+			steps["stop"] = time.Duration(ev.Duration)
+		}
+		if ev.Status == "ok" && (ev.Step == "capacity" || ev.Step == "undrain" || ev.Step == "wait-drain") {
+			steps[ev.Step] = max(steps[ev.Step], time.Duration(ev.Duration))
+		}
+	}
+	if first.IsZero() || last.IsZero() || len(perPort) == 0 {
+		b.Fatalf("no surge in the events:\n%s", events)
+	}
+	for _, d := range perPort {
+		boot = max(boot, d)
+	}
+	fmt.Printf("rollout max_surge=100%%: before the first start: %s\n", strings.Join(before, " "))
+	fmt.Printf("rollout max_surge=100%%: first event to first start=%s; first start to last old stop=%s; slowest new boot-to-healthy=%s; capacity=%s change=%s wait-drain=%s stop of the old=%s\n",
+		first.Sub(start).Round(time.Millisecond), last.Sub(first).Round(time.Millisecond), boot.Round(time.Millisecond), steps["capacity"].Round(time.Millisecond), steps["undrain"].Round(time.Millisecond), steps["wait-drain"].Round(time.Millisecond), steps["stop"].Round(time.Millisecond))
+	return last.Sub(first), boot
 }
 
 // stepFigures reads a deploy's JSON events: the span from the first

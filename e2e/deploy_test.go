@@ -123,25 +123,7 @@ func nginxTestPasses(t *testing.T, h *testbed.Host) {
 // version.
 func versionsServed(t *testing.T, h *testbed.Host) map[int]string {
 	t.Helper()
-	c, err := fleet.Dial(context.Background(), h, "deploy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	client := &http.Client{Transport: &http.Transport{DialContext: c.DialContext, DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	got := map[int]string{}
-	for i := 0; i < instances; i++ {
-		port := basePort + i
-		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
-		if err != nil {
-			got[port] = "down: " + err.Error()
-			continue
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		got[port] = resp.Header.Get("X-App-Version")
-	}
-	return got
+	return servedOn(t, h, portRange(basePort, instances))
 }
 
 // underLoad runs fn while hosts take 400 req/s of mixed GET and POST

@@ -210,6 +210,7 @@ func overrideFlags() []cli.Flag {
 		&cli.IntFlag{Name: "parallel", EnvVars: []string{"ROLLOUT_PARALLEL"}, DefaultText: fromConfig("parallel", deployer.DefaultConfig().Parallel), Usage: "hosts deployed at once"},
 		&cli.IntFlag{Name: "min-serving", EnvVars: []string{"ROLLOUT_MIN_SERVING"}, DefaultText: fromConfig("min_serving", "all others"), Usage: "instances per host that must keep serving"},
 		&cli.StringFlag{Name: "max-unavailable", EnvVars: []string{"ROLLOUT_MAX_UNAVAILABLE"}, Usage: "instances per host restarted together: N or P% (strategy.max_unavailable)"},
+		&cli.StringFlag{Name: "max-surge", EnvVars: []string{"ROLLOUT_MAX_SURGE"}, Usage: "new instances per host started beside the old ones on spare ports, before the old ones leave: N or P% (strategy.max_surge)"},
 		&cli.BoolFlag{Name: "no-probe", EnvVars: []string{"ROLLOUT_NO_PROBE"}, Usage: "do not probe the site through each host's Nginx during the deploy (probe: false)"},
 		&cli.DurationFlag{Name: "drain-timeout", EnvVars: []string{"ROLLOUT_DRAIN_TIMEOUT"}, DefaultText: fromConfig("drain_timeout", deployer.DefaultConfig().DrainTimeout), Usage: "longest wait for in-flight requests"},
 		&cli.DurationFlag{Name: "health-timeout", EnvVars: []string{"ROLLOUT_HEALTH_TIMEOUT"}, DefaultText: fromConfig("health.timeout", deployer.DefaultConfig().Health.Timeout), Usage: "longest wait for a restarted instance to be healthy"},
@@ -257,6 +258,13 @@ func applyFlags(c *cli.Context, cfg *deployer.Config) error {
 		}
 		cfg.Strategy.MaxUnavailable = a
 	}
+	if c.IsSet("max-surge") {
+		a, err := deployer.ParseAmount(c.String("max-surge"))
+		if err != nil {
+			return usageError{fmt.Errorf("--max-surge: %w", err)}
+		}
+		cfg.Strategy.MaxSurge = a
+	}
 	if c.Bool("pause") {
 		cfg.Strategy.PauseAfterCanary = true
 		if len(cfg.Strategy.Batches) == 0 {
@@ -290,6 +298,7 @@ var flagKeys = map[string]string{
 	"parallel":                 "parallel",
 	"min_serving":              "min-serving",
 	"strategy.max_unavailable": "max-unavailable",
+	"strategy.max_surge":       "max-surge",
 	"drain_timeout":            "drain-timeout",
 	"health.timeout":           "health-timeout",
 	"ssh.user":                 "user",

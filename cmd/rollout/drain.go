@@ -100,8 +100,8 @@ func parseTargets(cfg *deployer.Config, args []string) (map[string][]int, error)
 		if i < 0 || err != nil || !slices.Contains(cfg.Hosts, a[:i]) {
 			return nil, fmt.Errorf("%s is not one of %s's hosts, or HOST:PORT of one (hosts: %s)", a, cfg.App, strings.Join(cfg.Hosts, ", "))
 		}
-		if !cfg.InstancesAuto() && !slices.Contains(cfg.Ports(), port) {
-			return nil, fmt.Errorf("%s: %s has no instance on port %d (its ports: %v)", a, cfg.App, port, cfg.Ports())
+		if !cfg.InstancesAuto() && !slices.Contains(cfg.AllPorts(), port) {
+			return nil, fmt.Errorf("%s: %s has no instance on port %d (its ports: %v)", a, cfg.App, port, cfg.AllPorts())
 		}
 		if host := a[:i]; !slices.Contains(out[host], port) {
 			out[host] = append(out[host], port)

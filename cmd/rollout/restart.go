@@ -39,8 +39,8 @@ Examples:
 			only := c.IntSlice("port")
 			for _, cfg := range apps {
 				for _, p := range only {
-					if !cfg.InstancesAuto() && !slices.Contains(cfg.Ports(), p) {
-						return usageError{fmt.Errorf("--port %d: app %s has no instance on it (its ports: %v)", p, cfg.App, cfg.Ports())}
+					if !cfg.InstancesAuto() && !slices.Contains(cfg.AllPorts(), p) {
+						return usageError{fmt.Errorf("--port %d: app %s has no instance on it (its ports: %v)", p, cfg.App, cfg.AllPorts())}
 					}
 				}
 			}

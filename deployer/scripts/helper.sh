@@ -39,8 +39,9 @@ need() { [ "$2" = "$3" ] || refuse "$1 must be '$3', got '$2'"; }
 need_count() { test "$2" "$3" "$4" || refuse "$1: wrong number of arguments ($2)"; }
 
 if [ -n "$PORT_BASE" ]; then
-  # instances: auto, one per core of this host.
-  PORTS=$(seq "$PORT_BASE" $((PORT_BASE + $(nproc) - 1)) | tr '\n' ' ')
+  # instances: auto, one per core of this host (and, with max_surge,
+  # PORT_SLOTS 2: as many spare ports after them).
+  PORTS=$(seq "$PORT_BASE" $((PORT_BASE + $(nproc) * PORT_SLOTS - 1)) | tr '\n' ' ')
 fi
 port_ok() {
   uint "$1" || return 1
@@ -358,13 +359,20 @@ access-read)
   for u in "$@"; do need_unit "$u"; done
   set -- "$a" "$b" "$c" "$d" "$e" "$@"
   ;;
-start | stop)
-  need_count "$verb" $# -eq 1
-  need_unit "$1"
+start | stop | enable)
+  need_count "$verb" $# -ge 1
+  for u in "$@"; do need_unit "$u"; done
+  # Only the links in the target's .wants change: no daemon-reload.
   if [ "$verb" = start ]; then
-    exec systemctl enable --now -- "$1"
+    exec systemctl enable --no-reload --now -- "$@"
   fi
-  exec systemctl disable --now -- "$1"
+  if [ "$verb" = enable ]; then
+    exec systemctl enable --no-reload -- "$@"
+  fi
+  systemctl disable --no-reload --now -- "$@"
+  # Their failures, if they had any, were reported: not left in
+  # systemctl --failed.
+  systemctl reset-failed -- "$@" 2>/dev/null || true
   ;;
 journal)
   # journal LINES FOLLOW(0|1) UNIT [SINCE]
