@@ -102,6 +102,10 @@ type fakeRemote struct {
 	plain     bool
 	noLog     bool
 	restarts  map[int]int // NRestarts
+	// writeErr fails every upstream write: before the write (the file
+	// as it was), or with writeErrAfter after it took effect.
+	writeErr      error
+	writeErrAfter bool
 	// surge is what a surge's preflight reads.
 	surge surgeCheck
 
@@ -250,10 +254,13 @@ func (r *fakeRemote) WriteUpstream(ctx context.Context, _ NginxConfig, have, nex
 	if string(have) != r.upstream {
 		return drainWait{}, errUpstreamChanged
 	}
+	if r.writeErr != nil && !r.writeErrAfter {
+		return drainWait{}, r.writeErr
+	}
 	r.upstream = string(next)
 	r.writes = append(r.writes, r.upstream)
 	r.drained = append(r.drained, slices.Clone(drained))
-	return drainWait{}, nil
+	return drainWait{}, r.writeErr
 }
 
 // WaitIdle records the ports whose requests in flight it waited for.

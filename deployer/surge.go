@@ -359,10 +359,34 @@ func (h *hostRun) surgeGroup(ctx context.Context, old []int) error {
 		}
 	}
 	if err != nil {
-		return h.dropSpares(ctx, spares, &StepError{Host: h.host, Port: old[0], Step: StepDrain, Err: err})
+		return h.changeFailed(ctx, old, spares, &StepError{Host: h.host, Port: old[0], Step: StepDrain, Err: err})
 	}
 	h.move(old, spares)
 	return h.stopOld(ctx, old, spares)
+}
+
+// changeFailed decides what a change that failed (err) leaves: a change
+// can fail after its write took effect (Nginx's old workers slow to stop,
+// a connection lost after the reload), so the balancer is read again. The
+// new instances in service: the slots moved, the old instances are
+// stopped. Not in service: they are stopped. Unknown (it cannot be read):
+// nothing is stopped; the next run finds the ports in the balancer and
+// stops what is not in it.
+func (h *hostRun) changeFailed(ctx context.Context, old, spares []int, err error) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	cur, rerr := h.bal.read(cctx)
+	if rerr != nil {
+		return errors.Join(err, fmt.Errorf("read %s again after the failed change: %w; the new instances %s are left running (the next deploy keeps or stops them, as the balancer says)", h.bal, rerr, portList(spares)))
+	}
+	h.servers = cur
+	for _, s := range spares {
+		if !cur.in(s) {
+			return h.dropSpares(ctx, spares, err)
+		}
+	}
+	h.move(old, spares)
+	return errors.Join(err, h.stopOld(cctx, old, spares))
 }
 
 // dropSpares stops and disables the new instances of a group that does

@@ -417,3 +417,37 @@ func TestWaitActiveWaitsThroughSystemdsCgroupFailure(t *testing.T) {
 		t.Errorf("err = %v, want 3001's wait-active failure", err)
 	}
 }
+
+// A change that fails is read again: written (its reload's wait failed),
+// the slots moved and the old instances stop; not written, the new
+// instances stop and the old ones serve on.
+func TestSurgeChangeFails(t *testing.T) {
+	for _, after := range []bool{true, false} {
+		t.Run(fmt.Sprintf("after the write %v", after), func(t *testing.T) {
+			web1 := newFakeRemote(t, 3000, 3001)
+			web1.writeErr, web1.writeErrAfter = errors.New("nginx workers still on the old config after 4s"), after
+			d, _ := fakeDeployer(t, "base_port: 3000\ninstances: 2\nstrategy: {max_surge: 100%}\n", web1)
+			_, err := d.Deploy(testCtx(t))
+			if err == nil || !strings.Contains(err.Error(), "old config after 4s") {
+				t.Fatalf("err = %v", err)
+			}
+			serving, stopped := []int{3002, 3003}, []int{3000, 3001}
+			if !after {
+				serving, stopped = stopped, serving
+			}
+			if got := serversIn(t, web1.upstream); fmt.Sprint(got) != fmt.Sprint(serving) {
+				t.Errorf("servers %v, want %v", got, serving)
+			}
+			for _, p := range serving {
+				if !web1.units[p].active {
+					t.Errorf("%d serves but was stopped", p)
+				}
+			}
+			for _, p := range stopped {
+				if web1.units[p].active {
+					t.Errorf("%d is out of service but still runs", p)
+				}
+			}
+		})
+	}
+}
