@@ -219,6 +219,11 @@ func (b *haproxyBalancer) preflight(ctx context.Context, ports []int) (servers, 
 	if err := b.drv.ready(state, b.addr, ports); err != nil {
 		return nil, fmt.Errorf("%s: %w", b.drv, err)
 	}
+	if b.cfg.surging() {
+		if err := b.drv.idle(state, b.addr, b.cfg.App, b.cfg.spareNow()); err != nil {
+			return nil, fmt.Errorf("%s: %w", b.drv, err)
+		}
+	}
 	s, err := b.adopt(state)
 	if err == nil && b.cfg.Probe.Enabled {
 		err = newProber(b.cfg, "", b.r.DialContext).check(ctx)
@@ -235,11 +240,30 @@ func (b *haproxyBalancer) read(ctx context.Context) (servers, error) {
 }
 
 func (b *haproxyBalancer) adopt(state []byte) (servers, error) {
+	s, err := b.view(state)
+	if err != nil {
+		return nil, err
+	}
+	b.state = state
+	return s, nil
+}
+
+// view is the host's servers in state. With strategy.max_surge a server
+// in maintenance is an idle slot's port: not one of the servers (a surge
+// readies it, and puts the port it leaves in maintenance).
+func (b *haproxyBalancer) view(state []byte) (servers, error) {
 	s, err := b.drv.servers(state, b.addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.drv, err)
 	}
-	b.state = state
+	if b.cfg.surging() {
+		all, _ := b.drv.byPort(state, b.addr)
+		for p, srv := range all {
+			if srv.maint() {
+				delete(s, p)
+			}
+		}
+	}
 	return s, nil
 }
 
@@ -247,19 +271,19 @@ func (b *haproxyBalancer) adopt(state []byte) (servers, error) {
 // still holds from (else it is read again and errUpstreamChanged
 // returned); the call waits for the drained servers' sessions.
 func (b *haproxyBalancer) change(ctx context.Context, from, to servers, _ []int) (drainWait, error) {
-	cur, err := b.drv.servers(b.state, b.addr)
+	cur, err := b.view(b.state)
 	if err != nil {
-		return drainWait{}, fmt.Errorf("%s: %w", b.drv, err)
+		return drainWait{}, err
 	}
-	if !maps.Equal(servers(cur), from) {
+	if !maps.Equal(cur, from) {
 		if cur, err = b.read(ctx); err != nil {
 			return drainWait{}, err
 		}
-		if !maps.Equal(servers(cur), from) {
+		if !maps.Equal(cur, from) {
 			return drainWait{}, errUpstreamChanged
 		}
 	}
-	state, wait, err := b.drv.apply(ctx, b.r, b.state, lbChange{addr: b.addr, from: from, to: to})
+	state, wait, err := b.drv.apply(ctx, b.r, b.state, lbChange{addr: b.addr, from: from, to: to, maintIsIdle: b.cfg.surging()})
 	b.state = state
 	return wait, err
 }
@@ -309,6 +333,12 @@ func appHostBalancerFiles(cfg *Config, ports []int) []ManagedFile {
 		var servers []haproxyServer
 		for _, p := range ports {
 			servers = append(servers, haproxyServer{name: fmt.Sprintf("%s-%d", cfg.App, p), addr: h.ServerAddress, port: p})
+		}
+		if cfg.surging() { // the idle port of each slot, in maintenance
+			for _, p := range ports {
+				o := cfg.otherPort(p)
+				servers = append(servers, haproxyServer{name: fmt.Sprintf("%s-%d", cfg.App, o), addr: h.ServerAddress, port: o, disabled: true})
+			}
 		}
 		return []ManagedFile{haproxyLines(h.Socket, h.Backend, servers)}
 	}

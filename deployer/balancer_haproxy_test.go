@@ -241,3 +241,54 @@ func TestAppHostHAProxyAdminStateBits(t *testing.T) {
 		}
 	}
 }
+
+// max_surge with HAProxy on the app host: the backend holds both ports of
+// every slot, the idle ones in maintenance; a surge wakes the new ones and
+// puts the old ones in maintenance in one call (no reload), and the next
+// deploy moves back the same way. A backend without the spare servers is
+// refused at the preflight, naming the line to add.
+func TestAppHostHAProxySurge(t *testing.T) {
+	app := fakeHAProxyHost(t)
+	for p := 3004; p <= 3007; p++ {
+		app.haproxy.servers = append(app.haproxy.servers, haproxyServer{name: fmt.Sprintf("app%d", p), addr: "127.0.0.1", port: p, admin: 0x05})
+	}
+	d, _ := fakeDeployer(t, appHostHAProxy+"strategy: {max_surge: 100%}\n", app)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	want := "[wake app3004 wake app3005 wake app3006 wake app3007 maint app3000 maint app3001 maint app3002 maint app3003]"
+	if fmt.Sprint(app.haproxy.ops) != want {
+		t.Errorf("runtime API: %v, want %s", app.haproxy.ops, want)
+	}
+	for _, s := range app.haproxy.servers {
+		if s.addr == "127.0.0.1" && s.maint() != (s.port < 3004) {
+			t.Errorf("server %s admin state %#x", s.name, s.admin)
+		}
+	}
+	for p := 3000; p <= 3003; p++ {
+		if app.units[p].active || !app.units[p+4].active {
+			t.Errorf("slot %d: old active %v, new active %v", p, app.units[p].active, app.units[p+4].active)
+		}
+	}
+	app.haproxy.ops = nil
+	d.Force = true
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if want := "[wake app3000 wake app3001 wake app3002 wake app3003 maint app3004 maint app3005 maint app3006 maint app3007]"; fmt.Sprint(app.haproxy.ops) != want {
+		t.Errorf("back: %v", app.haproxy.ops)
+	}
+
+	// What setup shows to add to haproxy.cfg: both ports of every slot.
+	lines := appHostBalancerFiles(d.Config, d.Config.Ports())[0].Content
+	if !strings.Contains(lines, "server my-app-3000 127.0.0.1:3000 check\n") || !strings.Contains(lines, "server my-app-3007 127.0.0.1:3007 check disabled\n") {
+		t.Errorf("haproxy.cfg lines:\n%s", lines)
+	}
+
+	bare := fakeHAProxyHost(t) // no spare servers
+	d, _ = fakeDeployer(t, appHostHAProxy+"strategy: {max_surge: 100%}\n", bare)
+	_, err := d.Deploy(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), `add "server my-app-3004 127.0.0.1:3004 check disabled" to backend app`) || len(bare.haproxy.ops) != 0 {
+		t.Errorf("err = %v, ops %v", err, bare.haproxy.ops)
+	}
+}

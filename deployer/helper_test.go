@@ -317,3 +317,23 @@ func TestHelperPortsSurge(t *testing.T) {
 		}
 	}
 }
+
+// The helper wakes and puts servers in maintenance only for
+// strategy.max_surge's idle ports.
+func TestHelperHAProxyIdleItemsNeedSurge(t *testing.T) {
+	for _, surge := range []bool{false, true} {
+		y := "app: my-app\nhosts: [10.0.0.5]\nssh: {user: deploy}\nsudo: helper\nbase_port: 4000\ninstances: 2\nhaproxy: {backend: app}\n"
+		if surge {
+			y += "strategy: {max_surge: 100%}\n"
+		}
+		cfg, err := ParseConfig("rollout.yaml", []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path, id := helperHere(t, cfg)
+		out, code := runHelper(t, path, id, "haproxy", cfg.HAProxy.Socket, "app", "30000", "apply", "wake:my-app-4002", "maint:my-app-4000")
+		if (code != exitRefused) != surge {
+			t.Errorf("max_surge %v: exit %d\n%s", surge, code, out)
+		}
+	}
+}

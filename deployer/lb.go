@@ -190,6 +190,11 @@ func (b *balancers) String() string { return b.d.Config.LB.balancers() }
 type lbChange struct {
 	addr     string
 	from, to map[int]bool
+	// maintIsIdle (HAProxy with strategy.max_surge): a server in
+	// maintenance is an idle slot's port, absent from from and to; one
+	// added is readied from maintenance ("wake"), one removed is put in
+	// maintenance ("maint"), its sessions waited for.
+	maintIsIdle bool
 }
 
 // split is the change in two: the ports that go into service (or are

@@ -283,13 +283,11 @@ func (c *Config) checkHAProxy(cs *checks) {
 }
 
 // checkSurgeBalancer refuses strategy.max_surge with a balancer that
-// cannot take it yet: a surge adds and removes servers, which rollout does
-// for the app host's own Nginx only.
+// cannot take it yet: a surge moves instances between two port ranges,
+// which rollout does on the app host's own Nginx (its server lines) and
+// HAProxy (both ranges' servers, the idle ones in maintenance).
 func (c *Config) checkSurgeBalancer(cs *checks) {
 	const key = "strategy.max_surge"
-	if c.HAProxy != nil {
-		cs.add(key, errors.New("does not work with haproxy: yet: the new instances' servers would have to be in haproxy.cfg, which rollout does not write; use strategy.max_unavailable"), "haproxy")
-	}
 	if c.LB != nil {
 		cs.add(key, errors.New("does not work with lb: yet (the balancer hosts' server lists would move between two port ranges); use strategy.max_unavailable"), "lb")
 	}

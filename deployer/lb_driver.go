@@ -154,6 +154,9 @@ type haproxyServer struct {
 	addr  string
 	port  int
 	admin int // srv_admin_state: bits of maintenance and drain
+	// disabled: a line setup renders starts it in maintenance (an idle
+	// slot's port, strategy.max_surge).
+	disabled bool
 }
 
 // The bits of srv_admin_state (HAProxy's enum srv_admin): maintenance
@@ -268,6 +271,21 @@ func (h haproxyDriver) ready(state []byte, addr string, ports []int) error {
 	return nil
 }
 
+// idle: every port in spare (strategy.max_surge's idle ports) is a server
+// of the backend, or the line to add is named.
+func (h haproxyDriver) idle(state []byte, addr, app string, spare []int) error {
+	servers, err := h.byPort(state, addr)
+	if err != nil {
+		return err
+	}
+	for _, p := range spare {
+		if _, ok := servers[p]; !ok {
+			return fmt.Errorf("no server at %s:%d for strategy.max_surge's spare port: rollout does not write haproxy.cfg; add \"server %s-%d %s:%d check disabled\" to backend %s (rollout setup --dry-run shows every line) and reload HAProxy", addr, p, app, p, addr, p, h.api.Backend)
+		}
+	}
+	return nil
+}
+
 // apply drains and readies the servers the change names, in one call:
 // the script refuses to ready a server in maintenance on the state it
 // reads first, and prints the state after the change. A server the
@@ -361,7 +379,12 @@ func (h haproxyDriver) items(state []byte, c lbChange) ([]string, error) {
 	for _, p := range c.ports() {
 		s, there := servers[p]
 		down, listed := c.to[p]
+		_, was := c.from[p]
 		switch {
+		case there && c.maintIsIdle && !listed && was:
+			drains = append(drains, "maint:"+s.name)
+		case there && c.maintIsIdle && listed && !was && !down && s.maint():
+			items = append(items, "wake:"+s.name)
 		case !there || !listed:
 			return nil, fmt.Errorf("%s: no server to add or remove at %s:%d: rollout does not write haproxy.cfg; change backend %s there and reload HAProxy", h, c.addr, p, h.api.Backend)
 		case !down && s.maint():

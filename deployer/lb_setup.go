@@ -50,7 +50,11 @@ func haproxyLines(socket, backend string, servers []haproxyServer) ManagedFile {
 	var lines strings.Builder
 	fmt.Fprintf(&lines, "# Add to haproxy.cfg (rollout drains and readies these servers through\n# the runtime API: \"stats socket %s level admin\" in global).\nbackend %s\n", socket, backend)
 	for _, s := range servers {
-		fmt.Fprintf(&lines, "    server %s %s:%d check\n", s.name, s.addr, s.port)
+		disabled := ""
+		if s.disabled {
+			disabled = " disabled"
+		}
+		fmt.Fprintf(&lines, "    server %s %s:%d check%s\n", s.name, s.addr, s.port, disabled)
 	}
 	return ManagedFile{Path: "/etc/haproxy/haproxy.cfg", Owner: "root:root", Mode: "644", Content: lines.String(), Doc: true}
 }

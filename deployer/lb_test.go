@@ -264,9 +264,12 @@ func (h *fakeHAProxy) run(op string, names []string) ([]byte, error) {
 				return nil, fmt.Errorf("server app/%s is in maintenance", n)
 			}
 			h.ops = append(h.ops, op+" "+n)
-			if op == "drain" {
+			switch op {
+			case "drain":
 				h.servers[i].admin |= 0x08
-			} else {
+			case "maint":
+				h.servers[i].admin |= 0x01
+			default:
 				// HAProxy keeps 0x04 ("disabled" in haproxy.cfg) and 0x40.
 				h.servers[i].admin &^= 0x01 | 0x08
 			}

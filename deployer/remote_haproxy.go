@@ -248,7 +248,8 @@ func (s *haproxySession) do(ctx context.Context, cmds ...string) ([]string, erro
 	return answers, nil
 }
 
-// apply makes the items (ready:SERVER, drain:SERVER) on backend; a first
+// apply makes the items (ready:SERVER, drain:SERVER, and for
+// strategy.max_surge wake:SERVER and maint:SERVER) on backend; a first
 // item pid:PID is the process rollout last read (haproxy.sh's apply).
 func (s *haproxySession) apply(ctx context.Context, backend string, items []string, drainTimeout time.Duration) ([]byte, error) {
 	var want string
@@ -261,8 +262,11 @@ func (s *haproxySession) apply(ctx context.Context, backend string, items []stri
 	var sets, drained []string
 	for _, item := range items {
 		state, name, _ := strings.Cut(item, ":")
-		if state == "drain" {
+		switch state {
+		case "drain", "maint":
 			drained = append(drained, name)
+		case "wake": // an idle slot's port, readied from maintenance
+			state = "ready"
 		}
 		sets = append(sets, "set server "+backend+"/"+name+" state "+state)
 	}

@@ -19,7 +19,8 @@ import (
 // a spare port, the i-th port after the highest home port. Every deploy
 // moves each slot to its other port, so the ports alternate between the
 // two ranges from one deploy to the next. Which port of a slot is live is
-// read from the balancer (liveConfig): the one in its server lines.
+// read from the balancer (liveConfig): the one it serves from (Nginx: in
+// its server lines; HAProxy: out of maintenance).
 
 // surging reports whether deploys start new instances beside the old ones.
 func (c *Config) surging() bool { return c.Strategy.MaxSurge != (Amount{}) }
@@ -114,7 +115,7 @@ func (c *Config) checkSurge(cs *checks) {
 // upstream file before rollout setup), the home ports: any operation that
 // needs the balancer reads it again and says why it cannot.
 func liveConfig(ctx context.Context, hc *Config, r remote) *Config {
-	if !hc.surging() { // and so the host's own Nginx (checkSurgeBalancer)
+	if !hc.surging() { // and so the host's own balancer (checkSurgeBalancer)
 		return hc
 	}
 	srv, err := hostBalancer(hc, r).read(ctx)

@@ -305,7 +305,7 @@ func TestParseSurgeCheck(t *testing.T) {
 func TestSurgeConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"strategy: {max_surge: 1, max_unavailable: 2}", "strategy.max_surge: replaces strategy.max_unavailable"},
-		{"strategy: {max_surge: 1}\nhaproxy: {backend: app}", "does not work with haproxy:"},
+		{"strategy: {max_surge: 1}\nlb: {hosts: [lb1], server_addresses: {web1: 10.0.0.5}}\nnginx: {upstream_file: /etc/nginx/conf.d/a.conf, upstream: a}", "does not work with lb:"},
 		{"strategy: {max_surge: 1}\nwatch: {}\nnotify: {url_env: HOOK}", "does not work with watch:"},
 		{"strategy: {max_surge: 0}", "strategy.max_surge"},
 	} {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,17 @@ func appHostHAProxyCfg() string {
 	b.WriteString(haproxyHead("admin"))
 	for i := range instances {
 		fmt.Fprintf(&b, "    server my-app-%d 127.0.0.1:%d check inter 1s\n", basePort+i, basePort+i)
+	}
+	return b.String()
+}
+
+// appHostHAProxySurgeCfg is appHostHAProxyCfg with strategy.max_surge's
+// spare servers, each in maintenance ("disabled") until a surge wakes it.
+func appHostHAProxySurgeCfg() string {
+	var b strings.Builder
+	b.WriteString(appHostHAProxyCfg())
+	for i := range instances {
+		fmt.Fprintf(&b, "    server my-app-%d 127.0.0.1:%d check inter 1s disabled\n", basePort+instances+i, basePort+instances+i)
 	}
 	return b.String()
 }
@@ -78,8 +90,19 @@ func apiSessions(t testing.TB, h *testbed.Host) int {
 	return n
 }
 
-// adminStates are the srv_admin_state of h's backend app, by server.
+// adminStates are the srv_admin_state of h's backend app, by server: one
+// per instance.
 func adminStates(t *testing.T, h *testbed.Host) map[string]string {
+	t.Helper()
+	out := serverStates(t, h)
+	if len(out) != instances {
+		t.Fatalf("%s: backend app has %d servers: %v", h.Name, len(out), out)
+	}
+	return out
+}
+
+// serverStates are the srv_admin_state of h's backend app, by server.
+func serverStates(t *testing.T, h *testbed.Host) map[string]string {
 	t.Helper()
 	state, err := fleet.RunRoot(context.Background(), h, "echo 'show servers state app' | socat stdio unix-connect:/run/haproxy/admin.sock")
 	if err != nil {
@@ -91,9 +114,6 @@ func adminStates(t *testing.T, h *testbed.Host) map[string]string {
 		if f := strings.Fields(line); len(f) > 6 {
 			out[f[3]] = f[6]
 		}
-	}
-	if len(out) != instances {
-		t.Fatalf("%s: backend app has %d servers: %v", h.Name, len(out), out)
 	}
 	return out
 }
@@ -169,6 +189,8 @@ func TestAppHostHAProxy(t *testing.T) {
 		t.Errorf("status with %s out of service exited 0:\n%s", maint, text)
 	}
 	haproxyAPI(t, h, "set server app/"+maint+" state ready")
+
+	surgeThroughHAProxy(t, fleet.Hosts[0])
 
 	// sudo: helper: the app host's helper drains and readies this backend
 	// through the runtime API, and deploy runs nothing else as root (no
@@ -318,4 +340,50 @@ func haproxyPid(t testing.TB, h *testbed.Host) string {
 	}
 	t.Fatalf("%s: show info gives no Pid", h.Name)
 	return ""
+}
+
+// surgeThroughHAProxy: max_surge 100% with HAProxy on h, its backend
+// holding the spare servers in maintenance: a deploy wakes 3004-3007 and
+// puts 3000-3003 in maintenance in one runtime API call, and the next one
+// moves back, each with not one failed request and not one resend (no
+// reload). h's HAProxy is then as it was.
+func surgeThroughHAProxy(t *testing.T, h *testbed.Host) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := fleet.RunInput(ctx, h, "sudo -n tee /etc/haproxy/haproxy.cfg >/dev/null", strings.NewReader(appHostHAProxySurgeCfg())); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := fleet.Run(ctx, h, "sudo -n systemctl reload haproxy 2>&1"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	defer useAppHostHAProxy(t, h)
+	cfg := withLines(t, appHostHAProxyConfig(t, testMinHealthy), "strategy:\n  max_surge: 100%\n")
+	home, spare := portRange(basePort, instances), portRange(basePort+instances, instances)
+	for _, to := range [][]int{spare, home} {
+		var out string
+		var code int
+		results := underLoad(t, []*testbed.Host{h}, func() {
+			out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr)
+		})
+		if code != 0 || !strings.Contains(out, "one runtime API call (no reload)") {
+			t.Fatalf("surge deploy onto %v exited %d:\n%s", to, code, out)
+		}
+		for _, r := range results {
+			if r.Failed != 0 || len(r.Resent) != 0 {
+				t.Errorf("surge onto %v through HAProxy: %d failed, resent %v", to, r.Failed, r.Resent)
+			}
+		}
+		states := serverStates(t, h)
+		for _, p := range append(slices.Clone(home), spare...) {
+			st, _ := strconv.Atoi(states[fmt.Sprintf("my-app-%d", p)])
+			if serving := slices.Contains(to, p); serving != (st&0x23 == 0) {
+				t.Errorf("surge onto %v: server my-app-%d admin state %d", to, p, st)
+			}
+		}
+		for port, v := range servedOn(t, h, to) {
+			if v != "v2" {
+				t.Errorf("%s:%d serves %q after the surge", h.Name, port, v)
+			}
+		}
+	}
 }

@@ -15,7 +15,9 @@
 #        HAProxy's is another one (reloaded or restarted since, which
 #        forgets the states set through the API), prints "restarted" then
 #        what state prints, and changes nothing. Each other ITEM is
-#        ready:SERVER or drain:SERVER. A server to ready that
+#        ready:SERVER or drain:SERVER, or, for strategy.max_surge's idle
+#        ports, wake:SERVER (ready it from maintenance) and maint:SERVER
+#        (put it in maintenance, waited for as a drain). A server to ready that
 #        is in maintenance (an admin state bit of SRV_ADMF_MAINT, 0x23:
 #        forced, inherited, address resolution; not 0x04, "disabled" in
 #        haproxy.cfg, which stays once the server is readied) is refused
@@ -106,15 +108,18 @@ apply)
   for item in "$@"; do
     s=${item#*:}
     state=${item%%:*}
-    if [ "$state" = ready ]; then
+    case $state in
+    ready)
       admin=$(printf '%s\n' "$before" | awk -v s="$s" '
         /^# / { for (i = 2; i <= NF; i++) { if ($i == "srv_name") n = i - 1; if ($i == "srv_admin_state") a = i - 1 }; next }
         n && a && $n == s { print $a; exit }')
       [ -n "$admin" ] || fail "HAProxy has no server $backend/$s"
       [ "$((admin & 35))" -eq 0 ] || fail "server $backend/$s is in maintenance (admin state $admin), put there by someone: rollout never readies it"
-    else
-      drained="$drained $s"
-    fi
+      ;;
+    wake) state=ready ;;
+    drain | maint) drained="$drained $s" ;;
+    *) fail "unknown item $item" ;;
+    esac
     cmds="${cmds:+$cmds; }set server $backend/$s state $state"
   done
   # One connection for every change: HAProxy runs the commands in order.

@@ -341,7 +341,12 @@ haproxy)
       need_uint "HAProxy's process" "${item#pid:}"
       ;;
     ready:* | drain:*) need_name "a server" "${item#*:}" ;;
-    *) refuse "haproxy: '$item' is not ready:SERVER or drain:SERVER" ;;
+    wake:* | maint:*)
+      # Only strategy.max_surge's idle ports are woken or put in maintenance.
+      [ "$PORT_SLOTS" = 2 ] || refuse "haproxy: '$item' needs strategy.max_surge"
+      need_name "a server" "${item#*:}"
+      ;;
+    *) refuse "haproxy: '$item' is not ready:, drain:, wake: or maint:SERVER" ;;
     esac
     first=false
   done
