@@ -252,17 +252,9 @@ func (b *haproxyBalancer) adopt(state []byte) (servers, error) {
 // in maintenance is an idle slot's port: not one of the servers (a surge
 // readies it, and puts the port it leaves in maintenance).
 func (b *haproxyBalancer) view(state []byte) (servers, error) {
-	s, err := b.drv.servers(state, b.addr)
+	s, err := b.drv.view(state, b.addr, b.cfg.surging())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.drv, err)
-	}
-	if b.cfg.surging() {
-		all, _ := b.drv.byPort(state, b.addr)
-		for p, srv := range all {
-			if srv.maint() {
-				delete(s, p)
-			}
-		}
 	}
 	return s, nil
 }

@@ -297,18 +297,20 @@ func (h *hostRun) done() int {
 	return len(h.cfg.Ports()) - len(h.queue)
 }
 
-// groups rolls ports in order, strategy.max_unavailable of them at a time,
-// and stops at the first group that fails.
+// groups rolls ports in order, strategy.max_unavailable of them at a time
+// (group), or with strategy.max_surge that many slots at a time moved to
+// their other ports (surgeGroup), and stops at the first group that
+// fails.
 func (h *hostRun) groups(ctx context.Context, ports []int) error {
+	k, roll := h.cfg.Unavailable(len(h.cfg.Ports())), h.group
 	if h.cfg.surging() {
-		return h.surgeGroups(ctx, ports)
+		k, roll = h.cfg.Surge(len(h.cfg.Ports())), h.surgeGroup
 	}
-	k := h.cfg.Unavailable(len(h.cfg.Ports()))
 	for g := range slices.Chunk(ports, k) {
 		if h.stopped(ctx) {
 			return &StepError{Host: h.host, Port: g[0], Step: StepCapacity, Err: ErrStopped}
 		}
-		if err := h.group(ctx, g); err != nil {
+		if err := roll(ctx, g); err != nil {
 			return err
 		}
 	}

@@ -242,13 +242,21 @@ func (h haproxyDriver) byPort(state []byte, addr string) (map[int]haproxyServer,
 }
 
 func (h haproxyDriver) servers(state []byte, addr string) (map[int]bool, error) {
-	servers, err := h.byPort(state, addr)
+	return h.view(state, addr, false)
+}
+
+// view is servers, where with maintIsIdle (strategy.max_surge) a server
+// in maintenance is an idle slot's port, not one of the servers.
+func (h haproxyDriver) view(state []byte, addr string, maintIsIdle bool) (servers, error) {
+	all, err := h.byPort(state, addr)
 	if err != nil {
 		return nil, err
 	}
-	out := map[int]bool{}
-	for p, s := range servers {
-		out[p] = s.out()
+	out := servers{}
+	for p, s := range all {
+		if !maintIsIdle || !s.maint() {
+			out[p] = s.out()
+		}
 	}
 	return out, nil
 }

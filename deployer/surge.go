@@ -293,22 +293,6 @@ func cgroupUnit(path string) string {
 	return ""
 }
 
-// surgeGroups moves the host's slots in ports to their other ports,
-// strategy.max_surge of them at a time, and stops at the first group that
-// fails.
-func (h *hostRun) surgeGroups(ctx context.Context, ports []int) error {
-	k := h.cfg.Surge(len(h.cfg.Ports()))
-	for g := range slices.Chunk(ports, k) {
-		if h.stopped(ctx) {
-			return &StepError{Host: h.host, Port: g[0], Step: StepCapacity, Err: ErrStopped}
-		}
-		if err := h.surgeGroup(ctx, g); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // surgeGroup starts a new instance beside each of old on its slot's other
 // port (on the target release), waits until all are active, healthy and
 // stable, then, in one change of the balancer, puts them into service and

@@ -187,43 +187,52 @@ func benchRolloutEvents(b *testing.B, h *testbed.Host, config func() string, arg
 	return r, events
 }
 
+// benchEvent is one step event of rollout's --output json.
+type benchEvent struct {
+	Port     int       `json:"port"`
+	Step     string    `json:"step"`
+	Status   string    `json:"status"`
+	Message  string    `json:"message"`
+	Time     time.Time `json:"time"`
+	Duration int64     `json:"duration_ns"`
+}
+
+// benchEvents are the step events of a deploy's --output json, in order.
+func benchEvents(out []byte) []benchEvent {
+	var evs []benchEvent
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Type  string     `json:"type"`
+			Event benchEvent `json:"event"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Type == "step" {
+			evs = append(evs, line.Event)
+		}
+	}
+	return evs
+}
+
 // surgeFigures reads a surge deploy's JSON events: the span from the
 // first new instance's start to the last old one's stop, and the slowest
 // new instance's boot-to-healthy (restart, wait-active, health: they boot
 // at once).
 func surgeFigures(b *testing.B, events []byte) (span, boot time.Duration) {
-	type event struct {
-		Type  string `json:"type"`
-		Event struct {
-			Port     int       `json:"port"`
-			Step     string    `json:"step"`
-			Status   string    `json:"status"`
-			Message  string    `json:"message"`
-			Time     time.Time `json:"time"`
-			Duration int64     `json:"duration_ns"`
-		} `json:"event"`
-	}
 	var start, first, last time.Time
 	var before []string // the steps before the first start, when each ended
 	perPort := map[int]time.Duration{}
 	steps := map[string]time.Duration{}
-	sc := bufio.NewScanner(strings.NewReader(string(events)))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var e event
-		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Type != "step" {
-			continue
-		}
+	for _, ev := range benchEvents(events) {
 		if start.IsZero() {
-			start = e.Event.Time
+			start = ev.Time
 		}
-		if first.IsZero() && e.Event.Status != "start" {
-			before = append(before, fmt.Sprintf("%s@%s", e.Event.Step, e.Event.Time.Sub(start).Round(time.Millisecond)))
+		if first.IsZero() && ev.Status != "start" {
+			before = append(before, fmt.Sprintf("%s@%s", ev.Step, ev.Time.Sub(start).Round(time.Millisecond)))
 		}
-		if e.Event.Port == 0 {
+		if ev.Port == 0 {
 			continue
 		}
-		ev := e.Event
 		switch {
 		case ev.Step == "restart" && ev.Status == "start" && first.IsZero():
 			first = ev.Time
@@ -254,16 +263,6 @@ func surgeFigures(b *testing.B, events []byte) (span, boot time.Duration) {
 // boot-to-healthy time; it prints where the time per instance goes,
 // labelled what.
 func stepFigures(b *testing.B, events []byte, what string) (time.Duration, int, time.Duration) {
-	type event struct {
-		Type  string `json:"type"`
-		Event struct {
-			Port     int       `json:"port"`
-			Step     string    `json:"step"`
-			Status   string    `json:"status"`
-			Time     time.Time `json:"time"`
-			Duration int64     `json:"duration_ns"`
-		} `json:"event"`
-	}
 	// An instance's undrain shares one reload with the next one's drain,
 	// so the time per instance is the whole span, from the first capacity
 	// check to the last undrain, over the instances.
@@ -271,13 +270,10 @@ func stepFigures(b *testing.B, events []byte, what string) (time.Duration, int, 
 	var boot time.Duration
 	steps := map[string]time.Duration{}
 	n := 0
-	sc := bufio.NewScanner(strings.NewReader(string(events)))
-	for sc.Scan() {
-		var e event
-		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Type != "step" || e.Event.Port == 0 {
+	for _, ev := range benchEvents(events) {
+		if ev.Port == 0 {
 			continue
 		}
-		ev := e.Event
 		if ev.Status == "ok" {
 			steps[ev.Step] += time.Duration(ev.Duration)
 		}
