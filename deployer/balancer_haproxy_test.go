@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -290,5 +291,34 @@ func TestAppHostHAProxySurge(t *testing.T) {
 	_, err := d.Deploy(testCtx(t))
 	if err == nil || !strings.Contains(err.Error(), `add "server my-app-3004 127.0.0.1:3004 check disabled" to backend app`) || len(bare.haproxy.ops) != 0 {
 		t.Errorf("err = %v, ops %v", err, bare.haproxy.ops)
+	}
+}
+
+// HAProxy reloaded while a surge's new instances start: the change finds
+// the new process and makes the surge from its states, where the idle
+// ports' servers are in maintenance (not servers rollout took out).
+func TestAppHostHAProxySurgeReloadedMidDeploy(t *testing.T) {
+	app := fakeHAProxyHost(t)
+	for p := 3004; p <= 3007; p++ {
+		app.haproxy.servers = append(app.haproxy.servers, haproxyServer{name: fmt.Sprintf("app%d", p), addr: "127.0.0.1", port: p, admin: 0x05})
+	}
+	app.onRestart = func(port int) {
+		if port == 3004 {
+			app.haproxy.reload()
+		}
+	}
+	d, events := fakeDeployer(t, appHostHAProxy+"strategy: {max_surge: 100%}\n", app)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(*events, func(e Event) bool {
+		return e.Status == StatusWarn && strings.Contains(e.Message, "(process 100, now 101)")
+	}) {
+		t.Errorf("no warning of the new process: %v", *events)
+	}
+	for _, s := range app.haproxy.servers {
+		if s.addr == "127.0.0.1" && s.maint() != (s.port < 3004) {
+			t.Errorf("server %s admin state %#x", s.name, s.admin)
+		}
 	}
 }

@@ -323,7 +323,7 @@ func (h haproxyDriver) apply(ctx context.Context, r remote, state []byte, c lbCh
 		first, after, _ := bytes.Cut(out, []byte("\n"))
 		if string(first) == "restarted" {
 			now, _ := cutPid(after)
-			from, err := h.servers(after, c.addr)
+			from, err := h.view(after, c.addr, c.maintIsIdle)
 			switch {
 			case err != nil:
 				return state, drainWait{notes: notes}, err
