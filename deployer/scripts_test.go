@@ -388,65 +388,92 @@ func TestDrainedScript(t *testing.T) {
 	}
 }
 
+// hostWatch is host-watch.sh in dir with vars (the settings setup
+// writes, without PORTS and SPARE), a fake systemctl that prints dir/show,
+// a curl that answers 200, a systemd-run that appends each post's text to
+// dir/sent, and the upstream file dir/up.conf (upstream). run runs it;
+// sent is every text posted.
+func hostWatch(t *testing.T, ports, spare, upstream string) (dir string, run func(args ...string), sent func() string) {
+	dir = t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(bin, "systemctl"), "#!/bin/sh\ncat \"$D/show\"\n", 0o755)
+	writeFile(t, filepath.Join(bin, "curl"), "#!/bin/sh\nprintf 200\n", 0o755)
+	// The post runs at once here: its text appended to sent.
+	writeFile(t, filepath.Join(bin, "systemd-run"), "#!/bin/sh\nwhile [ \"$1\" != -- ]; do shift; done\ncat \"$4\" >>\"$D/sent\"; echo >>\"$D/sent\"; rm -f \"$4\"\n", 0o755)
+	writeFile(t, filepath.Join(dir, "up.conf"), upstream, 0o644)
+	body, err := scriptFiles.ReadFile("scripts/host-watch.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := "APP=my-app UNIT_PREFIX=my-app@ PORTS='" + ports + "' SPARE='" + spare + "' STATE=" + dir + "/state LOCK_STALE=60 MIN_INTERVAL=600 ENV_FILE=/nonexistent STATUS_FILE=" + dir + "/status.json " +
+		"UPSTREAM_FILE=" + dir + "/up.conf UPSTREAM=my_app SERVER_ADDR=127.0.0.1 HEALTH_PATH=/ HEALTH_STATUS=200 HEALTH_TIMEOUT=2 SELF=" + dir + "/watch WORKERS='w@1 w@2'\n"
+	writeFile(t, filepath.Join(dir, "watch"), "#!/bin/sh\n"+vars+strings.TrimPrefix(string(body), "#!/bin/sh\n"), 0o755)
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	t.Setenv("D", dir)
+	run = func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(filepath.Join(dir, "watch"), args...).CombinedOutput(); err != nil {
+			t.Fatalf("watch %v: %v\n%s", args, err, out)
+		}
+	}
+	sent = func() string {
+		b, _ := os.ReadFile(filepath.Join(dir, "sent"))
+		return string(b)
+	}
+	return dir, run, sent
+}
+
+func writeFile(t *testing.T, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readStatusJSON reads host-watch.sh's status.json in dir.
+func readStatusJSON(t *testing.T, dir string) HostStatus {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "status.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct{ Hosts []HostStatus }
+	if err := json.Unmarshal(b, &st); err != nil || len(st.Hosts) != 1 {
+		t.Fatalf("status.json is not JSON of one host: %v\n%s", err, b)
+	}
+	return st.Hosts[0]
+}
+
+// showUnit is one unit as systemctl show prints it for host-watch.sh.
+func showUnit(id, active string, pid int) string {
+	sub := "running"
+	if active != "active" {
+		sub = "dead"
+	}
+	return fmt.Sprintf("Id=%s\nActiveState=%s\nSubState=%s\nMainPID=%d\nExecMainStartTimestampMonotonic=1\nNRestarts=0\nMemoryCurrent=100\n\n", id, active, sub, pid)
+}
+
 // host-watch.sh's status, with a fake systemctl, curl and systemd-run:
 // status.json holds the workers beside the instances (valid JSON, the
 // fields of rollout status); a worker not running is alerted once, and
 // said again when it runs; worker-stop alerts a worker that crashed.
 func TestHostWatchCoversWorkers(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	if err := os.Mkdir(bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	write := func(path, content string, mode os.FileMode) {
-		t.Helper()
-		if err := os.WriteFile(path, []byte(content), mode); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, run, sent := hostWatch(t, "3000", "", "upstream my_app {\n    server 127.0.0.1:3000;\n}\n")
+	write := func(path, content string, mode os.FileMode) { writeFile(t, path, content, mode) }
 	show := func(w2 string) string {
 		return "Id=my-app@3000.service\nActiveState=active\nSubState=running\nMainPID=7\nExecMainStartTimestampMonotonic=1\nNRestarts=0\nMemoryCurrent=100\n\n" +
 			"Id=w@1.service\nActiveState=active\nSubState=running\nMainPID=9\nExecMainStartTimestampMonotonic=1\nNRestarts=0\nMemoryCurrent=[not set]\n\n" +
 			"Id=w@2.service\n" + w2 + "ExecMainStartTimestampMonotonic=0\nNRestarts=3\nMemoryCurrent=[not set]\n"
 	}
 	write(filepath.Join(dir, "show"), show("ActiveState=failed\nSubState=failed\nMainPID=0\n"), 0o644)
-	write(filepath.Join(bin, "systemctl"), "#!/bin/sh\ncat \"$D/show\"\n", 0o755)
-	write(filepath.Join(bin, "curl"), "#!/bin/sh\nprintf 200\n", 0o755)
-	// The post runs at once here: its text appended to sent.
-	write(filepath.Join(bin, "systemd-run"), "#!/bin/sh\nwhile [ \"$1\" != -- ]; do shift; done\ncat \"$4\" >>\"$D/sent\"; echo >>\"$D/sent\"; rm -f \"$4\"\n", 0o755)
-	write(filepath.Join(dir, "up.conf"), "upstream my_app {\n    server 127.0.0.1:3000;\n}\n", 0o644)
-	body, err := scriptFiles.ReadFile("scripts/host-watch.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vars := "APP=my-app UNIT_PREFIX=my-app@ PORTS=3000 STATE=" + dir + "/state LOCK_STALE=60 MIN_INTERVAL=600 ENV_FILE=/nonexistent STATUS_FILE=" + dir + "/status.json " +
-		"UPSTREAM_FILE=" + dir + "/up.conf UPSTREAM=my_app SERVER_ADDR=127.0.0.1 HEALTH_PATH=/ HEALTH_STATUS=200 HEALTH_TIMEOUT=2 SELF=" + dir + "/watch WORKERS='w@1 w@2'\n"
-	write(filepath.Join(dir, "watch"), "#!/bin/sh\n"+vars+strings.TrimPrefix(string(body), "#!/bin/sh\n"), 0o755)
-	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
-	t.Setenv("D", dir)
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(filepath.Join(dir, "watch"), args...).CombinedOutput(); err != nil {
-			t.Fatalf("watch %v: %v\n%s", args, err, out)
-		}
-	}
-	sent := func() string {
-		b, _ := os.ReadFile(filepath.Join(dir, "sent"))
-		return string(b)
-	}
 
 	run("status")
-	b, err := os.ReadFile(filepath.Join(dir, "status.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st struct{ Hosts []HostStatus }
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatalf("status.json is not JSON: %v\n%s", err, b)
-	}
-	if h := st.Hosts[0]; len(h.Instances) != 1 || !h.Instances[0].Healthy || len(h.Workers) != 2 ||
+	if h := readStatusJSON(t, dir); len(h.Instances) != 1 || !h.Instances[0].Healthy || len(h.Workers) != 2 ||
 		h.Workers[0].Unit != "w@1" || h.Workers[0].PID != 9 || h.Workers[1].State != "failed" || h.Workers[1].Restarts != 3 {
-		t.Errorf("status.json: %+v", st.Hosts)
+		t.Errorf("status.json: %+v", h)
 	}
 	run("status") // still down: no second alert
 	if got := sent(); strings.Count(got, "❌") != 1 || !strings.Contains(got, "❌ worker w@2 on ") || !strings.Contains(got, " is not running: failed/failed") || strings.Contains(got, "w@1") {
@@ -464,5 +491,40 @@ func TestHostWatchCoversWorkers(t *testing.T) {
 	}
 	if got := sent(); !strings.Contains(got, "❌ worker w@1 on ") || !strings.Contains(got, " stopped: exit-code (exited 3)") {
 		t.Errorf("no alert for the worker that stopped:\n%s", got)
+	}
+}
+
+// With max_surge (SPARE), host-watch.sh reads each slot's live port from
+// the upstream: status.json shows the ports that serve; a unit running on
+// an idle port is a leftover, alerted once (not health checked); one
+// stopped there is not shown.
+func TestHostWatchFollowsTheSurge(t *testing.T) {
+	// 3000 moved to 3002; 3001 serves from its home port.
+	dir, run, sent := hostWatch(t, "3000 3001", "3002 3003", "upstream my_app {\n    server 127.0.0.1:3002;\n    server 127.0.0.1:3001;\n}\n")
+	show := showUnit("my-app@3002.service", "active", 7) + showUnit("my-app@3001.service", "active", 8) +
+		showUnit("my-app@3000.service", "inactive", 0) + showUnit("my-app@3003.service", "inactive", 0) +
+		showUnit("w@1.service", "active", 10) + showUnit("w@2.service", "active", 11)
+	writeFile(t, filepath.Join(dir, "show"), show, 0o644)
+	run("status")
+	h := readStatusJSON(t, dir)
+	var ports []int
+	for _, i := range h.Instances {
+		ports = append(ports, i.Port)
+		if !i.OK() {
+			t.Errorf("not OK: %+v", i)
+		}
+	}
+	if fmt.Sprint(ports) != "[3002 3001]" || sent() != "" {
+		t.Errorf("instances %v (want the live ports), alerts %q", ports, sent())
+	}
+	writeFile(t, filepath.Join(dir, "show"), strings.Replace(show, showUnit("my-app@3000.service", "inactive", 0), showUnit("my-app@3000.service", "active", 9), 1), 0o644)
+	run("status")
+	run("status")
+	h = readStatusJSON(t, dir)
+	if n := len(h.Instances); n != 3 || !h.Instances[2].Leftover || h.Instances[2].Port != 3000 || h.Instances[2].OK() || h.Instances[2].Health != "not checked: its slot serves from 3002" {
+		t.Fatalf("with 3000 running: %+v", h.Instances)
+	}
+	if got := sent(); strings.Count(got, "❌") != 1 || !strings.Contains(got, "❌ my-app@3000 on ") || !strings.Contains(got, "runs (active/running) but its slot serves from 3002 (strategy.max_surge)") {
+		t.Errorf("alerts: %q", got)
 	}
 }

@@ -29,6 +29,11 @@ type InstanceStatus struct {
 	// Drained is who drained it by hand (rollout drain) and when; nil if
 	// nobody did.
 	Drained *HandDrain `json:"drained_by_hand,omitempty"`
+	// Leftover: with strategy.max_surge, a unit on a slot's idle port that
+	// runs though its slot serves from the other port: a surge under way,
+	// or one interrupted (the next deploy stops it). It is not health
+	// checked.
+	Leftover bool `json:"leftover,omitempty"`
 }
 
 // BalancerServer is an instance on one load balancer (lb:).
@@ -39,9 +44,9 @@ type BalancerServer struct {
 }
 
 // OK: running, healthy and in Nginx, or out of it because it was
-// drained by hand.
+// drained by hand; never a leftover.
 func (i InstanceStatus) OK() bool {
-	return i.State == "active" && i.Healthy && (i.InNginx || i.Drained != nil)
+	return !i.Leftover && i.State == "active" && i.Healthy && (i.InNginx || i.Drained != nil)
 }
 
 // WorkerStatus is one worker's unit (workers:) as systemd sees it.
@@ -109,7 +114,7 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Bal
 	var rst *releaseState
 	if hc.Release != nil {
 		// Best effort: the instances' state stands without it.
-		if st, err := r.ReleaseState(ctx, hc.Ports(), hc.WorkerUnits()); err == nil {
+		if st, err := r.ReleaseState(ctx, append(hc.Ports(), hc.idlePorts()...), hc.WorkerUnits()); err == nil {
 			rst = &st
 		}
 	}
@@ -127,7 +132,10 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 		defer close(done)
 		health = checkAll(ctx, newHealthCheck(cfg, src.dial, r), cfg.Ports())
 	}()
-	st, err := r.Inspect(ctx, cfg.Ports())
+	// With max_surge, the slots' idle ports too: a unit running there is
+	// a leftover, shown as one.
+	idle := cfg.idlePorts()
+	st, err := r.Inspect(ctx, append(cfg.Ports(), idle...))
 	var srv servers
 	var serr, herr, werr error
 	var hand map[int]HandDrain
@@ -172,6 +180,13 @@ func resolvedStatus(ctx context.Context, cfg *Config, host string, r remote, lbs
 			is.Drained = &m
 		}
 		hs.Instances = append(hs.Instances, is)
+	}
+	for _, p := range idle {
+		if u := st.units[p]; unitUp(u.Active) {
+			hs.Instances = append(hs.Instances, InstanceStatus{Port: p, Unit: cfg.UnitName(p), State: u.Active, Sub: u.Sub, PID: u.MainPID,
+				Memory: u.Memory, Restarts: u.Restarts, InNginx: srv.in(p), Release: running[p], Balancers: src.each(p),
+				Uptime: u.uptime(st.uptime), Leftover: true, Health: fmt.Sprintf("not checked: its slot serves from %d", cfg.otherPort(p))})
+		}
 	}
 	if werr == nil {
 		for _, unit := range cfg.WorkerUnits() {

@@ -97,9 +97,6 @@ func (c *Config) checkSurge(cs *checks) {
 		cs.add(key, errors.New("replaces strategy.max_unavailable (the new instances start beside the old ones, so none is out of service first): give one of them"), "strategy.max_unavailable")
 	}
 	c.checkSurgeBalancer(cs)
-	if c.Watch != nil {
-		cs.add(key, errors.New("does not work with watch: yet: the host's watch checks the instances' ports as setup wrote them, and a surge moves them"), "watch")
-	}
 	if _, spare := c.slots(); len(spare) > 0 && spare[len(spare)-1] > maxPort {
 		cs.add(key, fmt.Errorf("needs a spare port for each instance after the highest (%d..%d), beyond %d", spare[0], spare[len(spare)-1], maxPort), "ports", "base_port")
 	}
@@ -169,7 +166,7 @@ type surgeListener struct {
 func checkSurgeRoom(cfg *Config, sc surgeCheck) error {
 	var errs []error
 	for _, p := range cfg.spareNow() {
-		if a := sc.spareActive[cfg.UnitName(p)]; a == "active" || a == "activating" || a == "reloading" || a == "deactivating" {
+		if unitUp(sc.spareActive[cfg.UnitName(p)]) {
 			continue // ours, left by an interrupted surge: stopped first
 		}
 		for _, l := range sc.listeners[p] {
@@ -208,6 +205,36 @@ func checkSurgeRoom(cfg *Config, sc surgeCheck) error {
 }
 
 func mib(b uint64) string { return strconv.FormatUint((b+1<<19)>>20, 10) + " MiB" }
+
+// slotsOf are the slots of the live ports: each one's home port and,
+// with strategy.max_surge, its spare port, in the same order (spare is
+// nil without it, or when a port is none of the slots').
+func (c *Config) slotsOf(live []int) (home, spare []int) {
+	if !c.surging() {
+		return live, nil
+	}
+	for _, p := range live {
+		o := c.otherPort(p)
+		if o == 0 {
+			return live, nil
+		}
+		home, spare = append(home, min(p, o)), append(spare, max(p, o))
+	}
+	return home, spare
+}
+
+// idlePorts are, with strategy.max_surge, the ports the host's slots do
+// not serve from now; nil without it.
+func (c *Config) idlePorts() []int {
+	if !c.surging() {
+		return nil
+	}
+	return c.spareNow()
+}
+
+// unitUp reports whether a unit in ActiveState active runs, or is on its
+// way up or down.
+func unitUp(active string) bool { return active != "" && active != "inactive" && active != "failed" }
 
 // spareNow are the ports the host's slots would move to now.
 func (c *Config) spareNow() []int {
@@ -463,7 +490,7 @@ func (h *hostRun) stopLeftovers(ctx context.Context) error {
 	}
 	var left []int
 	for _, p := range others {
-		if u := st.units[p]; u.Active != "" && u.Active != "inactive" && u.Active != "failed" {
+		if unitUp(st.units[p].Active) {
 			left = append(left, p)
 		}
 	}

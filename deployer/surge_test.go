@@ -306,7 +306,6 @@ func TestSurgeConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"strategy: {max_surge: 1, max_unavailable: 2}", "strategy.max_surge: replaces strategy.max_unavailable"},
 		{"strategy: {max_surge: 1}\nlb: {hosts: [lb1], server_addresses: {web1: 10.0.0.5}}\nnginx: {upstream_file: /etc/nginx/conf.d/a.conf, upstream: a}", "does not work with lb:"},
-		{"strategy: {max_surge: 1}\nwatch: {}\nnotify: {url_env: HOOK}", "does not work with watch:"},
 		{"strategy: {max_surge: 0}", "strategy.max_surge"},
 	} {
 		_, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [web1]\nssh: {user: deploy}\nbase_port: 3000\ninstances: 2\n"+tc.yaml+"\n"))
@@ -449,5 +448,67 @@ func TestSurgeChangeFails(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// status shows a unit running on a slot's idle port (an interrupted
+// surge's) as a leftover: not OK, not health checked, naming the live
+// port; an idle port whose unit is stopped is not shown.
+func TestSurgeStatusShowsLeftovers(t *testing.T) {
+	web1 := newFakeRemote(t, 3003, 3004, 3005)
+	web1.unit(3000).active, web1.unit(3000).healthy = true, true
+	d, _ := fakeDeployer(t, "base_port: 3000\ninstances: 3\nstrategy: {max_surge: 100%}\n", web1)
+	hs := hostStatus(testCtx(t), d.Config, "web1", web1, nil)
+	if hs.Error != "" {
+		t.Fatal(hs.Error)
+	}
+	var ports []int
+	for _, i := range hs.Instances {
+		ports = append(ports, i.Port)
+		if i.Leftover != (i.Port == 3000) {
+			t.Errorf("%d: leftover %v", i.Port, i.Leftover)
+		}
+	}
+	if fmt.Sprint(ports) != "[3003 3004 3005 3000]" {
+		t.Fatalf("instances %v, want the live ports then the leftover 3000", ports)
+	}
+	left := hs.Instances[3]
+	if left.OK() || hs.OK() || left.InNginx || !strings.Contains(left.Health, "serves from 3003") {
+		t.Errorf("leftover %+v (host OK %v)", left, hs.OK())
+	}
+	tr := Transitions(nil, Snapshot{Hosts: []HostStatus{hs}})
+	if !slices.ContainsFunc(tr, func(t Transition) bool { return t.Port == 3000 && t.Kind == "leftover" && t.Problem }) {
+		t.Errorf("no leftover transition: %+v", tr)
+	}
+	if again := Transitions(&Snapshot{Hosts: []HostStatus{hs}}, Snapshot{Hosts: []HostStatus{hs}}); len(again) != 0 {
+		t.Errorf("a leftover said again: %+v", again)
+	}
+	// Stopped, it is no longer shown.
+	web1.unit(3000).active = false
+	if hs := hostStatus(testCtx(t), d.Config, "web1", web1, nil); len(hs.Instances) != 3 || !hs.OK() {
+		t.Errorf("after the stop: %+v", hs)
+	}
+}
+
+// With max_surge the host's watch gets both ports of every slot, the same
+// whichever range serves now.
+func TestSurgeRenderWatch(t *testing.T) {
+	cfg, err := ParseConfig("rollout.yaml", []byte(minimal+"notify: {url_env: HOOK}\nwatch: {}\nstrategy: {max_surge: 1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, spare := cfg.slots()
+	mixed := append([]int{spare[0]}, home[1:]...)
+	words := func(ps []int) string { return strings.Trim(fmt.Sprint(ps), "[]") }
+	for _, live := range [][]int{home, spare, mixed} {
+		var script string
+		for _, f := range Render(cfg, live) {
+			if f.Path == cfg.watchScript() {
+				script = f.Content
+			}
+		}
+		if !strings.Contains(script, "PORTS='"+words(home)+"'\n") || !strings.Contains(script, "SPARE='"+words(spare)+"'\n") {
+			t.Errorf("live %v: the watch's ports:\n%.400s", live, script)
+		}
 	}
 }

@@ -228,6 +228,12 @@ func Transitions(prev *Snapshot, cur Snapshot) []Transition {
 					before = &was.Instances[j]
 				}
 			}
+			if i.Leftover {
+				if before == nil || !before.Leftover {
+					add(i.Port, "leftover", true, fmt.Sprintf("%s runs (pid %d) on a slot's idle port, not in service (%s): a surge under way, or left by an interrupted one; the next deploy stops it", i.Unit, i.PID, i.Health))
+				}
+				continue
+			}
 			running := i.State == "active"
 			switch {
 			case !running && (before == nil || before.State == "active"):

@@ -156,9 +156,13 @@ func (c *Config) unitPrefix() string {
 // no diff).
 func (c *Config) watchFiles(ports []int, webhook string) []ManagedFile {
 	w := c.Watch
-	var ps []string
-	for _, p := range ports {
-		ps = append(ps, strconv.Itoa(p))
+	home, spare := c.slotsOf(ports)
+	words := func(ports []int) string {
+		var ps []string
+		for _, p := range ports {
+			ps = append(ps, strconv.Itoa(p))
+		}
+		return strings.Join(ps, " ")
 	}
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d.Round(time.Second).Seconds())) }
 	health := c.Health.AttemptTimeout
@@ -166,7 +170,7 @@ func (c *Config) watchFiles(ports []int, webhook string) []ManagedFile {
 		health = 2 * time.Second
 	}
 	vars := [][2]string{
-		{"APP", c.App}, {"UNIT_PREFIX", c.unitPrefix()}, {"PORTS", strings.Join(ps, " ")},
+		{"APP", c.App}, {"UNIT_PREFIX", c.unitPrefix()}, {"PORTS", words(home)}, {"SPARE", words(spare)},
 		{"STATE", c.watchStateDir()}, {"LOCK_STALE", secs(c.LockStaleAfter)}, {"MIN_INTERVAL", secs(w.MinInterval)},
 		{"ENV_FILE", c.watchEnvFile()}, {"STATUS_FILE", c.watchStatusFile()}, {"UPSTREAM_FILE", c.Nginx.UpstreamFile},
 		{"UPSTREAM", c.Nginx.Upstream}, {"SERVER_ADDR", c.Nginx.ServerAddress}, {"HEALTH_PATH", c.Health.Path},

@@ -192,7 +192,13 @@ func TestWatchAlertsFromTheHost(t *testing.T) {
 		t.Errorf("the recovery: %q", got[1])
 	}
 
-	// A deploy restarts every instance: no alert.
+	// A deploy with strategy.max_surge moves every instance to the spare
+	// ports (setup gives the watch both ranges): no alert, and status.json
+	// shows the ports that serve.
+	appendConfig(t, cfg, "strategy: {max_surge: 100%}\n")
+	if out, code := rollout(t, "setup", "-c", cfg); code != 0 || !strings.Contains(out, "/usr/local/lib/rollout/my-app-watch") {
+		t.Fatalf("setup with max_surge exited %d, or left the watch as it was:\n%s", code, out)
+	}
 	if out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2", "--artifact", artifactDir(t, testbed.GoodRelease("v2"))); code != 0 {
 		t.Fatalf("deploy exited %d:\n%s", code, out)
 	}
@@ -200,31 +206,61 @@ func TestWatchAlertsFromTheHost(t *testing.T) {
 	if got := alerts(t, h); len(got) != 2 {
 		t.Errorf("alerts after a deploy: %q, want only the two before it", got)
 	}
+	hostJSON, err = fleet.Run(ctx, h, "curl -sf -H 'Host: "+h.Addr+"' http://127.0.0.1/.rollout/status.json")
+	if err != nil {
+		t.Fatalf("status.json from the host: %v\n%s", err, hostJSON)
+	}
+	fromHost = statusJSON{}
+	if err := json.Unmarshal([]byte(hostJSON), &fromHost); err != nil {
+		t.Fatalf("status.json: %v\n%s", err, hostJSON)
+	}
+	var ports []int
+	for _, i := range fromHost.Hosts[0].Instances {
+		ports = append(ports, i.Port)
+		if !i.InNginx || !i.Healthy || i.State != "active" || i.Leftover {
+			t.Errorf("status.json after the surge: %+v", i)
+		}
+	}
+	if fmt.Sprint(ports) != fmt.Sprint(portRange(basePort+instances, instances)) {
+		t.Errorf("status.json shows %v after the surge, want the spare ports:\n%s", ports, hostJSON)
+	}
+	// An instance started by hand on an idle port: a leftover, one alert.
+	if out, err := fleet.Run(ctx, h, fmt.Sprintf("sudo -n systemctl start my-app@%d", basePort)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	got = waitAlerts(t, h, 3, 30*time.Second)
+	if want := fmt.Sprintf("❌ my-app@%d on ", basePort); !strings.HasPrefix(got[2], want) || !strings.Contains(got[2], fmt.Sprintf("but its slot serves from %d (strategy.max_surge)", basePort+instances)) {
+		t.Errorf("the leftover's alert: %q", got[2])
+	}
+	if out, err := fleet.Run(ctx, h, fmt.Sprintf("sudo -n systemctl stop my-app@%d", basePort)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
 
 	// A worker killed: an alert, and once systemd has restarted it, the
 	// timer says it runs again.
 	if out, err := fleet.Run(ctx, h, "sudo -n systemctl kill -s KILL my-app-worker@1"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	got = waitAlerts(t, h, 4, 30*time.Second)
-	if len(got) != 4 || !strings.HasPrefix(got[2], "❌ worker my-app-worker@1 on ") || !strings.Contains(got[2], "stopped: signal (killed KILL)") ||
-		!strings.HasPrefix(got[3], "✅ worker my-app-worker@1 on ") || !strings.Contains(got[3], "is running again") {
+	got = waitAlerts(t, h, 5, 30*time.Second)
+	if len(got) != 5 || !strings.HasPrefix(got[3], "❌ worker my-app-worker@1 on ") || !strings.Contains(got[3], "stopped: signal (killed KILL)") ||
+		!strings.HasPrefix(got[4], "✅ worker my-app-worker@1 on ") || !strings.Contains(got[4], "is running again") {
 		t.Errorf("alerts for the worker killed: %q", got)
 	}
 
 	// The webhook down: an instance killed still restarts at once, and the
 	// failed post is a line in the journal.
-	if out, err := fleet.Run(ctx, h, "sudo -n systemctl stop alert-receiver && sudo -n kill -KILL \"$(systemctl show -p MainPID --value my-app@3002)\""); err != nil {
+	killed := basePort + instances + 2 // serving since the surge
+	if out, err := fleet.Run(ctx, h, fmt.Sprintf("sudo -n systemctl stop alert-receiver && sudo -n kill -KILL \"$(systemctl show -p MainPID --value my-app@%d)\"", killed)); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	deadline = time.Now().Add(15 * time.Second) // RestartSec=2s
 	for {
-		out, _ := fleet.Run(ctx, h, "systemctl show -p NRestarts,ActiveState my-app@3002")
+		out, _ := fleet.Run(ctx, h, fmt.Sprintf("systemctl show -p NRestarts,ActiveState my-app@%d", killed))
 		if strings.Contains(out, "NRestarts=1") && strings.Contains(out, "ActiveState=active") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("my-app@3002 did not restart with the webhook down: %s", out)
+			t.Fatalf("my-app@%d did not restart with the webhook down: %s", killed, out)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

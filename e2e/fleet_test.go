@@ -55,6 +55,7 @@ type statusJSON struct {
 			Healthy  bool   `json:"healthy"`
 			Health   string `json:"health"`
 			Uptime   int64  `json:"uptime_ns"`
+			Leftover bool   `json:"leftover"`
 		} `json:"instances"`
 	} `json:"hosts"`
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +121,13 @@ func TestSurgeUnderLoad(t *testing.T) {
 	var rerun string
 	res := underLoad(t, hosts, func() {
 		killedAt(t, `"port":3001,"step":"health","status":"ok"`, "deploy", "-c", cfg, "--version", "v4", "--artifact", v4)
+		// status shows the new instance the run left, not in service.
+		st, stCode := rollout(t, "status", "-c", cfg)
+		if stCode == 0 || !slices.ContainsFunc(strings.Split(st, "\n"), func(l string) bool {
+			return strings.Contains(l, " 3001 ") && strings.Contains(l, "FAIL: leftover, not in service (not checked: its slot serves from 3005)")
+		}) {
+			t.Errorf("status after the kill exited %d; want 3001 shown as a leftover:\n%s", stCode, st)
+		}
 		rerun, code = rollout(t, "deploy", "-c", cfg, "--version", "v4", "--artifact", v4)
 		if code != 0 {
 			t.Errorf("the rerun exited %d:\n%s", code, rerun)

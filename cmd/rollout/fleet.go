@@ -168,7 +168,10 @@ func writeStatus(w io.Writer, hosts []deployer.HostStatus) {
 		for _, i := range h.Instances {
 			nginx := nginxColumn(i)
 			health := "ok"
-			if !i.Healthy {
+			switch {
+			case i.Leftover:
+				health = fmt.Sprintf("FAIL: leftover, not in service (%s): a surge under way, or one interrupted; the next deploy stops it", i.Health)
+			case !i.Healthy:
 				health = "FAIL: " + i.Health
 			}
 			pid, uptime, mem := "-", "-", "-"

@@ -23,7 +23,7 @@
 # from ENV_FILE (root, 0600) and given to curl on stdin, never on a command
 # line. A failed post is a line in the journal, never a failed stop.
 #
-# Set before this text: APP UNIT_PREFIX PORTS STATE LOCK_STALE
+# Set before this text: APP UNIT_PREFIX PORTS SPARE STATE LOCK_STALE
 # MIN_INTERVAL ENV_FILE STATUS_FILE UPSTREAM_FILE UPSTREAM SERVER_ADDR
 # HEALTH_PATH HEALTH_STATUS HEALTH_TIMEOUT SELF WORKERS (the workers'
 # instances, UNIT@N, space-separated)
@@ -126,27 +126,54 @@ send)
     { echo "rollout watch: the webhook post failed" >&2; exit 1; }
   ;;
 status)
-  units=
-  for p in $PORTS; do units="$units $UNIT_PREFIX$p.service"; done
-  for u in $WORKERS; do units="$units $u.service"; done
-  # shellcheck disable=SC2086 # one word per unit
-  props=$(systemctl show -p Id,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts,MemoryCurrent -- $units) || true
-  up_us=$(awk '{printf "%.0f", $1 * 1000000}' /proc/uptime) # %d is 32-bit in mawk
   servers=$(awk -v up="$UPSTREAM" -v addr="$SERVER_ADDR" '
     $1 == "upstream" && ($2 == up || $2 == up "{") { inb = 1; next }
     inb && /}/ { inb = 0 }
     inb && $1 == "server" { split($2, a, ":"); sub(/;.*/, "", a[2]); if (a[1] == addr) print a[2], ($0 ~ /[ \t]down[ \t;]/ ? "down" : "up") }
   ' "$UPSTREAM_FILE" 2>/dev/null) || true
+  listed() { printf '%s\n' "$servers" | grep -q "^$1 "; }
+  served() { printf '%s\n' "$servers" | grep -qx "$1 up"; }
+  # Each slot's live port: with strategy.max_surge (SPARE, the spare port
+  # of each port of PORTS), the spare one when the upstream lists it and
+  # not the other, or serves from it and not from the other (as rollout
+  # reads it); the slots' other ports are idle ("IDLE:LIVE" in pairs).
+  live='' pairs=''
+  # shellcheck disable=SC2086 # one word per port
+  set -- $SPARE
+  for p in $PORTS; do
+    s=${1:-}
+    [ $# -gt 0 ] && shift
+    if [ -n "$s" ] && listed "$s" && { ! listed "$p" || { served "$s" && ! served "$p"; }; }; then
+      live="$live $s" pairs="$pairs $p:$s"
+    else
+      live="$live $p"
+      [ -n "$s" ] && pairs="$pairs $s:$p"
+    fi
+  done
+  idle=
+  for pr in $pairs; do idle="$idle ${pr%%:*}"; done
+  units=
+  for p in $live $idle; do units="$units $UNIT_PREFIX$p.service"; done
+  for u in $WORKERS; do units="$units $u.service"; done
+  # shellcheck disable=SC2086 # one word per unit
+  props=$(systemctl show -p Id,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NRestarts,MemoryCurrent -- $units) || true
+  up_us=$(awk '{printf "%.0f", $1 * 1000000}' /proc/uptime) # %d is 32-bit in mawk
   skip_alerts=false
   locked && skip_alerts=true
   out="{\"host\":$(json_string "$host"),\"time\":$(json_string "$(date -u +%Y-%m-%dT%H:%M:%SZ)"),\"instances\":["
   sep=
-  for p in $PORTS; do
+  for p in $live $idle; do
+    # An idle port's unit is shown only when it runs: a leftover.
+    of=
+    for pr in $pairs; do [ "${pr%%:*}" = "$p" ] && of=${pr#*:}; done
     # systemctl show separates units by a blank line; Id is anywhere in one.
     block=$(printf '%s\n' "$props" | awk -v id="Id=$UNIT_PREFIX$p.service" 'BEGIN { RS = "" } index("\n" $0 "\n", "\n" id "\n") { print; exit }')
     val() { printf '%s\n' "$block" | sed -n "s/^$1=//p" | head -n 1; }
     active=$(val ActiveState) sub=$(val SubState) pid=$(val MainPID) started=$(val ExecMainStartTimestampMonotonic)
     restarts=$(val NRestarts) mem=$(val MemoryCurrent)
+    if [ -n "$of" ]; then
+      case $active in '' | inactive | failed) continue ;; esac
+    fi
     case $mem in '' | *[!0-9]*) mem=0 ;; esac
     case $restarts in '' | *[!0-9]*) restarts=0 ;; esac
     case $pid in '' | *[!0-9]*) pid=0 ;; esac
@@ -155,29 +182,36 @@ status)
       uptime=$(((up_us - started) * 1000))
     fi
     in_nginx=false
-    printf '%s\n' "$servers" | grep -qx "$p up" && in_nginx=true
+    served "$p" && in_nginx=true
     healthy=false health=
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time "$HEALTH_TIMEOUT" "http://$SERVER_ADDR:$p$HEALTH_PATH" 2>/dev/null) || true
-    if [ "$code" = "$HEALTH_STATUS" ]; then
-      healthy=true
-    elif [ -z "$code" ] || [ "$code" = 000 ]; then
-      health="no answer on $SERVER_ADDR:$p"
+    if [ -n "$of" ]; then
+      health="not checked: its slot serves from $of"
     else
-      health="status $code, want $HEALTH_STATUS"
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time "$HEALTH_TIMEOUT" "http://$SERVER_ADDR:$p$HEALTH_PATH" 2>/dev/null) || true
+      if [ "$code" = "$HEALTH_STATUS" ]; then
+        healthy=true
+      elif [ -z "$code" ] || [ "$code" = 000 ]; then
+        health="no answer on $SERVER_ADDR:$p"
+      else
+        health="status $code, want $HEALTH_STATUS"
+      fi
     fi
     out="$out$sep{\"port\":$p,\"unit\":$(json_string "$UNIT_PREFIX$p"),\"state\":$(json_string "$active"),\"sub\":$(json_string "$sub"),\"pid\":$pid,\"uptime_ns\":$uptime,\"memory_bytes\":$mem,\"restarts\":$restarts,\"in_nginx\":$in_nginx,\"healthy\":$healthy"
     [ -n "$health" ] && out="$out,\"health\":$(json_string "$health")"
+    [ -n "$of" ] && out="$out,\"leftover\":true"
     out="$out}"
     sep=,
     $skip_alerts && continue
-    if [ "$active" = active ] && [ "$in_nginx" = true ] && [ "$healthy" = true ]; then
+    prev=ok
+    [ -r "$w/$p.state" ] && read -r prev <"$w/$p.state"
+    if [ -n "$of" ]; then
+      [ "$prev" = bad ] || alert "$p" "❌ $UNIT_PREFIX$p on $host runs ($active/$sub) but its slot serves from $of (strategy.max_surge): left by an interrupted surge; the next deploy stops it"
+    elif [ "$active" = active ] && [ "$in_nginx" = true ] && [ "$healthy" = true ]; then
       recovered "$p" "✅ $UNIT_PREFIX$p on $host is running, in Nginx and healthy again"
     else
       why="$active/$sub"
       [ "$in_nginx" = true ] || why="$why, out of Nginx"
       [ "$healthy" = true ] || why="$why, ${health:-unhealthy}"
-      prev=ok
-      [ -r "$w/$p.state" ] && read -r prev <"$w/$p.state"
       [ "$prev" = bad ] || alert "$p" "❌ $UNIT_PREFIX$p on $host is not serving: $why"
     fi
   done
