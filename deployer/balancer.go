@@ -68,11 +68,11 @@ type balancer interface {
 
 // newBalancer is an app host's balancer: the load balancer hosts of the
 // run (lb:) when it has them, else the host's own HAProxy (haproxy:) or
-// Nginx. cfg is the host's
+// Nginx. host is its name, cfg its config
 // (nginx.server_address: its address on the balancers); r its remote.
-func (d *Deployer) newBalancer(cfg *Config, r remote) balancer {
+func (d *Deployer) newBalancer(host string, cfg *Config, r remote) balancer {
 	if d.lbs != nil {
-		return &lbBalancer{b: d.lbs, app: r, addr: cfg.Nginx.ServerAddress}
+		return &lbBalancer{b: d.lbs, app: r, addr: cfg.Nginx.ServerAddress, host: host, cfg: cfg}
 	}
 	return hostBalancer(cfg, r)
 }
@@ -197,7 +197,7 @@ var _ balancer = (*haproxyBalancer)(nil)
 
 func newHAProxyBalancer(cfg *Config, r remote) *haproxyBalancer {
 	return &haproxyBalancer{r: r, cfg: cfg, addr: cfg.Nginx.ServerAddress,
-		drv: haproxyDriver{api: haproxyAPI{Socket: cfg.HAProxy.Socket, Backend: cfg.HAProxy.Backend}}}
+		drv: haproxyDriver{api: haproxyAPI{Socket: cfg.HAProxy.Socket, Backend: cfg.HAProxy.Backend}, maintIsIdle: cfg.surging()}}
 }
 
 func (b *haproxyBalancer) String() string { return b.drv.String() }
@@ -220,7 +220,7 @@ func (b *haproxyBalancer) preflight(ctx context.Context, ports []int) (servers, 
 		return nil, fmt.Errorf("%s: %w", b.drv, err)
 	}
 	if b.cfg.surging() {
-		if err := b.drv.idle(state, b.addr, b.cfg.App, b.cfg.spareNow()); err != nil {
+		if err := b.drv.idle(state, b.addr, b.cfg.App, b.cfg.idlePorts()); err != nil {
 			return nil, fmt.Errorf("%s: %w", b.drv, err)
 		}
 	}
@@ -252,7 +252,7 @@ func (b *haproxyBalancer) adopt(state []byte) (servers, error) {
 // in maintenance is an idle slot's port: not one of the servers (a surge
 // readies it, and puts the port it leaves in maintenance).
 func (b *haproxyBalancer) view(state []byte) (servers, error) {
-	s, err := b.drv.view(state, b.addr, b.cfg.surging())
+	s, err := b.drv.servers(state, b.addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.drv, err)
 	}
@@ -275,7 +275,7 @@ func (b *haproxyBalancer) change(ctx context.Context, from, to servers, _ []int)
 			return drainWait{}, errUpstreamChanged
 		}
 	}
-	state, wait, err := b.drv.apply(ctx, b.r, b.state, lbChange{addr: b.addr, from: from, to: to, maintIsIdle: b.cfg.surging()})
+	state, wait, err := b.drv.apply(ctx, b.r, b.state, lbChange{addr: b.addr, from: from, to: to})
 	b.state = state
 	return wait, err
 }
@@ -326,11 +326,8 @@ func appHostBalancerFiles(cfg *Config, ports []int) []ManagedFile {
 		for _, p := range ports {
 			servers = append(servers, haproxyServer{name: fmt.Sprintf("%s-%d", cfg.App, p), addr: h.ServerAddress, port: p})
 		}
-		if cfg.surging() { // the idle port of each slot, in maintenance
-			for _, p := range ports {
-				o := cfg.otherPort(p)
-				servers = append(servers, haproxyServer{name: fmt.Sprintf("%s-%d", cfg.App, o), addr: h.ServerAddress, port: o, disabled: true})
-			}
+		for _, o := range cfg.idleOf(ports) { // max_surge: in maintenance
+			servers = append(servers, haproxyServer{name: fmt.Sprintf("%s-%d", cfg.App, o), addr: h.ServerAddress, port: o, disabled: true})
 		}
 		return []ManagedFile{haproxyLines(h.Socket, h.Backend, servers)}
 	}
@@ -347,4 +344,50 @@ func appHostBalancerFiles(cfg *Config, ports []int) []ManagedFile {
 		{Path: cfg.Nginx.UpstreamFile, Owner: "root:root", Mode: "644", Content: up.String(), Keep: true},
 		{Path: cfg.setupDefaults().SiteFile, Owner: "root:root", Mode: "644", Content: renderSite(cfg)},
 	}
+}
+
+// liveConfig is the host's config with, for max_surge, the ports it
+// serves from now: for each slot, its spare port when the balancer lists
+// it and not its home port (or serves from it and not from its home
+// port); its home port otherwise. When the balancer cannot be read (no
+// upstream file before rollout setup), the home ports: any operation that
+// needs the balancer reads it again and says why it cannot.
+//
+// With lb: the balancers are not the app host's: the commands that reach
+// them read them (liveOn), and here each slot's port is the one whose
+// unit runs, when only one of the two does (a surge under way or cut
+// short runs both: its home port then).
+func liveConfig(ctx context.Context, hc *Config, r remote) *Config {
+	if !hc.surging() {
+		return hc
+	}
+	home, spare := hc.slots()
+	if hc.LB != nil {
+		st, err := r.Inspect(ctx, hc.AllPorts())
+		if err != nil {
+			return hc
+		}
+		live := slices.Clone(home)
+		for i := range home {
+			if unitUp(st.units[spare[i]].Active) && !unitUp(st.units[home[i]].Active) {
+				live[i] = spare[i]
+			}
+		}
+		return hc.withLive(live)
+	}
+	srv, err := hostBalancer(hc, r).read(ctx)
+	if err != nil {
+		return hc
+	}
+	return hc.withLive(liveSlots(home, spare, srv))
+}
+
+// liveOn is hc with, for max_surge, each slot's live port as the
+// balancers' servers srv say.
+func (hc *Config) liveOn(srv servers) *Config {
+	if !hc.surging() {
+		return hc
+	}
+	home, spare := hc.slots()
+	return hc.withLive(liveSlots(home, spare, srv))
 }

@@ -31,6 +31,8 @@ type Discovery struct {
 	Workers []FoundWorker
 	// NginxErr says why the Nginx config could not be read; "" when it was.
 	NginxErr string
+	// MemAvailable is the host's MemAvailable, bytes; 0 when unknown.
+	MemAvailable uint64
 }
 
 // FoundApp is one systemd template with running or enabled instances
@@ -51,6 +53,9 @@ type FoundApp struct {
 	LogFiles []string
 	// Health is what the health path candidates answered on one instance.
 	Health []HealthAnswer
+	// MemoryEach is the running instances' average resident memory
+	// (VmRSS), bytes; 0 when none runs.
+	MemoryEach uint64
 }
 
 // FoundWorker is a template whose instances are numbers, not ports.
@@ -163,6 +168,20 @@ func parseDiscovery(host string, out []byte) (*Discovery, string) {
 			known[u] = true
 		}
 	}
+	rss := map[string]uint64{}
+	for line := range strings.Lines(parts["memory"]) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2 && f[0] == "available":
+			if kb, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+				d.MemAvailable = kb << 10
+			}
+		case len(f) == 3 && f[0] == "rss":
+			if kb, err := strconv.ParseUint(f[2], 10, 64); err == nil {
+				rss[f[1]] = kb << 10
+			}
+		}
+	}
 	apps := map[string]*FoundApp{}
 	for unit := range known {
 		name, inst, ok := strings.Cut(strings.TrimSuffix(unit, ".service"), "@")
@@ -182,6 +201,17 @@ func parseDiscovery(host string, out []byte) (*Discovery, string) {
 		a.Ports = append(a.Ports, port)
 		if running[unit] {
 			a.Running = append(a.Running, port)
+		}
+	}
+	for _, a := range apps {
+		var sum, n uint64
+		for _, p := range a.Running {
+			if b := rss[fmt.Sprintf("%s@%d.service", a.Name, p)]; b > 0 {
+				sum, n = sum+b, n+1
+			}
+		}
+		if n > 0 {
+			a.MemoryEach = sum / n
 		}
 	}
 	for _, a := range apps {

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -33,6 +34,12 @@ my-app@3001.service
 my-app@3002.service
 my-app@3003.service
 getty@tty1.service
+@@rollout@@ memory
+available 1048576
+rss my-app@3000.service 49152
+rss my-app@3001.service 40960
+rss my-app@3003.service 57344
+rss auth@4190.service 10240
 @@rollout@@ nginx
 nginx: the configuration file /etc/nginx/nginx.conf syntax is ok
 nginx: configuration file /etc/nginx/nginx.conf test is successful
@@ -86,6 +93,9 @@ func TestParseDiscovery(t *testing.T) {
 	auth := d.Apps[0]
 	if !slices.Equal(auth.Ports, []int{4190, 4191}) || !slices.Equal(auth.Other, []string{"auth@worker.service"}) {
 		t.Fatalf("auth: %+v", auth)
+	}
+	if d.MemAvailable != 1<<30 || app.MemoryEach != 48<<20 || auth.MemoryEach != 10<<20 {
+		t.Fatalf("memory: available %d, my-app %d each, auth %d each", d.MemAvailable, app.MemoryEach, auth.MemoryEach)
 	}
 	ups, listen := findUpstreams(nginxT, app.Ports)
 	if len(ups) != 1 || ups[0].Name != "my_app" || ups[0].File != "/etc/nginx/conf.d/my-app-upstream.conf" ||
@@ -257,5 +267,60 @@ func TestInitConfigFindsTheHelper(t *testing.T) {
 	}
 	if strings.Contains(string(r.YAML), "sudo: helper") || !slices.ContainsFunc(r.Undecided, func(u string) bool { return strings.Contains(u, "web2") && strings.Contains(u, "sudo") }) {
 		t.Errorf("one host without the helper:\n%s\n%q", r.YAML, r.Undecided)
+	}
+}
+
+// Hosts some of which serve from the ports after the others' (moved there
+// by deploys with strategy.max_surge): init writes the first range as the
+// instances, and the strategy. Otherwise it says what a surge would need
+// and, when it fits the tightest host, proposes it commented out.
+func TestInitConfigSurge(t *testing.T) {
+	moved := func(host string, ports ...int) *Discovery {
+		d := discovered(host, 8, ports...)
+		out := strings.NewReplacer("3000;", fmt.Sprint(ports[0], ";"), "3001;", fmt.Sprint(ports[1], ";"),
+			"3002 max_fails=3;", fmt.Sprint(ports[2], ";"), "3003;", fmt.Sprint(ports[3], ";")).Replace(discoverOut)
+		_, nginxT := parseDiscovery(host, []byte(out))
+		d.Apps[1].Upstreams, d.Apps[1].Listen = findUpstreams(nginxT, ports)
+		return d
+	}
+	ds := []*Discovery{moved("web1", 3000, 3001, 3002, 3003), moved("web2", 3004, 3005, 3006, 3007)}
+	r, err := InitConfig(ds, InitOptions{Hosts: []string{"web1", "web2"}, App: "my-app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig("rollout.yaml", r.YAML)
+	if err != nil || cfg.BasePort() != 3000 || len(cfg.Ports()) != 4 || cfg.Strategy.MaxSurge.String() != "100%" ||
+		!strings.Contains(string(r.YAML), "# The hosts serve from web1 3000-3003, web2 3004-3007") {
+		t.Fatalf("moved hosts (%v):\n%s", err, r.YAML)
+	}
+	if _, spare := cfg.slots(); fmt.Sprint(spare) != "[3004 3005 3006 3007]" {
+		t.Errorf("spare ports %v", spare)
+	}
+	if _, err := InitConfig([]*Discovery{ds[0], moved("web2", 3005, 3006, 3007, 3008)}, InitOptions{Hosts: []string{"web1", "web2"}, App: "my-app"}); err == nil || !strings.Contains(err.Error(), "hosts disagree on the instances") {
+		t.Errorf("ranges that are no slots: %v", err)
+	}
+
+	// Not moved: 4 of 48 MiB (the most any host's use) on the tightest.
+	a, b := discovered("web1", 8, 3000, 3001, 3002, 3003), discovered("web2", 8, 3000, 3001, 3002, 3003)
+	b.MemAvailable = 512 << 20
+	r, err = InitConfig([]*Discovery{a, b}, InitOptions{Hosts: []string{"web1", "web2"}, App: "my-app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# New instances beside the old ones (strategy.max_surge: 100%) would need\n# about 192 MiB more on a host (4 of about 48 MiB each, as they run now); the\n# tightest, web2, has 512 MiB available. To deploy that way (3004-3007\n# become the spare ports: nothing else may listen there), uncomment:\n# strategy:\n#   max_surge: 100%\n"
+	if !strings.Contains(string(r.YAML), want) {
+		t.Errorf("a surge that fits: want\n%s\nin:\n%s", want, r.YAML)
+	}
+	if cfg, err := ParseConfig("rollout.yaml", r.YAML); err != nil || cfg.surging() {
+		t.Errorf("the suggestion is not commented out: %v %+v", err, cfg.Strategy)
+	}
+	b.MemAvailable = 100 << 20
+	r, err = InitConfig([]*Discovery{a, b}, InitOptions{Hosts: []string{"web1", "web2"}, App: "my-app"})
+	if err != nil || !strings.Contains(string(r.YAML), "has 100 MiB available: 92 MiB short. One at a time it is.\n") || strings.Contains(string(r.YAML), "# strategy:") {
+		t.Errorf("a surge that does not fit (%v):\n%s", err, r.YAML)
+	}
+	a.Apps[1].MemoryEach = 0 // nothing running to measure
+	if r, err = InitConfig([]*Discovery{a, b}, InitOptions{Hosts: []string{"web1", "web2"}, App: "my-app"}); err != nil || strings.Contains(string(r.YAML), "max_surge") {
+		t.Errorf("memory unknown (%v):\n%s", err, r.YAML)
 	}
 }

@@ -83,7 +83,7 @@ func InitConfig(ds []*Discovery, opts InitOptions) (*InitResult, error) {
 	}
 
 	r := &InitResult{App: name}
-	inst, err := initInstances(ds, apps)
+	inst, moved, err := initInstances(ds, apps)
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +122,7 @@ func InitConfig(ds []*Discovery, opts InitOptions) (*InitResult, error) {
 	workers, notes := initWorkers(ds, name)
 	r.Undecided = append(r.Undecided, notes...)
 	r.YAML = renderInit(ds, apps, opts, name, inst, up, health, listen)
+	r.YAML = append(r.YAML, initSurge(ds, apps, moved)...)
 	r.YAML = append(r.YAML, workers...)
 	if _, err := ParseConfig("rollout.yaml", r.YAML); err != nil {
 		return nil, fmt.Errorf("the config init wrote does not load (a bug in rollout init): %w", err)
@@ -130,28 +131,83 @@ func InitConfig(ds []*Discovery, opts InitOptions) (*InitResult, error) {
 }
 
 // initInstances says the instances in YAML: "base_port: B\ninstances: N"
-// (or auto when every host runs one per core), or "ports: [...]".
-func initInstances(ds []*Discovery, apps []FoundApp) (string, error) {
+// (or auto when every host runs one per core), or "ports: [...]". Hosts
+// of N contiguous instances each, some from B and the others from B+N,
+// were moved by deploys with strategy.max_surge (moved: base_port B, and
+// initSurge writes the strategy).
+func initInstances(ds []*Discovery, apps []FoundApp) (string, bool, error) {
 	contiguous, auto, same := true, true, true
+	base, n := apps[0].Ports[0], len(apps[0].Ports)
+	for _, a := range apps {
+		base = min(base, a.Ports[0])
+	}
+	moved := true // each host's instances are base.. or base+n..
 	for i, a := range apps {
-		contiguous = contiguous && a.Ports[len(a.Ports)-1]-a.Ports[0] == len(a.Ports)-1 && a.Ports[0] == apps[0].Ports[0]
+		run := a.Ports[len(a.Ports)-1]-a.Ports[0] == len(a.Ports)-1
+		contiguous = contiguous && run && a.Ports[0] == apps[0].Ports[0]
 		auto = auto && len(a.Ports) == ds[i].Cores
 		same = same && slices.Equal(a.Ports, apps[0].Ports)
+		moved = moved && run && len(a.Ports) == n && (a.Ports[0] == base || a.Ports[0] == base+n)
 	}
-	base := apps[0].Ports[0]
 	switch {
 	case contiguous && auto:
-		return fmt.Sprintf("# One instance per CPU core on each host (the instances match the cores).\nbase_port: %d\ninstances: auto\n", base), nil
+		return fmt.Sprintf("# One instance per CPU core on each host (the instances match the cores).\nbase_port: %d\ninstances: auto\n", base), false, nil
 	case contiguous && same:
-		return fmt.Sprintf("base_port: %d\ninstances: %d\n", base, len(apps[0].Ports)), nil
+		return fmt.Sprintf("base_port: %d\ninstances: %d\n", base, n), false, nil
 	case same:
-		return "ports: [" + portList(apps[0].Ports) + "]\n", nil
+		return "ports: [" + portList(apps[0].Ports) + "]\n", false, nil
+	case moved:
+		var at []string
+		for i, a := range apps {
+			at = append(at, fmt.Sprintf("%s %s", ds[i].Host, PortRanges(a.Ports)))
+		}
+		count := strconv.Itoa(n)
+		if auto {
+			count = "auto"
+		}
+		return fmt.Sprintf("# The hosts serve from %s (strategy.max_surge moves each instance\n# between its port and a spare one at every deploy).\nbase_port: %d\ninstances: %s\n",
+			strings.Join(at, ", "), base, count), true, nil
 	}
 	var each []string
 	for i, a := range apps {
 		each = append(each, fmt.Sprintf("%s: %s (%d cores)", ds[i].Host, portList(a.Ports), ds[i].Cores))
 	}
-	return "", fmt.Errorf("hosts disagree on the instances of %s: %s", apps[0].Name, strings.Join(each, "; "))
+	return "", false, fmt.Errorf("hosts disagree on the instances of %s: %s", apps[0].Name, strings.Join(each, "; "))
+}
+
+// initSurge is the strategy for hosts moved by strategy.max_surge
+// (moved); else, when memory was read on every host, what a surge would
+// need there, and the strategy commented out when it fits.
+func initSurge(ds []*Discovery, apps []FoundApp, moved bool) []byte {
+	if moved {
+		return []byte("strategy:\n  max_surge: 100%\n")
+	}
+	var each uint64
+	tight := -1
+	for i, a := range apps {
+		if a.MemoryEach == 0 || ds[i].MemAvailable == 0 {
+			return nil
+		}
+		each = max(each, a.MemoryEach)
+		if tight < 0 || ds[i].MemAvailable < ds[tight].MemAvailable {
+			tight = i
+		}
+	}
+	if tight < 0 {
+		return nil
+	}
+	n := len(apps[tight].Ports)
+	need, have := each*uint64(n), ds[tight].MemAvailable
+	top := slices.Max(apps[tight].Ports)
+	var b strings.Builder
+	fmt.Fprintf(&b, "# New instances beside the old ones (strategy.max_surge: 100%%) would need\n# about %s more on a host (%d of about %s each, as they run now); the\n# tightest, %s, has %s available",
+		MiB(need), n, MiB(each), ds[tight].Host, MiB(have))
+	if need > have {
+		fmt.Fprintf(&b, ": %s short. One at a time it is.\n", MiB(need-have))
+		return []byte(b.String())
+	}
+	fmt.Fprintf(&b, ". To deploy that way (%d-%d\n# become the spare ports: nothing else may listen there), uncomment:\n# strategy:\n#   max_surge: 100%%\n", top+1, top+n)
+	return []byte(b.String())
 }
 
 // initUpstream is the upstream block every host drains the app from.

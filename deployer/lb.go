@@ -137,25 +137,35 @@ func (b *balancers) read(ctx context.Context) error {
 // port listed on every balancer, down when it is down on any of them (an
 // instance serves only when every balancer sends it requests); b.mu held.
 func (b *balancers) servers(addr string) (servers, error) {
-	var all servers
-	for i, lb := range b.all {
-		servers, err := b.driver.servers(lb.content, addr)
+	var each []servers
+	for _, lb := range b.all {
+		srv, err := b.driver.servers(lb.content, addr)
 		if err != nil {
 			return nil, fmt.Errorf("load balancer %s: %s: %w", lb.host(), b.driver, err)
 		}
+		each = append(each, srv)
+	}
+	return together(each), nil
+}
+
+// together are an app host's servers as several balancers hold them
+// together: a port listed on every one, out of service when it is on any.
+func together(each []servers) servers {
+	var all servers
+	for i, srv := range each {
 		if i == 0 {
-			all = servers
+			all = maps.Clone(srv)
 			continue
 		}
 		for p, down := range all {
-			if other, ok := servers[p]; !ok {
+			if other, ok := srv[p]; !ok {
 				delete(all, p)
 			} else if other && !down {
 				all[p] = true
 			}
 		}
 	}
-	return all, nil
+	return all
 }
 
 // inService counts the instances of hosts in service on every balancer,
@@ -190,11 +200,6 @@ func (b *balancers) String() string { return b.d.Config.LB.balancers() }
 type lbChange struct {
 	addr     string
 	from, to map[int]bool
-	// maintIsIdle (HAProxy with strategy.max_surge): a server in
-	// maintenance is an idle slot's port, absent from from and to; one
-	// added is readied from maintenance ("wake"), one removed is put in
-	// maintenance ("maint"), its sessions waited for.
-	maintIsIdle bool
 }
 
 // split is the change in two: the ports that go into service (or are
@@ -356,6 +361,8 @@ type lbBalancer struct {
 	b    *balancers
 	app  remote // the app host's
 	addr string // the app host's address on the balancers
+	host string // the app host's name in the config
+	cfg  *Config
 }
 
 var _ balancer = (*lbBalancer)(nil)
@@ -373,7 +380,11 @@ func (l *lbBalancer) preflight(ctx context.Context, ports []int) (servers, error
 	l.b.mu.Lock()
 	defer l.b.mu.Unlock()
 	for _, lb := range l.b.all {
-		if err := l.b.driver.ready(lb.content, l.addr, ports); err != nil {
+		err := l.b.driver.ready(lb.content, l.addr, ports)
+		if err == nil && l.cfg.surging() {
+			err = l.b.driver.idle(lb.content, l.addr, l.host, l.cfg.idlePorts())
+		}
+		if err != nil {
 			return nil, fmt.Errorf("load balancer %s: %s: %w", lb.host(), l.b.driver, err)
 		}
 	}
@@ -480,6 +491,27 @@ func LoadBalancers(ctx context.Context, cfg *Config, connect func(context.Contex
 			c.Close()
 		}
 	}
+}
+
+// live is cfg (resolved on its host) with, for strategy.max_surge, the
+// live ports as every balancer read says; cfg as it is when one could not
+// be read.
+func (lbs Balancers) live(cfg *Config) *Config {
+	if len(lbs) == 0 || !cfg.surging() {
+		return cfg
+	}
+	var each []servers
+	for _, lb := range lbs {
+		if lb.err != nil {
+			return cfg
+		}
+		srv, err := lb.driver.servers(lb.content, cfg.Nginx.ServerAddress)
+		if err != nil {
+			return cfg
+		}
+		each = append(each, srv)
+	}
+	return cfg.liveOn(together(each))
 }
 
 // statusSource is what status reads of an app host's balancer: its

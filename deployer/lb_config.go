@@ -281,14 +281,3 @@ func (c *Config) checkHAProxy(cs *checks) {
 		cs.add("watch", errors.New("host alerts read Nginx on the app host: not supported with haproxy: yet (rollout watch from the controller works)"))
 	}
 }
-
-// checkSurgeBalancer refuses strategy.max_surge with a balancer that
-// cannot take it yet: a surge moves instances between two port ranges,
-// which rollout does on the app host's own Nginx (its server lines) and
-// HAProxy (both ranges' servers, the idle ones in maintenance).
-func (c *Config) checkSurgeBalancer(cs *checks) {
-	const key = "strategy.max_surge"
-	if c.LB != nil {
-		cs.add(key, errors.New("does not work with lb: yet (the balancer hosts' server lists would move between two port ranges); use strategy.max_unavailable"), "lb")
-	}
-}

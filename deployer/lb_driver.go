@@ -25,6 +25,10 @@ type lbDriver interface {
 	// ready checks, at the preflight, that the balancer can deploy addr's
 	// ports as its state says.
 	ready(state []byte, addr string, ports []int) error
+	// idle checks, at the preflight of a surge (strategy.max_surge), that
+	// the balancer can take addr's spare ports into service; name is
+	// what the balancer's lines for addr are named after.
+	idle(state []byte, addr, name string, spare []int) error
 	// apply makes the change on the balancer (r) whose state rollout last
 	// read or wrote is state; it returns the state after it (state when
 	// nothing changed) and how the wait for the drained instances'
@@ -43,7 +47,7 @@ type lbDriver interface {
 // newLBDriver is the driver of lb.driver.
 func newLBDriver(cfg *Config) lbDriver {
 	if cfg.LB.Driver == lbHAProxy {
-		return haproxyDriver{api: haproxyAPI{Socket: cfg.LB.Socket, Backend: cfg.LB.Backend}}
+		return haproxyDriver{api: haproxyAPI{Socket: cfg.LB.Socket, Backend: cfg.LB.Backend}, maintIsIdle: cfg.surging()}
 	}
 	return nginxDriver{n: cfg.Nginx}
 }
@@ -67,6 +71,9 @@ func (n nginxDriver) servers(state []byte, addr string) (map[int]bool, error) {
 }
 
 func (n nginxDriver) ready([]byte, string, []int) error { return nil }
+
+// idle: a spare port becomes a server line the change adds.
+func (n nginxDriver) idle([]byte, string, string, []int) error { return nil }
 
 func (n nginxDriver) countsOnAppHost() bool { return true }
 
@@ -132,7 +139,14 @@ func (n nginxDriver) apply(ctx context.Context, r remote, content []byte, c lbCh
 // runtime API: no reload, and the drain waits until the balancer has no
 // session left on the server. It never writes haproxy.cfg, and never
 // readies a server someone put in maintenance.
-type haproxyDriver struct{ api haproxyAPI }
+type haproxyDriver struct {
+	api haproxyAPI
+	// maintIsIdle (strategy.max_surge): a server in maintenance is an
+	// idle slot's port, not one of the servers; one a change adds is
+	// readied from maintenance ("wake"), one it removes is put in
+	// maintenance ("maint"), its sessions waited for.
+	maintIsIdle bool
+}
 
 func (h haproxyDriver) String() string { return "haproxy backend " + h.api.Backend }
 
@@ -241,20 +255,17 @@ func (h haproxyDriver) byPort(state []byte, addr string) (map[int]haproxyServer,
 	return out, nil
 }
 
+// servers are addr's servers: port -> out of service; with maintIsIdle
+// (strategy.max_surge) one in maintenance is an idle slot's port, not one
+// of them.
 func (h haproxyDriver) servers(state []byte, addr string) (map[int]bool, error) {
-	return h.view(state, addr, false)
-}
-
-// view is servers, where with maintIsIdle (strategy.max_surge) a server
-// in maintenance is an idle slot's port, not one of the servers.
-func (h haproxyDriver) view(state []byte, addr string, maintIsIdle bool) (servers, error) {
 	all, err := h.byPort(state, addr)
 	if err != nil {
 		return nil, err
 	}
 	out := servers{}
 	for p, s := range all {
-		if !maintIsIdle || !s.maint() {
+		if !h.maintIsIdle || !s.maint() {
 			out[p] = s.out()
 		}
 	}
@@ -281,14 +292,14 @@ func (h haproxyDriver) ready(state []byte, addr string, ports []int) error {
 
 // idle: every port in spare (strategy.max_surge's idle ports) is a server
 // of the backend, or the line to add is named.
-func (h haproxyDriver) idle(state []byte, addr, app string, spare []int) error {
+func (h haproxyDriver) idle(state []byte, addr, name string, spare []int) error {
 	servers, err := h.byPort(state, addr)
 	if err != nil {
 		return err
 	}
 	for _, p := range spare {
 		if _, ok := servers[p]; !ok {
-			return fmt.Errorf("no server at %s:%d for strategy.max_surge's spare port: rollout does not write haproxy.cfg; add \"server %s-%d %s:%d check disabled\" to backend %s (rollout setup --dry-run shows every line) and reload HAProxy", addr, p, app, p, addr, p, h.api.Backend)
+			return fmt.Errorf("no server at %s:%d for strategy.max_surge's spare port: rollout does not write haproxy.cfg; add \"server %s-%d %s:%d check disabled\" to backend %s (rollout setup --dry-run shows every line) and reload HAProxy", addr, p, name, p, addr, p, h.api.Backend)
 		}
 	}
 	return nil
@@ -323,7 +334,7 @@ func (h haproxyDriver) apply(ctx context.Context, r remote, state []byte, c lbCh
 		first, after, _ := bytes.Cut(out, []byte("\n"))
 		if string(first) == "restarted" {
 			now, _ := cutPid(after)
-			from, err := h.view(after, c.addr, c.maintIsIdle)
+			from, err := h.servers(after, c.addr)
 			switch {
 			case err != nil:
 				return state, drainWait{notes: notes}, err
@@ -389,9 +400,9 @@ func (h haproxyDriver) items(state []byte, c lbChange) ([]string, error) {
 		down, listed := c.to[p]
 		_, was := c.from[p]
 		switch {
-		case there && c.maintIsIdle && !listed && was:
+		case there && h.maintIsIdle && !listed && was:
 			drains = append(drains, "maint:"+s.name)
-		case there && c.maintIsIdle && listed && !was && !down && s.maint():
+		case there && h.maintIsIdle && listed && !was && !down && s.maint():
 			items = append(items, "wake:"+s.name)
 		case !there || !listed:
 			return nil, fmt.Errorf("%s: no server to add or remove at %s:%d: rollout does not write haproxy.cfg; change backend %s there and reload HAProxy", h, c.addr, p, h.api.Backend)

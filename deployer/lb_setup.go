@@ -24,6 +24,11 @@ func BalancerFiles(cfg *Config, ports map[string][]int) []ManagedFile {
 			for _, p := range ports[h] {
 				servers = append(servers, haproxyServer{name: fmt.Sprintf("%s-%d", h, p), addr: cfg.lbAddress(h), port: p})
 			}
+			// With strategy.max_surge, the idle port of each slot, in
+			// maintenance.
+			for _, p := range cfg.idleOf(ports[h]) {
+				servers = append(servers, haproxyServer{name: fmt.Sprintf("%s-%d", h, p), addr: cfg.lbAddress(h), port: p, disabled: true})
+			}
 		}
 		return append([]ManagedFile{haproxyLines(lb.Socket, lb.Backend, servers)}, balancerHelpers(cfg)...)
 	}

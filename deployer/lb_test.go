@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -494,5 +495,111 @@ func TestNginxDriverEditsOnlyTheChangedPorts(t *testing.T) {
 	}
 	if want := strings.Replace(file, "3001 down;", "3001;", 1); string(got) != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// With strategy.max_surge and lb:, a surge moves web1's server lines on
+// every balancer to the spare ports in one write each (web2's untouched),
+// waits on the app host for the old ones, and stops them; the next
+// deploy (whose live ports come from the balancers, not from the units)
+// moves them back. status reads the live ports from the balancers too.
+func TestLBSurge(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	lb1, lb2 := fakeBalancer(t, app), fakeBalancer(t, app)
+	d, _ := lbDeployer(t, lbConfig+"strategy: {max_surge: 100%}\n", app, lb1, lb2)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	for i, lb := range []*fakeRemote{lb1, lb2} {
+		web1, _ := upstreamServers([]byte(lb.upstream), "my_app", "10.0.0.5")
+		web2, _ := upstreamServers([]byte(lb.upstream), "my_app", "10.0.0.6")
+		if len(lb.writes) != 1 || fmt.Sprint(slices.Sorted(maps.Keys(web1))) != "[3004 3005 3006 3007]" || len(web2) != 4 || web2[3000] {
+			t.Errorf("lb%d: %d writes, web1 %v, web2 %v:\n%s", i+1, len(lb.writes), web1, web2, lb.upstream)
+		}
+	}
+	if fmt.Sprint(app.drained) != "[[3000 3001 3002 3003]]" {
+		t.Errorf("app host waited for %v, want the old instances once", app.drained)
+	}
+	for p := 3000; p <= 3003; p++ {
+		if app.units[p].active || !app.units[p+4].active {
+			t.Errorf("slot %d: old active %v, new active %v", p, app.units[p].active, app.units[p+4].active)
+		}
+	}
+	// status: the live ports from the balancers.
+	lbs := Balancers{{host: "lb1", content: []byte(lb1.upstream), dial: lb1.DialContext, driver: newLBDriver(d.Config)},
+		{host: "lb2", content: []byte(lb2.upstream), dial: lb1.DialContext, driver: newLBDriver(d.Config)}}
+	hs := hostStatus(testCtx(t), d.Config, "web1", app, lbs)
+	if len(hs.Instances) != 4 || hs.Instances[0].Port != 3004 || !hs.OK() {
+		t.Errorf("status after the surge: %+v", hs)
+	}
+	// A unit left on an idle port both run: the units cannot say which
+	// serves, the balancers can.
+	app.unit(3000).active, app.unit(3000).healthy = true, true
+	d.Force = true
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	web1, _ := upstreamServers([]byte(lb1.upstream), "my_app", "10.0.0.5")
+	if fmt.Sprint(slices.Sorted(maps.Keys(web1))) != "[3000 3001 3002 3003]" || app.units[3004].active {
+		t.Errorf("back: web1 %v, 3004 active %v", web1, app.units[3004].active)
+	}
+}
+
+// HAProxy balancers with max_surge: the spare servers are in maintenance;
+// a surge wakes web1's new ones and puts the old ones in maintenance on
+// every balancer; a balancer without a spare server is refused at the
+// preflight, naming the line; setup shows both ranges' lines.
+func TestLBHAProxySurge(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	spare := func(lb *fakeRemote) *fakeRemote {
+		for p := 3004; p <= 3007; p++ {
+			lb.haproxy.servers = append(lb.haproxy.servers, haproxyServer{name: fmt.Sprintf("app%d", p), addr: "10.0.0.5", port: p, admin: 0x05})
+		}
+		return lb
+	}
+	lb1, lb2 := spare(fakeHAProxyBalancer(t, app)), spare(fakeHAProxyBalancer(t, app))
+	d, _ := lbDeployer(t, haproxyConfig+"strategy: {max_surge: 100%}\n", app, lb1, lb2)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	want := "[wake app3004 wake app3005 wake app3006 wake app3007 maint app3000 maint app3001 maint app3002 maint app3003]"
+	for i, lb := range []*fakeRemote{lb1, lb2} {
+		if fmt.Sprint(lb.haproxy.ops) != want {
+			t.Errorf("lb%d: %v", i+1, lb.haproxy.ops)
+		}
+	}
+	if app.units[3000].active || !app.units[3004].active {
+		t.Error("the old instances run, or the new ones do not")
+	}
+	lines := BalancerFiles(d.Config, map[string][]int{"web1": {3000, 3001, 3002, 3003}})[0].Content
+	if !strings.Contains(lines, "server web1-3000 10.0.0.5:3000 check\n") || !strings.Contains(lines, "server web1-3007 10.0.0.5:3007 check disabled\n") {
+		t.Errorf("haproxy.cfg lines:\n%s", lines)
+	}
+
+	bare := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	lb3 := fakeHAProxyBalancer(t, bare)
+	d, _ = lbDeployer(t, haproxyConfig+"strategy: {max_surge: 100%}\n", bare, lb3, spare(fakeHAProxyBalancer(t, bare)))
+	_, err := d.Deploy(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), `load balancer lb1: haproxy backend app: no server at 10.0.0.5:3004 for strategy.max_surge's spare port`) ||
+		!strings.Contains(err.Error(), `add "server web1-3004 10.0.0.5:3004 check disabled"`) || len(lb3.haproxy.ops) != 0 || bare.units[3004] != nil && bare.units[3004].active {
+		t.Errorf("err = %v, ops %v", err, lb3.haproxy.ops)
+	}
+}
+
+// With lb: and max_surge, a command that reaches only the app host takes
+// each slot's port from its units: the spare one when only it runs; the
+// home one when both do (the balancers, read by the commands that reach
+// them, decide then).
+func TestLBSurgeLiveFromTheUnits(t *testing.T) {
+	// Slot 0 runs on its home port, slots 1 and 2 on their spare ones,
+	// slot 3 on both.
+	app := newFakeRemote(t, 3000, 3005, 3006, 3003, 3007)
+	d, _ := fakeDeployer(t, lbConfig+"strategy: {max_surge: 100%}\n", app)
+	hc, err := resolveHost(testCtx(t), d.Config, "web1", app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(hc.Ports()); got != "[3000 3005 3006 3003]" {
+		t.Errorf("live ports %s", got)
 	}
 }

@@ -89,16 +89,45 @@ func (d *Deployer) connect(ctx context.Context) ([]*session, error) {
 		}()
 	}
 	wg.Wait()
+	if errs[len(cfg.Hosts)] == nil {
+		errs[len(cfg.Hosts)] = d.liveOnBalancers(ctx, sessions)
+	}
 	var opened []*session
 	for _, s := range sessions {
 		if s != nil {
 			opened = append(opened, s)
 			if s.r != nil {
-				s.bal = d.newBalancer(s.cfg, s.r)
+				s.bal = d.newBalancer(s.host, s.cfg, s.r)
 			}
 		}
 	}
 	return opened, joinErrors(errs)
+}
+
+// liveOnBalancers sets, with strategy.max_surge and lb:, each session's
+// live ports from the balancers' servers (resolveHost could only guess
+// them from the units that run).
+func (d *Deployer) liveOnBalancers(ctx context.Context, sessions []*session) error {
+	b := d.lbs
+	if b == nil || !d.Config.surging() {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.read(ctx); err != nil {
+		return fmt.Errorf("read the load balancers for strategy.max_surge's live ports: %w", err)
+	}
+	for _, s := range sessions {
+		if s == nil || s.cfg == nil {
+			continue
+		}
+		srv, err := b.servers(s.cfg.Nginx.ServerAddress)
+		if err != nil {
+			return err
+		}
+		s.cfg = s.cfg.liveOn(srv)
+	}
+	return nil
 }
 
 // resolveHost is the config for one host: with instances: auto, one
@@ -190,7 +219,7 @@ func (d *Deployer) preflight(ctx context.Context, op string, sessions []*session
 			err = checkWorkers(ctx, s.cfg, s.r)
 			if err == nil && s.cfg.surging() {
 				var sc surgeCheck
-				if sc, err = s.r.SurgeCheck(ctx, s.cfg.spareNow(), s.cfg.Ports()); err == nil {
+				if sc, err = s.r.SurgeCheck(ctx, s.cfg.idlePorts(), s.cfg.Ports()); err == nil {
 					err = checkSurgeRoom(s.cfg, sc)
 				}
 			}

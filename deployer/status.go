@@ -111,6 +111,7 @@ func hostStatus(ctx context.Context, cfg *Config, host string, r remote, lbs Bal
 	if err != nil {
 		return HostStatus{Host: host, Error: err.Error()}
 	}
+	hc = lbs.live(hc)
 	var rst *releaseState
 	if hc.Release != nil {
 		// Best effort: the instances' state stands without it.

@@ -96,31 +96,12 @@ func (c *Config) checkSurge(cs *checks) {
 	if c.Strategy.MaxUnavailable != (Amount{N: 1}) {
 		cs.add(key, errors.New("replaces strategy.max_unavailable (the new instances start beside the old ones, so none is out of service first): give one of them"), "strategy.max_unavailable")
 	}
-	c.checkSurgeBalancer(cs)
 	if _, spare := c.slots(); len(spare) > 0 && spare[len(spare)-1] > maxPort {
 		cs.add(key, fmt.Errorf("needs a spare port for each instance after the highest (%d..%d), beyond %d", spare[0], spare[len(spare)-1], maxPort), "ports", "base_port")
 	}
 	if c.Instances.Auto && c.Instances.Base > 0 && c.Instances.Base+2*MaxInstances-1 > maxPort {
 		cs.add(key, fmt.Errorf("with instances: auto needs twice as many ports as the host has cores from base_port %d: base_port must be at most %d", c.Instances.Base, maxPort+1-2*MaxInstances), "base_port")
 	}
-}
-
-// liveConfig is the host's config with, for max_surge, the ports it
-// serves from now: for each slot, its spare port when the balancer lists
-// it and not its home port (or serves from it and not from its home
-// port); its home port otherwise. When the balancer cannot be read (no
-// upstream file before rollout setup), the home ports: any operation that
-// needs the balancer reads it again and says why it cannot.
-func liveConfig(ctx context.Context, hc *Config, r remote) *Config {
-	if !hc.surging() { // and so the host's own balancer (checkSurgeBalancer)
-		return hc
-	}
-	srv, err := hostBalancer(hc, r).read(ctx)
-	if err != nil {
-		return hc
-	}
-	home, spare := hc.slots()
-	return hc.withLive(liveSlots(home, spare, srv))
 }
 
 // liveSlots picks each slot's live port from the balancer's servers.
@@ -165,7 +146,7 @@ type surgeListener struct {
 // each taking what the running ones take on average.
 func checkSurgeRoom(cfg *Config, sc surgeCheck) error {
 	var errs []error
-	for _, p := range cfg.spareNow() {
+	for _, p := range cfg.idlePorts() {
 		if unitUp(sc.spareActive[cfg.UnitName(p)]) {
 			continue // ours, left by an interrupted surge: stopped first
 		}
@@ -198,13 +179,14 @@ func checkSurgeRoom(cfg *Config, sc surgeCheck) error {
 		each := sum / uint64(n)
 		if need := each * k; need > sc.available {
 			errs = append(errs, fmt.Errorf("strategy.max_surge %s would start %d more instances of about %s each (%s, as the running ones use) but the host has %s available: %s short; lower max_surge or use max_unavailable",
-				cfg.Strategy.MaxSurge, k, mib(each), mib(need), mib(sc.available), mib(need-sc.available)))
+				cfg.Strategy.MaxSurge, k, MiB(each), MiB(need), MiB(sc.available), MiB(need-sc.available)))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func mib(b uint64) string { return strconv.FormatUint((b+1<<19)>>20, 10) + " MiB" }
+// MiB is a size in bytes in MiB, rounded: "48 MiB".
+func MiB(b uint64) string { return strconv.FormatUint((b+1<<19)>>20, 10) + " MiB" }
 
 // slotsOf are the slots of the live ports: each one's home port and,
 // with strategy.max_surge, its spare port, in the same order (spare is
@@ -223,27 +205,30 @@ func (c *Config) slotsOf(live []int) (home, spare []int) {
 	return home, spare
 }
 
-// idlePorts are, with strategy.max_surge, the ports the host's slots do
-// not serve from now; nil without it.
-func (c *Config) idlePorts() []int {
+// idleOf are, with strategy.max_surge, the idle ports of a host serving
+// from live (with instances: auto, as many slots as live ports); nil
+// without it.
+func (c *Config) idleOf(live []int) []int {
 	if !c.surging() {
 		return nil
 	}
-	return c.spareNow()
+	hc := c.ForCores(len(live))
+	var out []int
+	for _, p := range live {
+		if o := hc.otherPort(p); o != 0 {
+			out = append(out, o)
+		}
+	}
+	return out
 }
+
+// idlePorts are, with strategy.max_surge, the ports the host's slots do
+// not serve from now (where the next surge moves them); nil without it.
+func (c *Config) idlePorts() []int { return c.idleOf(c.Ports()) }
 
 // unitUp reports whether a unit in ActiveState active runs, or is on its
 // way up or down.
 func unitUp(active string) bool { return active != "" && active != "inactive" && active != "failed" }
-
-// spareNow are the ports the host's slots would move to now.
-func (c *Config) spareNow() []int {
-	var out []int
-	for _, p := range c.Ports() {
-		out = append(out, c.otherPort(p))
-	}
-	return out
-}
 
 var ssUserRE = regexp.MustCompile(`\("([^"]*)",pid=([0-9]+),`)
 

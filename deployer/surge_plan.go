@@ -21,7 +21,7 @@ func release(p *Plan, cfg *Config) string {
 // change swaps them in.
 func planSurge(hp *HostPlan, c sshRemote, cfg *Config, bp balancerPlan, release string) {
 	k := cfg.Surge(len(hp.Instances))
-	spare := cfg.spareNow()
+	spare := cfg.idlePorts()
 	hp.Preflight.Also = append(hp.Preflight.Also, c.cmdSurgeCheck(spare, cfg.Ports()))
 	hp.Preflight.Does += fmt.Sprintf("; strategy.max_surge %s: the spare ports %s must be free (or run this app's own units, left by an interrupted surge), and %d more instances must fit in the host's MemAvailable at the running ones' resident memory",
 		cfg.Strategy.MaxSurge, portList(spare), k)

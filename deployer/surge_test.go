@@ -305,7 +305,6 @@ func TestParseSurgeCheck(t *testing.T) {
 func TestSurgeConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"strategy: {max_surge: 1, max_unavailable: 2}", "strategy.max_surge: replaces strategy.max_unavailable"},
-		{"strategy: {max_surge: 1}\nlb: {hosts: [lb1], server_addresses: {web1: 10.0.0.5}}\nnginx: {upstream_file: /etc/nginx/conf.d/a.conf, upstream: a}", "does not work with lb:"},
 		{"strategy: {max_surge: 0}", "strategy.max_surge"},
 	} {
 		_, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [web1]\nssh: {user: deploy}\nbase_port: 3000\ninstances: 2\n"+tc.yaml+"\n"))

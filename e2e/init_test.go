@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,12 +31,13 @@ func TestInitFromArticleHostsDeploysUnderLoad(t *testing.T) {
 		t.Fatalf("init exited %d:\n%s", code, out)
 	}
 	for _, want := range []string{
-		"app my-app: my-app@.service, instances 3000-3003 (4 running)",
+		"app my-app: my-app@.service, instances 3000-3003 (4 running, about ",
 		"nginx upstream my_app in /etc/nginx/conf.d/my-app-upstream.conf: 3000-3003 at 127.0.0.1",
 		"site: 127.0.0.1:80",
 		"output: /var/log/my-app/stderr-{port}.log, /var/log/my-app/stdout-{port}.log",
 		"health: /healthz 200",
 		"deploy (passwordless sudo)",
+		"MiB available",
 		"wrote " + cfg + " for my-app on 2 host(s)",
 	} {
 		if !strings.Contains(out, want) {
@@ -47,6 +49,11 @@ func TestInitFromArticleHostsDeploysUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("init wrote:\n%s", written)
+	// What a surge would take, from the hosts' memory and the instances'.
+	if !strings.Contains(string(written), "# New instances beside the old ones (strategy.max_surge: 100%) would need\n# about ") ||
+		!strings.Contains(string(written), "(4 of about ") {
+		t.Errorf("init did not say what max_surge would need:\n%s", written)
+	}
 
 	if out, code := rollout(t, initArgs(cfg, fleet.Hosts)...); code != 2 || !strings.Contains(out, "does not overwrite it without --force") {
 		t.Errorf("init over an existing file exited %d:\n%s", code, out)
@@ -81,6 +88,31 @@ func TestInitFromArticleHostsDeploysUnderLoad(t *testing.T) {
 			}
 		}
 	}
+
+	// One host moved by a surge: init on both writes the first range and
+	// max_surge, and status with that config finds every instance.
+	one := filepath.Join(t.TempDir(), "one.yaml")
+	if out, code := rollout(t, initArgs(one, fleet.Hosts[:1])...); code != 0 {
+		t.Fatalf("init of one host exited %d:\n%s", code, out)
+	}
+	if out, code := rollout(t, "deploy", "-c", one, "--version", "v2", "--max-surge", "100%"); code != 0 {
+		t.Fatalf("the surge of one host exited %d:\n%s", code, out)
+	}
+	if out, code := rollout(t, initArgs(cfg, fleet.Hosts, "--force")...); code != 0 {
+		t.Fatalf("init again exited %d:\n%s", code, out)
+	}
+	written, err = os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveFrom := fmt.Sprintf("# The hosts serve from %s 3004-3007, %s 3000-3003", fleet.Hosts[0].Addr, fleet.Hosts[1].Addr)
+	if !strings.Contains(string(written), serveFrom) || !strings.Contains(string(written), "base_port: 3000\n") || !strings.Contains(string(written), "\nstrategy:\n  max_surge: 100%\n") {
+		t.Fatalf("init on a moved host:\n%s", written)
+	}
+	st, code := rollout(t, "status", "-c", cfg)
+	if code != 0 || !strings.Contains(st, fleet.Hosts[0].Addr+"  3004") || !strings.Contains(st, fleet.Hosts[1].Addr+"  3000") {
+		t.Errorf("status with init's config of a moved host exited %d:\n%s", code, st)
+	}
 }
 
 // A second app set up by hand beside the first (its own template, ports
@@ -93,9 +125,9 @@ func TestInitTwoAppsOnAHost(t *testing.T) {
 	}
 	cfg := filepath.Join(t.TempDir(), "rollout.yaml")
 	out, code := rollout(t, initArgs(cfg, []*testbed.Host{h})...)
-	if code != 2 || !strings.Contains(out, "app auth: auth@.service, instances 4190-4191 (2 running)") ||
+	if code != 2 || !strings.Contains(out, "app auth: auth@.service, instances 4190-4191 (2 running, about ") ||
 		!strings.Contains(out, "nginx upstream auth in /etc/nginx/conf.d/auth.conf: 4190-4191 at 127.0.0.1") ||
-		!strings.Contains(out, "app my-app: my-app@.service, instances 3000-3003 (4 running)") ||
+		!strings.Contains(out, "app my-app: my-app@.service, instances 3000-3003 (4 running, about ") ||
 		!strings.Contains(out, "several apps found: pick one with --app (auth, my-app)") {
 		t.Fatalf("init on a host with two apps exited %d:\n%s", code, out)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -193,6 +194,19 @@ func TestLBDeployThroughTwoBalancers(t *testing.T) {
 		t.Errorf("status (exit %d) lacks %q:\n%s", code, want, text)
 	}
 	t.Run("DrainAHostForMaintenance", func(t *testing.T) { drainAHost(t, cfg) })
+	t.Run("Surge", func(t *testing.T) {
+		surgeThroughBalancers(t, cfg, func(lb *testbed.Host, serving []int) {
+			up := upstreamFile(t, lb)
+			for _, h := range fleet.Hosts {
+				for _, p := range portRange(basePort, 2*instances) {
+					if listed := strings.Contains(up, fmt.Sprintf("server %s:%d;", h.Addr, p)); listed != slices.Contains(serving, p) {
+						t.Errorf("%s: %s:%d listed %v, want the ports %v:\n%s", lb.Name, h.Addr, p, listed, serving, up)
+					}
+				}
+			}
+			nginxTestPasses(t, lb)
+		})
+	})
 }
 
 // drainAHost runs on the fleet behind two balancers as the deploy above
@@ -533,6 +547,49 @@ func TestLBHAProxyDeploy(t *testing.T) {
 		t.Errorf("status (exit %d):\n%s", code, text)
 	}
 
+	// max_surge: the backends hold the spare servers in maintenance; each
+	// surge wakes the new ones and puts the old ones in maintenance, on
+	// every balancer, no reload, no resend.
+	haproxySurgeCfg := haproxyCfg("admin")
+	for _, h := range fleet.Hosts {
+		for _, p := range portRange(basePort+instances, instances) {
+			haproxySurgeCfg += fmt.Sprintf("    server %s-%d %s:%d check inter 1s disabled\n", h.Name, p, h.Addr, p)
+		}
+	}
+	reloadHAProxy := func(conf string) {
+		for _, lb := range balancers {
+			if _, err := fleet.RunInput(context.Background(), lb, "sudo -n tee /etc/haproxy/haproxy.cfg >/dev/null", strings.NewReader(conf)); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := fleet.Run(context.Background(), lb, "sudo -n systemctl reload haproxy 2>&1"); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		}
+	}
+	reloadHAProxy(haproxySurgeCfg)
+	t.Run("Surge", func(t *testing.T) {
+		results := surgeThroughBalancers(t, cfg, func(lb *testbed.Host, serving []int) {
+			for _, line := range strings.Split(haproxyAPI(t, lb, "show servers state app"), "\n")[2:] {
+				// srv_addr, srv_port and srv_admin_state: the 5th, 19th and 7th fields.
+				f := strings.Fields(line)
+				if len(f) < 19 {
+					continue
+				}
+				port, _ := strconv.Atoi(f[18])
+				admin, _ := strconv.Atoi(f[6])
+				if in := admin&0x23 == 0; in != slices.Contains(serving, port) {
+					t.Errorf("%s: server %s (%s:%d) admin state %d, want the ports %v in service", lb.Name, f[3], f[4], port, admin, serving)
+				}
+			}
+		})
+		for _, r := range results {
+			if len(r.Resent) != 0 {
+				t.Errorf("a surge through HAProxy (no reload) had requests resent on closed connections: %v", r.Resent)
+			}
+		}
+	})
+	reloadHAProxy(haproxyCfg("admin"))
+
 	// The same with sudo: helper: the app hosts' helper and the balancers'
 	// (which takes only this socket and backend), as rollout render shows
 	// them, and deploy may run nothing else as root; no activation hook
@@ -769,4 +826,48 @@ func TestLBLostMidDeploy(t *testing.T) {
 			t.Errorf("%s after the rerun:\n%s", lb.Name, got)
 		}
 	}
+}
+
+// surgeThroughBalancers: max_surge 100% behind the balancers of cfg (lb:,
+// Nginx or HAProxy), under 400 req/s sent to them: a deploy moves every
+// app host's instances to the spare ports on every balancer, and the next
+// one moves them back, not one request failing; status, with the config,
+// finds the ports that serve. check says what a balancer holds after each.
+// It returns the load's results, both deploys'.
+func surgeThroughBalancers(t *testing.T, cfg string, check func(lb *testbed.Host, serving []int)) []loadgen.Result {
+	t.Helper()
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = filepath.Join(t.TempDir(), "surge.yaml")
+	if err := os.WriteFile(cfg, append(b, "strategy:\n  max_surge: 100%\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	home, spare := portRange(basePort, instances), portRange(basePort+instances, instances)
+	var all []loadgen.Result
+	for i, to := range [][]int{spare, home} {
+		from := [][]int{home, spare}[i]
+		var out string
+		var code int
+		results := underLoad(t, balancers, func() { out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2", "--force") })
+		if code != 0 {
+			t.Fatalf("surge onto %v exited %d:\n%s", to, code, out)
+		}
+		servedThroughout(t, results)
+		all = append(all, results...)
+		for _, lb := range balancers {
+			check(lb, to)
+		}
+		for _, h := range fleet.Hosts {
+			runsOn(t, h, to, from, "v2")
+		}
+		st, code := rollout(t, "status", "-c", cfg)
+		for _, h := range fleet.Hosts {
+			if code != 0 || !strings.Contains(st, fmt.Sprintf("%s  %d", h.Addr, to[0])) {
+				t.Errorf("status after the surge onto %v exited %d:\n%s", to, code, st)
+			}
+		}
+	}
+	return all
 }

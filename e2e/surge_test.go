@@ -51,10 +51,7 @@ func servedOn(t *testing.T, h *testbed.Host, ports []int) map[int]string {
 func servesFrom(t *testing.T, h *testbed.Host, ports, others []int, version string) {
 	t.Helper()
 	up := upstreamFile(t, h)
-	for port, v := range servedOn(t, h, ports) {
-		if v != version {
-			t.Errorf("%s:%d serves %q, want %s", h.Name, port, v, version)
-		}
+	for _, port := range ports {
 		if !strings.Contains(up, fmt.Sprintf("127.0.0.1:%d;", port)) {
 			t.Errorf("%s: %d is not in service in the upstream:\n%s", h.Name, port, up)
 		}
@@ -63,6 +60,20 @@ func servesFrom(t *testing.T, h *testbed.Host, ports, others []int, version stri
 		if strings.Contains(up, fmt.Sprintf(":%d", port)) {
 			t.Errorf("%s: the upstream still lists %d:\n%s", h.Name, port, up)
 		}
+	}
+	runsOn(t, h, ports, others, version)
+}
+
+// runsOn checks that h's instances on ports answer version and that those
+// on others are stopped and disabled.
+func runsOn(t *testing.T, h *testbed.Host, ports, others []int, version string) {
+	t.Helper()
+	for port, v := range servedOn(t, h, ports) {
+		if v != version {
+			t.Errorf("%s:%d serves %q, want %s", h.Name, port, v, version)
+		}
+	}
+	for _, port := range others {
 		out, _ := fleet.Run(context.Background(), h, fmt.Sprintf("systemctl is-active my-app@%d; systemctl is-enabled my-app@%d", port, port))
 		if f := strings.Fields(out); len(f) != 2 || f[0] != "inactive" || f[1] != "disabled" {
 			t.Errorf("%s: my-app@%d is %q, want inactive and disabled", h.Name, port, out)

@@ -139,7 +139,11 @@ func printDiscovery(w io.Writer, d *deployer.Discovery) {
 	case !d.Root:
 		who = d.User + " (sudo -n refused: rollout needs passwordless sudo)"
 	}
-	fmt.Fprintf(w, "%s: %s, %d CPU cores\n", d.Host, who, d.Cores)
+	mem := ""
+	if d.MemAvailable > 0 {
+		mem = ", " + deployer.MiB(d.MemAvailable) + " available"
+	}
+	fmt.Fprintf(w, "%s: %s, %d CPU cores%s\n", d.Host, who, d.Cores, mem)
 	if len(d.Apps) == 0 {
 		fmt.Fprintf(w, "  no template instances named by a port (NAME@PORT.service) running or enabled\n")
 	}
@@ -150,7 +154,11 @@ func printDiscovery(w io.Writer, d *deployer.Discovery) {
 		fmt.Fprintf(w, "  worker %s: %s@.service, instances 1-%d (%d running)\n", wk.Unit, wk.Unit, wk.Count, wk.Running)
 	}
 	for _, a := range d.Apps {
-		fmt.Fprintf(w, "  app %s: %s@.service, instances %s (%d running)\n", a.Name, a.Name, ranges(a.Ports), len(a.Running))
+		each := ""
+		if a.MemoryEach > 0 {
+			each = ", about " + deployer.MiB(a.MemoryEach) + " resident each"
+		}
+		fmt.Fprintf(w, "  app %s: %s@.service, instances %s (%d running%s)\n", a.Name, a.Name, ranges(a.Ports), len(a.Running), each)
 		if len(a.Other) > 0 {
 			fmt.Fprintf(w, "    also instances not named by a port: %s\n", strings.Join(a.Other, ", "))
 		}
