@@ -392,6 +392,36 @@ func BenchmarkDeployLB(b *testing.B) {
 			b.ReportMetric(float64(resends), "lb_"+driver+"_resent")
 			fmt.Printf("bench: lb %s: requests=%d failed=%d resent=%d seconds=%.1f per_instance=%s overhead_per_instance=%s (2 app hosts x 4, one at a time, 2 balancers)\n",
 				driver, requests, failed, resends, secs, perInstance.Round(time.Millisecond), (perInstance - boot/time.Duration(n)).Round(time.Millisecond))
+
+			// The same with max_surge: 100% (HAProxy's backends hold the
+			// spare servers, in maintenance): each host's 4 new
+			// instances beside the old ones, one change on both
+			// balancers per host.
+			if driver == "haproxy" {
+				reloadHAProxy(b, haproxySurgeCfg("admin"))
+			}
+			res = underLoad(b, balancers, func() {
+				t0 := time.Now()
+				var err error
+				if events, err = exec.Command(rolloutBin, "deploy", "-c", cfg, "--version", "v2", "--force", "--max-surge", "100%", "--output", "json").Output(); err != nil {
+					b.Fatalf("rollout: %v\n%s", err, events)
+				}
+				secs = time.Since(t0).Seconds()
+			})
+			failed, resends, requests = 0, 0, 0
+			for _, r := range res {
+				failed, requests, resends = failed+r.Failed, requests+r.Requests, resends+resent(r)
+			}
+			var change time.Duration
+			for _, ev := range benchEvents(events) {
+				if ev.Step == "undrain" && ev.Status == "ok" {
+					change = max(change, time.Duration(ev.Duration))
+				}
+			}
+			b.ReportMetric(float64(failed), "lb_"+driver+"_surge_failed")
+			b.ReportMetric(float64(resends), "lb_"+driver+"_surge_resent")
+			fmt.Printf("bench: lb %s max_surge=100%%: requests=%d failed=%d resent=%d seconds=%.1f slowest_change=%s (2 app hosts x 4, 2 balancers)\n",
+				driver, requests, failed, resends, secs, change.Round(time.Millisecond))
 		}
 	}
 }

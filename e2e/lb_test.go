@@ -429,6 +429,32 @@ func haproxyCfg(level string) string {
 	return b.String()
 }
 
+// haproxySurgeCfg is haproxyCfg with each app host's spare servers
+// (strategy.max_surge), in maintenance.
+func haproxySurgeCfg(level string) string {
+	conf := haproxyCfg(level)
+	for _, h := range fleet.Hosts {
+		for _, p := range portRange(basePort+instances, instances) {
+			conf += fmt.Sprintf("    server %s-%d %s:%d check inter 1s disabled\n", h.Name, p, h.Addr, p)
+		}
+	}
+	return conf
+}
+
+// reloadHAProxy writes conf as every balancer's haproxy.cfg and reloads
+// HAProxy there.
+func reloadHAProxy(t testing.TB, conf string) {
+	t.Helper()
+	for _, lb := range balancers {
+		if _, err := fleet.RunInput(context.Background(), lb, "sudo -n tee /etc/haproxy/haproxy.cfg >/dev/null", strings.NewReader(conf)); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := fleet.Run(context.Background(), lb, "sudo -n systemctl reload haproxy 2>&1"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+}
+
 // haproxyHead is haproxy.cfg up to backend app's server lines: the
 // runtime API at level, and a frontend on port 80.
 func haproxyHead(level string) string {
@@ -550,23 +576,7 @@ func TestLBHAProxyDeploy(t *testing.T) {
 	// max_surge: the backends hold the spare servers in maintenance; each
 	// surge wakes the new ones and puts the old ones in maintenance, on
 	// every balancer, no reload, no resend.
-	haproxySurgeCfg := haproxyCfg("admin")
-	for _, h := range fleet.Hosts {
-		for _, p := range portRange(basePort+instances, instances) {
-			haproxySurgeCfg += fmt.Sprintf("    server %s-%d %s:%d check inter 1s disabled\n", h.Name, p, h.Addr, p)
-		}
-	}
-	reloadHAProxy := func(conf string) {
-		for _, lb := range balancers {
-			if _, err := fleet.RunInput(context.Background(), lb, "sudo -n tee /etc/haproxy/haproxy.cfg >/dev/null", strings.NewReader(conf)); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := fleet.Run(context.Background(), lb, "sudo -n systemctl reload haproxy 2>&1"); err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
-		}
-	}
-	reloadHAProxy(haproxySurgeCfg)
+	reloadHAProxy(t, haproxySurgeCfg("admin"))
 	t.Run("Surge", func(t *testing.T) {
 		results := surgeThroughBalancers(t, cfg, func(lb *testbed.Host, serving []int) {
 			for _, line := range strings.Split(haproxyAPI(t, lb, "show servers state app"), "\n")[2:] {
@@ -588,7 +598,7 @@ func TestLBHAProxyDeploy(t *testing.T) {
 			}
 		}
 	})
-	reloadHAProxy(haproxyCfg("admin"))
+	reloadHAProxy(t, haproxyCfg("admin"))
 
 	// The same with sudo: helper: the app hosts' helper and the balancers'
 	// (which takes only this socket and backend), as rollout render shows
