@@ -33,6 +33,9 @@ type balancerPlan struct {
 	drain   func(ports, back []int) Step
 	wait    func(ports []int) Step
 	undrain func(ports []int) Step
+	// surge is strategy.max_surge's one change: news into service, old
+	// out of it.
+	surge func(news, old []int) Step
 }
 
 func newBalancerPlan(cfg *Config, host string) balancerPlan {
@@ -99,6 +102,11 @@ func nginxPlan(cfg *Config) balancerPlan {
 				Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with %s (down removed)", n.UpstreamFile, lines(ports, "")),
 				Does:  "check it is still healthy; put the instance back in the upstream; test the nginx config; reload nginx"}
 		},
+		surge: func(news, old []int) Step {
+			return Step{Name: StepDrain, Command: c.cmdWriteUpstream(n, old, true),
+				Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with %s and no line for %s", n.UpstreamFile, lines(news, ""), portList(old)),
+				Does:  fmt.Sprintf("unless someone else changed the file since it was read, add %s to %s and remove %s from it; test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers to stop taking requests", portList(news), n.UpstreamFile, portList(old))}
+		},
 	}
 }
 
@@ -123,6 +131,12 @@ func lbPlan(cfg *Config, host string) balancerPlan {
 	p.undrain = func(ports []int) Step {
 		s := undrain(ports)
 		s.Does = on + s.Does + "; a balancer that fails is named with what it may hold, and the others still take the instances back"
+		return s
+	}
+	surge := p.surge
+	p.surge = func(news, old []int) Step {
+		s := surge(news, old)
+		s.Does = on + s.Does + "; if one balancer fails, the old instances are put back in service on the others and the new ones stop"
 		return s
 	}
 	if p.wait == nil { // counted on the app host
@@ -152,6 +166,11 @@ func (n nginxDriver) plan(lc sshRemote, cfg *Config, addr string) balancerPlan {
 				Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with %s:%s back in service", n.n.UpstreamFile, addr, portList(ports)),
 				Does:  "check it is still healthy; put it back in " + n.n.UpstreamFile + "; test the nginx config; reload nginx"}
 		},
+		surge: func(news, old []int) Step {
+			return Step{Name: StepDrain, Command: lc.cmdWriteUpstream(n.n, nil, false),
+				Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with server lines for %s:%s and none for %s:%s", n.n.UpstreamFile, addr, portList(news), addr, portList(old)),
+				Does:  fmt.Sprintf("add %s:%s to %s and remove %s:%s from it unless someone else changed it (then read it again, once); test the nginx config (restore the previous file if it fails); reload nginx; wait for the old workers", addr, portList(news), n.n.UpstreamFile, addr, portList(old))}
+		},
 	}
 }
 
@@ -159,9 +178,13 @@ func (n nginxDriver) plan(lc sshRemote, cfg *Config, addr string) balancerPlan {
 // through the runtime API.
 func (h haproxyDriver) plan(lc sshRemote, cfg *Config, addr string) balancerPlan {
 	const server = "SERVER"
+	preflight := "socat, that " + h.api.Socket + " answers at level admin and that backend " + h.api.Backend + " has a server at each instance's address and port, none in maintenance (rollout never readies one)"
+	if h.maintIsIdle {
+		preflight += ", and one at each spare port (strategy.max_surge), in maintenance while idle: the only servers rollout readies from maintenance"
+	}
 	return balancerPlan{
 		what:      "backend " + h.api.Backend + " (show servers state)",
-		preflight: "socat, that " + h.api.Socket + " answers at level admin and that backend " + h.api.Backend + " has a server at each instance's address and port, none in maintenance (rollout never readies one)",
+		preflight: preflight,
 		checks:    []string{lc.cmdHAProxy(h.api, "check", nil)},
 		read:      lc.cmdHAProxy(h.api, "state", nil),
 		change:    "one API call on each balancer",
@@ -176,6 +199,11 @@ func (h haproxyDriver) plan(lc sshRemote, cfg *Config, addr string) balancerPlan
 		undrain: func(ports []int) Step {
 			return Step{Name: StepUndrain, Command: lc.cmdHAProxy(h.api, "apply", []string{"ready:" + server}),
 				Does: "check it is still healthy; set server " + h.api.Backend + "/" + server + " state ready (refused if someone put it in maintenance)"}
+		},
+		surge: func(news, old []int) Step {
+			return Step{Name: StepDrain, Command: lc.cmdHAProxy(h.api, "apply", []string{"wake:" + server, "maint:" + server}),
+				Does: fmt.Sprintf("through HAProxy's runtime API, no reload: set server %s/%s state ready for %s (in maintenance while idle) and state maint for %s (SERVER: the backend's server at %s) in one call; wait until the old ones' current sessions reach 0, at most %s. %s",
+					h.api.Backend, server, portList(news), portList(old), net.JoinHostPort(addr, "PORT"), cfg.DrainTimeout, haproxySessionPlan(lc, h.api.Socket))}
 		},
 	}
 }

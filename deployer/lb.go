@@ -243,6 +243,23 @@ func (c lbChange) ports() []int {
 
 func (c lbChange) reverse() lbChange { return lbChange{addr: c.addr, from: c.to, to: c.from} }
 
+// outHalf is the half of the change that takes ports out of service.
+func (c lbChange) outHalf() lbChange {
+	_, out := c.split()
+	return out
+}
+
+// adds reports whether the change adds servers the balancers did not
+// list.
+func (c lbChange) adds() bool {
+	for p := range c.to {
+		if _, ok := c.from[p]; !ok {
+			return true
+		}
+	}
+	return false
+}
+
 // states says what a balancer that may not have made the change holds:
 // "10.0.0.5:3001 in service or drained".
 func (c lbChange) states() string {
@@ -267,7 +284,10 @@ func (c lbChange) states() string {
 // API call) each. Taking an instance out must succeed everywhere: when a
 // balancer fails, what the change took out is put back on the others, so
 // the instances stay in service there. A change that only puts instances
-// into service is made on every balancer that can take it. Each failure
+// into service is made on every balancer that can take it. A change that
+// adds servers (a new instance of a scale, a surge's new ports) is taken
+// back whole on the others: the engine stops an instance it could not
+// add everywhere. Each failure
 // says what that balancer may hold. When c.from is no longer what the
 // balancers hold, nothing is changed: errUpstreamChanged.
 func (b *balancers) change(ctx context.Context, c lbChange) (drainWait, error) {
@@ -307,29 +327,36 @@ func (b *balancers) change(ctx context.Context, c lbChange) (drainWait, error) {
 			wait.notes = append(wait.notes, "load balancer "+lb.host()+": "+n)
 		}
 	}
-	if _, out := c.split(); merr.ErrorOrNil() != nil && len(out.ports()) > 0 {
-		// Put back on the balancers that took the change, within 30s
-		// whatever happened to ctx.
+	// What to take back on the balancers that took the change: what it
+	// took out of service. A change that adds servers (a surge's new
+	// ports) is taken back whole: a server on some balancers only is one
+	// the engine no longer counts, and may stop.
+	undo, words := c.outHalf(), "put back in service on %s"
+	if c.adds() {
+		undo, words = c, "taken back on %s"
+	}
+	if merr.ErrorOrNil() != nil && len(undo.ports()) > 0 {
+		// Within 30s whatever happened to ctx.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		perrs := b.each(func(lb *lbHost) error {
 			if !slices.Contains(done, lb) {
 				return nil
 			}
-			_, err := lb.apply(cctx, b.driver, out.reverse())
+			_, err := lb.apply(cctx, b.driver, undo.reverse())
 			return err
 		})
 		var back []string
 		for i, lb := range b.all {
 			switch {
 			case perrs[i] != nil:
-				merr = multierror.Append(merr, fmt.Errorf("load balancer %s: put back (it may hold %s): %w", lb.host(), out.states(), perrs[i]))
+				merr = multierror.Append(merr, fmt.Errorf("load balancer %s: take back (it may hold %s): %w", lb.host(), undo.states(), perrs[i]))
 			case slices.Contains(done, lb):
 				back = append(back, lb.host())
 			}
 		}
 		if len(back) > 0 {
-			merr = multierror.Append(merr, fmt.Errorf("put back in service on %s", strings.Join(back, ", ")))
+			merr = multierror.Append(merr, fmt.Errorf(words, strings.Join(back, ", ")))
 		}
 	}
 	return wait, merr.ErrorOrNil()
@@ -429,151 +456,4 @@ func oneLine(errs []error) string {
 		msgs[i] = e.Error()
 	}
 	return strings.Join(msgs, "; ")
-}
-
-// Balancers are the load balancer hosts (lb:) as status reads them, once
-// for every host of a poll; nil without lb: (each app host's own Nginx is
-// read with the host).
-type Balancers []balancerRead
-
-type balancerRead struct {
-	host    string
-	content []byte
-	err     error
-	dial    dialer
-	driver  lbDriver
-}
-
-// ReadBalancers reads every balancer's upstream file at once, over the
-// connections conn gives (the caller's, to close); nil without lb:.
-func ReadBalancers(ctx context.Context, cfg *Config, conn func(context.Context, string) (Conn, error)) Balancers {
-	if cfg.LB == nil {
-		return nil
-	}
-	lc := cfg.lbSide()
-	driver := newLBDriver(cfg)
-	lbs := make(Balancers, len(cfg.LB.Hosts))
-	var wg sync.WaitGroup
-	for i, h := range cfg.LB.Hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lbs[i].host, lbs[i].driver = h, driver
-			c, err := conn(ctx, h)
-			if err == nil {
-				lbs[i].dial = c.DialContext
-				lbs[i].content, err = driver.read(ctx, newSSHRemote(lc, c))
-			}
-			lbs[i].err = err
-		}()
-	}
-	wg.Wait()
-	return lbs
-}
-
-// LoadBalancers is ReadBalancers over connections of its own, which the
-// function it returns closes (once the statuses that dial through them
-// are read).
-func LoadBalancers(ctx context.Context, cfg *Config, connect func(context.Context, string) (Conn, error)) (Balancers, func()) {
-	var mu sync.Mutex
-	var conns []Conn
-	lbs := ReadBalancers(ctx, cfg, func(ctx context.Context, host string) (Conn, error) {
-		conn, err := connect(ctx, host)
-		if err == nil {
-			mu.Lock()
-			conns = append(conns, conn)
-			mu.Unlock()
-		}
-		return conn, err
-	})
-	return lbs, func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}
-}
-
-// live is cfg (resolved on its host) with, for strategy.max_surge, the
-// live ports as every balancer read says; cfg as it is when one could not
-// be read.
-func (lbs Balancers) live(cfg *Config) *Config {
-	if len(lbs) == 0 || !cfg.surging() {
-		return cfg
-	}
-	var each []servers
-	for _, lb := range lbs {
-		if lb.err != nil {
-			return cfg
-		}
-		srv, err := lb.driver.servers(lb.content, cfg.Nginx.ServerAddress)
-		if err != nil {
-			return cfg
-		}
-		each = append(each, srv)
-	}
-	return cfg.liveOn(together(each))
-}
-
-// statusSource is what status reads of an app host's balancer: its
-// servers, each balancer's view of an instance (lb:), and where health
-// checks dial from.
-type statusSource struct {
-	read func(ctx context.Context) (servers, error)
-	each func(port int) []BalancerServer
-	dial dialer
-}
-
-// source is the status source of the app host whose config (resolved on
-// it) is cfg and remote r: the balancers as read, or without lb: the
-// host's own Nginx or HAProxy (hostBalancer).
-func (lbs Balancers) source(cfg *Config, r remote) statusSource {
-	if cfg.LB == nil {
-		b := hostBalancer(cfg, r)
-		return statusSource{read: b.read, each: func(int) []BalancerServer { return nil }, dial: r.DialContext}
-	}
-	addr := cfg.Nginx.ServerAddress
-	// Each host's own: lbs is shared by the hosts read at once.
-	onLB, lbErr := make([]map[int]bool, len(lbs)), make([]error, len(lbs))
-	src := statusSource{dial: func(context.Context, string, string) (net.Conn, error) {
-		return nil, fmt.Errorf("no load balancer (%s) could be read", cfg.LB.balancers())
-	}}
-	for k, lb := range lbs {
-		if lbErr[k] = lb.err; lb.err == nil {
-			var err error
-			if onLB[k], err = lb.driver.servers(lb.content, addr); err != nil {
-				lbErr[k] = fmt.Errorf("%s: %w", lb.driver, err)
-			}
-		}
-	}
-	for _, lb := range lbs {
-		if lb.err == nil {
-			src.dial = lb.dial
-			break
-		}
-	}
-	src.read = func(context.Context) (servers, error) {
-		all := servers{}
-		for _, p := range cfg.Ports() {
-			all[p] = false
-			for k := range lbs {
-				if drained, listed := onLB[k][p]; lbErr[k] != nil || !listed || drained {
-					all[p] = true
-				}
-			}
-		}
-		return all, nil
-	}
-	src.each = func(p int) []BalancerServer {
-		var out []BalancerServer
-		for k, lb := range lbs {
-			drained, listed := onLB[k][p]
-			bs := BalancerServer{Host: lb.host, In: lbErr[k] == nil && listed && !drained}
-			if lbErr[k] != nil {
-				bs.Error = lbErr[k].Error()
-			}
-			out = append(out, bs)
-		}
-		return out
-	}
-	return src
 }

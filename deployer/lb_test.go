@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -601,5 +602,31 @@ func TestLBSurgeLiveFromTheUnits(t *testing.T) {
 	}
 	if got := fmt.Sprint(hc.Ports()); got != "[3000 3005 3006 3003]" {
 		t.Errorf("live ports %s", got)
+	}
+}
+
+// A surge's change that fails on one balancer is taken back whole on the
+// others: the new ports' lines removed again as well as the old ones'
+// put back, before the new instances stop. Otherwise a balancer that took
+// it would send requests to stopped instances.
+func TestLBSurgeChangeFailsOnOneBalancer(t *testing.T) {
+	app := newFakeRemote(t, 3000, 3001, 3002, 3003)
+	lb1, lb2 := fakeBalancer(t, app), fakeBalancer(t, app)
+	lb2.writeErr = errors.New("nginx -t failed")
+	d, _ := lbDeployer(t, lbConfig+"strategy: {max_surge: 100%}\n", app, lb1, lb2)
+	_, err := d.Deploy(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "load balancer lb2") || !strings.Contains(err.Error(), "taken back on lb1") {
+		t.Fatalf("err = %v", err)
+	}
+	for i, lb := range []*fakeRemote{lb1, lb2} {
+		web1, _ := upstreamServers([]byte(lb.upstream), "my_app", "10.0.0.5")
+		if fmt.Sprint(slices.Sorted(maps.Keys(web1))) != "[3000 3001 3002 3003]" || slices.Contains(slices.Collect(maps.Values(web1)), true) {
+			t.Errorf("lb%d holds web1 as %v:\n%s", i+1, web1, lb.upstream)
+		}
+	}
+	for p := 3000; p <= 3003; p++ {
+		if !app.units[p].active || app.units[p+4].active {
+			t.Errorf("slot %d: old active %v, new active %v", p, app.units[p].active, app.units[p+4].active)
+		}
 	}
 }

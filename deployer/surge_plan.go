@@ -56,9 +56,8 @@ func planSurge(hp *HostPlan, c sshRemote, cfg *Config, bp balancerPlan, release 
 			fail.Also = []string{c.appOutputCommand(cfg.UnitName(s), appOutputLines, "SINCE", nil), c.cmdStop(news...)}
 			if j == 0 {
 				steps = append(steps, Step{Name: StepScale, Command: c.cmdEnable(news...), Does: "once every new instance of the group is stable, enable them all in one command (they start at boot)"})
-				d := bp.drain(old, nil)
-				d.Does = fmt.Sprintf("once every new instance of the group is stable: capacity (the serving instances but %s, and %s) must leave %s; then in one change (%s) add %s to %s in service and remove %s from it", portList(old), portList(news), servingFloor(cfg.MinServing()), bp.change, portList(news), bp.what, portList(old))
-				d.Stdin = fmt.Sprintf("the SHA-256 of %s as last read, then the file with server lines for %s and none for %s", bp.what, portList(news), portList(old))
+				d := bp.surge(news, old)
+				d.Does = fmt.Sprintf("once every new instance of the group is stable: capacity (the serving instances but %s, and %s) must leave %s; then in one change (%s): %s", portList(old), portList(news), servingFloor(cfg.MinServing()), bp.change, d.Does)
 				steps = append(steps, d, bp.wait(old))
 			} else {
 				steps = append(steps, Step{Name: StepDrain, Does: fmt.Sprintf("in %d's change, with its group", g[0].Port)})

@@ -337,11 +337,38 @@ func TestPlanSurge(t *testing.T) {
 		"start a new instance my-app@3004 beside 3000, at the same time as the rest of its group 3004, 3005",
 		"enable them all in one command",
 		"sudo -n systemctl enable --no-reload -- my-app@3006 my-app@3007",
-		"add 3004, 3005 to /etc/nginx/conf.d/my-app.conf in service and remove 3000, 3001 from it",
+		"add 3004, 3005 to /etc/nginx/conf.d/my-app.conf and remove 3000, 3001 from it",
+		"the file with \"server 127.0.0.1:3004 ...;\", \"server 127.0.0.1:3005 ...;\" and no line for 3000, 3001",
 		"rollout-stop my-app@3002 my-app@3003",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the plan lacks %q:\n%s", want, text)
+		}
+	}
+	// With HAProxy (on the host or on balancer hosts), the change is the
+	// runtime API's: the idle servers readied from maintenance, the old
+	// ones put there.
+	for _, balancer := range []string{"haproxy: {backend: app}\n", "lb: {hosts: [lb1, lb2], driver: haproxy, backend: app}\n"} {
+		cfg, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [10.0.0.5]\nports: [3000, 3001]\nstrategy: {max_surge: 100%}\n"+balancer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Reset()
+		if err := BuildPlan(cfg, "v2").WriteScripts(&out); err != nil {
+			t.Fatal(err)
+		}
+		text := out.String()
+		for _, want := range []string{
+			"one at each spare port (strategy.max_surge), in maintenance while idle",
+			"set server app/SERVER state ready for 3002, 3003 (in maintenance while idle) and state maint for 3000, 3001",
+			"apply wake:SERVER maint:SERVER",
+		} {
+			if !strings.Contains(text, want) {
+				t.Errorf("%s: the plan lacks %q:\n%s", balancer, want, text)
+			}
+		}
+		if strings.Contains(text, "SHA-256 of backend") {
+			t.Errorf("%s: the plan writes a file to HAProxy:\n%s", balancer, text)
 		}
 	}
 	if strings.Contains(text, "restart the instance") {
