@@ -361,8 +361,8 @@ func liveConfig(ctx context.Context, hc *Config, r remote) *Config {
 	if !hc.surging() {
 		return hc
 	}
-	home, spare := hc.slots()
 	if hc.LB != nil {
+		home, spare := hc.slots()
 		st, err := r.Inspect(ctx, hc.AllPorts())
 		if err != nil {
 			return hc
@@ -379,7 +379,7 @@ func liveConfig(ctx context.Context, hc *Config, r remote) *Config {
 	if err != nil {
 		return hc
 	}
-	return hc.withLive(liveSlots(home, spare, srv))
+	return hc.liveOn(srv)
 }
 
 // liveOn is hc with, for max_surge, each slot's live port as the

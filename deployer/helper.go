@@ -78,11 +78,7 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 	if c.Instances.Auto {
 		base = strconv.Itoa(c.Instances.Base)
 	} else {
-		p := make([]string, 0, len(c.AllPorts()))
-		for _, port := range c.AllPorts() {
-			p = append(p, strconv.Itoa(port))
-		}
-		ports = strings.Join(p, " ")
+		ports = portWords(c.AllPorts())
 	}
 	var workers []string // NAME:COUNT, or NAME:auto
 	for _, w := range c.Workers {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -46,15 +45,11 @@ func (d *Deployer) localHooks(ctx context.Context, hooks []string, when, result 
 // hookEnv is the ROLLOUT_* environment of a hook; host is empty for a
 // local one.
 func hookEnv(cfg *Config, version string, ports []int, host, result string) []string {
-	ps := make([]string, len(ports))
-	for i, p := range ports {
-		ps[i] = strconv.Itoa(p)
-	}
 	env := []string{
 		"ROLLOUT_APP=" + cfg.App,
 		"ROLLOUT_VERSION=" + version,
 		"ROLLOUT_HOSTS=" + strings.Join(cfg.Hosts, " "),
-		"ROLLOUT_PORTS=" + strings.Join(ps, " "),
+		"ROLLOUT_PORTS=" + portWords(ports),
 	}
 	if host != "" {
 		env = append(env, "ROLLOUT_HOST="+host)

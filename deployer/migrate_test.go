@@ -64,15 +64,7 @@ func TestMigrateRunsOnceBeforeAnyRestart(t *testing.T) {
 
 // The plan shows the migration once, on its host, with its command.
 func TestMigratePlanned(t *testing.T) {
-	c, err := ParseConfig("rollout.yaml", []byte(minimal+"release: {migrate: npm run migrate, migrate_host: web2.example.com}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	if err := BuildPlan(c, "v2").WriteScripts(&b); err != nil {
-		t.Fatal(err)
-	}
-	plan := b.String()
+	plan := planScripts(t, minimal+"release: {migrate: npm run migrate, migrate_host: web2.example.com}\n")
 	if strings.Count(plan, "migrate: once for the whole fleet, on this host") != 1 || !strings.Contains(plan, "rollout-release-migrate") {
 		t.Fatalf("the plan does not show the migration once:\n%s", plan)
 	}

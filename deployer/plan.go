@@ -506,6 +506,15 @@ func (v Preview) write(ew *errWriter) {
 	ew.printf("\n")
 }
 
+// portWords is ports as one word list for a script: "3000 3001".
+func portWords(ports []int) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, " ")
+}
+
 // portList is ports for people: "3000, 3001", or "none".
 func portList(ports []int) string {
 	if len(ports) == 0 {

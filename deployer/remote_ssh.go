@@ -64,11 +64,7 @@ func (r sshRemote) cmdInspect(ports []int) string {
 // privileged commands go through the helper (then ss shows only the
 // deploy user's processes).
 func (r sshRemote) cmdSurgeCheck(spare, live []int) string {
-	ps := make([]string, len(spare))
-	for i, p := range spare {
-		ps[i] = strconv.Itoa(p)
-	}
-	return script("surge-check", r.priv.helper == "", r.priv, append([]string{strings.Join(ps, " "), strings.Join(r.units(spare), " ")}, r.units(live)...)...)
+	return script("surge-check", r.priv.helper == "", r.priv, append([]string{portWords(spare), strings.Join(r.units(spare), " ")}, r.units(live)...)...)
 }
 
 func (r sshRemote) cmdReadUpstream(n NginxConfig) string {

@@ -1,7 +1,6 @@
 package deployer
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -321,15 +320,7 @@ func TestSurgeConfigErrors(t *testing.T) {
 // The plan shows a surge's steps: the new instances on the spare ports,
 // their enable, the one change, the old ones' stop; the preflight's check.
 func TestPlanSurge(t *testing.T) {
-	cfg, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [web1]\nssh: {user: deploy}\nnginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app}\nbase_port: 3000\ninstances: 4\nstrategy: {max_surge: 2}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := BuildPlan(cfg, "v2").WriteScripts(&out); err != nil {
-		t.Fatal(err)
-	}
-	text := out.String()
+	text := planScripts(t, "app: my-app\nhosts: [web1]\nssh: {user: deploy}\nnginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app}\nbase_port: 3000\ninstances: 4\nstrategy: {max_surge: 2}\n")
 	for _, want := range []string{
 		"instances 2 at a time, each new one started on a spare port beside the old one before the old one leaves (strategy.max_surge)",
 		"the spare ports 3004, 3005, 3006, 3007 must be free",
@@ -349,15 +340,7 @@ func TestPlanSurge(t *testing.T) {
 	// runtime API's: the idle servers readied from maintenance, the old
 	// ones put there.
 	for _, balancer := range []string{"haproxy: {backend: app}\n", "lb: {hosts: [lb1, lb2], driver: haproxy, backend: app}\n"} {
-		cfg, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [10.0.0.5]\nports: [3000, 3001]\nstrategy: {max_surge: 100%}\n"+balancer))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out.Reset()
-		if err := BuildPlan(cfg, "v2").WriteScripts(&out); err != nil {
-			t.Fatal(err)
-		}
-		text := out.String()
+		text := planScripts(t, "app: my-app\nhosts: [10.0.0.5]\nports: [3000, 3001]\nstrategy: {max_surge: 100%}\n"+balancer)
 		for _, want := range []string{
 			"one at each spare port (strategy.max_surge), in maintenance while idle",
 			"set server app/SERVER state ready for 3002, 3003 (in maintenance while idle) and state maint for 3000, 3001",
@@ -537,4 +520,19 @@ func TestSurgeRenderWatch(t *testing.T) {
 			t.Errorf("live %v: the watch's ports:\n%.400s", live, script)
 		}
 	}
+}
+
+// planScripts is the plan of v2 with every command (plan --scripts) for
+// the config yaml.
+func planScripts(t *testing.T, yaml string) string {
+	t.Helper()
+	cfg, err := ParseConfig("rollout.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := BuildPlan(cfg, "v2").WriteScripts(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }

@@ -157,20 +157,13 @@ func (c *Config) unitPrefix() string {
 func (c *Config) watchFiles(ports []int, webhook string) []ManagedFile {
 	w := c.Watch
 	home, spare := c.slotsOf(ports)
-	words := func(ports []int) string {
-		var ps []string
-		for _, p := range ports {
-			ps = append(ps, strconv.Itoa(p))
-		}
-		return strings.Join(ps, " ")
-	}
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d.Round(time.Second).Seconds())) }
 	health := c.Health.AttemptTimeout
 	if health <= 0 {
 		health = 2 * time.Second
 	}
 	vars := [][2]string{
-		{"APP", c.App}, {"UNIT_PREFIX", c.unitPrefix()}, {"PORTS", words(home)}, {"SPARE", words(spare)},
+		{"APP", c.App}, {"UNIT_PREFIX", c.unitPrefix()}, {"PORTS", portWords(home)}, {"SPARE", portWords(spare)},
 		{"STATE", c.watchStateDir()}, {"LOCK_STALE", secs(c.LockStaleAfter)}, {"MIN_INTERVAL", secs(w.MinInterval)},
 		{"ENV_FILE", c.watchEnvFile()}, {"STATUS_FILE", c.watchStatusFile()}, {"UPSTREAM_FILE", c.Nginx.UpstreamFile},
 		{"UPSTREAM", c.Nginx.Upstream}, {"SERVER_ADDR", c.Nginx.ServerAddress}, {"HEALTH_PATH", c.Health.Path},
