@@ -78,10 +78,13 @@ func (d *Deployer) newBalancer(host string, cfg *Config, r remote) balancer {
 }
 
 // hostBalancer is the balancer on the app host itself: its HAProxy
-// (haproxy:) or its Nginx.
+// (haproxy:), its Caddy (caddy:) or its Nginx.
 func hostBalancer(cfg *Config, r remote) balancer {
-	if cfg.HAProxy != nil {
+	switch {
+	case cfg.HAProxy != nil:
 		return newHAProxyBalancer(cfg, r)
+	case cfg.Caddy != nil:
+		return newCaddyBalancer(cfg, r)
 	}
 	return &nginxBalancer{r: r, n: cfg.Nginx, cfg: cfg}
 }
@@ -330,6 +333,9 @@ func appHostBalancerFiles(cfg *Config, ports []int) []ManagedFile {
 			servers = append(servers, haproxyServer{name: fmt.Sprintf("%s-%d", cfg.App, o), addr: h.ServerAddress, port: o, disabled: true})
 		}
 		return []ManagedFile{haproxyLines(h.Socket, h.Backend, servers)}
+	}
+	if cfg.Caddy != nil {
+		return []ManagedFile{caddySite(cfg, ports)}
 	}
 	if cfg.LB != nil {
 		return nil

@@ -44,6 +44,8 @@ func newBalancerPlan(cfg *Config, host string) balancerPlan {
 		return lbPlan(cfg, host)
 	case cfg.HAProxy != nil:
 		return haproxyPlan(cfg)
+	case cfg.Caddy != nil:
+		return caddyPlan(cfg)
 	}
 	return nginxPlan(cfg)
 }

@@ -62,6 +62,10 @@ type Config struct {
 	// instances (instead of Nginx), changed through its runtime API; nil
 	// without it.
 	HAProxy *HAProxyConfig
+	// Caddy is the caddy: section: Caddy on each app host serves the
+	// instances (instead of Nginx), changed through its admin API; nil
+	// without it.
+	Caddy *CaddyConfig
 	// Workers are the app's template units with no port (workers:).
 	Workers []Worker
 
@@ -400,6 +404,7 @@ func schema(c *Config) []field {
 		watchSection(c),
 		lbSection(c),
 		haproxySection(c),
+		caddySection(c),
 		workersField(&c.Workers),
 		strs(pathsKey, &c.Paths),
 	}

@@ -50,6 +50,8 @@ type fakeRemote struct {
 	forward *fakeRemote
 	// haproxy, on a load balancer running HAProxy, is its backend.
 	haproxy *fakeHAProxy
+	// caddy, on a host running Caddy, is its admin API (at port 2019).
+	caddy *fakeCaddy
 
 	// failAfterRestart: the instance answers 503 once restarted (or
 	// started).
@@ -425,6 +427,11 @@ func (r *fakeRemote) dial(ctx context.Context, network, addr string) (net.Conn, 
 	var port int
 	fmt.Sscan(p, &port)
 	r.mu.Lock()
+	if port == 2019 && r.caddy != nil {
+		r.mu.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, network, r.caddy.srv.Listener.Addr().String())
+	}
 	if port == 80 {
 		site := r.site
 		r.mu.Unlock()
@@ -741,7 +748,7 @@ func fakeDeployer(t *testing.T, yaml string, hosts ...*fakeRemote) (*Deployer, *
 	if !strings.Contains(yaml, "ssh:") {
 		head += "ssh: {user: deploy}\n"
 	}
-	if !strings.Contains(yaml, "nginx:") && !strings.Contains(yaml, "haproxy") {
+	if !strings.Contains(yaml, "nginx:") && !strings.Contains(yaml, "haproxy") && !strings.Contains(yaml, "caddy:") {
 		head += "nginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app}\n"
 	}
 	if !strings.Contains(yaml, "probe:") {

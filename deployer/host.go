@@ -334,15 +334,18 @@ func (h *hostRun) scale(ctx context.Context) error {
 	return err
 }
 
-// adopt reads the host's servers and checks that every instance is one.
+// adopt reads the host's servers and checks that every instance is one,
+// but those drained by hand (Caddy holds no trace of them).
 func (h *hostRun) adopt(ctx context.Context) error {
 	srv, err := h.bal.read(ctx)
 	if err != nil {
 		return err
 	}
 	h.servers = srv
-	if missing := notIn(srv, h.cfg.Ports()); len(missing) > 0 {
-		return fmt.Errorf("%s has no server for %s:%d", h.bal, h.cfg.Nginx.ServerAddress, missing[0])
+	for _, p := range notIn(srv, h.cfg.Ports()) {
+		if _, ok := h.handDrained[p]; !ok {
+			return fmt.Errorf("%s has no server for %s:%d", h.bal, h.cfg.Nginx.ServerAddress, p)
+		}
 	}
 	return nil
 }

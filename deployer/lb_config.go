@@ -101,9 +101,12 @@ func (c *Config) checkLB(cs *checks) {
 	if c.LB != nil && c.UsesHelper() && c.Instances.Auto {
 		cs.add("sudo", errors.New("helper with lb: needs the instances' ports listed (ports:, or base_port with a number of instances): a balancer's helper checks them, and it cannot count the app hosts' cores"))
 	}
-	if c.HAProxy != nil {
+	switch {
+	case c.Caddy != nil:
+		c.checkCaddy(cs)
+	case c.HAProxy != nil:
 		c.checkHAProxy(cs)
-	} else if c.LB == nil || c.LB.Driver != lbHAProxy {
+	case c.LB == nil || c.LB.Driver != lbHAProxy:
 		n := len(*cs)
 		c.Nginx.check(cs)
 		for i := n; i < len(*cs); i++ {

@@ -30,9 +30,19 @@ func (h *hostRun) reconcile(ctx context.Context) (bool, error) {
 			surplus = append(surplus, p)
 		}
 	}
+	// An instance drained by hand is one of ours even where its balancer
+	// holds no trace of it (Caddy: out of service is out of the upstreams).
+	for p := range h.handDrained {
+		if _, listed := servers[p]; !listed && !slices.Contains(want, p) {
+			surplus = append(surplus, p)
+		}
+	}
 	sort.Sort(sort.Reverse(sort.IntSlice(surplus)))
 	for _, p := range want {
 		if _, ok := servers[p]; ok {
+			continue
+		}
+		if _, ok := h.handDrained[p]; ok { // out by choice: it exists
 			continue
 		}
 		if h.stopped(ctx) {

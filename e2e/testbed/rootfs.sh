@@ -10,6 +10,8 @@ set -euo pipefail
 dest=$1
 suite=${2:-bookworm}
 packages=systemd,systemd-sysv,dbus,libnss-myhostname,openssh-server,nginx,sudo,iproute2,procps,nodejs,ca-certificates,curl,haproxy,socat,logrotate
+# Caddy is packaged from Debian 12 on (2.6.2); bullseye has none.
+[[ $suite == bullseye ]] || packages+=,caddy
 
 # Use the mirror this machine's apt already uses, so the build needs no
 # network access apt itself doesn't have.
@@ -56,8 +58,10 @@ for u in getty@tty1.service console-getty.service apt-daily.timer apt-daily-upgr
   ln -sf /dev/null "$dest/etc/systemd/system/$u"
 done
 in_root systemctl enable ssh.service nginx.service >/dev/null
-# HAProxy runs only on the balancer hosts of the load balancer tests.
+# HAProxy runs only on the balancer hosts of the load balancer tests, and
+# Caddy only where a test puts it in Nginx's place.
 in_root systemctl disable haproxy.service >/dev/null 2>&1
+[[ $suite == bullseye ]] || in_root systemctl disable caddy.service >/dev/null 2>&1
 # systemd-user-sessions removes /run/nologin, without which PAM refuses
 # every SSH login. Booted right after another testbed went down, it has
 # failed with 219/CGROUP (seen twice): it tries again instead.

@@ -1,0 +1,224 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollout-dev/rollout/e2e/testbed"
+)
+
+// caddyfile is an app host's Caddy in Nginx's place, on port 80, sending
+// requests to n instances as rollout setup shows it (keepalive off), its
+// admin API at Caddy's default address.
+func caddyfile(n int) string {
+	var b strings.Builder
+	b.WriteString("{\n\tadmin localhost:2019\n}\n:80 {\n\treverse_proxy")
+	for i := range n {
+		fmt.Fprintf(&b, " 127.0.0.1:%d", basePort+i)
+	}
+	b.WriteString(" {\n\t\tlb_try_duration 2s\n\t\ttransport http {\n\t\t\tkeepalive off\n\t\t}\n\t}\n}\n")
+	return b.String()
+}
+
+// useAppHostCaddy puts Caddy (Debian's package) in front of each host's
+// instances, in place of its Nginx.
+func useAppHostCaddy(t testing.TB, hosts ...*testbed.Host) {
+	t.Helper()
+	ctx := context.Background()
+	for _, h := range hosts {
+		if _, err := fleet.RunInput(ctx, h, "sudo -n tee /etc/caddy/Caddyfile >/dev/null", strings.NewReader(caddyfile(instances))); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := fleet.Run(ctx, h, "sudo -n systemctl stop nginx && sudo -n systemctl restart caddy 2>&1"); err != nil {
+			t.Fatalf("%s: %v\n%s", h.Name, err, out)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if code, _ := getVersion(t, "http://"+h.Addr+"/"); code == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: Caddy does not answer on port 80 10s after its start", h.Name)
+			}
+		}
+	}
+}
+
+// caddyUpstreams are the ports of the reverse_proxy's upstreams in h's
+// Caddy, as its admin API says.
+func caddyUpstreams(t testing.TB, h *testbed.Host) []int {
+	t.Helper()
+	out, err := fleet.Run(context.Background(), h, "curl -sf localhost:2019/config/apps/http/servers/srv0/routes/0/handle/0/upstreams")
+	if err != nil {
+		t.Fatalf("%s: read Caddy's upstreams: %v\n%s", h.Name, err, out)
+	}
+	var ups []struct{ Dial string }
+	if err := json.Unmarshal([]byte(out), &ups); err != nil {
+		t.Fatalf("%s: Caddy's upstreams %q: %v", h.Name, out, err)
+	}
+	var ports []int
+	for _, u := range ups {
+		var p int
+		fmt.Sscanf(u.Dial, "127.0.0.1:%d", &p)
+		ports = append(ports, p)
+	}
+	slices.Sort(ports)
+	return ports
+}
+
+// caddyConfig is fleetConfig with caddy: in place of nginx:.
+func caddyConfig(t testing.TB, minHealthy string) string {
+	t.Helper()
+	b, err := os.ReadFile(fleetConfig(t, minHealthy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nginx = "nginx:\n  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n  upstream: my_app\n"
+	cfg := strings.Replace(string(b), nginx, "caddy: {}\n", 1)
+	if cfg == string(b) {
+		t.Fatal("no nginx section to replace")
+	}
+	path := filepath.Join(t.TempDir(), "caddy.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// With Caddy on each app host (caddy:), rollout takes each instance out of
+// the reverse_proxy's upstreams and puts it back through Caddy's admin API
+// (no Nginx, no file, no command per change but the wait for the
+// instance's requests): not one failed request under 400 req/s. Caddy
+// makes each change by loading the changed config, which closes idle
+// client connections as an Nginx reload does: the resends are logged, not
+// hidden. Caddy restarted mid-deploy (its Caddyfile loaded again) is
+// caught by the next change's If-Match; scaling in and out changes the
+// upstreams; a Caddy that does not answer stops the deploy at its
+// preflight; render shows the Caddyfile site.
+func TestAppHostCaddy(t *testing.T) {
+	resetFleet(t)
+	t.Cleanup(func() { resetFleet(t) }) // Nginx back in front
+	useAppHostCaddy(t, fleet.Hosts...)
+	stageEverywhere(t, testbed.GoodRelease("v2"))
+	cfg := caddyConfig(t, testMinHealthy)
+
+	out, results := deployThrough(t, cfg, fleet.Hosts)
+	for _, r := range results {
+		t.Logf("through Caddy: %d requests, %d failed, resent on connections Caddy closed at a config change: %v", r.Requests, r.Failed, r.Resent)
+	}
+	for _, h := range fleet.Hosts {
+		for port, v := range versionsServed(t, h) {
+			if v != "v2" {
+				t.Errorf("%s:%d serves %q", h.Name, port, v)
+			}
+		}
+		if got := caddyUpstreams(t, h); fmt.Sprint(got) != fmt.Sprint(portRange(basePort, instances)) {
+			t.Errorf("%s: Caddy's upstreams after the deploy: %v", h.Name, got)
+		}
+		if n, err := fleet.Run(context.Background(), h, "pgrep -c -x nginx || true"); err != nil || strings.TrimSpace(n) != "0" {
+			t.Errorf("%s: nginx runs (%q, %v): the deploy went through it", h.Name, n, err)
+		}
+	}
+	for _, want := range []string{"one admin API change", "wait-drain", "deploy v2: ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if text, code := rollout(t, "status", "-c", cfg); code != 0 || strings.Count(text, "active") < len(fleet.Hosts)*instances {
+		t.Errorf("status (exit %d):\n%s", code, text)
+	}
+	if text, code := rollout(t, "render", "-c", cfg); code != 0 || !strings.Contains(text, "reverse_proxy 127.0.0.1:3000 127.0.0.1:3001 127.0.0.1:3002 127.0.0.1:3003 {") || !strings.Contains(text, "keepalive off") {
+		t.Errorf("render (exit %d) does not show the Caddyfile site:\n%s", code, text)
+	}
+
+	// Caddy restarted (its Caddyfile loaded again: every instance in the
+	// upstreams) while the second instance restarts: the next change is
+	// refused by If-Match, rollout reads the upstreams again and goes on;
+	// every instance ends in them, on v2.
+	h := fleet.Hosts[0]
+	var code int
+	results = underLoad(t, []*testbed.Host{h}, func() {
+		code, _, _ = runWithFault(t, []string{"deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr}, at(basePort+1, "restart", "start"), func() {
+			if out, err := fleet.RunRoot(context.Background(), h, "systemctl restart caddy 2>&1"); err != nil {
+				t.Errorf("restart caddy: %v\n%s", err, out)
+			}
+		})
+	})
+	// The requests refused while Caddy itself was down are its restart's,
+	// and so are the 502s of the instance its Caddyfile put back in service
+	// while it restarted (fewer with lb_try_duration, which sends a refused
+	// request to another instance; not none: a request the old process
+	// took as it stopped is not retried). The deploy must still end well.
+	t.Logf("Caddy restarted mid-deploy: %d failed (%v), resent %v", results[0].Failed, results[0].Failures, results[0].Resent)
+	if code != 0 {
+		t.Fatalf("deploy with Caddy restarted mid-deploy exited %d", code)
+	}
+	if got := caddyUpstreams(t, h); fmt.Sprint(got) != fmt.Sprint(portRange(basePort, instances)) {
+		t.Errorf("Caddy's upstreams after a restart mid-deploy: %v", got)
+	}
+
+	// Scale in to 2 and out to 4 again under load: the upstreams follow,
+	// the surplus units stop, and nothing fails.
+	for _, n := range []int{2, instances} {
+		var out string
+		results := underLoad(t, []*testbed.Host{h}, func() {
+			out, code = rollout(t, "scale", "-c", cfg, "--instances", strconv.Itoa(n), "--hosts", h.Addr)
+		})
+		if code != 0 {
+			t.Fatalf("scale to %d exited %d:\n%s", n, code, out)
+		}
+		if r := results[0]; r.Failed != 0 {
+			t.Errorf("scale to %d: %d failed (%v)", n, r.Failed, r.Failures)
+		}
+		if got := caddyUpstreams(t, h); fmt.Sprint(got) != fmt.Sprint(portRange(basePort, n)) {
+			t.Errorf("scale to %d: Caddy's upstreams %v", n, got)
+		}
+		states := instanceStates(t, h)
+		for i := range instances {
+			if running := states[basePort+i].MainPID != "0"; running != (i < n) {
+				t.Errorf("scale to %d: %d running %v", n, basePort+i, running)
+			}
+		}
+	}
+
+	// Caddy stopped: the deploy stops at the preflight, saying so, and
+	// changes no instance.
+	if out, err := fleet.RunRoot(context.Background(), h, "systemctl stop caddy 2>&1"); err != nil {
+		t.Fatalf("stop caddy: %v\n%s", err, out)
+	}
+	states := instanceStates(t, h)
+	out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr)
+	if code == 0 || !strings.Contains(out, "is Caddy running, with its admin API on?") {
+		t.Errorf("deploy with Caddy stopped: exit %d:\n%s", code, out)
+	}
+	if after := instanceStates(t, h); fmt.Sprint(after) != fmt.Sprint(states) {
+		t.Errorf("instances changed: %v, then %v", states, after)
+	}
+
+	// sudo: helper: with no sudo but the helper's, the deploy drains and
+	// puts back through Caddy's admin API (no root needed) and restarts
+	// through the helper, with 0 failed.
+	if out, err := fleet.RunRoot(context.Background(), h, "systemctl start caddy 2>&1"); err != nil {
+		t.Fatalf("start caddy: %v\n%s", err, out)
+	}
+	helperCfg := helperConfig(t, cfg)
+	installHelpers(t, helperCfg)
+	onlyHelper(t, h)
+	results = underLoad(t, []*testbed.Host{h}, func() {
+		out, code = rollout(t, "deploy", "-c", helperCfg, "--version", "v2", "--force", "--hosts", h.Addr)
+	})
+	if code != 0 || !strings.Contains(out, "deploy v2: ok") {
+		t.Fatalf("deploy with the helper exited %d:\n%s", code, out)
+	}
+	servedThroughout(t, results)
+	if got := caddyUpstreams(t, h); fmt.Sprint(got) != fmt.Sprint(portRange(basePort, instances)) {
+		t.Errorf("Caddy's upstreams after the helper's deploy: %v", got)
+	}
+}
