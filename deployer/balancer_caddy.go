@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -243,7 +244,7 @@ func (b *caddyBalancer) view() servers {
 // returned), then waits on the host until no connection to the drained
 // ports is open.
 func (b *caddyBalancer) change(ctx context.Context, from, to servers, drained []int) (drainWait, error) {
-	if !maps.Equal(b.view(), from) {
+	if b.etag == "" || !maps.Equal(b.view(), from) {
 		cur, err := b.read(ctx)
 		if err != nil {
 			return drainWait{}, err
@@ -286,15 +287,24 @@ func (b *caddyBalancer) change(ctx context.Context, from, to servers, drained []
 			b.out[p] = true
 		}
 	}
-	// The ETag of what was written: read again (one request on the open
-	// SSH connection) rather than guess Caddy's hash.
-	if _, err := b.read(ctx); err != nil {
-		return drainWait{}, err
+	// Caddy holds what was written; its ETag is read again (rather than
+	// guessed from Caddy's hash) while the drained ports' requests are
+	// waited for. A read that fails leaves it unknown: the next change
+	// reads first.
+	b.etag = ""
+	var wait drainWait
+	var werr error
+	var wg sync.WaitGroup
+	if len(drained) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wait, werr = b.r.WaitIdle(ctx, drained)
+		}()
 	}
-	if len(drained) == 0 {
-		return drainWait{}, nil
-	}
-	return b.r.WaitIdle(ctx, drained)
+	_, _ = b.read(ctx)
+	wg.Wait()
+	return wait, werr
 }
 
 // caddyUpstreams are the upstreams of a reverse_proxy (its JSON list) by

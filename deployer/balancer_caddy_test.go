@@ -26,6 +26,8 @@ type fakeCaddy struct {
 	// set, answers every request with it.
 	patches []string
 	status  int
+	// failGets fails that many GETs after the next PATCH.
+	failGets int
 	// onPatch runs before a PATCH is checked (mu not held).
 	onPatch func()
 }
@@ -99,6 +101,11 @@ func (c *fakeCaddy) serve(w http.ResponseWriter, r *http.Request) {
 	defer c.mu.Unlock()
 	if c.status != 0 {
 		http.Error(w, `{"error":"host not allowed: localhost:2019"}`, c.status)
+		return
+	}
+	if r.Method == http.MethodGet && c.failGets > 0 && len(c.patches) > 0 {
+		c.failGets--
+		http.Error(w, `{"error":"busy"}`, http.StatusInternalServerError)
 		return
 	}
 	v, set, ok := c.at(r.URL.Path)
@@ -278,6 +285,34 @@ func TestCaddyChangedUnderneath(t *testing.T) {
 	}
 	if _, err := b.change(testCtx(t), now, now.with(true, 3000, 3001, 3003), []int{3000, 3001, 3003}); err == nil || !strings.Contains(err.Error(), "no upstream") {
 		t.Errorf("emptied the upstreams: %v", err)
+	}
+}
+
+// A change whose PATCH landed but whose read of the new ETag failed has
+// still been made (no error, the drain waited for); the next change reads
+// first instead of sending no If-Match.
+func TestCaddyReadAfterPatchFails(t *testing.T) {
+	app := fakeCaddyHost(t)
+	d, _ := fakeDeployer(t, appHostCaddy, app)
+	b := newCaddyBalancer(d.Config, app)
+	srv, err := b.preflight(testCtx(t), d.Config.Ports())
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.caddy.failGets = 1
+	drained := srv.with(true, 3000)
+	if _, err := b.change(testCtx(t), srv, drained, []int{3000}); err != nil {
+		t.Fatalf("change whose read failed: %v", err)
+	}
+	if b.etag != "" || fmt.Sprint(app.drained) != "[[3000]]" {
+		t.Fatalf("etag %q, waited for %v", b.etag, app.drained)
+	}
+	app.caddy.onPatch = func() { app.caddy.load(caddyConfig(false, 3001, 3002)); app.caddy.onPatch = nil }
+	if _, err := b.change(testCtx(t), drained, drained.with(false, 3000), nil); err != errUpstreamChanged {
+		t.Fatalf("next change: %v, want it refused by If-Match", err)
+	}
+	if got := app.caddy.upstreams(); got != "[3001 3002]" {
+		t.Errorf("overwrote someone's change: %s", got)
 	}
 }
 
