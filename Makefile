@@ -70,7 +70,7 @@ e2e-durations:
 
 bench: deps-demo
 	@tools/apt-need.sh $(BENCH_PKGS)
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./e2e/ ./internal/simhost/
+	ROLLOUT_TRAEFIK=$$(tools/traefik.sh) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./e2e/ ./internal/simhost/
 
 demo: deps-demo build
 	$(GO) run ./e2e/cmd/demo

@@ -78,13 +78,15 @@ func (d *Deployer) newBalancer(host string, cfg *Config, r remote) balancer {
 }
 
 // hostBalancer is the balancer on the app host itself: its HAProxy
-// (haproxy:), its Caddy (caddy:) or its Nginx.
+// (haproxy:), its Caddy (caddy:), its Traefik (traefik:) or its Nginx.
 func hostBalancer(cfg *Config, r remote) balancer {
 	switch {
 	case cfg.HAProxy != nil:
 		return newHAProxyBalancer(cfg, r)
 	case cfg.Caddy != nil:
 		return newCaddyBalancer(cfg, r)
+	case cfg.Traefik != nil:
+		return newTraefikBalancer(cfg, r)
 	}
 	return &nginxBalancer{r: r, n: cfg.Nginx, cfg: cfg}
 }
@@ -336,6 +338,9 @@ func appHostBalancerFiles(cfg *Config, ports []int) []ManagedFile {
 	}
 	if cfg.Caddy != nil {
 		return []ManagedFile{caddySite(cfg, ports)}
+	}
+	if cfg.Traefik != nil {
+		return traefikFiles(cfg, ports)
 	}
 	if cfg.LB != nil {
 		return nil

@@ -69,6 +69,7 @@ func (c *Config) checkCaddy(cs *checks) {
 	if c.HAProxy != nil {
 		cs.add("caddy", errors.New("and haproxy: both put a balancer on the app hosts: choose one"), "haproxy")
 	}
+	// (caddy: with traefik: is traefik's check.)
 	if c.surging() {
 		cs.add("strategy.max_surge", errors.New("is not supported with caddy: yet: a restarted Caddy loads its Caddyfile again, whose upstreams would name the ports a surge left"))
 	}

@@ -262,9 +262,10 @@ func TestCaddyRestartedMidDeploy(t *testing.T) {
 	}
 }
 
-// A change someone else made between two of rollout's is not overwritten:
-// the PATCH is refused (If-Match), and the balancer says so.
-func TestCaddyChangedUnderneath(t *testing.T) {
+// preflightedCaddy is a host with Caddy and its balancer, through the
+// preflight, with the servers it read.
+func preflightedCaddy(t *testing.T) (*fakeRemote, *caddyBalancer, servers) {
+	t.Helper()
 	app := fakeCaddyHost(t)
 	d, _ := fakeDeployer(t, appHostCaddy, app)
 	b := newCaddyBalancer(d.Config, app)
@@ -272,6 +273,13 @@ func TestCaddyChangedUnderneath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return app, b, srv
+}
+
+// A change someone else made between two of rollout's is not overwritten:
+// the PATCH is refused (If-Match), and the balancer says so.
+func TestCaddyChangedUnderneath(t *testing.T) {
+	app, b, srv := preflightedCaddy(t)
 	app.caddy.onPatch = func() { app.caddy.load(caddyConfig(false, 3000, 3001, 3003)); app.caddy.onPatch = nil }
 	if _, err := b.change(testCtx(t), srv, srv.with(true, 3000), []int{3000}); err != errUpstreamChanged {
 		t.Fatalf("change on upstreams changed meanwhile: %v", err)
@@ -292,13 +300,7 @@ func TestCaddyChangedUnderneath(t *testing.T) {
 // still been made (no error, the drain waited for); the next change reads
 // first instead of sending no If-Match.
 func TestCaddyReadAfterPatchFails(t *testing.T) {
-	app := fakeCaddyHost(t)
-	d, _ := fakeDeployer(t, appHostCaddy, app)
-	b := newCaddyBalancer(d.Config, app)
-	srv, err := b.preflight(testCtx(t), d.Config.Ports())
-	if err != nil {
-		t.Fatal(err)
-	}
+	app, b, srv := preflightedCaddy(t)
 	app.caddy.failGets = 1
 	drained := srv.with(true, 3000)
 	if _, err := b.change(testCtx(t), srv, drained, []int{3000}); err != nil {

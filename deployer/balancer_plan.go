@@ -46,6 +46,8 @@ func newBalancerPlan(cfg *Config, host string) balancerPlan {
 		return haproxyPlan(cfg)
 	case cfg.Caddy != nil:
 		return caddyPlan(cfg)
+	case cfg.Traefik != nil:
+		return traefikPlan(cfg)
 	}
 	return nginxPlan(cfg)
 }

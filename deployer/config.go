@@ -66,6 +66,10 @@ type Config struct {
 	// instances (instead of Nginx), changed through its admin API; nil
 	// without it.
 	Caddy *CaddyConfig
+	// Traefik is the traefik: section: Traefik on each app host serves
+	// the instances (instead of Nginx), from a file of its file provider
+	// that rollout writes; nil without it.
+	Traefik *TraefikConfig
 	// Workers are the app's template units with no port (workers:).
 	Workers []Worker
 
@@ -405,6 +409,7 @@ func schema(c *Config) []field {
 		lbSection(c),
 		haproxySection(c),
 		caddySection(c),
+		traefikSection(c),
 		workersField(&c.Workers),
 		strs(pathsKey, &c.Paths),
 	}

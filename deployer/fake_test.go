@@ -52,6 +52,8 @@ type fakeRemote struct {
 	haproxy *fakeHAProxy
 	// caddy, on a host running Caddy, is its admin API (at port 2019).
 	caddy *fakeCaddy
+	// traefik, on a host running Traefik, is its API (at port 8080).
+	traefik *fakeTraefik
 
 	// failAfterRestart: the instance answers 503 once restarted (or
 	// started).
@@ -432,6 +434,11 @@ func (r *fakeRemote) dial(ctx context.Context, network, addr string) (net.Conn, 
 		var d net.Dialer
 		return d.DialContext(ctx, network, r.caddy.srv.Listener.Addr().String())
 	}
+	if port == 8080 && r.traefik != nil {
+		r.mu.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, network, r.traefik.srv.Listener.Addr().String())
+	}
 	if port == 80 {
 		site := r.site
 		r.mu.Unlock()
@@ -748,7 +755,7 @@ func fakeDeployer(t *testing.T, yaml string, hosts ...*fakeRemote) (*Deployer, *
 	if !strings.Contains(yaml, "ssh:") {
 		head += "ssh: {user: deploy}\n"
 	}
-	if !strings.Contains(yaml, "nginx:") && !strings.Contains(yaml, "haproxy") && !strings.Contains(yaml, "caddy:") {
+	if !strings.Contains(yaml, "nginx:") && !strings.Contains(yaml, "haproxy") && !strings.Contains(yaml, "caddy:") && !strings.Contains(yaml, "traefik:") {
 		head += "nginx: {upstream_file: /etc/nginx/conf.d/my-app.conf, upstream: my_app}\n"
 	}
 	if !strings.Contains(yaml, "probe:") {

@@ -102,6 +102,8 @@ func (c *Config) checkLB(cs *checks) {
 		cs.add("sudo", errors.New("helper with lb: needs the instances' ports listed (ports:, or base_port with a number of instances): a balancer's helper checks them, and it cannot count the app hosts' cores"))
 	}
 	switch {
+	case c.Traefik != nil:
+		c.checkTraefik(cs)
 	case c.Caddy != nil:
 		c.checkCaddy(cs)
 	case c.HAProxy != nil:

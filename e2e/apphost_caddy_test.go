@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,13 +40,26 @@ func useAppHostCaddy(t testing.TB, hosts ...*testbed.Host) {
 		if out, err := fleet.Run(ctx, h, "sudo -n systemctl stop nginx && sudo -n systemctl restart caddy 2>&1"); err != nil {
 			t.Fatalf("%s: %v\n%s", h.Name, err, out)
 		}
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if code, _ := getVersion(t, "http://"+h.Addr+"/"); code == 200 {
-				break
+		answers(t, h, "Caddy", 10*time.Second)
+	}
+}
+
+// answers waits until h answers 200 on port 80 through what (a balancer
+// just started in Nginx's place), at most within.
+func answers(t testing.TB, h *testbed.Host, what string, within time.Duration) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	for deadline := time.Now().Add(within); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := client.Get("http://" + h.Addr + "/")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: Caddy does not answer on port 80 10s after its start", h.Name)
-			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s does not answer 200 on port 80 %s after its start (%v)", h.Name, what, within, err)
 		}
 	}
 }
@@ -76,20 +89,7 @@ func caddyUpstreams(t testing.TB, h *testbed.Host) []int {
 // caddyConfig is fleetConfig with caddy: in place of nginx:.
 func caddyConfig(t testing.TB, minHealthy string) string {
 	t.Helper()
-	b, err := os.ReadFile(fleetConfig(t, minHealthy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const nginx = "nginx:\n  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n  upstream: my_app\n"
-	cfg := strings.Replace(string(b), nginx, "caddy: {}\n", 1)
-	if cfg == string(b) {
-		t.Fatal("no nginx section to replace")
-	}
-	path := filepath.Join(t.TempDir(), "caddy.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return fleetConfigWith(t, minHealthy, "caddy: {}\n")
 }
 
 // With Caddy on each app host (caddy:), rollout takes each instance out of

@@ -60,17 +60,24 @@ func useAppHostHAProxy(t testing.TB, hosts ...*testbed.Host) {
 // appHostHAProxyConfig is fleetConfig with haproxy: in place of nginx:.
 func appHostHAProxyConfig(t testing.TB, minHealthy string) string {
 	t.Helper()
+	return fleetConfigWith(t, minHealthy, "haproxy:\n  backend: app\n")
+}
+
+// fleetConfigWith is fleetConfig with another balancer's section in place
+// of nginx:.
+func fleetConfigWith(t testing.TB, minHealthy, section string) string {
+	t.Helper()
 	path := fleetConfig(t, minHealthy)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const nginx = "nginx:\n  upstream_file: /etc/nginx/conf.d/my-app-upstream.conf\n  upstream: my_app\n"
-	cfg := strings.Replace(string(b), nginx, "haproxy:\n  backend: app\n", 1)
+	cfg := strings.Replace(string(b), nginx, section, 1)
 	if cfg == string(b) {
 		t.Fatal("no nginx section to replace")
 	}
-	path = filepath.Join(t.TempDir(), "haproxy.yaml")
+	path = filepath.Join(t.TempDir(), "balancer.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,8 @@ done`
 // seed's restart-and-sleep script, a careful hand-written drain loop, PM2's
 // cluster reload, and rollout (one at a time, two at a time, every
 // instance at once beside the old ones with max_surge 100%, and one at a
-// time through an HAProxy, then a Caddy, on the host in Nginx's place). It
+// time through an HAProxy, a Caddy, then a Traefik, on the host in Nginx's
+// place). It
 // prints requests, failures and seconds for each, the floor measured on
 // the same host (one bare balancer change; the app's own boot-to-healthy
 // time), rollout's overhead per instance against that floor, and the
@@ -54,6 +55,12 @@ func BenchmarkDeploy(b *testing.B) {
 			return caddyConfig(b, "0s")
 		})
 		cdOverhead := cdSpan/time.Duration(cdN) - cdBoot/time.Duration(cdN)
+		tf, tfSpan, tfN, tfBoot := benchRolloutWith(b, h, "traefik on the host", func() string {
+			cfg := fleetConfigWith(b, "0s", "traefik: {}\n")
+			useAppHostTraefik(b, cfg, h)
+			return cfg
+		})
+		tfOverhead := tfSpan/time.Duration(tfN) - tfBoot/time.Duration(tfN)
 		sg, sgEvents := benchRolloutEvents(b, h, func() string { return fleetConfig(b, "0s") }, "--max-surge", "100%")
 		sgSpan, sgBoot := surgeFigures(b, sgEvents)
 		// The goal's boot-to-healthy: the app's own, one instance alone
@@ -67,6 +74,8 @@ func BenchmarkDeploy(b *testing.B) {
 		b.ReportMetric(float64(haOverhead.Milliseconds()), "haproxy_overhead_ms/instance")
 		b.ReportMetric(float64(cd.res.Failed), "rollout_caddy_failed")
 		b.ReportMetric(float64(cdOverhead.Milliseconds()), "caddy_overhead_ms/instance")
+		b.ReportMetric(float64(tf.res.Failed), "rollout_traefik_failed")
+		b.ReportMetric(float64(tfOverhead.Milliseconds()), "traefik_overhead_ms/instance")
 		b.ReportMetric(float64(two.res.Failed), "rollout_mu2_failed")
 		b.ReportMetric(float64(roll.res.Failed), "rollout_failed")
 		b.ReportMetric(float64(seed.res.Failed), "seed_failed")
@@ -90,13 +99,16 @@ func BenchmarkDeploy(b *testing.B) {
 		fmt.Printf("rollout, Caddy on the host: requests=%d failed=%d resent=%d seconds=%.1f (%s)\n", cd.res.Requests, cd.res.Failed, resent(cd.res), cd.seconds, cd.res)
 		fmt.Printf("rollout, Caddy on the host, per instance: %s; boot-to-healthy: %s; overhead: %s (goal: at most 100ms)\n",
 			(cdSpan / time.Duration(cdN)).Round(time.Millisecond), (cdBoot / time.Duration(cdN)).Round(time.Millisecond), cdOverhead.Round(time.Millisecond))
+		fmt.Printf("rollout, Traefik on the host: requests=%d failed=%d resent=%d seconds=%.1f (%s)\n", tf.res.Requests, tf.res.Failed, resent(tf.res), tf.seconds, tf.res)
+		fmt.Printf("rollout, Traefik on the host, per instance: %s; boot-to-healthy: %s; overhead: %s (goal: at most 100ms)\n",
+			(tfSpan / time.Duration(tfN)).Round(time.Millisecond), (tfBoot / time.Duration(tfN)).Round(time.Millisecond), tfOverhead.Round(time.Millisecond))
 		fmt.Printf("rollout per instance: %s; the app's own boot-to-healthy: %s; overhead: %s (min_healthy 0 in this run); the floor, one bare balancer change: %s\n",
 			perInstance.Round(time.Millisecond), boot.Round(time.Millisecond), overhead.Round(time.Millisecond), floor.Round(time.Millisecond))
 		fmt.Printf("bench: seconds_per_host_of_4 one_at_a_time=%.2f max_unavailable_2=%.2f (first capacity check to last undrain)\n", span.Seconds(), twoSpan.Seconds())
 		fmt.Printf("bench: seconds (the whole command) seed=%.1f hand_loop=%.1f pm2=%.1f rollout=%.1f rollout_mu2=%.1f; failed seed=%d hand_loop=%d pm2=%d rollout=%d rollout_mu2=%d\n",
 			seed.seconds, loop.seconds, pm2.seconds, roll.seconds, two.seconds, seed.res.Failed, loop.res.Failed, pm2.res.Failed, roll.res.Failed, two.res.Failed)
-		fmt.Printf("bench: ratios rollout/hand_loop=%.2f rollout/pm2=%.2f rollout_mu2/pm2=%.2f rollout_haproxy/pm2=%.2f rollout_caddy/pm2=%.2f rollout_surge/pm2=%.2f surge/goal=%.2f surge/goal_parallel_boot=%.2f overhead/floor=%.2f (overhead_ms_per_instance=%d floor_ms=%d haproxy_overhead_ms_per_instance=%d caddy_overhead_ms_per_instance=%d)\n",
-			roll.seconds/loop.seconds, roll.seconds/pm2.seconds, two.seconds/pm2.seconds, ha.seconds/pm2.seconds, cd.seconds/pm2.seconds, sg.seconds/pm2.seconds, float64(sgSpan)/float64(sgGoal), float64(sgSpan)/float64(sgGoalParallel), float64(overhead)/float64(floor), overhead.Milliseconds(), floor.Milliseconds(), haOverhead.Milliseconds(), cdOverhead.Milliseconds())
+		fmt.Printf("bench: ratios rollout/hand_loop=%.2f rollout/pm2=%.2f rollout_mu2/pm2=%.2f rollout_haproxy/pm2=%.2f rollout_caddy/pm2=%.2f rollout_traefik/pm2=%.2f rollout_surge/pm2=%.2f surge/goal=%.2f surge/goal_parallel_boot=%.2f overhead/floor=%.2f (overhead_ms_per_instance=%d floor_ms=%d haproxy_overhead_ms_per_instance=%d caddy_overhead_ms_per_instance=%d traefik_overhead_ms_per_instance=%d)\n",
+			roll.seconds/loop.seconds, roll.seconds/pm2.seconds, two.seconds/pm2.seconds, ha.seconds/pm2.seconds, cd.seconds/pm2.seconds, tf.seconds/pm2.seconds, sg.seconds/pm2.seconds, float64(sgSpan)/float64(sgGoal), float64(sgSpan)/float64(sgGoalParallel), float64(overhead)/float64(floor), overhead.Milliseconds(), floor.Milliseconds(), haOverhead.Milliseconds(), cdOverhead.Milliseconds(), tfOverhead.Milliseconds())
 	}
 }
 

@@ -78,7 +78,11 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: build rollout: %v\n%s", err, out)
 		return 1
 	}
-	tb, err := testbed.Up(ctx, testbed.Options{Hosts: fleetHosts + lbCount, Slot: slot, Suite: suite, Log: os.Stderr})
+	var binds []string
+	if bin := os.Getenv("ROLLOUT_TRAEFIK"); bin != "" { // tools/traefik.sh's
+		binds = append(binds, bin+":/usr/local/bin/traefik")
+	}
+	tb, err := testbed.Up(ctx, testbed.Options{Hosts: fleetHosts + lbCount, Slot: slot, Suite: suite, Log: os.Stderr, Binds: binds})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1

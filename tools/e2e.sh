@@ -60,7 +60,10 @@ worker() {
   while n=$(take); do job "$n"; done
 }
 
-# The test binaries, compiled once before the jobs start.
+# Traefik (built once from its module, cached) for the hosts, and the test
+# binaries, compiled once before the jobs start.
+ROLLOUT_TRAEFIK=${ROLLOUT_TRAEFIK:-$(tools/traefik.sh)} || exit 1
+export ROLLOUT_TRAEFIK
 go test -count=1 -c -o /dev/null ./e2e/ || exit 1
 go test -count=1 -c -o /dev/null ./e2e/testbed/ || exit 1
 

@@ -64,8 +64,8 @@ func snippets(t *testing.T, file string) []snippet {
 }
 
 // docBase is what a partial snippet (a section or two) is checked on top
-// of: the snippet's top-level keys replace these (and haproxy: or caddy:
-// replaces nginx:).
+// of: the snippet's top-level keys replace these (and haproxy:, caddy: or
+// traefik: replaces nginx:).
 const docBase = `app: my-app
 hosts: [10.0.0.5, 10.0.0.6]
 base_port: 3000
@@ -121,8 +121,8 @@ func overlay(t *testing.T, base string, snip *yaml.Node) string {
 	var out strings.Builder
 	for _, line := range strings.SplitAfter(base, "\n") {
 		key, _, _ := strings.Cut(line, ":")
-		// haproxy: and caddy: are the balancer in nginx:'s place.
-		if line != "" && !hasKey(snip, key) && !(key == "nginx" && (hasKey(snip, "haproxy") || hasKey(snip, "caddy"))) {
+		// haproxy:, caddy: and traefik: are the balancer in nginx:'s place.
+		if line != "" && !hasKey(snip, key) && !(key == "nginx" && (hasKey(snip, "haproxy") || hasKey(snip, "caddy") || hasKey(snip, "traefik"))) {
 			out.WriteString(line)
 		}
 	}

@@ -23,6 +23,9 @@
 # behind it, UPSTREAM_FILE is "": nothing is read, written or reloaded, and
 # it only waits for the PORTs' connections (from any balancer).
 #
+# With RELOAD_COMMAND "true" and no PID_FILE it only replaces the file
+# (Traefik watches it; rollout then reads Traefik's API).
+#
 # usage: write-upstream.sh UPSTREAM_FILE TEST_COMMAND RELOAD_COMMAND PID_FILE DRAIN_TIMEOUT_MS [PORT...]
 # exit:  0 written and reloaded; EX_* below
 # needs: ss (iproute2); a sleep that takes fractions of a second (GNU
@@ -84,7 +87,10 @@ if ! out=$(eval "$test_command" 2>&1); then
   printf 'nginx config test failed; restored the previous %s\n%s\n' "$f" "$out" >&2
   exit "$EX_NGINX_TEST"
 fi
-read -r master <"$pid_file"
+# No PID_FILE (Traefik's file provider: nothing to signal, RELOAD_COMMAND
+# "true"): no master, and no PORT may be given.
+master=
+[ -z "$pid_file" ] || read -r master <"$pid_file"
 
 reload() {
   if [ -n "$reload_command" ]; then

@@ -68,6 +68,9 @@ type Options struct {
 	CacheDir string    // rootfs cache; DefaultCacheDir when empty
 	StateDir string    // keys, logs, pid files; DefaultStateDir (slot N: DefaultStateDir-N) when empty
 	Log      io.Writer // progress lines; io.Discard when nil
+	// Binds are files of this machine bound read-only into every host:
+	// "SOURCE:DEST" (Traefik, built once, at /usr/local/bin/traefik).
+	Binds []string
 }
 
 // Host is one booted test host.
@@ -225,6 +228,9 @@ func (tb *Testbed) start(ctx context.Context, h *Host) error {
 		"--network-namespace-path=/run/netns/" + h.Name,
 		"--bind-ro=" + tb.KeyFile + ".pub:/home/deploy/.ssh/authorized_keys",
 		"--bind-ro=" + tb.KeyFile + ".pub:/home/nosudo/.ssh/authorized_keys",
+	}
+	for _, b := range tb.opts.Binds {
+		args = append(args, "--bind-ro="+b)
 	}
 	for _, kt := range []string{"ed25519", "ecdsa"} {
 		k := filepath.Join(h.dir, "ssh_host_"+kt+"_key")
