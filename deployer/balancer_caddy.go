@@ -54,15 +54,10 @@ func caddySection(c *Config) field {
 // checkCaddy checks the caddy: section.
 func (c *Config) checkCaddy(cs *checks) {
 	cd := c.Caddy
-	if host, port, err := net.SplitHostPort(cd.Admin); err != nil || !loopbackHost(host) || !portNumber(port) {
+	if !loopbackAddr(cd.Admin) {
 		cs.add("caddy.admin", fmt.Errorf(`must be the admin API's loopback address and port on the host (Caddy's default: %s), got %s`, defaultCaddyAdmin, quoteValue(cd.Admin)))
 	}
-	if cd.ServerAddress != "localhost" && net.ParseIP(cd.ServerAddress) == nil {
-		cs.add("caddy.server_address", fmt.Errorf(`must be an IP address or "localhost", got %s`, quoteValue(cd.ServerAddress)))
-	}
-	if cd.nginxGiven {
-		cs.add("nginx", errors.New("is for Nginx beside the instances; with caddy: the instances are the upstreams of Caddy's reverse_proxy"))
-	}
+	c.checkHostBalancer(cs, "caddy", cd.ServerAddress, cd.nginxGiven, "the upstreams of Caddy's reverse_proxy")
 	if c.LB != nil {
 		cs.add("caddy", errors.New("is Caddy on the app hosts; lb: has the drivers nginx and haproxy"), "lb")
 	}
@@ -73,22 +68,19 @@ func (c *Config) checkCaddy(cs *checks) {
 	if c.surging() {
 		cs.add("strategy.max_surge", errors.New("is not supported with caddy: yet: a restarted Caddy loads its Caddyfile again, whose upstreams would name the ports a surge left"))
 	}
-	if c.Strategy.Bake > 0 {
-		cs.add("strategy.bake", errors.New("reads Nginx's access log on the app hosts: not supported with caddy: yet"))
-	}
-	if c.Watch != nil {
-		cs.add("watch", errors.New("host alerts read Nginx on the app host: not supported with caddy: yet (rollout watch from the controller works)"))
-	}
 }
 
-func loopbackHost(h string) bool {
+// loopbackAddr reports whether addr is HOST:PORT with HOST localhost or
+// a loopback address (an API on the host, reached through its SSH
+// connection).
+func loopbackAddr(addr string) bool {
+	h, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
 	ip := net.ParseIP(h)
-	return h == "localhost" || ip != nil && ip.IsLoopback()
-}
-
-func portNumber(s string) bool {
-	n, err := strconv.Atoi(s)
-	return err == nil && n > 0 && n < 65536
+	return err == nil && n > 0 && n < 65536 && (h == "localhost" || ip != nil && ip.IsLoopback())
 }
 
 // caddyBalancer is Caddy on the app host itself (caddy:): the upstreams of
@@ -195,6 +187,9 @@ func (b *caddyBalancer) preflight(ctx context.Context, ports []int) (servers, er
 	}
 	b.path = path
 	s, err := b.read(ctx)
+	if err == nil && b.etag == "" {
+		err = fmt.Errorf("%s: its admin API sends no ETag (Caddy before 2.6?): rollout changes the upstreams only with If-Match, so that it never overwrites someone else's change", b)
+	}
 	if err == nil && b.cfg.Probe.Enabled {
 		err = newProber(b.cfg, "", b.r.DialContext).check(ctx)
 	}

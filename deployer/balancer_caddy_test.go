@@ -26,6 +26,8 @@ type fakeCaddy struct {
 	// set, answers every request with it.
 	patches []string
 	status  int
+	// noEtag: Caddy before 2.6, which sends none.
+	noEtag bool
 	// failGets fails that many GETs after the next PATCH.
 	failGets int
 	// onPatch runs before a PATCH is checked (mu not held).
@@ -117,6 +119,10 @@ func (c *fakeCaddy) serve(w http.ResponseWriter, r *http.Request) {
 	etag := fmt.Sprintf(`"%s %x"`, r.URL.Path, crc32.ChecksumIEEE(cur))
 	switch r.Method {
 	case http.MethodGet:
+		if c.noEtag {
+			w.Write(cur)
+			return
+		}
 		w.Header().Set("Trailer", "Etag")
 		w.Write(cur)
 		w.Header().Set("Etag", etag)
@@ -211,6 +217,7 @@ func TestCaddyPreflightRefuses(t *testing.T) {
 	}{
 		{"admin off", func(r *fakeRemote) { r.caddy = nil }, "GET /config/: "},
 		{"admin refuses", func(r *fakeRemote) { r.caddy.status = http.StatusForbidden }, "403 Forbidden: {\"error\":\"host not allowed: localhost:2019\"}"},
+		{"no etag", func(r *fakeRemote) { r.caddy.noEtag = true }, "sends no ETag (Caddy before 2.6?)"},
 		{"keep-alive", func(r *fakeRemote) { r.caddy.load(caddyConfig(true, 3000, 3001, 3002, 3003)) }, "keeps idle connections to the instances"},
 		{"none", func(r *fakeRemote) { r.caddy.load(caddyConfig(false, 4000)) }, "no reverse_proxy in its config sends requests to 127.0.0.1:3000, 3001, 3002, 3003"},
 		{"foreign upstream", func(r *fakeRemote) {

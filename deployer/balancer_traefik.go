@@ -74,15 +74,10 @@ func (c *Config) checkTraefik(cs *checks) {
 		cs.add("traefik.file", fmt.Errorf("must end in .yml or .yaml (Traefik's file provider reads those), got %s", quoteValue(tr.File)))
 	}
 	cs.add("traefik.service", match(upstreamRE, tr.Service, `a service name: letters, digits, "_", "." or "-"`))
-	if host, port, err := net.SplitHostPort(tr.API); err != nil || !loopbackHost(host) || !portNumber(port) {
+	if !loopbackAddr(tr.API) {
 		cs.add("traefik.api", fmt.Errorf(`must be the loopback address and port of Traefik's API on the host (api.insecure: %s), got %s`, defaultTraefikAPI, quoteValue(tr.API)))
 	}
-	if tr.ServerAddress != "localhost" && net.ParseIP(tr.ServerAddress) == nil {
-		cs.add("traefik.server_address", fmt.Errorf(`must be an IP address or "localhost", got %s`, quoteValue(tr.ServerAddress)))
-	}
-	if tr.nginxGiven {
-		cs.add("nginx", errors.New("is for Nginx beside the instances; with traefik: the instances are the servers of traefik.service"))
-	}
+	c.checkHostBalancer(cs, "traefik", tr.ServerAddress, tr.nginxGiven, "the servers of traefik.service")
 	for _, other := range []struct {
 		on   bool
 		name string
@@ -93,12 +88,6 @@ func (c *Config) checkTraefik(cs *checks) {
 	}
 	if c.surging() {
 		cs.add("strategy.max_surge", errors.New("is not supported with traefik: yet"))
-	}
-	if c.Strategy.Bake > 0 {
-		cs.add("strategy.bake", errors.New("reads Nginx's access log on the app hosts: not supported with traefik: yet"))
-	}
-	if c.Watch != nil {
-		cs.add("watch", errors.New("host alerts read Nginx on the app host: not supported with traefik: yet (rollout watch from the controller works)"))
 	}
 	if c.UsesHelper() {
 		cs.add("sudo", errors.New("helper: not supported with traefik: yet (its helper takes only Nginx's upstream file and commands)"))

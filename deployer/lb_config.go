@@ -270,19 +270,26 @@ func (c *Config) checkHAProxy(cs *checks) {
 	h := c.HAProxy
 	cs.add("haproxy.backend", match(upstreamRE, h.Backend, `a backend name: letters, digits, "_", "." or "-"`))
 	cs.add("haproxy.socket", validPath(h.Socket, false))
-	if h.ServerAddress != "localhost" && net.ParseIP(h.ServerAddress) == nil {
-		cs.add("haproxy.server_address", fmt.Errorf(`must be an IP address or "localhost", got %s`, quoteValue(h.ServerAddress)))
-	}
-	if h.nginxGiven {
-		cs.add("nginx", errors.New("is for Nginx beside the instances; with haproxy: the instances are haproxy.backend's servers in haproxy.cfg"))
-	}
+	c.checkHostBalancer(cs, "haproxy", h.ServerAddress, h.nginxGiven, "haproxy.backend's servers in haproxy.cfg")
 	if c.LB != nil {
 		cs.add("haproxy", errors.New("is HAProxy on the app hosts; with lb:, the balancers are on hosts of their own (lb.driver: haproxy)"), "lb")
 	}
+}
+
+// checkHostBalancer checks what every balancer on the app host in Nginx's
+// place (haproxy:, caddy:, traefik:) shares: its server_address, no
+// nginx: beside it, and what reads Nginx's own files (bake, watch:).
+func (c *Config) checkHostBalancer(cs *checks, key, addr string, nginxGiven bool, instances string) {
+	if addr != "localhost" && net.ParseIP(addr) == nil {
+		cs.add(key+".server_address", fmt.Errorf(`must be an IP address or "localhost", got %s`, quoteValue(addr)))
+	}
+	if nginxGiven {
+		cs.add("nginx", fmt.Errorf("is for Nginx beside the instances; with %s: the instances are %s", key, instances))
+	}
 	if c.Strategy.Bake > 0 {
-		cs.add("strategy.bake", errors.New("reads Nginx's access log on the app hosts: not supported with haproxy: yet"))
+		cs.add("strategy.bake", fmt.Errorf("reads Nginx's access log on the app hosts: not supported with %s: yet", key))
 	}
 	if c.Watch != nil {
-		cs.add("watch", errors.New("host alerts read Nginx on the app host: not supported with haproxy: yet (rollout watch from the controller works)"))
+		cs.add("watch", fmt.Errorf("host alerts read Nginx on the app host: not supported with %s: yet (rollout watch from the controller works)", key))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rollout-dev/rollout/e2e/testbed"
+	"github.com/rollout-dev/rollout/internal/loadgen"
 )
 
 // caddyfile is an app host's Caddy in Nginx's place, on port 80, sending
@@ -61,6 +62,76 @@ func answers(t testing.TB, h *testbed.Host, what string, within time.Duration) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: %s does not answer 200 on port 80 %s after its start (%v)", h.Name, what, within, err)
 		}
+	}
+}
+
+// restartedMidDeploy deploys to h under load with its balancer (the
+// systemd unit unit) restarted while the second instance restarts; the
+// deploy must end with every instance served, as served says. It returns
+// the load's result (the restart's own failures are the caller's to judge).
+func restartedMidDeploy(t *testing.T, cfg string, h *testbed.Host, unit string, served func(testing.TB, *testbed.Host) []int) loadgen.Result {
+	t.Helper()
+	var code int
+	results := underLoad(t, []*testbed.Host{h}, func() {
+		code, _, _ = runWithFault(t, []string{"deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr}, at(basePort+1, "restart", "start"), func() {
+			if out, err := fleet.RunRoot(context.Background(), h, "systemctl restart "+unit+" 2>&1"); err != nil {
+				t.Errorf("restart %s: %v\n%s", unit, err, out)
+			}
+		})
+	})
+	t.Logf("%s restarted mid-deploy: %d failed (%v), resent %v", unit, results[0].Failed, results[0].Failures, results[0].Resent)
+	if code != 0 {
+		t.Fatalf("deploy with %s restarted mid-deploy exited %d", unit, code)
+	}
+	if got := served(t, h); fmt.Sprint(got) != fmt.Sprint(portRange(basePort, instances)) {
+		t.Errorf("%s serves %v after a restart mid-deploy", unit, got)
+	}
+	return results[0]
+}
+
+// scaleThrough scales h in to 2 and out to 4 again under load: the
+// balancer follows (served), the surplus units stop, and no request fails
+// (nor is resent, unless resends are the balancer's way).
+func scaleThrough(t *testing.T, cfg string, h *testbed.Host, served func(testing.TB, *testbed.Host) []int, resends bool) {
+	t.Helper()
+	for _, n := range []int{2, instances} {
+		var out string
+		var code int
+		results := underLoad(t, []*testbed.Host{h}, func() {
+			out, code = rollout(t, "scale", "-c", cfg, "--instances", strconv.Itoa(n), "--hosts", h.Addr)
+		})
+		if code != 0 {
+			t.Fatalf("scale to %d exited %d:\n%s", n, code, out)
+		}
+		if r := results[0]; r.Failed != 0 || !resends && len(r.Resent) != 0 {
+			t.Errorf("scale to %d: %d failed (%v), resent %v", n, r.Failed, r.Failures, r.Resent)
+		}
+		if got := served(t, h); fmt.Sprint(got) != fmt.Sprint(portRange(basePort, n)) {
+			t.Errorf("scale to %d: the balancer serves %v", n, got)
+		}
+		states := instanceStates(t, h)
+		for i := range instances {
+			if running := states[basePort+i].MainPID != "0"; running != (i < n) {
+				t.Errorf("scale to %d: %d running %v", n, basePort+i, running)
+			}
+		}
+	}
+}
+
+// stoppedRefuses stops h's balancer (the unit unit): the next deploy stops
+// at its preflight, saying want, and changes no instance.
+func stoppedRefuses(t *testing.T, cfg string, h *testbed.Host, unit, want string) {
+	t.Helper()
+	if out, err := fleet.RunRoot(context.Background(), h, "systemctl stop "+unit+" 2>&1"); err != nil {
+		t.Fatalf("stop %s: %v\n%s", unit, err, out)
+	}
+	states := instanceStates(t, h)
+	out, code := rollout(t, "deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr)
+	if code == 0 || !strings.Contains(out, want) {
+		t.Errorf("deploy with %s stopped: exit %d:\n%s", unit, code, out)
+	}
+	if after := instanceStates(t, h); fmt.Sprint(after) != fmt.Sprint(states) {
+		t.Errorf("instances changed: %v, then %v", states, after)
 	}
 }
 
@@ -141,66 +212,16 @@ func TestAppHostCaddy(t *testing.T) {
 	// Caddy restarted (its Caddyfile loaded again: every instance in the
 	// upstreams) while the second instance restarts: the next change is
 	// refused by If-Match, rollout reads the upstreams again and goes on;
-	// every instance ends in them, on v2.
+	// every instance ends in them, on v2. The requests refused while Caddy
+	// itself was down are its restart's, and so are the 502s of the
+	// instance its Caddyfile put back in service while it restarted (fewer
+	// with lb_try_duration, which sends a refused request to another
+	// instance; not none: a request the old process took as it stopped is
+	// not retried). The deploy must still end well.
 	h := fleet.Hosts[0]
-	var code int
-	results = underLoad(t, []*testbed.Host{h}, func() {
-		code, _, _ = runWithFault(t, []string{"deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr}, at(basePort+1, "restart", "start"), func() {
-			if out, err := fleet.RunRoot(context.Background(), h, "systemctl restart caddy 2>&1"); err != nil {
-				t.Errorf("restart caddy: %v\n%s", err, out)
-			}
-		})
-	})
-	// The requests refused while Caddy itself was down are its restart's,
-	// and so are the 502s of the instance its Caddyfile put back in service
-	// while it restarted (fewer with lb_try_duration, which sends a refused
-	// request to another instance; not none: a request the old process
-	// took as it stopped is not retried). The deploy must still end well.
-	t.Logf("Caddy restarted mid-deploy: %d failed (%v), resent %v", results[0].Failed, results[0].Failures, results[0].Resent)
-	if code != 0 {
-		t.Fatalf("deploy with Caddy restarted mid-deploy exited %d", code)
-	}
-	if got := caddyUpstreams(t, h); fmt.Sprint(got) != fmt.Sprint(portRange(basePort, instances)) {
-		t.Errorf("Caddy's upstreams after a restart mid-deploy: %v", got)
-	}
-
-	// Scale in to 2 and out to 4 again under load: the upstreams follow,
-	// the surplus units stop, and nothing fails.
-	for _, n := range []int{2, instances} {
-		var out string
-		results := underLoad(t, []*testbed.Host{h}, func() {
-			out, code = rollout(t, "scale", "-c", cfg, "--instances", strconv.Itoa(n), "--hosts", h.Addr)
-		})
-		if code != 0 {
-			t.Fatalf("scale to %d exited %d:\n%s", n, code, out)
-		}
-		if r := results[0]; r.Failed != 0 {
-			t.Errorf("scale to %d: %d failed (%v)", n, r.Failed, r.Failures)
-		}
-		if got := caddyUpstreams(t, h); fmt.Sprint(got) != fmt.Sprint(portRange(basePort, n)) {
-			t.Errorf("scale to %d: Caddy's upstreams %v", n, got)
-		}
-		states := instanceStates(t, h)
-		for i := range instances {
-			if running := states[basePort+i].MainPID != "0"; running != (i < n) {
-				t.Errorf("scale to %d: %d running %v", n, basePort+i, running)
-			}
-		}
-	}
-
-	// Caddy stopped: the deploy stops at the preflight, saying so, and
-	// changes no instance.
-	if out, err := fleet.RunRoot(context.Background(), h, "systemctl stop caddy 2>&1"); err != nil {
-		t.Fatalf("stop caddy: %v\n%s", err, out)
-	}
-	states := instanceStates(t, h)
-	out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr)
-	if code == 0 || !strings.Contains(out, "is Caddy running, with its admin API on?") {
-		t.Errorf("deploy with Caddy stopped: exit %d:\n%s", code, out)
-	}
-	if after := instanceStates(t, h); fmt.Sprint(after) != fmt.Sprint(states) {
-		t.Errorf("instances changed: %v, then %v", states, after)
-	}
+	restartedMidDeploy(t, cfg, h, "caddy", caddyUpstreams)
+	scaleThrough(t, cfg, h, caddyUpstreams, true)
+	stoppedRefuses(t, cfg, h, "caddy", "is Caddy running, with its admin API on?")
 
 	// sudo: helper: with no sudo but the helper's, the deploy drains and
 	// puts back through Caddy's admin API (no root needed) and restarts
@@ -211,6 +232,7 @@ func TestAppHostCaddy(t *testing.T) {
 	helperCfg := helperConfig(t, cfg)
 	installHelpers(t, helperCfg)
 	onlyHelper(t, h)
+	var code int
 	results = underLoad(t, []*testbed.Host{h}, func() {
 		out, code = rollout(t, "deploy", "-c", helperCfg, "--version", "v2", "--force", "--hosts", h.Addr)
 	})
