@@ -176,16 +176,8 @@ func (b *caddyBalancer) call(ctx context.Context, method, path, ifMatch string, 
 // instances (exactly one, with only instances as upstreams, keepalive off)
 // and reads its upstreams; with the probe on, it checks that the site
 // answers through this host.
-func (b *caddyBalancer) preflight(ctx context.Context, ports []int) (servers, error) {
-	raw, _, err := b.call(ctx, http.MethodGet, "/config/", "", nil)
-	if err != nil {
-		return nil, err
-	}
-	path, err := findCaddyUpstreams(raw, b.addr, ports)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b, err)
-	}
-	b.path = path
+func (b *caddyBalancer) preflight(ctx context.Context, _ []int) (servers, error) {
+	b.path = "" // found again: the preflight checks the whole config
 	s, err := b.read(ctx)
 	if err == nil && b.etag == "" {
 		err = fmt.Errorf("%s: its admin API sends no ETag (Caddy before 2.6?): rollout changes the upstreams only with If-Match, so that it never overwrites someone else's change", b)
@@ -197,7 +189,7 @@ func (b *caddyBalancer) preflight(ctx context.Context, ports []int) (servers, er
 }
 
 func (b *caddyBalancer) read(ctx context.Context) (servers, error) {
-	if b.path == "" { // status and liveConfig read without a preflight
+	if b.path == "" { // the preflight, and status and liveConfig
 		raw, _, err := b.call(ctx, http.MethodGet, "/config/", "", nil)
 		if err != nil {
 			return nil, err
