@@ -337,7 +337,7 @@ func appHostBalancerFiles(cfg *Config, ports []int) []ManagedFile {
 		return []ManagedFile{haproxyLines(h.Socket, h.Backend, servers)}
 	}
 	if cfg.Caddy != nil {
-		return []ManagedFile{caddySite(cfg, ports)}
+		return caddyFiles(cfg, ports)
 	}
 	if cfg.Traefik != nil {
 		return traefikFiles(cfg, ports)

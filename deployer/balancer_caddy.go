@@ -22,8 +22,14 @@ import (
 // reverse_proxy handler that sends requests to the instances (at
 // ServerAddress) through Caddy's admin API at Admin on the host, reached
 // through the SSH connection (no command, no reload of a file, no root).
+//
+// Resume says that Caddy runs with --resume: restarted, it loads its last
+// config (rollout's changes in it, autosaved) rather than its Caddyfile.
+// strategy.max_surge needs it: after a surge the instances serve from
+// ports the Caddyfile does not name.
 type CaddyConfig struct {
 	Admin, ServerAddress string
+	Resume               bool
 
 	nginxGiven bool // some nginx: setting given too
 }
@@ -36,6 +42,7 @@ func caddySection(c *Config) field {
 	fields := []field{
 		str("admin", &cd.Admin),
 		str("server_address", &cd.ServerAddress),
+		boolean("resume", &cd.Resume),
 	}
 	return one("caddy", func(p *parser, key string) {
 		if !p.fields(key, fields) {
@@ -65,8 +72,8 @@ func (c *Config) checkCaddy(cs *checks) {
 		cs.add("caddy", errors.New("and haproxy: both put a balancer on the app hosts: choose one"), "haproxy")
 	}
 	// (caddy: with traefik: is traefik's check.)
-	if c.surging() {
-		cs.add("strategy.max_surge", errors.New("is not supported with caddy: yet: a restarted Caddy loads its Caddyfile again, whose upstreams would name the ports a surge left"))
+	if c.surging() && !cd.Resume {
+		cs.add("strategy.max_surge", errors.New("with caddy: needs Caddy run with --resume, and caddy.resume: true to say so: a Caddy restarted with its Caddyfile would send requests to the ports a surge left (rollout setup shows the systemd drop-in)"), "caddy.resume")
 	}
 }
 
@@ -194,8 +201,12 @@ func (b *caddyBalancer) read(ctx context.Context) (servers, error) {
 		if err != nil {
 			return nil, err
 		}
-		if b.path, err = findCaddyUpstreams(raw, b.addr, b.cfg.Ports()); err != nil {
+		if b.path, err = findCaddyUpstreams(raw, b.addr, b.cfg.AllPorts()); err != nil {
 			return nil, fmt.Errorf("%s: %w", b, err)
+		}
+		if b.cd.Resume && !caddyPersists(raw) {
+			b.path = ""
+			return nil, fmt.Errorf("%s: its admin config has persist off, so a Caddy run with --resume would load no change of rollout's (caddy.resume is on)", b)
 		}
 	}
 	raw, etag, err := b.call(ctx, http.MethodGet, b.path, "", nil)
@@ -385,6 +396,19 @@ func findCaddyUpstreams(raw []byte, addr string, ports []int) (string, error) {
 	return h.path + "/upstreams", nil
 }
 
+// caddyPersists reports whether Caddy autosaves the configs it loads
+// (admin.config.persist, on unless set false): what --resume loads.
+func caddyPersists(raw []byte) bool {
+	var c struct {
+		Admin struct {
+			Config struct {
+				Persist *bool
+			}
+		}
+	}
+	return json.Unmarshal(raw, &c) == nil && (c.Admin.Config.Persist == nil || *c.Admin.Config.Persist)
+}
+
 // proxiesTo reports whether a reverse_proxy handler has an upstream at one
 // of the ports at addr.
 func proxiesTo(h map[string]any, addr string, ports []int) bool {
@@ -451,10 +475,31 @@ func caddyPlan(cfg *Config) balancerPlan {
 				Stdin: "the upstreams in service with " + portList(ports) + " added, e.g. " + patch(ports),
 				Does:  "check it is still healthy; put the instance back in the upstreams " + how}
 		},
-		surge: func(news, old []int) Step { // refused by the config check
-			return Step{Name: StepDrain, Does: "strategy.max_surge is not supported with caddy:"}
+		surge: func(news, old []int) Step {
+			return Step{Name: StepDrain, Command: "PATCH " + api + "/" + path,
+				Stdin: "the upstreams in service with " + portList(news) + " and without " + portList(old) + ", e.g. " + patch(news),
+				Does:  fmt.Sprintf("in one change, put %s into the upstreams and take %s out %s; then wait for %s's connections", portList(news), portList(old), how, portList(old))}
 		},
 	}
+}
+
+// caddyFiles are what setup shows for caddy: (it writes neither): the
+// Caddyfile site and, with caddy.resume, the systemd drop-in that runs
+// Caddy with --resume.
+func caddyFiles(cfg *Config, ports []int) []ManagedFile {
+	files := []ManagedFile{caddySite(cfg, ports)}
+	if cfg.Caddy.Resume {
+		files = append(files, ManagedFile{Path: "/etc/systemd/system/caddy.service.d/resume.conf", Owner: "root:root", Mode: "644", Doc: true,
+			Content: `# caddy.resume: Caddy restarted loads its last config (autosaved, rollout's
+# changes in it) rather than the Caddyfile. Then: systemctl daemon-reload;
+# systemctl restart caddy. "systemctl reload caddy" (caddy reload) still
+# loads the Caddyfile: after a surge its ports are not the live ones.
+[Service]
+ExecStart=
+ExecStart=/usr/bin/caddy run --environ --resume --config /etc/caddy/Caddyfile
+`})
+	}
+	return files
 }
 
 // caddySite is the Caddyfile site setup shows for caddy: (it does not

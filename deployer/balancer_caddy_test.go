@@ -393,7 +393,7 @@ func TestCaddyConfig(t *testing.T) {
 		"caddy: {server_address: web}\n":                                "caddy.server_address: must be an IP address",
 		"caddy: {}\nnginx: {upstream: x}\n":                             "nginx: is for Nginx beside the instances",
 		"caddy: {}\nhaproxy: {backend: app}\n":                          "and haproxy: both put a balancer on the app hosts",
-		"caddy: {}\nstrategy: {max_surge: 1}\n":                         "strategy.max_surge: is not supported with caddy: yet",
+		"caddy: {}\nstrategy: {max_surge: 1}\n":                         "strategy.max_surge: with caddy: needs Caddy run with --resume, and caddy.resume: true",
 		"caddy: {}\nlb: {hosts: [lb1]}\n":                               "is Caddy on the app hosts",
 		"caddy: {}\nstrategy: {bake: 1m}\n":                             "strategy.bake: reads Nginx's access log",
 		"caddy: {admin: localhost:2019, upstreams: [127.0.0.1:3000]}\n": "upstreams",
@@ -432,5 +432,62 @@ func TestCaddySetupAndPlan(t *testing.T) {
 	}
 	if w := p.wait([]int{3001}); !strings.Contains(w.Command, "write-upstream") && !strings.Contains(w.Command, "3001") {
 		t.Errorf("wait step %+v", w)
+	}
+	if s := p.surge([]int{3002, 3003}, []int{3000, 3001}); s.Command != "PATCH http://localhost:2019/PATH" || !strings.Contains(s.Does, "in one change, put 3002, 3003 into the upstreams and take 3000, 3001 out") {
+		t.Errorf("surge step %+v", s)
+	}
+	cfg.Caddy.Resume = true
+	files := Render(cfg, cfg.Ports())
+	if !slices.ContainsFunc(files, func(f ManagedFile) bool {
+		return f.Path == "/etc/systemd/system/caddy.service.d/resume.conf" && f.Doc && strings.Contains(f.Content, "caddy run --environ --resume --config /etc/caddy/Caddyfile")
+	}) {
+		t.Errorf("with caddy.resume, setup does not show the drop-in")
+	}
+}
+
+// With strategy.max_surge and caddy.resume, the new instances start on
+// the spare ports while the old ones serve, one PATCH puts them in and
+// takes the old ones out, and the old ones' connections are waited for
+// before they stop; the next deploy finds the live ports in Caddy's
+// upstreams and moves back. A Caddy whose admin config persists nothing
+// (what --resume would load) is refused before any change.
+func TestCaddySurgeIsOnePatch(t *testing.T) {
+	const yaml = appHostCaddy + "strategy: {max_surge: 100%}\n"
+	app := fakeCaddyHost(t)
+	var upAtStart []string
+	app.onRestart = func(int) { upAtStart = append(upAtStart, app.caddy.upstreams()) }
+	d, events := fakeDeployer(t, strings.Replace(yaml, "caddy: {}", "caddy: {resume: true}", 1), app)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(app.caddy.patches) != "[[3004 3005 3006 3007]]" || fmt.Sprint(app.drained) != "[[3000 3001 3002 3003]]" {
+		t.Errorf("patches %v, waited for %v: want one change, then the old ones' wait", app.caddy.patches, app.drained)
+	}
+	for _, u := range upAtStart {
+		if u != "[3000 3001 3002 3003]" {
+			t.Errorf("a new instance started while Caddy sent to %s: capacity dropped", u)
+		}
+	}
+	for p := 3000; p < 3004; p++ {
+		if u := app.units[p]; u.active || u.enabled {
+			t.Errorf("old instance %d still active or enabled", p)
+		}
+	}
+	if !hasEvent(*events, 3000, StepDrain, StatusOK, "one admin API change") {
+		t.Error("no change event naming the admin API")
+	}
+	d.Version = "v3"
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := app.caddy.upstreams(); got != "[3000 3001 3002 3003]" {
+		t.Errorf("upstreams %s after the second surge", got)
+	}
+
+	app = fakeCaddyHost(t)
+	app.caddy.load(strings.Replace(caddyConfig(false, 3000, 3001, 3002, 3003), `"admin":{`, `"admin":{"config":{"persist":false},`, 1))
+	d, _ = fakeDeployer(t, strings.Replace(yaml, "caddy: {}", "caddy: {resume: true}", 1), app)
+	if _, err := d.Deploy(testCtx(t)); err == nil || !strings.Contains(err.Error(), "its admin config has persist off") || len(app.ops) != 0 {
+		t.Errorf("persist off: %v; did %v", err, app.ops)
 	}
 }

@@ -86,12 +86,6 @@ func (c *Config) checkTraefik(cs *checks) {
 			cs.add("traefik", errors.New("and "+other.name+": both put a balancer in front of the instances: choose one"), other.name)
 		}
 	}
-	if c.surging() {
-		cs.add("strategy.max_surge", errors.New("is not supported with traefik: yet"))
-	}
-	if c.UsesHelper() {
-		cs.add("sudo", errors.New("helper: not supported with traefik: yet (its helper takes only Nginx's upstream file and commands)"))
-	}
 }
 
 // traefikFileNginx is the write of Traefik's file with write-upstream.sh:
@@ -222,6 +216,21 @@ func (b *traefikBalancer) served(ctx context.Context) ([]int, error) {
 
 // preflight reads the file and checks that Traefik serves what it says.
 func (b *traefikBalancer) preflight(ctx context.Context, _ []int) (servers, error) {
+	s, err := b.readServed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if b.cfg.Probe.Enabled {
+		err = newProber(b.cfg, "", b.r.DialContext).check(ctx)
+	}
+	return s, err
+}
+
+// readServed is the file's servers as Traefik serves them (one it does
+// not serve is out of service), with an error when Traefik does not
+// answer, or serves other than the file says: status shows Traefik's
+// word, never the file's in its place.
+func (b *traefikBalancer) readServed(ctx context.Context) (servers, error) {
 	s, err := b.read(ctx)
 	if err != nil {
 		return nil, err
@@ -230,13 +239,14 @@ func (b *traefikBalancer) preflight(ctx context.Context, _ []int) (servers, erro
 	if err != nil {
 		return nil, err
 	}
+	out := servers{}
+	for p := range s {
+		out[p] = !slices.Contains(got, p)
+	}
 	if want := inService(s); !slices.Equal(got, want) {
-		return nil, fmt.Errorf("traefik serves %v for %s, but %s says %v: is its file provider watching the file?", got, b.tr.Service, b.tr.File, want)
+		return out, fmt.Errorf("traefik serves %v for %s, but %s says %v: is its file provider watching the file?", got, b.tr.Service, b.tr.File, want)
 	}
-	if b.cfg.Probe.Enabled {
-		err = newProber(b.cfg, "", b.r.DialContext).check(ctx)
-	}
-	return s, err
+	return out, nil
 }
 
 func (b *traefikBalancer) read(ctx context.Context) (servers, error) {
@@ -347,8 +357,10 @@ func traefikPlan(cfg *Config) balancerPlan {
 				Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with %s back", tr.File, portList(ports)),
 				Does:  "check it is still healthy; put it back: " + apply}
 		},
-		surge: func(news, old []int) Step { // refused by the config check
-			return Step{Name: StepDrain, Does: "strategy.max_surge is not supported with traefik:"}
+		surge: func(news, old []int) Step {
+			return Step{Name: StepDrain, Command: c.cmdWriteUpstream(n, nil, true),
+				Stdin: fmt.Sprintf("the SHA-256 of %s as last read, then the file with servers %s and none for %s", tr.File, portList(news), portList(old)),
+				Does:  fmt.Sprintf("put %s into the service's servers and remove %s, in one write: %s; then wait for %s's connections", portList(news), portList(old), apply, portList(old))}
 		},
 	}
 }

@@ -248,17 +248,17 @@ func TestTraefikConfig(t *testing.T) {
 		t.Errorf("defaults %+v", cfg.Traefik)
 	}
 	for yaml, want := range map[string]string{
-		"traefik: {file: /etc/traefik/x.toml}\n":        "traefik.file: must end in .yml or .yaml",
-		"traefik: {api: '10.0.0.1:8080'}\n":             "traefik.api: must be the loopback address",
-		"traefik: {service: 'a b'}\n":                   "traefik.service",
-		"traefik: {}\nnginx: {upstream: x}\n":           "nginx: is for Nginx beside the instances",
-		"traefik: {}\ncaddy: {}\n":                      "traefik: and caddy: both put a balancer",
-		"traefik: {}\nstrategy: {max_surge: 1}\n":       "strategy.max_surge: is not supported with traefik: yet",
-		"traefik: {}\nsudo: helper\n":                   "sudo: helper: not supported with traefik: yet",
-		"traefik: {}\nlb: {hosts: [lb1]}\n":             "and lb: both put a balancer",
-		"traefik: {server_address: web}\n":              "traefik.server_address: must be an IP address",
-		"traefik: {}\nwatch: {webhook: 'http://x'}\n":   "watch: host alerts read Nginx",
-		"traefik: {file: /etc/traefik/dynamic/a.yml}\n": "",
+		"traefik: {file: /etc/traefik/x.toml}\n":           "traefik.file: must end in .yml or .yaml",
+		"traefik: {api: '10.0.0.1:8080'}\n":                "traefik.api: must be the loopback address",
+		"traefik: {service: 'a b'}\n":                      "traefik.service",
+		"traefik: {}\nnginx: {upstream: x}\n":              "nginx: is for Nginx beside the instances",
+		"traefik: {}\ncaddy: {}\n":                         "traefik: and caddy: both put a balancer",
+		"traefik: {}\nstrategy: {max_surge: 1}\n":          "",
+		"traefik: {}\nsudo: helper\nssh: {user: deploy}\n": "",
+		"traefik: {}\nlb: {hosts: [lb1]}\n":                "and lb: both put a balancer",
+		"traefik: {server_address: web}\n":                 "traefik.server_address: must be an IP address",
+		"traefik: {}\nwatch: {webhook: 'http://x'}\n":      "watch: host alerts read Nginx",
+		"traefik: {file: /etc/traefik/dynamic/a.yml}\n":    "",
 	} {
 		_, err := ParseConfig("rollout.yaml", []byte(base+yaml))
 		if want == "" {
@@ -301,5 +301,75 @@ func TestTraefikSetupAndPlan(t *testing.T) {
 	p := traefikPlan(cfg)
 	if s := p.drain([]int{3001}, []int{3000}); !strings.Contains(s.Command, "write-upstream") || !strings.Contains(s.Does, "GET http://localhost:8080/api/http/services/my-app@file") {
 		t.Errorf("drain step %+v", s)
+	}
+	if s := p.surge([]int{3002, 3003}, []int{3000, 3001}); !strings.Contains(s.Command, "write-upstream") || !strings.Contains(s.Does, "put 3002, 3003 into the service's servers and remove 3000, 3001, in one write") {
+		t.Errorf("surge step %+v", s)
+	}
+}
+
+// With strategy.max_surge, the new instances start on the spare ports and
+// one write of the file puts them in the service and removes the old
+// ones; Traefik serves it before the old ones' connections are waited for
+// and they are stopped. The next deploy moves them back.
+func TestTraefikSurgeIsOneWrite(t *testing.T) {
+	app, _ := fakeTraefikHost(t)
+	var servedAtStart [][]int
+	app.onRestart = func(int) { servedAtStart = append(servedAtStart, app.traefik.servedNow()) }
+	d, events := fakeDeployer(t, appHostTraefik+"strategy: {max_surge: 100%}\n", app)
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := app.traefik.servedNow(); fmt.Sprint(got) != "[3004 3005 3006 3007]" {
+		t.Errorf("traefik serves %v after the surge", got)
+	}
+	if len(app.writes) != 1 || strings.Contains(app.writes[0], ":3000") || strings.Contains(app.writes[0], "# drained:") {
+		t.Errorf("%d writes; the first:\n%s", len(app.writes), app.writes[0])
+	}
+	if fmt.Sprint(app.drained) != "[[] [3000 3001 3002 3003]]" {
+		t.Errorf("waited for %v, want the old instances after the write", app.drained)
+	}
+	for _, s := range servedAtStart {
+		if fmt.Sprint(s) != "[3000 3001 3002 3003]" {
+			t.Errorf("a new instance started while Traefik served %v: capacity dropped", s)
+		}
+	}
+	for p := 3000; p < 3004; p++ {
+		if u := app.units[p]; u.active || u.enabled {
+			t.Errorf("old instance %d still active or enabled", p)
+		}
+	}
+	if !hasEvent(*events, 3000, StepDrain, StatusOK, "one write of the file Traefik watches") {
+		t.Error("no change event naming the write")
+	}
+
+	d.Version = "v3"
+	if _, err := d.Deploy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := app.traefik.servedNow(); fmt.Sprint(got) != "[3000 3001 3002 3003]" {
+		t.Errorf("traefik serves %v after the second surge", got)
+	}
+}
+
+// status shows what Traefik serves, not what the file says: a Traefik that
+// does not answer, or serves other than the file, is an error, and an
+// instance it does not serve is shown out of service.
+func TestTraefikStatusIsTraefiksWord(t *testing.T) {
+	app, cfg := fakeTraefikHost(t)
+	hs := hostStatus(testCtx(t), cfg, "web1", app, nil)
+	if hs.Error != "" || len(hs.Instances) != 4 || !hs.Instances[1].InNginx {
+		t.Fatalf("status with Traefik serving the file: %+v", hs)
+	}
+	// The file gains a drained 3001 that Traefik never reads.
+	app.traefik.stale = true
+	app.upstream = string(renderTraefik(cfg.Traefik, servers{3000: false, 3001: true, 3002: false, 3003: false}))
+	hs = hostStatus(testCtx(t), cfg, "web1", app, nil)
+	if !strings.Contains(hs.Error, "traefik serves [3000 3001 3002 3003] for my-app, but /etc/traefik/dynamic/my-app.yml says [3000 3002 3003]") || !hs.Instances[1].InNginx {
+		t.Errorf("status with Traefik not watching the file: %q, 3001 in service %v", hs.Error, hs.Instances[1].InNginx)
+	}
+	app.traefik = nil
+	hs = hostStatus(testCtx(t), cfg, "web1", app, nil)
+	if !strings.Contains(hs.Error, "is Traefik running") || hs.Instances[0].InNginx {
+		t.Errorf("status with Traefik down: %q, 3000 in service %v", hs.Error, hs.Instances[0].InNginx)
 	}
 }

@@ -89,6 +89,7 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 		workers = append(workers, w.Unit+":"+n)
 	}
 	haSocket, haBackend := c.helperHAProxy()
+	n := c.helperNginx()
 	var root, prepare, shared, migrate string
 	timeout, migrateTimeout := "0", "0"
 	if r := c.Release; r != nil {
@@ -106,8 +107,8 @@ func (c *Config) helperWith(run func(verb string) string) (text, id string) {
 		{"APP", c.App}, {"APP_USER", s.User}, {"APP_GROUP", s.Group},
 		{"UNIT_PREFIX", prefix}, {"UNIT_SUFFIX", suffix}, {"PORTS", ports}, {"PORT_BASE", base}, {"PORT_SLOTS", slots},
 		{"UNIT_PROPS", unitProps}, {"WORKERS", strings.Join(workers, " ")},
-		{"NGINX_UPSTREAM", c.Nginx.UpstreamFile}, {"NGINX_TEST", c.Nginx.TestCommand},
-		{"NGINX_RELOAD", c.Nginx.ReloadCommand}, {"NGINX_PID", c.Nginx.PIDFile},
+		{"NGINX_UPSTREAM", n.UpstreamFile}, {"NGINX_TEST", n.TestCommand},
+		{"NGINX_RELOAD", n.ReloadCommand}, {"NGINX_PID", n.PIDFile},
 		{"LOCK_DIR", strings.TrimRight(c.StateDir, "/") + "/" + c.App},
 		{"RELEASE_ROOT", root}, {"PREPARE", prepare}, {"PREPARE_TIMEOUT", timeout}, {"SHARED", shared},
 		{"MIGRATE", migrate}, {"MIGRATE_TIMEOUT", migrateTimeout}, {"ENV_FILE", s.EnvFile},

@@ -337,3 +337,79 @@ func TestHelperHAProxyIdleItemsNeedSurge(t *testing.T) {
 		}
 	}
 }
+
+// With traefik:, the helper writes only Traefik's file, with nothing to
+// test or signal: the write the balancer sends is accepted, one naming
+// Nginx's file or commands is refused.
+func TestHelperTraefikWritesOnlyItsFile(t *testing.T) {
+	cfg, err := ParseConfig("rollout.yaml", []byte("app: my-app\nhosts: [10.0.0.5]\nssh: {user: deploy}\nsudo: helper\nbase_port: 4000\ninstances: 2\ntraefik: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, id := helperHere(t, cfg)
+	r := newSSHRemote(cfg, nil)
+	_, real := cfg.helper()
+	prefix := "sudo -n " + cfg.HelperPath() + " " + real + " "
+	for name, tc := range map[string]struct {
+		n  NginxConfig
+		ok bool
+	}{
+		"traefik's file":  {traefikFileNginx(cfg.Traefik), true},
+		"nginx's reload":  {NginxConfig{UpstreamFile: cfg.Traefik.File, TestCommand: "true", ReloadCommand: "systemctl reload nginx"}, false},
+		"another file":    {NginxConfig{UpstreamFile: "/etc/traefik/dynamic/other.yml", TestCommand: "true", ReloadCommand: "true"}, false},
+		"nginx's default": {DefaultConfig().Nginx, false},
+	} {
+		rest, ok := strings.CutPrefix(r.cmdWriteUpstream(tc.n, []int{4001}, true), prefix)
+		if !ok {
+			t.Fatalf("%s: not a call of the helper", name)
+		}
+		out, code := runCommand(t, "sh '"+path+"' "+id+" "+rest, "")
+		if (code == 0 && strings.HasPrefix(out, "accepted write-upstream")) != tc.ok {
+			t.Errorf("%s: exit %d, want accepted %v\n%s", name, code, tc.ok, out)
+		}
+	}
+}
+
+// The one-command verbs run systemctl and end there: stop (disable --now,
+// then reset-failed) exits with systemctl's status, never falling through
+// to the script verbs. Run with a systemctl that only logs its arguments
+// first in the helper's own PATH.
+func TestHelperUnitVerbsRunSystemctl(t *testing.T) {
+	cfg := helperConfig(t, t.TempDir())
+	bin := t.TempDir()
+	text, id := cfg.helper()
+	const path0 = "\nPATH=/usr/local/sbin:"
+	if !strings.Contains(text, path0) {
+		t.Fatal("the helper sets no PATH")
+	}
+	path := filepath.Join(bin, "helper")
+	if err := os.WriteFile(path, []byte(strings.Replace(text, path0, "\nPATH="+bin+":/usr/local/sbin:", 1)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(bin, "calls")
+	fake := "#!/bin/sh\necho \"$*\" >> " + log + "\n[ \"$1 $2\" != 'disable --no-reload' ] || [ ! -e " + bin + "/fail ] || exit 5\n"
+	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		verb, want string
+		fail       bool
+		code       int
+	}{
+		{"start", "enable --no-reload --now -- my-app@3000 my-app@3001\n", false, 0},
+		{"enable", "enable --no-reload -- my-app@3000 my-app@3001\n", false, 0},
+		{"stop", "disable --no-reload --now -- my-app@3000 my-app@3001\nreset-failed -- my-app@3000 my-app@3001\n", false, 0},
+		{"stop", "disable --no-reload --now -- my-app@3000 my-app@3001\n", true, 5},
+	} {
+		os.Remove(log)
+		os.Remove(filepath.Join(bin, "fail"))
+		if tc.fail {
+			os.WriteFile(filepath.Join(bin, "fail"), nil, 0o644)
+		}
+		out, code := runHelper(t, path, id, tc.verb, "my-app@3000", "my-app@3001")
+		calls, _ := os.ReadFile(log)
+		if code != tc.code || string(calls) != tc.want {
+			t.Errorf("%s (systemctl failing %v): exit %d, want %d; systemctl ran:\n%s\nwant:\n%s\n%s", tc.verb, tc.fail, code, tc.code, calls, tc.want, out)
+		}
+	}
+}

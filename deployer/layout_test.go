@@ -39,7 +39,7 @@ func sourceFiles(t *testing.T) []string {
 // the config's own checks know which balancer serves a host.
 func TestLayers(t *testing.T) {
 	run := regexp.MustCompile(`\bconn\.Run\(|\.Run\(ctx, script\(|\.conn\.Run\(`)
-	branch := regexp.MustCompile(`\.LB\b|\blbHAProxy\b|\blbNginx\b|\.Driver\b|\.Caddy\b|\.HAProxy\b`)
+	branch := regexp.MustCompile(`\.LB\b|\blbHAProxy\b|\blbNginx\b|\.Driver\b|\.Caddy\b|\.HAProxy\b|\.Traefik\b`)
 	for _, path := range sourceFiles(t) {
 		b, err := os.ReadFile(path)
 		if err != nil {

@@ -99,13 +99,23 @@ type statusSource struct {
 	dial dialer
 }
 
+// servedReader is a balancer whose read is a file it serves from
+// (Traefik's): readServed says what it serves, for status.
+type servedReader interface {
+	readServed(ctx context.Context) (servers, error)
+}
+
 // source is the status source of the app host whose config (resolved on
 // it) is cfg and remote r: the balancers as read, or without lb: the
 // host's own Nginx or HAProxy (hostBalancer).
 func (lbs Balancers) source(cfg *Config, r remote) statusSource {
 	if cfg.LB == nil {
 		b := hostBalancer(cfg, r)
-		return statusSource{read: b.read, each: func(int) []BalancerServer { return nil }, dial: r.DialContext}
+		read := b.read
+		if sr, ok := b.(servedReader); ok {
+			read = sr.readServed
+		}
+		return statusSource{read: read, each: func(int) []BalancerServer { return nil }, dial: r.DialContext}
 	}
 	addr := cfg.Nginx.ServerAddress
 	// Each host's own: lbs is shared by the hosts read at once.

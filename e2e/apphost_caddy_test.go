@@ -14,6 +14,7 @@ import (
 
 	"github.com/rollout-dev/rollout/e2e/testbed"
 	"github.com/rollout-dev/rollout/internal/loadgen"
+	"github.com/rollout-dev/rollout/sshexec"
 )
 
 // caddyfile is an app host's Caddy in Nginx's place, on port 80, sending
@@ -114,6 +115,41 @@ func scaleThrough(t *testing.T, cfg string, h *testbed.Host, served func(testing
 			if running := states[basePort+i].MainPID != "0"; running != (i < n) {
 				t.Errorf("scale to %d: %d running %v", n, basePort+i, running)
 			}
+		}
+	}
+}
+
+// surgeAndBack deploys v2 to h under load with cfg (max_surge: 100%)
+// twice: onto the spare ports, then back home. Each time no request fails
+// (nor is resent, unless resends are the balancer's way), the balancer
+// serves the new range (served) and only it runs v2, the other stopped and
+// disabled. atSpare, when given, runs while the spare ports serve.
+func surgeAndBack(t *testing.T, cfg string, h *testbed.Host, served func(testing.TB, *testbed.Host) []int, resends bool, atSpare func(spare []int)) {
+	t.Helper()
+	home, spare := portRange(basePort, instances), portRange(basePort+instances, instances)
+	for _, to := range [][]int{spare, home} {
+		var out string
+		var code int
+		results := underLoad(t, []*testbed.Host{h}, func() {
+			out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr)
+		})
+		if code != 0 || !strings.Contains(out, "serves in its place") {
+			t.Fatalf("surge deploy onto %v exited %d:\n%s", to, code, out)
+		}
+		t.Logf("surge onto %v: %d failed, resent %v", to, results[0].Failed, results[0].Resent)
+		if r := results[0]; r.Failed != 0 || !resends && len(r.Resent) != 0 {
+			t.Errorf("surge onto %v: %d failed (%v), resent %v", to, r.Failed, r.Failures, r.Resent)
+		}
+		if got := served(t, h); fmt.Sprint(got) != fmt.Sprint(to) {
+			t.Errorf("surge onto %v: the balancer serves %v", to, got)
+		}
+		from := home
+		if slices.Equal(to, home) {
+			from = spare
+		}
+		runsOn(t, h, to, from, "v2")
+		if atSpare != nil && slices.Equal(to, spare) {
+			atSpare(spare)
 		}
 	}
 }
@@ -223,6 +259,26 @@ func TestAppHostCaddy(t *testing.T) {
 	scaleThrough(t, cfg, h, caddyUpstreams, true)
 	stoppedRefuses(t, cfg, h, "caddy", "is Caddy running, with its admin API on?")
 
+	// strategy.max_surge with caddy.resume, Caddy run with --resume by the
+	// drop-in rollout render shows: one PATCH swaps the new instances in;
+	// Caddy restarted after the surge loads its last config (the spare
+	// ports), not the Caddyfile's; the next deploy moves them back.
+	surgeCfg := withLines(t, fleetConfigWith(t, testMinHealthy, "caddy: {resume: true}\n"), "strategy:\n  max_surge: 100%\n")
+	dropIn := renderedFile(t, surgeCfg, "/etc/systemd/system/caddy.service.d/resume.conf")
+	if out, err := fleet.RunRoot(context.Background(), h, "mkdir -p /etc/systemd/system/caddy.service.d && printf %s "+sshexec.Quote(dropIn)+" >/etc/systemd/system/caddy.service.d/resume.conf && systemctl daemon-reload && systemctl restart caddy 2>&1"); err != nil {
+		t.Fatalf("run Caddy with --resume: %v\n%s", err, out)
+	}
+	answers(t, h, "Caddy", 10*time.Second)
+	surgeAndBack(t, surgeCfg, h, caddyUpstreams, true, func(spare []int) {
+		if out, err := fleet.RunRoot(context.Background(), h, "systemctl restart caddy 2>&1"); err != nil {
+			t.Fatalf("restart caddy: %v\n%s", err, out)
+		}
+		answers(t, h, "Caddy", 10*time.Second)
+		if got := caddyUpstreams(t, h); fmt.Sprint(got) != fmt.Sprint(spare) {
+			t.Errorf("Caddy restarted with --resume sends to %v, want the live ports %v", got, spare)
+		}
+	})
+
 	// sudo: helper: with no sudo but the helper's, the deploy drains and
 	// puts back through Caddy's admin API (no root needed) and restarts
 	// through the helper, with 0 failed.
@@ -243,4 +299,5 @@ func TestAppHostCaddy(t *testing.T) {
 	if got := caddyUpstreams(t, h); fmt.Sprint(got) != fmt.Sprint(portRange(basePort, instances)) {
 		t.Errorf("Caddy's upstreams after the helper's deploy: %v", got)
 	}
+
 }

@@ -43,22 +43,7 @@ func useAppHostTraefik(t testing.TB, cfg string, hosts ...*testbed.Host) {
 	if os.Getenv("ROLLOUT_TRAEFIK") == "" {
 		testenv.Skip(t, "no Traefik for the test hosts: make e2e builds it (tools/traefik.sh) and sets ROLLOUT_TRAEFIK")
 	}
-	out, code := rollout(t, "render", "-c", cfg, "--output", "json")
-	var doc struct {
-		Files []struct{ Path, Content string }
-	}
-	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil {
-		t.Fatalf("render exited %d:\n%s", code, out)
-	}
-	var file string
-	for _, f := range doc.Files {
-		if f.Path == "/etc/traefik/dynamic/my-app.yml" {
-			file = f.Content
-		}
-	}
-	if file == "" {
-		t.Fatalf("render gives no /etc/traefik/dynamic/my-app.yml:\n%s", out)
-	}
+	file := renderedFile(t, cfg, "/etc/traefik/dynamic/my-app.yml")
 	ctx := context.Background()
 	for _, h := range hosts {
 		for path, content := range map[string]string{"/etc/traefik/traefik.yml": traefikStatic, "/etc/traefik/dynamic/router.yml": traefikRouter, "/etc/traefik/dynamic/my-app.yml": file} {
@@ -66,11 +51,41 @@ func useAppHostTraefik(t testing.TB, cfg string, hosts ...*testbed.Host) {
 				t.Fatal(err)
 			}
 		}
-		if out, err := fleet.Run(ctx, h, "sudo -n systemctl stop nginx && sudo -n systemd-run --quiet --unit traefik -p Restart=on-failure /usr/local/bin/traefik --configFile=/etc/traefik/traefik.yml 2>&1"); err != nil {
+		if out, err := fleet.Run(ctx, h, "sudo -n systemctl stop nginx"); err != nil {
 			t.Fatalf("%s: %v\n%s", h.Name, err, out)
 		}
-		answers(t, h, "Traefik", 20*time.Second)
+		startTraefik(t, h)
 	}
+}
+
+// renderedFile is the content of the file at path that rollout render
+// shows for cfg.
+func renderedFile(t testing.TB, cfg, path string) string {
+	t.Helper()
+	out, code := rollout(t, "render", "-c", cfg, "--output", "json")
+	var doc struct {
+		Files []struct{ Path, Content string }
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil {
+		t.Fatalf("render exited %d:\n%s", code, out)
+	}
+	for _, f := range doc.Files {
+		if f.Path == path {
+			return f.Content
+		}
+	}
+	t.Fatalf("render gives no %s:\n%s", path, out)
+	return ""
+}
+
+// startTraefik starts Traefik on h (a transient unit, started again while
+// systemd still has it) and waits until it answers.
+func startTraefik(t testing.TB, h *testbed.Host) {
+	t.Helper()
+	if out, err := fleet.RunRoot(context.Background(), h, "systemctl start traefik 2>/dev/null || systemd-run --quiet --unit traefik -p Restart=on-failure /usr/local/bin/traefik --configFile=/etc/traefik/traefik.yml 2>&1"); err != nil {
+		t.Fatalf("%s: start Traefik: %v\n%s", h.Name, err, out)
+	}
+	answers(t, h, "Traefik", 20*time.Second)
 }
 
 // traefikServed are the ports Traefik's service my-app sends requests to,
@@ -146,4 +161,18 @@ func TestAppHostTraefik(t *testing.T) {
 	}
 	scaleThrough(t, cfg, h, traefikServed, false)
 	stoppedRefuses(t, cfg, h, "traefik", "is Traefik running, with api.insecure on?")
+	// status says Traefik does not answer, not what its file says.
+	if text, code := rollout(t, "status", "-c", cfg, "--hosts", h.Addr); code == 0 || !strings.Contains(text, "is Traefik running") {
+		t.Errorf("status with Traefik stopped exited %d:\n%s", code, text)
+	}
+	startTraefik(t, h)
+
+	// strategy.max_surge: 100% with sudo: helper and no other sudo: the new
+	// instances start on the spare ports, one write of the file swaps them
+	// in and the old ones out (the helper writes only that file), and a
+	// strict client sees nothing; the next deploy moves them back.
+	surgeCfg := withLines(t, helperConfig(t, cfg), "strategy:\n  max_surge: 100%\n")
+	installHelpers(t, surgeCfg)
+	onlyHelper(t, h)
+	surgeAndBack(t, surgeCfg, h, traefikServed, false, nil)
 }

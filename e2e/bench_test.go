@@ -29,7 +29,7 @@ done`
 // cluster reload, and rollout (one at a time, two at a time, every
 // instance at once beside the old ones with max_surge 100%, and one at a
 // time through an HAProxy, a Caddy, then a Traefik, on the host in Nginx's
-// place). It
+// place, and with max_surge 100% through that Traefik). It
 // prints requests, failures and seconds for each, the floor measured on
 // the same host (one bare balancer change; the app's own boot-to-healthy
 // time), rollout's overhead per instance against that floor, and the
@@ -62,7 +62,13 @@ func BenchmarkDeploy(b *testing.B) {
 		})
 		tfOverhead := tfSpan/time.Duration(tfN) - tfBoot/time.Duration(tfN)
 		sg, sgEvents := benchRolloutEvents(b, h, func() string { return fleetConfig(b, "0s") }, "--max-surge", "100%")
-		sgSpan, sgBoot := surgeFigures(b, sgEvents)
+		sgSpan, sgBoot := surgeFigures(b, sgEvents, "max_surge=100%")
+		ts, tsEvents := benchRolloutEvents(b, h, func() string {
+			cfg := fleetConfigWith(b, "0s", "traefik: {}\n")
+			useAppHostTraefik(b, cfg, h)
+			return cfg
+		}, "--max-surge", "100%")
+		tsSpan, _ := surgeFigures(b, tsEvents, "max_surge=100%, Traefik on the host")
 		// The goal's boot-to-healthy: the app's own, one instance alone
 		// (the one-at-a-time run's); the new instances boot at once, and
 		// on a host with fewer cores than instances each takes longer.
@@ -70,6 +76,8 @@ func BenchmarkDeploy(b *testing.B) {
 		sgGoalParallel := sgBoot*3/2 + 2*floor
 		b.ReportMetric(float64(sg.res.Failed), "rollout_surge_failed")
 		b.ReportMetric(sgSpan.Seconds(), "surge_seconds/host")
+		b.ReportMetric(float64(ts.res.Failed), "rollout_traefik_surge_failed")
+		b.ReportMetric(tsSpan.Seconds(), "traefik_surge_seconds/host")
 		b.ReportMetric(float64(ha.res.Failed), "rollout_haproxy_failed")
 		b.ReportMetric(float64(haOverhead.Milliseconds()), "haproxy_overhead_ms/instance")
 		b.ReportMetric(float64(cd.res.Failed), "rollout_caddy_failed")
@@ -93,6 +101,9 @@ func BenchmarkDeploy(b *testing.B) {
 		fmt.Printf("rollout max_surge=100%%, a host of 4: %s; goal 1.5 x the app's boot-to-healthy (%s, one instance alone) + 2 balancer changes (floor %s) = %s: ratio %.2f; with the boot of the 4 new instances at once (%s, the slowest) in its place = %s: ratio %.2f\n",
 			sgSpan.Round(time.Millisecond), boot.Round(time.Millisecond), floor.Round(time.Millisecond), sgGoal.Round(time.Millisecond), float64(sgSpan)/float64(sgGoal),
 			sgBoot.Round(time.Millisecond), sgGoalParallel.Round(time.Millisecond), float64(sgSpan)/float64(sgGoalParallel))
+		fmt.Printf("rollout max_surge=100%%, Traefik on the host: requests=%d failed=%d resent=%d seconds=%.1f (%s)\n", ts.res.Requests, ts.res.Failed, resent(ts.res), ts.seconds, ts.res)
+		fmt.Printf("rollout max_surge=100%%, Traefik on the host, a host of 4: %s; goal (as above) %s: ratio %.2f; with the boot of the 4 at once: ratio %.2f\n",
+			tsSpan.Round(time.Millisecond), sgGoal.Round(time.Millisecond), float64(tsSpan)/float64(sgGoal), float64(tsSpan)/float64(sgGoalParallel))
 		fmt.Printf("rollout, HAProxy on the host: requests=%d failed=%d resent=%d seconds=%.1f (%s)\n", ha.res.Requests, ha.res.Failed, resent(ha.res), ha.seconds, ha.res)
 		fmt.Printf("rollout, HAProxy on the host, per instance: %s; boot-to-healthy: %s; overhead: %s (goal for a balancer without reload: at most 100ms)\n",
 			(haSpan / time.Duration(haN)).Round(time.Millisecond), (haBoot / time.Duration(haN)).Round(time.Millisecond), haOverhead.Round(time.Millisecond))
@@ -107,8 +118,8 @@ func BenchmarkDeploy(b *testing.B) {
 		fmt.Printf("bench: seconds_per_host_of_4 one_at_a_time=%.2f max_unavailable_2=%.2f (first capacity check to last undrain)\n", span.Seconds(), twoSpan.Seconds())
 		fmt.Printf("bench: seconds (the whole command) seed=%.1f hand_loop=%.1f pm2=%.1f rollout=%.1f rollout_mu2=%.1f; failed seed=%d hand_loop=%d pm2=%d rollout=%d rollout_mu2=%d\n",
 			seed.seconds, loop.seconds, pm2.seconds, roll.seconds, two.seconds, seed.res.Failed, loop.res.Failed, pm2.res.Failed, roll.res.Failed, two.res.Failed)
-		fmt.Printf("bench: ratios rollout/hand_loop=%.2f rollout/pm2=%.2f rollout_mu2/pm2=%.2f rollout_haproxy/pm2=%.2f rollout_caddy/pm2=%.2f rollout_traefik/pm2=%.2f rollout_surge/pm2=%.2f surge/goal=%.2f surge/goal_parallel_boot=%.2f overhead/floor=%.2f (overhead_ms_per_instance=%d floor_ms=%d haproxy_overhead_ms_per_instance=%d caddy_overhead_ms_per_instance=%d traefik_overhead_ms_per_instance=%d)\n",
-			roll.seconds/loop.seconds, roll.seconds/pm2.seconds, two.seconds/pm2.seconds, ha.seconds/pm2.seconds, cd.seconds/pm2.seconds, tf.seconds/pm2.seconds, sg.seconds/pm2.seconds, float64(sgSpan)/float64(sgGoal), float64(sgSpan)/float64(sgGoalParallel), float64(overhead)/float64(floor), overhead.Milliseconds(), floor.Milliseconds(), haOverhead.Milliseconds(), cdOverhead.Milliseconds(), tfOverhead.Milliseconds())
+		fmt.Printf("bench: ratios rollout/hand_loop=%.2f rollout/pm2=%.2f rollout_mu2/pm2=%.2f rollout_haproxy/pm2=%.2f rollout_caddy/pm2=%.2f rollout_traefik/pm2=%.2f rollout_surge/pm2=%.2f rollout_traefik_surge/pm2=%.2f surge/goal=%.2f surge/goal_parallel_boot=%.2f overhead/floor=%.2f (overhead_ms_per_instance=%d floor_ms=%d haproxy_overhead_ms_per_instance=%d caddy_overhead_ms_per_instance=%d traefik_overhead_ms_per_instance=%d)\n",
+			roll.seconds/loop.seconds, roll.seconds/pm2.seconds, two.seconds/pm2.seconds, ha.seconds/pm2.seconds, cd.seconds/pm2.seconds, tf.seconds/pm2.seconds, sg.seconds/pm2.seconds, ts.seconds/pm2.seconds, float64(sgSpan)/float64(sgGoal), float64(sgSpan)/float64(sgGoalParallel), float64(overhead)/float64(floor), overhead.Milliseconds(), floor.Milliseconds(), haOverhead.Milliseconds(), cdOverhead.Milliseconds(), tfOverhead.Milliseconds())
 	}
 }
 
@@ -240,7 +251,7 @@ func benchEvents(out []byte) []benchEvent {
 // first new instance's start to the last old one's stop, and the slowest
 // new instance's boot-to-healthy (restart, wait-active, health: they boot
 // at once).
-func surgeFigures(b *testing.B, events []byte) (span, boot time.Duration) {
+func surgeFigures(b *testing.B, events []byte, what string) (span, boot time.Duration) {
 	var start, first, last time.Time
 	var before []string // the steps before the first start, when each ended
 	perPort := map[int]time.Duration{}
@@ -274,9 +285,9 @@ func surgeFigures(b *testing.B, events []byte) (span, boot time.Duration) {
 	for _, d := range perPort {
 		boot = max(boot, d)
 	}
-	fmt.Printf("rollout max_surge=100%%: before the first start: %s\n", strings.Join(before, " "))
-	fmt.Printf("rollout max_surge=100%%: first event to first start=%s; first start to last old stop=%s; slowest new boot-to-healthy=%s; capacity=%s change=%s wait-drain=%s stop of the old=%s\n",
-		first.Sub(start).Round(time.Millisecond), last.Sub(first).Round(time.Millisecond), boot.Round(time.Millisecond), steps["capacity"].Round(time.Millisecond), steps["undrain"].Round(time.Millisecond), steps["wait-drain"].Round(time.Millisecond), steps["stop"].Round(time.Millisecond))
+	fmt.Printf("rollout %s: before the first start: %s\n", what, strings.Join(before, " "))
+	fmt.Printf("rollout %s: first event to first start=%s; first start to last old stop=%s; slowest new boot-to-healthy=%s; capacity=%s change=%s wait-drain=%s stop of the old=%s\n",
+		what, first.Sub(start).Round(time.Millisecond), last.Sub(first).Round(time.Millisecond), boot.Round(time.Millisecond), steps["capacity"].Round(time.Millisecond), steps["undrain"].Round(time.Millisecond), steps["wait-drain"].Round(time.Millisecond), steps["stop"].Round(time.Millisecond))
 	return last.Sub(first), boot
 }
 
