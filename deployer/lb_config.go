@@ -221,9 +221,6 @@ func (c *Config) onBalancers(host string) *Config {
 	return &lc
 }
 
-// helperHAProxy are the socket and backend a host's helper takes: a
-// balancer host's (lbSide of driver haproxy), or an app host's with
-// haproxy:; "" on any other host.
 // helperNginx is the upstream file and commands the helper's
 // write-upstream takes: Traefik's file (nothing to test or signal) with
 // traefik:, else Nginx's.
@@ -234,6 +231,9 @@ func (c *Config) helperNginx() NginxConfig {
 	return c.Nginx
 }
 
+// helperHAProxy are the socket and backend a host's helper takes: a
+// balancer host's (lbSide of driver haproxy), or an app host's with
+// haproxy:; "" on any other host.
 func (c *Config) helperHAProxy() (socket, backend string) {
 	if b := c.balancer; b != nil && b.Driver == lbHAProxy {
 		return b.Socket, b.Backend

@@ -109,7 +109,7 @@ func adminStates(t *testing.T, h *testbed.Host) map[string]string {
 }
 
 // serverStates are the srv_admin_state of h's backend app, by server.
-func serverStates(t *testing.T, h *testbed.Host) map[string]string {
+func serverStates(t testing.TB, h *testbed.Host) map[string]string {
 	t.Helper()
 	state, err := fleet.RunRoot(context.Background(), h, "echo 'show servers state app' | socat stdio unix-connect:/run/haproxy/admin.sock")
 	if err != nil {
@@ -349,6 +349,25 @@ func haproxyPid(t testing.TB, h *testbed.Host) string {
 	return ""
 }
 
+// haproxyReady are the slots' ports (home and spare) whose server in h's
+// backend app is ready: neither drained nor in maintenance. A slot with
+// no server fails the test.
+func haproxyReady(t testing.TB, h *testbed.Host) []int {
+	t.Helper()
+	states := serverStates(t, h)
+	var ready []int
+	for _, p := range portRange(basePort, 2*instances) {
+		st, ok := states[fmt.Sprintf("my-app-%d", p)]
+		if !ok {
+			t.Fatalf("%s: backend app has no server my-app-%d: %v", h.Name, p, states)
+		}
+		if n, _ := strconv.Atoi(st); n&0x23 == 0 {
+			ready = append(ready, p)
+		}
+	}
+	return ready
+}
+
 // surgeThroughHAProxy: max_surge 100% with HAProxy on h, its backend
 // holding the spare servers in maintenance: a deploy wakes 3004-3007 and
 // puts 3000-3003 in maintenance in one runtime API call, and the next one
@@ -365,32 +384,9 @@ func surgeThroughHAProxy(t *testing.T, h *testbed.Host) {
 	}
 	defer useAppHostHAProxy(t, h)
 	cfg := withLines(t, appHostHAProxyConfig(t, testMinHealthy), "strategy:\n  max_surge: 100%\n")
-	home, spare := portRange(basePort, instances), portRange(basePort+instances, instances)
-	for _, to := range [][]int{spare, home} {
-		var out string
-		var code int
-		results := underLoad(t, []*testbed.Host{h}, func() {
-			out, code = rollout(t, "deploy", "-c", cfg, "--version", "v2", "--force", "--hosts", h.Addr)
-		})
-		if code != 0 || !strings.Contains(out, "one runtime API call (no reload)") {
-			t.Fatalf("surge deploy onto %v exited %d:\n%s", to, code, out)
+	surgeAndBack(t, cfg, h, haproxyReady, false, func(to []int, out string) {
+		if !strings.Contains(out, "one runtime API call (no reload)") {
+			t.Errorf("surge onto %v was not one runtime API call:\n%s", to, out)
 		}
-		for _, r := range results {
-			if r.Failed != 0 || len(r.Resent) != 0 {
-				t.Errorf("surge onto %v through HAProxy: %d failed, resent %v", to, r.Failed, r.Resent)
-			}
-		}
-		states := serverStates(t, h)
-		for _, p := range append(slices.Clone(home), spare...) {
-			st, _ := strconv.Atoi(states[fmt.Sprintf("my-app-%d", p)])
-			if serving := slices.Contains(to, p); serving != (st&0x23 == 0) {
-				t.Errorf("surge onto %v: server my-app-%d admin state %d", to, p, st)
-			}
-		}
-		for port, v := range servedOn(t, h, to) {
-			if v != "v2" {
-				t.Errorf("%s:%d serves %q after the surge", h.Name, port, v)
-			}
-		}
-	}
+	})
 }

@@ -55,19 +55,16 @@ func BenchmarkDeploy(b *testing.B) {
 			return caddyConfig(b, "0s")
 		})
 		cdOverhead := cdSpan/time.Duration(cdN) - cdBoot/time.Duration(cdN)
-		tf, tfSpan, tfN, tfBoot := benchRolloutWith(b, h, "traefik on the host", func() string {
+		traefikHost := func() string {
 			cfg := fleetConfigWith(b, "0s", "traefik: {}\n")
 			useAppHostTraefik(b, cfg, h)
 			return cfg
-		})
+		}
+		tf, tfSpan, tfN, tfBoot := benchRolloutWith(b, h, "traefik on the host", traefikHost)
 		tfOverhead := tfSpan/time.Duration(tfN) - tfBoot/time.Duration(tfN)
 		sg, sgEvents := benchRolloutEvents(b, h, func() string { return fleetConfig(b, "0s") }, "--max-surge", "100%")
 		sgSpan, sgBoot := surgeFigures(b, sgEvents, "max_surge=100%")
-		ts, tsEvents := benchRolloutEvents(b, h, func() string {
-			cfg := fleetConfigWith(b, "0s", "traefik: {}\n")
-			useAppHostTraefik(b, cfg, h)
-			return cfg
-		}, "--max-surge", "100%")
+		ts, tsEvents := benchRolloutEvents(b, h, traefikHost, "--max-surge", "100%")
 		tsSpan, _ := surgeFigures(b, tsEvents, "max_surge=100%, Traefik on the host")
 		// The goal's boot-to-healthy: the app's own, one instance alone
 		// (the one-at-a-time run's); the new instances boot at once, and
